@@ -1,0 +1,285 @@
+//! GPU timing and the bandwidth roofline.
+//!
+//! Each measurement records `inner` copies of the same dispatch into one compute pass (so
+//! per-submit overhead is amortised), runs it `warmup` times, then `reps` times, and reports the
+//! median/min/max per dispatch. Time comes from timestamp queries at the pass boundaries where
+//! the adapter supports them, otherwise from wall clock around submit+wait (labelled `wall`).
+
+use crate::device::Device;
+use crate::error::Result;
+use crate::ops::{self, matmul, Recorder};
+use crate::tensor::{DType, Tensor};
+use crate::testing::{compare, Rng};
+use serde::Serialize;
+
+/// Timing statistics per dispatch, in seconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// "gpu-timestamps" or "wall".
+    pub clock: &'static str,
+}
+
+/// Runs a recorded batch `warmup + reps` times and returns per-dispatch statistics.
+pub fn measure(rec: &Recorder, inner: usize, warmup: usize, reps: usize) -> Result<Stats> {
+    for _ in 0..warmup {
+        rec.run_timed()?;
+    }
+    let mut times = Vec::with_capacity(reps);
+    let mut gpu = true;
+    for _ in 0..reps.max(1) {
+        let t = rec.run_timed()?;
+        gpu &= t.gpu_timestamps;
+        times.push(t.seconds / inner as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(Stats {
+        median: times[times.len() / 2],
+        min: times[0],
+        max: times[times.len() - 1],
+        clock: if gpu { "gpu-timestamps" } else { "wall" },
+    })
+}
+
+/// One row of a benchmark report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub case: String,
+    pub variant: String,
+    pub shape: String,
+    pub stats: Stats,
+    pub bytes: f64,
+    pub flops: f64,
+    pub gb_per_s: f64,
+    pub tflop_per_s: f64,
+    /// Effective bandwidth as a percentage of the copy roofline measured in the same run.
+    pub pct_of_copy: f64,
+    /// Whether sampled outputs agree with the f64 reference (None: not checked).
+    pub agrees: Option<bool>,
+}
+
+/// Sizes and repetition counts of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchConfig {
+    /// Small sizes for smoke runs on software adapters.
+    pub quick: bool,
+    pub warmup: usize,
+    pub reps: usize,
+}
+
+impl BenchConfig {
+    pub fn full() -> Self {
+        Self {
+            quick: false,
+            warmup: 3,
+            reps: 10,
+        }
+    }
+    pub fn quick() -> Self {
+        Self {
+            quick: true,
+            warmup: 1,
+            reps: 3,
+        }
+    }
+}
+
+fn row(
+    case: &str,
+    variant: &str,
+    shape: String,
+    stats: Stats,
+    bytes: f64,
+    flops: f64,
+    roofline: f64,
+    agrees: Option<bool>,
+) -> BenchRow {
+    let gbs = bytes / stats.median / 1e9;
+    BenchRow {
+        case: case.into(),
+        variant: variant.into(),
+        shape,
+        stats,
+        bytes,
+        flops,
+        gb_per_s: gbs,
+        tflop_per_s: flops / stats.median / 1e12,
+        pct_of_copy: if roofline > 0.0 {
+            100.0 * gbs / roofline
+        } else {
+            0.0
+        },
+        agrees,
+    }
+}
+
+/// Measures the copy roofline: `bytes` read + `bytes` written per copy.
+pub fn copy_roofline(dev: &Device, cfg: BenchConfig) -> Result<BenchRow> {
+    let n = if cfg.quick { 1 << 20 } else { 256 << 20 } / 4; // f32 elements (1 MiB / 256 MiB)
+    let src = Tensor::from_slice(dev, &[n], &vec![1.0f32; n])?;
+    let dst = Tensor::empty(dev, &[n], DType::F32)?;
+    let inner = if cfg.quick { 4 } else { 20 };
+    let mut rec = Recorder::new(dev);
+    for _ in 0..inner {
+        ops::copy::copy(&mut rec, &src, &dst)?;
+    }
+    let stats = measure(&rec, inner, cfg.warmup, cfg.reps)?;
+    let bytes = 2.0 * (n * 4) as f64;
+    let ok = dst.read::<f32>(dev)?.iter().all(|&v| v == 1.0);
+    Ok(row(
+        "copy",
+        "copy.vec4",
+        format!("{} MiB", n * 4 >> 20),
+        stats,
+        bytes,
+        0.0,
+        0.0,
+        Some(ok),
+    ))
+}
+
+/// Benchmarks one linear-layer variant at (M, N, K). Agreement is checked on a few sampled rows.
+pub fn bench_linear(
+    dev: &Device,
+    variant: &str,
+    m: usize,
+    n: usize,
+    k: usize,
+    cfg: BenchConfig,
+    roofline: f64,
+) -> Result<BenchRow> {
+    let v = crate::shader::find(variant)?;
+    let coop = v.entry == "gemm_coop";
+    let wdt = if v.defines.contains_key("W_F32") {
+        DType::F32
+    } else {
+        DType::F16
+    };
+    let mut rng = Rng::new(7);
+    let xs = rng.vec(m * k, -1.0, 1.0);
+    let ws = rng.vec(n * k, -1.0, 1.0);
+    // The reference sees the same f16-rounded values the GPU reads.
+    let round = |v: &[f32], dt: DType| -> Vec<f32> {
+        if dt == DType::F16 {
+            v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect()
+        } else {
+            v.to_vec()
+        }
+    };
+    let xdt = if coop { DType::F16 } else { DType::F32 };
+    let (xs, ws) = (round(&xs, xdt), round(&ws, wdt));
+    let x = Tensor::from_f32(dev, &[m, k], &xs, xdt)?;
+    let w = Tensor::from_f32(dev, &[n, k], &ws, wdt)?;
+    let y = Tensor::empty(dev, &[m, n], DType::F32)?;
+    let inner = if cfg.quick {
+        1
+    } else if m <= matmul::GEMV_MAX_M {
+        20
+    } else {
+        3
+    };
+    let mut rec = Recorder::new(dev);
+    for _ in 0..inner {
+        matmul::linear_using(&mut rec, &v, &x, &w, None, &y)?;
+    }
+    let stats = measure(&rec, inner, cfg.warmup, cfg.reps)?;
+    let got = y.read::<f32>(dev)?;
+    let rows: Vec<usize> = [0, m / 2, m - 1].into_iter().collect();
+    let mut ok = true;
+    for &r in &rows {
+        let want = matmul::linear_ref(&xs[r * k..(r + 1) * k], &ws, None, 1, n, k);
+        let c = compare(&got[r * n..(r + 1) * n], &want);
+        let scale = (k as f64).sqrt();
+        ok &= c.nonfinite_mismatches == 0 && c.nmse < 1e-5 && c.max_abs < 1e-2 * scale;
+    }
+    let bytes = (m * k * xdt.size() + n * k * wdt.size() + m * n * 4) as f64;
+    let flops = 2.0 * (m * n * k) as f64;
+    Ok(row(
+        "linear",
+        variant,
+        format!("M={m} N={n} K={k}"),
+        stats,
+        bytes,
+        flops,
+        roofline,
+        Some(ok),
+    ))
+}
+
+/// The foundation's benchmark set: copy roofline, GEMV and GEMM variants.
+pub fn run_core(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> Result<Vec<BenchRow>> {
+    let copy = copy_roofline(dev, cfg)?;
+    let roof = copy.gb_per_s;
+    let mut rows = vec![copy];
+    let (gv, gm) = if cfg.quick { (512, 128) } else { (8192, 4096) };
+    let caps = dev.caps().clone();
+    let mut cases: Vec<(&str, usize, usize, usize)> = Vec::new();
+    for v in [
+        "matmul.gemv.f16",
+        "matmul.gemv.f16.sg",
+        "matmul.gemv.f16n",
+        "matmul.gemv.f16n.sg",
+        "matmul.gemv.f32",
+        "matmul.gemv.f32.sg",
+    ] {
+        cases.push((v, 1, gv, gv));
+    }
+    for v in [
+        "matmul.gemm.t128.f32",
+        "matmul.gemm.t64.f32",
+        "matmul.gemm.t128.f16",
+        "matmul.gemm.t128.f16n",
+        "matmul.gemm_coop.f16",
+    ] {
+        cases.push((v, gm, gm, gm));
+    }
+    for (name, m, n, k) in cases {
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let v = crate::shader::find(name)?;
+        if !v.supported(&caps) {
+            log::info!("skipping {name}: needs {}", v.requires.describe());
+            continue;
+        }
+        rows.push(bench_linear(dev, name, m, n, k, cfg, roof)?);
+    }
+    Ok(rows)
+}
+
+/// Renders rows as an aligned text table.
+pub fn table(rows: &[BenchRow]) -> String {
+    let mut s = format!(
+        "{:<8} {:<24} {:<22} {:>11} {:>11} {:>11} {:>9} {:>9} {:>7} {:>6} {}\n",
+        "case",
+        "variant",
+        "shape",
+        "median µs",
+        "min µs",
+        "max µs",
+        "GB/s",
+        "TFLOP/s",
+        "%copy",
+        "ok",
+        "clock"
+    );
+    for r in rows {
+        s += &format!(
+            "{:<8} {:<24} {:<22} {:>11.2} {:>11.2} {:>11.2} {:>9.1} {:>9.2} {:>7.1} {:>6} {}\n",
+            r.case,
+            r.variant,
+            r.shape,
+            r.stats.median * 1e6,
+            r.stats.min * 1e6,
+            r.stats.max * 1e6,
+            r.gb_per_s,
+            r.tflop_per_s,
+            r.pct_of_copy,
+            r.agrees.map_or("-", |a| if a { "yes" } else { "NO" }),
+            r.stats.clock
+        );
+    }
+    s
+}

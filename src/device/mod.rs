@@ -1,0 +1,310 @@
+//! Device layer: adapter choice, feature/limit negotiation, capability reporting and error capture.
+//!
+//! Selection is driven by environment variables so every front end (tests, CLI, embedding apps)
+//! behaves the same:
+//! - `LINSEQ_BACKEND=vulkan|metal|dx12|gl|any` restricts the backend (default: any);
+//! - `LINSEQ_ADAPTER=<substring>` picks the first adapter whose name contains it;
+//! - otherwise a discrete GPU is preferred over integrated, virtual and CPU adapters.
+
+mod capabilities;
+
+pub use capabilities::{Capabilities, CoopMatrixShape};
+
+use crate::error::{Error, Result};
+use crate::shader::PipelineCache;
+use std::sync::{Arc, Mutex};
+
+/// Hint printed whenever no adapter can be found.
+pub const INSTALL_HINT: &str = "install a Vulkan driver; on Linux without a GPU, \
+`apt-get install -y mesa-vulkan-drivers` provides lavapipe (software Vulkan); \
+check with `linseq adapters`";
+
+/// How to choose an adapter. [`AdapterSelection::from_env`] reads `LINSEQ_BACKEND` and
+/// `LINSEQ_ADAPTER`.
+#[derive(Debug, Clone, Default)]
+pub struct AdapterSelection {
+    /// Backends to consider.
+    pub backends: Option<wgpu::Backends>,
+    /// Case-insensitive substring of the adapter name.
+    pub name: Option<String>,
+    /// Allow wgpu's experimental features (cooperative matrices). On by default; set
+    /// `LINSEQ_NO_EXPERIMENTAL=1` to turn it off.
+    pub allow_experimental: bool,
+}
+
+impl AdapterSelection {
+    /// Reads the selection from the environment.
+    pub fn from_env() -> Result<Self> {
+        let backends = match std::env::var("LINSEQ_BACKEND") {
+            Ok(v) => Some(parse_backend(&v)?),
+            Err(_) => None,
+        };
+        let name = std::env::var("LINSEQ_ADAPTER")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let allow_experimental = std::env::var("LINSEQ_NO_EXPERIMENTAL").map_or(true, |v| v != "1");
+        Ok(Self {
+            backends,
+            name,
+            allow_experimental,
+        })
+    }
+
+    /// Selection for one specific backend, keeping the other settings.
+    pub fn with_backend(mut self, backend: wgpu::Backend) -> Self {
+        self.backends = Some(wgpu::Backends::from(backend));
+        self
+    }
+}
+
+/// Parses a backend name as accepted by `LINSEQ_BACKEND`.
+pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    Ok(match name.trim().to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => wgpu::Backends::VULKAN,
+        "metal" => wgpu::Backends::METAL,
+        "dx12" | "d3d12" => wgpu::Backends::DX12,
+        "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+        "any" | "all" | "" => wgpu::Backends::all(),
+        other => {
+            return Err(Error::Invalid(format!(
+                "LINSEQ_BACKEND={other}: expected vulkan, metal, dx12, gl or any"
+            )))
+        }
+    })
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter visible for the given backends, in enumeration order.
+pub fn enumerate_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance(backends).enumerate_adapters(backends))
+}
+
+fn device_type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// Picks an adapter following the selection rules in the module docs.
+pub fn select_adapter(sel: &AdapterSelection) -> Result<wgpu::Adapter> {
+    let backends = sel.backends.unwrap_or(wgpu::Backends::all());
+    let mut adapters = enumerate_adapters(backends);
+    if let Some(name) = &sel.name {
+        let needle = name.to_ascii_lowercase();
+        adapters.retain(|a| a.get_info().name.to_ascii_lowercase().contains(&needle));
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(format!(
+                "no adapter name contains {name:?} (LINSEQ_ADAPTER); `linseq adapters` lists them"
+            )));
+        }
+    }
+    // Stable sort: discrete first, then Vulkan/Metal/DX12 before GL at equal type.
+    adapters.sort_by_key(|a| {
+        let info = a.get_info();
+        (
+            device_type_rank(info.device_type),
+            (info.backend == wgpu::Backend::Gl) as u32,
+        )
+    });
+    adapters
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::NoAdapter(format!("backends {backends:?}: {INSTALL_HINT}")))
+}
+
+/// Features linseq asks for when the adapter offers them.
+fn wanted_features(allow_experimental: bool) -> wgpu::Features {
+    let mut f = wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP
+        | wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+    if allow_experimental {
+        f |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+    }
+    f
+}
+
+/// Errors reported asynchronously by wgpu, drained by [`Device::check`].
+#[derive(Default)]
+struct ErrorSink {
+    first: Option<Error>,
+    lost: Option<String>,
+}
+
+/// An open GPU device with its queue, capabilities and pipeline cache.
+///
+/// wgpu's default uncaptured-error handler panics; linseq installs its own that records the
+/// first error, and every submit/readback path calls [`Device::check`] so the error comes back
+/// as a `Result` at the call that caused it (or the next one).
+pub struct Device {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    caps: Capabilities,
+    sink: Arc<Mutex<ErrorSink>>,
+    pub(crate) pipelines: PipelineCache,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("adapter", &self.info.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device {
+    /// Opens the adapter chosen by the environment (see module docs).
+    pub fn new() -> Result<Self> {
+        Self::with_selection(&AdapterSelection::from_env()?)
+    }
+
+    /// Opens the adapter chosen by `sel`.
+    pub fn with_selection(sel: &AdapterSelection) -> Result<Self> {
+        Self::from_adapter(select_adapter(sel)?, sel.allow_experimental)
+    }
+
+    /// Opens a device on a given adapter, requesting every useful feature it has and its real
+    /// limits (wgpu's defaults would cap storage bindings at 128 MiB).
+    pub fn from_adapter(adapter: wgpu::Adapter, allow_experimental: bool) -> Result<Self> {
+        let info = adapter.get_info();
+        let features = adapter.features() & wanted_features(allow_experimental);
+        let limits = adapter.limits();
+        let coop = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            adapter.cooperative_matrix_properties()
+        } else {
+            Vec::new()
+        };
+        let experimental_features =
+            if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+                // SAFETY: the cooperative-matrix feature is experimental in wgpu 30. linseq only uses
+                // it in shaders validated by naga, and callers can opt out with
+                // LINSEQ_NO_EXPERIMENTAL=1.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            };
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("linseq"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features,
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::RequestDevice(format!("{} ({:?}): {e}", info.name, info.backend))
+        })?;
+        let sink = Arc::new(Mutex::new(ErrorSink::default()));
+        {
+            let sink = sink.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                let err = match &e {
+                    wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory(e.to_string()),
+                    _ => Error::Validation(e.to_string()),
+                };
+                log::error!("{err}");
+                let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
+                s.first.get_or_insert(err);
+            }));
+        }
+        {
+            let sink = sink.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
+                s.lost = Some(format!("{reason:?}: {msg}"));
+            });
+        }
+        let caps = Capabilities::new(&info, device.features(), device.limits(), &coop);
+        Ok(Self {
+            device,
+            queue,
+            info,
+            caps,
+            sink,
+            pipelines: PipelineCache::default(),
+        })
+    }
+
+    /// The adapter this device runs on.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// What the device can do: features, limits and derived choices.
+    pub fn caps(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// The raw wgpu device, for callers that record their own work.
+    pub fn raw(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The raw wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// Returns the first error wgpu reported since the last check, or device loss.
+    pub fn check(&self) -> Result<()> {
+        let mut s = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lost) = &s.lost {
+            return Err(Error::DeviceLost(lost.clone()));
+        }
+        match s.first.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Submits command buffers, then reports any error recorded while building them.
+    pub fn submit(
+        &self,
+        cmds: impl IntoIterator<Item = wgpu::CommandBuffer>,
+    ) -> Result<wgpu::SubmissionIndex> {
+        self.check()?;
+        let idx = self.queue.submit(cmds);
+        self.check()?;
+        Ok(idx)
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::DeviceLost(format!("poll failed: {e}")))?;
+        self.check()
+    }
+
+    /// Destroys the device; later calls return [`Error::DeviceLost`]. Used to test loss handling.
+    pub fn destroy(&self) {
+        self.device.destroy();
+        let mut s = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        s.lost
+            .get_or_insert_with(|| "destroyed by the application".into());
+    }
+
+    /// A one-line description: name, backend, type, driver.
+    pub fn describe(&self) -> String {
+        describe_info(&self.info)
+    }
+}
+
+/// One-line description of an adapter.
+pub fn describe_info(info: &wgpu::AdapterInfo) -> String {
+    format!(
+        "{} ({:?}, {:?}, driver {} {})",
+        info.name, info.backend, info.device_type, info.driver, info.driver_info
+    )
+}

@@ -1,0 +1,230 @@
+//! The `linseq` command-line tool.
+
+use clap::{Parser, Subcommand};
+use linseq::shader::validate::{self, Outcome};
+use linseq::{bench, device, shader, Device};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "linseq",
+    version,
+    about = "GPU engine for linear-time sequence models (WGSL on wgpu)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every adapter with backend, type, driver, features and key limits.
+    Adapters {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List or validate the registered shader variants.
+    Shaders {
+        /// Print every registered variant by name, one per line.
+        #[arg(long)]
+        list: bool,
+        /// Validate every variant with naga and translate it to SPIR-V, MSL, HLSL and GLSL.
+        #[arg(long)]
+        validate: bool,
+        /// Only variants whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Print the preprocessed WGSL of one variant.
+        #[arg(long, value_name = "VARIANT")]
+        show: Option<String>,
+    },
+    /// Benchmark kernels on the selected adapter (LINSEQ_BACKEND / LINSEQ_ADAPTER).
+    Bench {
+        /// What to benchmark: `core` (copy roofline, GEMV, GEMM).
+        #[arg(default_value = "core")]
+        what: String,
+        /// Small sizes, few repetitions (smoke test on software adapters).
+        #[arg(long)]
+        quick: bool,
+        /// Only variants whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Also write the rows as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match cmd {
+        Command::Adapters { json } => adapters(json),
+        Command::Shaders {
+            list,
+            validate,
+            filter,
+            show,
+        } => shaders(list, validate, filter.as_deref(), show.as_deref()),
+        Command::Bench {
+            what,
+            quick,
+            filter,
+            json,
+        } => {
+            if what != "core" {
+                return Err(format!("unknown benchmark {what:?}; available: core").into());
+            }
+            let dev = Device::new()?;
+            eprintln!("adapter: {}", dev.describe());
+            let cfg = if quick {
+                bench::BenchConfig::quick()
+            } else {
+                bench::BenchConfig::full()
+            };
+            let rows = bench::run_core(&dev, cfg, filter.as_deref())?;
+            print!("{}", bench::table(&rows));
+            if let Some(path) = json {
+                let doc = serde_json::json!({ "adapter": dev.describe(), "caps": dev.caps(), "rows": rows });
+                std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+                eprintln!("wrote {}", path.display());
+            }
+            let bad = rows.iter().filter(|r| r.agrees == Some(false)).count();
+            Ok(if bad > 0 {
+                eprintln!("{bad} benchmark output(s) disagree with the reference");
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+fn adapters(json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let adapters = device::enumerate_adapters(wgpu::Backends::all());
+    if adapters.is_empty() {
+        return Err(format!("no adapters found: {}", device::INSTALL_HINT).into());
+    }
+    let mut docs = Vec::new();
+    for a in adapters {
+        let info = a.get_info();
+        let l = a.limits();
+        let f = a.features();
+        if json {
+            docs.push(serde_json::json!({
+                "name": info.name, "backend": format!("{:?}", info.backend),
+                "device_type": format!("{:?}", info.device_type), "driver": info.driver,
+                "driver_info": info.driver_info, "features": format!("{f:?}"),
+                "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+                "max_buffer_size": l.max_buffer_size,
+                "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+                "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+                "min_storage_buffer_offset_alignment": l.min_storage_buffer_offset_alignment,
+                "subgroup_min_size": info.subgroup_min_size, "subgroup_max_size": info.subgroup_max_size,
+            }));
+            continue;
+        }
+        println!("{}", device::describe_info(&info));
+        let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
+        println!(
+            "  shader-f16 {}  subgroups {} (size {}..{})  timestamps {} (inside passes {})  coop-matrix {}",
+            has(wgpu::Features::SHADER_F16),
+            has(wgpu::Features::SUBGROUP),
+            info.subgroup_min_size,
+            info.subgroup_max_size,
+            has(wgpu::Features::TIMESTAMP_QUERY),
+            has(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+            has(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+        );
+        println!(
+            "  max storage binding {} MiB, max buffer {} MiB, workgroup storage {} KiB, invocations/workgroup {}, storage offset alignment {}",
+            l.max_storage_buffer_binding_size >> 20,
+            l.max_buffer_size >> 20,
+            l.max_compute_workgroup_storage_size >> 10,
+            l.max_compute_invocations_per_workgroup,
+            l.min_storage_buffer_offset_alignment
+        );
+        for p in a.cooperative_matrix_properties() {
+            println!(
+                "  coop {}x{}x{} {:?}->{:?}",
+                p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type
+            );
+        }
+        println!("  features: {f:?}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&docs)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn shaders(
+    list: bool,
+    validate: bool,
+    filter: Option<&str>,
+    show: Option<&str>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let variants: Vec<_> = shader::registry()
+        .into_iter()
+        .filter(|v| filter.is_none_or(|f| v.name.contains(f)))
+        .collect();
+    if let Some(name) = show {
+        print!("{}", shader::find(name)?.wgsl()?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list {
+        for v in &variants {
+            println!("{}", v.name);
+        }
+    }
+    if !validate {
+        if !list {
+            return Err("nothing to do: pass --list, --validate or --show VARIANT".into());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failures = 0;
+    for v in &variants {
+        let r = validate::quietly(|| validate::check_variant(v));
+        if let Some(e) = &r.validation {
+            failures += 1;
+            println!("FAIL {} [{}]: validation\n{e}", r.variant, r.requires);
+            continue;
+        }
+        let mut cells = Vec::new();
+        for (t, o) in &r.targets {
+            match o {
+                Outcome::Ok => cells.push(format!("{} ok", t.name())),
+                Outcome::NotApplicable(why) => cells.push(format!("{} n/a ({why})", t.name())),
+                Outcome::Failed(e) => {
+                    failures += 1;
+                    cells.push(format!("{} FAILED: {e}", t.name()));
+                }
+            }
+        }
+        println!(
+            "{} {} [{}]: {}",
+            if r.ok() { "ok  " } else { "FAIL" },
+            r.variant,
+            r.requires,
+            cells.join("; ")
+        );
+    }
+    println!("{} variants, {failures} failure(s)", variants.len());
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

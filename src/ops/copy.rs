@@ -1,0 +1,30 @@
+//! Buffer copy kernel: the in-run bandwidth roofline for benchmarks.
+
+use super::{grid, Params, Recorder};
+use crate::error::{Error, Result};
+use crate::shader::Variant;
+use crate::tensor::{DType, Tensor};
+
+const WG: u32 = 256;
+
+pub fn variants() -> Vec<Variant> {
+    vec![Variant::new("copy.vec4", "copy", "copy_vec4").define("WG", WG)]
+}
+
+/// Records `dst = src` for f32 tensors whose length is a multiple of 4.
+pub fn copy(rec: &mut Recorder, src: &Tensor, dst: &Tensor) -> Result<()> {
+    if src.dtype() != DType::F32
+        || dst.dtype() != DType::F32
+        || src.numel() != dst.numel()
+        || src.numel() % 4 != 0
+    {
+        return Err(Error::Shape(format!(
+            "copy needs equal f32 tensors with a multiple of 4 elements, got {:?} and {:?}",
+            src.shape(),
+            dst.shape()
+        )));
+    }
+    let n4 = src.numel() / 4;
+    let wg = grid(rec.device(), n4.div_ceil(WG as usize))?;
+    rec.dispatch(&variants()[0], &Params::new().u(n4), &[src, dst], wg)
+}

@@ -1,0 +1,257 @@
+//! Ops: each family is one module beside its WGSL file in `shaders/`, with its registered
+//! variants, its host-side entry points and its f64 CPU reference (`reference` submodule or
+//! functions named `*_ref`).
+//!
+//! Ops record into a [`Recorder`], which puts every dispatch of a batch of work into a single
+//! compute pass of a single command encoder (one pass per dispatch costs ~18 µs on an H200,
+//! against ~2 µs inside one pass).
+
+pub mod copy;
+pub mod elementwise;
+pub mod embedding;
+pub mod matmul;
+pub mod norm;
+pub mod sampling;
+pub mod softmax;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::shader::{Pipeline, Variant};
+use crate::tensor::Tensor;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Uniform parameters of a dispatch: a list of 32-bit words (u32, i32 or f32 bits), laid out
+/// to match a WGSL struct of scalar fields in the same order.
+#[derive(Debug, Clone, Default)]
+pub struct Params(Vec<u32>);
+
+impl Params {
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+    /// Appends a u32 field.
+    pub fn u(mut self, v: usize) -> Self {
+        self.0.push(v as u32);
+        self
+    }
+    /// Appends an f32 field.
+    pub fn f(mut self, v: f32) -> Self {
+        self.0.push(v.to_bits());
+        self
+    }
+    fn bytes(&self) -> Vec<u8> {
+        let mut w = self.0.clone();
+        w.resize(w.len().div_ceil(4).max(1) * 4, 0); // uniform structs round to 16 bytes
+        bytemuck::cast_slice(&w).to_vec()
+    }
+}
+
+struct Recorded {
+    pipeline: Arc<Pipeline>,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+}
+
+/// GPU timing of a submitted batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Seconds between the pass's begin and end timestamps, or wall time when the adapter has
+    /// no timestamp queries.
+    pub seconds: f64,
+    /// True when `seconds` came from GPU timestamps.
+    pub gpu_timestamps: bool,
+}
+
+/// Collects dispatches and submits them in one compute pass.
+pub struct Recorder<'d> {
+    dev: &'d Device,
+    items: Vec<Recorded>,
+}
+
+impl<'d> Recorder<'d> {
+    pub fn new(dev: &'d Device) -> Self {
+        Self {
+            dev,
+            items: Vec::new(),
+        }
+    }
+
+    pub fn device(&self) -> &'d Device {
+        self.dev
+    }
+
+    /// Number of dispatches recorded so far.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Records one dispatch. Binding 0 is the uniform `params` (when non-empty); tensors follow
+    /// at bindings 1, 2, ... in the order given, matching the WGSL declaration order.
+    pub fn dispatch(
+        &mut self,
+        variant: &Variant,
+        params: &Params,
+        tensors: &[&Tensor],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        let max = self.dev.caps().max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            return Err(Error::Limit(format!(
+                "{}: dispatch {workgroups:?} exceeds {max} per dimension",
+                variant.name
+            )));
+        }
+        let pipeline = self.dev.pipelines.get(self.dev, variant)?;
+        let uniform;
+        let mut entries = Vec::with_capacity(tensors.len() + 1);
+        let mut next = 0;
+        if !params.0.is_empty() {
+            uniform = self.dev.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: params.bytes().len() as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.dev.queue.write_buffer(&uniform, 0, &params.bytes());
+            entries.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: uniform.as_entire_binding(),
+            });
+            next = 1;
+        }
+        for (i, t) in tensors.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: next + i as u32,
+                resource: t.binding(),
+            });
+        }
+        let bind_group = self
+            .dev
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&variant.name),
+                layout: &pipeline.layout,
+                entries: &entries,
+            });
+        self.dev.check()?;
+        if workgroups.contains(&0) {
+            return Ok(()); // nothing to do; bindings were still validated
+        }
+        self.items.push(Recorded {
+            pipeline,
+            bind_group,
+            workgroups,
+        });
+        Ok(())
+    }
+
+    fn encode(&self, timestamps: Option<&wgpu::QuerySet>) -> wgpu::CommandEncoder {
+        let mut enc = self.dev.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("linseq"),
+                timestamp_writes: timestamps.map(|q| wgpu::ComputePassTimestampWrites {
+                    query_set: q,
+                    beginning_of_pass_write_index: Some(0),
+                    end_of_pass_write_index: Some(1),
+                }),
+            });
+            for it in &self.items {
+                pass.set_pipeline(&it.pipeline.pipeline);
+                pass.set_bind_group(0, &it.bind_group, &[]);
+                let [x, y, z] = it.workgroups;
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+        enc
+    }
+
+    /// Submits everything recorded, without waiting.
+    pub fn submit(self) -> Result<()> {
+        let enc = self.encode(None);
+        self.dev.submit([enc.finish()])?;
+        Ok(())
+    }
+
+    /// Submits and waits for completion.
+    pub fn run(self) -> Result<()> {
+        let dev = self.dev;
+        self.submit()?;
+        dev.wait()
+    }
+
+    /// Submits, waits and reports how long the pass took on the GPU (timestamps) or, without
+    /// timestamp support, the wall time of submit + wait.
+    pub fn run_timed(&self) -> Result<Timing> {
+        let dev = self.dev;
+        if !dev.caps().timestamps {
+            let enc = self.encode(None);
+            let t0 = Instant::now();
+            dev.submit([enc.finish()])?;
+            dev.wait()?;
+            return Ok(Timing {
+                seconds: t0.elapsed().as_secs_f64(),
+                gpu_timestamps: false,
+            });
+        }
+        let qs = dev.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("timing"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolve = dev.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE
+                | wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.encode(Some(&qs));
+        enc.resolve_query_set(&qs, 0..2, &resolve, 0);
+        dev.submit([enc.finish()])?;
+        dev.wait()?;
+        let t = Tensor::wrap_buffer(resolve, &[4], crate::DType::U32);
+        let w: Vec<u32> = t.read(dev)?;
+        let ticks =
+            (w[2] as u64 | (w[3] as u64) << 32).wrapping_sub(w[0] as u64 | (w[1] as u64) << 32);
+        let seconds = ticks as f64 * dev.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(Timing {
+            seconds,
+            gpu_timestamps: true,
+        })
+    }
+}
+
+/// Splits `groups` workgroups into an x×y grid within the per-dimension limit. Shaders recover
+/// the flat index as `wid.x + wid.y * nwg.x` and must ignore indices past the end.
+pub fn grid(dev: &Device, groups: usize) -> Result<[u32; 3]> {
+    let max = dev.caps().max_compute_workgroups_per_dimension as usize;
+    if groups <= max {
+        return Ok([groups as u32, 1, 1]);
+    }
+    let y = groups.div_ceil(max);
+    if y > max {
+        return Err(Error::Limit(format!(
+            "{groups} workgroups exceed a {max}×{max} grid"
+        )));
+    }
+    Ok([groups.div_ceil(y) as u32, y as u32, 1])
+}
+
+/// Checks that `t` has exactly `shape` and `dtype`, naming the argument in the error.
+pub fn expect(name: &str, t: &Tensor, shape: &[usize], dtype: crate::DType) -> Result<()> {
+    if t.shape() != shape || t.dtype() != dtype {
+        return Err(Error::Shape(format!(
+            "{name}: expected {shape:?} {dtype:?}, got {:?} {:?}",
+            t.shape(),
+            t.dtype()
+        )));
+    }
+    Ok(())
+}

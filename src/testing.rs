@@ -1,0 +1,232 @@
+//! The op test harness, linseq's analogue of ggml's test-backend-ops.
+//!
+//! - [`devices`] opens every adapter the machine has (in CI: lavapipe and llvmpipe GL), so each
+//!   op test runs on each backend. No adapter is an error that says what to install.
+//! - [`compare`] measures NMSE and max-abs against an f64 reference and counts NaN/Inf
+//!   mismatches; [`Budget`] holds per-op, per-dtype limits.
+//! - [`GuardedOutput`] surrounds an output with sentinel words and fails if a kernel wrote them.
+
+use crate::device::{self, AdapterSelection, Device, INSTALL_HINT};
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
+
+/// Error budget of one comparison.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    /// Normalised mean squared error Σ(a−b)²/Σb².
+    pub nmse: f64,
+    /// Largest absolute difference.
+    pub max_abs: f64,
+}
+
+/// Per-op and per-dtype budgets. f16 entries apply when weights or inputs are f16 (the reference
+/// then sees the same rounded values, so the budget covers accumulation order, not rounding).
+pub fn budget(op: &str, dtype: DType) -> Budget {
+    match (op, dtype) {
+        ("embedding", _) => Budget {
+            nmse: 0.0,
+            max_abs: 0.0,
+        },
+        ("matmul", DType::F16) => Budget {
+            nmse: 1e-9,
+            max_abs: 5e-3,
+        },
+        ("matmul", _) => Budget {
+            nmse: 1e-10,
+            max_abs: 1e-3,
+        },
+        ("matmul_coop", _) => Budget {
+            nmse: 1e-6,
+            max_abs: 5e-2,
+        },
+        ("norm", _) | ("softmax", _) => Budget {
+            nmse: 1e-10,
+            max_abs: 1e-4,
+        },
+        ("elementwise", _) => Budget {
+            nmse: 1e-11,
+            max_abs: 1e-4,
+        },
+        _ => Budget {
+            nmse: 1e-7,
+            max_abs: 1e-3,
+        },
+    }
+}
+
+/// Result of comparing a GPU output with its f64 reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Comparison {
+    pub n: usize,
+    pub nmse: f64,
+    pub max_abs: f64,
+    /// Positions where exactly one side is NaN/Inf, or both are non-finite but differ.
+    pub nonfinite_mismatches: usize,
+}
+
+impl Comparison {
+    /// Ok when within budget and without NaN/Inf mismatches; otherwise a message with figures.
+    pub fn check(&self, budget: Budget) -> std::result::Result<(), String> {
+        if self.nonfinite_mismatches > 0 {
+            return Err(format!("{} NaN/Inf mismatches", self.nonfinite_mismatches));
+        }
+        if self.nmse > budget.nmse || self.max_abs > budget.max_abs {
+            return Err(format!(
+                "nmse {:.3e} (budget {:.1e}), max_abs {:.3e} (budget {:.1e})",
+                self.nmse, budget.nmse, self.max_abs, budget.max_abs
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Compares `got` with `want` elementwise.
+pub fn compare(got: &[f32], want: &[f64]) -> Comparison {
+    assert_eq!(got.len(), want.len(), "compare: length mismatch");
+    let (mut err, mut norm, mut max_abs, mut bad) = (0f64, 0f64, 0f64, 0usize);
+    for (&g, &w) in got.iter().zip(want) {
+        let g = g as f64;
+        if !g.is_finite() || !w.is_finite() {
+            let same = (g.is_nan() && w.is_nan()) || g == w;
+            bad += (!same) as usize;
+            continue;
+        }
+        let d = g - w;
+        err += d * d;
+        norm += w * w;
+        max_abs = max_abs.max(d.abs());
+    }
+    let nmse = if norm > 0.0 { err / norm } else { err };
+    Comparison {
+        n: got.len(),
+        nmse,
+        max_abs,
+        nonfinite_mismatches: bad,
+    }
+}
+
+/// Sentinel written around outputs: a quiet-NaN pattern no kernel produces by accident.
+pub const SENTINEL: u32 = 0x7fc0_beef;
+
+/// An output tensor with guard regions before and after it in the same buffer.
+pub struct GuardedOutput {
+    whole: Tensor,
+    guard: usize,
+    /// The view kernels write to.
+    pub tensor: Tensor,
+}
+
+impl GuardedOutput {
+    /// Allocates `shape` with at least 1024 guard words on each side, all set to [`SENTINEL`].
+    pub fn new(dev: &Device, shape: &[usize], dtype: DType) -> Result<Self> {
+        if dtype.size() != 4 {
+            return Err(Error::Invalid("guarded outputs are 32-bit".into()));
+        }
+        let align = dev.caps().min_storage_buffer_offset_alignment as usize / 4;
+        let guard = 1024usize.div_ceil(align.max(1)) * align.max(1);
+        let n: usize = shape.iter().product();
+        let whole = Tensor::from_slice(dev, &[guard + n + guard], &vec![SENTINEL; 2 * guard + n])?;
+        let whole_typed = Tensor::empty_like_buffer(&whole, dtype);
+        let tensor = whole_typed.view(dev, guard, shape)?;
+        Ok(Self {
+            whole: whole_typed,
+            guard,
+            tensor,
+        })
+    }
+
+    /// Reads the output words, failing if any guard word changed.
+    pub fn read_words(&self, dev: &Device) -> Result<Vec<u32>> {
+        let bytes = self.whole.read_bytes(dev)?;
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        let n = words.len() - 2 * self.guard;
+        let (pre, rest) = words.split_at(self.guard);
+        let (body, post) = rest.split_at(n);
+        for (side, g) in [("before", pre), ("after", post)] {
+            if let Some(i) = g.iter().position(|&w| w != SENTINEL) {
+                return Err(Error::Validation(format!(
+                    "out-of-bounds write: guard word {i} {side} the output was overwritten with {:#010x}",
+                    g[i]
+                )));
+            }
+        }
+        Ok(body.to_vec())
+    }
+
+    /// Reads an f32 output (guards checked).
+    pub fn read_f32(&self, dev: &Device) -> Result<Vec<f32>> {
+        Ok(self
+            .read_words(dev)?
+            .into_iter()
+            .map(f32::from_bits)
+            .collect())
+    }
+}
+
+/// Opens every adapter (one device per adapter), honouring `LINSEQ_BACKEND`/`LINSEQ_ADAPTER`.
+///
+/// When `LINSEQ_EXPECT_BACKENDS` is set (e.g. `vulkan,gl` in CI), each named backend must be
+/// present, so a missing driver fails the run instead of shrinking it.
+pub fn devices() -> Result<Vec<Device>> {
+    let sel = AdapterSelection::from_env()?;
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    for adapter in device::enumerate_adapters(sel.backends.unwrap_or(wgpu::Backends::all())) {
+        let info = adapter.get_info();
+        if let Some(name) = &sel.name {
+            if !info
+                .name
+                .to_ascii_lowercase()
+                .contains(&name.to_ascii_lowercase())
+            {
+                continue;
+            }
+        }
+        // The same physical adapter can be reported twice by some drivers; keep one each.
+        let id = (info.name.clone(), info.backend);
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        out.push(Device::from_adapter(adapter, sel.allow_experimental)?);
+    }
+    if out.is_empty() {
+        return Err(Error::NoAdapter(INSTALL_HINT.into()));
+    }
+    if let Ok(expect) = std::env::var("LINSEQ_EXPECT_BACKENDS") {
+        for b in expect.split(',').filter(|s| !s.is_empty()) {
+            let want = device::parse_backend(b)?;
+            if !out
+                .iter()
+                .any(|d| want.contains(wgpu::Backends::from(d.adapter_info().backend)))
+            {
+                return Err(Error::NoAdapter(format!(
+                    "LINSEQ_EXPECT_BACKENDS names {b}, but no such adapter was found ({INSTALL_HINT}; for gl also libegl1)"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Deterministic pseudo-random f32 in [lo, hi) (SplitMix64), for test inputs.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
