@@ -1,1 +1,43 @@
-fn main() {}
+//! Host-side costs: shader preprocessing and naga validation, pipeline-cache hits, and
+//! recording dispatches (uniform upload + bind group per dispatch) into a Recorder.
+//! GPU time is measured by `linseq bench`, not here.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use linseq::ops::{elementwise, Recorder};
+use linseq::shader::{self, validate};
+use linseq::{DType, Device, Tensor};
+use std::hint::black_box;
+
+fn shader_costs(c: &mut Criterion) {
+    let v = shader::find("matmul.gemm.t128.f32").expect("variant");
+    c.bench_function("shader/preprocess gemm.t128", |b| {
+        b.iter(|| black_box(v.wgsl().unwrap()))
+    });
+    let wgsl = v.wgsl().unwrap();
+    c.bench_function("shader/naga parse+validate gemm.t128", |b| {
+        b.iter(|| black_box(validate::parse_and_validate(&wgsl, v.requires).unwrap()))
+    });
+}
+
+fn recording_costs(c: &mut Criterion) {
+    let dev = Device::new().unwrap_or_else(|e| panic!("{e}"));
+    let v = shader::find("elementwise.exp").unwrap();
+    dev.pipeline(&v).unwrap();
+    c.bench_function("pipeline cache hit", |b| {
+        b.iter(|| black_box(dev.pipeline(&v).unwrap()))
+    });
+    let a = Tensor::empty(&dev, &[4096], DType::F32).unwrap();
+    let o = Tensor::empty(&dev, &[4096], DType::F32).unwrap();
+    c.bench_function("record 64 dispatches (params + bind group each)", |b| {
+        b.iter(|| {
+            let mut rec = Recorder::new(&dev);
+            for _ in 0..64 {
+                elementwise::unary(&mut rec, elementwise::Unary::Exp, &a, 1.0, &o).unwrap();
+            }
+            black_box(rec.len())
+        })
+    });
+}
+
+criterion_group!(benches, shader_costs, recording_costs);
+criterion_main!(benches);

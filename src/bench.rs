@@ -86,16 +86,22 @@ impl BenchConfig {
     }
 }
 
+/// Work done by one dispatch: bytes moved and floating-point operations.
+struct Work {
+    bytes: f64,
+    flops: f64,
+}
+
 fn row(
     case: &str,
     variant: &str,
     shape: String,
     stats: Stats,
-    bytes: f64,
-    flops: f64,
+    work: Work,
     roofline: f64,
     agrees: Option<bool>,
 ) -> BenchRow {
+    let Work { bytes, flops } = work;
     let gbs = bytes / stats.median / 1e9;
     BenchRow {
         case: case.into(),
@@ -131,10 +137,9 @@ pub fn copy_roofline(dev: &Device, cfg: BenchConfig) -> Result<BenchRow> {
     Ok(row(
         "copy",
         "copy.vec4",
-        format!("{} MiB", n * 4 >> 20),
+        format!("{} MiB", (n * 4) >> 20),
         stats,
-        bytes,
-        0.0,
+        Work { bytes, flops: 0.0 },
         0.0,
         Some(ok),
     ))
@@ -201,8 +206,7 @@ pub fn bench_linear(
         variant,
         format!("M={m} N={n} K={k}"),
         stats,
-        bytes,
-        flops,
+        Work { bytes, flops },
         roofline,
         Some(ok),
     ))

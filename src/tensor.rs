@@ -236,7 +236,7 @@ impl Tensor {
         }
         let byte_off = self.offset + (elem_offset * self.dtype.size()) as u64;
         let align = dev.caps().min_storage_buffer_offset_alignment as u64;
-        if byte_off % align != 0 {
+        if !byte_off.is_multiple_of(align) {
             return Err(Error::Invalid(format!(
                 "view byte offset {byte_off} is not a multiple of the storage offset alignment {align}; \
                  use an element offset that is a multiple of {}",

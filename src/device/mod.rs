@@ -295,6 +295,19 @@ impl Device {
             .get_or_insert_with(|| "destroyed by the application".into());
     }
 
+    /// The compiled pipeline for a variant (compiled on first use, then cached).
+    pub fn pipeline(
+        &self,
+        variant: &crate::shader::Variant,
+    ) -> Result<std::sync::Arc<crate::shader::Pipeline>> {
+        self.pipelines.get(self, variant)
+    }
+
+    /// How many distinct pipelines this device has compiled.
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.len()
+    }
+
     /// A one-line description: name, backend, type, driver.
     pub fn describe(&self) -> String {
         describe_info(&self.info)

@@ -16,7 +16,7 @@ pub fn copy(rec: &mut Recorder, src: &Tensor, dst: &Tensor) -> Result<()> {
     if src.dtype() != DType::F32
         || dst.dtype() != DType::F32
         || src.numel() != dst.numel()
-        || src.numel() % 4 != 0
+        || !src.numel().is_multiple_of(4)
     {
         return Err(Error::Shape(format!(
             "copy needs equal f32 tensors with a multiple of 4 elements, got {:?} and {:?}",

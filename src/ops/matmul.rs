@@ -151,7 +151,7 @@ pub fn choose(caps: &Capabilities, m: usize, n: usize, k: usize, wdtype: DType) 
     };
     if m <= GEMV_MAX_M {
         let (_, chunk) = mode.wgsl(true);
-        return gemv_variant(mode, k % chunk as usize == 0, caps.subgroups);
+        return gemv_variant(mode, k.is_multiple_of(chunk as usize), caps.subgroups);
     }
     let tile = if m >= 256 && n >= 256 {
         GEMM_TILES[0]

@@ -1,0 +1,44 @@
+use linseq::testing::{self, budget, compare, GuardedOutput};
+use linseq::{DType, Device};
+use std::sync::OnceLock;
+
+/// All adapters, opened once for the whole binary.
+pub fn devices() -> &'static [Device] {
+    static DEVS: OnceLock<Vec<Device>> = OnceLock::new();
+    DEVS.get_or_init(|| match testing::devices() {
+        Ok(d) => {
+            for dev in &d {
+                eprintln!("test adapter: {}", dev.describe());
+            }
+            d
+        }
+        Err(e) => panic!("{e}"),
+    })
+}
+
+/// Reads a guarded f32 output, compares it with the reference under the op's budget and
+/// prints the per-case figures. Panics with the figures on failure.
+pub fn check(dev: &Device, op: &str, dtype: DType, case: &str, out: &GuardedOutput, want: &[f64]) {
+    let got = out
+        .read_f32(dev)
+        .unwrap_or_else(|e| panic!("[{}] {op} {case}: {e}", dev.caps().backend));
+    let c = compare(&got, want);
+    let b = budget(op, dtype);
+    eprintln!(
+        "[{:<6}] {op:<12} {:<4} {case:<40} nmse {:.2e} max_abs {:.2e} (budget {:.0e}/{:.0e})",
+        dev.caps().backend,
+        dtype.name(),
+        c.nmse,
+        c.max_abs,
+        b.nmse,
+        b.max_abs
+    );
+    if let Err(msg) = c.check(b) {
+        panic!("[{}] {op} {dtype:?} {case}: {msg}", dev.describe());
+    }
+}
+
+/// Values rounded through f16, so the reference sees what an f16 tensor holds.
+pub fn f16_round(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect()
+}

@@ -1,0 +1,11 @@
+//! linseq's test binary (one binary keeps link time down on 2-core CI machines).
+//!
+//! Every GPU test runs on every adapter the machine offers (in CI: lavapipe Vulkan and llvmpipe
+//! GL). With no adapter, tests fail and say how to install lavapipe.
+
+mod common;
+mod device;
+mod ops_core;
+mod ops_matmul;
+mod ops_sampling;
+mod portability;

@@ -1,0 +1,276 @@
+//! Elementwise, norm, embedding and softmax/argmax against their f64 references.
+
+use crate::common::{check, devices, f16_round};
+use linseq::ops::elementwise::{self, Binary, Unary};
+use linseq::ops::norm::{self, NormKind};
+use linseq::ops::{embedding, softmax, Recorder};
+use linseq::testing::{GuardedOutput, Rng};
+use linseq::{DType, Tensor};
+
+/// 1 element, sizes around the workgroup size (256), and a large one (> 65535 workgroups of
+/// 256 would need a 2-D grid at 16.7M; 1M keeps lavapipe quick while covering multi-dim grids
+/// in the copy test below).
+const SIZES: [usize; 6] = [1, 7, 255, 257, 1000, 1 << 20];
+
+#[test]
+fn unary_ops() {
+    for dev in devices() {
+        let mut rng = Rng::new(1);
+        for &n in &SIZES {
+            let xs = rng.vec(n, -30.0, 30.0);
+            let x = Tensor::from_slice(dev, &[n], &xs).unwrap();
+            for op in Unary::ALL {
+                let out = GuardedOutput::new(dev, &[n], DType::F32).unwrap();
+                let mut rec = Recorder::new(dev);
+                elementwise::unary(&mut rec, op, &x, 0.37, &out.tensor).unwrap();
+                rec.run().unwrap();
+                let want: Vec<f64> = xs
+                    .iter()
+                    .map(|&v| op.reference(v as f64, 0.37f32 as f64))
+                    .collect();
+                check(
+                    dev,
+                    "elementwise",
+                    DType::F32,
+                    &format!("{} n={n}", op.name()),
+                    &out,
+                    &want,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn binary_ops_with_broadcast_and_residual() {
+    for dev in devices() {
+        let mut rng = Rng::new(2);
+        for &(n, nb) in &[
+            (1, 1),
+            (255, 255),
+            (257, 257),
+            (1000, 10),
+            (12 * 4096, 4096),
+        ] {
+            let (xs, ys) = (rng.vec(n, -4.0, 4.0), rng.vec(nb, -4.0, 4.0));
+            let x = Tensor::from_slice(dev, &[n], &xs).unwrap();
+            let y = Tensor::from_slice(dev, &[nb], &ys).unwrap();
+            for op in Binary::ALL {
+                let out = GuardedOutput::new(dev, &[n], DType::F32).unwrap();
+                let mut rec = Recorder::new(dev);
+                elementwise::binary(&mut rec, op, &x, &y, &out.tensor).unwrap();
+                rec.run().unwrap();
+                let want: Vec<f64> = (0..n)
+                    .map(|i| op.reference(xs[i] as f64, ys[i % nb] as f64))
+                    .collect();
+                check(
+                    dev,
+                    "elementwise",
+                    DType::F32,
+                    &format!("{} n={n} nb={nb}", op.name()),
+                    &out,
+                    &want,
+                );
+            }
+            // Fused residual add, in place, into a guarded accumulator.
+            let acc = GuardedOutput::new(dev, &[n], DType::F32).unwrap();
+            acc.tensor.write(dev, &xs).unwrap();
+            let mut rec = Recorder::new(dev);
+            elementwise::residual_add(&mut rec, &acc.tensor, &y, 0.5).unwrap();
+            rec.run().unwrap();
+            let want: Vec<f64> = (0..n)
+                .map(|i| xs[i] as f64 + 0.5 * ys[i % nb] as f64)
+                .collect();
+            check(
+                dev,
+                "elementwise",
+                DType::F32,
+                &format!("residual_add n={n} nb={nb}"),
+                &acc,
+                &want,
+            );
+        }
+    }
+}
+
+#[test]
+fn elementwise_rejects_bad_shapes() {
+    let dev = &devices()[0];
+    let a = Tensor::empty(dev, &[10], DType::F32).unwrap();
+    let b = Tensor::empty(dev, &[3], DType::F32).unwrap();
+    let h = Tensor::empty(dev, &[10], DType::F16).unwrap();
+    let mut rec = Recorder::new(dev);
+    assert!(matches!(
+        elementwise::binary(&mut rec, Binary::Add, &a, &b, &a),
+        Err(linseq::Error::Shape(_))
+    ));
+    assert!(matches!(
+        elementwise::unary(&mut rec, Unary::Exp, &h, 1.0, &a),
+        Err(linseq::Error::Shape(_))
+    ));
+    assert!(matches!(
+        elementwise::unary(&mut rec, Unary::Exp, &a, 1.0, &b),
+        Err(linseq::Error::Shape(_))
+    ));
+    assert!(rec.is_empty());
+}
+
+#[test]
+fn norms() {
+    for dev in devices() {
+        let mut rng = Rng::new(3);
+        let kinds = [
+            ("rms", NormKind::Rms { groups: 1 }),
+            ("layer", NormKind::Layer),
+            ("group4", NormKind::Group { groups: 4 }),
+            ("group_rms2", NormKind::Rms { groups: 2 }),
+        ];
+        for &(rows, c) in &[(1, 4), (3, 8), (5, 256), (2, 1000), (4, 4096), (33, 768)] {
+            let xs: Vec<f32> = rng.vec(rows * c, -3.0, 5.0);
+            let ws = rng.vec(c, 0.5, 1.5);
+            let bs = rng.vec(c, -1.0, 1.0);
+            let x = Tensor::from_slice(dev, &[rows, c], &xs).unwrap();
+            let w = Tensor::from_slice(dev, &[c], &ws).unwrap();
+            let b = Tensor::from_slice(dev, &[c], &bs).unwrap();
+            for (name, kind) in kinds {
+                for with_bias in [false, true] {
+                    if with_bias && matches!(kind, NormKind::Rms { .. }) {
+                        continue; // RMSNorm has no bias term
+                    }
+                    let out = GuardedOutput::new(dev, &[rows, c], DType::F32).unwrap();
+                    let mut rec = Recorder::new(dev);
+                    let bias = with_bias.then_some(&b);
+                    norm::norm(&mut rec, kind, &x, &w, bias, 1e-5, &out.tensor).unwrap();
+                    rec.run().unwrap();
+                    let want =
+                        norm::norm_ref(kind, &xs, c, &ws, with_bias.then_some(&bs[..]), 1e-5);
+                    check(
+                        dev,
+                        "norm",
+                        DType::F32,
+                        &format!("{name} rows={rows} C={c} bias={with_bias}"),
+                        &out,
+                        &want,
+                    );
+                }
+            }
+        }
+        // Group count must divide C.
+        let x = Tensor::empty(dev, &[2, 10], DType::F32).unwrap();
+        let w = Tensor::empty(dev, &[10], DType::F32).unwrap();
+        let mut rec = Recorder::new(dev);
+        assert!(norm::group_norm(&mut rec, &x, 3, &w, None, 1e-5, &x).is_err());
+    }
+}
+
+#[test]
+fn embedding_gather() {
+    for dev in devices() {
+        let mut rng = Rng::new(4);
+        for &(vocab, dim, tokens) in &[(1, 1, 1), (50, 7, 9), (256, 64, 300), (1000, 130, 17)] {
+            let table = rng.vec(vocab * dim, -1.0, 1.0);
+            let ids: Vec<u32> = (0..tokens)
+                .map(|_| (rng.next_u64() % vocab as u64) as u32)
+                .collect();
+            let id_t = Tensor::from_slice(dev, &[tokens], &ids).unwrap();
+            for dt in [DType::F32, DType::F16] {
+                let tv = if dt == DType::F16 {
+                    f16_round(&table)
+                } else {
+                    table.clone()
+                };
+                let t = Tensor::from_f32(dev, &[vocab, dim], &tv, dt).unwrap();
+                let out = GuardedOutput::new(dev, &[tokens, dim], DType::F32).unwrap();
+                let mut rec = Recorder::new(dev);
+                embedding::embedding(&mut rec, &id_t, &t, &out.tensor).unwrap();
+                rec.run().unwrap();
+                let want = embedding::embedding_ref(&ids, &tv, dim);
+                check(
+                    dev,
+                    "embedding",
+                    dt,
+                    &format!("V={vocab} D={dim} T={tokens}"),
+                    &out,
+                    &want,
+                );
+            }
+        }
+    }
+    assert!(embedding::check_ids(&[0, 5, 3], 5).is_err());
+    assert!(embedding::check_ids(&[0, 4, 3], 5).is_ok());
+}
+
+#[test]
+fn softmax_and_argmax() {
+    for dev in devices() {
+        let mut rng = Rng::new(5);
+        for &(rows, n) in &[(1, 1), (3, 7), (2, 255), (4, 1000), (2, 50280)] {
+            let mut xs = rng.vec(rows * n, -20.0, 20.0);
+            if n > 10 {
+                // A tie for the maximum: argmax must return the lower index.
+                xs[3] = 25.0;
+                xs[9] = 25.0;
+            }
+            let x = Tensor::from_slice(dev, &[rows, n], &xs).unwrap();
+            let out = GuardedOutput::new(dev, &[rows, n], DType::F32).unwrap();
+            let ids = GuardedOutput::new(dev, &[rows], DType::U32).unwrap();
+            let mut rec = Recorder::new(dev);
+            softmax::softmax(&mut rec, &x, 0.7, &out.tensor).unwrap();
+            softmax::argmax(&mut rec, &x, &ids.tensor).unwrap();
+            rec.run().unwrap();
+            let want: Vec<f64> = xs
+                .chunks(n)
+                .flat_map(|r| softmax::softmax_ref(r, 0.7f32 as f64))
+                .collect();
+            check(
+                dev,
+                "softmax",
+                DType::F32,
+                &format!("rows={rows} n={n}"),
+                &out,
+                &want,
+            );
+            let got = ids.read_words(dev).unwrap();
+            let want_ids: Vec<u32> = xs.chunks(n).map(softmax::argmax_ref).collect();
+            assert_eq!(
+                got,
+                want_ids,
+                "[{}] argmax rows={rows} n={n}",
+                dev.caps().backend
+            );
+        }
+    }
+}
+
+#[test]
+fn two_dimensional_grid_and_copy() {
+    // 256·65536 + 5 elements need 65537 workgroups of 256: more than the 65535 allowed in one
+    // dimension, so the grid helper folds them into x × y and the shader unfolds them.
+    for dev in devices() {
+        let n = 256 * 65536 + 5;
+        let data: Vec<f32> = (0..n).map(|i| (i % 9973) as f32).collect();
+        let x = Tensor::from_slice(dev, &[n], &data).unwrap();
+        let out = GuardedOutput::new(dev, &[n], DType::F32).unwrap();
+        let mut rec = Recorder::new(dev);
+        elementwise::unary(&mut rec, Unary::Scale, &x, 2.0, &out.tensor).unwrap();
+        rec.run().unwrap();
+        let want: Vec<f64> = data.iter().map(|&v| 2.0 * v as f64).collect();
+        check(
+            dev,
+            "elementwise",
+            DType::F32,
+            &format!("scale 2-D grid n={n}"),
+            &out,
+            &want,
+        );
+
+        let m = 4 * 1001;
+        let src = Tensor::from_slice(dev, &[m], &data[..m]).unwrap();
+        let out = GuardedOutput::new(dev, &[m], DType::F32).unwrap();
+        let mut rec = Recorder::new(dev);
+        linseq::ops::copy::copy(&mut rec, &src, &out.tensor).unwrap();
+        rec.run().unwrap();
+        let want: Vec<f64> = data[..m].iter().map(|&v| v as f64).collect();
+        check(dev, "copy", DType::F32, &format!("n={m}"), &out, &want);
+    }
+}

@@ -1,0 +1,73 @@
+//! Every registered variant validates with naga and translates to each target its features
+//! allow: f32 to all four, f16 to SPIR-V/MSL/HLSL, cooperative matrices to SPIR-V/MSL.
+
+use linseq::shader::validate::{self, Outcome, Target};
+use linseq::shader::{self, FAMILIES};
+
+#[test]
+fn every_variant_reaches_every_target_its_features_allow() {
+    let reports = validate::quietly(validate::check_all);
+    assert!(
+        reports.len() >= 40,
+        "only {} variants registered",
+        reports.len()
+    );
+    let mut failures = Vec::new();
+    for r in &reports {
+        if let Some(e) = &r.validation {
+            failures.push(format!("{}: {e}", r.variant));
+            continue;
+        }
+        let v = shader::find(&r.variant).unwrap();
+        for (t, o) in &r.targets {
+            let expected = match t {
+                Target::Glsl => !v.requires.f16 && !v.requires.coop_matrix,
+                Target::Hlsl => !v.requires.coop_matrix,
+                Target::SpirV | Target::Msl => true,
+            };
+            match (o, expected) {
+                (Outcome::Ok, _) => {}
+                (Outcome::NotApplicable(_), false) => {}
+                (o, _) => failures.push(format!("{} -> {}: {o:?}", r.variant, t.name())),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "portability failures:\n{}",
+        failures.join("\n")
+    );
+    // The feature classes the foundation promises are all represented.
+    let all = shader::registry();
+    assert!(
+        all.iter().any(|v| v.requires.subgroups),
+        "no subgroup variant"
+    );
+    assert!(
+        all.iter()
+            .any(|v| v.requires.f16 && !v.requires.coop_matrix),
+        "no f16 variant"
+    );
+    assert!(
+        all.iter().any(|v| v.requires.coop_matrix),
+        "no cooperative-matrix variant"
+    );
+}
+
+#[test]
+fn variant_names_are_unique_and_every_family_is_used() {
+    let all = shader::registry();
+    let mut names: Vec<&str> = all.iter().map(|v| v.name.as_str()).collect();
+    names.sort_unstable();
+    let n = names.len();
+    names.dedup();
+    assert_eq!(n, names.len(), "duplicate variant names");
+    for f in FAMILIES {
+        assert!(
+            all.iter().any(|v| v.family == f.name),
+            "family {} has no variant",
+            f.name
+        );
+    }
+    assert!(shader::find("no.such.variant").is_err());
+}
