@@ -34,7 +34,7 @@ fn wload(e: u32) -> f32 {
 #if GEMV
 // One workgroup computes ROWS outputs of one x row (workgroup z = row of x). Each invocation
 // strides over K in chunks of CHUNK elements; partial sums are reduced across the workgroup.
-const ROWS: u32 = {{ROWS}}u;
+const ROWS: u32 = 4u; // fixed: the kernel names its four accumulators
 const WG: u32 = {{WG}}u;
 const CHUNK: u32 = {{CHUNK}}u;
 var<workgroup> red: array<f32, {{RED}}>;
@@ -74,18 +74,32 @@ fn gemv(
     let m = wid.z;
     let kc = p.k / CHUNK;                 // chunks per row (exact for VEC variants)
     let xb = m * p.k / {{XPER}}u;         // x row base in x-array elements
-    var acc: array<f32, {{ROWS}}>;
-    for (var r = 0u; r < ROWS; r++) { acc[r] = 0.0; }
+    // Four named accumulators (ROWS == 4): arrays indexed in loops can land in local memory.
+    var acc0 = 0.0;
+    var acc1 = 0.0;
+    var acc2 = 0.0;
+    var acc3 = 0.0;
+    let last = p.n - 1u; // rows past N are clamped: computed, never stored
+    let w0 = min(n0, last) * kc;
+    let w1 = min(n0 + 1u, last) * kc;
+    let w2 = min(n0 + 2u, last) * kc;
+    let w3 = min(n0 + 3u, last) * kc;
     for (var j = lid; j < kc; j += WG) {
-        for (var r = 0u; r < ROWS; r++) {
-            let n = min(n0 + r, p.n - 1u); // clamp: rows past N compute garbage that is never stored
-            acc[r] += partial(n * kc, xb, j);
-        }
+        acc0 += partial(w0, xb, j);
+        acc1 += partial(w1, xb, j);
+        acc2 += partial(w2, xb, j);
+        acc3 += partial(w3, xb, j);
     }
 #if SUBGROUPS
-    for (var r = 0u; r < ROWS; r++) {
-        let s = subgroupAdd(acc[r]);
-        if (sg_lane == 0u) { red[r * WG + sg_id] = s; }
+    let s0 = subgroupAdd(acc0);
+    let s1 = subgroupAdd(acc1);
+    let s2 = subgroupAdd(acc2);
+    let s3 = subgroupAdd(acc3);
+    if (sg_lane == 0u) {
+        red[sg_id] = s0;
+        red[WG + sg_id] = s1;
+        red[2u * WG + sg_id] = s2;
+        red[3u * WG + sg_id] = s3;
     }
     workgroupBarrier();
     if (lid < ROWS && n0 + lid < p.n) {
@@ -94,7 +108,10 @@ fn gemv(
         y[m * p.n + n0 + lid] = s + bias_at(n0 + lid);
     }
 #else
-    for (var r = 0u; r < ROWS; r++) { red[r * WG + lid] = acc[r]; }
+    red[lid] = acc0;
+    red[WG + lid] = acc1;
+    red[2u * WG + lid] = acc2;
+    red[3u * WG + lid] = acc3;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
@@ -114,6 +131,9 @@ fn gemv(
 // an 8×8 block split into two 4-row and two 4-column halves (rows ty*4.. and BM/2+ty*4..), so
 // the vec4 reads from workgroup memory by neighbouring invocations hit distinct banks.
 // Tiles are staged k-major (As[k][m]) with 4 floats of padding per row against bank conflicts.
+// BK = 4·NT/BM, so each invocation moves exactly one 4-wide k-slice of A and one of B per tile;
+// the next tile's slices are loaded into registers while the current tile is multiplied.
+// VEC variants load those slices with one vector load (K % 4 == 0); others use 4 scalar loads.
 const BM: u32 = {{BM}}u;
 const BN: u32 = {{BN}}u;
 const BK: u32 = {{BK}}u;
@@ -123,7 +143,61 @@ const SB: u32 = BN + 4u;
 var<workgroup> As: array<vec4<f32>, {{AS4}}>;
 var<workgroup> Bs: array<vec4<f32>, {{BS4}}>;
 
-fn xload(e: u32) -> f32 { return x[e]; }
+// x[row, 4·kq .. 4·kq+4), zero outside x.
+fn load_a(row: u32, kq: u32) -> vec4<f32> {
+    if (row >= p.m) { return vec4<f32>(0.0); }
+#if VEC
+    if (4u * kq >= p.k) { return vec4<f32>(0.0); }
+    return x[row * (p.k / 4u) + kq];
+#else
+    var v = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let k = 4u * kq + c;
+        if (k < p.k) { v[c] = x[row * p.k + k]; }
+    }
+    return v;
+#endif
+}
+
+// W[row, 4·kq .. 4·kq+4), zero outside W.
+fn load_b(row: u32, kq: u32) -> vec4<f32> {
+    if (row >= p.n) { return vec4<f32>(0.0); }
+#if VEC
+    if (4u * kq >= p.k) { return vec4<f32>(0.0); }
+    let q = w[row * (p.k / 4u) + kq];
+#if W_F32
+    return q;
+#endif
+#if W_F16P
+    return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+#endif
+#if W_F16N
+    return vec4<f32>(q);
+#endif
+#else
+    var v = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let k = 4u * kq + c;
+        if (k < p.k) { v[c] = wload(row * p.k + k); }
+    }
+    return v;
+#endif
+}
+
+// Writes a k-slice transposed into the staged tiles (naga cannot pass workgroup pointers).
+fn stage_a(r: u32, kq: u32, v: vec4<f32>) {
+    for (var c = 0u; c < 4u; c++) {
+        let s = (4u * kq + c) * SA + r;
+        As[s / 4u][s % 4u] = v[c];
+    }
+}
+
+fn stage_b(r: u32, kq: u32, v: vec4<f32>) {
+    for (var c = 0u; c < 4u; c++) {
+        let s = (4u * kq + c) * SB + r;
+        Bs[s / 4u][s % 4u] = v[c];
+    }
+}
 
 @compute @workgroup_size({{NT}})
 fn gemm(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -131,54 +205,61 @@ fn gemm(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let n0 = wid.x * BN;
     let tx = lid % (BN / 8u);
     let ty = lid / (BN / 8u);
-    var acc: array<vec4<f32>, 16>;
-    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    // This invocation's slice of each tile: row lr, k-quad lq.
+    let lr = lid / (BK / 4u);
+    let lq = lid % (BK / 4u);
+    var pa = load_a(m0 + lr, lq);
+    var pb = load_b(n0 + lr, lq);
+    // 8×8 block per invocation in 16 named vec4 accumulators: c{row}{half}. Arrays indexed in
+    // loops are not reliably kept in registers by drivers.
+    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0); var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
+    var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0); var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
+    var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0); var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        // Stage A (x) and B (W) tiles; consecutive invocations read consecutive k.
-        for (var i = 0u; i < BM * BK / NT; i++) {
-            let idx = lid + i * NT;
-            let r = idx / BK;
-            let kk = idx % BK;
-            var v = 0.0;
-            if (m0 + r < p.m && k0 + kk < p.k) { v = xload((m0 + r) * p.k + k0 + kk); }
-            let s = kk * SA + r;
-            As[s / 4u][s % 4u] = v;
-        }
-        for (var i = 0u; i < BN * BK / NT; i++) {
-            let idx = lid + i * NT;
-            let r = idx / BK;
-            let kk = idx % BK;
-            var v = 0.0;
-            if (n0 + r < p.n && k0 + kk < p.k) { v = wload((n0 + r) * p.k + k0 + kk); }
-            let s = kk * SB + r;
-            Bs[s / 4u][s % 4u] = v;
-        }
+        stage_a(lr, lq, pa);
+        stage_b(lr, lq, pb);
         workgroupBarrier();
+        // Prefetch the next tile while this one is multiplied.
+        let kn = (k0 + BK) / 4u + lq;
+        pa = load_a(m0 + lr, kn);
+        pb = load_b(n0 + lr, kn);
         for (var kk = 0u; kk < BK; kk++) {
             let a0 = As[(kk * SA + ty * 4u) / 4u];
             let a1 = As[(kk * SA + BM / 2u + ty * 4u) / 4u];
             let b0 = Bs[(kk * SB + tx * 4u) / 4u];
             let b1 = Bs[(kk * SB + BN / 2u + tx * 4u) / 4u];
-            for (var i = 0u; i < 4u; i++) {
-                acc[i * 2u] += a0[i] * b0;
-                acc[i * 2u + 1u] += a0[i] * b1;
-                acc[8u + i * 2u] += a1[i] * b0;
-                acc[8u + i * 2u + 1u] += a1[i] * b1;
-            }
+            c00 += a0.x * b0; c01 += a0.x * b1;
+            c10 += a0.y * b0; c11 += a0.y * b1;
+            c20 += a0.z * b0; c21 += a0.z * b1;
+            c30 += a0.w * b0; c31 += a0.w * b1;
+            c40 += a1.x * b0; c41 += a1.x * b1;
+            c50 += a1.y * b0; c51 += a1.y * b1;
+            c60 += a1.z * b0; c61 += a1.z * b1;
+            c70 += a1.w * b0; c71 += a1.w * b1;
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 8u; i++) {
-        let row = m0 + select(ty * 4u + i, BM / 2u + ty * 4u + i - 4u, i >= 4u);
-        if (row >= p.m) { continue; }
-        for (var h = 0u; h < 2u; h++) {
-            let c = acc[i * 2u + h];
-            let col0 = n0 + h * (BN / 2u) + tx * 4u;
-            for (var j = 0u; j < 4u; j++) {
-                let col = col0 + j;
-                if (col < p.n) { y[row * p.n + col] = c[j] + bias_at(col); }
-            }
-        }
+    let r0 = m0 + ty * 4u;
+    let r1 = m0 + BM / 2u + ty * 4u;
+    let q0 = n0 + tx * 4u;
+    let q1 = n0 + BN / 2u + tx * 4u;
+    store4(r0, q0, c00); store4(r0, q1, c01);
+    store4(r0 + 1u, q0, c10); store4(r0 + 1u, q1, c11);
+    store4(r0 + 2u, q0, c20); store4(r0 + 2u, q1, c21);
+    store4(r0 + 3u, q0, c30); store4(r0 + 3u, q1, c31);
+    store4(r1, q0, c40); store4(r1, q1, c41);
+    store4(r1 + 1u, q0, c50); store4(r1 + 1u, q1, c51);
+    store4(r1 + 2u, q0, c60); store4(r1 + 2u, q1, c61);
+    store4(r1 + 3u, q0, c70); store4(r1 + 3u, q1, c71);
+}
+
+// Stores 4 consecutive outputs of one row, with bias, skipping those outside y.
+fn store4(row: u32, col0: u32, v: vec4<f32>) {
+    if (row >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        let col = col0 + j;
+        if (col < p.n) { y[row * p.n + col] = v[j] + bias_at(col); }
     }
 }
 #endif
