@@ -11,6 +11,7 @@ use crate::ops::{self, matmul, Recorder};
 use crate::tensor::{DType, Tensor};
 use crate::testing::{compare, Rng};
 use serde::Serialize;
+use std::time::Instant;
 
 /// Timing statistics per dispatch, in seconds.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -22,14 +23,21 @@ pub struct Stats {
     pub clock: &'static str,
 }
 
-/// Runs a recorded batch `warmup + reps` times and returns per-dispatch statistics.
-pub fn measure(rec: &Recorder, inner: usize, warmup: usize, reps: usize) -> Result<Stats> {
-    for _ in 0..warmup {
+/// Runs a recorded batch until both `cfg.warmup` runs and `cfg.min_warmup_s` seconds have
+/// passed (GPU clocks ramp up over milliseconds after idle; short warm-ups measured bimodal
+/// GEMV times on the H200), then measures at least `cfg.reps` runs and `cfg.min_measure_s`
+/// seconds, and returns per-dispatch statistics (the batch holds `inner` dispatches).
+pub fn measure(rec: &Recorder, inner: usize, cfg: BenchConfig) -> Result<Stats> {
+    let t0 = Instant::now();
+    let mut done = 0;
+    while done < cfg.warmup || t0.elapsed().as_secs_f64() < cfg.min_warmup_s {
         rec.run_timed()?;
+        done += 1;
     }
-    let mut times = Vec::with_capacity(reps);
+    let t1 = Instant::now();
+    let mut times = Vec::new();
     let mut gpu = true;
-    for _ in 0..reps.max(1) {
+    while times.len() < cfg.reps.max(1) || t1.elapsed().as_secs_f64() < cfg.min_measure_s {
         let t = rec.run_timed()?;
         gpu &= t.gpu_timestamps;
         times.push(t.seconds / inner as f64);
@@ -67,6 +75,10 @@ pub struct BenchConfig {
     pub quick: bool,
     pub warmup: usize,
     pub reps: usize,
+    /// Minimum warm-up time in seconds.
+    pub min_warmup_s: f64,
+    /// Minimum measuring time in seconds.
+    pub min_measure_s: f64,
 }
 
 impl BenchConfig {
@@ -75,6 +87,8 @@ impl BenchConfig {
             quick: false,
             warmup: 3,
             reps: 10,
+            min_warmup_s: 0.3,
+            min_measure_s: 0.2,
         }
     }
     pub fn quick() -> Self {
@@ -82,6 +96,8 @@ impl BenchConfig {
             quick: true,
             warmup: 1,
             reps: 3,
+            min_warmup_s: 0.0,
+            min_measure_s: 0.0,
         }
     }
 }
@@ -131,7 +147,7 @@ pub fn copy_roofline(dev: &Device, cfg: BenchConfig) -> Result<BenchRow> {
     for _ in 0..inner {
         ops::copy::copy(&mut rec, &src, &dst)?;
     }
-    let stats = measure(&rec, inner, cfg.warmup, cfg.reps)?;
+    let stats = measure(&rec, inner, cfg)?;
     let bytes = 2.0 * (n * 4) as f64;
     let ok = dst.read::<f32>(dev)?.iter().all(|&v| v == 1.0);
     Ok(row(
@@ -145,38 +161,91 @@ pub fn copy_roofline(dev: &Device, cfg: BenchConfig) -> Result<BenchRow> {
     ))
 }
 
-/// Benchmarks one linear-layer variant at (M, N, K). Agreement is checked on a few sampled rows.
-pub fn bench_linear(
-    dev: &Device,
-    variant: &str,
-    m: usize,
-    n: usize,
-    k: usize,
-    cfg: BenchConfig,
-    roofline: f64,
-) -> Result<BenchRow> {
-    let v = crate::shader::find(variant)?;
-    let coop = v.entry == "gemm_coop";
+/// Host copies and device tensors of one linear-layer problem, shared by every variant that
+/// runs on it, so variants are compared on the same buffers (same placement in memory).
+pub struct LinearInputs {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    xdt: DType,
+    wdt: DType,
+    xs: Vec<f32>,
+    ws: Vec<f32>,
+    x: Tensor,
+    w: Tensor,
+}
+
+impl LinearInputs {
+    /// Random x (M, K) and W (N, K) in the given dtypes; host copies hold the rounded values
+    /// the GPU reads, so the reference sees the same inputs.
+    pub fn new(dev: &Device, m: usize, n: usize, k: usize, xdt: DType, wdt: DType) -> Result<Self> {
+        let mut rng = Rng::new(7);
+        let round = |v: Vec<f32>, dt: DType| -> Vec<f32> {
+            if dt == DType::F16 {
+                v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect()
+            } else {
+                v
+            }
+        };
+        let xs = round(rng.vec(m * k, -1.0, 1.0), xdt);
+        let ws = round(rng.vec(n * k, -1.0, 1.0), wdt);
+        let x = Tensor::from_f32(dev, &[m, k], &xs, xdt)?;
+        let w = Tensor::from_f32(dev, &[n, k], &ws, wdt)?;
+        Ok(Self {
+            m,
+            n,
+            k,
+            xdt,
+            wdt,
+            xs,
+            ws,
+            x,
+            w,
+        })
+    }
+}
+
+/// The (x dtype, W dtype) a matmul variant takes.
+pub fn linear_dtypes(v: &crate::shader::Variant) -> (DType, DType) {
+    let xdt = if v.entry == "gemm_coop" {
+        DType::F16
+    } else {
+        DType::F32
+    };
     let wdt = if v.defines.contains_key("W_F32") {
         DType::F32
     } else {
         DType::F16
     };
-    let mut rng = Rng::new(7);
-    let xs = rng.vec(m * k, -1.0, 1.0);
-    let ws = rng.vec(n * k, -1.0, 1.0);
-    // The reference sees the same f16-rounded values the GPU reads.
-    let round = |v: &[f32], dt: DType| -> Vec<f32> {
-        if dt == DType::F16 {
-            v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect()
-        } else {
-            v.to_vec()
-        }
-    };
-    let xdt = if coop { DType::F16 } else { DType::F32 };
-    let (xs, ws) = (round(&xs, xdt), round(&ws, wdt));
-    let x = Tensor::from_f32(dev, &[m, k], &xs, xdt)?;
-    let w = Tensor::from_f32(dev, &[n, k], &ws, wdt)?;
+    (xdt, wdt)
+}
+
+/// Benchmarks one linear-layer variant on prepared inputs. Agreement is checked on a few
+/// sampled rows against the f64 reference.
+pub fn bench_linear(
+    dev: &Device,
+    variant: &str,
+    inputs: &LinearInputs,
+    cfg: BenchConfig,
+    roofline: f64,
+) -> Result<BenchRow> {
+    let v = crate::shader::find(variant)?;
+    let LinearInputs {
+        m,
+        n,
+        k,
+        xdt,
+        wdt,
+        ref xs,
+        ref ws,
+        ref x,
+        ref w,
+    } = *inputs;
+    if linear_dtypes(&v) != (xdt, wdt) {
+        return Err(crate::Error::Invalid(format!(
+            "{variant} does not take {xdt:?} x and {wdt:?} W"
+        )));
+    }
     let y = Tensor::empty(dev, &[m, n], DType::F32)?;
     let inner = if cfg.quick {
         1
@@ -187,9 +256,9 @@ pub fn bench_linear(
     };
     let mut rec = Recorder::new(dev);
     for _ in 0..inner {
-        matmul::linear_using(&mut rec, &v, &x, &w, None, &y)?;
+        matmul::linear_using(&mut rec, &v, x, w, None, &y)?;
     }
-    let stats = measure(&rec, inner, cfg.warmup, cfg.reps)?;
+    let stats = measure(&rec, inner, cfg)?;
     let got = y.read::<f32>(dev)?;
     let rows: Vec<usize> = [0, m / 2, m - 1].into_iter().collect();
     let mut ok = true;
@@ -236,9 +305,11 @@ pub fn run_core(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> Result<
         "matmul.gemm.t128.f16",
         "matmul.gemm.t128.f16n",
         "matmul.gemm_coop.f16",
+        "matmul.gemm_coop.f16.m64",
     ] {
         cases.push((v, gm, gm, gm));
     }
+    let mut inputs = std::collections::HashMap::new();
     for (name, m, n, k) in cases {
         if filter.is_some_and(|f| !name.contains(f)) {
             continue;
@@ -248,7 +319,13 @@ pub fn run_core(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> Result<
             log::info!("skipping {name}: needs {}", v.requires.describe());
             continue;
         }
-        rows.push(bench_linear(dev, name, m, n, k, cfg, roof)?);
+        let (xdt, wdt) = linear_dtypes(&v);
+        let key = (m, n, k, xdt, wdt);
+        if !inputs.contains_key(&key) {
+            inputs.clear(); // keep one problem resident at a time
+            inputs.insert(key, LinearInputs::new(dev, m, n, k, xdt, wdt)?);
+        }
+        rows.push(bench_linear(dev, name, &inputs[&key], cfg, roof)?);
     }
     Ok(rows)
 }

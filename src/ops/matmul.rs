@@ -130,9 +130,17 @@ fn gemm_variant(mode: WeightMode, tile: (&str, u32, u32), vec: bool) -> Variant 
     mode.with_requirement(v)
 }
 
-fn coop_variant() -> Variant {
-    Variant::new("matmul.gemm_coop.f16", "matmul_coop", "gemm_coop")
+/// Cooperative-matrix GEMM with BM × 64 output blocks per subgroup (BM = 32 or 64).
+fn coop_variant(bm: u32) -> Variant {
+    let name = if bm == 32 {
+        "matmul.gemm_coop.f16".to_string()
+    } else {
+        format!("matmul.gemm_coop.f16.m{bm}")
+    };
+    Variant::new(name, "matmul_coop", "gemm_coop")
         .define("WG", 32)
+        .define("BM", bm)
+        .define("ROWS64", (bm == 64) as u32)
         .needs_coop_matrix()
 }
 
@@ -150,16 +158,17 @@ pub fn variants() -> Vec<Variant> {
             }
         }
     }
-    v.push(coop_variant());
+    v.push(coop_variant(32));
+    v.push(coop_variant(64));
     v
 }
 
 /// The variant linseq picks for these sizes on this device.
 pub fn choose(caps: &Capabilities, m: usize, n: usize, k: usize, wdtype: DType) -> Variant {
-    // f16 weights are read as packed words everywhere: on the H200 the packed GEMV ran at 83%
-    // of copy bandwidth against 14% for native f16 loads (BENCHMARKS.md). Native variants stay
-    // registered for benchmarking.
+    // Native f16 loads where the adapter has SHADER_F16 (on the H200: GEMV 93% of copy against
+    // 91% packed, GEMM equal); packed words elsewhere (GL, SwiftShader).
     let mode = match wdtype {
+        DType::F16 if caps.shader_f16 => WeightMode::F16Native,
         DType::F16 => WeightMode::F16Packed,
         _ => WeightMode::F32,
     };
@@ -221,8 +230,11 @@ pub fn linear_using(
         if x.dtype() != DType::F16 || w.dtype() != DType::F16 {
             return unsupported("takes f16 x and f16 W".into());
         }
-        if m % 32 != 0 || n % 64 != 0 || k % 16 != 0 {
-            return unsupported(format!("needs M%32, N%64, K%16 == 0 (M={m}, N={n}, K={k})"));
+        let bm: usize = def("BM").unwrap_or("32").parse().unwrap_or(32);
+        if m % bm != 0 || n % 64 != 0 || k % 16 != 0 {
+            return unsupported(format!(
+                "needs M%{bm}, N%64, K%16 == 0 (M={m}, N={n}, K={k})"
+            ));
         }
         if b.is_some() {
             return unsupported("has no bias".into());

@@ -142,3 +142,45 @@ fn matmul_errors_are_clear() {
     }
     assert!(rec.is_empty());
 }
+
+/// Tensor-core GEMM: runs on adapters with 16×16×16 f16→f32 cooperative matrices (the H200);
+/// elsewhere the variants must be refused, never run.
+#[test]
+fn cooperative_matrix_gemm_matches_reference_or_is_refused() {
+    for dev in devices() {
+        let mut rng = Rng::new(13);
+        for v in matmul::variants()
+            .into_iter()
+            .filter(|v| v.entry == "gemm_coop")
+        {
+            for &(m, n, k) in &[(64, 64, 16), (128, 192, 80), (192, 128, 528)] {
+                let xs = f16_round(&rng.vec(m * k, -1.0, 1.0));
+                let ws = f16_round(&rng.vec(n * k, -1.0, 1.0));
+                let x = Tensor::from_f32(dev, &[m, k], &xs, DType::F16).unwrap();
+                let w = Tensor::from_f32(dev, &[n, k], &ws, DType::F16).unwrap();
+                let out = GuardedOutput::new(dev, &[m, n], DType::F32).unwrap();
+                let mut rec = Recorder::new(dev);
+                let r = matmul::linear_using(&mut rec, &v, &x, &w, None, &out.tensor);
+                if !v.supported(dev.caps()) {
+                    assert!(
+                        matches!(r, Err(Error::UnsupportedVariant(_))),
+                        "{} ran without the feature",
+                        v.name
+                    );
+                    continue;
+                }
+                r.unwrap();
+                rec.run().unwrap();
+                let want = matmul::linear_ref(&xs, &ws, None, m, n, k);
+                check(
+                    dev,
+                    "matmul_coop",
+                    DType::F16,
+                    &format!("{} M={m} N={n} K={k}", v.name),
+                    &out,
+                    &want,
+                );
+            }
+        }
+    }
+}
