@@ -263,7 +263,7 @@ pub fn bench_linear(
     let rows: Vec<usize> = [0, m / 2, m - 1].into_iter().collect();
     let mut ok = true;
     for &r in &rows {
-        let want = matmul::linear_ref(&xs[r * k..(r + 1) * k], &ws, None, 1, n, k);
+        let want = matmul::linear_ref(&xs[r * k..(r + 1) * k], ws, None, 1, n, k);
         let c = compare(&got[r * n..(r + 1) * n], &want);
         let scale = (k as f64).sqrt();
         ok &= c.nonfinite_mismatches == 0 && c.nmse < 1e-5 && c.max_abs < 1e-2 * scale;
