@@ -14,22 +14,10 @@ struct Params { seg: u32, groups: u32, eps: f32, has_bias: u32, count: u32 }
 #include reduce
 
 @compute @workgroup_size({{WG}})
-fn norm(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-#if SUBGROUPS
-    @builtin(subgroup_invocation_id) sg_lane: u32,
-    @builtin(subgroup_id) sg_id: u32,
-    @builtin(num_subgroups) sg_count: u32,
-#endif
-) {
-#if SUBGROUPS
-    let l = Lane(lid, sg_lane, sg_id, sg_count);
-#else
-    let l = Lane(lid, 0u, 0u, 0u);
-#endif
-    let segment = wid.x + wid.y * nwg.x;
+fn norm(inv: RowInvocation) {
+    let l = lane(inv);
+    let lid = inv.lid;
+    let segment = row_of(inv);
     if (segment >= p.count) { return; } // workgroup-uniform: grid padding
     let base = segment * p.seg;
     let ch0 = (segment % p.groups) * p.seg; // first channel of this group
@@ -45,10 +33,10 @@ fn norm(
         let d = x[base + i] - mean;
         q += d * d;
     }
-    let inv = inverseSqrt(reduce_sum(q, l) / n + p.eps);
+    let rstd = inverseSqrt(reduce_sum(q, l) / n + p.eps);
     for (var i = lid; i < p.seg; i += {{WG}}u) {
         let c = ch0 + i;
-        var v = (x[base + i] - mean) * inv * weight[c];
+        var v = (x[base + i] - mean) * rstd * weight[c];
         if (p.has_bias != 0u) { v += bias[c]; }
         y[base + i] = v;
     }

@@ -1,7 +1,31 @@
-// Workgroup reductions shared by row-wise kernels (included with `#include reduce`).
-// Call from uniform control flow. The including shader defines WG and declares the entry with
-// the subgroup built-ins when SUBGROUPS is set, passing them in `Lane`.
+// Workgroup reductions shared by row-wise kernels (included with `#include reduce`): one
+// workgroup per row, WG invocations. Call the reductions from uniform control flow.
+// Entry points take a `RowInvocation` (its built-ins depend on SUBGROUPS) and call `lane()`.
+struct RowInvocation {
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUPS
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(num_subgroups) sg_count: u32,
+#endif
+}
+
 struct Lane { lid: u32, sg_lane: u32, sg_id: u32, sg_count: u32 }
+
+fn lane(inv: RowInvocation) -> Lane {
+#if SUBGROUPS
+    return Lane(inv.lid, inv.sg_lane, inv.sg_id, inv.sg_count);
+#else
+    return Lane(inv.lid, 0u, 0u, 0u);
+#endif
+}
+
+// Flat workgroup index over a 2-D grid (see ops::grid).
+fn row_of(inv: RowInvocation) -> u32 {
+    return inv.wid.x + inv.wid.y * inv.nwg.x;
+}
 var<workgroup> red_f: array<f32, {{WG}}>;
 var<workgroup> red_u: array<u32, {{WG}}>;
 

@@ -34,22 +34,10 @@ fn key(v: f32) -> u32 {
 }
 
 @compute @workgroup_size({{WG}})
-fn sample(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-#if SUBGROUPS
-    @builtin(subgroup_invocation_id) sg_lane: u32,
-    @builtin(subgroup_id) sg_id: u32,
-    @builtin(num_subgroups) sg_count: u32,
-#endif
-) {
-#if SUBGROUPS
-    let l = Lane(lid, sg_lane, sg_id, sg_count);
-#else
-    let l = Lane(lid, 0u, 0u, 0u);
-#endif
-    let row = wid.x + wid.y * nwg.x;
+fn sample(inv: RowInvocation) {
+    let l = lane(inv);
+    let lid = inv.lid;
+    let row = row_of(inv);
     if (row >= p.rows) { return; } // workgroup-uniform
     let base = row * p.n;
     var m = -3.4028235e38;

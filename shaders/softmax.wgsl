@@ -11,22 +11,10 @@ struct Params { n: u32, rows: u32, scale: f32 }
 #include reduce
 
 @compute @workgroup_size({{WG}})
-fn {{ENTRY}}(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-#if SUBGROUPS
-    @builtin(subgroup_invocation_id) sg_lane: u32,
-    @builtin(subgroup_id) sg_id: u32,
-    @builtin(num_subgroups) sg_count: u32,
-#endif
-) {
-#if SUBGROUPS
-    let l = Lane(lid, sg_lane, sg_id, sg_count);
-#else
-    let l = Lane(lid, 0u, 0u, 0u);
-#endif
-    let row = wid.x + wid.y * nwg.x;
+fn {{ENTRY}}(inv: RowInvocation) {
+    let l = lane(inv);
+    let lid = inv.lid;
+    let row = row_of(inv);
     if (row >= p.rows) { return; } // workgroup-uniform
     let base = row * p.n;
 #if SOFTMAX
@@ -35,8 +23,8 @@ fn {{ENTRY}}(
     m = reduce_max(m, l);
     var s = 0.0;
     for (var i = lid; i < p.n; i += {{WG}}u) { s += exp(x[base + i] * p.scale - m); }
-    let inv = 1.0 / reduce_sum(s, l);
-    for (var i = lid; i < p.n; i += {{WG}}u) { y[base + i] = exp(x[base + i] * p.scale - m) * inv; }
+    let inv_sum = 1.0 / reduce_sum(s, l);
+    for (var i = lid; i < p.n; i += {{WG}}u) { y[base + i] = exp(x[base + i] * p.scale - m) * inv_sum; }
 #else
     // Ties go to the lowest index, as torch.argmax does.
     var best = -3.4028235e38;

@@ -327,9 +327,17 @@ impl Tensor {
 }
 
 impl Tensor {
-    /// The same buffer range reinterpreted as another 32-bit dtype (same element count).
-    pub(crate) fn empty_like_buffer(t: &Tensor, dtype: DType) -> Tensor {
-        debug_assert_eq!(dtype.size(), t.dtype.size());
-        Tensor { dtype, ..t.clone() }
+    /// The same bytes reinterpreted as another dtype of the same size (f32 ↔ u32 ↔ i32).
+    pub fn reinterpret(&self, dtype: DType) -> Result<Tensor> {
+        if dtype.size() != self.dtype.size() {
+            return Err(Error::Invalid(format!(
+                "cannot reinterpret {:?} as {dtype:?}",
+                self.dtype
+            )));
+        }
+        Ok(Tensor {
+            dtype,
+            ..self.clone()
+        })
     }
 }

@@ -131,7 +131,7 @@ impl GuardedOutput {
         let guard = 1024usize.div_ceil(align.max(1)) * align.max(1);
         let n: usize = shape.iter().product();
         let whole = Tensor::from_slice(dev, &[guard + n + guard], &vec![SENTINEL; 2 * guard + n])?;
-        let whole_typed = Tensor::empty_like_buffer(&whole, dtype);
+        let whole_typed = whole.reinterpret(dtype)?;
         let tensor = whole_typed.view(dev, guard, shape)?;
         Ok(Self {
             whole: whole_typed,
@@ -239,5 +239,51 @@ impl Rng {
     }
     pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_measures_and_flags_nonfinite() {
+        let c = compare(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.5]);
+        assert!((c.max_abs - 0.5).abs() < 1e-12);
+        assert!((c.nmse - 0.25 / (1.0 + 4.0 + 12.25)).abs() < 1e-12);
+        assert_eq!(c.nonfinite_mismatches, 0);
+        let c = compare(
+            &[f32::NAN, 1.0, f32::INFINITY],
+            &[0.0, f64::NAN, f64::INFINITY],
+        );
+        assert_eq!(c.nonfinite_mismatches, 2);
+        assert!(c
+            .check(Budget {
+                nmse: 1.0,
+                max_abs: 1.0
+            })
+            .is_err());
+        // Large outputs are judged at their own scale.
+        let c = compare(&[1000.01], &[1000.0]);
+        assert!(c
+            .check(Budget {
+                nmse: 1e-9,
+                max_abs: 1e-4
+            })
+            .is_ok());
+        assert!(c
+            .check(Budget {
+                nmse: 1e-9,
+                max_abs: 1e-6
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn rng_is_deterministic_and_in_range() {
+        let (mut a, mut b) = (Rng::new(9), Rng::new(9));
+        let (va, vb) = (a.vec(100, -2.0, 3.0), b.vec(100, -2.0, 3.0));
+        assert_eq!(va, vb);
+        assert!(va.iter().all(|&v| (-2.0..3.0).contains(&v)));
     }
 }

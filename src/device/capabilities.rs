@@ -96,32 +96,4 @@ impl Capabilities {
             .iter()
             .any(|s| s.m == 16 && s.n == 16 && s.k == 16 && s.ab == "f16" && s.cr == "f32")
     }
-
-    /// A capabilities value with everything on, used for offline validation of all variants.
-    pub fn everything() -> Self {
-        Self {
-            adapter: "offline".into(),
-            backend: "none".into(),
-            shader_f16: true,
-            subgroups: true,
-            subgroup_min_size: 4,
-            subgroup_max_size: 128,
-            timestamps: true,
-            timestamps_inside_passes: true,
-            coop_matrix: vec![CoopMatrixShape {
-                m: 16,
-                n: 16,
-                k: 16,
-                ab: "f16",
-                cr: "f32",
-            }],
-            max_storage_buffer_binding_size: u32::MAX as u64,
-            max_buffer_size: u64::MAX,
-            min_storage_buffer_offset_alignment: 256,
-            max_compute_workgroup_storage_size: 49152,
-            max_compute_invocations_per_workgroup: 1024,
-            max_compute_workgroups_per_dimension: 65535,
-            max_storage_buffers_per_shader_stage: 16,
-        }
-    }
 }

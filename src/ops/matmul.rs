@@ -84,14 +84,13 @@ fn gemv_variant(mode: WeightMode, vec: bool, subgroups: bool) -> Variant {
         .define("GEMV", 1)
         .define(mode.flag(), 1)
         .define("VEC", vec as u32)
-        .define("SUBGROUPS", subgroups as u32)
+        .with_subgroups(subgroups)
         .define("WTYPE", wty)
         .define("XTYPE", if vec { "vec4<f32>" } else { "f32" })
         .define("XPER", if vec { 4 } else { 1 })
         .define("CHUNK", chunk)
         .define("WG", GEMV_WG)
         .define("RED", GEMV_WG * GEMV_ROWS);
-    let v = if subgroups { v.needs_subgroups() } else { v };
     mode.with_requirement(v)
 }
 

@@ -111,13 +111,14 @@ impl<'d> Recorder<'d> {
         let mut entries = Vec::with_capacity(tensors.len() + 1);
         let mut next = 0;
         if !params.0.is_empty() {
+            let bytes = params.bytes();
             uniform = self.dev.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("params"),
-                size: params.bytes().len() as u64,
+                size: bytes.len() as u64,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            self.dev.queue.write_buffer(&uniform, 0, &params.bytes());
+            self.dev.queue.write_buffer(&uniform, 0, &bytes);
             entries.push(wgpu::BindGroupEntry {
                 binding: 0,
                 resource: uniform.as_entire_binding(),

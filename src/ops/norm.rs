@@ -37,15 +37,10 @@ fn variant(centred: bool, subgroups: bool) -> Variant {
         if centred { "layer" } else { "rms" },
         if subgroups { ".sg" } else { "" }
     );
-    let v = Variant::new(name, "norm", "norm")
+    Variant::new(name, "norm", "norm")
         .define("WG", WG)
         .define("CENTER", centred as u32)
-        .define("SUBGROUPS", subgroups as u32);
-    if subgroups {
-        v.needs_subgroups()
-    } else {
-        v
-    }
+        .with_subgroups(subgroups)
 }
 
 pub fn variants() -> Vec<Variant> {

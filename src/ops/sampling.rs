@@ -51,18 +51,13 @@ impl SamplingParams {
 }
 
 fn variant(subgroups: bool) -> Variant {
-    let v = Variant::new(
+    Variant::new(
         format!("sampling.sample{}", if subgroups { ".sg" } else { "" }),
         "sampling",
         "sample",
     )
     .define("WG", WG)
-    .define("SUBGROUPS", subgroups as u32);
-    if subgroups {
-        v.needs_subgroups()
-    } else {
-        v
-    }
+    .with_subgroups(subgroups)
 }
 
 pub fn variants() -> Vec<Variant> {

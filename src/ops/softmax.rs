@@ -9,7 +9,7 @@ const WG: u32 = 256;
 
 fn variant(softmax: bool, subgroups: bool) -> Variant {
     let entry = if softmax { "softmax" } else { "argmax" };
-    let v = Variant::new(
+    Variant::new(
         format!("softmax.{entry}{}", if subgroups { ".sg" } else { "" }),
         "softmax",
         entry,
@@ -17,12 +17,7 @@ fn variant(softmax: bool, subgroups: bool) -> Variant {
     .define("WG", WG)
     .define("ENTRY", entry)
     .define("SOFTMAX", softmax as u32)
-    .define("SUBGROUPS", subgroups as u32);
-    if subgroups {
-        v.needs_subgroups()
-    } else {
-        v
-    }
+    .with_subgroups(subgroups)
 }
 
 pub fn variants() -> Vec<Variant> {

@@ -158,6 +158,16 @@ impl Variant {
         self
     }
 
+    /// Sets the `SUBGROUPS` define and, when on, the subgroup requirement.
+    pub fn with_subgroups(self, on: bool) -> Self {
+        let v = self.define("SUBGROUPS", on as u32);
+        if on {
+            v.needs_subgroups()
+        } else {
+            v
+        }
+    }
+
     /// Marks the variant as needing cooperative matrices (implies f16).
     pub fn needs_coop_matrix(mut self) -> Self {
         self.requires.coop_matrix = true;
