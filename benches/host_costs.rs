@@ -10,9 +10,7 @@ use std::hint::black_box;
 
 fn shader_costs(c: &mut Criterion) {
     let v = shader::find("matmul.gemm.t128.f32").expect("variant");
-    c.bench_function("shader/preprocess gemm.t128", |b| {
-        b.iter(|| black_box(v.wgsl().unwrap()))
-    });
+    c.bench_function("shader/preprocess gemm.t128", |b| b.iter(|| black_box(v.wgsl().unwrap())));
     let wgsl = v.wgsl().unwrap();
     c.bench_function("shader/naga parse+validate gemm.t128", |b| {
         b.iter(|| black_box(validate::parse_and_validate(&wgsl, v.requires).unwrap()))
@@ -23,9 +21,7 @@ fn recording_costs(c: &mut Criterion) {
     let dev = Device::new().unwrap_or_else(|e| panic!("{e}"));
     let v = shader::find("elementwise.exp").unwrap();
     dev.pipeline(&v).unwrap();
-    c.bench_function("pipeline cache hit", |b| {
-        b.iter(|| black_box(dev.pipeline(&v).unwrap()))
-    });
+    c.bench_function("pipeline cache hit", |b| b.iter(|| black_box(dev.pipeline(&v).unwrap())));
     let a = Tensor::empty(&dev, &[4096], DType::F32).unwrap();
     let o = Tensor::empty(&dev, &[4096], DType::F32).unwrap();
     c.bench_function("record 64 dispatches (params + bind group each)", |b| {

@@ -14,7 +14,7 @@ fn softplus(x: f32) -> f32 {
 fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * {{WG}}u; }
 
 #if UNARY
-@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, {{ACT}}> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size({{WG}})
@@ -27,8 +27,8 @@ fn unary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 #endif
 
 #if BINARY
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(1) var<storage, {{ACT}}> a: array<f32>;
+@group(0) @binding(2) var<storage, {{ACT}}> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size({{WG}})
@@ -44,7 +44,7 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 #if INPLACE
 // Fused residual add: acc += scale * x, in place (acc is the only binding written).
 @group(0) @binding(1) var<storage, read_write> acc: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, {{ACT}}> b: array<f32>;
 
 @compute @workgroup_size({{WG}})
 fn residual_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

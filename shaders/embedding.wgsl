@@ -2,7 +2,7 @@
 // (the host API checks ids it uploads; on-GPU ids come from sampling and are in range).
 struct Params { tokens: u32, dim: u32, vocab: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(1) var<storage, {{ACT}}> ids: array<u32>;
 @group(0) @binding(2) var<storage, read> table: array<{{TTYPE}}>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 

@@ -6,7 +6,7 @@
 //   W_F16N     native f16 storage (needs SHADER_F16; VEC: array<vec4<f16>>, K % 4 == 0)
 struct Params { m: u32, n: u32, k: u32, has_bias: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<{{XTYPE}}>;
+@group(0) @binding(1) var<storage, {{ACT}}> x: array<{{XTYPE}}>;
 @group(0) @binding(2) var<storage, read> w: array<{{WTYPE}}>;
 // Without a bias the op binds a 1-element placeholder and sets has_bias = 0.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;

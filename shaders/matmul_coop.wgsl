@@ -7,7 +7,7 @@
 // K % 16 == 0; the op falls back to the tiled kernel otherwise.
 struct Params { m: u32, n: u32, k: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f16>;
+@group(0) @binding(1) var<storage, {{ACT}}> x: array<f16>;
 @group(0) @binding(2) var<storage, read> w: array<f16>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 

@@ -6,7 +6,7 @@
 // Statistics are two-pass (mean, then squared deviations) in f32.
 struct Params { seg: u32, groups: u32, eps: f32, has_bias: u32, count: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, {{ACT}}> x: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;

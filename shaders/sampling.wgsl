@@ -8,7 +8,7 @@
 //     whose running kept mass exceeds u.
 struct Params { n: u32, rows: u32, inv_temp: f32, top_k: u32, top_p: f32, seed: u32, step: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, {{ACT}}> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
 #include reduce

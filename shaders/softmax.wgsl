@@ -1,7 +1,7 @@
 // Row-wise softmax(x · scale) and argmax. One workgroup per row.
 struct Params { n: u32, rows: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, {{ACT}}> x: array<f32>;
 #if SOFTMAX
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 #else

@@ -7,7 +7,7 @@
 
 use crate::device::Device;
 use crate::error::Result;
-use crate::ops::{self, matmul, Recorder};
+use crate::ops::{self, matmul, Recorder, Recording};
 use crate::tensor::{DType, Tensor};
 use crate::testing::{compare, Rng};
 use serde::Serialize;
@@ -27,7 +27,7 @@ pub struct Stats {
 /// passed (GPU clocks ramp up over milliseconds after idle; short warm-ups measured bimodal
 /// GEMV times on the H200), then measures at least `cfg.reps` runs and `cfg.min_measure_s`
 /// seconds, and returns per-dispatch statistics (the batch holds `inner` dispatches).
-pub fn measure(rec: &Recorder, inner: usize, cfg: BenchConfig) -> Result<Stats> {
+pub fn measure(rec: &Recording, inner: usize, cfg: BenchConfig) -> Result<Stats> {
     let t0 = Instant::now();
     let mut done = 0;
     while done < cfg.warmup || t0.elapsed().as_secs_f64() < cfg.min_warmup_s {
@@ -83,22 +83,10 @@ pub struct BenchConfig {
 
 impl BenchConfig {
     pub fn full() -> Self {
-        Self {
-            quick: false,
-            warmup: 3,
-            reps: 10,
-            min_warmup_s: 0.3,
-            min_measure_s: 0.2,
-        }
+        Self { quick: false, warmup: 3, reps: 10, min_warmup_s: 0.3, min_measure_s: 0.2 }
     }
     pub fn quick() -> Self {
-        Self {
-            quick: true,
-            warmup: 1,
-            reps: 3,
-            min_warmup_s: 0.0,
-            min_measure_s: 0.0,
-        }
+        Self { quick: true, warmup: 1, reps: 3, min_warmup_s: 0.0, min_measure_s: 0.0 }
     }
 }
 
@@ -128,11 +116,7 @@ fn row(
         flops,
         gb_per_s: gbs,
         tflop_per_s: flops / stats.median / 1e12,
-        pct_of_copy: if roofline > 0.0 {
-            100.0 * gbs / roofline
-        } else {
-            0.0
-        },
+        pct_of_copy: if roofline > 0.0 { 100.0 * gbs / roofline } else { 0.0 },
         agrees,
     }
 }
@@ -147,6 +131,7 @@ pub fn copy_roofline(dev: &Device, cfg: BenchConfig) -> Result<BenchRow> {
     for _ in 0..inner {
         ops::copy::copy(&mut rec, &src, &dst)?;
     }
+    let rec = rec.finish();
     let stats = measure(&rec, inner, cfg)?;
     let bytes = 2.0 * (n * 4) as f64;
     let ok = dst.read::<f32>(dev)?.iter().all(|&v| v == 1.0);
@@ -191,32 +176,14 @@ impl LinearInputs {
         let ws = round(rng.vec(n * k, -1.0, 1.0), wdt);
         let x = Tensor::from_f32(dev, &[m, k], &xs, xdt)?;
         let w = Tensor::from_f32(dev, &[n, k], &ws, wdt)?;
-        Ok(Self {
-            m,
-            n,
-            k,
-            xdt,
-            wdt,
-            xs,
-            ws,
-            x,
-            w,
-        })
+        Ok(Self { m, n, k, xdt, wdt, xs, ws, x, w })
     }
 }
 
 /// The (x dtype, W dtype) a matmul variant takes.
 pub fn linear_dtypes(v: &crate::shader::Variant) -> (DType, DType) {
-    let xdt = if v.entry == "gemm_coop" {
-        DType::F16
-    } else {
-        DType::F32
-    };
-    let wdt = if v.defines.contains_key("W_F32") {
-        DType::F32
-    } else {
-        DType::F16
-    };
+    let xdt = if v.entry == "gemm_coop" { DType::F16 } else { DType::F32 };
+    let wdt = if v.defines.contains_key("W_F32") { DType::F32 } else { DType::F16 };
     (xdt, wdt)
 }
 
@@ -230,21 +197,9 @@ pub fn bench_linear(
     roofline: f64,
 ) -> Result<BenchRow> {
     let v = crate::shader::find(variant)?;
-    let LinearInputs {
-        m,
-        n,
-        k,
-        xdt,
-        wdt,
-        ref xs,
-        ref ws,
-        ref x,
-        ref w,
-    } = *inputs;
+    let LinearInputs { m, n, k, xdt, wdt, ref xs, ref ws, ref x, ref w } = *inputs;
     if linear_dtypes(&v) != (xdt, wdt) {
-        return Err(crate::Error::Invalid(format!(
-            "{variant} does not take {xdt:?} x and {wdt:?} W"
-        )));
+        return Err(crate::Error::Invalid(format!("{variant} does not take {xdt:?} x and {wdt:?} W")));
     }
     let y = Tensor::empty(dev, &[m, n], DType::F32)?;
     let inner = if cfg.quick {
@@ -258,6 +213,7 @@ pub fn bench_linear(
     for _ in 0..inner {
         matmul::linear_using(&mut rec, &v, x, w, None, &y)?;
     }
+    let rec = rec.finish();
     let stats = measure(&rec, inner, cfg)?;
     let got = y.read::<f32>(dev)?;
     let rows: Vec<usize> = [0, m / 2, m - 1].into_iter().collect();
@@ -270,15 +226,7 @@ pub fn bench_linear(
     }
     let bytes = (m * k * xdt.size() + n * k * wdt.size() + m * n * 4) as f64;
     let flops = 2.0 * (m * n * k) as f64;
-    Ok(row(
-        "linear",
-        variant,
-        format!("M={m} N={n} K={k}"),
-        stats,
-        Work { bytes, flops },
-        roofline,
-        Some(ok),
-    ))
+    Ok(row("linear", variant, format!("M={m} N={n} K={k}"), stats, Work { bytes, flops }, roofline, Some(ok)))
 }
 
 /// The foundation's benchmark set: copy roofline, GEMV and GEMM variants.

@@ -6,11 +6,7 @@ use linseq::{bench, device, shader, Device};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "linseq",
-    version,
-    about = "GPU engine for linear-time sequence models (WGSL on wgpu)"
-)]
+#[command(name = "linseq", version, about = "GPU engine for linear-time sequence models (WGSL on wgpu)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -71,28 +67,16 @@ fn main() -> ExitCode {
 fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cmd {
         Command::Adapters { json } => adapters(json),
-        Command::Shaders {
-            list,
-            validate,
-            filter,
-            show,
-        } => shaders(list, validate, filter.as_deref(), show.as_deref()),
-        Command::Bench {
-            what,
-            quick,
-            filter,
-            json,
-        } => {
+        Command::Shaders { list, validate, filter, show } => {
+            shaders(list, validate, filter.as_deref(), show.as_deref())
+        }
+        Command::Bench { what, quick, filter, json } => {
             if what != "core" {
                 return Err(format!("unknown benchmark {what:?}; available: core").into());
             }
             let dev = Device::new()?;
             eprintln!("adapter: {}", dev.describe());
-            let cfg = if quick {
-                bench::BenchConfig::quick()
-            } else {
-                bench::BenchConfig::full()
-            };
+            let cfg = if quick { bench::BenchConfig::quick() } else { bench::BenchConfig::full() };
             let rows = bench::run_core(&dev, cfg, filter.as_deref())?;
             print!("{}", bench::table(&rows));
             if let Some(path) = json {
@@ -156,10 +140,7 @@ fn adapters(json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
             l.min_storage_buffer_offset_alignment
         );
         for p in a.cooperative_matrix_properties() {
-            println!(
-                "  coop {}x{}x{} {:?}->{:?}",
-                p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type
-            );
+            println!("  coop {}x{}x{} {:?}->{:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type);
         }
         println!("  features: {f:?}");
     }
@@ -175,10 +156,8 @@ fn shaders(
     filter: Option<&str>,
     show: Option<&str>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let variants: Vec<_> = shader::registry()
-        .into_iter()
-        .filter(|v| filter.is_none_or(|f| v.name.contains(f)))
-        .collect();
+    let variants: Vec<_> =
+        shader::registry().into_iter().filter(|v| filter.is_none_or(|f| v.name.contains(f))).collect();
     if let Some(name) = show {
         print!("{}", shader::find(name)?.wgsl()?);
         return Ok(ExitCode::SUCCESS);
@@ -222,9 +201,5 @@ fn shaders(
         );
     }
     println!("{} variants, {failures} failure(s)", variants.len());
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -54,9 +54,7 @@ impl Element for u32 {
 
 /// Converts bf16 bit patterns to f32 (exact).
 pub fn bf16_to_f32(bits: &[u16]) -> Vec<f32> {
-    bits.iter()
-        .map(|&b| half::bf16::from_bits(b).to_f32())
-        .collect()
+    bits.iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect()
 }
 
 /// Converts f32 to f16 with round-to-nearest-even.
@@ -79,27 +77,21 @@ pub struct Tensor {
 }
 
 /// Buffer usages every tensor buffer carries.
-pub const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+pub const TENSOR_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 impl Tensor {
     /// Allocates an uninitialised (zeroed by wgpu) tensor.
     pub fn empty(dev: &Device, shape: &[usize], dtype: DType) -> Result<Self> {
         let bytes = Self::byte_len_of(shape, dtype)?;
         Self::check_size(dev, bytes)?;
-        let buffer = dev.device.create_buffer(&wgpu::BufferDescriptor {
+        let buffer = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("tensor"),
             size: round_up(bytes.max(4), 4),
             usage: TENSOR_USAGE,
             mapped_at_creation: false,
         });
-        Ok(Self {
-            buffer: Arc::new(buffer),
-            offset: 0,
-            shape: shape.to_vec(),
-            dtype,
-        })
+        Ok(Self { buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec(), dtype })
     }
 
     /// Uploads host data of a matching element type.
@@ -151,9 +143,7 @@ impl Tensor {
 
     fn check_size(dev: &Device, bytes: u64) -> Result<()> {
         let caps = dev.caps();
-        let max = caps
-            .max_storage_buffer_binding_size
-            .min(caps.max_buffer_size);
+        let max = caps.max_storage_buffer_binding_size.min(caps.max_buffer_size);
         if bytes > max {
             return Err(Error::Limit(format!(
                 "tensor of {bytes} bytes exceeds this device's max storage binding of {max} bytes \
@@ -210,25 +200,16 @@ impl Tensor {
     pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != self.numel() {
-            return Err(Error::Shape(format!(
-                "cannot reshape {:?} to {shape:?}",
-                self.shape
-            )));
+            return Err(Error::Shape(format!("cannot reshape {:?} to {shape:?}", self.shape)));
         }
-        Ok(Self {
-            shape: shape.to_vec(),
-            ..self.clone()
-        })
+        Ok(Self { shape: shape.to_vec(), ..self.clone() })
     }
 
     /// A sub-view starting `elem_offset` elements in. Storage bindings need offsets that are
     /// multiples of `min_storage_buffer_offset_alignment`; an unaligned view is an error.
     pub fn view(&self, dev: &Device, elem_offset: usize, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
-        if elem_offset
-            .checked_add(n)
-            .is_none_or(|end| end > self.numel())
-        {
+        if elem_offset.checked_add(n).is_none_or(|end| end > self.numel()) {
             return Err(Error::Shape(format!(
                 "view [{elem_offset}, +{n}) is outside tensor {:?}",
                 self.shape
@@ -243,18 +224,13 @@ impl Tensor {
                 align / self.dtype.size() as u64
             )));
         }
-        Ok(Self {
-            buffer: self.buffer.clone(),
-            offset: byte_off,
-            shape: shape.to_vec(),
-            dtype: self.dtype,
-        })
+        Ok(Self { buffer: self.buffer.clone(), offset: byte_off, shape: shape.to_vec(), dtype: self.dtype })
     }
 
     /// Copies the tensor back to the host as raw bytes (exactly `byte_len`).
     pub fn read_bytes(&self, dev: &Device) -> Result<Vec<u8>> {
         let size = self.binding_size();
-        let staging = dev.device.create_buffer(&wgpu::BufferDescriptor {
+        let staging = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -271,15 +247,9 @@ impl Tensor {
         match rx.try_recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Error::Readback(e.to_string())),
-            Err(_) => {
-                return Err(Error::Readback(
-                    "map callback did not run (device lost?)".into(),
-                ))
-            }
+            Err(_) => return Err(Error::Readback("map callback did not run (device lost?)".into())),
         }
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Readback(e.to_string()))?;
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
         let mut out = view.to_vec();
         drop(view);
         staging.unmap();
@@ -290,11 +260,7 @@ impl Tensor {
     /// Downloads the tensor as its own element type.
     pub fn read<T: Element>(&self, dev: &Device) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype {
-            return Err(Error::Invalid(format!(
-                "read as {:?} of a {:?} tensor",
-                T::DTYPE,
-                self.dtype
-            )));
+            return Err(Error::Invalid(format!("read as {:?} of a {:?} tensor", T::DTYPE, self.dtype)));
         }
         let bytes = self.read_bytes(dev)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
@@ -304,11 +270,7 @@ impl Tensor {
     pub fn read_f32(&self, dev: &Device) -> Result<Vec<f32>> {
         match self.dtype {
             DType::F32 => self.read(dev),
-            DType::F16 => Ok(self
-                .read::<f16>(dev)?
-                .into_iter()
-                .map(f16::to_f32)
-                .collect()),
+            DType::F16 => Ok(self.read::<f16>(dev)?.into_iter().map(f16::to_f32).collect()),
             other => Err(Error::Invalid(format!("read_f32 of a {other:?} tensor"))),
         }
     }
@@ -317,12 +279,7 @@ impl Tensor {
 impl Tensor {
     /// Wraps an existing buffer (whole, offset 0) as a tensor.
     pub(crate) fn wrap_buffer(buffer: wgpu::Buffer, shape: &[usize], dtype: DType) -> Self {
-        Self {
-            buffer: Arc::new(buffer),
-            offset: 0,
-            shape: shape.to_vec(),
-            dtype,
-        }
+        Self { buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec(), dtype }
     }
 }
 
@@ -330,14 +287,8 @@ impl Tensor {
     /// The same bytes reinterpreted as another dtype of the same size (f32 ↔ u32 ↔ i32).
     pub fn reinterpret(&self, dtype: DType) -> Result<Tensor> {
         if dtype.size() != self.dtype.size() {
-            return Err(Error::Invalid(format!(
-                "cannot reinterpret {:?} as {dtype:?}",
-                self.dtype
-            )));
+            return Err(Error::Invalid(format!("cannot reinterpret {:?} as {dtype:?}", self.dtype)));
         }
-        Ok(Tensor {
-            dtype,
-            ..self.clone()
-        })
+        Ok(Tensor { dtype, ..self.clone() })
     }
 }

@@ -24,34 +24,13 @@ pub struct Budget {
 /// then sees the same rounded values, so the budget covers accumulation order, not rounding).
 pub fn budget(op: &str, dtype: DType) -> Budget {
     match (op, dtype) {
-        ("embedding", _) => Budget {
-            nmse: 0.0,
-            max_abs: 0.0,
-        },
-        ("matmul", DType::F16) => Budget {
-            nmse: 1e-9,
-            max_abs: 5e-3,
-        },
-        ("matmul", _) => Budget {
-            nmse: 1e-10,
-            max_abs: 1e-3,
-        },
-        ("matmul_coop", _) => Budget {
-            nmse: 1e-6,
-            max_abs: 5e-2,
-        },
-        ("norm", _) | ("softmax", _) => Budget {
-            nmse: 1e-10,
-            max_abs: 1e-4,
-        },
-        ("elementwise", _) => Budget {
-            nmse: 1e-11,
-            max_abs: 1e-4,
-        },
-        _ => Budget {
-            nmse: 1e-7,
-            max_abs: 1e-3,
-        },
+        ("embedding", _) => Budget { nmse: 0.0, max_abs: 0.0 },
+        ("matmul", DType::F16) => Budget { nmse: 1e-9, max_abs: 5e-3 },
+        ("matmul", _) => Budget { nmse: 1e-10, max_abs: 1e-3 },
+        ("matmul_coop", _) => Budget { nmse: 1e-6, max_abs: 5e-2 },
+        ("norm", _) | ("softmax", _) => Budget { nmse: 1e-10, max_abs: 1e-4 },
+        ("elementwise", _) => Budget { nmse: 1e-11, max_abs: 1e-4 },
+        _ => Budget { nmse: 1e-7, max_abs: 1e-3 },
     }
 }
 
@@ -101,13 +80,7 @@ pub fn compare(got: &[f32], want: &[f64]) -> Comparison {
         scale = scale.max(w.abs());
     }
     let nmse = if norm > 0.0 { err / norm } else { err };
-    Comparison {
-        n: got.len(),
-        nmse,
-        max_abs,
-        scale,
-        nonfinite_mismatches: bad,
-    }
+    Comparison { n: got.len(), nmse, max_abs, scale, nonfinite_mismatches: bad }
 }
 
 /// Sentinel written around outputs: a quiet-NaN pattern no kernel produces by accident.
@@ -133,11 +106,7 @@ impl GuardedOutput {
         let whole = Tensor::from_slice(dev, &[guard + n + guard], &vec![SENTINEL; 2 * guard + n])?;
         let whole_typed = whole.reinterpret(dtype)?;
         let tensor = whole_typed.view(dev, guard, shape)?;
-        Ok(Self {
-            whole: whole_typed,
-            guard,
-            tensor,
-        })
+        Ok(Self { whole: whole_typed, guard, tensor })
     }
 
     /// Reads the output words, failing if any guard word changed.
@@ -160,11 +129,7 @@ impl GuardedOutput {
 
     /// Reads an f32 output (guards checked).
     pub fn read_f32(&self, dev: &Device) -> Result<Vec<f32>> {
-        Ok(self
-            .read_words(dev)?
-            .into_iter()
-            .map(f32::from_bits)
-            .collect())
+        Ok(self.read_words(dev)?.into_iter().map(f32::from_bits).collect())
     }
 }
 
@@ -179,11 +144,7 @@ pub fn devices() -> Result<Vec<Device>> {
     for adapter in device::enumerate_adapters(sel.backends.unwrap_or(wgpu::Backends::all())) {
         let info = adapter.get_info();
         if let Some(name) = &sel.name {
-            if !info
-                .name
-                .to_ascii_lowercase()
-                .contains(&name.to_ascii_lowercase())
-            {
+            if !info.name.to_ascii_lowercase().contains(&name.to_ascii_lowercase()) {
                 continue;
             }
         }
@@ -207,10 +168,7 @@ pub fn devices() -> Result<Vec<Device>> {
     if let Ok(expect) = std::env::var("LINSEQ_EXPECT_BACKENDS") {
         for b in expect.split(',').filter(|s| !s.is_empty()) {
             let want = device::parse_backend(b)?;
-            if !out
-                .iter()
-                .any(|d| want.contains(wgpu::Backends::from(d.adapter_info().backend)))
-            {
+            if !out.iter().any(|d| want.contains(wgpu::Backends::from(d.adapter_info().backend))) {
                 return Err(Error::NoAdapter(format!(
                     "LINSEQ_EXPECT_BACKENDS names {b}, but no such adapter was found ({INSTALL_HINT}; for gl also libegl1)"
                 )));
@@ -252,31 +210,13 @@ mod tests {
         assert!((c.max_abs - 0.5).abs() < 1e-12);
         assert!((c.nmse - 0.25 / (1.0 + 4.0 + 12.25)).abs() < 1e-12);
         assert_eq!(c.nonfinite_mismatches, 0);
-        let c = compare(
-            &[f32::NAN, 1.0, f32::INFINITY],
-            &[0.0, f64::NAN, f64::INFINITY],
-        );
+        let c = compare(&[f32::NAN, 1.0, f32::INFINITY], &[0.0, f64::NAN, f64::INFINITY]);
         assert_eq!(c.nonfinite_mismatches, 2);
-        assert!(c
-            .check(Budget {
-                nmse: 1.0,
-                max_abs: 1.0
-            })
-            .is_err());
+        assert!(c.check(Budget { nmse: 1.0, max_abs: 1.0 }).is_err());
         // Large outputs are judged at their own scale.
         let c = compare(&[1000.01], &[1000.0]);
-        assert!(c
-            .check(Budget {
-                nmse: 1e-9,
-                max_abs: 1e-4
-            })
-            .is_ok());
-        assert!(c
-            .check(Budget {
-                nmse: 1e-9,
-                max_abs: 1e-6
-            })
-            .is_err());
+        assert!(c.check(Budget { nmse: 1e-9, max_abs: 1e-4 }).is_ok());
+        assert!(c.check(Budget { nmse: 1e-9, max_abs: 1e-6 }).is_err());
     }
 
     #[test]

@@ -68,8 +68,7 @@ impl Capabilities {
             subgroup_min_size: if subgroups { info.subgroup_min_size } else { 0 },
             subgroup_max_size: if subgroups { info.subgroup_max_size } else { 0 },
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            timestamps_inside_passes: features
-                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+            timestamps_inside_passes: features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
             coop_matrix: coop
                 .iter()
                 .map(|p| CoopMatrixShape {
@@ -92,8 +91,6 @@ impl Capabilities {
 
     /// True when 16×16×16 tiles with f16 inputs and f32 accumulation are offered.
     pub fn coop_f16_16x16_f32(&self) -> bool {
-        self.coop_matrix
-            .iter()
-            .any(|s| s.m == 16 && s.n == 16 && s.k == 16 && s.ab == "f16" && s.cr == "f32")
+        self.coop_matrix.iter().any(|s| s.m == 16 && s.n == 16 && s.k == 16 && s.ab == "f16" && s.cr == "f32")
     }
 }

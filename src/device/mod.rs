@@ -12,7 +12,25 @@ pub use capabilities::{Capabilities, CoopMatrixShape};
 
 use crate::error::{Error, Result};
 use crate::shader::PipelineCache;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Counts of GPU objects created and submits made through linseq on a device. The graph
+/// executor's replay contract (no new objects per decode step, one submit) is tested with it.
+#[derive(Debug, Default)]
+struct Counters {
+    buffers: AtomicU64,
+    bind_groups: AtomicU64,
+    submits: AtomicU64,
+}
+
+/// A snapshot of [`Device::counters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CounterSnapshot {
+    pub buffers: u64,
+    pub bind_groups: u64,
+    pub submits: u64,
+}
 
 /// Hint printed whenever no adapter can be found.
 pub const INSTALL_HINT: &str = "install a Vulkan driver; on Linux without a GPU, \
@@ -39,15 +57,9 @@ impl AdapterSelection {
             Ok(v) => Some(parse_backend(&v)?),
             Err(_) => None,
         };
-        let name = std::env::var("LINSEQ_ADAPTER")
-            .ok()
-            .filter(|s| !s.is_empty());
+        let name = std::env::var("LINSEQ_ADAPTER").ok().filter(|s| !s.is_empty());
         let allow_experimental = std::env::var("LINSEQ_NO_EXPERIMENTAL").map_or(true, |v| v != "1");
-        Ok(Self {
-            backends,
-            name,
-            allow_experimental,
-        })
+        Ok(Self { backends, name, allow_experimental })
     }
 
     /// Selection for one specific backend, keeping the other settings.
@@ -110,10 +122,7 @@ pub fn select_adapter(sel: &AdapterSelection) -> Result<wgpu::Adapter> {
     // Stable sort: discrete first, then Vulkan/Metal/DX12 before GL at equal type.
     adapters.sort_by_key(|a| {
         let info = a.get_info();
-        (
-            device_type_rank(info.device_type),
-            (info.backend == wgpu::Backend::Gl) as u32,
-        )
+        (device_type_rank(info.device_type), (info.backend == wgpu::Backend::Gl) as u32)
     });
     adapters
         .into_iter()
@@ -153,13 +162,12 @@ pub struct Device {
     caps: Capabilities,
     sink: Arc<Mutex<ErrorSink>>,
     pub(crate) pipelines: PipelineCache,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Device")
-            .field("adapter", &self.info.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Device").field("adapter", &self.info.name).finish_non_exhaustive()
     }
 }
 
@@ -185,15 +193,14 @@ impl Device {
         } else {
             Vec::new()
         };
-        let experimental_features =
-            if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
-                // SAFETY: the cooperative-matrix feature is experimental in wgpu 30. linseq only uses
-                // it in shaders validated by naga, and callers can opt out with
-                // LINSEQ_NO_EXPERIMENTAL=1.
-                unsafe { wgpu::ExperimentalFeatures::enabled() }
-            } else {
-                wgpu::ExperimentalFeatures::disabled()
-            };
+        let experimental_features = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            // SAFETY: the cooperative-matrix feature is experimental in wgpu 30. linseq only uses
+            // it in shaders validated by naga, and callers can opt out with
+            // LINSEQ_NO_EXPERIMENTAL=1.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let desc = wgpu::DeviceDescriptor {
             label: Some("linseq"),
             required_features: features,
@@ -202,9 +209,8 @@ impl Device {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-            Error::RequestDevice(format!("{} ({:?}): {e}", info.name, info.backend))
-        })?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::RequestDevice(format!("{} ({:?}): {e}", info.name, info.backend)))?;
         let sink = Arc::new(Mutex::new(ErrorSink::default()));
         {
             let sink = sink.clone();
@@ -233,6 +239,7 @@ impl Device {
             caps,
             sink,
             pipelines: PipelineCache::default(),
+            counters: Counters::default(),
         })
     }
 
@@ -268,12 +275,34 @@ impl Device {
         }
     }
 
+    /// Creates a buffer (counted in [`Device::counters`]).
+    pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> wgpu::Buffer {
+        self.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        self.device.create_buffer(desc)
+    }
+
+    /// Creates a bind group (counted in [`Device::counters`]).
+    pub fn create_bind_group(&self, desc: &wgpu::BindGroupDescriptor) -> wgpu::BindGroup {
+        self.counters.bind_groups.fetch_add(1, Ordering::Relaxed);
+        self.device.create_bind_group(desc)
+    }
+
+    /// Buffers and bind groups created and submits made through linseq so far.
+    pub fn counters(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            buffers: self.counters.buffers.load(Ordering::Relaxed),
+            bind_groups: self.counters.bind_groups.load(Ordering::Relaxed),
+            submits: self.counters.submits.load(Ordering::Relaxed),
+        }
+    }
+
     /// Submits command buffers, then reports any error recorded while building them.
     pub fn submit(
         &self,
         cmds: impl IntoIterator<Item = wgpu::CommandBuffer>,
     ) -> Result<wgpu::SubmissionIndex> {
         self.check()?;
+        self.counters.submits.fetch_add(1, Ordering::Relaxed);
         let idx = self.queue.submit(cmds);
         self.check()?;
         Ok(idx)
@@ -291,8 +320,7 @@ impl Device {
     pub fn destroy(&self) {
         self.device.destroy();
         let mut s = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        s.lost
-            .get_or_insert_with(|| "destroyed by the application".into());
+        s.lost.get_or_insert_with(|| "destroyed by the application".into());
     }
 
     /// The compiled pipeline for a variant (compiled on first use, then cached).

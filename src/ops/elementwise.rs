@@ -28,13 +28,7 @@ pub enum Binary {
 }
 
 impl Unary {
-    pub const ALL: [Unary; 5] = [
-        Unary::Silu,
-        Unary::Softplus,
-        Unary::Exp,
-        Unary::Sigmoid,
-        Unary::Scale,
-    ];
+    pub const ALL: [Unary; 5] = [Unary::Silu, Unary::Softplus, Unary::Exp, Unary::Sigmoid, Unary::Scale];
     pub fn name(self) -> &'static str {
         match self {
             Unary::Silu => "silu",
@@ -70,14 +64,10 @@ impl Unary {
         }
     }
     fn variant(self) -> Variant {
-        Variant::new(
-            format!("elementwise.{}", self.name()),
-            "elementwise",
-            "unary",
-        )
-        .define("WG", WG)
-        .define("UNARY", 1)
-        .define("EXPR", self.expr())
+        Variant::new(format!("elementwise.{}", self.name()), "elementwise", "unary")
+            .define("WG", WG)
+            .define("UNARY", 1)
+            .define("EXPR", self.expr())
     }
 }
 
@@ -106,14 +96,10 @@ impl Binary {
         }
     }
     fn variant(self) -> Variant {
-        Variant::new(
-            format!("elementwise.{}", self.name()),
-            "elementwise",
-            "binary",
-        )
-        .define("WG", WG)
-        .define("BINARY", 1)
-        .define("EXPR", self.expr())
+        Variant::new(format!("elementwise.{}", self.name()), "elementwise", "binary")
+            .define("WG", WG)
+            .define("BINARY", 1)
+            .define("EXPR", self.expr())
     }
 }
 
@@ -132,10 +118,7 @@ pub fn variants() -> Vec<Variant> {
 
 fn check_f32(name: &str, t: &Tensor) -> Result<()> {
     if t.dtype() != DType::F32 {
-        return Err(Error::Shape(format!(
-            "{name}: elementwise ops take f32, got {:?}",
-            t.dtype()
-        )));
+        return Err(Error::Shape(format!("{name}: elementwise ops take f32, got {:?}", t.dtype())));
     }
     Ok(())
 }
@@ -158,12 +141,7 @@ pub fn unary(rec: &mut Recorder, op: Unary, a: &Tensor, scale: f32, out: &Tensor
     super::expect("out", out, a.shape(), DType::F32)?;
     let n = a.numel();
     let wg = grid(rec.device(), n.div_ceil(WG as usize))?;
-    rec.dispatch(
-        &op.variant(),
-        &Params::new().u(n).u(n).f(scale),
-        &[a, out],
-        wg,
-    )
+    rec.dispatch(&op.variant(), &Params::new().u(n).u(n).f(scale), &[a, out], wg)
 }
 
 /// Records `out = a ∘ b`, with `b` repeating over `a` (its length must divide a's).
@@ -174,12 +152,7 @@ pub fn binary(rec: &mut Recorder, op: Binary, a: &Tensor, b: &Tensor, out: &Tens
     super::expect("out", out, a.shape(), DType::F32)?;
     let n = a.numel();
     let wg = grid(rec.device(), n.div_ceil(WG as usize))?;
-    rec.dispatch(
-        &op.variant(),
-        &Params::new().u(n).u(b.numel()).f(0.0),
-        &[a, b, out],
-        wg,
-    )
+    rec.dispatch(&op.variant(), &Params::new().u(n).u(b.numel()).f(0.0), &[a, b, out], wg)
 }
 
 /// Records the fused residual add `acc += scale · b`, in place.
@@ -189,10 +162,5 @@ pub fn residual_add(rec: &mut Recorder, acc: &Tensor, b: &Tensor, scale: f32) ->
     check_broadcast(acc, b)?;
     let n = acc.numel();
     let wg = grid(rec.device(), n.div_ceil(WG as usize))?;
-    rec.dispatch(
-        &residual_variant(),
-        &Params::new().u(n).u(b.numel()).f(scale),
-        &[acc, b],
-        wg,
-    )
+    rec.dispatch(&residual_variant(), &Params::new().u(n).u(b.numel()).f(scale), &[acc, b], wg)
 }

@@ -8,12 +8,8 @@ use crate::tensor::{DType, Tensor};
 const WG: u32 = 256;
 
 fn variant(dtype: DType) -> Variant {
-    let v = Variant::new(
-        format!("embedding.gather.{}", dtype.name()),
-        "embedding",
-        "gather",
-    )
-    .define("WG", WG);
+    let v =
+        Variant::new(format!("embedding.gather.{}", dtype.name()), "embedding", "gather").define("WG", WG);
     match dtype {
         DType::F16 => v.define("F16P", 1).define("TTYPE", "u32"),
         _ => v.define("F16P", 0).define("TTYPE", "f32"),
@@ -65,10 +61,6 @@ pub fn check_ids(ids: &[u32], vocab: usize) -> Result<()> {
 /// Reference gather (exact).
 pub fn embedding_ref(ids: &[u32], table: &[f32], dim: usize) -> Vec<f64> {
     ids.iter()
-        .flat_map(|&i| {
-            table[i as usize * dim..(i as usize + 1) * dim]
-                .iter()
-                .map(|&v| v as f64)
-        })
+        .flat_map(|&i| table[i as usize * dim..(i as usize + 1) * dim].iter().map(|&v| v as f64))
         .collect()
 }

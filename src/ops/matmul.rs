@@ -32,11 +32,7 @@ pub enum WeightMode {
 }
 
 impl WeightMode {
-    const ALL: [WeightMode; 3] = [
-        WeightMode::F32,
-        WeightMode::F16Packed,
-        WeightMode::F16Native,
-    ];
+    const ALL: [WeightMode; 3] = [WeightMode::F32, WeightMode::F16Packed, WeightMode::F16Native];
     fn tag(self) -> &'static str {
         match self {
             WeightMode::F32 => "f32",
@@ -108,12 +104,7 @@ fn gemm_variant(mode: WeightMode, tile: (&str, u32, u32), vec: bool) -> Variant 
         (WeightMode::F16Native, true) => "vec4<f16>",
         (m, false) => m.wgsl(false).0,
     };
-    let name = format!(
-        "matmul.gemm.{}.{}{}",
-        tname,
-        mode.tag(),
-        if vec { "" } else { ".scalar" }
-    );
+    let name = format!("matmul.gemm.{}.{}{}", tname, mode.tag(), if vec { "" } else { ".scalar" });
     let v = Variant::new(name, "matmul", "gemm")
         .define("GEMM", 1)
         .define("VEC", vec as u32)
@@ -131,11 +122,8 @@ fn gemm_variant(mode: WeightMode, tile: (&str, u32, u32), vec: bool) -> Variant 
 
 /// Cooperative-matrix GEMM with BM × 64 output blocks per subgroup (BM = 32 or 64).
 fn coop_variant(bm: u32) -> Variant {
-    let name = if bm == 32 {
-        "matmul.gemm_coop.f16".to_string()
-    } else {
-        format!("matmul.gemm_coop.f16.m{bm}")
-    };
+    let name =
+        if bm == 32 { "matmul.gemm_coop.f16".to_string() } else { format!("matmul.gemm_coop.f16.m{bm}") };
     Variant::new(name, "matmul_coop", "gemm_coop")
         .define("WG", 32)
         .define("BM", bm)
@@ -175,22 +163,12 @@ pub fn choose(caps: &Capabilities, m: usize, n: usize, k: usize, wdtype: DType) 
         let (_, chunk) = mode.wgsl(true);
         return gemv_variant(mode, k.is_multiple_of(chunk as usize), caps.subgroups);
     }
-    let tile = if m >= 256 && n >= 256 {
-        GEMM_TILES[0]
-    } else {
-        GEMM_TILES[1]
-    };
+    let tile = if m >= 256 && n >= 256 { GEMM_TILES[0] } else { GEMM_TILES[1] };
     gemm_variant(mode, tile, k.is_multiple_of(4))
 }
 
 /// Records `y = x · Wᵀ + b` with the variant [`choose`] picks.
-pub fn linear(
-    rec: &mut Recorder,
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    y: &Tensor,
-) -> Result<()> {
+pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) -> Result<()> {
     let (m, n, k) = dims(x, w)?;
     let v = choose(rec.device().caps(), m, n, k, w.dtype());
     linear_using(rec, &v, x, w, b, y)
@@ -231,29 +209,18 @@ pub fn linear_using(
         }
         let bm: usize = def("BM").unwrap_or("32").parse().unwrap_or(32);
         if m % bm != 0 || n % 64 != 0 || k % 16 != 0 {
-            return unsupported(format!(
-                "needs M%{bm}, N%64, K%16 == 0 (M={m}, N={n}, K={k})"
-            ));
+            return unsupported(format!("needs M%{bm}, N%64, K%16 == 0 (M={m}, N={n}, K={k})"));
         }
         if b.is_some() {
             return unsupported("has no bias".into());
         }
         let params = Params::new().u(m).u(n).u(k);
-        return rec.dispatch(
-            v,
-            &params,
-            &[x, w, y],
-            [(n / 64) as u32, (m / 32) as u32, 1],
-        );
+        return rec.dispatch(v, &params, &[x, w, y], [(n / 64) as u32, (m / 32) as u32, 1]);
     }
     if x.dtype() != DType::F32 {
         return unsupported(format!("takes f32 x, got {:?}", x.dtype()));
     }
-    let wdt = if def("W_F32").is_some() {
-        DType::F32
-    } else {
-        DType::F16
-    };
+    let wdt = if def("W_F32").is_some() { DType::F32 } else { DType::F16 };
     if w.dtype() != wdt {
         return unsupported(format!("takes {wdt:?} weights, got {:?}", w.dtype()));
     }
@@ -292,14 +259,7 @@ pub fn linear_using(
 }
 
 /// f64 reference: `y[m][n] = Σ_k x[m][k]·W[n][k] + b[n]`.
-pub fn linear_ref(
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    m: usize,
-    n: usize,
-    k: usize,
-) -> Vec<f64> {
+pub fn linear_ref(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f64> {
     let mut y = vec![0f64; m * n];
     for i in 0..m {
         let xr = &x[i * k..(i + 1) * k];

@@ -51,6 +51,8 @@ struct Recorded {
     pipeline: Arc<Pipeline>,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+    /// The uniform parameter buffer, kept so a replayed recording can update it in place.
+    params: Option<wgpu::Buffer>,
 }
 
 /// GPU timing of a submitted batch.
@@ -63,18 +65,22 @@ pub struct Timing {
     pub gpu_timestamps: bool,
 }
 
-/// Collects dispatches and submits them in one compute pass.
+/// Collects dispatches; [`Recorder::finish`] turns them into a replayable [`Recording`].
 pub struct Recorder<'d> {
     dev: &'d Device,
     items: Vec<Recorded>,
+    arena: bool,
 }
 
 impl<'d> Recorder<'d> {
     pub fn new(dev: &'d Device) -> Self {
-        Self {
-            dev,
-            items: Vec::new(),
-        }
+        Self { dev, items: Vec::new(), arena: false }
+    }
+
+    /// A recorder whose dispatches use the arena (`.rw`) form of every variant, for tensors
+    /// that share one buffer (the graph executor's arenas).
+    pub fn for_arena(dev: &'d Device) -> Self {
+        Self { dev, items: Vec::new(), arena: true }
     }
 
     pub fn device(&self) -> &'d Device {
@@ -106,48 +112,98 @@ impl<'d> Recorder<'d> {
                 variant.name
             )));
         }
+        let arena_form;
+        let variant = if self.arena {
+            arena_form = variant.arena();
+            &arena_form
+        } else {
+            variant
+        };
         let pipeline = self.dev.pipelines.get(self.dev, variant)?;
-        let uniform;
+        let mut uniform = None;
         let mut entries = Vec::with_capacity(tensors.len() + 1);
         let mut next = 0;
         if !params.0.is_empty() {
             let bytes = params.bytes();
-            uniform = self.dev.device.create_buffer(&wgpu::BufferDescriptor {
+            let buf = self.dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("params"),
                 size: bytes.len() as u64,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            self.dev.queue.write_buffer(&uniform, 0, &bytes);
-            entries.push(wgpu::BindGroupEntry {
-                binding: 0,
-                resource: uniform.as_entire_binding(),
-            });
+            self.dev.queue.write_buffer(&buf, 0, &bytes);
+            uniform = Some(buf);
             next = 1;
         }
-        for (i, t) in tensors.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: next + i as u32,
-                resource: t.binding(),
-            });
+        if let Some(buf) = &uniform {
+            entries.push(wgpu::BindGroupEntry { binding: 0, resource: buf.as_entire_binding() });
         }
-        let bind_group = self
-            .dev
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(&variant.name),
-                layout: &pipeline.layout,
-                entries: &entries,
-            });
+        for (i, t) in tensors.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: next + i as u32, resource: t.binding() });
+        }
+        let bind_group = self.dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&variant.name),
+            layout: &pipeline.layout,
+            entries: &entries,
+        });
         self.dev.check()?;
         if workgroups.contains(&0) {
             return Ok(()); // nothing to do; bindings were still validated
         }
-        self.items.push(Recorded {
-            pipeline,
-            bind_group,
-            workgroups,
-        });
+        self.items.push(Recorded { pipeline, bind_group, workgroups, params: uniform });
+        Ok(())
+    }
+
+    /// Ends recording. The [`Recording`] can be submitted any number of times without
+    /// creating GPU objects (beyond the command buffer each submit needs).
+    pub fn finish(self) -> Recording<'d> {
+        Recording { dev: self.dev, items: self.items }
+    }
+
+    /// Submits everything recorded once, without waiting.
+    pub fn submit(self) -> Result<()> {
+        self.finish().submit()
+    }
+
+    /// Submits everything recorded once and waits for completion.
+    pub fn run(self) -> Result<()> {
+        self.finish().run()
+    }
+}
+
+/// Recorded dispatches with their pipelines, bind groups and parameter buffers, ready to be
+/// encoded into one compute pass and submitted, as often as needed.
+pub struct Recording<'d> {
+    dev: &'d Device,
+    items: Vec<Recorded>,
+}
+
+impl<'d> Recording<'d> {
+    /// Number of dispatches.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Rewrites the uniform parameters of dispatch `index` (same layout as recorded).
+    pub fn set_params(&self, index: usize, params: &Params) -> Result<()> {
+        let item = self.items.get(index).ok_or_else(|| Error::Invalid(format!("no dispatch {index}")))?;
+        let buf = item
+            .params
+            .as_ref()
+            .ok_or_else(|| Error::Invalid(format!("dispatch {index} has no parameters")))?;
+        let bytes = params.bytes();
+        if bytes.len() as u64 != buf.size() {
+            return Err(Error::Invalid(format!(
+                "dispatch {index}: {} parameter bytes, recorded {}",
+                bytes.len(),
+                buf.size()
+            )));
+        }
+        self.dev.queue.write_buffer(buf, 0, &bytes);
         Ok(())
     }
 
@@ -172,18 +228,17 @@ impl<'d> Recorder<'d> {
         enc
     }
 
-    /// Submits everything recorded, without waiting.
-    pub fn submit(self) -> Result<()> {
+    /// Submits once, without waiting.
+    pub fn submit(&self) -> Result<()> {
         let enc = self.encode(None);
         self.dev.submit([enc.finish()])?;
         Ok(())
     }
 
-    /// Submits and waits for completion.
-    pub fn run(self) -> Result<()> {
-        let dev = self.dev;
+    /// Submits once and waits for completion.
+    pub fn run(&self) -> Result<()> {
         self.submit()?;
-        dev.wait()
+        self.dev.wait()
     }
 
     /// Submits, waits and reports how long the pass took on the GPU (timestamps) or, without
@@ -195,12 +250,9 @@ impl<'d> Recorder<'d> {
             let t0 = Instant::now();
             dev.submit([enc.finish()])?;
             dev.wait()?;
-            return Ok(Timing {
-                seconds: t0.elapsed().as_secs_f64(),
-                gpu_timestamps: false,
-            });
+            return Ok(Timing { seconds: t0.elapsed().as_secs_f64(), gpu_timestamps: false });
         }
-        let qs = dev.device.create_query_set(&wgpu::QuerySetDescriptor {
+        let qs = dev.raw().create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("timing"),
             ty: wgpu::QueryType::Timestamp,
             count: 2,
@@ -219,13 +271,9 @@ impl<'d> Recorder<'d> {
         dev.wait()?;
         let t = Tensor::wrap_buffer(resolve, &[4], crate::DType::U32);
         let w: Vec<u32> = t.read(dev)?;
-        let ticks =
-            (w[2] as u64 | (w[3] as u64) << 32).wrapping_sub(w[0] as u64 | (w[1] as u64) << 32);
+        let ticks = (w[2] as u64 | (w[3] as u64) << 32).wrapping_sub(w[0] as u64 | (w[1] as u64) << 32);
         let seconds = ticks as f64 * dev.queue.get_timestamp_period() as f64 * 1e-9;
-        Ok(Timing {
-            seconds,
-            gpu_timestamps: true,
-        })
+        Ok(Timing { seconds, gpu_timestamps: true })
     }
 }
 
@@ -238,9 +286,7 @@ pub fn grid(dev: &Device, groups: usize) -> Result<[u32; 3]> {
     }
     let y = groups.div_ceil(max);
     if y > max {
-        return Err(Error::Limit(format!(
-            "{groups} workgroups exceed a {max}×{max} grid"
-        )));
+        return Err(Error::Limit(format!("{groups} workgroups exceed a {max}×{max} grid")));
     }
     Ok([groups.div_ceil(y) as u32, y as u32, 1])
 }

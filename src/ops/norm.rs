@@ -32,11 +32,8 @@ impl NormKind {
 }
 
 fn variant(centred: bool, subgroups: bool) -> Variant {
-    let name = format!(
-        "norm.{}{}",
-        if centred { "layer" } else { "rms" },
-        if subgroups { ".sg" } else { "" }
-    );
+    let name =
+        format!("norm.{}{}", if centred { "layer" } else { "rms" }, if subgroups { ".sg" } else { "" });
     Variant::new(name, "norm", "norm")
         .define("WG", WG)
         .define("CENTER", centred as u32)
@@ -63,10 +60,7 @@ pub fn norm(
     eps: f32,
     y: &Tensor,
 ) -> Result<()> {
-    let c = *x
-        .shape()
-        .last()
-        .ok_or_else(|| Error::Shape("norm of a 0-d tensor".into()))?;
+    let c = *x.shape().last().ok_or_else(|| Error::Shape("norm of a 0-d tensor".into()))?;
     let groups = kind.groups();
     if x.dtype() != DType::F32 || groups == 0 || c == 0 || c % groups != 0 {
         return Err(Error::Shape(format!(
@@ -83,23 +77,12 @@ pub fn norm(
     let v = variant(kind.centred(), rec.device().caps().subgroups);
     let count = x.numel() / (c / groups);
     let wg = grid(rec.device(), count)?;
-    let params = Params::new()
-        .u(c / groups)
-        .u(groups)
-        .f(eps)
-        .u(bias.is_some() as usize)
-        .u(count);
+    let params = Params::new().u(c / groups).u(groups).f(eps).u(bias.is_some() as usize).u(count);
     rec.dispatch(&v, &params, &[x, weight, bias.unwrap_or(weight), y], wg)
 }
 
 /// Records RMSNorm.
-pub fn rms_norm(
-    rec: &mut Recorder,
-    x: &Tensor,
-    weight: &Tensor,
-    eps: f32,
-    y: &Tensor,
-) -> Result<()> {
+pub fn rms_norm(rec: &mut Recorder, x: &Tensor, weight: &Tensor, eps: f32, y: &Tensor) -> Result<()> {
     norm(rec, NormKind::Rms { groups: 1 }, x, weight, None, eps, y)
 }
 
@@ -129,29 +112,14 @@ pub fn group_norm(
 }
 
 /// f64 reference over rows of length `c`.
-pub fn norm_ref(
-    kind: NormKind,
-    x: &[f32],
-    c: usize,
-    w: &[f32],
-    b: Option<&[f32]>,
-    eps: f64,
-) -> Vec<f64> {
+pub fn norm_ref(kind: NormKind, x: &[f32], c: usize, w: &[f32], b: Option<&[f32]>, eps: f64) -> Vec<f64> {
     let seg = c / kind.groups();
     let mut y = vec![0f64; x.len()];
     for (s, chunk) in x.chunks(seg).enumerate() {
         let ch0 = (s % kind.groups()) * seg;
         let n = seg as f64;
-        let mean = if kind.centred() {
-            chunk.iter().map(|&v| v as f64).sum::<f64>() / n
-        } else {
-            0.0
-        };
-        let var = chunk
-            .iter()
-            .map(|&v| (v as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n;
+        let mean = if kind.centred() { chunk.iter().map(|&v| v as f64).sum::<f64>() / n } else { 0.0 };
+        let var = chunk.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
         let inv = 1.0 / (var + eps).sqrt();
         for (i, &v) in chunk.iter().enumerate() {
             let c = ch0 + i;

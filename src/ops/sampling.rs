@@ -22,12 +22,7 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 0,
-        }
+        Self { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 0 }
     }
 }
 
@@ -35,29 +30,19 @@ impl SamplingParams {
     /// Errors on settings that have no meaning.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(Error::Invalid(format!(
-                "temperature {} must be finite and ≥ 0",
-                self.temperature
-            )));
+            return Err(Error::Invalid(format!("temperature {} must be finite and ≥ 0", self.temperature)));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::Invalid(format!(
-                "top_p {} must be in (0, 1]",
-                self.top_p
-            )));
+            return Err(Error::Invalid(format!("top_p {} must be in (0, 1]", self.top_p)));
         }
         Ok(())
     }
 }
 
 fn variant(subgroups: bool) -> Variant {
-    Variant::new(
-        format!("sampling.sample{}", if subgroups { ".sg" } else { "" }),
-        "sampling",
-        "sample",
-    )
-    .define("WG", WG)
-    .with_subgroups(subgroups)
+    Variant::new(format!("sampling.sample{}", if subgroups { ".sg" } else { "" }), "sampling", "sample")
+        .define("WG", WG)
+        .with_subgroups(subgroups)
 }
 
 pub fn variants() -> Vec<Variant> {
@@ -75,10 +60,7 @@ pub fn sample(
     params.validate()?;
     let n = *logits.shape().last().unwrap_or(&0);
     if logits.dtype() != DType::F32 || n == 0 {
-        return Err(Error::Shape(format!(
-            "sample: logits must be non-empty f32, got {:?}",
-            logits.shape()
-        )));
+        return Err(Error::Shape(format!("sample: logits must be non-empty f32, got {:?}", logits.shape())));
     }
     let rows = logits.numel() / n;
     super::expect("ids", ids, &[rows], DType::U32)?;
@@ -135,23 +117,13 @@ pub fn sample_ref(logits: &[f32], params: &SamplingParams, step: u32, row: u32) 
     } else {
         0
     };
-    let mass_at = |thr: u32| -> f64 {
-        logits
-            .iter()
-            .filter(|&&v| key(v) >= thr)
-            .map(|&v| w(v))
-            .sum()
-    };
+    let mass_at = |thr: u32| -> f64 { logits.iter().filter(|&&v| key(v) >= thr).map(|&v| w(v)).sum() };
     let mut tp = tk;
     if params.top_p < 1.0 {
         let target = params.top_p as f64 * mass_at(tk);
         // Largest threshold t ≥ tk with mass(key ≥ t) ≥ target: the smallest kept logit of the
         // nucleus, found directly by scanning distinct keys in descending order.
-        let mut distinct: Vec<u32> = logits
-            .iter()
-            .map(|&v| key(v))
-            .filter(|&k| k >= tk)
-            .collect();
+        let mut distinct: Vec<u32> = logits.iter().map(|&v| key(v)).filter(|&k| k >= tk).collect();
         distinct.sort_unstable_by(|a, b| b.cmp(a));
         distinct.dedup();
         for k in distinct {

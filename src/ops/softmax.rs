@@ -9,24 +9,15 @@ const WG: u32 = 256;
 
 fn variant(softmax: bool, subgroups: bool) -> Variant {
     let entry = if softmax { "softmax" } else { "argmax" };
-    Variant::new(
-        format!("softmax.{entry}{}", if subgroups { ".sg" } else { "" }),
-        "softmax",
-        entry,
-    )
-    .define("WG", WG)
-    .define("ENTRY", entry)
-    .define("SOFTMAX", softmax as u32)
-    .with_subgroups(subgroups)
+    Variant::new(format!("softmax.{entry}{}", if subgroups { ".sg" } else { "" }), "softmax", entry)
+        .define("WG", WG)
+        .define("ENTRY", entry)
+        .define("SOFTMAX", softmax as u32)
+        .with_subgroups(subgroups)
 }
 
 pub fn variants() -> Vec<Variant> {
-    vec![
-        variant(true, false),
-        variant(true, true),
-        variant(false, false),
-        variant(false, true),
-    ]
+    vec![variant(true, false), variant(true, true), variant(false, false), variant(false, true)]
 }
 
 fn rows_of(x: &Tensor) -> Result<(usize, usize)> {
@@ -46,12 +37,7 @@ pub fn softmax(rec: &mut Recorder, x: &Tensor, scale: f32, y: &Tensor) -> Result
     let (rows, n) = rows_of(x)?;
     super::expect("y", y, x.shape(), DType::F32)?;
     let v = variant(true, rec.device().caps().subgroups);
-    rec.dispatch(
-        &v,
-        &Params::new().u(n).u(rows).f(scale),
-        &[x, y],
-        grid(rec.device(), rows)?,
-    )
+    rec.dispatch(&v, &Params::new().u(n).u(rows).f(scale), &[x, y], grid(rec.device(), rows)?)
 }
 
 /// Records `ids[r] = argmax(x[r, :])` (ties: lowest index). ids is u32 with one entry per row.
@@ -60,20 +46,12 @@ pub fn argmax(rec: &mut Recorder, x: &Tensor, ids: &Tensor) -> Result<()> {
     super::expect("ids", ids, &[rows], DType::U32)?;
     // The argmax reduction pairs values with indices in workgroup memory; no subgroup form.
     let v = variant(false, false);
-    rec.dispatch(
-        &v,
-        &Params::new().u(n).u(rows).f(1.0),
-        &[x, ids],
-        grid(rec.device(), rows)?,
-    )
+    rec.dispatch(&v, &Params::new().u(n).u(rows).f(1.0), &[x, ids], grid(rec.device(), rows)?)
 }
 
 /// f64 reference softmax of one row.
 pub fn softmax_ref(x: &[f32], scale: f64) -> Vec<f64> {
-    let m = x
-        .iter()
-        .map(|&v| v as f64 * scale)
-        .fold(f64::NEG_INFINITY, f64::max);
+    let m = x.iter().map(|&v| v as f64 * scale).fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = x.iter().map(|&v| (v as f64 * scale - m).exp()).collect();
     let s: f64 = e.iter().sum();
     e.into_iter().map(|v| v / s).collect()

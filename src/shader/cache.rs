@@ -13,12 +13,7 @@ pub struct Pipeline {
     pub layout: wgpu::BindGroupLayout,
 }
 
-type Key = (
-    &'static str,
-    &'static str,
-    BTreeMap<&'static str, String>,
-    Requirements,
-);
+type Key = (&'static str, &'static str, BTreeMap<&'static str, String>, Requirements);
 
 /// Compiles each variant once per device. Two variants with equal keys share one pipeline.
 #[derive(Default)]
@@ -48,23 +43,14 @@ impl PipelineCache {
                 device.caps().adapter
             )));
         }
-        let key: Key = (
-            variant.family,
-            variant.entry,
-            variant.defines.clone(),
-            variant.requires,
-        );
+        let key: Key = (variant.family, variant.entry, variant.defines.clone(), variant.requires);
         if let Some(p) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(p.clone());
         }
         let wgsl = variant.wgsl()?;
         // Validate with naga first: its messages are clearer than the device's.
-        super::validate::parse_and_validate(&wgsl, variant.requires).map_err(|message| {
-            Error::Shader {
-                variant: variant.name.clone(),
-                message,
-            }
-        })?;
+        super::validate::parse_and_validate(&wgsl, variant.requires)
+            .map_err(|message| Error::Shader { variant: variant.name.clone(), message })?;
         let dev = &device.device;
         let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -81,21 +67,11 @@ impl PipelineCache {
         });
         let layout = pipeline.get_bind_group_layout(0);
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Shader {
-                variant: variant.name.clone(),
-                message: e.to_string(),
-            });
+            return Err(Error::Shader { variant: variant.name.clone(), message: e.to_string() });
         }
         device.check()?;
-        let p = Arc::new(Pipeline {
-            name: variant.name.clone(),
-            pipeline,
-            layout,
-        });
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, p.clone());
+        let p = Arc::new(Pipeline { name: variant.name.clone(), pipeline, layout });
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(key, p.clone());
         Ok(p)
     }
 }

@@ -31,10 +31,7 @@ pub struct Family {
 
 macro_rules! family {
     ($name:literal) => {
-        Family {
-            name: $name,
-            source: include_str!(concat!("../../shaders/", $name, ".wgsl")),
-        }
+        Family { name: $name, source: include_str!(concat!("../../shaders/", $name, ".wgsl")) }
     };
 }
 
@@ -129,15 +126,31 @@ pub struct Variant {
 }
 
 impl Variant {
-    /// A variant of `family` with entry point `entry`.
+    /// A variant of `family` with entry point `entry`. Activation inputs are bound read-only
+    /// (`ACT = read`) unless [`Variant::arena`] is applied.
     pub fn new(name: impl Into<String>, family: &'static str, entry: &'static str) -> Self {
-        Self {
-            name: name.into(),
-            family,
-            entry,
-            defines: BTreeMap::new(),
-            requires: Requirements::default(),
+        let mut defines = BTreeMap::new();
+        defines.insert("ACT", "read".to_string());
+        Self { name: name.into(), family, entry, defines, requires: Requirements::default() }
+    }
+
+    /// The arena form of this variant: activation inputs declared `read_write`, so that a
+    /// dispatch may bind several ranges of one arena buffer as inputs and outputs (wgpu rejects
+    /// a buffer bound both read-only and writable, but accepts it bound writable several times).
+    /// Named `<name>.rw`.
+    pub fn arena(&self) -> Self {
+        if self.is_arena() {
+            return self.clone();
         }
+        let mut v = self.clone();
+        v.defines.insert("ACT", "read_write".to_string());
+        v.name.push_str(".rw");
+        v
+    }
+
+    /// Whether this is an arena (`.rw`) form.
+    pub fn is_arena(&self) -> bool {
+        self.defines.get("ACT").is_some_and(|a| a == "read_write")
     }
 
     /// Adds a define (builder style).
@@ -193,18 +206,21 @@ impl Variant {
         // Subgroup built-ins need no directive in naga 30 (it rejects `enable subgroups;`).
         let body = expand_includes(fam.source)
             .and_then(|src| preprocess(&src, &self.defines))
-            .map_err(|message| Error::Shader {
-                variant: self.name.clone(),
-                message,
-            })?;
+            .map_err(|message| Error::Shader { variant: self.name.clone(), message })?;
         let _ = writeln!(out, "// variant {}", self.name);
         out.push_str(&body);
         Ok(out)
     }
 }
 
-/// Every registered variant, from every op family.
+/// Every registered variant, from every op family, each in its plain and arena (`.rw`) form.
 pub fn registry() -> Vec<Variant> {
+    let base = base_variants();
+    let arena: Vec<Variant> = base.iter().map(Variant::arena).collect();
+    base.into_iter().chain(arena).collect()
+}
+
+fn base_variants() -> Vec<Variant> {
     let mut all = Vec::new();
     all.extend(crate::ops::copy::variants());
     all.extend(crate::ops::elementwise::variants());
@@ -218,12 +234,7 @@ pub fn registry() -> Vec<Variant> {
 
 /// Finds a registered variant by its exact name.
 pub fn find(name: &str) -> Result<Variant> {
-    registry()
-        .into_iter()
-        .find(|v| v.name == name)
-        .ok_or_else(|| {
-            Error::UnsupportedVariant(format!(
-                "no variant named {name:?}; `linseq shaders --list` lists them"
-            ))
-        })
+    registry().into_iter().find(|v| v.name == name).ok_or_else(|| {
+        Error::UnsupportedVariant(format!("no variant named {name:?}; `linseq shaders --list` lists them"))
+    })
 }

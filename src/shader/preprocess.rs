@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 
 fn truthy(defines: &BTreeMap<&'static str, String>, name: &str) -> bool {
-    defines
-        .get(name)
-        .is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
+    defines.get(name).is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
 }
 
 /// Applies conditionals and substitutions. Errors name the line at fault.
@@ -26,17 +24,13 @@ pub fn preprocess(src: &str, defines: &BTreeMap<&'static str, String>) -> Result
             continue;
         }
         if t.starts_with("#else") {
-            let top = stack
-                .last_mut()
-                .ok_or(format!("line {}: #else without #if", lineno + 1))?;
+            let top = stack.last_mut().ok_or(format!("line {}: #else without #if", lineno + 1))?;
             top.0 = !top.0;
             out.push('\n');
             continue;
         }
         if t.starts_with("#endif") {
-            stack
-                .pop()
-                .ok_or(format!("line {}: #endif without #if", lineno + 1))?;
+            stack.pop().ok_or(format!("line {}: #endif without #if", lineno + 1))?;
             out.push('\n');
             continue;
         }
@@ -46,13 +40,10 @@ pub fn preprocess(src: &str, defines: &BTreeMap<&'static str, String>) -> Result
         }
         let mut rest = line;
         while let Some(start) = rest.find("{{") {
-            let end = rest[start..]
-                .find("}}")
-                .ok_or(format!("line {}: unclosed {{{{", lineno + 1))?;
+            let end = rest[start..].find("}}").ok_or(format!("line {}: unclosed {{{{", lineno + 1))?;
             let name = &rest[start + 2..start + end];
-            let value = defines
-                .get(name)
-                .ok_or(format!("line {}: define {name:?} is not set", lineno + 1))?;
+            let value =
+                defines.get(name).ok_or(format!("line {}: define {name:?} is not set", lineno + 1))?;
             out.push_str(&rest[..start]);
             out.push_str(value);
             rest = &rest[start + end + 2..];
@@ -86,9 +77,7 @@ mod tests {
     fn errors_name_the_problem() {
         let d = BTreeMap::new();
         assert!(preprocess("{{X}}", &d).unwrap_err().contains("\"X\""));
-        assert!(preprocess("#if A\n", &d)
-            .unwrap_err()
-            .contains("unterminated"));
+        assert!(preprocess("#if A\n", &d).unwrap_err().contains("unterminated"));
         assert!(preprocess("#endif\n", &d).unwrap_err().contains("without"));
     }
 }

@@ -5,8 +5,7 @@
 use super::{Requirements, Variant};
 use naga::back;
 use naga::valid::{
-    Capabilities as ValCaps, ModuleInfo, ShaderStages, SubgroupOperationSet, ValidationFlags,
-    Validator,
+    Capabilities as ValCaps, ModuleInfo, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator,
 };
 use serde::Serialize;
 
@@ -35,12 +34,8 @@ impl Target {
     /// A variant is not expected to reach a target that returns `Some(reason)`.
     pub fn unsupported_reason(self, req: Requirements) -> Option<&'static str> {
         match self {
-            Target::Hlsl if req.coop_matrix => {
-                Some("naga's HLSL writer has no cooperative matrices")
-            }
-            Target::Glsl if req.coop_matrix => {
-                Some("naga's GLSL writer has no cooperative matrices")
-            }
+            Target::Hlsl if req.coop_matrix => Some("naga's HLSL writer has no cooperative matrices"),
+            Target::Glsl if req.coop_matrix => Some("naga's GLSL writer has no cooperative matrices"),
             Target::Glsl if req.f16 => {
                 Some("naga's GLSL writer has no f16 (and wgpu's GL backend no SHADER_F16)")
             }
@@ -65,10 +60,7 @@ fn validator_caps(req: Requirements) -> ValCaps {
 }
 
 /// Parses and validates WGSL allowing exactly the capabilities `req` declares.
-pub fn parse_and_validate(
-    wgsl: &str,
-    req: Requirements,
-) -> Result<(naga::Module, ModuleInfo), String> {
+pub fn parse_and_validate(wgsl: &str, req: Requirements) -> Result<(naga::Module, ModuleInfo), String> {
     let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| e.emit_to_string(wgsl))?;
     let mut v = Validator::new(ValidationFlags::all(), validator_caps(req));
     if req.subgroups {
@@ -89,17 +81,9 @@ pub fn translate(
     let stage = naga::ShaderStage::Compute;
     match target {
         Target::SpirV => {
-            let opts = back::spv::Options {
-                lang_version: (1, 3),
-                ..Default::default()
-            };
-            let po = back::spv::PipelineOptions {
-                shader_stage: stage,
-                entry_point: entry.into(),
-            };
-            back::spv::write_vec(module, info, &opts, Some(&po))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            let opts = back::spv::Options { lang_version: (1, 3), ..Default::default() };
+            let po = back::spv::PipelineOptions { shader_stage: stage, entry_point: entry.into() };
+            back::spv::write_vec(module, info, &opts, Some(&po)).map(|_| ()).map_err(|e| e.to_string())
         }
         Target::Msl => {
             let opts = back::msl::Options {
@@ -107,13 +91,9 @@ pub fn translate(
                 fake_missing_bindings: true,
                 ..Default::default()
             };
-            let po = back::msl::PipelineOptions {
-                entry_point: Some((stage, entry.into())),
-                ..Default::default()
-            };
-            back::msl::write_string(module, info, &opts, &po)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            let po =
+                back::msl::PipelineOptions { entry_point: Some((stage, entry.into())), ..Default::default() };
+            back::msl::write_string(module, info, &opts, &po).map(|_| ()).map_err(|e| e.to_string())
         }
         Target::Hlsl => {
             let opts = back::hlsl::Options {
@@ -121,29 +101,22 @@ pub fn translate(
                 fake_missing_bindings: true,
                 ..Default::default()
             };
-            let po = back::hlsl::PipelineOptions {
-                entry_point: Some((stage, entry.into())),
-            };
+            let po = back::hlsl::PipelineOptions { entry_point: Some((stage, entry.into())) };
             let mut out = String::new();
             let mut w = back::hlsl::Writer::new(&mut out, &opts, &po);
-            w.write(module, info, None)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            w.write(module, info, None).map(|_| ()).map_err(|e| e.to_string())
         }
         Target::Glsl => {
-            let opts = back::glsl::Options {
-                version: back::glsl::Version::new_gles(310),
-                ..Default::default()
-            };
+            let opts =
+                back::glsl::Options { version: back::glsl::Version::new_gles(310), ..Default::default() };
             let po = back::glsl::PipelineOptions {
                 shader_stage: stage,
                 entry_point: entry.into(),
                 multiview: None,
             };
             let mut out = String::new();
-            let mut w =
-                back::glsl::Writer::new(&mut out, module, info, &opts, &po, Default::default())
-                    .map_err(|e| e.to_string())?;
+            let mut w = back::glsl::Writer::new(&mut out, module, info, &opts, &po, Default::default())
+                .map_err(|e| e.to_string())?;
             w.write().map(|_| ()).map_err(|e| e.to_string())
         }
     }
@@ -171,11 +144,7 @@ pub struct VariantReport {
 impl VariantReport {
     /// True when validation passed and no applicable target failed.
     pub fn ok(&self) -> bool {
-        self.validation.is_none()
-            && self
-                .targets
-                .iter()
-                .all(|(_, o)| !matches!(o, Outcome::Failed(_)))
+        self.validation.is_none() && self.targets.iter().all(|(_, o)| !matches!(o, Outcome::Failed(_)))
     }
 }
 
@@ -187,10 +156,7 @@ pub fn check_variant(v: &Variant) -> VariantReport {
         validation: None,
         targets: Vec::new(),
     };
-    let parsed = v
-        .wgsl()
-        .map_err(|e| e.to_string())
-        .and_then(|w| parse_and_validate(&w, v.requires));
+    let parsed = v.wgsl().map_err(|e| e.to_string()).and_then(|w| parse_and_validate(&w, v.requires));
     let (module, info) = match parsed {
         Ok(x) => x,
         Err(e) => {
@@ -201,17 +167,16 @@ pub fn check_variant(v: &Variant) -> VariantReport {
     for t in Target::ALL {
         // naga's writers can panic on constructs they do not handle; report that as a failure
         // (wrap calls in `quietly` to keep the panic message out of the output).
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            translate(&module, &info, v.entry, t)
-        }))
-        .unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(format!("naga panicked: {msg}"))
-        });
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| translate(&module, &info, v.entry, t)))
+                .unwrap_or_else(|p| {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    Err(format!("naga panicked: {msg}"))
+                });
         let outcome = match (result, t.unsupported_reason(v.requires)) {
             (Ok(()), _) => Outcome::Ok,
             (Err(_), Some(reason)) => Outcome::NotApplicable(reason.into()),

@@ -19,9 +19,7 @@ pub fn devices() -> &'static [Device] {
 /// Reads a guarded f32 output, compares it with the reference under the op's budget and
 /// prints the per-case figures. Panics with the figures on failure.
 pub fn check(dev: &Device, op: &str, dtype: DType, case: &str, out: &GuardedOutput, want: &[f64]) {
-    let got = out
-        .read_f32(dev)
-        .unwrap_or_else(|e| panic!("[{}] {op} {case}: {e}", dev.caps().backend));
+    let got = out.read_f32(dev).unwrap_or_else(|e| panic!("[{}] {op} {case}: {e}", dev.caps().backend));
     let c = compare(&got, want);
     let b = budget(op, dtype);
     eprintln!(

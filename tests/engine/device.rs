@@ -28,66 +28,30 @@ fn backend_names_parse_and_bad_ones_are_errors() {
     assert_eq!(parse_backend("gl").unwrap(), wgpu::Backends::GL);
     assert_eq!(parse_backend("any").unwrap(), wgpu::Backends::all());
     let e = parse_backend("cuda").unwrap_err();
-    assert!(
-        e.to_string().contains("vulkan, metal, dx12, gl or any"),
-        "{e}"
-    );
-    let sel = AdapterSelection {
-        name: Some("no-such-gpu-xyz".into()),
-        ..Default::default()
-    };
+    assert!(e.to_string().contains("vulkan, metal, dx12, gl or any"), "{e}");
+    let sel = AdapterSelection { name: Some("no-such-gpu-xyz".into()), ..Default::default() };
     let e = Device::with_selection(&sel).unwrap_err();
-    assert!(
-        matches!(e, Error::NoAdapter(_)) && e.to_string().contains("linseq adapters"),
-        "{e}"
-    );
+    assert!(matches!(e, Error::NoAdapter(_)) && e.to_string().contains("linseq adapters"), "{e}");
 }
 
 #[test]
 fn tensor_round_trips_every_dtype() {
     for dev in devices() {
         let f: Vec<f32> = (0..13).map(|i| i as f32 * 0.25 - 1.0).collect();
-        assert_eq!(
-            Tensor::from_slice(dev, &[13], &f)
-                .unwrap()
-                .read::<f32>(dev)
-                .unwrap(),
-            f
-        );
+        assert_eq!(Tensor::from_slice(dev, &[13], &f).unwrap().read::<f32>(dev).unwrap(), f);
         let h: Vec<half::f16> = f.iter().map(|&v| half::f16::from_f32(v)).collect(); // odd length
         let t = Tensor::from_slice(dev, &[13], &h).unwrap();
         assert_eq!(t.byte_len(), 26);
         assert_eq!(t.read::<half::f16>(dev).unwrap(), h);
         assert_eq!(t.read_f32(dev).unwrap(), f);
         let i: Vec<i32> = (-6..7).collect();
-        assert_eq!(
-            Tensor::from_slice(dev, &[13], &i)
-                .unwrap()
-                .read::<i32>(dev)
-                .unwrap(),
-            i
-        );
+        assert_eq!(Tensor::from_slice(dev, &[13], &i).unwrap().read::<i32>(dev).unwrap(), i);
         let u: Vec<u32> = (0..13).map(|v| v * 1000).collect();
-        assert_eq!(
-            Tensor::from_slice(dev, &[13], &u)
-                .unwrap()
-                .read::<u32>(dev)
-                .unwrap(),
-            u
-        );
-        assert_eq!(
-            linseq::tensor::bf16_to_f32(&[0x3f80, 0xc000]),
-            vec![1.0, -2.0]
-        );
+        assert_eq!(Tensor::from_slice(dev, &[13], &u).unwrap().read::<u32>(dev).unwrap(), u);
+        assert_eq!(linseq::tensor::bf16_to_f32(&[0x3f80, 0xc000]), vec![1.0, -2.0]);
         // Mismatches are errors.
-        assert!(matches!(
-            Tensor::from_slice(dev, &[12], &f),
-            Err(Error::Shape(_))
-        ));
-        assert!(Tensor::from_slice(dev, &[13], &f)
-            .unwrap()
-            .read::<u32>(dev)
-            .is_err());
+        assert!(matches!(Tensor::from_slice(dev, &[12], &f), Err(Error::Shape(_))));
+        assert!(Tensor::from_slice(dev, &[13], &f).unwrap().read::<u32>(dev).is_err());
     }
 }
 
@@ -99,18 +63,9 @@ fn views_respect_storage_offset_alignment() {
         let data: Vec<f32> = (0..n).map(|i| i as f32).collect();
         let t = Tensor::from_slice(dev, &[n], &data).unwrap();
         let v = t.view(dev, 2 * align, &[align + 3]).unwrap();
-        assert_eq!(
-            v.read::<f32>(dev).unwrap(),
-            data[2 * align..3 * align + 3].to_vec()
-        );
-        assert!(
-            matches!(t.view(dev, 1, &[4]), Err(Error::Invalid(_))),
-            "unaligned view accepted"
-        );
-        assert!(
-            matches!(t.view(dev, 4 * align, &[11]), Err(Error::Shape(_))),
-            "view past the end accepted"
-        );
+        assert_eq!(v.read::<f32>(dev).unwrap(), data[2 * align..3 * align + 3].to_vec());
+        assert!(matches!(t.view(dev, 1, &[4]), Err(Error::Invalid(_))), "unaligned view accepted");
+        assert!(matches!(t.view(dev, 4 * align, &[11]), Err(Error::Shape(_))), "view past the end accepted");
         assert!(matches!(t.reshape(&[3, 3]), Err(Error::Shape(_))));
     }
 }
@@ -118,25 +73,17 @@ fn views_respect_storage_offset_alignment() {
 #[test]
 fn sizes_beyond_device_limits_are_errors() {
     for dev in devices() {
-        let max = dev
-            .caps()
-            .max_storage_buffer_binding_size
-            .min(dev.caps().max_buffer_size);
+        let max = dev.caps().max_storage_buffer_binding_size.min(dev.caps().max_buffer_size);
         let n = (max / 4 + 1) as usize;
         let e = Tensor::empty(dev, &[n], DType::F32).unwrap_err();
-        assert!(
-            matches!(e, Error::Limit(_)) && e.to_string().contains("max storage binding"),
-            "{e}"
-        );
+        assert!(matches!(e, Error::Limit(_)) && e.to_string().contains("max storage binding"), "{e}");
         let e = Tensor::empty(dev, &[usize::MAX, 4], DType::F32).unwrap_err();
         assert!(matches!(e, Error::Limit(_)), "{e}");
         let v = shader::find("copy.vec4").unwrap();
         let t = Tensor::empty(dev, &[4], DType::F32).unwrap();
         let mut rec = Recorder::new(dev);
         let too_many = dev.caps().max_compute_workgroups_per_dimension + 1;
-        let e = rec
-            .dispatch(&v, &Params::new().u(1), &[&t, &t], [too_many, 1, 1])
-            .unwrap_err();
+        let e = rec.dispatch(&v, &Params::new().u(1), &[&t, &t], [too_many, 1, 1]).unwrap_err();
         assert!(matches!(e, Error::Limit(_)), "{e}");
     }
 }
@@ -161,21 +108,12 @@ fn shader_and_requirement_errors_are_results() {
     for dev in devices() {
         let missing_define = Variant::new("test.missing", "copy", "copy_vec4");
         let e = dev.pipeline(&missing_define).unwrap_err();
-        assert!(
-            matches!(e, Error::Shader { .. }) && e.to_string().contains("WG"),
-            "{e}"
-        );
+        assert!(matches!(e, Error::Shader { .. }) && e.to_string().contains("WG"), "{e}");
         let bad_entry = Variant::new("test.bad_entry", "copy", "no_such_entry").define("WG", 64);
-        assert!(matches!(
-            dev.pipeline(&bad_entry),
-            Err(Error::Shader { .. })
-        ));
+        assert!(matches!(dev.pipeline(&bad_entry), Err(Error::Shader { .. })));
         let coop = shader::find("matmul.gemm_coop.f16").unwrap();
         if !dev.caps().coop_f16_16x16_f32() {
-            assert!(matches!(
-                dev.pipeline(&coop),
-                Err(Error::UnsupportedVariant(_))
-            ));
+            assert!(matches!(dev.pipeline(&coop), Err(Error::UnsupportedVariant(_))));
         }
         dev.check().unwrap();
     }
@@ -193,9 +131,7 @@ fn validation_errors_come_back_as_errors() {
         let t = Tensor::empty(&dev, &[4], DType::F32).unwrap();
         // One binding short: wgpu rejects the bind group; we must get an Err, not a panic.
         let mut rec = Recorder::new(&dev);
-        let e = rec
-            .dispatch(&v, &Params::new().u(1), &[&t], [1, 1, 1])
-            .unwrap_err();
+        let e = rec.dispatch(&v, &Params::new().u(1), &[&t], [1, 1, 1]).unwrap_err();
         assert!(matches!(e, Error::Validation(_)), "{e}");
         // The device stays usable afterwards.
         let mut rec = Recorder::new(&dev);

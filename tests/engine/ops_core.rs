@@ -24,18 +24,8 @@ fn unary_ops() {
                 let mut rec = Recorder::new(dev);
                 elementwise::unary(&mut rec, op, &x, 0.37, &out.tensor).unwrap();
                 rec.run().unwrap();
-                let want: Vec<f64> = xs
-                    .iter()
-                    .map(|&v| op.reference(v as f64, 0.37f32 as f64))
-                    .collect();
-                check(
-                    dev,
-                    "elementwise",
-                    DType::F32,
-                    &format!("{} n={n}", op.name()),
-                    &out,
-                    &want,
-                );
+                let want: Vec<f64> = xs.iter().map(|&v| op.reference(v as f64, 0.37f32 as f64)).collect();
+                check(dev, "elementwise", DType::F32, &format!("{} n={n}", op.name()), &out, &want);
             }
         }
     }
@@ -45,13 +35,7 @@ fn unary_ops() {
 fn binary_ops_with_broadcast_and_residual() {
     for dev in devices() {
         let mut rng = Rng::new(2);
-        for &(n, nb) in &[
-            (1, 1),
-            (255, 255),
-            (257, 257),
-            (1000, 10),
-            (12 * 4096, 4096),
-        ] {
+        for &(n, nb) in &[(1, 1), (255, 255), (257, 257), (1000, 10), (12 * 4096, 4096)] {
             let (xs, ys) = (rng.vec(n, -4.0, 4.0), rng.vec(nb, -4.0, 4.0));
             let x = Tensor::from_slice(dev, &[n], &xs).unwrap();
             let y = Tensor::from_slice(dev, &[nb], &ys).unwrap();
@@ -60,17 +44,8 @@ fn binary_ops_with_broadcast_and_residual() {
                 let mut rec = Recorder::new(dev);
                 elementwise::binary(&mut rec, op, &x, &y, &out.tensor).unwrap();
                 rec.run().unwrap();
-                let want: Vec<f64> = (0..n)
-                    .map(|i| op.reference(xs[i] as f64, ys[i % nb] as f64))
-                    .collect();
-                check(
-                    dev,
-                    "elementwise",
-                    DType::F32,
-                    &format!("{} n={n} nb={nb}", op.name()),
-                    &out,
-                    &want,
-                );
+                let want: Vec<f64> = (0..n).map(|i| op.reference(xs[i] as f64, ys[i % nb] as f64)).collect();
+                check(dev, "elementwise", DType::F32, &format!("{} n={n} nb={nb}", op.name()), &out, &want);
             }
             // Fused residual add, in place, into a guarded accumulator.
             let acc = GuardedOutput::new(dev, &[n], DType::F32).unwrap();
@@ -78,17 +53,8 @@ fn binary_ops_with_broadcast_and_residual() {
             let mut rec = Recorder::new(dev);
             elementwise::residual_add(&mut rec, &acc.tensor, &y, 0.5).unwrap();
             rec.run().unwrap();
-            let want: Vec<f64> = (0..n)
-                .map(|i| xs[i] as f64 + 0.5 * ys[i % nb] as f64)
-                .collect();
-            check(
-                dev,
-                "elementwise",
-                DType::F32,
-                &format!("residual_add n={n} nb={nb}"),
-                &acc,
-                &want,
-            );
+            let want: Vec<f64> = (0..n).map(|i| xs[i] as f64 + 0.5 * ys[i % nb] as f64).collect();
+            check(dev, "elementwise", DType::F32, &format!("residual_add n={n} nb={nb}"), &acc, &want);
         }
     }
 }
@@ -100,18 +66,9 @@ fn elementwise_rejects_bad_shapes() {
     let b = Tensor::empty(dev, &[3], DType::F32).unwrap();
     let h = Tensor::empty(dev, &[10], DType::F16).unwrap();
     let mut rec = Recorder::new(dev);
-    assert!(matches!(
-        elementwise::binary(&mut rec, Binary::Add, &a, &b, &a),
-        Err(linseq::Error::Shape(_))
-    ));
-    assert!(matches!(
-        elementwise::unary(&mut rec, Unary::Exp, &h, 1.0, &a),
-        Err(linseq::Error::Shape(_))
-    ));
-    assert!(matches!(
-        elementwise::unary(&mut rec, Unary::Exp, &a, 1.0, &b),
-        Err(linseq::Error::Shape(_))
-    ));
+    assert!(matches!(elementwise::binary(&mut rec, Binary::Add, &a, &b, &a), Err(linseq::Error::Shape(_))));
+    assert!(matches!(elementwise::unary(&mut rec, Unary::Exp, &h, 1.0, &a), Err(linseq::Error::Shape(_))));
+    assert!(matches!(elementwise::unary(&mut rec, Unary::Exp, &a, 1.0, &b), Err(linseq::Error::Shape(_))));
     assert!(rec.is_empty());
 }
 
@@ -142,8 +99,7 @@ fn norms() {
                     let bias = with_bias.then_some(&b);
                     norm::norm(&mut rec, kind, &x, &w, bias, 1e-5, &out.tensor).unwrap();
                     rec.run().unwrap();
-                    let want =
-                        norm::norm_ref(kind, &xs, c, &ws, with_bias.then_some(&bs[..]), 1e-5);
+                    let want = norm::norm_ref(kind, &xs, c, &ws, with_bias.then_some(&bs[..]), 1e-5);
                     check(
                         dev,
                         "norm",
@@ -169,30 +125,17 @@ fn embedding_gather() {
         let mut rng = Rng::new(4);
         for &(vocab, dim, tokens) in &[(1, 1, 1), (50, 7, 9), (256, 64, 300), (1000, 130, 17)] {
             let table = rng.vec(vocab * dim, -1.0, 1.0);
-            let ids: Vec<u32> = (0..tokens)
-                .map(|_| (rng.next_u64() % vocab as u64) as u32)
-                .collect();
+            let ids: Vec<u32> = (0..tokens).map(|_| (rng.next_u64() % vocab as u64) as u32).collect();
             let id_t = Tensor::from_slice(dev, &[tokens], &ids).unwrap();
             for dt in [DType::F32, DType::F16] {
-                let tv = if dt == DType::F16 {
-                    f16_round(&table)
-                } else {
-                    table.clone()
-                };
+                let tv = if dt == DType::F16 { f16_round(&table) } else { table.clone() };
                 let t = Tensor::from_f32(dev, &[vocab, dim], &tv, dt).unwrap();
                 let out = GuardedOutput::new(dev, &[tokens, dim], DType::F32).unwrap();
                 let mut rec = Recorder::new(dev);
                 embedding::embedding(&mut rec, &id_t, &t, &out.tensor).unwrap();
                 rec.run().unwrap();
                 let want = embedding::embedding_ref(&ids, &tv, dim);
-                check(
-                    dev,
-                    "embedding",
-                    dt,
-                    &format!("V={vocab} D={dim} T={tokens}"),
-                    &out,
-                    &want,
-                );
+                check(dev, "embedding", dt, &format!("V={vocab} D={dim} T={tokens}"), &out, &want);
             }
         }
     }
@@ -218,26 +161,11 @@ fn softmax_and_argmax() {
             softmax::softmax(&mut rec, &x, 0.7, &out.tensor).unwrap();
             softmax::argmax(&mut rec, &x, &ids.tensor).unwrap();
             rec.run().unwrap();
-            let want: Vec<f64> = xs
-                .chunks(n)
-                .flat_map(|r| softmax::softmax_ref(r, 0.7f32 as f64))
-                .collect();
-            check(
-                dev,
-                "softmax",
-                DType::F32,
-                &format!("rows={rows} n={n}"),
-                &out,
-                &want,
-            );
+            let want: Vec<f64> = xs.chunks(n).flat_map(|r| softmax::softmax_ref(r, 0.7f32 as f64)).collect();
+            check(dev, "softmax", DType::F32, &format!("rows={rows} n={n}"), &out, &want);
             let got = ids.read_words(dev).unwrap();
             let want_ids: Vec<u32> = xs.chunks(n).map(softmax::argmax_ref).collect();
-            assert_eq!(
-                got,
-                want_ids,
-                "[{}] argmax rows={rows} n={n}",
-                dev.caps().backend
-            );
+            assert_eq!(got, want_ids, "[{}] argmax rows={rows} n={n}", dev.caps().backend);
         }
     }
 }
@@ -255,14 +183,7 @@ fn two_dimensional_grid_and_copy() {
         elementwise::unary(&mut rec, Unary::Scale, &x, 2.0, &out.tensor).unwrap();
         rec.run().unwrap();
         let want: Vec<f64> = data.iter().map(|&v| 2.0 * v as f64).collect();
-        check(
-            dev,
-            "elementwise",
-            DType::F32,
-            &format!("scale 2-D grid n={n}"),
-            &out,
-            &want,
-        );
+        check(dev, "elementwise", DType::F32, &format!("scale 2-D grid n={n}"), &out, &want);
 
         let m = 4 * 1001;
         let src = Tensor::from_slice(dev, &[m], &data[..m]).unwrap();

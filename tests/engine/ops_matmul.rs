@@ -7,22 +7,10 @@ use linseq::{shader, DType, Error, Tensor};
 
 /// (M, N, K): single elements, sizes that are not multiples of tiles or workgroups, K multiples
 /// of 8 so vector-load variants run, and a few larger ones.
-const GEMV_SHAPES: [(usize, usize, usize); 6] = [
-    (1, 1, 1),
-    (1, 37, 19),
-    (1, 257, 64),
-    (3, 100, 520),
-    (8, 65, 1032),
-    (1, 1024, 4096),
-];
-const GEMM_SHAPES: [(usize, usize, usize); 6] = [
-    (9, 1, 1),
-    (17, 33, 65),
-    (64, 64, 64),
-    (130, 70, 300),
-    (129, 257, 136),
-    (300, 260, 512),
-];
+const GEMV_SHAPES: [(usize, usize, usize); 6] =
+    [(1, 1, 1), (1, 37, 19), (1, 257, 64), (3, 100, 520), (8, 65, 1032), (1, 1024, 4096)];
+const GEMM_SHAPES: [(usize, usize, usize); 6] =
+    [(9, 1, 1), (17, 33, 65), (64, 64, 64), (130, 70, 300), (129, 257, 136), (300, 260, 512)];
 
 fn run_case(
     dev: &linseq::Device,
@@ -33,11 +21,7 @@ fn run_case(
     bias: bool,
     rng: &mut Rng,
 ) -> bool {
-    let wdt = if v.defines.contains_key("W_F32") {
-        DType::F32
-    } else {
-        DType::F16
-    };
+    let wdt = if v.defines.contains_key("W_F32") { DType::F32 } else { DType::F16 };
     let xs = rng.vec(m * k, -1.0, 1.0);
     let mut ws = rng.vec(n * k, -1.0, 1.0);
     if wdt == DType::F16 {
@@ -71,20 +55,12 @@ fn every_matmul_variant_on_edge_shapes() {
             if !v.supported(dev.caps()) || v.entry == "gemm_coop" {
                 continue;
             }
-            let shapes = if v.entry == "gemv" {
-                &GEMV_SHAPES
-            } else {
-                &GEMM_SHAPES
-            };
+            let shapes = if v.entry == "gemv" { &GEMV_SHAPES } else { &GEMM_SHAPES };
             for (i, &(m, n, k)) in shapes.iter().enumerate() {
                 ran += run_case(dev, &v, m, n, k, i % 2 == 1, &mut rng) as usize;
             }
         }
-        assert!(
-            ran > 40,
-            "only {ran} matmul cases ran on {}",
-            dev.describe()
-        );
+        assert!(ran > 40, "only {ran} matmul cases ran on {}", dev.describe());
     }
 }
 
@@ -95,24 +71,13 @@ fn automatic_choice_covers_gemv_and_gemm() {
         for &(m, n, k) in &[(1, 50, 30), (5, 64, 64), (40, 50, 60), (512, 300, 64)] {
             for wdt in [DType::F32, DType::F16] {
                 let v = matmul::choose(dev.caps(), m, n, k, wdt);
-                assert!(
-                    v.supported(dev.caps()),
-                    "{} chosen on an adapter that lacks it",
-                    v.name
-                );
-                assert!(
-                    run_case(dev, &v, m, n, k, true, &mut rng),
-                    "{} refused M={m} N={n} K={k}",
-                    v.name
-                );
+                assert!(v.supported(dev.caps()), "{} chosen on an adapter that lacks it", v.name);
+                assert!(run_case(dev, &v, m, n, k, true, &mut rng), "{} refused M={m} N={n} K={k}", v.name);
             }
         }
         // On adapters without SHADER_F16 (GL), f16 weights still run via packed words.
         if !dev.caps().shader_f16 {
-            assert_eq!(
-                matmul::choose(dev.caps(), 1, 8, 8, DType::F16).name,
-                "matmul.gemv.f16"
-            );
+            assert_eq!(matmul::choose(dev.caps(), 1, 8, 8, DType::F16).name, "matmul.gemv.f16");
         }
     }
 }
@@ -125,16 +90,10 @@ fn matmul_errors_are_clear() {
     let y = Tensor::empty(dev, &[2, 4], DType::F32).unwrap();
     let mut rec = Recorder::new(dev);
     let e = matmul::linear(&mut rec, &x, &w, None, &y).unwrap_err();
-    assert!(
-        matches!(e, Error::Shape(_)) && e.to_string().contains("HF Linear"),
-        "{e}"
-    );
+    assert!(matches!(e, Error::Shape(_)) && e.to_string().contains("HF Linear"), "{e}");
     let w = Tensor::empty(dev, &[4, 8], DType::F32).unwrap();
     let bad_y = Tensor::empty(dev, &[2, 5], DType::F32).unwrap();
-    assert!(matches!(
-        matmul::linear(&mut rec, &x, &w, None, &bad_y),
-        Err(Error::Shape(_))
-    ));
+    assert!(matches!(matmul::linear(&mut rec, &x, &w, None, &bad_y), Err(Error::Shape(_))));
     let coop = shader::find("matmul.gemm_coop.f16").unwrap();
     if !coop.supported(dev.caps()) {
         let e = matmul::linear_using(&mut rec, &coop, &x, &w, None, &y).unwrap_err();
@@ -149,10 +108,7 @@ fn matmul_errors_are_clear() {
 fn cooperative_matrix_gemm_matches_reference_or_is_refused() {
     for dev in devices() {
         let mut rng = Rng::new(13);
-        for v in matmul::variants()
-            .into_iter()
-            .filter(|v| v.entry == "gemm_coop")
-        {
+        for v in matmul::variants().into_iter().filter(|v| v.entry == "gemm_coop") {
             for &(m, n, k) in &[(64, 64, 16), (128, 192, 80), (192, 128, 528)] {
                 let xs = f16_round(&rng.vec(m * k, -1.0, 1.0));
                 let ws = f16_round(&rng.vec(n * k, -1.0, 1.0));
@@ -172,14 +128,7 @@ fn cooperative_matrix_gemm_matches_reference_or_is_refused() {
                 r.unwrap();
                 rec.run().unwrap();
                 let want = matmul::linear_ref(&xs, &ws, None, m, n, k);
-                check(
-                    dev,
-                    "matmul_coop",
-                    DType::F16,
-                    &format!("{} M={m} N={n} K={k}", v.name),
-                    &out,
-                    &want,
-                );
+                check(dev, "matmul_coop", DType::F16, &format!("{} M={m} N={n} K={k}", v.name), &out, &want);
             }
         }
     }

@@ -6,13 +6,7 @@ use linseq::ops::{softmax, Recorder};
 use linseq::testing::{GuardedOutput, Rng};
 use linseq::{DType, Tensor};
 
-fn draw(
-    dev: &linseq::Device,
-    logits: &Tensor,
-    rows: usize,
-    p: &SamplingParams,
-    step: u32,
-) -> Vec<u32> {
+fn draw(dev: &linseq::Device, logits: &Tensor, rows: usize, p: &SamplingParams, step: u32) -> Vec<u32> {
     let ids = GuardedOutput::new(dev, &[rows], DType::U32).unwrap();
     let mut rec = Recorder::new(dev);
     sampling::sample(&mut rec, logits, p, step, &ids.tensor).unwrap();
@@ -28,36 +22,11 @@ fn sampling_matches_reference() {
             let xs = rng.vec(rows * n, -8.0, 8.0);
             let logits = Tensor::from_slice(dev, &[rows, n], &xs).unwrap();
             let settings = [
-                SamplingParams {
-                    temperature: 1.0,
-                    top_k: 0,
-                    top_p: 1.0,
-                    seed: 1,
-                },
-                SamplingParams {
-                    temperature: 0.7,
-                    top_k: 5,
-                    top_p: 1.0,
-                    seed: 2,
-                },
-                SamplingParams {
-                    temperature: 1.3,
-                    top_k: 0,
-                    top_p: 0.9,
-                    seed: 3,
-                },
-                SamplingParams {
-                    temperature: 0.9,
-                    top_k: 40,
-                    top_p: 0.5,
-                    seed: 4,
-                },
-                SamplingParams {
-                    temperature: 0.0,
-                    top_k: 0,
-                    top_p: 1.0,
-                    seed: 5,
-                },
+                SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 1 },
+                SamplingParams { temperature: 0.7, top_k: 5, top_p: 1.0, seed: 2 },
+                SamplingParams { temperature: 1.3, top_k: 0, top_p: 0.9, seed: 3 },
+                SamplingParams { temperature: 0.9, top_k: 40, top_p: 0.5, seed: 4 },
+                SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 5 },
             ];
             for p in settings {
                 for step in [0u32, 1, 77] {
@@ -67,12 +36,7 @@ fn sampling_matches_reference() {
                         .enumerate()
                         .map(|(r, row)| sampling::sample_ref(row, &p, step, r as u32))
                         .collect();
-                    assert_eq!(
-                        got,
-                        want,
-                        "[{}] rows={rows} n={n} {p:?} step={step}",
-                        dev.caps().backend
-                    );
+                    assert_eq!(got, want, "[{}] rows={rows} n={n} {p:?} step={step}", dev.caps().backend);
                 }
             }
         }
@@ -88,24 +52,14 @@ fn top_k_one_is_greedy_and_draws_follow_the_distribution() {
         let logits = Tensor::from_slice(dev, &[1, n], &xs).unwrap();
         let greedy = softmax::argmax_ref(&xs);
         for seed in 0..5 {
-            let p = SamplingParams {
-                temperature: 1.0,
-                top_k: 1,
-                top_p: 1.0,
-                seed,
-            };
+            let p = SamplingParams { temperature: 1.0, top_k: 1, top_p: 1.0, seed };
             assert_eq!(draw(dev, &logits, 1, &p, 0), vec![greedy]);
         }
         // 2000 draws at temperature 1: frequencies within 4 sigma of the softmax.
         let rows = 2000;
         let many: Vec<f32> = (0..rows).flat_map(|_| xs.iter().copied()).collect();
         let logits = Tensor::from_slice(dev, &[rows, n], &many).unwrap();
-        let p = SamplingParams {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: rng.next_u64() as u32,
-        };
+        let p = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, seed: rng.next_u64() as u32 };
         let got = draw(dev, &logits, rows, &p, 3);
         let probs = softmax::softmax_ref(&xs, 1.0);
         for (i, &pi) in probs.iter().enumerate() {
@@ -127,26 +81,11 @@ fn sampling_rejects_bad_settings() {
     let ids = Tensor::empty(dev, &[1], DType::U32).unwrap();
     let mut rec = Recorder::new(dev);
     for p in [
-        SamplingParams {
-            temperature: -1.0,
-            ..Default::default()
-        },
-        SamplingParams {
-            temperature: f32::NAN,
-            ..Default::default()
-        },
-        SamplingParams {
-            top_p: 0.0,
-            ..Default::default()
-        },
-        SamplingParams {
-            top_p: 1.5,
-            ..Default::default()
-        },
+        SamplingParams { temperature: -1.0, ..Default::default() },
+        SamplingParams { temperature: f32::NAN, ..Default::default() },
+        SamplingParams { top_p: 0.0, ..Default::default() },
+        SamplingParams { top_p: 1.5, ..Default::default() },
     ] {
-        assert!(
-            sampling::sample(&mut rec, &logits, &p, 0, &ids).is_err(),
-            "{p:?} accepted"
-        );
+        assert!(sampling::sample(&mut rec, &logits, &p, 0, &ids).is_err(), "{p:?} accepted");
     }
 }

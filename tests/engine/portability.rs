@@ -7,11 +7,7 @@ use linseq::shader::{self, FAMILIES};
 #[test]
 fn every_variant_reaches_every_target_its_features_allow() {
     let reports = validate::quietly(validate::check_all);
-    assert!(
-        reports.len() >= 40,
-        "only {} variants registered",
-        reports.len()
-    );
+    assert!(reports.len() >= 40, "only {} variants registered", reports.len());
     let mut failures = Vec::new();
     for r in &reports {
         if let Some(e) = &r.validation {
@@ -32,26 +28,12 @@ fn every_variant_reaches_every_target_its_features_allow() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "portability failures:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "portability failures:\n{}", failures.join("\n"));
     // The feature classes the foundation promises are all represented.
     let all = shader::registry();
-    assert!(
-        all.iter().any(|v| v.requires.subgroups),
-        "no subgroup variant"
-    );
-    assert!(
-        all.iter()
-            .any(|v| v.requires.f16 && !v.requires.coop_matrix),
-        "no f16 variant"
-    );
-    assert!(
-        all.iter().any(|v| v.requires.coop_matrix),
-        "no cooperative-matrix variant"
-    );
+    assert!(all.iter().any(|v| v.requires.subgroups), "no subgroup variant");
+    assert!(all.iter().any(|v| v.requires.f16 && !v.requires.coop_matrix), "no f16 variant");
+    assert!(all.iter().any(|v| v.requires.coop_matrix), "no cooperative-matrix variant");
 }
 
 #[test]
@@ -63,11 +45,7 @@ fn variant_names_are_unique_and_every_family_is_used() {
     names.dedup();
     assert_eq!(n, names.len(), "duplicate variant names");
     for f in FAMILIES {
-        assert!(
-            all.iter().any(|v| v.family == f.name),
-            "family {} has no variant",
-            f.name
-        );
+        assert!(all.iter().any(|v| v.family == f.name), "family {} has no variant", f.name);
     }
     assert!(shader::find("no.such.variant").is_err());
 }
