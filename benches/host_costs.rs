@@ -1,5 +1,5 @@
-//! Host-side costs: shader preprocessing and naga validation, pipeline-cache hits, and
-//! recording dispatches (uniform upload + bind group per dispatch) into a Recorder.
+//! Host-side costs: shader preprocessing and naga validation, pipeline-cache hits, recording
+//! dispatches (uniform upload + bind group per dispatch) into a Recorder, and graph planning.
 //! GPU time is measured by `linseq bench`, not here.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -35,5 +35,14 @@ fn recording_costs(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, shader_costs, recording_costs);
+fn graph_costs(c: &mut Criterion) {
+    use linseq::graph::synthetic::{mamba_stack, SyntheticConfig};
+    use linseq::graph::{plan, PlanOptions};
+    let (g, _) = mamba_stack(&SyntheticConfig::mamba(24, 768, 4096, 4)).unwrap();
+    c.bench_function("plan 24-layer synthetic Mamba stack (217 nodes)", |b| {
+        b.iter(|| black_box(plan(&g, &PlanOptions::offline()).unwrap().report))
+    });
+}
+
+criterion_group!(benches, shader_costs, recording_costs, graph_costs);
 criterion_main!(benches);

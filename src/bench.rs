@@ -312,3 +312,91 @@ pub fn table(rows: &[BenchRow]) -> String {
     }
     s
 }
+
+/// CPU and GPU cost of replaying a decode step.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecodeReplayStats {
+    pub layers: usize,
+    pub d_model: usize,
+    pub vocab: usize,
+    pub dispatches: usize,
+    /// Median CPU time of encoding the recorded step into one pass and submitting it.
+    pub encode_submit_us: f64,
+    /// Median GPU time of one step (pass timestamps; wall clock without them).
+    pub gpu_us: f64,
+    pub clock: &'static str,
+    /// Median wall time of submit + wait for one step.
+    pub step_wall_us: f64,
+    /// GPU objects created and submits made per step after the first.
+    pub buffers_per_step: f64,
+    pub bind_groups_per_step: f64,
+    pub submits_per_step: f64,
+}
+
+/// Replays a decode step of a synthetic gated stack (one token, `layers` blocks of RMSNorm →
+/// two in-projections → gate → out-projection → residual, then RMSNorm, an f16 LM head and
+/// sampling) and measures its CPU and GPU cost.
+pub fn decode_replay(
+    dev: &Device,
+    layers: usize,
+    d_model: usize,
+    vocab: usize,
+    steps: usize,
+) -> Result<DecodeReplayStats> {
+    use crate::graph::synthetic::{mamba_stack, MixerKind, SyntheticConfig};
+    use crate::graph::{Executable, PlanOptions, Role};
+    let cfg = SyntheticConfig { mixer: MixerKind::GateOnly, ..SyntheticConfig::mamba(layers, d_model, 1, 1) };
+    let (mut g, hidden) = mamba_stack(&cfg)?;
+    let head = g.weight("lm_head", &[vocab, d_model], DType::F16);
+    let logits = g.linear(hidden, head, None)?;
+    let params = crate::ops::sampling::SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, seed: 1 };
+    let ids = g.sample(logits, params)?;
+    g.output(ids);
+    let exe = Executable::new(dev, g.clone(), &PlanOptions::for_device(dev.caps()))?;
+    let mut rng = Rng::new(5);
+    for t in g.tensors().iter().filter(|t| t.role != Role::Activation) {
+        let n: usize = t.shape.iter().product();
+        exe.write_f32(&t.name, &rng.vec(n, -0.05, 0.05))?;
+    }
+    for _ in 0..10 {
+        exe.run()?;
+    }
+    let before = dev.counters();
+    let (mut cpu, mut wall) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
+    for step in 0..steps {
+        exe.set_sampling_step(step as u32)?;
+        let t0 = Instant::now();
+        exe.submit()?;
+        cpu.push(t0.elapsed().as_secs_f64());
+        dev.wait()?;
+        wall.push(t0.elapsed().as_secs_f64());
+    }
+    let after = dev.counters();
+    let mut gpu = Vec::with_capacity(steps.min(50));
+    let mut clock = "gpu-timestamps";
+    for _ in 0..steps.min(50) {
+        let t = exe.run_timed()?;
+        if !t.gpu_timestamps {
+            clock = "wall";
+        }
+        gpu.push(t.seconds);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1e6
+    };
+    let per = |a: u64, b: u64| (a - b) as f64 / steps as f64;
+    Ok(DecodeReplayStats {
+        layers,
+        d_model,
+        vocab,
+        dispatches: exe.dispatches(),
+        encode_submit_us: median(&mut cpu),
+        gpu_us: median(&mut gpu),
+        clock,
+        step_wall_us: median(&mut wall),
+        buffers_per_step: per(after.buffers, before.buffers),
+        bind_groups_per_step: per(after.bind_groups, before.bind_groups),
+        submits_per_step: per(after.submits, before.submits),
+    })
+}

@@ -27,6 +27,7 @@
 pub mod bench;
 pub mod device;
 pub mod error;
+pub mod graph;
 pub mod ops;
 pub mod shader;
 pub mod tensor;

@@ -35,9 +35,33 @@ enum Command {
         #[arg(long, value_name = "VARIANT")]
         show: Option<String>,
     },
+    /// Print the memory plan of a graph: naive, planned, lower bound, weight and state bytes.
+    Plan {
+        /// Plan a synthetic stack of Mamba-style blocks.
+        #[arg(long)]
+        synthetic: bool,
+        /// A model directory (arrives with the model runtimes).
+        #[arg(long, value_name = "DIR")]
+        model: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 24)]
+        layers: usize,
+        #[arg(long, default_value_t = 768)]
+        d_model: usize,
+        #[arg(long, default_value_t = 4096)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Largest arena buffer in MiB (a device's max storage binding; default 2048).
+        #[arg(long, default_value_t = 2048)]
+        max_buffer_mib: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmark kernels on the selected adapter (LINSEQ_BACKEND / LINSEQ_ADAPTER).
     Bench {
-        /// What to benchmark: `core` (copy roofline, GEMV, GEMM).
+        /// What to benchmark: `core` (copy roofline, GEMV, GEMM) or `decode` (CPU and GPU cost
+        /// of replaying a 24-layer decode-step graph).
         #[arg(default_value = "core")]
         what: String,
         /// Small sizes, few repetitions (smoke test on software adapters).
@@ -70,12 +94,42 @@ fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Shaders { list, validate, filter, show } => {
             shaders(list, validate, filter.as_deref(), show.as_deref())
         }
-        Command::Bench { what, quick, filter, json } => {
-            if what != "core" {
-                return Err(format!("unknown benchmark {what:?}; available: core").into());
+        Command::Plan { synthetic, model, layers, d_model, seq_len, batch, max_buffer_mib, json } => {
+            if model.is_some() {
+                return Err(
+                    "--model needs the model runtimes, which have not landed yet; use --synthetic".into()
+                );
             }
+            if !synthetic {
+                return Err("pass --synthetic (or, once model runtimes exist, --model DIR)".into());
+            }
+            plan_synthetic(layers, d_model, seq_len, batch, max_buffer_mib, json)
+        }
+        Command::Bench { what, quick, filter, json } => {
             let dev = Device::new()?;
             eprintln!("adapter: {}", dev.describe());
+            if what == "decode" {
+                let (layers, steps) = if quick { (4, 20) } else { (24, 500) };
+                let s = bench::decode_replay(&dev, layers, 768, 50280, steps)?;
+                println!(
+                    "decode replay: {} layers, d_model {}, vocab {}: {} dispatches in one pass per step",
+                    s.layers, s.d_model, s.vocab, s.dispatches
+                );
+                println!("  CPU encode + submit   {:>9.1} µs/step (median of {steps})", s.encode_submit_us);
+                println!("  GPU                   {:>9.1} µs/step ({})", s.gpu_us, s.clock);
+                println!("  submit + wait (wall)  {:>9.1} µs/step", s.step_wall_us);
+                println!(
+                    "  per step: {} submit(s), {} new buffers, {} new bind groups",
+                    s.submits_per_step, s.buffers_per_step, s.bind_groups_per_step
+                );
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&s)?)?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if what != "core" {
+                return Err(format!("unknown benchmark {what:?}; available: core, decode").into());
+            }
             let cfg = if quick { bench::BenchConfig::quick() } else { bench::BenchConfig::full() };
             let rows = bench::run_core(&dev, cfg, filter.as_deref())?;
             print!("{}", bench::table(&rows));
@@ -202,4 +256,45 @@ fn shaders(
     }
     println!("{} variants, {failures} failure(s)", variants.len());
     Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn plan_synthetic(
+    layers: usize,
+    d_model: usize,
+    seq_len: usize,
+    batch: usize,
+    max_buffer_mib: u64,
+    json: bool,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use linseq::graph::{plan, synthetic, PlanOptions};
+    if layers == 0 || d_model == 0 || seq_len == 0 || batch == 0 {
+        return Err("--layers, --d-model, --seq-len and --batch must be positive".into());
+    }
+    let cfg = synthetic::SyntheticConfig::mamba(layers, d_model, seq_len, batch);
+    let (g, _) = synthetic::mamba_stack(&cfg)?;
+    let opts = PlanOptions { max_buffer: max_buffer_mib << 20, ..PlanOptions::offline() };
+    let r = plan(&g, &opts)?.report;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    println!(
+        "synthetic Mamba-style stack: {layers} layers, d_model {d_model}, seq_len {seq_len}, batch {batch} ({} nodes, {} activations)",
+        g.nodes().len(),
+        r.activations
+    );
+    println!("naive (one buffer per activation) {:>12.1} MiB", mib(r.naive_bytes));
+    println!(
+        "planned arenas                    {:>12.1} MiB  ({} buffer(s), {:.1}% of naive, {:.3}× lower bound)",
+        mib(r.planned_bytes),
+        r.arena_buffers,
+        100.0 * r.planned_bytes as f64 / r.naive_bytes as f64,
+        r.planned_bytes as f64 / r.lower_bound_bytes as f64
+    );
+    println!("lower bound (peak live bytes)     {:>12.1} MiB", mib(r.lower_bound_bytes));
+    println!("weights                           {:>12.1} MiB", mib(r.weight_bytes));
+    println!("state                             {:>12.1} MiB", mib(r.state_bytes));
+    println!("in-place nodes                    {:>12}", r.inplace_nodes);
+    Ok(ExitCode::SUCCESS)
 }

@@ -229,15 +229,24 @@ impl Tensor {
 
     /// Copies the tensor back to the host as raw bytes (exactly `byte_len`).
     pub fn read_bytes(&self, dev: &Device) -> Result<Vec<u8>> {
-        let size = self.binding_size();
         let staging = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size,
+            size: self.binding_size(),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        self.read_bytes_via(dev, &staging)
+    }
+
+    /// Copies the tensor back through a caller-owned staging buffer (MAP_READ | COPY_DST, at
+    /// least `binding_size` bytes), so repeated reads create no buffers.
+    pub fn read_bytes_via(&self, dev: &Device, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+        let size = self.binding_size();
+        if staging.size() < size {
+            return Err(Error::Invalid(format!("staging buffer of {} bytes for {size}", staging.size())));
+        }
         let mut enc = dev.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&self.buffer, self.offset, &staging, 0, size);
+        enc.copy_buffer_to_buffer(&self.buffer, self.offset, staging, 0, size);
         dev.submit([enc.finish()])?;
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
@@ -277,6 +286,11 @@ impl Tensor {
 }
 
 impl Tensor {
+    /// A tensor at `offset` inside a shared buffer (the graph executor's arenas).
+    pub(crate) fn in_buffer(buffer: Arc<wgpu::Buffer>, offset: u64, shape: &[usize], dtype: DType) -> Self {
+        Self { buffer, offset, shape: shape.to_vec(), dtype }
+    }
+
     /// Wraps an existing buffer (whole, offset 0) as a tensor.
     pub(crate) fn wrap_buffer(buffer: wgpu::Buffer, shape: &[usize], dtype: DType) -> Self {
         Self { buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec(), dtype }

@@ -67,16 +67,21 @@ pub fn sample(
     if params.temperature == 0.0 {
         return super::softmax::argmax(rec, logits, ids);
     }
-    let p = Params::new()
+    let p = self::params(n, rows, params, step);
+    let v = variant(rec.device().caps().subgroups);
+    rec.dispatch(&v, &p, &[logits, ids], grid(rec.device(), rows)?)
+}
+
+/// The uniform parameters of a sampling dispatch (for replayed recordings that change `step`).
+pub fn params(n: usize, rows: usize, params: &SamplingParams, step: u32) -> Params {
+    Params::new()
         .u(n)
         .u(rows)
         .f(1.0 / params.temperature)
         .u(params.top_k)
         .f(params.top_p)
         .u(params.seed as usize)
-        .u(step as usize);
-    let v = variant(rec.device().caps().subgroups);
-    rec.dispatch(&v, &p, &[logits, ids], grid(rec.device(), rows)?)
+        .u(step as usize)
 }
 
 /// The shader's PCG hash.

@@ -5,6 +5,7 @@
 
 mod common;
 mod device;
+mod graph;
 mod ops_core;
 mod ops_matmul;
 mod ops_sampling;

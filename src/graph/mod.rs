@@ -1,0 +1,415 @@
+//! The graph executor: a graph of ops over tensors, a memory planner that reuses activation
+//! storage from tensor lifetimes, and an executor that records a whole graph into one compute
+//! pass and replays it.
+//!
+//! ```no_run
+//! use linseq::graph::{Graph, Executable, PlanOptions};
+//! use linseq::{DType, Device};
+//! let dev = Device::new()?;
+//! let mut g = Graph::new();
+//! let x = g.input("x", &[1, 64], DType::F32);
+//! let w_norm = g.weight("norm.weight", &[64], DType::F32);
+//! let w_in = g.weight("in_proj.weight", &[128, 64], DType::F16);
+//! let h = g.rms_norm(x, w_norm, 1e-5)?;
+//! let y = g.linear(h, w_in, None)?;
+//! g.output(y);
+//! let exe = Executable::new(&dev, g, &PlanOptions::for_device(dev.caps()))?;
+//! exe.write_f32("x", &[0.5; 64])?;
+//! exe.run()?;
+//! let y: Vec<f32> = exe.read_output(y)?;
+//! # Ok::<(), linseq::Error>(())
+//! ```
+
+mod exec;
+mod plan;
+pub mod reference;
+pub mod synthetic;
+
+pub use exec::{Executable, PlanCache};
+pub use plan::{plan, MemoryReport, Placement, Plan, PlanOptions};
+
+use crate::error::{Error, Result};
+use crate::ops::elementwise::{Binary, Unary};
+use crate::ops::norm::NormKind;
+use crate::ops::sampling::SamplingParams;
+use crate::tensor::DType;
+
+/// Index of a tensor in its graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(pub usize);
+
+/// What a tensor is for; decides where it lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Model parameters: persistent, written by the host, read-only to the graph.
+    Weight,
+    /// Recurrent state: persistent across runs (conv and SSM state).
+    State,
+    /// Written by the host before each run (token ids, embeddings): its own buffer.
+    Input,
+    /// Produced by a node; transient, placed in the planned arenas.
+    Activation,
+}
+
+/// A tensor of the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorDesc {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub role: Role,
+}
+
+impl TensorDesc {
+    /// Data size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.shape.iter().product::<usize>() as u64 * self.dtype.size() as u64
+    }
+}
+
+/// An operation. Each op has an explicit in-place contract ([`Op::inplace_input`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// y = x·Wᵀ (+ b); inputs x, W [, b].
+    Linear,
+    /// Normalisation; inputs x, weight [, bias].
+    Norm {
+        kind: NormKind,
+        eps: f32,
+    },
+    Unary {
+        op: Unary,
+        scale: f32,
+    },
+    /// a ∘ b with b repeating over a.
+    Binary {
+        op: Binary,
+    },
+    /// inputs ids (u32), table.
+    Embedding,
+    Softmax {
+        scale: f32,
+    },
+    Argmax,
+    Sample {
+        params: SamplingParams,
+    },
+    /// Depthwise causal conv over tokens with rolling state: shape-only until the scan
+    /// kernels land (issue 4); the executor refuses it.
+    CausalConv1d {
+        width: usize,
+    },
+    /// Selective scan with state: shape-only until issue 4; the executor refuses it.
+    SelectiveScan {
+        d_state: usize,
+    },
+}
+
+impl Op {
+    /// Short name for reports.
+    pub fn name(&self) -> String {
+        match self {
+            Op::Linear => "linear".into(),
+            Op::Norm { kind, .. } => format!("norm.{kind:?}"),
+            Op::Unary { op, .. } => op.name().into(),
+            Op::Binary { op } => op.name().into(),
+            Op::Embedding => "embedding".into(),
+            Op::Softmax { .. } => "softmax".into(),
+            Op::Argmax => "argmax".into(),
+            Op::Sample { .. } => "sample".into(),
+            Op::CausalConv1d { .. } => "causal_conv1d".into(),
+            Op::SelectiveScan { .. } => "selective_scan".into(),
+        }
+    }
+
+    /// The in-place contract: the index of the input whose storage the output may take when
+    /// no later node reads that input. Elementwise kernels read element i before writing
+    /// element i, so output and that input may be the same bytes. Everything else (matmul,
+    /// norms, reductions) reads inputs across invocations and never runs in place.
+    pub fn inplace_input(&self) -> Option<usize> {
+        match self {
+            Op::Unary { .. } | Op::Binary { .. } => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Whether the executor has a kernel for this op yet.
+    pub fn executable(&self) -> bool {
+        !matches!(self, Op::CausalConv1d { .. } | Op::SelectiveScan { .. })
+    }
+}
+
+/// A node: an op, its inputs and its single output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<TensorId>,
+    pub output: TensorId,
+}
+
+/// A graph under construction or ready for planning. Nodes run in insertion order, which is a
+/// topological order by construction (a node can only use tensors that already exist).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Graph {
+    pub(crate) tensors: Vec<TensorDesc>,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) outputs: Vec<TensorId>,
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn tensors(&self) -> &[TensorDesc] {
+        &self.tensors
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn outputs(&self) -> &[TensorId] {
+        &self.outputs
+    }
+
+    pub fn desc(&self, t: TensorId) -> &TensorDesc {
+        &self.tensors[t.0]
+    }
+
+    /// Looks a tensor up by name.
+    pub fn find(&self, name: &str) -> Result<TensorId> {
+        self.tensors
+            .iter()
+            .position(|t| t.name == name)
+            .map(TensorId)
+            .ok_or_else(|| Error::Invalid(format!("the graph has no tensor named {name:?}")))
+    }
+
+    fn add_tensor(&mut self, name: String, shape: &[usize], dtype: DType, role: Role) -> TensorId {
+        self.tensors.push(TensorDesc { name, shape: shape.to_vec(), dtype, role });
+        TensorId(self.tensors.len() - 1)
+    }
+
+    /// Declares a weight.
+    pub fn weight(&mut self, name: &str, shape: &[usize], dtype: DType) -> TensorId {
+        self.add_tensor(name.into(), shape, dtype, Role::Weight)
+    }
+
+    /// Declares recurrent state (f32).
+    pub fn state(&mut self, name: &str, shape: &[usize]) -> TensorId {
+        self.add_tensor(name.into(), shape, DType::F32, Role::State)
+    }
+
+    /// Declares a host-written input.
+    pub fn input(&mut self, name: &str, shape: &[usize], dtype: DType) -> TensorId {
+        self.add_tensor(name.into(), shape, dtype, Role::Input)
+    }
+
+    /// Marks a tensor as a graph output: it stays alive to the end and can be read back.
+    pub fn output(&mut self, t: TensorId) {
+        if !self.outputs.contains(&t) {
+            self.outputs.push(t);
+        }
+    }
+
+    fn node(&mut self, op: Op, inputs: &[TensorId], shape: &[usize], dtype: DType) -> TensorId {
+        let name = format!("{}#{}", op.name(), self.nodes.len());
+        let output = self.add_tensor(name, shape, dtype, Role::Activation);
+        self.nodes.push(Node { op, inputs: inputs.to_vec(), output });
+        output
+    }
+
+    fn check(&self, t: TensorId) -> Result<&TensorDesc> {
+        self.tensors.get(t.0).ok_or_else(|| Error::Invalid(format!("tensor {} is not in this graph", t.0)))
+    }
+
+    fn expect_f32(&self, what: &str, t: TensorId) -> Result<&TensorDesc> {
+        let d = self.check(t)?;
+        if d.dtype != DType::F32 {
+            return Err(Error::Shape(format!("{what}: {} must be f32, is {:?}", d.name, d.dtype)));
+        }
+        Ok(d)
+    }
+
+    /// y = x·Wᵀ + b, HF `Linear` layout (W is [out, in]).
+    pub fn linear(&mut self, x: TensorId, w: TensorId, b: Option<TensorId>) -> Result<TensorId> {
+        let xd = self.expect_f32("linear", x)?.clone();
+        let wd = self.check(w)?.clone();
+        let k = *xd.shape.last().unwrap_or(&0);
+        if wd.shape.len() != 2 || wd.shape[1] != k || !matches!(wd.dtype, DType::F32 | DType::F16) {
+            return Err(Error::Shape(format!(
+                "linear: {} {:?} does not fit weight {} {:?} {:?} (HF layout [out, in])",
+                xd.name, xd.shape, wd.name, wd.shape, wd.dtype
+            )));
+        }
+        let mut inputs = vec![x, w];
+        if let Some(b) = b {
+            let bd = self.expect_f32("linear bias", b)?;
+            if bd.shape != [wd.shape[0]] {
+                return Err(Error::Shape(format!(
+                    "linear: bias {} {:?} should be [{}]",
+                    bd.name, bd.shape, wd.shape[0]
+                )));
+            }
+            inputs.push(b);
+        }
+        let mut shape = xd.shape.clone();
+        *shape.last_mut().expect("x has a last dim") = wd.shape[0];
+        Ok(self.node(Op::Linear, &inputs, &shape, DType::F32))
+    }
+
+    /// Normalisation of the last dim (see [`NormKind`]).
+    pub fn norm(
+        &mut self,
+        kind: NormKind,
+        x: TensorId,
+        w: TensorId,
+        b: Option<TensorId>,
+        eps: f32,
+    ) -> Result<TensorId> {
+        let xd = self.expect_f32("norm", x)?.clone();
+        let c = *xd.shape.last().unwrap_or(&0);
+        for (what, t) in [("weight", Some(w)), ("bias", b)] {
+            if let Some(t) = t {
+                let d = self.expect_f32("norm", t)?;
+                if d.shape != [c] {
+                    return Err(Error::Shape(format!(
+                        "norm {what} {} {:?} should be [{c}]",
+                        d.name, d.shape
+                    )));
+                }
+            }
+        }
+        let groups = match kind {
+            NormKind::Rms { groups } | NormKind::Group { groups } => groups,
+            NormKind::Layer => 1,
+        };
+        if groups == 0 || c % groups != 0 {
+            return Err(Error::Shape(format!("norm: {groups} groups do not divide {c} channels")));
+        }
+        let mut inputs = vec![x, w];
+        inputs.extend(b);
+        Ok(self.node(Op::Norm { kind, eps }, &inputs, &xd.shape, DType::F32))
+    }
+
+    /// RMSNorm.
+    pub fn rms_norm(&mut self, x: TensorId, w: TensorId, eps: f32) -> Result<TensorId> {
+        self.norm(NormKind::Rms { groups: 1 }, x, w, None, eps)
+    }
+
+    /// Unary elementwise op.
+    pub fn unary(&mut self, op: Unary, x: TensorId, scale: f32) -> Result<TensorId> {
+        let shape = self.expect_f32(op.name(), x)?.shape.clone();
+        Ok(self.node(Op::Unary { op, scale }, &[x], &shape, DType::F32))
+    }
+
+    pub fn silu(&mut self, x: TensorId) -> Result<TensorId> {
+        self.unary(Unary::Silu, x, 1.0)
+    }
+
+    /// Binary elementwise op; `b`'s length must divide `a`'s.
+    pub fn binary(&mut self, op: Binary, a: TensorId, b: TensorId) -> Result<TensorId> {
+        let ad = self.expect_f32(op.name(), a)?.clone();
+        let bd = self.expect_f32(op.name(), b)?;
+        let (n, nb) = (ad.shape.iter().product::<usize>(), bd.shape.iter().product::<usize>());
+        if nb == 0 || n % nb != 0 {
+            return Err(Error::Shape(format!(
+                "{}: {} {:?} does not broadcast over {:?}",
+                op.name(),
+                bd.name,
+                bd.shape,
+                ad.shape
+            )));
+        }
+        Ok(self.node(Op::Binary { op }, &[a, b], &ad.shape, DType::F32))
+    }
+
+    /// a + b (a residual add when `a` dies here: the planner then runs it in place).
+    pub fn add(&mut self, a: TensorId, b: TensorId) -> Result<TensorId> {
+        self.binary(Binary::Add, a, b)
+    }
+
+    /// y · silu(z): the Mamba gate.
+    pub fn gate(&mut self, y: TensorId, z: TensorId) -> Result<TensorId> {
+        self.binary(Binary::MulSilu, y, z)
+    }
+
+    /// Embedding gather: ids (u32, [T]) into table [V, D] → [T, D].
+    pub fn embedding(&mut self, ids: TensorId, table: TensorId) -> Result<TensorId> {
+        let (idd, td) = (self.check(ids)?.clone(), self.check(table)?.clone());
+        if idd.dtype != DType::U32 || td.shape.len() != 2 {
+            return Err(Error::Shape(format!(
+                "embedding: ids {} must be u32 and table {} 2-D",
+                idd.name, td.name
+            )));
+        }
+        let t: usize = idd.shape.iter().product();
+        Ok(self.node(Op::Embedding, &[ids, table], &[t, td.shape[1]], DType::F32))
+    }
+
+    pub fn softmax(&mut self, x: TensorId, scale: f32) -> Result<TensorId> {
+        let shape = self.expect_f32("softmax", x)?.shape.clone();
+        Ok(self.node(Op::Softmax { scale }, &[x], &shape, DType::F32))
+    }
+
+    fn rows(&self, x: TensorId) -> Result<usize> {
+        let d = self.expect_f32("row op", x)?;
+        let n = *d.shape.last().unwrap_or(&0);
+        if n == 0 {
+            return Err(Error::Shape(format!("{} is empty", d.name)));
+        }
+        Ok(d.shape.iter().product::<usize>() / n)
+    }
+
+    /// Index of the largest logit per row (u32).
+    pub fn argmax(&mut self, x: TensorId) -> Result<TensorId> {
+        let rows = self.rows(x)?;
+        Ok(self.node(Op::Argmax, &[x], &[rows], DType::U32))
+    }
+
+    /// One sampled id per row (u32). The step counter is set per run with
+    /// [`Executable::set_sampling_step`].
+    pub fn sample(&mut self, logits: TensorId, params: SamplingParams) -> Result<TensorId> {
+        params.validate()?;
+        let rows = self.rows(logits)?;
+        Ok(self.node(Op::Sample { params }, &[logits], &[rows], DType::U32))
+    }
+
+    /// Depthwise causal conv1d of x [T, C] with weight [C, width] and state [B, C, width−1]
+    /// (shape-only until issue 4).
+    pub fn causal_conv1d(&mut self, x: TensorId, w: TensorId, state: TensorId) -> Result<TensorId> {
+        let xd = self.expect_f32("causal_conv1d", x)?.clone();
+        let (wd, sd) = (self.check(w)?.clone(), self.check(state)?.clone());
+        let c = *xd.shape.last().unwrap_or(&0);
+        if wd.shape.len() != 2 || wd.shape[0] != c || sd.role != Role::State {
+            return Err(Error::Shape(format!(
+                "causal_conv1d: weight {:?} / state {} do not fit x {:?}",
+                wd.shape, sd.name, xd.shape
+            )));
+        }
+        Ok(self.node(Op::CausalConv1d { width: wd.shape[1] }, &[x, w, state], &xd.shape, DType::F32))
+    }
+
+    /// Selective scan of x [T, C] with projections `dbc` [T, R+2N], A [C, N] and state
+    /// [B, C, N] (shape-only until issue 4).
+    pub fn selective_scan(
+        &mut self,
+        x: TensorId,
+        dbc: TensorId,
+        a: TensorId,
+        state: TensorId,
+    ) -> Result<TensorId> {
+        let xd = self.expect_f32("selective_scan", x)?.clone();
+        let (ad, sd) = (self.check(a)?.clone(), self.check(state)?.clone());
+        self.check(dbc)?;
+        let c = *xd.shape.last().unwrap_or(&0);
+        if ad.shape.len() != 2 || ad.shape[0] != c || sd.role != Role::State {
+            return Err(Error::Shape(format!(
+                "selective_scan: A {:?} / state {} do not fit x {:?}",
+                ad.shape, sd.name, xd.shape
+            )));
+        }
+        Ok(self.node(Op::SelectiveScan { d_state: ad.shape[1] }, &[x, dbc, a, state], &xd.shape, DType::F32))
+    }
+}
