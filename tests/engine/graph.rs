@@ -30,7 +30,7 @@ fn random_graph(rng: &mut Rng, rows: usize) -> (Graph, HashMap<String, Vec<f32>>
         let out = match choice {
             0 => {
                 let n = widths[(rng.next_u64() % 4) as usize];
-                let dt = if rng.next_u64() % 2 == 0 { DType::F32 } else { DType::F16 };
+                let dt = if rng.next_u64().is_multiple_of(2) { DType::F32 } else { DType::F16 };
                 let name = format!("w{i}");
                 let w = g.weight(&name, &[n, wa], dt);
                 let mut data = rng.vec(n * wa, -0.5, 0.5);
@@ -38,7 +38,7 @@ fn random_graph(rng: &mut Rng, rows: usize) -> (Graph, HashMap<String, Vec<f32>>
                     data = data.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
                 }
                 host.insert(name, data);
-                let b = (rng.next_u64() % 2 == 0).then(|| {
+                let b = rng.next_u64().is_multiple_of(2).then(|| {
                     let bn = format!("b{i}");
                     host.insert(bn.clone(), rng.vec(n, -0.5, 0.5));
                     g.weight(&bn, &[n], DType::F32)
@@ -65,7 +65,7 @@ fn random_graph(rng: &mut Rng, rows: usize) -> (Graph, HashMap<String, Vec<f32>>
             _ => (g.softmax(a, 0.5).unwrap(), wa),
         };
         live.push(out);
-        if rng.next_u64() % 5 == 0 {
+        if rng.next_u64().is_multiple_of(5) {
             g.output(out.0);
         }
     }
