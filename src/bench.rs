@@ -316,6 +316,8 @@ pub fn table(rows: &[BenchRow]) -> String {
 /// CPU and GPU cost of replaying a decode step.
 #[derive(Debug, Clone, Serialize)]
 pub struct DecodeReplayStats {
+    /// "greedy" (argmax) or "top-k 40, top-p 0.95, T 0.8".
+    pub sampling: &'static str,
     pub layers: usize,
     pub d_model: usize,
     pub vocab: usize,
@@ -342,6 +344,7 @@ pub fn decode_replay(
     d_model: usize,
     vocab: usize,
     steps: usize,
+    greedy: bool,
 ) -> Result<DecodeReplayStats> {
     use crate::graph::synthetic::{mamba_stack, MixerKind, SyntheticConfig};
     use crate::graph::{Executable, PlanOptions, Role};
@@ -349,7 +352,8 @@ pub fn decode_replay(
     let (mut g, hidden) = mamba_stack(&cfg)?;
     let head = g.weight("lm_head", &[vocab, d_model], DType::F16);
     let logits = g.linear(hidden, head, None)?;
-    let params = crate::ops::sampling::SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, seed: 1 };
+    let temperature = if greedy { 0.0 } else { 0.8 };
+    let params = crate::ops::sampling::SamplingParams { temperature, top_k: 40, top_p: 0.95, seed: 1 };
     let ids = g.sample(logits, params)?;
     g.output(ids);
     let exe = Executable::new(dev, g.clone(), &PlanOptions::for_device(dev.caps()))?;
@@ -387,6 +391,7 @@ pub fn decode_replay(
     };
     let per = |a: u64, b: u64| (a - b) as f64 / steps as f64;
     Ok(DecodeReplayStats {
+        sampling: if greedy { "greedy" } else { "top-k 40, top-p 0.95, T 0.8" },
         layers,
         d_model,
         vocab,

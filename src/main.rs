@@ -110,20 +110,27 @@ fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             eprintln!("adapter: {}", dev.describe());
             if what == "decode" {
                 let (layers, steps) = if quick { (4, 20) } else { (24, 500) };
-                let s = bench::decode_replay(&dev, layers, 768, 50280, steps)?;
-                println!(
-                    "decode replay: {} layers, d_model {}, vocab {}: {} dispatches in one pass per step",
-                    s.layers, s.d_model, s.vocab, s.dispatches
-                );
-                println!("  CPU encode + submit   {:>9.1} µs/step (median of {steps})", s.encode_submit_us);
-                println!("  GPU                   {:>9.1} µs/step ({})", s.gpu_us, s.clock);
-                println!("  submit + wait (wall)  {:>9.1} µs/step", s.step_wall_us);
-                println!(
-                    "  per step: {} submit(s), {} new buffers, {} new bind groups",
-                    s.submits_per_step, s.buffers_per_step, s.bind_groups_per_step
-                );
+                let mut all = Vec::new();
+                for greedy in [true, false] {
+                    let s = bench::decode_replay(&dev, layers, 768, 50280, steps, greedy)?;
+                    println!(
+                        "decode replay ({}): {} layers, d_model {}, vocab {}: {} dispatches in one pass",
+                        s.sampling, s.layers, s.d_model, s.vocab, s.dispatches
+                    );
+                    println!(
+                        "  CPU encode + submit   {:>9.1} µs/step (median of {steps})",
+                        s.encode_submit_us
+                    );
+                    println!("  GPU                   {:>9.1} µs/step ({})", s.gpu_us, s.clock);
+                    println!("  submit + wait (wall)  {:>9.1} µs/step", s.step_wall_us);
+                    println!(
+                        "  per step: {} submit(s), {} new buffers, {} new bind groups",
+                        s.submits_per_step, s.buffers_per_step, s.bind_groups_per_step
+                    );
+                    all.push(s);
+                }
                 if let Some(path) = json {
-                    std::fs::write(&path, serde_json::to_string_pretty(&s)?)?;
+                    std::fs::write(&path, serde_json::to_string_pretty(&all)?)?;
                 }
                 return Ok(ExitCode::SUCCESS);
             }

@@ -218,8 +218,13 @@ impl<'d> Recording<'d> {
                     end_of_pass_write_index: Some(1),
                 }),
             });
+            let mut current: Option<&Arc<Pipeline>> = None;
             for it in &self.items {
-                pass.set_pipeline(&it.pipeline.pipeline);
+                // Consecutive dispatches of one kernel (a decode step's layers) skip the rebind.
+                if current.is_none_or(|c| !Arc::ptr_eq(c, &it.pipeline)) {
+                    pass.set_pipeline(&it.pipeline.pipeline);
+                    current = Some(&it.pipeline);
+                }
                 pass.set_bind_group(0, &it.bind_group, &[]);
                 let [x, y, z] = it.workgroups;
                 pass.dispatch_workgroups(x, y, z);
