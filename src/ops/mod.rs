@@ -6,12 +6,14 @@
 //! compute pass of a single command encoder (one pass per dispatch costs ~18 µs on an H200,
 //! against ~2 µs inside one pass).
 
+pub mod conv1d;
 pub mod copy;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod norm;
 pub mod sampling;
+pub mod selective_scan;
 pub mod softmax;
 
 use crate::device::Device;

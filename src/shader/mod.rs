@@ -45,6 +45,8 @@ pub const FAMILIES: &[Family] = &[
     family!("embedding"),
     family!("softmax"),
     family!("sampling"),
+    family!("selective_scan"),
+    family!("causal_conv1d"),
 ];
 
 /// WGSL libraries pulled into families with `#include NAME`; not variants themselves.
@@ -229,6 +231,8 @@ fn base_variants() -> Vec<Variant> {
     all.extend(crate::ops::embedding::variants());
     all.extend(crate::ops::softmax::variants());
     all.extend(crate::ops::sampling::variants());
+    all.extend(crate::ops::selective_scan::variants());
+    all.extend(crate::ops::conv1d::variants());
     all
 }
 

@@ -9,4 +9,5 @@ mod graph;
 mod ops_core;
 mod ops_matmul;
 mod ops_sampling;
+mod ops_scan;
 mod portability;

@@ -1,0 +1,292 @@
+// Mamba's selective scan (mamba_ssm selective_scan_ref semantics), channel-major packed layout:
+//   u, delta, z, y : [D, T]      T = total tokens of all packed sequences (no padding)
+//   bc             : [2, G, N, T] B then C; channel d uses group d / (D / G)
+//   chan           : [D, N + 2]  A[d, 0..N], then D_skip[d], then delta_bias[d]
+//   seqs           : u32 [S + 1] cu_seqlens, then (RESET flag) u32 [T] reset flags
+//   state          : [S, D, N]   initial state in (INIT flag), final state out
+// Per token: dt = softplus(delta + bias) (threshold 20); a = exp(dt·A) (NEG_EIG: 2a − 1);
+// h = a·h + dt·B·u, with h = 0 before a reset token; y = Σₙ h·C + D·u; y *= silu(z).
+// State and accumulation are f32. At most 8 storage bindings (WebGPU's default limit).
+// Each dispatch covers a window of every sequence's tokens, [win_start, win_start + win_len)
+// relative to its start (the op splits very long sequences into several dispatches that carry
+// the state: llvmpipe ends any invocation after ~65k loop iterations).
+struct Params { dim: u32, total: u32, nstate: u32, groups: u32, nseq: u32, flags: u32, win_start: u32, win_len: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
+@group(0) @binding(2) var<storage, {{ACT}}> delta: array<f32>;
+@group(0) @binding(3) var<storage, {{ACT}}> bc: array<f32>;
+@group(0) @binding(4) var<storage, {{ACT}}> z: array<f32>;
+@group(0) @binding(5) var<storage, read> chan: array<f32>;
+@group(0) @binding(6) var<storage, {{ACT}}> seqs: array<u32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<storage, read_write> state: array<f32>;
+
+const SOFTPLUS: u32 = 1u;
+const HAS_BIAS: u32 = 2u;
+const HAS_D: u32 = 4u;
+const HAS_Z: u32 = 8u;
+const NEG_EIG: u32 = 16u;
+const INIT: u32 = 32u;
+const RESET: u32 = 64u;
+
+fn flag(f: u32) -> bool { return (p.flags & f) != 0u; }
+
+fn dt_at(d: u32, t: u32) -> f32 {
+    var v = delta[d * p.total + t];
+    if (flag(HAS_BIAS)) { v += chan[d * (p.nstate + 2u) + p.nstate + 1u]; }
+    if (flag(SOFTPLUS) && v <= 20.0) { v = log(1.0 + exp(v)); }
+    return v;
+}
+
+// Decay of state n for step size dt: exp(dt·A), mapped to 2a − 1 for negative eigenvalues.
+fn decay(dt: f32, a_dn: f32) -> f32 {
+    let a = exp(dt * a_dn);
+    return select(a, 2.0 * a - 1.0, flag(NEG_EIG));
+}
+
+fn b_at(g: u32, n: u32, t: u32) -> f32 { return bc[(g * p.nstate + n) * p.total + t]; }
+fn c_at(g: u32, n: u32, t: u32) -> f32 { return bc[((p.groups + g) * p.nstate + n) * p.total + t]; }
+
+fn is_reset(t: u32) -> bool { return flag(RESET) && seqs[p.nseq + 1u + t] != 0u; }
+
+fn finish(d: u32, t: u32, x: f32, acc: f32) -> f32 {
+    var out = acc;
+    if (flag(HAS_D)) { out += chan[d * (p.nstate + 2u) + p.nstate] * x; }
+    if (flag(HAS_Z)) {
+        let zz = z[d * p.total + t];
+        out *= zz / (1.0 + exp(-zz));
+    }
+    return out;
+}
+
+#if SEQUENTIAL
+// Baseline: one invocation per (sequence, channel) walks its tokens in order.
+@compute @workgroup_size({{WG}})
+fn scan_sequential(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * {{WG}}u;
+    if (idx >= p.nseq * p.dim) { return; }
+    let s = idx / p.dim;
+    let d = idx % p.dim;
+    let g = d / (p.dim / p.groups);
+    var h: array<f32, {{NMAX}}>;
+    for (var n = 0u; n < p.nstate; n++) {
+        h[n] = select(0.0, state[(s * p.dim + d) * p.nstate + n], flag(INIT));
+    }
+    let t_first = seqs[s] + min(p.win_start, seqs[s + 1u] - seqs[s]);
+    let t_last = min(seqs[s + 1u], t_first + p.win_len);
+    for (var t = t_first; t < t_last; t++) {
+        let dt = dt_at(d, t);
+        let x = u[d * p.total + t];
+        let keep = select(1.0, 0.0, is_reset(t));
+        var acc = 0.0;
+        for (var n = 0u; n < p.nstate; n++) {
+            let a = decay(dt, chan[d * (p.nstate + 2u) + n]) * keep;
+            h[n] = a * h[n] + dt * b_at(g, n, t) * x;
+            acc += h[n] * c_at(g, n, t);
+        }
+        y[d * p.total + t] = finish(d, t, x, acc);
+    }
+    for (var n = 0u; n < p.nstate; n++) {
+        state[(s * p.dim + d) * p.nstate + n] = h[n];
+    }
+}
+#endif
+
+#if CHUNKED
+// One workgroup per (sequence, channel). The sequence is cut into chunks of WG·4 tokens; each
+// invocation owns 4 consecutive tokens. For a block of NB states at once, every invocation
+// folds its tokens into one affine pair (a, b) ↦ h' = a·h + b, the workgroup scans those pairs
+// with (a, b)∘(a′, b′) = (a′a, a′b + b′), and each invocation then replays its tokens from its
+// exclusive prefix applied to the state carried in from the previous chunk. Products are
+// formed directly, never as exp of a prefix sum of logs (that underflows).
+const WG: u32 = {{WG}}u;
+const NB: u32 = {{NB}}u;
+var<workgroup> sa: array<f32, {{SCAN}}>;
+var<workgroup> sb: array<f32, {{SCAN}}>;
+var<workgroup> carry: array<f32, {{NMAX}}>;
+
+@compute @workgroup_size({{WG}})
+fn scan_chunked(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUPS
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(num_subgroups) sg_count: u32,
+#endif
+) {
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.nseq * p.dim) { return; } // workgroup-uniform
+    let s = idx / p.dim;
+    let d = idx % p.dim;
+    let g = d / (p.dim / p.groups);
+    let t_begin = seqs[s] + min(p.win_start, seqs[s + 1u] - seqs[s]);
+    let t_end = min(seqs[s + 1u], t_begin + p.win_len);
+    let base = d * (p.nstate + 2u);
+    for (var n = lid; n < p.nstate; n += WG) {
+        carry[n] = select(0.0, state[(s * p.dim + d) * p.nstate + n], flag(INIT));
+    }
+    workgroupBarrier();
+    for (var t0 = t_begin; t0 < t_end; t0 += 4u * WG) {
+        let tt = t0 + 4u * lid;
+        var x = vec4<f32>(0.0);
+        var dt = vec4<f32>(0.0);
+        var keep = vec4<f32>(1.0);
+        var valid = vec4<bool>(false);
+        for (var i = 0u; i < 4u; i++) {
+            let t = tt + i;
+            if (t < t_end) {
+                valid[i] = true;
+                x[i] = u[d * p.total + t];
+                dt[i] = dt_at(d, t);
+                keep[i] = select(1.0, 0.0, is_reset(t));
+            }
+        }
+        var acc = vec4<f32>(0.0);
+        for (var n0 = 0u; n0 < p.nstate; n0 += NB) {
+            // 1. Fold own tokens into one pair per state.
+            for (var j = 0u; j < NB; j++) {
+                let n = n0 + j;
+                var pa = 1.0;
+                var pb = 0.0;
+                if (n < p.nstate) {
+                    let a_dn = chan[base + n];
+                    for (var i = 0u; i < 4u; i++) {
+                        if (valid[i]) {
+                            let a = decay(dt[i], a_dn) * keep[i];
+                            pa = a * pa;
+                            pb = a * pb + dt[i] * b_at(g, n, tt + i) * x[i];
+                        }
+                    }
+                }
+#if SUBGROUPS
+                // 2a. Inclusive scan inside the subgroup with shuffles.
+                for (var off = 1u; off < sg_size; off <<= 1u) {
+                    let qa = subgroupShuffleUp(pa, off);
+                    let qb = subgroupShuffleUp(pb, off);
+                    if (lane >= off) {
+                        pb = pa * qb + pb;
+                        pa = pa * qa;
+                    }
+                }
+                // Exclusive value for this lane: the inclusive value of the lane before it.
+                var ea = subgroupShuffleUp(pa, 1u);
+                var eb = subgroupShuffleUp(pb, 1u);
+                if (lane == 0u) { ea = 1.0; eb = 0.0; }
+                if (lane == sg_size - 1u) {
+                    sa[j * WG + sg_id] = pa;
+                    sb[j * WG + sg_id] = pb;
+                }
+                sa[NB * WG + j * WG + lid] = ea;
+                sb[NB * WG + j * WG + lid] = eb;
+#else
+                sa[j * WG + lid] = pa;
+                sb[j * WG + lid] = pb;
+#endif
+            }
+            workgroupBarrier();
+#if SUBGROUPS
+            // 2b. Prefix over earlier subgroups' totals, then this lane's exclusive pair.
+            for (var j = 0u; j < NB; j++) {
+                var pa = 1.0;
+                var pb = 0.0;
+                for (var k = 0u; k < sg_id; k++) {
+                    let qa = sa[j * WG + k];
+                    let qb = sb[j * WG + k];
+                    pb = qa * pb + qb;
+                    pa = qa * pa;
+                }
+                let ea = sa[NB * WG + j * WG + lid];
+                let eb = sb[NB * WG + j * WG + lid];
+                // exclusive = (subgroup prefix) then (lane-exclusive)
+                sa[NB * WG + j * WG + lid] = ea * pa;
+                sb[NB * WG + j * WG + lid] = ea * pb + eb;
+            }
+            workgroupBarrier();
+            let ex_base = NB * WG;
+#else
+            // 2. Hillis–Steele inclusive scan of the pairs across the workgroup.
+            for (var off = 1u; off < WG; off <<= 1u) {
+                var na: array<f32, {{NB}}>;
+                var nb: array<f32, {{NB}}>;
+                for (var j = 0u; j < NB; j++) {
+                    na[j] = sa[j * WG + lid];
+                    nb[j] = sb[j * WG + lid];
+                    if (lid >= off) {
+                        let qa = sa[j * WG + lid - off];
+                        let qb = sb[j * WG + lid - off];
+                        nb[j] = na[j] * qb + nb[j];
+                        na[j] = na[j] * qa;
+                    }
+                }
+                workgroupBarrier();
+                for (var j = 0u; j < NB; j++) {
+                    sa[j * WG + lid] = na[j];
+                    sb[j * WG + lid] = nb[j];
+                }
+                workgroupBarrier();
+            }
+            let ex_base = 0u;
+#endif
+            // 3. Replay own tokens from the carried state and the exclusive prefix.
+            for (var j = 0u; j < NB; j++) {
+                let n = n0 + j;
+                if (n < p.nstate) {
+                    let a_dn = chan[base + n];
+                    var ea = 1.0;
+                    var eb = 0.0;
+#if SUBGROUPS
+                    ea = sa[ex_base + j * WG + lid];
+                    eb = sb[ex_base + j * WG + lid];
+#else
+                    if (lid > 0u) {
+                        ea = sa[j * WG + lid - 1u];
+                        eb = sb[j * WG + lid - 1u];
+                    }
+#endif
+                    var h = ea * carry[n] + eb;
+                    for (var i = 0u; i < 4u; i++) {
+                        if (valid[i]) {
+                            let a = decay(dt[i], a_dn) * keep[i];
+                            h = a * h + dt[i] * b_at(g, n, tt + i) * x[i];
+                            acc[i] += h * c_at(g, n, tt + i);
+                        }
+                    }
+                }
+            }
+            workgroupBarrier();
+            // 4. Carry the chunk's total into the next chunk.
+            if (lid < NB && n0 + lid < p.nstate) {
+                let j = lid;
+#if SUBGROUPS
+                // Total = exclusive prefix of the last lane combined with its own pair: rebuild
+                // from the subgroup totals instead (all of them, in order).
+                var ta = 1.0;
+                var tb = 0.0;
+                for (var k = 0u; k < sg_count; k++) {
+                    let qa = sa[j * WG + k];
+                    let qb = sb[j * WG + k];
+                    tb = qa * tb + qb;
+                    ta = qa * ta;
+                }
+#else
+                let ta = sa[j * WG + WG - 1u];
+                let tb = sb[j * WG + WG - 1u];
+#endif
+                carry[n0 + j] = ta * carry[n0 + j] + tb;
+            }
+            workgroupBarrier();
+        }
+        for (var i = 0u; i < 4u; i++) {
+            if (valid[i]) {
+                y[d * p.total + tt + i] = finish(d, tt + i, x[i], acc[i]);
+            }
+        }
+    }
+    for (var n = lid; n < p.nstate; n += WG) {
+        state[(s * p.dim + d) * p.nstate + n] = carry[n];
+    }
+}
+#endif

@@ -1,0 +1,337 @@
+//! Mamba's selective scan and its decode step, with packed variable-length sequences, reset
+//! flags, initial/final state and negative eigenvalues.
+//!
+//! **Layout** (the one the Mamba runtime uses; channel-major so that one channel's tokens are
+//! contiguous and the scan reads coalesced):
+//! - `u`, `delta`, `z`, `y`: `[D, T]`, T = total tokens of all sequences, packed back to back;
+//! - `bc`: `[2, G, N, T]`, B then C; channel d reads group `d / (D / G)`;
+//! - `chan`: `[D, N + 2]` per-channel parameters `A[d, :]`, `D[d]`, `delta_bias[d]`
+//!   ([`pack_channel_params`] builds it; A = −exp(A_log) is applied by the caller);
+//! - sequences: a [`Sequences`] table (cu_seqlens and optional reset flags);
+//! - `state`: `[S, D, N]` f32, read as the initial state when `init_state` is set and always
+//!   overwritten with the final state, so chunked prefill and prefill→decode hand-over chain.
+//!
+//! Semantics follow mamba_ssm's `selective_scan_ref`: dt = softplus(delta + bias) (linear above
+//! 20), dA = exp(dt·A), h = dA·h + dt·B·u, y = Σₙ h·C + D·u, y *= silu(z). With
+//! `neg_eigen` the transition is 2·dA − 1 ∈ (−1, 1] ("Unlocking State-Tracking in Linear RNNs
+//! Through Negative Eigenvalues"). A reset flag on a token zeroes the state before it.
+//!
+//! Variants: `sequential` (one invocation per sequence and channel; the baseline),
+//! `chunked` (workgroup per sequence and channel, tokens over invocations, an associative scan
+//! of affine pairs in workgroup memory, state carried across chunks in one dispatch) and
+//! `chunked.sg` (the same with subgroup shuffles). The decode step is the sequential kernel on
+//! sequences of one token each.
+
+use super::{grid, Params, Recorder};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::shader::Variant;
+use crate::tensor::{DType, Tensor};
+
+/// Largest state size supported (mamba_ssm's limit too).
+pub const MAX_STATE: usize = 256;
+const SEQ_WG: u32 = 64;
+const CHUNK_WG: u32 = 128;
+const NB: u32 = 8;
+
+/// Packed sequences: cu_seqlens and optional reset flags, uploaded once as one u32 table.
+#[derive(Debug, Clone)]
+pub struct Sequences {
+    pub(crate) table: Tensor,
+    cu: Vec<usize>,
+    resets: Option<Vec<bool>>,
+}
+
+impl Sequences {
+    /// Sequences of the given lengths, packed back to back, with optional per-token reset flags.
+    pub fn new(dev: &Device, lens: &[usize], resets: Option<&[bool]>) -> Result<Self> {
+        if lens.is_empty() {
+            return Err(Error::Invalid("at least one sequence is needed".into()));
+        }
+        let mut cu = vec![0usize];
+        for &l in lens {
+            cu.push(cu.last().copied().unwrap_or(0) + l);
+        }
+        let total = *cu.last().expect("non-empty");
+        if total > u32::MAX as usize / 2 {
+            return Err(Error::Limit(format!("{total} tokens exceed the u32 index range")));
+        }
+        let mut table: Vec<u32> = cu.iter().map(|&c| c as u32).collect();
+        if let Some(r) = resets {
+            if r.len() != total {
+                return Err(Error::Shape(format!("{} reset flags for {total} tokens", r.len())));
+            }
+            table.extend(r.iter().map(|&b| b as u32));
+        }
+        let table = Tensor::from_slice(dev, &[table.len()], &table)?;
+        Ok(Self { table, cu, resets: resets.map(<[bool]>::to_vec) })
+    }
+
+    /// `n` sequences of one token each: the decode step's layout.
+    pub fn decode(dev: &Device, n: usize, resets: Option<&[bool]>) -> Result<Self> {
+        Self::new(dev, &vec![1; n], resets)
+    }
+
+    pub fn count(&self) -> usize {
+        self.cu.len() - 1
+    }
+
+    pub fn total(&self) -> usize {
+        *self.cu.last().expect("non-empty")
+    }
+
+    pub fn cu_seqlens(&self) -> &[usize] {
+        &self.cu
+    }
+
+    pub fn resets(&self) -> Option<&[bool]> {
+        self.resets.as_deref()
+    }
+}
+
+/// Switches of the scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanFlags {
+    pub delta_softplus: bool,
+    pub delta_bias: bool,
+    pub d_skip: bool,
+    pub neg_eigen: bool,
+    /// Read `state` as the initial state (otherwise start from zero).
+    pub init_state: bool,
+}
+
+/// Builds the `[D, N + 2]` per-channel table from A `[D, N]`, D `[D]` and delta_bias `[D]`.
+pub fn pack_channel_params(
+    a: &[f32],
+    d_skip: Option<&[f32]>,
+    delta_bias: Option<&[f32]>,
+    dim: usize,
+    n: usize,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(dim * (n + 2));
+    for d in 0..dim {
+        out.extend_from_slice(&a[d * n..(d + 1) * n]);
+        out.push(d_skip.map_or(0.0, |v| v[d]));
+        out.push(delta_bias.map_or(0.0, |v| v[d]));
+    }
+    out
+}
+
+/// The kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanKernel {
+    Sequential,
+    Chunked,
+    ChunkedSubgroups,
+}
+
+impl ScanKernel {
+    pub const ALL: [ScanKernel; 3] =
+        [ScanKernel::Sequential, ScanKernel::Chunked, ScanKernel::ChunkedSubgroups];
+
+    pub fn variant(self) -> Variant {
+        let nmax = MAX_STATE;
+        match self {
+            ScanKernel::Sequential => {
+                Variant::new("selective_scan.sequential", "selective_scan", "scan_sequential")
+                    .define("SEQUENTIAL", 1)
+                    .define("WG", SEQ_WG)
+                    .define("NMAX", nmax)
+            }
+            ScanKernel::Chunked | ScanKernel::ChunkedSubgroups => {
+                let sg = self == ScanKernel::ChunkedSubgroups;
+                let name = if sg { "selective_scan.chunked.sg" } else { "selective_scan.chunked" };
+                Variant::new(name, "selective_scan", "scan_chunked")
+                    .define("CHUNKED", 1)
+                    .define("WG", CHUNK_WG)
+                    .define("NB", NB)
+                    .define("NMAX", nmax)
+                    .define("SCAN", if sg { 2 * NB * CHUNK_WG } else { NB * CHUNK_WG })
+                    .with_subgroups(sg)
+            }
+        }
+    }
+
+    /// The fastest kernel the device supports.
+    pub fn best(caps: &crate::device::Capabilities) -> Self {
+        if caps.subgroups {
+            ScanKernel::ChunkedSubgroups
+        } else {
+            ScanKernel::Chunked
+        }
+    }
+}
+
+pub fn variants() -> Vec<Variant> {
+    ScanKernel::ALL.iter().map(|k| k.variant()).collect()
+}
+
+/// The tensors of one scan.
+pub struct ScanArgs<'a> {
+    pub u: &'a Tensor,
+    pub delta: &'a Tensor,
+    pub bc: &'a Tensor,
+    pub z: Option<&'a Tensor>,
+    pub chan: &'a Tensor,
+    pub seqs: &'a Sequences,
+    pub state: &'a Tensor,
+    pub groups: usize,
+    pub flags: ScanFlags,
+}
+
+impl ScanArgs<'_> {
+    /// (D, N), after checking every shape against the layout in the module docs.
+    fn dims(&self) -> Result<(usize, usize)> {
+        let t = self.seqs.total();
+        let s = self.seqs.count();
+        let us = self.u.shape();
+        if us.len() != 2 || us[1] != t || self.u.dtype() != DType::F32 {
+            return Err(Error::Shape(format!("u must be f32 [D, {t}] for {t} packed tokens, got {us:?}")));
+        }
+        let dim = us[0];
+        let cs = self.chan.shape();
+        if cs.len() != 2 || cs[0] != dim || cs[1] < 3 {
+            return Err(Error::Shape(format!("chan must be [{dim}, N + 2], got {cs:?}")));
+        }
+        let n = cs[1] - 2;
+        let g = self.groups;
+        if n > MAX_STATE || g == 0 || !dim.is_multiple_of(g) {
+            return Err(Error::Shape(format!(
+                "N = {n} (max {MAX_STATE}) and groups {g} (must divide D = {dim})"
+            )));
+        }
+        super::expect("delta", self.delta, &[dim, t], DType::F32)?;
+        super::expect("bc", self.bc, &[2, g, n, t], DType::F32)?;
+        if let Some(z) = self.z {
+            super::expect("z", z, &[dim, t], DType::F32)?;
+        }
+        super::expect("state", self.state, &[s, dim, n], DType::F32)?;
+        super::expect("chan", self.chan, &[dim, n + 2], DType::F32)?;
+        Ok((dim, n))
+    }
+
+    fn params(&self, dim: usize, n: usize, window: (usize, usize), init: bool) -> Params {
+        let f = ScanFlags { init_state: init, ..self.flags };
+        let bits = f.delta_softplus as usize
+            | (f.delta_bias as usize) << 1
+            | (f.d_skip as usize) << 2
+            | (self.z.is_some() as usize) << 3
+            | (f.neg_eigen as usize) << 4
+            | (f.init_state as usize) << 5
+            | (self.seqs.resets.is_some() as usize) << 6;
+        Params::new()
+            .u(dim)
+            .u(self.seqs.total())
+            .u(n)
+            .u(self.groups)
+            .u(self.seqs.count())
+            .u(bits)
+            .u(window.0)
+            .u(window.1)
+    }
+}
+
+/// Records a prefill scan with the given kernel: `y` is `[D, T]` f32; `state` ends as the final
+/// state.
+pub fn selective_scan(rec: &mut Recorder, kernel: ScanKernel, args: &ScanArgs, y: &Tensor) -> Result<()> {
+    let (dim, n) = args.dims()?;
+    super::expect("y", y, &[dim, args.seqs.total()], DType::F32)?;
+    let z = args.z.unwrap_or(args.u); // placeholder binding when there is no gate
+    let tensors = [args.u, args.delta, args.bc, z, args.chan, &args.seqs.table, y, args.state];
+    let work = args.seqs.count() * dim;
+    let wg = match kernel {
+        ScanKernel::Sequential => grid(rec.device(), work.div_ceil(SEQ_WG as usize))?,
+        _ => grid(rec.device(), work)?,
+    };
+    // Windows of tokens per dispatch, sized so that one invocation runs well under 65k loop
+    // iterations (llvmpipe's per-invocation limit); the state carries between windows.
+    let window = match kernel {
+        ScanKernel::Sequential => 48_000 / (n + 3),
+        _ => (4 * CHUNK_WG as usize) * (40_000 / ((n.div_ceil(NB as usize) + 1) * 240)).max(1),
+    };
+    let longest = args.seqs.cu.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let variant = kernel.variant();
+    for k in 0..longest.div_ceil(window).max(1) {
+        let params = args.params(dim, n, (k * window, window), args.flags.init_state || k > 0);
+        rec.dispatch(&variant, &params, &tensors, wg)?;
+    }
+    Ok(())
+}
+
+/// Records one decode step: `args.seqs` must be [`Sequences::decode`] (one token per
+/// sequence); the state is read and updated in place (`init_state` is implied).
+pub fn selective_scan_step(rec: &mut Recorder, args: &ScanArgs, y: &Tensor) -> Result<()> {
+    if args.seqs.total() != args.seqs.count() {
+        return Err(Error::Invalid("a decode step takes one token per sequence (Sequences::decode)".into()));
+    }
+    let step = ScanArgs { flags: ScanFlags { init_state: true, ..args.flags }, ..*args };
+    selective_scan(rec, ScanKernel::Sequential, &step, y)
+}
+
+/// Host inputs of the f64 reference, in the layout of the module docs.
+pub struct ScanRef<'a> {
+    pub u: &'a [f32],
+    pub delta: &'a [f32],
+    pub bc: &'a [f32],
+    pub z: Option<&'a [f32]>,
+    pub chan: &'a [f32],
+    pub cu: &'a [usize],
+    pub resets: Option<&'a [bool]>,
+    pub state: &'a [f32],
+    pub dim: usize,
+    pub n: usize,
+    pub groups: usize,
+    pub flags: ScanFlags,
+}
+
+/// f64 reference: returns (y `[D, T]`, final state `[S, D, N]`).
+pub fn selective_scan_ref(r: &ScanRef) -> (Vec<f64>, Vec<f64>) {
+    let (dim, n, g) = (r.dim, r.n, r.groups);
+    let t_total = *r.cu.last().expect("cu_seqlens");
+    let s_count = r.cu.len() - 1;
+    let mut y = vec![0f64; dim * t_total];
+    let mut fin = vec![0f64; s_count * dim * n];
+    for s in 0..s_count {
+        for d in 0..dim {
+            let grp = d / (dim / g);
+            let cp = &r.chan[d * (n + 2)..(d + 1) * (n + 2)];
+            let mut h: Vec<f64> = (0..n)
+                .map(|k| if r.flags.init_state { r.state[(s * dim + d) * n + k] as f64 } else { 0.0 })
+                .collect();
+            for t in r.cu[s]..r.cu[s + 1] {
+                let mut dt = r.delta[d * t_total + t] as f64;
+                if r.flags.delta_bias {
+                    dt += cp[n + 1] as f64;
+                }
+                if r.flags.delta_softplus && dt <= 20.0 {
+                    dt = dt.exp().ln_1p();
+                }
+                let x = r.u[d * t_total + t] as f64;
+                if r.resets.is_some_and(|rs| rs[t]) {
+                    h.iter_mut().for_each(|v| *v = 0.0);
+                }
+                let mut acc = 0.0;
+                for k in 0..n {
+                    let mut a = (dt * cp[k] as f64).exp();
+                    if r.flags.neg_eigen {
+                        a = 2.0 * a - 1.0;
+                    }
+                    let b = r.bc[(grp * n + k) * t_total + t] as f64;
+                    let c = r.bc[((g + grp) * n + k) * t_total + t] as f64;
+                    h[k] = a * h[k] + dt * b * x;
+                    acc += h[k] * c;
+                }
+                if r.flags.d_skip {
+                    acc += cp[n] as f64 * x;
+                }
+                if let Some(z) = r.z {
+                    let zz = z[d * t_total + t] as f64;
+                    acc *= zz / (1.0 + (-zz).exp());
+                }
+                y[d * t_total + t] = acc;
+            }
+            fin[(s * dim + d) * n..(s * dim + d + 1) * n].copy_from_slice(&h);
+        }
+    }
+    (y, fin)
+}

@@ -1,0 +1,434 @@
+//! Selective scan and causal conv1d against their f64 references: edge lengths, state sizes,
+//! groups, flags, ragged packed batches with resets, chunked prefill and prefill → decode
+//! hand-over, and negative eigenvalues.
+
+use crate::common::devices;
+use linseq::ops::conv1d::{self, ConvArgs, ConvFlags};
+use linseq::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, ScanRef, Sequences};
+use linseq::ops::Recorder;
+use linseq::testing::{compare, GuardedOutput, Rng};
+use linseq::{DType, Device, Tensor};
+
+/// mamba_ssm's f32 tolerance: NMSE ≤ 1e-7, or every element within rtol 6e-4 / atol 2e-3.
+fn assert_close(what: &str, got: &[f32], want: &[f64]) {
+    let c = compare(got, want);
+    let elementwise = got.iter().zip(want).all(|(&g, &w)| (g as f64 - w).abs() <= 2e-3 + 6e-4 * w.abs());
+    assert!(
+        c.nonfinite_mismatches == 0 && (c.nmse <= 1e-7 || elementwise),
+        "{what}: nmse {:.3e}, max_abs {:.3e}, {} NaN/Inf mismatches (first at {:?})",
+        c.nmse,
+        c.max_abs,
+        c.nonfinite_mismatches,
+        got.iter()
+            .zip(want)
+            .position(|(&g, &w)| g.is_finite() != w.is_finite())
+            .map(|i| (i, got[i], want[i]))
+    );
+}
+
+struct Case {
+    dim: usize,
+    n: usize,
+    groups: usize,
+    lens: Vec<usize>,
+    resets: Option<Vec<bool>>,
+    flags: ScanFlags,
+    z: bool,
+}
+
+struct Host {
+    u: Vec<f32>,
+    delta: Vec<f32>,
+    bc: Vec<f32>,
+    z: Option<Vec<f32>>,
+    chan: Vec<f32>,
+    state: Vec<f32>,
+}
+
+fn host_inputs(rng: &mut Rng, c: &Case) -> Host {
+    let t: usize = c.lens.iter().sum();
+    let s = c.lens.len();
+    let a: Vec<f32> = rng.vec(c.dim * c.n, -2.0, -0.1); // A = −exp(A_log) < 0
+    let d_skip = rng.vec(c.dim, -1.0, 1.0);
+    // Without softplus, dt = delta + bias must stay positive (it is a step size), else
+    // exp(dt·A) > 1 and the state overflows f32.
+    let (lo, blo) = if c.flags.delta_softplus { (-3.0, -1.0) } else { (0.01, 0.0) };
+    let bias = rng.vec(c.dim, blo, 0.5);
+    Host {
+        u: rng.vec(c.dim * t, -1.0, 1.0),
+        delta: rng.vec(c.dim * t, lo, 1.0),
+        bc: rng.vec(2 * c.groups * c.n * t, -1.0, 1.0),
+        z: c.z.then(|| rng.vec(c.dim * t, -2.0, 2.0)),
+        chan: ss::pack_channel_params(&a, Some(&d_skip), Some(&bias), c.dim, c.n),
+        state: rng.vec(s * c.dim * c.n, -0.5, 0.5),
+    }
+}
+
+/// Runs one scan on the GPU; returns (y, final state).
+fn gpu_scan(
+    dev: &Device,
+    kernel: ScanKernel,
+    c: &Case,
+    h: &Host,
+    seqs: &Sequences,
+    step: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let t = seqs.total();
+    let s = seqs.count();
+    let u = Tensor::from_slice(dev, &[c.dim, t], &h.u).unwrap();
+    let delta = Tensor::from_slice(dev, &[c.dim, t], &h.delta).unwrap();
+    let bc = Tensor::from_slice(dev, &[2, c.groups, c.n, t], &h.bc).unwrap();
+    let z = h.z.as_ref().map(|z| Tensor::from_slice(dev, &[c.dim, t], z).unwrap());
+    let chan = Tensor::from_slice(dev, &[c.dim, c.n + 2], &h.chan).unwrap();
+    let state = GuardedOutput::new(dev, &[s, c.dim, c.n], DType::F32).unwrap();
+    state.tensor.write(dev, &h.state).unwrap();
+    let y = GuardedOutput::new(dev, &[c.dim, t], DType::F32).unwrap();
+    let args = ScanArgs {
+        u: &u,
+        delta: &delta,
+        bc: &bc,
+        z: z.as_ref(),
+        chan: &chan,
+        seqs,
+        state: &state.tensor,
+        groups: c.groups,
+        flags: c.flags,
+    };
+    let mut rec = Recorder::new(dev);
+    if step {
+        ss::selective_scan_step(&mut rec, &args, &y.tensor).unwrap();
+    } else {
+        ss::selective_scan(&mut rec, kernel, &args, &y.tensor).unwrap();
+    }
+    rec.run().unwrap();
+    (y.read_f32(dev).unwrap(), state.read_f32(dev).unwrap())
+}
+
+fn reference(c: &Case, h: &Host, cu: &[usize], resets: Option<&[bool]>) -> (Vec<f64>, Vec<f64>) {
+    ss::selective_scan_ref(&ScanRef {
+        u: &h.u,
+        delta: &h.delta,
+        bc: &h.bc,
+        z: h.z.as_deref(),
+        chan: &h.chan,
+        cu,
+        resets,
+        state: &h.state,
+        dim: c.dim,
+        n: c.n,
+        groups: c.groups,
+        flags: c.flags,
+    })
+}
+
+fn check_case(dev: &Device, rng: &mut Rng, c: &Case, label: &str) {
+    let h = host_inputs(rng, c);
+    let seqs = Sequences::new(dev, &c.lens, c.resets.as_deref()).unwrap();
+    let (want_y, want_s) = reference(c, &h, seqs.cu_seqlens(), c.resets.as_deref());
+    for kernel in ScanKernel::ALL {
+        if !kernel.variant().supported(dev.caps()) {
+            continue;
+        }
+        let (y, st) = gpu_scan(dev, kernel, c, &h, &seqs, false);
+        let what = format!("[{}] {:?} {label}", dev.caps().backend, kernel);
+        assert_close(&format!("{what} y"), &y, &want_y);
+        assert_close(&format!("{what} state"), &st, &want_s);
+    }
+}
+
+#[test]
+fn scan_matches_reference_on_edge_lengths() {
+    for dev in devices() {
+        let mut rng = Rng::new(41);
+        let lengths = [1usize, 7, 64, 255, 2049, 16384];
+        let states = [1usize, 16, 64];
+        for (i, &l) in lengths.iter().enumerate() {
+            for (j, &n) in states.iter().enumerate() {
+                let k = i * 3 + j;
+                let flags = ScanFlags {
+                    delta_softplus: k % 2 == 0,
+                    delta_bias: k % 3 != 0,
+                    d_skip: k % 4 != 1,
+                    neg_eigen: false,
+                    init_state: k % 5 == 2,
+                };
+                let groups = 1 + k % 2;
+                let dim = if l >= 2049 { 4 } else { 6 };
+                let c = Case { dim, n, groups, lens: vec![l], resets: None, flags, z: k % 3 != 1 };
+                check_case(dev, &mut rng, &c, &format!("L={l} N={n} G={groups} {flags:?} z={}", c.z));
+            }
+        }
+    }
+}
+
+#[test]
+fn scan_ragged_packed_batches_with_resets() {
+    for dev in devices() {
+        let mut rng = Rng::new(42);
+        let lens = vec![5usize, 300, 1, 1030, 64];
+        let t: usize = lens.iter().sum();
+        let resets: Vec<bool> = (0..t).map(|_| rng.next_u64().is_multiple_of(50)).collect();
+        for neg_eigen in [false, true] {
+            let flags = ScanFlags {
+                delta_softplus: true,
+                delta_bias: true,
+                d_skip: true,
+                neg_eigen,
+                init_state: true,
+            };
+            let c = Case {
+                dim: 8,
+                n: 16,
+                groups: 2,
+                lens: lens.clone(),
+                resets: Some(resets.clone()),
+                flags,
+                z: true,
+            };
+            check_case(dev, &mut rng, &c, &format!("ragged {lens:?} with resets, neg_eigen={neg_eigen}"));
+        }
+    }
+}
+
+#[test]
+fn prefill_then_decode_equals_one_prefill() {
+    for dev in devices() {
+        let mut rng = Rng::new(43);
+        let (l, k) = (600usize, 517usize); // the split falls inside a chunk
+        let flags = ScanFlags {
+            delta_softplus: true,
+            delta_bias: true,
+            d_skip: true,
+            neg_eigen: false,
+            init_state: false,
+        };
+        let c = Case { dim: 5, n: 16, groups: 1, lens: vec![l], resets: None, flags, z: true };
+        let h = host_inputs(&mut rng, &c);
+        let (want_y, want_s) = reference(&c, &h, &[0, l], None);
+        // Slices of the channel-major inputs for tokens [a, b).
+        let cols = |v: &[f32], rows: usize, a: usize, b: usize| -> Vec<f32> {
+            (0..rows).flat_map(|r| v[r * l + a..r * l + b].to_vec()).collect()
+        };
+        let part = |a: usize, b: usize, state: Vec<f32>| Host {
+            u: cols(&h.u, c.dim, a, b),
+            delta: cols(&h.delta, c.dim, a, b),
+            bc: cols(&h.bc, 2 * c.n, a, b),
+            z: h.z.as_ref().map(|z| cols(z, c.dim, a, b)),
+            chan: h.chan.clone(),
+            state,
+        };
+        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.variant().supported(dev.caps())) {
+            // Prefill of the first k tokens.
+            let first = Case { lens: vec![k], ..Case { ..c_clone(&c) } };
+            let seqs = Sequences::new(dev, &[k], None).unwrap();
+            let (mut y_all, mut state) = {
+                let (y, s) = gpu_scan(dev, kernel, &first, &part(0, k, h.state.clone()), &seqs, false);
+                (vec![y], s)
+            };
+            // Then the rest: a second prefill chunk (init from state) for kernel-chunked runs,
+            // and token-by-token decode steps.
+            let one = Sequences::decode(dev, 1, None).unwrap();
+            let step_case =
+                Case { lens: vec![1], flags: ScanFlags { init_state: true, ..flags }, ..c_clone(&c) };
+            for t in k..l {
+                let (y, s) = gpu_scan(dev, kernel, &step_case, &part(t, t + 1, state), &one, true);
+                y_all.push(y);
+                state = s;
+            }
+            // Reassemble [D, L] from per-piece [D, len] blocks.
+            let mut y = vec![0f32; c.dim * l];
+            let mut at = 0;
+            for piece in &y_all {
+                let len = piece.len() / c.dim;
+                for d in 0..c.dim {
+                    y[d * l + at..d * l + at + len].copy_from_slice(&piece[d * len..(d + 1) * len]);
+                }
+                at += len;
+            }
+            assert_close(&format!("{kernel:?} prefill {k} + decode {}: y", l - k), &y, &want_y);
+            assert_close(&format!("{kernel:?} prefill + decode: state"), &state, &want_s);
+            // Chunked prefill: [0, k) then [k, l) from the carried state.
+            let (_, s1) = gpu_scan(dev, kernel, &first, &part(0, k, h.state.clone()), &seqs, false);
+            let rest =
+                Case { lens: vec![l - k], flags: ScanFlags { init_state: true, ..flags }, ..c_clone(&c) };
+            let seqs2 = Sequences::new(dev, &[l - k], None).unwrap();
+            let (y2, s2) = gpu_scan(dev, kernel, &rest, &part(k, l, s1), &seqs2, false);
+            let want_tail: Vec<f64> =
+                (0..c.dim).flat_map(|d| want_y[d * l + k..(d + 1) * l].to_vec()).collect();
+            assert_close(&format!("{kernel:?} chunked prefill: y"), &y2, &want_tail);
+            assert_close(&format!("{kernel:?} chunked prefill: state"), &s2, &want_s);
+        }
+    }
+}
+
+fn c_clone(c: &Case) -> Case {
+    Case {
+        dim: c.dim,
+        n: c.n,
+        groups: c.groups,
+        lens: c.lens.clone(),
+        resets: c.resets.clone(),
+        flags: c.flags,
+        z: c.z,
+    }
+}
+
+#[test]
+fn negative_eigenvalues_flip_the_state_sign() {
+    // Parity: a = exp(dt·A) ≈ 0 maps to 2a − 1 ≈ −1, so a unit impulse alternates in sign
+    // forever; with eigenvalues in [0, 1] it would decay to zero instead.
+    for dev in devices() {
+        let l = 1030; // crosses chunk boundaries
+        let (dim, n) = (2, 1);
+        let chan = ss::pack_channel_params(&[-60.0, -60.0], None, None, dim, n);
+        let mut u = vec![0f32; dim * l];
+        u[0] = 1.0;
+        u[l] = 1.0;
+        let h = Host {
+            u,
+            delta: vec![1.0; dim * l],
+            bc: vec![1.0; 2 * n * l],
+            z: None,
+            chan,
+            state: vec![0.0; dim * n],
+        };
+        let flags = ScanFlags { neg_eigen: true, ..Default::default() };
+        let c = Case { dim, n, groups: 1, lens: vec![l], resets: None, flags, z: false };
+        let seqs = Sequences::new(dev, &[l], None).unwrap();
+        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.variant().supported(dev.caps())) {
+            let (y, st) = gpu_scan(dev, kernel, &c, &h, &seqs, false);
+            for d in 0..dim {
+                for t in 0..l {
+                    let want = if t % 2 == 0 { 1.0 } else { -1.0 };
+                    assert!((y[d * l + t] - want).abs() < 1e-5, "{kernel:?} d={d} t={t}: {}", y[d * l + t]);
+                }
+            }
+            assert!((st[0] - -1.0).abs() < 1e-5, "final state {st:?}");
+        }
+    }
+}
+
+#[test]
+fn scan_rejects_bad_shapes() {
+    let dev = &devices()[0];
+    let seqs = Sequences::new(dev, &[4, 3], None).unwrap();
+    let u = Tensor::empty(dev, &[2, 7], DType::F32).unwrap();
+    let bad_bc = Tensor::empty(dev, &[2, 1, 4, 6], DType::F32).unwrap();
+    let chan = Tensor::empty(dev, &[2, 6], DType::F32).unwrap();
+    let state = Tensor::empty(dev, &[2, 2, 4], DType::F32).unwrap();
+    let y = Tensor::empty(dev, &[2, 7], DType::F32).unwrap();
+    let args = ScanArgs {
+        u: &u,
+        delta: &u,
+        bc: &bad_bc,
+        z: None,
+        chan: &chan,
+        seqs: &seqs,
+        state: &state,
+        groups: 1,
+        flags: ScanFlags::default(),
+    };
+    let mut rec = Recorder::new(dev);
+    assert!(matches!(
+        ss::selective_scan(&mut rec, ScanKernel::Sequential, &args, &y),
+        Err(linseq::Error::Shape(_))
+    ));
+    assert!(Sequences::new(dev, &[3], Some(&[true])).is_err());
+    assert!(ss::selective_scan_step(&mut rec, &args, &y).is_err());
+}
+
+#[test]
+fn causal_conv1d_matches_reference() {
+    for dev in devices() {
+        let mut rng = Rng::new(44);
+        for width in 2..=4 {
+            for (case, lens) in [vec![1usize], vec![7], vec![3, 300, 1, 2]].into_iter().enumerate() {
+                let t: usize = lens.iter().sum();
+                let c = 5;
+                let resets: Option<Vec<bool>> = (case == 2).then(|| (0..t).map(|i| i % 37 == 5).collect());
+                let x = rng.vec(c * t, -2.0, 2.0);
+                let w = rng.vec(c * width, -1.0, 1.0);
+                let b = rng.vec(c, -0.5, 0.5);
+                let st = rng.vec(lens.len() * c * (width - 1), -1.0, 1.0);
+                let seqs = Sequences::new(dev, &lens, resets.as_deref()).unwrap();
+                for flags in
+                    [ConvFlags { silu: true, init_state: true }, ConvFlags { silu: false, init_state: false }]
+                {
+                    let with_bias = flags.silu;
+                    let xt = Tensor::from_slice(dev, &[c, t], &x).unwrap();
+                    let wt = Tensor::from_slice(dev, &[c, width], &w).unwrap();
+                    let bt = Tensor::from_slice(dev, &[c], &b).unwrap();
+                    let state = GuardedOutput::new(dev, &[lens.len(), c, width - 1], DType::F32).unwrap();
+                    state.tensor.write(dev, &st).unwrap();
+                    let out = GuardedOutput::new(dev, &[c, t], DType::F32).unwrap();
+                    let mut rec = Recorder::new(dev);
+                    let bias = with_bias.then_some(&bt);
+                    let args = ConvArgs { x: &xt, weight: &wt, bias, seqs: &seqs, state: &state.tensor };
+                    conv1d::causal_conv1d(&mut rec, &args, flags, &out.tensor).unwrap();
+                    rec.run().unwrap();
+                    let (want, want_state) = conv1d::causal_conv1d_ref(
+                        &x,
+                        &w,
+                        with_bias.then_some(&b[..]),
+                        seqs.cu_seqlens(),
+                        resets.as_deref(),
+                        &st,
+                        c,
+                        width,
+                        flags,
+                    );
+                    let what = format!("[{}] conv W={width} lens={lens:?} {flags:?}", dev.caps().backend);
+                    assert_close(&format!("{what} out"), &out.read_f32(dev).unwrap(), &want);
+                    assert_close(&format!("{what} state"), &state.read_f32(dev).unwrap(), &want_state);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn conv_decode_steps_continue_a_prefill() {
+    for dev in devices() {
+        let mut rng = Rng::new(45);
+        let (c, width, l, k) = (3usize, 4usize, 20usize, 13usize);
+        let x = rng.vec(c * l, -2.0, 2.0);
+        let w = rng.vec(c * width, -1.0, 1.0);
+        let b = rng.vec(c, -0.5, 0.5);
+        let flags = ConvFlags { silu: true, init_state: false };
+        let (want, want_state) =
+            conv1d::causal_conv1d_ref(&x, &w, Some(&b), &[0, l], None, &[0.0; 9], c, width, flags);
+        let wt = Tensor::from_slice(dev, &[c, width], &w).unwrap();
+        let bt = Tensor::from_slice(dev, &[c], &b).unwrap();
+        let state = Tensor::empty(dev, &[1, c, width - 1], DType::F32).unwrap();
+        let cols = |a: usize, bnd: usize| -> Vec<f32> {
+            (0..c).flat_map(|r| x[r * l + a..r * l + bnd].to_vec()).collect()
+        };
+        let seqs = Sequences::new(dev, &[k], None).unwrap();
+        let xt = Tensor::from_slice(dev, &[c, k], &cols(0, k)).unwrap();
+        let out = Tensor::empty(dev, &[c, k], DType::F32).unwrap();
+        let mut rec = Recorder::new(dev);
+        let args = ConvArgs { x: &xt, weight: &wt, bias: Some(&bt), seqs: &seqs, state: &state };
+        conv1d::causal_conv1d(&mut rec, &args, flags, &out).unwrap();
+        rec.run().unwrap();
+        let mut got = out.read_f32(dev).unwrap();
+        let mut y = vec![0f32; c * l];
+        for ch in 0..c {
+            y[ch * l..ch * l + k].copy_from_slice(&got[ch * k..(ch + 1) * k]);
+        }
+        let one = Sequences::decode(dev, 1, None).unwrap();
+        for t in k..l {
+            let xt = Tensor::from_slice(dev, &[c, 1], &cols(t, t + 1)).unwrap();
+            let out = Tensor::empty(dev, &[c, 1], DType::F32).unwrap();
+            let mut rec = Recorder::new(dev);
+            let args = ConvArgs { x: &xt, weight: &wt, bias: Some(&bt), seqs: &one, state: &state };
+            conv1d::causal_conv1d_step(&mut rec, &args, true, &out).unwrap();
+            rec.run().unwrap();
+            got = out.read_f32(dev).unwrap();
+            for ch in 0..c {
+                y[ch * l + t] = got[ch];
+            }
+        }
+        assert_close("conv prefill + decode", &y, &want);
+        assert_close("conv prefill + decode state", &state.read_f32(dev).unwrap(), &want_state);
+    }
+}
