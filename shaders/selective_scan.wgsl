@@ -290,3 +290,68 @@ fn scan_chunked(
     }
 }
 #endif
+
+#if LANES
+// States spread over lanes: 8 consecutive invocations share one (sequence, channel), each
+// holding states n = lane and n = lane + 8 (N ≤ 16, Mamba-1's size) in registers, and walk the
+// tokens in order; y = Σₙ h·C is reduced with three xor-shuffles per token. S·D·8 independent
+// invocations keep the GPU full without any scan across time. Needs subgroups whose size is a
+// multiple of 8. Invocations past the end and past their sequence's end keep stepping (without
+// effect) so that every shuffle runs in uniform control flow.
+@compute @workgroup_size({{WG}})
+fn scan_lanes(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let idx = gid.x + gid.y * nwg.x * {{WG}}u;
+    let live = idx < p.nseq * p.dim * 8u;
+    let pair = min(idx / 8u, p.nseq * p.dim - 1u);
+    let lane = idx % 8u;
+    let s = pair / p.dim;
+    let d = pair % p.dim;
+    let g = d / (p.dim / p.groups);
+    let n0 = lane;
+    let n1 = lane + 8u;
+    let has0 = n0 < p.nstate;
+    let has1 = n1 < p.nstate;
+    let base = d * (p.nstate + 2u);
+    let a0 = select(0.0, chan[base + min(n0, p.nstate - 1u)], has0);
+    let a1 = select(0.0, chan[base + min(n1, p.nstate - 1u)], has1);
+    let sidx = (s * p.dim + d) * p.nstate;
+    var h0 = 0.0;
+    var h1 = 0.0;
+    if (flag(INIT)) {
+        h0 = select(0.0, state[sidx + min(n0, p.nstate - 1u)], has0);
+        h1 = select(0.0, state[sidx + min(n1, p.nstate - 1u)], has1);
+    }
+    let t_first = seqs[s] + min(p.win_start, seqs[s + 1u] - seqs[s]);
+    let t_last = min(seqs[s + 1u], t_first + p.win_len);
+    let steps = subgroupMax(t_last - t_first);
+    for (var k = 0u; k < steps; k++) {
+        let t = min(t_first + k, p.total - 1u);
+        let on = live && t_first + k < t_last;
+        let x = u[d * p.total + t];
+        let dt = dt_at(d, t);
+        let keep = select(1.0, 0.0, is_reset(t));
+        var part = 0.0;
+        if (has0) {
+            let h = decay(dt, a0) * keep * h0 + dt * b_at(g, n0, t) * x;
+            h0 = select(h0, h, on);
+            part += h * c_at(g, n0, t);
+        }
+        if (has1) {
+            let h = decay(dt, a1) * keep * h1 + dt * b_at(g, n1, t) * x;
+            h1 = select(h1, h, on);
+            part += h * c_at(g, n1, t);
+        }
+        part += subgroupShuffleXor(part, 4u);
+        part += subgroupShuffleXor(part, 2u);
+        part += subgroupShuffleXor(part, 1u);
+        if (on && lane == 0u) { y[d * p.total + t] = finish(d, t, x, part); }
+    }
+    if (live) {
+        if (has0) { state[sidx + n0] = h0; }
+        if (has1) { state[sidx + n1] = h1; }
+    }
+}
+#endif

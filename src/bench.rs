@@ -405,3 +405,114 @@ pub fn decode_replay(
         submits_per_step: per(after.submits, before.submits),
     })
 }
+
+/// Selective-scan benchmark: every kernel on batch × d × L (N = 16), plus the decode step.
+/// Channel rows repeat one random row per tensor (timing does not depend on the values; the
+/// agreement check recomputes sampled channels in f64). Shapes whose tensors exceed the
+/// device's binding limit are reported and skipped.
+pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> Result<Vec<BenchRow>> {
+    use crate::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, ScanRef, Sequences};
+    let copy = copy_roofline(dev, cfg)?;
+    let roof = copy.gb_per_s;
+    let mut rows = vec![copy];
+    let n = 16;
+    let (batch, dims, lens): (usize, Vec<usize>, Vec<usize>) = if cfg.quick {
+        (2, vec![64], vec![1024])
+    } else {
+        (8, vec![1536, 2048, 5120], vec![2048, 4096, 8192, 16384, 32768, 65536])
+    };
+    let max_bind = dev.caps().max_storage_buffer_binding_size.min(dev.caps().max_buffer_size);
+    let flags = ScanFlags { delta_softplus: true, delta_bias: true, d_skip: true, neg_eigen: false, init_state: false };
+    let mut rng = Rng::new(11);
+    for &dim in &dims {
+        for &l in &lens {
+            let t = batch * l;
+            if (dim * t * 4) as u64 > max_bind {
+                eprintln!("selective-scan d={dim} L={l} batch={batch}: [D, T] tensors need {} MiB, over this device's {} MiB binding limit; skipped", dim * t * 4 >> 20, max_bind >> 20);
+                continue;
+            }
+            let row_u = rng.vec(t, -1.0, 1.0);
+            let row_dt = rng.vec(t, -3.0, 1.0);
+            let row_z = rng.vec(t, -2.0, 2.0);
+            let bc_host = rng.vec(2 * n * t, -1.0, 1.0);
+            let tile = |row: &[f32]| -> Result<Tensor> {
+                let mut v = Vec::with_capacity(dim * t);
+                for _ in 0..dim {
+                    v.extend_from_slice(row);
+                }
+                Tensor::from_slice(dev, &[dim, t], &v)
+            };
+            let u = tile(&row_u)?;
+            let delta = tile(&row_dt)?;
+            let z = tile(&row_z)?;
+            let bc = Tensor::from_slice(dev, &[2, 1, n, t], &bc_host)?;
+            let a: Vec<f32> = rng.vec(dim * n, -2.0, -0.1);
+            let dsk = rng.vec(dim, -1.0, 1.0);
+            let bias = rng.vec(dim, -1.0, 0.5);
+            let chan_host = ss::pack_channel_params(&a, Some(&dsk), Some(&bias), dim, n);
+            let chan = Tensor::from_slice(dev, &[dim, n + 2], &chan_host)?;
+            let seqs = Sequences::new(dev, &vec![l; batch], None)?;
+            let state = Tensor::empty(dev, &[batch, dim, n], DType::F32)?;
+            let y = Tensor::empty(dev, &[dim, t], DType::F32)?;
+            let args = ScanArgs { u: &u, delta: &delta, bc: &bc, z: Some(&z), chan: &chan, seqs: &seqs, state: &state, groups: 1, flags };
+            // Bytes each input and output counted once.
+            let bytes = (4 * dim * t * 4 + 2 * n * t * 4 + batch * dim * n * 4 + chan_host.len() * 4) as f64;
+            for kernel in ScanKernel::ALL {
+                let v = kernel.variant();
+                if !kernel.runs(dev.caps(), n) || filter.is_some_and(|f| !v.name.contains(f)) {
+                    continue;
+                }
+                let mut rec = Recorder::new(dev);
+                ss::selective_scan(&mut rec, kernel, &args, &y)?;
+                let rec = rec.finish();
+                let stats = measure(&rec, 1, cfg)?;
+                // Agreement on two sampled channels.
+                let got = y.read::<f32>(dev)?;
+                let mut ok = true;
+                for d in [0, dim - 1] {
+                    let one = |v: &[f32]| v.to_vec();
+                    let chan_d = chan_host[d * (n + 2)..(d + 1) * (n + 2)].to_vec();
+                    let cu: Vec<usize> = seqs.cu_seqlens().to_vec();
+                    let (want, _) = ss::selective_scan_ref(&ScanRef {
+                        u: &one(&row_u),
+                        delta: &one(&row_dt),
+                        bc: &bc_host,
+                        z: Some(&row_z),
+                        chan: &chan_d,
+                        cu: &cu,
+                        resets: None,
+                        state: &vec![0.0; batch * n],
+                        dim: 1,
+                        n,
+                        groups: 1,
+                        flags,
+                    });
+                    let c = compare(&got[d * t..(d + 1) * t], &want);
+                    ok &= c.nonfinite_mismatches == 0 && c.nmse <= 1e-7;
+                }
+                rows.push(row("scan", &v.name, format!("B={batch} d={dim} L={l} N={n}"), stats, Work { bytes, flops: 0.0 }, roof, Some(ok)));
+            }
+        }
+    }
+    // Decode step: one token for each of `batch` sequences.
+    for &dim in &dims {
+        let s = if cfg.quick { 2 } else { 64 };
+        let mk = |shape: &[usize]| Tensor::from_slice(dev, shape, &vec![0.5f32; shape.iter().product()]);
+        let (u, delta, z, y) = (mk(&[dim, s])?, mk(&[dim, s])?, mk(&[dim, s])?, mk(&[dim, s])?);
+        let bc = mk(&[2, 1, n, s])?;
+        let chan = Tensor::from_slice(dev, &[dim, n + 2], &ss::pack_channel_params(&vec![-1.0; dim * n], None, None, dim, n))?;
+        let state = mk(&[s, dim, n])?;
+        let seqs = Sequences::decode(dev, s, None)?;
+        let args = ScanArgs { u: &u, delta: &delta, bc: &bc, z: Some(&z), chan: &chan, seqs: &seqs, state: &state, groups: 1, flags };
+        let inner = if cfg.quick { 2 } else { 100 };
+        let mut rec = Recorder::new(dev);
+        for _ in 0..inner {
+            ss::selective_scan_step(&mut rec, &args, &y)?;
+        }
+        let rec = rec.finish();
+        let stats = measure(&rec, inner, cfg)?;
+        let bytes = (4 * dim * s * 4 + 2 * n * s * 4 + 2 * s * dim * n * 4) as f64;
+        rows.push(row("scan-step", "selective_scan.step", format!("S={s} d={dim} N={n}"), stats, Work { bytes, flops: 0.0 }, roof, None));
+    }
+    Ok(rows)
+}

@@ -60,8 +60,9 @@ enum Command {
     },
     /// Benchmark kernels on the selected adapter (LINSEQ_BACKEND / LINSEQ_ADAPTER).
     Bench {
-        /// What to benchmark: `core` (copy roofline, GEMV, GEMM) or `decode` (CPU and GPU cost
-        /// of replaying a 24-layer decode-step graph).
+        /// What to benchmark: `core` (copy roofline, GEMV, GEMM), `selective-scan` (every scan
+        /// kernel and the decode step) or `decode` (CPU and GPU cost of replaying a 24-layer
+        /// decode-step graph).
         #[arg(default_value = "core")]
         what: String,
         /// Small sizes, few repetitions (smoke test on software adapters).
@@ -134,11 +135,14 @@ fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            if what != "core" {
-                return Err(format!("unknown benchmark {what:?}; available: core, decode").into());
-            }
             let cfg = if quick { bench::BenchConfig::quick() } else { bench::BenchConfig::full() };
-            let rows = bench::run_core(&dev, cfg, filter.as_deref())?;
+            let rows = match what.as_str() {
+                "core" => bench::run_core(&dev, cfg, filter.as_deref())?,
+                "selective-scan" | "scan" => bench::selective_scan(&dev, cfg, filter.as_deref())?,
+                other => {
+                    return Err(format!("unknown benchmark {other:?}; available: core, decode, selective-scan").into())
+                }
+            };
             print!("{}", bench::table(&rows));
             if let Some(path) = json {
                 let doc = serde_json::json!({ "adapter": dev.describe(), "caps": dev.caps(), "rows": rows });

@@ -33,6 +33,7 @@ pub const MAX_STATE: usize = 256;
 const SEQ_WG: u32 = 64;
 const CHUNK_WG: u32 = 128;
 const NB: u32 = 8;
+const LANES_WG: u32 = 256;
 
 /// Packed sequences: cu_seqlens and optional reset flags, uploaded once as one u32 table.
 #[derive(Debug, Clone)]
@@ -123,11 +124,14 @@ pub enum ScanKernel {
     Sequential,
     Chunked,
     ChunkedSubgroups,
+    /// States over lanes (8 per channel, N ≤ 16), tokens in order; needs subgroups of a size
+    /// that is a multiple of 8.
+    Lanes,
 }
 
 impl ScanKernel {
-    pub const ALL: [ScanKernel; 3] =
-        [ScanKernel::Sequential, ScanKernel::Chunked, ScanKernel::ChunkedSubgroups];
+    pub const ALL: [ScanKernel; 4] =
+        [ScanKernel::Sequential, ScanKernel::Chunked, ScanKernel::ChunkedSubgroups, ScanKernel::Lanes];
 
     pub fn variant(self) -> Variant {
         let nmax = MAX_STATE;
@@ -138,6 +142,11 @@ impl ScanKernel {
                     .define("WG", SEQ_WG)
                     .define("NMAX", nmax)
             }
+            ScanKernel::Lanes => Variant::new("selective_scan.lanes", "selective_scan", "scan_lanes")
+                .define("LANES", 1)
+                .define("WG", LANES_WG)
+                .define("NMAX", nmax)
+                .with_subgroups(true),
             ScanKernel::Chunked | ScanKernel::ChunkedSubgroups => {
                 let sg = self == ScanKernel::ChunkedSubgroups;
                 let name = if sg { "selective_scan.chunked.sg" } else { "selective_scan.chunked" };
@@ -152,13 +161,20 @@ impl ScanKernel {
         }
     }
 
-    /// The fastest kernel the device supports.
-    pub fn best(caps: &crate::device::Capabilities) -> Self {
-        if caps.subgroups {
-            ScanKernel::ChunkedSubgroups
+    /// The fastest kernel the device runs for state size `n` (H200 figures in BENCHMARKS.md).
+    pub fn best(caps: &crate::device::Capabilities, n: usize) -> Self {
+        if ScanKernel::Lanes.runs(caps, n) {
+            ScanKernel::Lanes
         } else {
             ScanKernel::Chunked
         }
+    }
+
+    /// Whether this kernel runs state size `n` on this device.
+    pub fn runs(self, caps: &crate::device::Capabilities, n: usize) -> bool {
+        self.variant().supported(caps)
+            && (self != ScanKernel::Lanes
+                || (n <= 16 && caps.subgroup_min_size >= 8 && caps.subgroup_min_size % 8 == 0))
     }
 }
 
@@ -238,15 +254,22 @@ pub fn selective_scan(rec: &mut Recorder, kernel: ScanKernel, args: &ScanArgs, y
     super::expect("y", y, &[dim, args.seqs.total()], DType::F32)?;
     let z = args.z.unwrap_or(args.u); // placeholder binding when there is no gate
     let tensors = [args.u, args.delta, args.bc, z, args.chan, &args.seqs.table, y, args.state];
+    if !kernel.runs(rec.device().caps(), n) {
+        return Err(Error::UnsupportedVariant(format!(
+            "{kernel:?} does not run N = {n} on this device (lanes: N ≤ 16 and subgroups of a multiple of 8)"
+        )));
+    }
     let work = args.seqs.count() * dim;
     let wg = match kernel {
         ScanKernel::Sequential => grid(rec.device(), work.div_ceil(SEQ_WG as usize))?,
+        ScanKernel::Lanes => grid(rec.device(), (work * 8).div_ceil(LANES_WG as usize))?,
         _ => grid(rec.device(), work)?,
     };
     // Windows of tokens per dispatch, sized so that one invocation runs well under 65k loop
     // iterations (llvmpipe's per-invocation limit); the state carries between windows.
     let window = match kernel {
         ScanKernel::Sequential => 48_000 / (n + 3),
+        ScanKernel::Lanes => 16_000,
         _ => (4 * CHUNK_WG as usize) * (40_000 / ((n.div_ceil(NB as usize) + 1) * 240)).max(1),
     };
     let longest = args.seqs.cu.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);

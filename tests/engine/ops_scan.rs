@@ -126,7 +126,7 @@ fn check_case(dev: &Device, rng: &mut Rng, c: &Case, label: &str) {
     let seqs = Sequences::new(dev, &c.lens, c.resets.as_deref()).unwrap();
     let (want_y, want_s) = reference(c, &h, seqs.cu_seqlens(), c.resets.as_deref());
     for kernel in ScanKernel::ALL {
-        if !kernel.variant().supported(dev.caps()) {
+        if !kernel.runs(dev.caps(), c.n) {
             continue;
         }
         let (y, st) = gpu_scan(dev, kernel, c, &h, &seqs, false);
@@ -217,7 +217,7 @@ fn prefill_then_decode_equals_one_prefill() {
             chan: h.chan.clone(),
             state,
         };
-        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.variant().supported(dev.caps())) {
+        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), c.n)) {
             // Prefill of the first k tokens.
             let first = Case { lens: vec![k], ..Case { ..c_clone(&c) } };
             let seqs = Sequences::new(dev, &[k], None).unwrap();
@@ -295,7 +295,7 @@ fn negative_eigenvalues_flip_the_state_sign() {
         let flags = ScanFlags { neg_eigen: true, ..Default::default() };
         let c = Case { dim, n, groups: 1, lens: vec![l], resets: None, flags, z: false };
         let seqs = Sequences::new(dev, &[l], None).unwrap();
-        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.variant().supported(dev.caps())) {
+        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), n)) {
             let (y, st) = gpu_scan(dev, kernel, &c, &h, &seqs, false);
             for d in 0..dim {
                 for t in 0..l {
