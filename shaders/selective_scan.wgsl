@@ -295,9 +295,33 @@ fn scan_chunked(
 // States spread over lanes: 8 consecutive invocations share one (sequence, channel), each
 // holding states n = lane and n = lane + 8 (N ≤ 16, Mamba-1's size) in registers, and walk the
 // tokens in order; y = Σₙ h·C is reduced with three xor-shuffles per token. S·D·8 independent
-// invocations keep the GPU full without any scan across time. Needs subgroups whose size is a
-// multiple of 8. Invocations past the end and past their sequence's end keep stepping (without
-// effect) so that every shuffle runs in uniform control flow.
+// invocations keep the GPU full without any scan across time. Tokens go in blocks of 4 whose
+// loads are issued one block ahead (the H200 measured the one-token loop latency-bound).
+// Needs subgroups whose size is a multiple of 8. Invocations past the end, or past their
+// sequence's end, keep stepping without effect so that every shuffle is in uniform control flow.
+struct Block { x: vec4<f32>, dt: vec4<f32>, z: vec4<f32>, b0: vec4<f32>, c0: vec4<f32>, b1: vec4<f32>, c1: vec4<f32> }
+
+fn load_block(d: u32, g: u32, n0: u32, n1: u32, t: u32) -> Block {
+    let last = p.total - 1u;
+    let i = vec4<u32>(min(t, last), min(t + 1u, last), min(t + 2u, last), min(t + 3u, last));
+    let r = d * p.total;
+    var blk: Block;
+    blk.x = vec4<f32>(u[r + i.x], u[r + i.y], u[r + i.z], u[r + i.w]);
+    blk.dt = vec4<f32>(delta[r + i.x], delta[r + i.y], delta[r + i.z], delta[r + i.w]);
+    if (flag(HAS_Z)) { blk.z = vec4<f32>(z[r + i.x], z[r + i.y], z[r + i.z], z[r + i.w]); }
+    let rb0 = (g * p.nstate + n0) * p.total;
+    let rc0 = ((p.groups + g) * p.nstate + n0) * p.total;
+    let rb1 = (g * p.nstate + n1) * p.total;
+    let rc1 = ((p.groups + g) * p.nstate + n1) * p.total;
+    blk.b0 = vec4<f32>(bc[rb0 + i.x], bc[rb0 + i.y], bc[rb0 + i.z], bc[rb0 + i.w]);
+    blk.c0 = vec4<f32>(bc[rc0 + i.x], bc[rc0 + i.y], bc[rc0 + i.z], bc[rc0 + i.w]);
+    if (n1 < p.nstate) {
+        blk.b1 = vec4<f32>(bc[rb1 + i.x], bc[rb1 + i.y], bc[rb1 + i.z], bc[rb1 + i.w]);
+        blk.c1 = vec4<f32>(bc[rc1 + i.x], bc[rc1 + i.y], bc[rc1 + i.z], bc[rc1 + i.w]);
+    }
+    return blk;
+}
+
 @compute @workgroup_size({{WG}})
 fn scan_lanes(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -310,44 +334,61 @@ fn scan_lanes(
     let s = pair / p.dim;
     let d = pair % p.dim;
     let g = d / (p.dim / p.groups);
-    let n0 = lane;
-    let n1 = lane + 8u;
-    let has0 = n0 < p.nstate;
-    let has1 = n1 < p.nstate;
+    let n0 = min(lane, p.nstate - 1u);
+    let n1 = min(lane + 8u, p.nstate - 1u);
+    let has0 = lane < p.nstate;
+    let has1 = lane + 8u < p.nstate;
     let base = d * (p.nstate + 2u);
-    let a0 = select(0.0, chan[base + min(n0, p.nstate - 1u)], has0);
-    let a1 = select(0.0, chan[base + min(n1, p.nstate - 1u)], has1);
+    let a0 = chan[base + n0];
+    let a1 = chan[base + n1];
+    var bias = 0.0;
+    if (flag(HAS_BIAS)) { bias = chan[base + p.nstate + 1u]; }
+    var dskip = 0.0;
+    if (flag(HAS_D)) { dskip = chan[base + p.nstate]; }
     let sidx = (s * p.dim + d) * p.nstate;
     var h0 = 0.0;
     var h1 = 0.0;
     if (flag(INIT)) {
-        h0 = select(0.0, state[sidx + min(n0, p.nstate - 1u)], has0);
-        h1 = select(0.0, state[sidx + min(n1, p.nstate - 1u)], has1);
+        h0 = select(0.0, state[sidx + n0], has0);
+        h1 = select(0.0, state[sidx + n1], has1);
     }
     let t_first = seqs[s] + min(p.win_start, seqs[s + 1u] - seqs[s]);
     let t_last = min(seqs[s + 1u], t_first + p.win_len);
     let steps = subgroupMax(t_last - t_first);
-    for (var k = 0u; k < steps; k++) {
-        let t = min(t_first + k, p.total - 1u);
-        let on = live && t_first + k < t_last;
-        let x = u[d * p.total + t];
-        let dt = dt_at(d, t);
-        let keep = select(1.0, 0.0, is_reset(t));
-        var part = 0.0;
-        if (has0) {
-            let h = decay(dt, a0) * keep * h0 + dt * b_at(g, n0, t) * x;
-            h0 = select(h0, h, on);
-            part += h * c_at(g, n0, t);
+    var cur = load_block(d, g, n0, n1, t_first);
+    for (var k = 0u; k < steps; k += 4u) {
+        let nxt = load_block(d, g, n0, n1, t_first + k + 4u);
+        for (var j = 0u; j < 4u; j++) {
+            let t = t_first + k + j;
+            let on = live && t < t_last;
+            var dt = cur.dt[j] + bias;
+            if (flag(SOFTPLUS) && dt <= 20.0) { dt = log(1.0 + exp(dt)); }
+            let x = cur.x[j];
+            let keep = select(1.0, 0.0, is_reset(min(t, p.total - 1u)));
+            var part = 0.0;
+            if (has0) {
+                let h = decay(dt, a0) * keep * h0 + dt * cur.b0[j] * x;
+                h0 = select(h0, h, on);
+                part += h * cur.c0[j];
+            }
+            if (has1) {
+                let h = decay(dt, a1) * keep * h1 + dt * cur.b1[j] * x;
+                h1 = select(h1, h, on);
+                part += h * cur.c1[j];
+            }
+            part += subgroupShuffleXor(part, 4u);
+            part += subgroupShuffleXor(part, 2u);
+            part += subgroupShuffleXor(part, 1u);
+            if (on && lane == 0u) {
+                var out = part + dskip * x;
+                if (flag(HAS_Z)) {
+                    let zz = cur.z[j];
+                    out *= zz / (1.0 + exp(-zz));
+                }
+                y[d * p.total + t] = out;
+            }
         }
-        if (has1) {
-            let h = decay(dt, a1) * keep * h1 + dt * b_at(g, n1, t) * x;
-            h1 = select(h1, h, on);
-            part += h * c_at(g, n1, t);
-        }
-        part += subgroupShuffleXor(part, 4u);
-        part += subgroupShuffleXor(part, 2u);
-        part += subgroupShuffleXor(part, 1u);
-        if (on && lane == 0u) { y[d * p.total + t] = finish(d, t, x, part); }
+        cur = nxt;
     }
     if (live) {
         if (has0) { state[sidx + n0] = h0; }
