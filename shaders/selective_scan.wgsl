@@ -322,6 +322,36 @@ fn load_block(d: u32, g: u32, n0: u32, n1: u32, t: u32) -> Block {
     return blk;
 }
 
+// Per-invocation constants of the lanes kernel.
+struct Lane8 { live: bool, lane: u32, has0: bool, has1: bool, a0: f32, a1: f32, bias: f32, dskip: f32, d: u32, t_last: u32 }
+
+// One token: update this lane's two states, reduce y over the 8 lanes, lane 0 writes it.
+fn lane_step(h0: ptr<function, f32>, h1: ptr<function, f32>, c: Lane8, t: u32, x: f32, draw: f32, zz: f32, b0: f32, c0: f32, b1: f32, c1: f32) {
+    let on = c.live && t < c.t_last;
+    var dt = draw + c.bias;
+    if (flag(SOFTPLUS) && dt <= 20.0) { dt = log(1.0 + exp(dt)); }
+    let keep = select(1.0, 0.0, is_reset(min(t, p.total - 1u)));
+    var part = 0.0;
+    if (c.has0) {
+        let h = decay(dt, c.a0) * keep * *h0 + dt * b0 * x;
+        *h0 = select(*h0, h, on);
+        part += h * c0;
+    }
+    if (c.has1) {
+        let h = decay(dt, c.a1) * keep * *h1 + dt * b1 * x;
+        *h1 = select(*h1, h, on);
+        part += h * c1;
+    }
+    part += subgroupShuffleXor(part, 4u);
+    part += subgroupShuffleXor(part, 2u);
+    part += subgroupShuffleXor(part, 1u);
+    if (on && c.lane == 0u) {
+        var out = part + c.dskip * x;
+        if (flag(HAS_Z)) { out *= zz / (1.0 + exp(-zz)); }
+        y[c.d * p.total + t] = out;
+    }
+}
+
 @compute @workgroup_size({{WG}})
 fn scan_lanes(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -358,36 +388,14 @@ fn scan_lanes(
     var cur = load_block(d, g, n0, n1, t_first);
     for (var k = 0u; k < steps; k += 4u) {
         let nxt = load_block(d, g, n0, n1, t_first + k + 4u);
-        for (var j = 0u; j < 4u; j++) {
-            let t = t_first + k + j;
-            let on = live && t < t_last;
-            var dt = cur.dt[j] + bias;
-            if (flag(SOFTPLUS) && dt <= 20.0) { dt = log(1.0 + exp(dt)); }
-            let x = cur.x[j];
-            let keep = select(1.0, 0.0, is_reset(min(t, p.total - 1u)));
-            var part = 0.0;
-            if (has0) {
-                let h = decay(dt, a0) * keep * h0 + dt * cur.b0[j] * x;
-                h0 = select(h0, h, on);
-                part += h * cur.c0[j];
-            }
-            if (has1) {
-                let h = decay(dt, a1) * keep * h1 + dt * cur.b1[j] * x;
-                h1 = select(h1, h, on);
-                part += h * cur.c1[j];
-            }
-            part += subgroupShuffleXor(part, 4u);
-            part += subgroupShuffleXor(part, 2u);
-            part += subgroupShuffleXor(part, 1u);
-            if (on && lane == 0u) {
-                var out = part + dskip * x;
-                if (flag(HAS_Z)) {
-                    let zz = cur.z[j];
-                    out *= zz / (1.0 + exp(-zz));
-                }
-                y[d * p.total + t] = out;
-            }
-        }
+        // Four explicit steps: indexing the block's vectors with a loop counter made the
+        // driver keep them in local memory.
+        let t = t_first + k;
+        let c = Lane8(live, lane, has0, has1, a0, a1, bias, dskip, d, t_last);
+        lane_step(&h0, &h1, c, t, cur.x.x, cur.dt.x, cur.z.x, cur.b0.x, cur.c0.x, cur.b1.x, cur.c1.x);
+        lane_step(&h0, &h1, c, t + 1u, cur.x.y, cur.dt.y, cur.z.y, cur.b0.y, cur.c0.y, cur.b1.y, cur.c1.y);
+        lane_step(&h0, &h1, c, t + 2u, cur.x.z, cur.dt.z, cur.z.z, cur.b0.z, cur.c0.z, cur.b1.z, cur.c1.z);
+        lane_step(&h0, &h1, c, t + 3u, cur.x.w, cur.dt.w, cur.z.w, cur.b0.w, cur.c0.w, cur.b1.w, cur.c1.w);
         cur = nxt;
     }
     if (live) {
