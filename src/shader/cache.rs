@@ -53,10 +53,18 @@ impl PipelineCache {
             .map_err(|message| Error::Shader { variant: variant.name.clone(), message })?;
         let dev = &device.device;
         let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(&variant.name),
             source: wgpu::ShaderSource::Wgsl(wgsl.into()),
-        });
+        };
+        let module = if trusted_shaders() {
+            // SAFETY: opt-in (LINSEQ_TRUSTED_SHADERS=1) for measurements. Every linseq kernel
+            // guards its own indices (the op tests check guard regions around outputs) and
+            // every loop is bounded by its parameters.
+            unsafe { dev.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+        } else {
+            dev.create_shader_module(desc)
+        };
         let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&variant.name),
             layout: None,
@@ -74,4 +82,10 @@ impl PipelineCache {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(key, p.clone());
         Ok(p)
     }
+}
+
+/// Whether `LINSEQ_TRUSTED_SHADERS=1` asks to compile without wgpu's injected bounds checks and
+/// loop bounding (an experiment switch for benchmarks; off by default).
+pub fn trusted_shaders() -> bool {
+    std::env::var("LINSEQ_TRUSTED_SHADERS").is_ok_and(|v| v == "1")
 }
