@@ -6,20 +6,34 @@
 //   state          : [S, D, N]   initial state in (INIT flag), final state out
 // Per token: dt = softplus(delta + bias) (threshold 20); a = exp(dt·A) (NEG_EIG: 2a − 1);
 // h = a·h + dt·B·u, with h = 0 before a reset token; y = Σₙ h·C + D·u; y *= silu(z).
-// State and accumulation are f32. At most 8 storage bindings (WebGPU's default limit).
+// u, delta, bc and z are f32, or f16 (F16IN). State and accumulation are f32. At most 8 storage bindings (WebGPU's default limit).
 // Each dispatch covers a window of every sequence's tokens, [win_start, win_start + win_len)
 // relative to its start (the op splits very long sequences into several dispatches that carry
 // the state: llvmpipe ends any invocation after ~65k loop iterations).
 struct Params { dim: u32, total: u32, nstate: u32, groups: u32, nseq: u32, flags: u32, win_start: u32, win_len: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
-@group(0) @binding(2) var<storage, {{ACT}}> delta: array<f32>;
-@group(0) @binding(3) var<storage, {{ACT}}> bc: array<f32>;
-@group(0) @binding(4) var<storage, {{ACT}}> z: array<f32>;
+@group(0) @binding(1) var<storage, {{ACT}}> u: array<{{IN}}>;
+@group(0) @binding(2) var<storage, {{ACT}}> delta: array<{{IN}}>;
+@group(0) @binding(3) var<storage, {{ACT}}> bc: array<{{IN}}>;
+@group(0) @binding(4) var<storage, {{ACT}}> z: array<{{IN}}>;
 @group(0) @binding(5) var<storage, read> chan: array<f32>;
 @group(0) @binding(6) var<storage, {{ACT}}> seqs: array<u32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 @group(0) @binding(8) var<storage, read_write> state: array<f32>;
+
+// Input loads: f32, or f16 packed two per u32 word (F16IN; state and sums stay f32).
+fn ld(w: u32, i: u32) -> f32 { return unpack2x16float(w)[i & 1u]; }
+#if F16IN
+fn ld_u(i: u32) -> f32 { return ld(u[i >> 1u], i); }
+fn ld_delta(i: u32) -> f32 { return ld(delta[i >> 1u], i); }
+fn ld_bc(i: u32) -> f32 { return ld(bc[i >> 1u], i); }
+fn ld_z(i: u32) -> f32 { return ld(z[i >> 1u], i); }
+#else
+fn ld_u(i: u32) -> f32 { return u[i]; }
+fn ld_delta(i: u32) -> f32 { return delta[i]; }
+fn ld_bc(i: u32) -> f32 { return bc[i]; }
+fn ld_z(i: u32) -> f32 { return z[i]; }
+#endif
 
 const SOFTPLUS: u32 = 1u;
 const HAS_BIAS: u32 = 2u;
@@ -32,7 +46,7 @@ const RESET: u32 = 64u;
 fn flag(f: u32) -> bool { return (p.flags & f) != 0u; }
 
 fn dt_at(d: u32, t: u32) -> f32 {
-    var v = delta[d * p.total + t];
+    var v = ld_delta(d * p.total + t);
     if (flag(HAS_BIAS)) { v += chan[d * (p.nstate + 2u) + p.nstate + 1u]; }
     if (flag(SOFTPLUS) && v <= 20.0) { v = log(1.0 + exp(v)); }
     return v;
@@ -44,8 +58,8 @@ fn decay(dt: f32, a_dn: f32) -> f32 {
     return select(a, 2.0 * a - 1.0, flag(NEG_EIG));
 }
 
-fn b_at(g: u32, n: u32, t: u32) -> f32 { return bc[(g * p.nstate + n) * p.total + t]; }
-fn c_at(g: u32, n: u32, t: u32) -> f32 { return bc[((p.groups + g) * p.nstate + n) * p.total + t]; }
+fn b_at(g: u32, n: u32, t: u32) -> f32 { return ld_bc((g * p.nstate + n) * p.total + t); }
+fn c_at(g: u32, n: u32, t: u32) -> f32 { return ld_bc(((p.groups + g) * p.nstate + n) * p.total + t); }
 
 fn is_reset(t: u32) -> bool { return flag(RESET) && seqs[p.nseq + 1u + t] != 0u; }
 
@@ -53,7 +67,7 @@ fn finish(d: u32, t: u32, x: f32, acc: f32) -> f32 {
     var out = acc;
     if (flag(HAS_D)) { out += chan[d * (p.nstate + 2u) + p.nstate] * x; }
     if (flag(HAS_Z)) {
-        let zz = z[d * p.total + t];
+        let zz = ld_z(d * p.total + t);
         out *= zz / (1.0 + exp(-zz));
     }
     return out;
@@ -76,7 +90,7 @@ fn scan_sequential(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let t_last = min(seqs[s + 1u], t_first + p.win_len);
     for (var t = t_first; t < t_last; t++) {
         let dt = dt_at(d, t);
-        let x = u[d * p.total + t];
+        let x = ld_u(d * p.total + t);
         let keep = select(1.0, 0.0, is_reset(t));
         var acc = 0.0;
         for (var n = 0u; n < p.nstate; n++) {
@@ -139,7 +153,7 @@ fn scan_chunked(
             let t = tt + i;
             if (t < t_end) {
                 valid[i] = true;
-                x[i] = u[d * p.total + t];
+                x[i] = ld_u(d * p.total + t);
                 dt[i] = dt_at(d, t);
                 keep[i] = select(1.0, 0.0, is_reset(t));
             }
@@ -306,18 +320,18 @@ fn load_block(d: u32, g: u32, n0: u32, n1: u32, t: u32) -> Block {
     let i = vec4<u32>(min(t, last), min(t + 1u, last), min(t + 2u, last), min(t + 3u, last));
     let r = d * p.total;
     var blk: Block;
-    blk.x = vec4<f32>(u[r + i.x], u[r + i.y], u[r + i.z], u[r + i.w]);
-    blk.dt = vec4<f32>(delta[r + i.x], delta[r + i.y], delta[r + i.z], delta[r + i.w]);
-    if (flag(HAS_Z)) { blk.z = vec4<f32>(z[r + i.x], z[r + i.y], z[r + i.z], z[r + i.w]); }
+    blk.x = vec4<f32>(ld_u(r + i.x), ld_u(r + i.y), ld_u(r + i.z), ld_u(r + i.w));
+    blk.dt = vec4<f32>(ld_delta(r + i.x), ld_delta(r + i.y), ld_delta(r + i.z), ld_delta(r + i.w));
+    if (flag(HAS_Z)) { blk.z = vec4<f32>(ld_z(r + i.x), ld_z(r + i.y), ld_z(r + i.z), ld_z(r + i.w)); }
     let rb0 = (g * p.nstate + n0) * p.total;
     let rc0 = ((p.groups + g) * p.nstate + n0) * p.total;
     let rb1 = (g * p.nstate + n1) * p.total;
     let rc1 = ((p.groups + g) * p.nstate + n1) * p.total;
-    blk.b0 = vec4<f32>(bc[rb0 + i.x], bc[rb0 + i.y], bc[rb0 + i.z], bc[rb0 + i.w]);
-    blk.c0 = vec4<f32>(bc[rc0 + i.x], bc[rc0 + i.y], bc[rc0 + i.z], bc[rc0 + i.w]);
+    blk.b0 = vec4<f32>(ld_bc(rb0 + i.x), ld_bc(rb0 + i.y), ld_bc(rb0 + i.z), ld_bc(rb0 + i.w));
+    blk.c0 = vec4<f32>(ld_bc(rc0 + i.x), ld_bc(rc0 + i.y), ld_bc(rc0 + i.z), ld_bc(rc0 + i.w));
     if (n1 < p.nstate) {
-        blk.b1 = vec4<f32>(bc[rb1 + i.x], bc[rb1 + i.y], bc[rb1 + i.z], bc[rb1 + i.w]);
-        blk.c1 = vec4<f32>(bc[rc1 + i.x], bc[rc1 + i.y], bc[rc1 + i.z], bc[rc1 + i.w]);
+        blk.b1 = vec4<f32>(ld_bc(rb1 + i.x), ld_bc(rb1 + i.y), ld_bc(rb1 + i.z), ld_bc(rb1 + i.w));
+        blk.c1 = vec4<f32>(ld_bc(rc1 + i.x), ld_bc(rc1 + i.y), ld_bc(rc1 + i.z), ld_bc(rc1 + i.w));
     }
     return blk;
 }

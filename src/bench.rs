@@ -422,13 +422,19 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
         (8, vec![1536, 2048, 5120], vec![2048, 4096, 8192, 16384, 32768, 65536])
     };
     let max_bind = dev.caps().max_storage_buffer_binding_size.min(dev.caps().max_buffer_size);
-    let flags = ScanFlags { delta_softplus: true, delta_bias: true, d_skip: true, neg_eigen: false, init_state: false };
+    let flags = ScanFlags {
+        delta_softplus: true,
+        delta_bias: true,
+        d_skip: true,
+        neg_eigen: false,
+        init_state: false,
+    };
     let mut rng = Rng::new(11);
     for &dim in &dims {
         for &l in &lens {
             let t = batch * l;
             if (dim * t * 4) as u64 > max_bind {
-                eprintln!("selective-scan d={dim} L={l} batch={batch}: [D, T] tensors need {} MiB, over this device's {} MiB binding limit; skipped", dim * t * 4 >> 20, max_bind >> 20);
+                eprintln!("selective-scan d={dim} L={l} batch={batch}: [D, T] tensors need {} MiB, over this device's {} MiB binding limit; skipped", (dim * t * 4) >> 20, max_bind >> 20);
                 continue;
             }
             let row_u = rng.vec(t, -1.0, 1.0);
@@ -454,7 +460,17 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
             let seqs = Sequences::new(dev, &vec![l; batch], None)?;
             let state = Tensor::empty(dev, &[batch, dim, n], DType::F32)?;
             let y = Tensor::empty(dev, &[dim, t], DType::F32)?;
-            let args = ScanArgs { u: &u, delta: &delta, bc: &bc, z: Some(&z), chan: &chan, seqs: &seqs, state: &state, groups: 1, flags };
+            let args = ScanArgs {
+                u: &u,
+                delta: &delta,
+                bc: &bc,
+                z: Some(&z),
+                chan: &chan,
+                seqs: &seqs,
+                state: &state,
+                groups: 1,
+                flags,
+            };
             // Bytes each input and output counted once.
             let bytes = (4 * dim * t * 4 + 2 * n * t * 4 + batch * dim * n * 4 + chan_host.len() * 4) as f64;
             for kernel in ScanKernel::ALL {
@@ -490,7 +506,15 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
                     let c = compare(&got[d * t..(d + 1) * t], &want);
                     ok &= c.nonfinite_mismatches == 0 && c.nmse <= 1e-7;
                 }
-                rows.push(row("scan", &v.name, format!("B={batch} d={dim} L={l} N={n}"), stats, Work { bytes, flops: 0.0 }, roof, Some(ok)));
+                rows.push(row(
+                    "scan",
+                    &v.name,
+                    format!("B={batch} d={dim} L={l} N={n}"),
+                    stats,
+                    Work { bytes, flops: 0.0 },
+                    roof,
+                    Some(ok),
+                ));
             }
         }
     }
@@ -500,10 +524,24 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
         let mk = |shape: &[usize]| Tensor::from_slice(dev, shape, &vec![0.5f32; shape.iter().product()]);
         let (u, delta, z, y) = (mk(&[dim, s])?, mk(&[dim, s])?, mk(&[dim, s])?, mk(&[dim, s])?);
         let bc = mk(&[2, 1, n, s])?;
-        let chan = Tensor::from_slice(dev, &[dim, n + 2], &ss::pack_channel_params(&vec![-1.0; dim * n], None, None, dim, n))?;
+        let chan = Tensor::from_slice(
+            dev,
+            &[dim, n + 2],
+            &ss::pack_channel_params(&vec![-1.0; dim * n], None, None, dim, n),
+        )?;
         let state = mk(&[s, dim, n])?;
         let seqs = Sequences::decode(dev, s, None)?;
-        let args = ScanArgs { u: &u, delta: &delta, bc: &bc, z: Some(&z), chan: &chan, seqs: &seqs, state: &state, groups: 1, flags };
+        let args = ScanArgs {
+            u: &u,
+            delta: &delta,
+            bc: &bc,
+            z: Some(&z),
+            chan: &chan,
+            seqs: &seqs,
+            state: &state,
+            groups: 1,
+            flags,
+        };
         let inner = if cfg.quick { 2 } else { 100 };
         let mut rec = Recorder::new(dev);
         for _ in 0..inner {
@@ -512,7 +550,15 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
         let rec = rec.finish();
         let stats = measure(&rec, inner, cfg)?;
         let bytes = (4 * dim * s * 4 + 2 * n * s * 4 + 2 * s * dim * n * 4) as f64;
-        rows.push(row("scan-step", "selective_scan.step", format!("S={s} d={dim} N={n}"), stats, Work { bytes, flops: 0.0 }, roof, None));
+        rows.push(row(
+            "scan-step",
+            "selective_scan.step",
+            format!("S={s} d={dim} N={n}"),
+            stats,
+            Work { bytes, flops: 0.0 },
+            roof,
+            None,
+        ));
     }
     Ok(rows)
 }

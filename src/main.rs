@@ -140,7 +140,10 @@ fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 "core" => bench::run_core(&dev, cfg, filter.as_deref())?,
                 "selective-scan" | "scan" => bench::selective_scan(&dev, cfg, filter.as_deref())?,
                 other => {
-                    return Err(format!("unknown benchmark {other:?}; available: core, decode, selective-scan").into())
+                    return Err(format!(
+                        "unknown benchmark {other:?}; available: core, decode, selective-scan"
+                    )
+                    .into())
                 }
             };
             print!("{}", bench::table(&rows));

@@ -133,7 +133,25 @@ impl ScanKernel {
     pub const ALL: [ScanKernel; 4] =
         [ScanKernel::Sequential, ScanKernel::Chunked, ScanKernel::ChunkedSubgroups, ScanKernel::Lanes];
 
+    /// The f32-input variant.
     pub fn variant(self) -> Variant {
+        self.variant_for(DType::F32)
+    }
+
+    /// The variant for f32 or f16 inputs (u, delta, bc, z; f16 is read as packed words, so it
+    /// needs no SHADER_F16). Named `<kernel>.f16` for f16 inputs.
+    pub fn variant_for(self, input: DType) -> Variant {
+        let mut v = self.base_variant().define("F16IN", (input == DType::F16) as u32);
+        if input == DType::F16 {
+            v.name.push_str(".f16");
+            v = v.define("IN", "u32");
+        } else {
+            v = v.define("IN", "f32");
+        }
+        v
+    }
+
+    fn base_variant(self) -> Variant {
         let nmax = MAX_STATE;
         match self {
             ScanKernel::Sequential => {
@@ -174,12 +192,15 @@ impl ScanKernel {
     pub fn runs(self, caps: &crate::device::Capabilities, n: usize) -> bool {
         self.variant().supported(caps)
             && (self != ScanKernel::Lanes
-                || (n <= 16 && caps.subgroup_min_size >= 8 && caps.subgroup_min_size % 8 == 0))
+                || (n <= 16 && caps.subgroup_min_size >= 8 && caps.subgroup_min_size.is_multiple_of(8)))
     }
 }
 
 pub fn variants() -> Vec<Variant> {
-    ScanKernel::ALL.iter().map(|k| k.variant()).collect()
+    [DType::F32, DType::F16]
+        .iter()
+        .flat_map(|&dt| ScanKernel::ALL.iter().map(move |k| k.variant_for(dt)))
+        .collect()
 }
 
 /// The tensors of one scan.
@@ -201,8 +222,11 @@ impl ScanArgs<'_> {
         let t = self.seqs.total();
         let s = self.seqs.count();
         let us = self.u.shape();
-        if us.len() != 2 || us[1] != t || self.u.dtype() != DType::F32 {
-            return Err(Error::Shape(format!("u must be f32 [D, {t}] for {t} packed tokens, got {us:?}")));
+        let input = self.u.dtype();
+        if us.len() != 2 || us[1] != t || !matches!(input, DType::F32 | DType::F16) {
+            return Err(Error::Shape(format!(
+                "u must be f32 or f16 [D, {t}] for {t} packed tokens, got {us:?} {input:?}"
+            )));
         }
         let dim = us[0];
         let cs = self.chan.shape();
@@ -216,10 +240,10 @@ impl ScanArgs<'_> {
                 "N = {n} (max {MAX_STATE}) and groups {g} (must divide D = {dim})"
             )));
         }
-        super::expect("delta", self.delta, &[dim, t], DType::F32)?;
-        super::expect("bc", self.bc, &[2, g, n, t], DType::F32)?;
+        super::expect("delta", self.delta, &[dim, t], input)?;
+        super::expect("bc", self.bc, &[2, g, n, t], input)?;
         if let Some(z) = self.z {
-            super::expect("z", z, &[dim, t], DType::F32)?;
+            super::expect("z", z, &[dim, t], input)?;
         }
         super::expect("state", self.state, &[s, dim, n], DType::F32)?;
         super::expect("chan", self.chan, &[dim, n + 2], DType::F32)?;
@@ -273,7 +297,7 @@ pub fn selective_scan(rec: &mut Recorder, kernel: ScanKernel, args: &ScanArgs, y
         _ => (4 * CHUNK_WG as usize) * (40_000 / ((n.div_ceil(NB as usize) + 1) * 240)).max(1),
     };
     let longest = args.seqs.cu.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-    let variant = kernel.variant();
+    let variant = kernel.variant_for(args.u.dtype());
     for k in 0..longest.div_ceil(window).max(1) {
         let params = args.params(dim, n, (k * window, window), args.flags.init_state || k > 0);
         rec.dispatch(&variant, &params, &tensors, wg)?;

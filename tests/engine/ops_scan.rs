@@ -73,12 +73,25 @@ fn gpu_scan(
     seqs: &Sequences,
     step: bool,
 ) -> (Vec<f32>, Vec<f32>) {
+    gpu_scan_as(dev, kernel, c, h, seqs, step, DType::F32)
+}
+
+/// [`gpu_scan`] with u, delta, bc and z uploaded as `input` (f32 or f16).
+fn gpu_scan_as(
+    dev: &Device,
+    kernel: ScanKernel,
+    c: &Case,
+    h: &Host,
+    seqs: &Sequences,
+    step: bool,
+    input: DType,
+) -> (Vec<f32>, Vec<f32>) {
     let t = seqs.total();
     let s = seqs.count();
-    let u = Tensor::from_slice(dev, &[c.dim, t], &h.u).unwrap();
-    let delta = Tensor::from_slice(dev, &[c.dim, t], &h.delta).unwrap();
-    let bc = Tensor::from_slice(dev, &[2, c.groups, c.n, t], &h.bc).unwrap();
-    let z = h.z.as_ref().map(|z| Tensor::from_slice(dev, &[c.dim, t], z).unwrap());
+    let u = Tensor::from_f32(dev, &[c.dim, t], &h.u, input).unwrap();
+    let delta = Tensor::from_f32(dev, &[c.dim, t], &h.delta, input).unwrap();
+    let bc = Tensor::from_f32(dev, &[2, c.groups, c.n, t], &h.bc, input).unwrap();
+    let z = h.z.as_ref().map(|z| Tensor::from_f32(dev, &[c.dim, t], z, input).unwrap());
     let chan = Tensor::from_slice(dev, &[c.dim, c.n + 2], &h.chan).unwrap();
     let state = GuardedOutput::new(dev, &[s, c.dim, c.n], DType::F32).unwrap();
     state.tensor.write(dev, &h.state).unwrap();
@@ -430,5 +443,42 @@ fn conv_decode_steps_continue_a_prefill() {
         }
         assert_close("conv prefill + decode", &y, &want);
         assert_close("conv prefill + decode state", &state.read_f32(dev).unwrap(), &want_state);
+    }
+}
+
+#[test]
+fn scan_with_f16_inputs() {
+    // f16 u, delta, B, C and z with f32 state and sums: the reference sees the same f16-rounded
+    // inputs; mamba_ssm's f16 tolerance (rtol 3e-3, atol 5e-3) applies.
+    let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
+    for dev in devices() {
+        let mut rng = Rng::new(46);
+        let flags = ScanFlags {
+            delta_softplus: true,
+            delta_bias: true,
+            d_skip: true,
+            neg_eigen: false,
+            init_state: true,
+        };
+        let c = Case { dim: 6, n: 16, groups: 2, lens: vec![3, 700, 1], resets: None, flags, z: true };
+        let mut h = host_inputs(&mut rng, &c);
+        h.u = round(&h.u);
+        h.delta = round(&h.delta);
+        h.bc = round(&h.bc);
+        h.z = h.z.as_deref().map(round);
+        let seqs = Sequences::new(dev, &c.lens, None).unwrap();
+        let (want_y, want_s) = reference(&c, &h, seqs.cu_seqlens(), None);
+        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), c.n)) {
+            let (y, st) = gpu_scan_as(dev, kernel, &c, &h, &seqs, false, DType::F16);
+            for (what, got, want) in [("y", &y, &want_y), ("state", &st, &want_s)] {
+                let ok =
+                    got.iter().zip(want.iter()).all(|(&g, &w)| (g as f64 - w).abs() <= 5e-3 + 3e-3 * w.abs());
+                assert!(
+                    ok,
+                    "[{}] {kernel:?} f16 inputs: {what} outside rtol 3e-3 / atol 5e-3",
+                    dev.caps().backend
+                );
+            }
+        }
     }
 }
