@@ -33,7 +33,7 @@ impl<'d> Executable<'d> {
     pub fn new(dev: &'d Device, graph: Graph, opts: &PlanOptions) -> Result<Self> {
         if let Some(n) = graph.nodes.iter().find(|n| !n.op.executable()) {
             return Err(Error::UnsupportedVariant(format!(
-                "{} has no kernel yet (it arrives with the selective-scan issue); the graph can be planned but not run",
+                "{} is not wired into graphs yet (its kernel, in ops::, uses the channel-major layout that the Mamba runtime will feed it); the graph can be planned but not run",
                 n.op.name()
             )));
         }
@@ -188,7 +188,7 @@ fn record_node(rec: &mut Recorder, op: &Op, ins: &[&Tensor], out: &Tensor) -> Re
         Op::Argmax => softmax::argmax(rec, ins[0], out),
         Op::Sample { params } => sampling::sample(rec, ins[0], params, 0, out),
         Op::CausalConv1d { .. } | Op::SelectiveScan { .. } => {
-            Err(Error::UnsupportedVariant(format!("{} has no kernel yet", op.name())))
+            Err(Error::UnsupportedVariant(format!("{} is not wired into graphs yet", op.name())))
         }
     }
 }

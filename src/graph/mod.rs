@@ -94,12 +94,12 @@ pub enum Op {
     Sample {
         params: SamplingParams,
     },
-    /// Depthwise causal conv over tokens with rolling state: shape-only until the scan
-    /// kernels land (issue 4); the executor refuses it.
+    /// Depthwise causal conv over tokens with rolling state: shape-only until its
+    /// kernel is wired into graphs; the executor refuses it.
     CausalConv1d {
         width: usize,
     },
-    /// Selective scan with state: shape-only until issue 4; the executor refuses it.
+    /// Selective scan with state: shape-only in graphs for now; the executor refuses it.
     SelectiveScan {
         d_state: usize,
     },
@@ -377,7 +377,7 @@ impl Graph {
     }
 
     /// Depthwise causal conv1d of x [T, C] with weight [C, width] and state [B, C, width−1]
-    /// (shape-only until issue 4).
+    /// (shape-only in graphs for now).
     pub fn causal_conv1d(&mut self, x: TensorId, w: TensorId, state: TensorId) -> Result<TensorId> {
         let xd = self.expect_f32("causal_conv1d", x)?.clone();
         let (wd, sd) = (self.check(w)?.clone(), self.check(state)?.clone());
@@ -392,7 +392,7 @@ impl Graph {
     }
 
     /// Selective scan of x [T, C] with projections `dbc` [T, R+2N], A [C, N] and state
-    /// [B, C, N] (shape-only until issue 4).
+    /// [B, C, N] (shape-only in graphs for now).
     pub fn selective_scan(
         &mut self,
         x: TensorId,

@@ -3,7 +3,7 @@
 //! Each block is pre-norm residual: RMSNorm → in-projection (x and z halves, d_inner = 2·d)
 //! → causal conv1d (width 4, with state) → x-projection (dt rank + 2·N) → selective scan
 //! (N = 16, with state) → gate y·silu(z) → out-projection → residual add. The conv and scan
-//! nodes are shape-only until their kernels land, so [`MixerKind::GateOnly`] builds an
+//! nodes are shape-only in graphs for now, so [`MixerKind::GateOnly`] builds an
 //! executable block without them (norm → in-proj → gate → out-proj → residual).
 
 use super::{Graph, TensorId};
