@@ -1,5 +1,5 @@
-// Depthwise causal conv1d over packed sequences, channel-major:
-//   x, out : [C, T]        T = total packed tokens
+// Depthwise causal conv1d over packed sequences, token-major:
+//   x, out : [T, C]        T = total packed tokens
 //   w      : [C, W]        W = width (2..4); out[c,t] = bias[c] + Σₖ w[c,k]·x[c, t−(W−1)+k]
 //   bias   : [C]           (placeholder when HAS_BIAS is off)
 //   seqs   : u32 [S+1] cu_seqlens, then (RESET) u32 [T] reset flags
@@ -50,7 +50,7 @@ fn history_start(s: u32, t: u32) -> i32 {
 // Input at position pos (may be before the sequence: then from state).
 fn input_at(s: u32, c: u32, pos: i32) -> f32 {
     let t0 = i32(seqs[s]);
-    if (pos >= t0) { return x[c * p.total + u32(pos)]; }
+    if (pos >= t0) { return x[u32(pos) * p.channels + c]; }
     let k = i32(p.width - 1u) + (pos - t0); // index into the state, oldest first
     return state[(s * p.channels + c) * (p.width - 1u) + u32(k)];
 }
@@ -67,8 +67,8 @@ fn activate(c: u32, v: f32) -> f32 {
 fn conv_prefill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * {{WG}}u;
     if (idx >= p.channels * p.total) { return; }
-    let c = idx / p.total;
-    let t = idx % p.total;
+    let t = idx / p.channels; // neighbouring invocations: neighbouring channels, coalesced
+    let c = idx % p.channels;
     let s = seq_of(t);
     let first = history_start(s, t);
     var acc = 0.0;
@@ -76,7 +76,7 @@ fn conv_prefill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         let pos = i32(t) - i32(p.width - 1u) + i32(k);
         if (pos >= first) { acc += w[c * p.width + k] * input_at(s, c, pos); }
     }
-    out[c * p.total + t] = activate(c, acc);
+    out[t * p.channels + c] = activate(c, acc);
 }
 
 // Second dispatch: each (sequence, channel) replaces its state with its last W−1 inputs.
@@ -114,13 +114,13 @@ fn conv_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let s = idx / p.channels;
     let c = idx % p.channels;
     let sb = (s * p.channels + c) * (p.width - 1u);
-    let xv = x[c * p.total + s];
+    let xv = x[s * p.channels + c];
     let fresh = is_reset(s);
     var hist: array<f32, 3>;
     for (var k = 0u; k < p.width - 1u; k++) { hist[k] = select(state[sb + k], 0.0, fresh); }
     var acc = w[c * p.width + p.width - 1u] * xv;
     for (var k = 0u; k < p.width - 1u; k++) { acc += w[c * p.width + k] * hist[k]; }
-    out[c * p.total + s] = activate(c, acc);
+    out[s * p.channels + c] = activate(c, acc);
     for (var k = 0u; k + 1u < p.width - 1u; k++) { state[sb + k] = hist[k + 1u]; }
     state[sb + p.width - 2u] = xv;
 }

@@ -1,6 +1,7 @@
-// Mamba's selective scan (mamba_ssm selective_scan_ref semantics), channel-major packed layout:
-//   u, delta, z, y : [D, T]      T = total tokens of all packed sequences (no padding)
-//   bc             : [2, G, N, T] B then C; channel d uses group d / (D / G)
+// Mamba's selective scan (mamba_ssm selective_scan_ref semantics), token-major packed layout
+// (the layout linear layers produce, and one where a warp's loads for one token coalesce):
+//   u, delta, z, y : [T, D]      T = total tokens of all packed sequences (no padding)
+//   bc             : [T, 2, G, N] per token: B of every group, then C; channel d uses group d / (D / G)
 //   chan           : [D, N + 2]  A[d, 0..N], then D_skip[d], then delta_bias[d]
 //   seqs           : u32 [S + 1] cu_seqlens, then (RESET flag) u32 [T] reset flags
 //   state          : [S, D, N]   initial state in (INIT flag), final state out
@@ -45,8 +46,11 @@ const RESET: u32 = 64u;
 
 fn flag(f: u32) -> bool { return (p.flags & f) != 0u; }
 
+// Element (channel d, token t) of a token-major [T, D] tensor.
+fn ix(d: u32, t: u32) -> u32 { return t * p.dim + d; }
+
 fn dt_at(d: u32, t: u32) -> f32 {
-    var v = ld_delta(d * p.total + t);
+    var v = ld_delta(ix(d, t));
     if (flag(HAS_BIAS)) { v += chan[d * (p.nstate + 2u) + p.nstate + 1u]; }
     if (flag(SOFTPLUS) && v <= 20.0) { v = log(1.0 + exp(v)); }
     return v;
@@ -58,8 +62,9 @@ fn decay(dt: f32, a_dn: f32) -> f32 {
     return select(a, 2.0 * a - 1.0, flag(NEG_EIG));
 }
 
-fn b_at(g: u32, n: u32, t: u32) -> f32 { return ld_bc((g * p.nstate + n) * p.total + t); }
-fn c_at(g: u32, n: u32, t: u32) -> f32 { return ld_bc(((p.groups + g) * p.nstate + n) * p.total + t); }
+// Token-major: a token's B (all groups) then C (all groups) are contiguous.
+fn b_at(g: u32, n: u32, t: u32) -> f32 { return ld_bc((t * 2u * p.groups + g) * p.nstate + n); }
+fn c_at(g: u32, n: u32, t: u32) -> f32 { return ld_bc((t * 2u * p.groups + p.groups + g) * p.nstate + n); }
 
 fn is_reset(t: u32) -> bool { return flag(RESET) && seqs[p.nseq + 1u + t] != 0u; }
 
@@ -67,7 +72,7 @@ fn finish(d: u32, t: u32, x: f32, acc: f32) -> f32 {
     var out = acc;
     if (flag(HAS_D)) { out += chan[d * (p.nstate + 2u) + p.nstate] * x; }
     if (flag(HAS_Z)) {
-        let zz = ld_z(d * p.total + t);
+        let zz = ld_z(ix(d, t));
         out *= zz / (1.0 + exp(-zz));
     }
     return out;
@@ -90,7 +95,7 @@ fn scan_sequential(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let t_last = min(seqs[s + 1u], t_first + p.win_len);
     for (var t = t_first; t < t_last; t++) {
         let dt = dt_at(d, t);
-        let x = ld_u(d * p.total + t);
+        let x = ld_u(ix(d, t));
         let keep = select(1.0, 0.0, is_reset(t));
         var acc = 0.0;
         for (var n = 0u; n < p.nstate; n++) {
@@ -98,7 +103,7 @@ fn scan_sequential(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
             h[n] = a * h[n] + dt * b_at(g, n, t) * x;
             acc += h[n] * c_at(g, n, t);
         }
-        y[d * p.total + t] = finish(d, t, x, acc);
+        y[ix(d, t)] = finish(d, t, x, acc);
     }
     for (var n = 0u; n < p.nstate; n++) {
         state[(s * p.dim + d) * p.nstate + n] = h[n];
@@ -153,7 +158,7 @@ fn scan_chunked(
             let t = tt + i;
             if (t < t_end) {
                 valid[i] = true;
-                x[i] = ld_u(d * p.total + t);
+                x[i] = ld_u(ix(d, t));
                 dt[i] = dt_at(d, t);
                 keep[i] = select(1.0, 0.0, is_reset(t));
             }
@@ -295,7 +300,7 @@ fn scan_chunked(
         }
         for (var i = 0u; i < 4u; i++) {
             if (valid[i]) {
-                y[d * p.total + tt + i] = finish(d, tt + i, x[i], acc[i]);
+                y[ix(d, tt + i)] = finish(d, tt + i, x[i], acc[i]);
             }
         }
     }
@@ -318,20 +323,15 @@ struct Block { x: vec4<f32>, dt: vec4<f32>, z: vec4<f32>, b0: vec4<f32>, c0: vec
 fn load_block(d: u32, g: u32, n0: u32, n1: u32, t: u32) -> Block {
     let last = p.total - 1u;
     let i = vec4<u32>(min(t, last), min(t + 1u, last), min(t + 2u, last), min(t + 3u, last));
-    let r = d * p.total;
     var blk: Block;
-    blk.x = vec4<f32>(ld_u(r + i.x), ld_u(r + i.y), ld_u(r + i.z), ld_u(r + i.w));
-    blk.dt = vec4<f32>(ld_delta(r + i.x), ld_delta(r + i.y), ld_delta(r + i.z), ld_delta(r + i.w));
-    if (flag(HAS_Z)) { blk.z = vec4<f32>(ld_z(r + i.x), ld_z(r + i.y), ld_z(r + i.z), ld_z(r + i.w)); }
-    let rb0 = (g * p.nstate + n0) * p.total;
-    let rc0 = ((p.groups + g) * p.nstate + n0) * p.total;
-    let rb1 = (g * p.nstate + n1) * p.total;
-    let rc1 = ((p.groups + g) * p.nstate + n1) * p.total;
-    blk.b0 = vec4<f32>(ld_bc(rb0 + i.x), ld_bc(rb0 + i.y), ld_bc(rb0 + i.z), ld_bc(rb0 + i.w));
-    blk.c0 = vec4<f32>(ld_bc(rc0 + i.x), ld_bc(rc0 + i.y), ld_bc(rc0 + i.z), ld_bc(rc0 + i.w));
+    blk.x = vec4<f32>(ld_u(ix(d, i.x)), ld_u(ix(d, i.y)), ld_u(ix(d, i.z)), ld_u(ix(d, i.w)));
+    blk.dt = vec4<f32>(ld_delta(ix(d, i.x)), ld_delta(ix(d, i.y)), ld_delta(ix(d, i.z)), ld_delta(ix(d, i.w)));
+    if (flag(HAS_Z)) { blk.z = vec4<f32>(ld_z(ix(d, i.x)), ld_z(ix(d, i.y)), ld_z(ix(d, i.z)), ld_z(ix(d, i.w))); }
+    blk.b0 = vec4<f32>(b_at(g, n0, i.x), b_at(g, n0, i.y), b_at(g, n0, i.z), b_at(g, n0, i.w));
+    blk.c0 = vec4<f32>(c_at(g, n0, i.x), c_at(g, n0, i.y), c_at(g, n0, i.z), c_at(g, n0, i.w));
     if (n1 < p.nstate) {
-        blk.b1 = vec4<f32>(ld_bc(rb1 + i.x), ld_bc(rb1 + i.y), ld_bc(rb1 + i.z), ld_bc(rb1 + i.w));
-        blk.c1 = vec4<f32>(ld_bc(rc1 + i.x), ld_bc(rc1 + i.y), ld_bc(rc1 + i.z), ld_bc(rc1 + i.w));
+        blk.b1 = vec4<f32>(b_at(g, n1, i.x), b_at(g, n1, i.y), b_at(g, n1, i.z), b_at(g, n1, i.w));
+        blk.c1 = vec4<f32>(c_at(g, n1, i.x), c_at(g, n1, i.y), c_at(g, n1, i.z), c_at(g, n1, i.w));
     }
     return blk;
 }
@@ -362,7 +362,7 @@ fn lane_step(h0: ptr<function, f32>, h1: ptr<function, f32>, c: Lane8, t: u32, x
     if (on && c.lane == 0u) {
         var out = part + c.dskip * x;
         if (flag(HAS_Z)) { out *= zz / (1.0 + exp(-zz)); }
-        y[c.d * p.total + t] = out;
+        y[ix(c.d, t)] = out;
     }
 }
 

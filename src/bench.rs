@@ -434,7 +434,7 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
         for &l in &lens {
             let t = batch * l;
             if (dim * t * 4) as u64 > max_bind {
-                eprintln!("selective-scan d={dim} L={l} batch={batch}: [D, T] tensors need {} MiB, over this device's {} MiB binding limit; skipped", (dim * t * 4) >> 20, max_bind >> 20);
+                eprintln!("selective-scan d={dim} L={l} batch={batch}: [T, D] tensors need {} MiB, over this device's {} MiB binding limit; skipped", (dim * t * 4) >> 20, max_bind >> 20);
                 continue;
             }
             let row_u = rng.vec(t, -1.0, 1.0);
@@ -442,16 +442,14 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
             let row_z = rng.vec(t, -2.0, 2.0);
             let bc_host = rng.vec(2 * n * t, -1.0, 1.0);
             let tile = |row: &[f32]| -> Result<Tensor> {
-                let mut v = Vec::with_capacity(dim * t);
-                for _ in 0..dim {
-                    v.extend_from_slice(row);
-                }
-                Tensor::from_slice(dev, &[dim, t], &v)
+                // Token-major: every channel of token t holds row[t].
+                let v: Vec<f32> = row.iter().flat_map(|&x| std::iter::repeat_n(x, dim)).collect();
+                Tensor::from_slice(dev, &[t, dim], &v)
             };
             let u = tile(&row_u)?;
             let delta = tile(&row_dt)?;
             let z = tile(&row_z)?;
-            let bc = Tensor::from_slice(dev, &[2, 1, n, t], &bc_host)?;
+            let bc = Tensor::from_slice(dev, &[t, 2, 1, n], &bc_host)?;
             let a: Vec<f32> = rng.vec(dim * n, -2.0, -0.1);
             let dsk = rng.vec(dim, -1.0, 1.0);
             let bias = rng.vec(dim, -1.0, 0.5);
@@ -459,7 +457,7 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
             let chan = Tensor::from_slice(dev, &[dim, n + 2], &chan_host)?;
             let seqs = Sequences::new(dev, &vec![l; batch], None)?;
             let state = Tensor::empty(dev, &[batch, dim, n], DType::F32)?;
-            let y = Tensor::empty(dev, &[dim, t], DType::F32)?;
+            let y = Tensor::empty(dev, &[t, dim], DType::F32)?;
             let args = ScanArgs {
                 u: &u,
                 delta: &delta,
@@ -503,7 +501,8 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
                         groups: 1,
                         flags,
                     });
-                    let c = compare(&got[d * t..(d + 1) * t], &want);
+                    let col: Vec<f32> = (0..t).map(|i| got[i * dim + d]).collect();
+                    let c = compare(&col, &want);
                     ok &= c.nonfinite_mismatches == 0 && c.nmse <= 1e-7;
                 }
                 rows.push(row(
@@ -522,8 +521,8 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
     for &dim in &dims {
         let s = if cfg.quick { 2 } else { 64 };
         let mk = |shape: &[usize]| Tensor::from_slice(dev, shape, &vec![0.5f32; shape.iter().product()]);
-        let (u, delta, z, y) = (mk(&[dim, s])?, mk(&[dim, s])?, mk(&[dim, s])?, mk(&[dim, s])?);
-        let bc = mk(&[2, 1, n, s])?;
+        let (u, delta, z, y) = (mk(&[s, dim])?, mk(&[s, dim])?, mk(&[s, dim])?, mk(&[s, dim])?);
+        let bc = mk(&[s, 2, 1, n])?;
         let chan = Tensor::from_slice(
             dev,
             &[dim, n + 2],

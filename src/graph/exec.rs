@@ -33,7 +33,7 @@ impl<'d> Executable<'d> {
     pub fn new(dev: &'d Device, graph: Graph, opts: &PlanOptions) -> Result<Self> {
         if let Some(n) = graph.nodes.iter().find(|n| !n.op.executable()) {
             return Err(Error::UnsupportedVariant(format!(
-                "{} is not wired into graphs yet (its kernel, in ops::, uses the channel-major layout that the Mamba runtime will feed it); the graph can be planned but not run",
+                "{} is not wired into graphs yet (its kernel is in ops::; the Mamba runtime wires it in); the graph can be planned but not run",
                 n.op.name()
             )));
         }

@@ -1,5 +1,5 @@
 //! Depthwise causal conv1d (width 2–4) with optional bias and fused silu, over packed
-//! sequences in the channel-major layout of [`super::selective_scan`]: x and out `[C, T]`,
+//! sequences in the token-major layout of [`super::selective_scan`]: x and out `[T, C]`,
 //! weight `[C, W]`, bias `[C]`, state `[S, C, W − 1]` (the W − 1 inputs before each sequence,
 //! oldest first). Prefill reads the state when `init_state` is set and replaces it with the
 //! last W − 1 inputs; the decode step rolls it in place.
@@ -43,10 +43,10 @@ fn check(
 ) -> Result<(usize, usize)> {
     let xs = x.shape();
     let t = seqs.total();
-    if xs.len() != 2 || xs[1] != t || x.dtype() != DType::F32 {
-        return Err(Error::Shape(format!("x must be f32 [C, {t}], got {xs:?}")));
+    if xs.len() != 2 || xs[0] != t || x.dtype() != DType::F32 {
+        return Err(Error::Shape(format!("x must be f32 [{t}, C], got {xs:?}")));
     }
-    let c = xs[0];
+    let c = xs[1];
     let ws = w.shape();
     if ws.len() != 2 || ws[0] != c || !(2..=4).contains(&ws[1]) {
         return Err(Error::Shape(format!("conv weight must be [{c}, W] with W in 2..=4, got {ws:?}")));
@@ -57,7 +57,7 @@ fn check(
         super::expect("bias", b, &[c], DType::F32)?;
     }
     super::expect("state", state, &[seqs.count(), c, width - 1], DType::F32)?;
-    super::expect("out", out, &[c, t], DType::F32)?;
+    super::expect("out", out, &[t, c], DType::F32)?;
     Ok((c, width))
 }
 
@@ -102,7 +102,7 @@ pub fn causal_conv1d_step(rec: &mut Recorder, a: &ConvArgs, silu: bool, out: &Te
     rec.dispatch(&variant("conv_step"), &p, &tensors, wg)
 }
 
-/// f64 reference: returns (out `[C, T]`, final state `[S, C, W − 1]`).
+/// f64 reference: returns (out `[T, C]`, final state `[S, C, W − 1]`).
 #[allow(clippy::too_many_arguments)]
 pub fn causal_conv1d_ref(
     x: &[f32],
@@ -129,7 +129,7 @@ pub fn causal_conv1d_ref(
                 if resets.is_some_and(|r| r[t]) {
                     hist.iter_mut().for_each(|v| *v = 0.0);
                 }
-                let xv = x[ch * t_total + t] as f64;
+                let xv = x[t * c + ch] as f64;
                 let mut acc = w[ch * width + k1] as f64 * xv;
                 for k in 0..k1 {
                     acc += w[ch * width + k] as f64 * hist[k];
@@ -140,7 +140,7 @@ pub fn causal_conv1d_ref(
                 if flags.silu {
                     acc /= 1.0 + (-acc).exp();
                 }
-                out[ch * t_total + t] = acc;
+                out[t * c + ch] = acc;
                 if k1 > 0 {
                     hist.remove(0);
                     hist.push(xv);

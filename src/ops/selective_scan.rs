@@ -1,10 +1,11 @@
 //! Mamba's selective scan and its decode step, with packed variable-length sequences, reset
 //! flags, initial/final state and negative eigenvalues.
 //!
-//! **Layout** (the one the Mamba runtime uses; channel-major so that one channel's tokens are
-//! contiguous and the scan reads coalesced):
-//! - `u`, `delta`, `z`, `y`: `[D, T]`, T = total tokens of all sequences, packed back to back;
-//! - `bc`: `[2, G, N, T]`, B then C; channel d reads group `d / (D / G)`;
+//! **Layout** (the one the Mamba runtime uses: token-major, as linear layers produce it, so
+//! that the loads of one token by neighbouring channels and states coalesce):
+//! - `u`, `delta`, `z`, `y`: `[T, D]`, T = total tokens of all sequences, packed back to back;
+//! - `bc`: `[T, 2, G, N]`, per token B of every group then C; channel d reads group
+//!   `d / (D / G)`;
 //! - `chan`: `[D, N + 2]` per-channel parameters `A[d, :]`, `D[d]`, `delta_bias[d]`
 //!   ([`pack_channel_params`] builds it; A = −exp(A_log) is applied by the caller);
 //! - sequences: a [`Sequences`] table (cu_seqlens and optional reset flags);
@@ -223,12 +224,12 @@ impl ScanArgs<'_> {
         let s = self.seqs.count();
         let us = self.u.shape();
         let input = self.u.dtype();
-        if us.len() != 2 || us[1] != t || !matches!(input, DType::F32 | DType::F16) {
+        if us.len() != 2 || us[0] != t || !matches!(input, DType::F32 | DType::F16) {
             return Err(Error::Shape(format!(
-                "u must be f32 or f16 [D, {t}] for {t} packed tokens, got {us:?} {input:?}"
+                "u must be f32 or f16 [{t}, D] for {t} packed tokens, got {us:?} {input:?}"
             )));
         }
-        let dim = us[0];
+        let dim = us[1];
         let cs = self.chan.shape();
         if cs.len() != 2 || cs[0] != dim || cs[1] < 3 {
             return Err(Error::Shape(format!("chan must be [{dim}, N + 2], got {cs:?}")));
@@ -240,10 +241,10 @@ impl ScanArgs<'_> {
                 "N = {n} (max {MAX_STATE}) and groups {g} (must divide D = {dim})"
             )));
         }
-        super::expect("delta", self.delta, &[dim, t], input)?;
-        super::expect("bc", self.bc, &[2, g, n, t], input)?;
+        super::expect("delta", self.delta, &[t, dim], input)?;
+        super::expect("bc", self.bc, &[t, 2, g, n], input)?;
         if let Some(z) = self.z {
-            super::expect("z", z, &[dim, t], input)?;
+            super::expect("z", z, &[t, dim], input)?;
         }
         super::expect("state", self.state, &[s, dim, n], DType::F32)?;
         super::expect("chan", self.chan, &[dim, n + 2], DType::F32)?;
@@ -271,11 +272,11 @@ impl ScanArgs<'_> {
     }
 }
 
-/// Records a prefill scan with the given kernel: `y` is `[D, T]` f32; `state` ends as the final
+/// Records a prefill scan with the given kernel: `y` is `[T, D]` f32; `state` ends as the final
 /// state.
 pub fn selective_scan(rec: &mut Recorder, kernel: ScanKernel, args: &ScanArgs, y: &Tensor) -> Result<()> {
     let (dim, n) = args.dims()?;
-    super::expect("y", y, &[dim, args.seqs.total()], DType::F32)?;
+    super::expect("y", y, &[args.seqs.total(), dim], DType::F32)?;
     let z = args.z.unwrap_or(args.u); // placeholder binding when there is no gate
     let tensors = [args.u, args.delta, args.bc, z, args.chan, &args.seqs.table, y, args.state];
     if !kernel.runs(rec.device().caps(), n) {
@@ -331,7 +332,7 @@ pub struct ScanRef<'a> {
     pub flags: ScanFlags,
 }
 
-/// f64 reference: returns (y `[D, T]`, final state `[S, D, N]`).
+/// f64 reference: returns (y `[T, D]`, final state `[S, D, N]`).
 pub fn selective_scan_ref(r: &ScanRef) -> (Vec<f64>, Vec<f64>) {
     let (dim, n, g) = (r.dim, r.n, r.groups);
     let t_total = *r.cu.last().expect("cu_seqlens");
@@ -346,14 +347,14 @@ pub fn selective_scan_ref(r: &ScanRef) -> (Vec<f64>, Vec<f64>) {
                 .map(|k| if r.flags.init_state { r.state[(s * dim + d) * n + k] as f64 } else { 0.0 })
                 .collect();
             for t in r.cu[s]..r.cu[s + 1] {
-                let mut dt = r.delta[d * t_total + t] as f64;
+                let mut dt = r.delta[t * dim + d] as f64;
                 if r.flags.delta_bias {
                     dt += cp[n + 1] as f64;
                 }
                 if r.flags.delta_softplus && dt <= 20.0 {
                     dt = dt.exp().ln_1p();
                 }
-                let x = r.u[d * t_total + t] as f64;
+                let x = r.u[t * dim + d] as f64;
                 if r.resets.is_some_and(|rs| rs[t]) {
                     h.iter_mut().for_each(|v| *v = 0.0);
                 }
@@ -363,8 +364,8 @@ pub fn selective_scan_ref(r: &ScanRef) -> (Vec<f64>, Vec<f64>) {
                     if r.flags.neg_eigen {
                         a = 2.0 * a - 1.0;
                     }
-                    let b = r.bc[(grp * n + k) * t_total + t] as f64;
-                    let c = r.bc[((g + grp) * n + k) * t_total + t] as f64;
+                    let b = r.bc[(t * 2 * g + grp) * n + k] as f64;
+                    let c = r.bc[(t * 2 * g + g + grp) * n + k] as f64;
                     h[k] = a * h[k] + dt * b * x;
                     acc += h[k] * c;
                 }
@@ -372,10 +373,10 @@ pub fn selective_scan_ref(r: &ScanRef) -> (Vec<f64>, Vec<f64>) {
                     acc += cp[n] as f64 * x;
                 }
                 if let Some(z) = r.z {
-                    let zz = z[d * t_total + t] as f64;
+                    let zz = z[t * dim + d] as f64;
                     acc *= zz / (1.0 + (-zz).exp());
                 }
-                y[d * t_total + t] = acc;
+                y[t * dim + d] = acc;
             }
             fin[(s * dim + d) * n..(s * dim + d + 1) * n].copy_from_slice(&h);
         }

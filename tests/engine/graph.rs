@@ -205,7 +205,10 @@ fn plan_only_ops_are_refused_by_the_executor() {
     let dev = &devices()[0];
     let (g, _) = mamba_stack(&SyntheticConfig::mamba(1, 32, 4, 1)).unwrap();
     let e = Executable::new(dev, g, &PlanOptions::for_device(dev.caps())).err().expect("must refuse");
-    assert!(matches!(e, Error::UnsupportedVariant(_)) && e.to_string().contains("not wired into graphs yet"), "{e}");
+    assert!(
+        matches!(e, Error::UnsupportedVariant(_)) && e.to_string().contains("not wired into graphs yet"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -88,14 +88,14 @@ fn gpu_scan_as(
 ) -> (Vec<f32>, Vec<f32>) {
     let t = seqs.total();
     let s = seqs.count();
-    let u = Tensor::from_f32(dev, &[c.dim, t], &h.u, input).unwrap();
-    let delta = Tensor::from_f32(dev, &[c.dim, t], &h.delta, input).unwrap();
-    let bc = Tensor::from_f32(dev, &[2, c.groups, c.n, t], &h.bc, input).unwrap();
-    let z = h.z.as_ref().map(|z| Tensor::from_f32(dev, &[c.dim, t], z, input).unwrap());
+    let u = Tensor::from_f32(dev, &[t, c.dim], &h.u, input).unwrap();
+    let delta = Tensor::from_f32(dev, &[t, c.dim], &h.delta, input).unwrap();
+    let bc = Tensor::from_f32(dev, &[t, 2, c.groups, c.n], &h.bc, input).unwrap();
+    let z = h.z.as_ref().map(|z| Tensor::from_f32(dev, &[t, c.dim], z, input).unwrap());
     let chan = Tensor::from_slice(dev, &[c.dim, c.n + 2], &h.chan).unwrap();
     let state = GuardedOutput::new(dev, &[s, c.dim, c.n], DType::F32).unwrap();
     state.tensor.write(dev, &h.state).unwrap();
-    let y = GuardedOutput::new(dev, &[c.dim, t], DType::F32).unwrap();
+    let y = GuardedOutput::new(dev, &[t, c.dim], DType::F32).unwrap();
     let args = ScanArgs {
         u: &u,
         delta: &delta,
@@ -218,14 +218,13 @@ fn prefill_then_decode_equals_one_prefill() {
         let c = Case { dim: 5, n: 16, groups: 1, lens: vec![l], resets: None, flags, z: true };
         let h = host_inputs(&mut rng, &c);
         let (want_y, want_s) = reference(&c, &h, &[0, l], None);
-        // Slices of the channel-major inputs for tokens [a, b).
-        let cols = |v: &[f32], rows: usize, a: usize, b: usize| -> Vec<f32> {
-            (0..rows).flat_map(|r| v[r * l + a..r * l + b].to_vec()).collect()
-        };
+        // Tokens [a, b) of a token-major input with `width` values per token.
+        let cols =
+            |v: &[f32], width: usize, a: usize, b: usize| -> Vec<f32> { v[a * width..b * width].to_vec() };
         let part = |a: usize, b: usize, state: Vec<f32>| Host {
             u: cols(&h.u, c.dim, a, b),
             delta: cols(&h.delta, c.dim, a, b),
-            bc: cols(&h.bc, 2 * c.n, a, b),
+            bc: cols(&h.bc, 2 * c.groups * c.n, a, b),
             z: h.z.as_ref().map(|z| cols(z, c.dim, a, b)),
             chan: h.chan.clone(),
             state,
@@ -248,16 +247,8 @@ fn prefill_then_decode_equals_one_prefill() {
                 y_all.push(y);
                 state = s;
             }
-            // Reassemble [D, L] from per-piece [D, len] blocks.
-            let mut y = vec![0f32; c.dim * l];
-            let mut at = 0;
-            for piece in &y_all {
-                let len = piece.len() / c.dim;
-                for d in 0..c.dim {
-                    y[d * l + at..d * l + at + len].copy_from_slice(&piece[d * len..(d + 1) * len]);
-                }
-                at += len;
-            }
+            // Token-major pieces concatenate in order.
+            let y: Vec<f32> = y_all.concat();
             assert_close(&format!("{kernel:?} prefill {k} + decode {}: y", l - k), &y, &want_y);
             assert_close(&format!("{kernel:?} prefill + decode: state"), &state, &want_s);
             // Chunked prefill: [0, k) then [k, l) from the carried state.
@@ -266,8 +257,7 @@ fn prefill_then_decode_equals_one_prefill() {
                 Case { lens: vec![l - k], flags: ScanFlags { init_state: true, ..flags }, ..c_clone(&c) };
             let seqs2 = Sequences::new(dev, &[l - k], None).unwrap();
             let (y2, s2) = gpu_scan(dev, kernel, &rest, &part(k, l, s1), &seqs2, false);
-            let want_tail: Vec<f64> =
-                (0..c.dim).flat_map(|d| want_y[d * l + k..(d + 1) * l].to_vec()).collect();
+            let want_tail: Vec<f64> = want_y[k * c.dim..].to_vec();
             assert_close(&format!("{kernel:?} chunked prefill: y"), &y2, &want_tail);
             assert_close(&format!("{kernel:?} chunked prefill: state"), &s2, &want_s);
         }
@@ -295,8 +285,8 @@ fn negative_eigenvalues_flip_the_state_sign() {
         let (dim, n) = (2, 1);
         let chan = ss::pack_channel_params(&[-60.0, -60.0], None, None, dim, n);
         let mut u = vec![0f32; dim * l];
-        u[0] = 1.0;
-        u[l] = 1.0;
+        u[0] = 1.0; // token 0, channel 0
+        u[1] = 1.0; // token 0, channel 1
         let h = Host {
             u,
             delta: vec![1.0; dim * l],
@@ -313,7 +303,11 @@ fn negative_eigenvalues_flip_the_state_sign() {
             for d in 0..dim {
                 for t in 0..l {
                     let want = if t % 2 == 0 { 1.0 } else { -1.0 };
-                    assert!((y[d * l + t] - want).abs() < 1e-5, "{kernel:?} d={d} t={t}: {}", y[d * l + t]);
+                    assert!(
+                        (y[t * dim + d] - want).abs() < 1e-5,
+                        "{kernel:?} d={d} t={t}: {}",
+                        y[t * dim + d]
+                    );
                 }
             }
             assert!((st[0] - -1.0).abs() < 1e-5, "final state {st:?}");
@@ -368,12 +362,12 @@ fn causal_conv1d_matches_reference() {
                     [ConvFlags { silu: true, init_state: true }, ConvFlags { silu: false, init_state: false }]
                 {
                     let with_bias = flags.silu;
-                    let xt = Tensor::from_slice(dev, &[c, t], &x).unwrap();
+                    let xt = Tensor::from_slice(dev, &[t, c], &x).unwrap();
                     let wt = Tensor::from_slice(dev, &[c, width], &w).unwrap();
                     let bt = Tensor::from_slice(dev, &[c], &b).unwrap();
                     let state = GuardedOutput::new(dev, &[lens.len(), c, width - 1], DType::F32).unwrap();
                     state.tensor.write(dev, &st).unwrap();
-                    let out = GuardedOutput::new(dev, &[c, t], DType::F32).unwrap();
+                    let out = GuardedOutput::new(dev, &[t, c], DType::F32).unwrap();
                     let mut rec = Recorder::new(dev);
                     let bias = with_bias.then_some(&bt);
                     let args = ConvArgs { x: &xt, weight: &wt, bias, seqs: &seqs, state: &state.tensor };
@@ -413,33 +407,24 @@ fn conv_decode_steps_continue_a_prefill() {
         let wt = Tensor::from_slice(dev, &[c, width], &w).unwrap();
         let bt = Tensor::from_slice(dev, &[c], &b).unwrap();
         let state = Tensor::empty(dev, &[1, c, width - 1], DType::F32).unwrap();
-        let cols = |a: usize, bnd: usize| -> Vec<f32> {
-            (0..c).flat_map(|r| x[r * l + a..r * l + bnd].to_vec()).collect()
-        };
+        let cols = |a: usize, bnd: usize| -> Vec<f32> { x[a * c..bnd * c].to_vec() };
         let seqs = Sequences::new(dev, &[k], None).unwrap();
-        let xt = Tensor::from_slice(dev, &[c, k], &cols(0, k)).unwrap();
-        let out = Tensor::empty(dev, &[c, k], DType::F32).unwrap();
+        let xt = Tensor::from_slice(dev, &[k, c], &cols(0, k)).unwrap();
+        let out = Tensor::empty(dev, &[k, c], DType::F32).unwrap();
         let mut rec = Recorder::new(dev);
         let args = ConvArgs { x: &xt, weight: &wt, bias: Some(&bt), seqs: &seqs, state: &state };
         conv1d::causal_conv1d(&mut rec, &args, flags, &out).unwrap();
         rec.run().unwrap();
-        let mut got = out.read_f32(dev).unwrap();
-        let mut y = vec![0f32; c * l];
-        for ch in 0..c {
-            y[ch * l..ch * l + k].copy_from_slice(&got[ch * k..(ch + 1) * k]);
-        }
+        let mut y = out.read_f32(dev).unwrap();
         let one = Sequences::decode(dev, 1, None).unwrap();
         for t in k..l {
-            let xt = Tensor::from_slice(dev, &[c, 1], &cols(t, t + 1)).unwrap();
-            let out = Tensor::empty(dev, &[c, 1], DType::F32).unwrap();
+            let xt = Tensor::from_slice(dev, &[1, c], &cols(t, t + 1)).unwrap();
+            let out = Tensor::empty(dev, &[1, c], DType::F32).unwrap();
             let mut rec = Recorder::new(dev);
             let args = ConvArgs { x: &xt, weight: &wt, bias: Some(&bt), seqs: &one, state: &state };
             conv1d::causal_conv1d_step(&mut rec, &args, true, &out).unwrap();
             rec.run().unwrap();
-            got = out.read_f32(dev).unwrap();
-            for ch in 0..c {
-                y[ch * l + t] = got[ch];
-            }
+            y.extend(out.read_f32(dev).unwrap());
         }
         assert_close("conv prefill + decode", &y, &want);
         assert_close("conv prefill + decode state", &state.read_f32(dev).unwrap(), &want_state);
