@@ -65,9 +65,12 @@ enum Command {
         /// decode-step graph).
         #[arg(default_value = "core")]
         what: String,
-        /// Small sizes, few repetitions (smoke test on software adapters).
+        /// Small sizes, few repetitions (the default on CPU adapters such as lavapipe).
         #[arg(long)]
         quick: bool,
+        /// Full sizes even on a CPU adapter (can take hours there).
+        #[arg(long, conflicts_with = "quick")]
+        full: bool,
         /// Only variants whose name contains this.
         #[arg(long)]
         filter: Option<String>,
@@ -106,9 +109,14 @@ fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             plan_synthetic(layers, d_model, seq_len, batch, max_buffer_mib, json)
         }
-        Command::Bench { what, quick, filter, json } => {
+        Command::Bench { what, quick, full, filter, json } => {
             let dev = Device::new()?;
             eprintln!("adapter: {}", dev.describe());
+            let software = dev.adapter_info().device_type == wgpu::DeviceType::Cpu;
+            if software && !quick && !full {
+                eprintln!("CPU adapter: using --quick sizes (pass --full for the GPU sizes)");
+            }
+            let quick = quick || (software && !full);
             if what == "decode" {
                 let (layers, steps) = if quick { (4, 20) } else { (24, 500) };
                 let mut all = Vec::new();
