@@ -124,6 +124,21 @@ var<workgroup> sa: array<f32, {{SCAN}}>;
 var<workgroup> sb: array<f32, {{SCAN}}>;
 var<workgroup> carry: array<f32, {{NMAX}}>;
 
+#if SUBGROUPS
+// Composes the first `count` subgroup totals of state j (stored at sa/sb[j·WG + k]) in order,
+// as one affine pair (a, b).
+fn fold_subgroup_totals(j: u32, count: u32) -> vec2<f32> {
+    var a = 1.0;
+    var b = 0.0;
+    for (var k = 0u; k < count; k++) {
+        let qa = sa[j * WG + k];
+        b = qa * b + sb[j * WG + k];
+        a = qa * a;
+    }
+    return vec2<f32>(a, b);
+}
+#endif
+
 @compute @workgroup_size({{WG}})
 fn scan_chunked(
     @builtin(local_invocation_index) lid: u32,
@@ -209,14 +224,9 @@ fn scan_chunked(
 #if SUBGROUPS
             // 2b. Prefix over earlier subgroups' totals, then this lane's exclusive pair.
             for (var j = 0u; j < NB; j++) {
-                var pa = 1.0;
-                var pb = 0.0;
-                for (var k = 0u; k < sg_id; k++) {
-                    let qa = sa[j * WG + k];
-                    let qb = sb[j * WG + k];
-                    pb = qa * pb + qb;
-                    pa = qa * pa;
-                }
+                let pre = fold_subgroup_totals(j, sg_id);
+                let pa = pre.x;
+                let pb = pre.y;
                 let ea = sa[NB * WG + j * WG + lid];
                 let eb = sb[NB * WG + j * WG + lid];
                 // exclusive = (subgroup prefix) then (lane-exclusive)
@@ -280,16 +290,10 @@ fn scan_chunked(
             if (lid < NB && n0 + lid < p.nstate) {
                 let j = lid;
 #if SUBGROUPS
-                // Total = exclusive prefix of the last lane combined with its own pair: rebuild
-                // from the subgroup totals instead (all of them, in order).
-                var ta = 1.0;
-                var tb = 0.0;
-                for (var k = 0u; k < sg_count; k++) {
-                    let qa = sa[j * WG + k];
-                    let qb = sb[j * WG + k];
-                    tb = qa * tb + qb;
-                    ta = qa * ta;
-                }
+                // The chunk's total: all subgroup totals composed in order.
+                let tot = fold_subgroup_totals(j, sg_count);
+                let ta = tot.x;
+                let tb = tot.y;
 #else
                 let ta = sa[j * WG + WG - 1u];
                 let tb = sb[j * WG + WG - 1u];
