@@ -484,16 +484,13 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
                 let got = y.read::<f32>(dev)?;
                 let mut ok = true;
                 for d in [0, dim - 1] {
-                    let one = |v: &[f32]| v.to_vec();
-                    let chan_d = chan_host[d * (n + 2)..(d + 1) * (n + 2)].to_vec();
-                    let cu: Vec<usize> = seqs.cu_seqlens().to_vec();
                     let (want, _) = ss::selective_scan_ref(&ScanRef {
-                        u: &one(&row_u),
-                        delta: &one(&row_dt),
+                        u: &row_u,
+                        delta: &row_dt,
                         bc: &bc_host,
                         z: Some(&row_z),
-                        chan: &chan_d,
-                        cu: &cu,
+                        chan: &chan_host[d * (n + 2)..(d + 1) * (n + 2)],
+                        cu: seqs.cu_seqlens(),
                         resets: None,
                         state: &vec![0.0; batch * n],
                         dim: 1,

@@ -26,6 +26,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f64]) {
     );
 }
 
+#[derive(Clone)]
 struct Case {
     dim: usize,
     n: usize,
@@ -231,7 +232,7 @@ fn prefill_then_decode_equals_one_prefill() {
         };
         for kernel in ScanKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), c.n)) {
             // Prefill of the first k tokens.
-            let first = Case { lens: vec![k], ..Case { ..c_clone(&c) } };
+            let first = Case { lens: vec![k], ..c.clone() };
             let seqs = Sequences::new(dev, &[k], None).unwrap();
             let (mut y_all, mut state) = {
                 let (y, s) = gpu_scan(dev, kernel, &first, &part(0, k, h.state.clone()), &seqs, false);
@@ -241,7 +242,7 @@ fn prefill_then_decode_equals_one_prefill() {
             // and token-by-token decode steps.
             let one = Sequences::decode(dev, 1, None).unwrap();
             let step_case =
-                Case { lens: vec![1], flags: ScanFlags { init_state: true, ..flags }, ..c_clone(&c) };
+                Case { lens: vec![1], flags: ScanFlags { init_state: true, ..flags }, ..c.clone() };
             for t in k..l {
                 let (y, s) = gpu_scan(dev, kernel, &step_case, &part(t, t + 1, state), &one, true);
                 y_all.push(y);
@@ -254,25 +255,13 @@ fn prefill_then_decode_equals_one_prefill() {
             // Chunked prefill: [0, k) then [k, l) from the carried state.
             let (_, s1) = gpu_scan(dev, kernel, &first, &part(0, k, h.state.clone()), &seqs, false);
             let rest =
-                Case { lens: vec![l - k], flags: ScanFlags { init_state: true, ..flags }, ..c_clone(&c) };
+                Case { lens: vec![l - k], flags: ScanFlags { init_state: true, ..flags }, ..c.clone() };
             let seqs2 = Sequences::new(dev, &[l - k], None).unwrap();
             let (y2, s2) = gpu_scan(dev, kernel, &rest, &part(k, l, s1), &seqs2, false);
             let want_tail: Vec<f64> = want_y[k * c.dim..].to_vec();
             assert_close(&format!("{kernel:?} chunked prefill: y"), &y2, &want_tail);
             assert_close(&format!("{kernel:?} chunked prefill: state"), &s2, &want_s);
         }
-    }
-}
-
-fn c_clone(c: &Case) -> Case {
-    Case {
-        dim: c.dim,
-        n: c.n,
-        groups: c.groups,
-        lens: c.lens.clone(),
-        resets: c.resets.clone(),
-        flags: c.flags,
-        z: c.z,
     }
 }
 
