@@ -410,7 +410,13 @@ pub fn decode_replay(
 /// Channel rows repeat one random row per tensor (timing does not depend on the values; the
 /// agreement check recomputes sampled channels in f64). Shapes whose tensors exceed the
 /// device's binding limit are reported and skipped.
-pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> Result<Vec<BenchRow>> {
+pub fn selective_scan(
+    dev: &Device,
+    cfg: BenchConfig,
+    filter: Option<&str>,
+    shape_filter: Option<&str>,
+) -> Result<Vec<BenchRow>> {
+    let skip_shape = |s: &str| shape_filter.is_some_and(|f| !s.contains(f));
     use crate::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, ScanRef, Sequences};
     let copy = copy_roofline(dev, cfg)?;
     let roof = copy.gb_per_s;
@@ -432,6 +438,10 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
     let mut rng = Rng::new(11);
     for &dim in &dims {
         for &l in &lens {
+            let shape = format!("B={batch} d={dim} L={l} N={n}");
+            if skip_shape(&shape) {
+                continue;
+            }
             let t = batch * l;
             if (dim * t * 4) as u64 > max_bind {
                 eprintln!("selective-scan d={dim} L={l} batch={batch}: [T, D] tensors need {} MiB, over this device's {} MiB binding limit; skipped", (dim * t * 4) >> 20, max_bind >> 20);
@@ -473,7 +483,9 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
             let bytes = (4 * dim * t * 4 + 2 * n * t * 4 + batch * dim * n * 4 + chan_host.len() * 4) as f64;
             for kernel in ScanKernel::ALL {
                 let v = kernel.variant();
-                if !kernel.runs(dev.caps(), n) || filter.is_some_and(|f| !v.name.contains(f)) {
+                if !kernel.runs(dev.caps(), ss::ScanShape::new(dim, n, 1))
+                    || filter.is_some_and(|f| !v.name.contains(f))
+                {
                     continue;
                 }
                 let mut rec = Recorder::new(dev);
@@ -505,7 +517,7 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
                 rows.push(row(
                     "scan",
                     &v.name,
-                    format!("B={batch} d={dim} L={l} N={n}"),
+                    shape.clone(),
                     stats,
                     Work { bytes, flops: 0.0 },
                     roof,
@@ -517,6 +529,10 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
     // Decode step: one token for each of `batch` sequences.
     for &dim in &dims {
         let s = if cfg.quick { 2 } else { 64 };
+        let shape = format!("S={s} d={dim} N={n}");
+        if skip_shape(&shape) {
+            continue;
+        }
         let mk = |shape: &[usize]| Tensor::from_slice(dev, shape, &vec![0.5f32; shape.iter().product()]);
         let (u, delta, z, y) = (mk(&[s, dim])?, mk(&[s, dim])?, mk(&[s, dim])?, mk(&[s, dim])?);
         let bc = mk(&[s, 2, 1, n])?;
@@ -549,7 +565,7 @@ pub fn selective_scan(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> R
         rows.push(row(
             "scan-step",
             "selective_scan.step",
-            format!("S={s} d={dim} N={n}"),
+            shape,
             stats,
             Work { bytes, flops: 0.0 },
             roof,

@@ -74,6 +74,9 @@ enum Command {
         /// Only variants whose name contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// Only shapes whose description contains this, e.g. "d=2048 L=16384" (selective-scan).
+        #[arg(long)]
+        shape: Option<String>,
         /// Also write the rows as JSON to this file.
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
@@ -109,7 +112,7 @@ fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             plan_synthetic(layers, d_model, seq_len, batch, max_buffer_mib, json)
         }
-        Command::Bench { what, quick, full, filter, json } => {
+        Command::Bench { what, quick, full, filter, shape, json } => {
             let dev = Device::new()?;
             eprintln!("adapter: {}", dev.describe());
             let software = dev.adapter_info().device_type == wgpu::DeviceType::Cpu;
@@ -146,7 +149,9 @@ fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let cfg = if quick { bench::BenchConfig::quick() } else { bench::BenchConfig::full() };
             let rows = match what.as_str() {
                 "core" => bench::run_core(&dev, cfg, filter.as_deref())?,
-                "selective-scan" | "scan" => bench::selective_scan(&dev, cfg, filter.as_deref())?,
+                "selective-scan" | "scan" => {
+                    bench::selective_scan(&dev, cfg, filter.as_deref(), shape.as_deref())?
+                }
                 other => {
                     return Err(format!(
                         "unknown benchmark {other:?}; available: core, decode, selective-scan"

@@ -20,8 +20,12 @@
 //! Variants: `sequential` (one invocation per sequence and channel; the baseline),
 //! `chunked` (workgroup per sequence and channel, tokens over invocations, an associative scan
 //! of affine pairs in workgroup memory, state carried across chunks in one dispatch) and
-//! `chunked.sg` (the same with subgroup shuffles). The decode step is the sequential kernel on
-//! sequences of one token each.
+//! `chunked.sg` (the same with subgroup shuffles), `lanes` (8 lanes per channel, tokens in
+//! order), and Mamba-1's N = 16 fast paths `tiled` (4 lanes × vec4 per channel, tiles of 32
+//! tokens staged in workgroup memory, next tile prefetched) and `solo` (one invocation holds a
+//! channel's 16 states; B and C staged per tile and read as broadcasts). [`ScanKernel::best`]
+//! picks between them by shape. The decode step is the sequential kernel on sequences of one
+//! token each.
 
 use super::{grid, Params, Recorder};
 use crate::device::Device;
@@ -35,6 +39,9 @@ const SEQ_WG: u32 = 64;
 const CHUNK_WG: u32 = 128;
 const NB: u32 = 8;
 const LANES_WG: u32 = 256;
+/// Channels per workgroup of the tiled and solo kernels.
+const TILED_CH: usize = 32;
+const SOLO_CH: usize = 64;
 
 /// Packed sequences: cu_seqlens and optional reset flags, uploaded once as one u32 table.
 #[derive(Debug, Clone)]
@@ -128,11 +135,24 @@ pub enum ScanKernel {
     /// States over lanes (8 per channel, N ≤ 16), tokens in order; needs subgroups of a size
     /// that is a multiple of 8.
     Lanes,
+    /// Mamba-1's fast path: N = 16 as four lanes × vec4 per channel, 32 channels of one
+    /// sequence per workgroup, tokens in tiles of 32 staged through workgroup memory, next
+    /// tile prefetched; needs subgroups (size a multiple of 4) and D / G a multiple of 32.
+    Tiled,
+    /// N = 16: one invocation holds a channel's 16 states, 64 channels of one sequence per
+    /// workgroup, B and C staged per tile of 16 tokens and read as broadcasts.
+    Solo,
 }
 
 impl ScanKernel {
-    pub const ALL: [ScanKernel; 4] =
-        [ScanKernel::Sequential, ScanKernel::Chunked, ScanKernel::ChunkedSubgroups, ScanKernel::Lanes];
+    pub const ALL: [ScanKernel; 6] = [
+        ScanKernel::Sequential,
+        ScanKernel::Chunked,
+        ScanKernel::ChunkedSubgroups,
+        ScanKernel::Lanes,
+        ScanKernel::Tiled,
+        ScanKernel::Solo,
+    ];
 
     /// The f32-input variant.
     pub fn variant(self) -> Variant {
@@ -166,6 +186,15 @@ impl ScanKernel {
                 .define("WG", LANES_WG)
                 .define("NMAX", nmax)
                 .with_subgroups(true),
+            ScanKernel::Tiled => Variant::new("selective_scan.tiled", "selective_scan", "scan_tiled")
+                .define("TILED", 1)
+                .define("NEGC", 0)
+                .define("RSTC", 0)
+                .with_subgroups(true),
+            ScanKernel::Solo => Variant::new("selective_scan.solo", "selective_scan", "scan_solo")
+                .define("SOLO", 1)
+                .define("NEGC", 0)
+                .define("RSTC", 0),
             ScanKernel::Chunked | ScanKernel::ChunkedSubgroups => {
                 let sg = self == ScanKernel::ChunkedSubgroups;
                 let name = if sg { "selective_scan.chunked.sg" } else { "selective_scan.chunked" };
@@ -180,20 +209,51 @@ impl ScanKernel {
         }
     }
 
-    /// The fastest kernel the device runs for state size `n` (H200 figures in BENCHMARKS.md).
-    pub fn best(caps: &crate::device::Capabilities, n: usize) -> Self {
-        if ScanKernel::Lanes.runs(caps, n) {
-            ScanKernel::Lanes
+    /// The fastest kernel the device runs for this shape and number of sequences (H200
+    /// figures in BENCHMARKS.md: `solo` once sequences × channels fill the GPU with one
+    /// invocation per channel, `tiled` below that; `chunked` is the portable fallback).
+    pub fn best(caps: &crate::device::Capabilities, shape: ScanShape, sequences: usize) -> Self {
+        let order = if sequences * shape.dim >= 32_768 {
+            [ScanKernel::Solo, ScanKernel::Tiled, ScanKernel::Lanes]
         } else {
-            ScanKernel::Chunked
-        }
+            [ScanKernel::Tiled, ScanKernel::Solo, ScanKernel::Lanes]
+        };
+        order.into_iter().find(|k| k.runs(caps, shape)).unwrap_or(ScanKernel::Chunked)
     }
 
-    /// Whether this kernel runs state size `n` on this device.
-    pub fn runs(self, caps: &crate::device::Capabilities, n: usize) -> bool {
+    /// Kernels with the transition mapping and resets as compile-time switches.
+    fn specialised(self) -> bool {
+        matches!(self, ScanKernel::Tiled | ScanKernel::Solo)
+    }
+
+    /// Whether this kernel runs this shape on this device.
+    pub fn runs(self, caps: &crate::device::Capabilities, shape: ScanShape) -> bool {
+        let sg = |m: u32| caps.subgroup_min_size >= m && caps.subgroup_min_size.is_multiple_of(m);
+        let ScanShape { dim, n, groups } = shape;
+        // A workgroup's channels must lie in one group.
+        let whole_blocks =
+            |ch: usize| groups > 0 && dim.is_multiple_of(groups) && (dim / groups).is_multiple_of(ch);
         self.variant().supported(caps)
-            && (self != ScanKernel::Lanes
-                || (n <= 16 && caps.subgroup_min_size >= 8 && caps.subgroup_min_size.is_multiple_of(8)))
+            && match self {
+                ScanKernel::Lanes => n <= 16 && sg(8),
+                ScanKernel::Tiled => n == 16 && sg(4) && whole_blocks(TILED_CH),
+                ScanKernel::Solo => n == 16 && whole_blocks(SOLO_CH),
+                _ => true,
+            }
+    }
+}
+
+/// What decides which kernels run a scan: channels D, state size N and groups G.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanShape {
+    pub dim: usize,
+    pub n: usize,
+    pub groups: usize,
+}
+
+impl ScanShape {
+    pub fn new(dim: usize, n: usize, groups: usize) -> Self {
+        Self { dim, n, groups }
     }
 }
 
@@ -279,15 +339,20 @@ pub fn selective_scan(rec: &mut Recorder, kernel: ScanKernel, args: &ScanArgs, y
     super::expect("y", y, &[args.seqs.total(), dim], DType::F32)?;
     let z = args.z.unwrap_or(args.u); // placeholder binding when there is no gate
     let tensors = [args.u, args.delta, args.bc, z, args.chan, &args.seqs.table, y, args.state];
-    if !kernel.runs(rec.device().caps(), n) {
+    if !kernel.runs(rec.device().caps(), ScanShape::new(dim, n, args.groups)) {
         return Err(Error::UnsupportedVariant(format!(
-            "{kernel:?} does not run N = {n} on this device (lanes: N ≤ 16 and subgroups of a multiple of 8)"
+            "{kernel:?} does not run D = {dim}, N = {n}, G = {} on this device (lanes: N ≤ 16 and \
+             subgroups of a multiple of 8; tiled: N = 16, D / G a multiple of 32, subgroups of a \
+             multiple of 4; solo: N = 16, D / G a multiple of 64)",
+            args.groups
         )));
     }
     let work = args.seqs.count() * dim;
     let wg = match kernel {
         ScanKernel::Sequential => grid(rec.device(), work.div_ceil(SEQ_WG as usize))?,
         ScanKernel::Lanes => grid(rec.device(), (work * 8).div_ceil(LANES_WG as usize))?,
+        ScanKernel::Tiled => grid(rec.device(), work / TILED_CH)?,
+        ScanKernel::Solo => grid(rec.device(), work / SOLO_CH)?,
         _ => grid(rec.device(), work)?,
     };
     // Windows of tokens per dispatch, sized so that one invocation runs well under 65k loop
@@ -295,10 +360,20 @@ pub fn selective_scan(rec: &mut Recorder, kernel: ScanKernel, args: &ScanArgs, y
     let window = match kernel {
         ScanKernel::Sequential => 48_000 / (n + 3),
         ScanKernel::Lanes => 16_000,
+        k if k.specialised() => 32_768,
         _ => (4 * CHUNK_WG as usize) * (40_000 / ((n.div_ceil(NB as usize) + 1) * 240)).max(1),
     };
     let longest = args.seqs.cu.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-    let variant = kernel.variant_for(args.u.dtype());
+    let mut variant = kernel.variant_for(args.u.dtype());
+    if kernel.specialised() {
+        // The tiled kernels take the transition mapping and resets as compile-time switches:
+        // their inner loop is straight-line code over a tile, and a runtime test costs
+        // instructions per state per token (or a branch per token, which stops the compiler
+        // overlapping consecutive tokens).
+        variant = variant
+            .define("NEGC", args.flags.neg_eigen as u32)
+            .define("RSTC", args.seqs.resets.is_some() as u32);
+    }
     for k in 0..longest.div_ceil(window).max(1) {
         let params = args.params(dim, n, (k * window, window), args.flags.init_state || k > 0);
         rec.dispatch(&variant, &params, &tensors, wg)?;

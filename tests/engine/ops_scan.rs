@@ -4,7 +4,9 @@
 
 use crate::common::devices;
 use linseq::ops::conv1d::{self, ConvArgs, ConvFlags};
-use linseq::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, ScanRef, Sequences};
+use linseq::ops::selective_scan::{
+    self as ss, ScanArgs, ScanFlags, ScanKernel, ScanRef, ScanShape, Sequences,
+};
 use linseq::ops::Recorder;
 use linseq::testing::{compare, GuardedOutput, Rng};
 use linseq::{DType, Device, Tensor};
@@ -66,6 +68,10 @@ fn host_inputs(rng: &mut Rng, c: &Case) -> Host {
 }
 
 /// Runs one scan on the GPU; returns (y, final state).
+fn shape(c: &Case) -> ScanShape {
+    ScanShape::new(c.dim, c.n, c.groups)
+}
+
 fn gpu_scan(
     dev: &Device,
     kernel: ScanKernel,
@@ -140,7 +146,7 @@ fn check_case(dev: &Device, rng: &mut Rng, c: &Case, label: &str) {
     let seqs = Sequences::new(dev, &c.lens, c.resets.as_deref()).unwrap();
     let (want_y, want_s) = reference(c, &h, seqs.cu_seqlens(), c.resets.as_deref());
     for kernel in ScanKernel::ALL {
-        if !kernel.runs(dev.caps(), c.n) {
+        if !kernel.runs(dev.caps(), shape(c)) {
             continue;
         }
         let (y, st) = gpu_scan(dev, kernel, c, &h, &seqs, false);
@@ -167,7 +173,14 @@ fn scan_matches_reference_on_edge_lengths() {
                     init_state: k % 5 == 2,
                 };
                 let groups = 1 + k % 2;
-                let dim = if l >= 2049 { 4 } else { 6 };
+                // N = 16 with D / G a multiple of 32 also runs the tiled kernels.
+                let dim = if n == 16 {
+                    64
+                } else if l >= 2049 {
+                    4
+                } else {
+                    6
+                };
                 let c = Case { dim, n, groups, lens: vec![l], resets: None, flags, z: k % 3 != 1 };
                 check_case(dev, &mut rng, &c, &format!("L={l} N={n} G={groups} {flags:?} z={}", c.z));
             }
@@ -191,7 +204,7 @@ fn scan_ragged_packed_batches_with_resets() {
                 init_state: true,
             };
             let c = Case {
-                dim: 8,
+                dim: 64,
                 n: 16,
                 groups: 2,
                 lens: lens.clone(),
@@ -216,7 +229,7 @@ fn prefill_then_decode_equals_one_prefill() {
             neg_eigen: false,
             init_state: false,
         };
-        let c = Case { dim: 5, n: 16, groups: 1, lens: vec![l], resets: None, flags, z: true };
+        let c = Case { dim: 32, n: 16, groups: 1, lens: vec![l], resets: None, flags, z: true };
         let h = host_inputs(&mut rng, &c);
         let (want_y, want_s) = reference(&c, &h, &[0, l], None);
         // Tokens [a, b) of a token-major input with `width` values per token.
@@ -230,7 +243,7 @@ fn prefill_then_decode_equals_one_prefill() {
             chan: h.chan.clone(),
             state,
         };
-        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), c.n)) {
+        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), shape(&c))) {
             // Prefill of the first k tokens.
             let first = Case { lens: vec![k], ..c.clone() };
             let seqs = Sequences::new(dev, &[k], None).unwrap();
@@ -269,13 +282,12 @@ fn prefill_then_decode_equals_one_prefill() {
 fn negative_eigenvalues_flip_the_state_sign() {
     // Parity: a = exp(dt·A) ≈ 0 maps to 2a − 1 ≈ −1, so a unit impulse alternates in sign
     // forever; with eigenvalues in [0, 1] it would decay to zero instead.
-    for dev in devices() {
+    // N = 1 runs the general kernels, N = 16 with 32 channels the tiled ones too.
+    for (dev, (dim, n)) in devices().iter().flat_map(|d| [(d, (2, 1)), (d, (32, 16))]) {
         let l = 1030; // crosses chunk boundaries
-        let (dim, n) = (2, 1);
-        let chan = ss::pack_channel_params(&[-60.0, -60.0], None, None, dim, n);
+        let chan = ss::pack_channel_params(&vec![-60.0; dim * n], None, None, dim, n);
         let mut u = vec![0f32; dim * l];
-        u[0] = 1.0; // token 0, channel 0
-        u[1] = 1.0; // token 0, channel 1
+        u[..dim].fill(1.0); // token 0, every channel
         let h = Host {
             u,
             delta: vec![1.0; dim * l],
@@ -287,11 +299,12 @@ fn negative_eigenvalues_flip_the_state_sign() {
         let flags = ScanFlags { neg_eigen: true, ..Default::default() };
         let c = Case { dim, n, groups: 1, lens: vec![l], resets: None, flags, z: false };
         let seqs = Sequences::new(dev, &[l], None).unwrap();
-        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), n)) {
+        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), shape(&c))) {
             let (y, st) = gpu_scan(dev, kernel, &c, &h, &seqs, false);
             for d in 0..dim {
                 for t in 0..l {
-                    let want = if t % 2 == 0 { 1.0 } else { -1.0 };
+                    // Σₙ h·C with every state at ±1.
+                    let want = if t % 2 == 0 { n as f32 } else { -(n as f32) };
                     assert!(
                         (y[t * dim + d] - want).abs() < 1e-5,
                         "{kernel:?} d={d} t={t}: {}",
@@ -299,7 +312,7 @@ fn negative_eigenvalues_flip_the_state_sign() {
                     );
                 }
             }
-            assert!((st[0] - -1.0).abs() < 1e-5, "final state {st:?}");
+            assert!(st.iter().all(|&v| (v - -1.0).abs() < 1e-5), "{kernel:?} final state {st:?}");
         }
     }
 }
@@ -331,6 +344,29 @@ fn scan_rejects_bad_shapes() {
     ));
     assert!(Sequences::new(dev, &[3], Some(&[true])).is_err());
     assert!(ss::selective_scan_step(&mut rec, &args, &y).is_err());
+
+    // The N = 16 fast paths refuse shapes they do not cover, with a clear error, and `best`
+    // only picks kernels that run the shape.
+    let n16 = |d: usize| -> (Tensor, Tensor, Tensor, Tensor, Tensor) {
+        (
+            Tensor::empty(dev, &[7, d], DType::F32).unwrap(),
+            Tensor::empty(dev, &[7, 2, 1, 16], DType::F32).unwrap(),
+            Tensor::empty(dev, &[d, 18], DType::F32).unwrap(),
+            Tensor::empty(dev, &[2, d, 16], DType::F32).unwrap(),
+            Tensor::empty(dev, &[7, d], DType::F32).unwrap(),
+        )
+    };
+    let (u, bc, chan, state, y) = n16(40);
+    let args = ScanArgs { u: &u, delta: &u, bc: &bc, chan: &chan, state: &state, ..args };
+    for kernel in [ScanKernel::Tiled, ScanKernel::Solo] {
+        let err = ss::selective_scan(&mut rec, kernel, &args, &y).unwrap_err();
+        assert!(matches!(err, linseq::Error::UnsupportedVariant(_)), "{kernel:?}: {err}");
+    }
+    for (dim, groups, seqs) in [(40, 1, 2), (64, 2, 2), (2048, 1, 8), (5120, 1, 8), (64, 1, 1000)] {
+        let shape = ScanShape::new(dim, 16, groups);
+        let best = ScanKernel::best(dev.caps(), shape, seqs);
+        assert!(best.runs(dev.caps(), shape), "{best:?} picked for {shape:?}");
+    }
 }
 
 #[test]
@@ -434,7 +470,7 @@ fn scan_with_f16_inputs() {
             neg_eigen: false,
             init_state: true,
         };
-        let c = Case { dim: 6, n: 16, groups: 2, lens: vec![3, 700, 1], resets: None, flags, z: true };
+        let c = Case { dim: 64, n: 16, groups: 2, lens: vec![3, 700, 1], resets: None, flags, z: true };
         let mut h = host_inputs(&mut rng, &c);
         h.u = round(&h.u);
         h.delta = round(&h.delta);
@@ -442,7 +478,7 @@ fn scan_with_f16_inputs() {
         h.z = h.z.as_deref().map(round);
         let seqs = Sequences::new(dev, &c.lens, None).unwrap();
         let (want_y, want_s) = reference(&c, &h, seqs.cu_seqlens(), None);
-        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), c.n)) {
+        for kernel in ScanKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), shape(&c))) {
             let (y, st) = gpu_scan_as(dev, kernel, &c, &h, &seqs, false, DType::F16);
             for (what, got, want) in [("y", &y, &want_y), ("state", &st, &want_s)] {
                 let ok =
