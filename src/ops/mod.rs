@@ -15,6 +15,7 @@ pub mod norm;
 pub mod sampling;
 pub mod selective_scan;
 pub mod softmax;
+pub mod ssd;
 
 use crate::device::Device;
 use crate::error::{Error, Result};

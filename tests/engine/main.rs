@@ -10,4 +10,5 @@ mod ops_core;
 mod ops_matmul;
 mod ops_sampling;
 mod ops_scan;
+mod ops_ssd;
 mod portability;

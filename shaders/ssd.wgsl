@@ -1,0 +1,393 @@
+// Mamba-2's state-space dual (SSD) scan, token-major packed layout:
+//   xbc   : [T, W]  per token x (H·P, head-major), then B (G·N), then C (G·N): the layout of
+//                   Mamba-2's conv output, read in place (W = H·P + 2·G·N)
+//   dt    : [T, H]  raw step sizes; dt = clamp(softplus(dt + dt_bias), dt_min, dt_max)
+//   heads : [H, 4]  A (negative), D, dt_bias, unused
+//   y     : [T, H·P] f32, y = C·h + D·x
+//   state : [S, H, P, N] f32
+// Head h reads group h / (H / G). Recurrence: h_t = exp(dt·A)·h_{t−1} + dt·x_t ⊗ B_t.
+// xbc and dt are f32, or f16 packed two per u32 word (F16IN); states and sums are f32.
+struct Params {
+    total: u32, heads: u32, hdim: u32, groups: u32,
+    nstate: u32, nseq: u32, flags: u32, width: u32,
+    dt_min: f32, dt_max: f32, win_start: u32, win_len: u32,
+    nchunks: u32, chunk: u32, pad0: u32, pad1: u32,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+
+const SOFTPLUS: u32 = 1u;
+const HAS_BIAS: u32 = 2u;
+const HAS_D: u32 = 4u;
+const INIT: u32 = 8u;
+const RESET: u32 = 16u;
+
+// Chunk table entries (u32 × 4 per chunk): first token, length, sequence, flags; then the
+// per-sequence chunk offsets [S + 1].
+const FRESH: u32 = 1u; // the state before this chunk is zero (reset, or a sequence start without INIT)
+const FIRST: u32 = 2u; // first chunk of its sequence
+
+fn flag(f: u32) -> bool { return (p.flags & f) != 0u; }
+fn ld(w: u32, i: u32) -> f32 { return unpack2x16float(w)[i & 1u]; }
+
+fn group_of(h: u32) -> u32 { return h / (p.heads / p.groups); }
+fn x_ix(t: u32, h: u32, i: u32) -> u32 { return t * p.width + h * p.hdim + i; }
+fn b_ix(t: u32, g: u32, n: u32) -> u32 { return t * p.width + p.heads * p.hdim + g * p.nstate + n; }
+fn c_ix(t: u32, g: u32, n: u32) -> u32 { return b_ix(t, g, n) + p.groups * p.nstate; }
+
+#if SEQUENTIAL
+// Baseline and GPU oracle: one invocation per (sequence, head, channel p) walks the tokens with
+// its N states in a private array.
+@group(0) @binding(1) var<storage, {{ACT}}> xbc: array<{{IN}}>;
+@group(0) @binding(2) var<storage, {{ACT}}> dt: array<{{IN}}>;
+@group(0) @binding(3) var<storage, read> heads: array<f32>;
+@group(0) @binding(4) var<storage, {{ACT}}> seqs: array<u32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(6) var<storage, read_write> state: array<f32>;
+
+#if F16IN
+fn ld_x(i: u32) -> f32 { return ld(xbc[i >> 1u], i); }
+fn ld_dt(i: u32) -> f32 { return ld(dt[i >> 1u], i); }
+#else
+fn ld_x(i: u32) -> f32 { return xbc[i]; }
+fn ld_dt(i: u32) -> f32 { return dt[i]; }
+#endif
+
+@compute @workgroup_size(64)
+fn ssd_sequential(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 64u;
+    let per_seq = p.heads * p.hdim;
+    if (idx >= p.nseq * per_seq) { return; }
+    let s = idx / per_seq;
+    let h = (idx % per_seq) / p.hdim;
+    let i = idx % p.hdim;
+    let g = group_of(h);
+    let a_h = heads[h * 4u];
+    let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
+    let bias = select(0.0, heads[h * 4u + 2u], flag(HAS_BIAS));
+    let sbase = idx * p.nstate; // [S, H, P, N]
+    var hs: array<f32, {{NMAX}}>;
+    for (var n = 0u; n < p.nstate; n++) {
+        hs[n] = select(0.0, state[sbase + n], flag(INIT));
+    }
+    let t_first = seqs[s] + min(p.win_start, seqs[s + 1u] - seqs[s]);
+    let t_last = min(seqs[s + 1u], t_first + p.win_len);
+    for (var t = t_first; t < t_last; t++) {
+        var v = ld_dt(t * p.heads + h) + bias;
+        if (flag(SOFTPLUS) && v <= 20.0) { v = log(1.0 + exp(v)); }
+        v = clamp(v, p.dt_min, p.dt_max);
+        var a = exp(v * a_h);
+        if (flag(RESET) && seqs[p.nseq + 1u + t] != 0u) { a = 0.0; } // state restarts here
+        let xv = ld_x(x_ix(t, h, i));
+        let vx = v * xv;
+        var acc = 0.0;
+        for (var n = 0u; n < p.nstate; n++) {
+            hs[n] = a * hs[n] + vx * ld_x(b_ix(t, g, n));
+            acc += hs[n] * ld_x(c_ix(t, g, n));
+        }
+        y[t * per_seq + h * p.hdim + i] = acc + d_h * xv;
+    }
+    for (var n = 0u; n < p.nstate; n++) {
+        state[sbase + n] = hs[n];
+    }
+}
+#endif
+
+#if CUMSUM
+// Step 1: per (chunk, head), dt after bias/softplus/clamp and the running sum of dt·A from the
+// chunk's start (inclusive).
+@group(0) @binding(1) var<storage, {{ACT}}> dt: array<{{IN}}>;
+@group(0) @binding(2) var<storage, read> heads: array<f32>;
+@group(0) @binding(3) var<storage, read> chunks: array<u32>;
+@group(0) @binding(4) var<storage, read_write> dts: array<f32>;
+@group(0) @binding(5) var<storage, read_write> cs: array<f32>;
+
+#if F16IN
+fn ld_dt(i: u32) -> f32 { return ld(dt[i >> 1u], i); }
+#else
+fn ld_dt(i: u32) -> f32 { return dt[i]; }
+#endif
+
+@compute @workgroup_size(64)
+fn ssd_cumsum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 64u;
+    if (idx >= p.nchunks * p.heads) { return; }
+    let c = idx / p.heads;
+    let h = idx % p.heads;
+    let t0 = chunks[c * 4u];
+    let len = chunks[c * 4u + 1u];
+    let a_h = heads[h * 4u];
+    let bias = select(0.0, heads[h * 4u + 2u], flag(HAS_BIAS));
+    var acc = 0.0;
+    for (var k = 0u; k < len; k++) {
+        let t = t0 + k;
+        var v = ld_dt(t * p.heads + h) + bias;
+        if (flag(SOFTPLUS) && v <= 20.0) { v = log(1.0 + exp(v)); }
+        v = clamp(v, p.dt_min, p.dt_max);
+        acc += v * a_h;
+        dts[t * p.heads + h] = v;
+        cs[t * p.heads + h] = acc;
+    }
+}
+#endif
+
+#if CHUNK_STATE
+// Step 2: per (chunk, head), the chunk's own contribution to the state at its end,
+// S_c[i, n] = Σ_t exp(cs_last − cs_t)·dt_t·x_t[i]·B_t[n], as a 64 × 64 output tile per
+// workgroup (16 × 16 invocations, 4 × 4 each) with tokens staged 16 at a time.
+@group(0) @binding(1) var<storage, {{ACT}}> xbc: array<{{IN}}>;
+@group(0) @binding(2) var<storage, read> dts: array<f32>;
+@group(0) @binding(3) var<storage, read> cs: array<f32>;
+@group(0) @binding(4) var<storage, read> chunks: array<u32>;
+@group(0) @binding(5) var<storage, read_write> cstates: array<f32>;
+
+#if F16IN
+fn ld_x(i: u32) -> f32 { return ld(xbc[i >> 1u], i); }
+#else
+fn ld_x(i: u32) -> f32 { return xbc[i]; }
+#endif
+
+var<workgroup> xs: array<array<f32, 64>, 16>; // [token][i]
+var<workgroup> bs: array<array<f32, 64>, 16>; // [token][n], weighted
+
+@compute @workgroup_size(16, 16)
+fn ssd_chunk_state(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    // wid.x: tile over (i, n); wid.y: head; wid.z: chunk.
+    let tiles_n = (p.nstate + 63u) / 64u;
+    let i0 = (wid.x / tiles_n) * 64u;
+    let n0 = (wid.x % tiles_n) * 64u;
+    let h = wid.y;
+    let c = wid.z;
+    let g = group_of(h);
+    let t0 = chunks[c * 4u];
+    let len = chunks[c * 4u + 1u];
+    let cs_last = cs[(t0 + len - 1u) * p.heads + h];
+    let flat = lid.y * 16u + lid.x;
+    var acc: array<array<f32, 4>, 4>;
+    for (var k0 = 0u; k0 < len; k0 += 16u) {
+        // Stage 16 tokens × 64 of x and of weighted B (256 invocations × 4 values each).
+        for (var e = flat; e < 16u * 64u; e += 256u) {
+            let k = e / 64u;
+            let j = e % 64u;
+            var xv = 0.0;
+            var bv = 0.0;
+            if (k0 + k < len) {
+                let t = t0 + k0 + k;
+                if (i0 + j < p.hdim) { xv = ld_x(x_ix(t, h, i0 + j)); }
+                if (n0 + j < p.nstate) {
+                    let w = exp(cs_last - cs[t * p.heads + h]) * dts[t * p.heads + h];
+                    bv = w * ld_x(b_ix(t, g, n0 + j));
+                }
+            }
+            xs[k][j] = xv;
+            bs[k][j] = bv;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < 16u; k++) {
+            let xr = vec4<f32>(xs[k][lid.y * 4u], xs[k][lid.y * 4u + 1u], xs[k][lid.y * 4u + 2u], xs[k][lid.y * 4u + 3u]);
+            let br = vec4<f32>(bs[k][lid.x * 4u], bs[k][lid.x * 4u + 1u], bs[k][lid.x * 4u + 2u], bs[k][lid.x * 4u + 3u]);
+            for (var a = 0u; a < 4u; a++) {
+                for (var b = 0u; b < 4u; b++) {
+                    acc[a][b] = fma(xr[a], br[b], acc[a][b]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var a = 0u; a < 4u; a++) {
+        let i = i0 + lid.y * 4u + a;
+        for (var b = 0u; b < 4u; b++) {
+            let n = n0 + lid.x * 4u + b;
+            if (i < p.hdim && n < p.nstate) {
+                cstates[((c * p.heads + h) * p.hdim + i) * p.nstate + n] = acc[a][b];
+            }
+        }
+    }
+}
+#endif
+
+#if STATE_PASSING
+// Step 3: per (sequence, head, i, n), walk the sequence's chunks in order: replace each
+// chunk's own state with the state entering it, and carry exp(cs_last)·carry + S_c on.
+@group(0) @binding(1) var<storage, read> cs: array<f32>;
+@group(0) @binding(2) var<storage, read> chunks: array<u32>;
+@group(0) @binding(3) var<storage, read_write> cstates: array<f32>;
+@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+
+@compute @workgroup_size(64)
+fn ssd_state_passing(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 64u;
+    let per_seq = p.heads * p.hdim * p.nstate;
+    if (idx >= p.nseq * per_seq) { return; }
+    let s = idx / per_seq;
+    let r = idx % per_seq; // (h, i, n)
+    let h = r / (p.hdim * p.nstate);
+    var carry = select(0.0, state[idx], flag(INIT));
+    let offs = p.nchunks * 4u;
+    for (var c = chunks[offs + s]; c < chunks[offs + s + 1u]; c++) {
+        if ((chunks[c * 4u + 3u] & FRESH) != 0u) { carry = 0.0; }
+        let t_last = chunks[c * 4u] + chunks[c * 4u + 1u] - 1u;
+        let own = cstates[c * per_seq + r];
+        cstates[c * per_seq + r] = carry;
+        carry = exp(cs[t_last * p.heads + h]) * carry + own;
+    }
+    state[idx] = carry;
+}
+#endif
+
+#if CHUNK_SCAN
+// Steps 4–5: outputs of a 32-token row tile × 64 channels of one (chunk, head):
+//   y_t = exp(cs_t)·(C_t · h_in) + Σ_{j ≤ t} (C_t · B_j)·exp(cs_t − cs_j)·dt_j·x_j + D·x_t.
+// The causal mask is applied before the exp, so exp only ever sees cs_t − cs_j ≤ 0 for j ≤ t.
+// 256 invocations (16 × 16), 2 rows × 4 channels each; C·Bᵀ is formed 32 × 32 at a time in
+// workgroup memory with the state size staged 16 at a time.
+@group(0) @binding(1) var<storage, {{ACT}}> xbc: array<{{IN}}>;
+@group(0) @binding(2) var<storage, read> dts: array<f32>;
+@group(0) @binding(3) var<storage, read> cs: array<f32>;
+@group(0) @binding(4) var<storage, read> chunks: array<u32>;
+@group(0) @binding(5) var<storage, read> cstates: array<f32>;
+@group(0) @binding(6) var<storage, read> heads: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+
+#if F16IN
+fn ld_x(i: u32) -> f32 { return ld(xbc[i >> 1u], i); }
+#else
+fn ld_x(i: u32) -> f32 { return xbc[i]; }
+#endif
+
+var<workgroup> cs_row: array<f32, 32>; // cs of the row tokens
+var<workgroup> ct: array<array<f32, 16>, 32>; // C slice [row][n]
+var<workgroup> bt: array<array<f32, 16>, 32>; // B slice [col token][n]
+var<workgroup> ht: array<array<f32, 64>, 16>; // h_in slice [n][i]
+var<workgroup> mt: array<array<f32, 32>, 32>; // masked, scaled C·Bᵀ [row][col token]
+var<workgroup> xt: array<array<f32, 64>, 32>; // x [col token][i]
+
+@compute @workgroup_size(16, 16)
+fn ssd_chunk_scan(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    // wid.x: (row tile, channel tile); wid.y: head; wid.z: chunk.
+    let tiles_i = (p.hdim + 63u) / 64u;
+    let rt = wid.x / tiles_i;
+    let i0 = (wid.x % tiles_i) * 64u;
+    let h = wid.y;
+    let c = wid.z;
+    let g = group_of(h);
+    let t0 = chunks[c * 4u];
+    let len = chunks[c * 4u + 1u];
+    let r0 = rt * 32u; // first row of this tile, within the chunk
+    if (r0 >= len) { return; } // workgroup-uniform
+    let flat = lid.y * 16u + lid.x;
+    let st_base = (c * p.heads + h) * p.hdim * p.nstate;
+    if (flat < 32u) {
+        cs_row[flat] = select(0.0, cs[(t0 + min(r0 + flat, len - 1u)) * p.heads + h], r0 + flat < len);
+    }
+    var acc: array<array<f32, 4>, 2>;
+    // Off-diagonal part: exp(cs_t)·C_t · h_in.
+    for (var n0 = 0u; n0 < p.nstate; n0 += 16u) {
+        workgroupBarrier();
+        for (var e = flat; e < 32u * 16u; e += 256u) {
+            let r = e / 16u;
+            let n = n0 + e % 16u;
+            var v = 0.0;
+            if (r0 + r < len && n < p.nstate) { v = ld_x(c_ix(t0 + r0 + r, g, n)); }
+            ct[r][e % 16u] = v;
+        }
+        for (var e = flat; e < 16u * 64u; e += 256u) {
+            let n = n0 + e / 64u;
+            let i = i0 + e % 64u;
+            var v = 0.0;
+            if (n < p.nstate && i < p.hdim) { v = cstates[st_base + i * p.nstate + n]; }
+            ht[e / 64u][e % 64u] = v;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < 16u; k++) {
+            for (var a = 0u; a < 2u; a++) {
+                let cv = ct[lid.y * 2u + a][k];
+                for (var b = 0u; b < 4u; b++) {
+                    acc[a][b] = fma(cv, ht[k][lid.x * 4u + b], acc[a][b]);
+                }
+            }
+        }
+    }
+    for (var a = 0u; a < 2u; a++) {
+        let scale = exp(cs_row[lid.y * 2u + a]);
+        for (var b = 0u; b < 4u; b++) {
+            acc[a][b] *= scale;
+        }
+    }
+    // Diagonal part, one 32-token column block at a time up to this row tile.
+    for (var j0 = 0u; j0 <= r0; j0 += 32u) {
+        // C·Bᵀ for rows × column tokens: 32 × 32, 4 per invocation (2 rows × 2 columns).
+        var gacc: array<array<f32, 2>, 2>;
+        for (var n0 = 0u; n0 < p.nstate; n0 += 16u) {
+            workgroupBarrier();
+            for (var e = flat; e < 32u * 16u; e += 256u) {
+                let r = e / 16u;
+                let n = n0 + e % 16u;
+                var cv = 0.0;
+                var bv = 0.0;
+                if (n < p.nstate) {
+                    if (r0 + r < len) { cv = ld_x(c_ix(t0 + r0 + r, g, n)); }
+                    if (j0 + r < len) { bv = ld_x(b_ix(t0 + j0 + r, g, n)); }
+                }
+                ct[r][e % 16u] = cv;
+                bt[r][e % 16u] = bv;
+            }
+            workgroupBarrier();
+            for (var k = 0u; k < 16u; k++) {
+                for (var a = 0u; a < 2u; a++) {
+                    for (var b = 0u; b < 2u; b++) {
+                        gacc[a][b] = fma(ct[lid.y * 2u + a][k], bt[lid.x * 2u + b][k], gacc[a][b]);
+                    }
+                }
+            }
+        }
+        // Mask, then decay and dt; stage x of the column tokens.
+        for (var a = 0u; a < 2u; a++) {
+            for (var b = 0u; b < 2u; b++) {
+                let r = lid.y * 2u + a;
+                let j = lid.x * 2u + b;
+                var m = 0.0;
+                if (j0 + j <= r0 + r && j0 + j < len && r0 + r < len) {
+                    let tj = (t0 + j0 + j) * p.heads + h;
+                    m = gacc[a][b] * exp(cs_row[r] - cs[tj]) * dts[tj];
+                }
+                mt[r][j] = m;
+            }
+        }
+        for (var e = flat; e < 32u * 64u; e += 256u) {
+            let j = e / 64u;
+            let i = i0 + e % 64u;
+            var v = 0.0;
+            if (j0 + j < len && i < p.hdim) { v = ld_x(x_ix(t0 + j0 + j, h, i)); }
+            xt[j][e % 64u] = v;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < 32u; k++) {
+            for (var a = 0u; a < 2u; a++) {
+                let mv = mt[lid.y * 2u + a][k];
+                for (var b = 0u; b < 4u; b++) {
+                    acc[a][b] = fma(mv, xt[k][lid.x * 4u + b], acc[a][b]);
+                }
+            }
+        }
+    }
+    let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
+    for (var a = 0u; a < 2u; a++) {
+        let r = r0 + lid.y * 2u + a;
+        if (r < len) {
+            let t = t0 + r;
+            for (var b = 0u; b < 4u; b++) {
+                let i = i0 + lid.x * 4u + b;
+                if (i < p.hdim) {
+                    y[t * p.heads * p.hdim + h * p.hdim + i] = acc[a][b] + d_h * ld_x(x_ix(t, h, i));
+                }
+            }
+        }
+    }
+}
+#endif

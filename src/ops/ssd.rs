@@ -1,0 +1,402 @@
+//! Mamba-2's SSD scan (the paper's `ssd_minimal`, as in `Mamba2ForCausalLM`): a chunked
+//! prefill, a sequential baseline, and the decode step, on packed variable-length sequences
+//! with reset flags and initial/final state.
+//!
+//! **Layout** (token-major, what the Mamba-2 block produces):
+//! - `xbc`: `[T, H·P + 2·G·N]`: per token x (head-major), then B, then C; exactly the
+//!   output of Mamba-2's causal conv over xBC, read in place;
+//! - `dt`: `[T, H]` raw step sizes; dt = clamp(softplus(dt + dt_bias), dt_min, dt_max);
+//! - `heads`: `[H, 4]` per-head A (= −exp(A_log)), D, dt_bias and an unused slot
+//!   ([`pack_head_params`]);
+//! - `y`: `[T, H·P]` f32, y = C·h + D·x (Mamba-2 gates and normalises afterwards);
+//! - `state`: `[S, H, P, N]` f32, read when `init_state` is set, always overwritten with the
+//!   final state.
+//!
+//! Head h uses group `h / (H / G)`. Recurrence: h_t = exp(dt·A)·h_{t−1} + dt·x_t ⊗ B_t. A reset
+//! flag on a token zeroes the state before it.
+//!
+//! The chunked prefill follows the SSD algorithm in four dispatches: chunk cumsum of dt·A,
+//! per-chunk states (a P × N matmul over the chunk's tokens), state passing across chunks, and
+//! the chunk scan (C·Bᵀ masked before the exp, times x, plus C·h_in scaled by exp(cumsum)).
+//! Chunks never cross a sequence or a reset: the chunk table is built on the host, and a chunk
+//! that starts at a reset starts from zero.
+
+use super::selective_scan::Sequences;
+use super::{grid, Params, Recorder};
+use crate::error::{Error, Result};
+use crate::shader::Variant;
+use crate::tensor::{DType, Tensor};
+
+/// Largest state size N.
+pub const MAX_STATE: usize = 256;
+const SEQ_WG: usize = 64;
+
+/// The kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SsdKernel {
+    /// One invocation per (sequence, head, channel), tokens in order: the baseline and oracle.
+    Sequential,
+    /// The chunked SSD algorithm with this chunk size (32, 64, 128 or 256).
+    Chunked(usize),
+}
+
+impl SsdKernel {
+    pub const ALL: [SsdKernel; 5] = [
+        SsdKernel::Sequential,
+        SsdKernel::Chunked(32),
+        SsdKernel::Chunked(64),
+        SsdKernel::Chunked(128),
+        SsdKernel::Chunked(256),
+    ];
+
+    pub fn name(self) -> String {
+        match self {
+            SsdKernel::Sequential => "ssd.sequential".into(),
+            SsdKernel::Chunked(c) => format!("ssd.chunked{c}"),
+        }
+    }
+}
+
+fn variant(name: &str, entry: &'static str, define: &'static str, input: DType) -> Variant {
+    let f16 = input == DType::F16;
+    let mut v = Variant::new(if f16 { format!("{name}.f16") } else { name.to_string() }, "ssd", entry)
+        .define(define, 1)
+        .define("F16IN", f16 as u32)
+        .define("IN", if f16 { "u32" } else { "f32" });
+    if define == "SEQUENTIAL" {
+        v = v.define("NMAX", MAX_STATE);
+    }
+    v
+}
+
+fn sequential_variant(input: DType) -> Variant {
+    variant("ssd.sequential", "ssd_sequential", "SEQUENTIAL", input)
+}
+fn cumsum_variant(input: DType) -> Variant {
+    variant("ssd.cumsum", "ssd_cumsum", "CUMSUM", input)
+}
+fn chunk_state_variant(input: DType) -> Variant {
+    variant("ssd.chunk_state", "ssd_chunk_state", "CHUNK_STATE", input)
+}
+fn state_passing_variant() -> Variant {
+    variant("ssd.state_passing", "ssd_state_passing", "STATE_PASSING", DType::F32)
+}
+fn chunk_scan_variant(input: DType) -> Variant {
+    variant("ssd.chunk_scan", "ssd_chunk_scan", "CHUNK_SCAN", input)
+}
+
+/// Every shader variant of the family (for validation and listing).
+pub fn variants() -> Vec<Variant> {
+    let mut out = vec![state_passing_variant()];
+    for dt in [DType::F32, DType::F16] {
+        out.extend([
+            sequential_variant(dt),
+            cumsum_variant(dt),
+            chunk_state_variant(dt),
+            chunk_scan_variant(dt),
+        ]);
+    }
+    out
+}
+
+/// Sizes of one SSD layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SsdDims {
+    pub heads: usize,
+    pub head_dim: usize,
+    pub groups: usize,
+    pub n: usize,
+}
+
+impl SsdDims {
+    /// Row width of `xbc`: H·P + 2·G·N.
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim + 2 * self.groups * self.n
+    }
+}
+
+/// Switches of the scan.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SsdFlags {
+    pub dt_softplus: bool,
+    pub dt_bias: bool,
+    pub d_skip: bool,
+    /// Read `state` as the initial state (otherwise start from zero).
+    pub init_state: bool,
+    /// `time_step_limit`: dt is clamped to [min, max] after softplus.
+    pub dt_limit: (f32, f32),
+}
+
+impl Default for SsdFlags {
+    fn default() -> Self {
+        Self {
+            dt_softplus: true,
+            dt_bias: true,
+            d_skip: true,
+            init_state: false,
+            dt_limit: (0.0, f32::INFINITY),
+        }
+    }
+}
+
+/// Builds the `[H, 4]` per-head table from A, D and dt_bias.
+pub fn pack_head_params(a: &[f32], d_skip: Option<&[f32]>, dt_bias: Option<&[f32]>) -> Vec<f32> {
+    (0..a.len())
+        .flat_map(|h| [a[h], d_skip.map_or(0.0, |v| v[h]), dt_bias.map_or(0.0, |v| v[h]), 0.0])
+        .collect()
+}
+
+/// The tensors of one scan.
+pub struct SsdArgs<'a> {
+    pub xbc: &'a Tensor,
+    pub dt: &'a Tensor,
+    pub heads: &'a Tensor,
+    pub seqs: &'a Sequences,
+    pub state: &'a Tensor,
+    pub dims: SsdDims,
+    pub flags: SsdFlags,
+}
+
+impl SsdArgs<'_> {
+    fn check(&self, y: &Tensor) -> Result<()> {
+        let SsdDims { heads, head_dim, groups, n } = self.dims;
+        if heads == 0
+            || head_dim == 0
+            || n == 0
+            || n > MAX_STATE
+            || groups == 0
+            || !heads.is_multiple_of(groups)
+        {
+            return Err(Error::Shape(format!(
+                "SSD needs heads, head_dim ≥ 1, 1 ≤ N ≤ {MAX_STATE} and groups dividing heads; got {:?}",
+                self.dims
+            )));
+        }
+        let t = self.seqs.total();
+        let input = self.xbc.dtype();
+        if !matches!(input, DType::F32 | DType::F16) {
+            return Err(Error::Shape(format!("xbc must be f32 or f16, got {input:?}")));
+        }
+        super::expect("xbc", self.xbc, &[t, self.dims.width()], input)?;
+        super::expect("dt", self.dt, &[t, heads], input)?;
+        super::expect("heads", self.heads, &[heads, 4], DType::F32)?;
+        super::expect("state", self.state, &[self.seqs.count(), heads, head_dim, n], DType::F32)?;
+        super::expect("y", y, &[t, heads * head_dim], DType::F32)
+    }
+
+    fn params(&self, init: bool, window: (usize, usize), chunks: (usize, usize)) -> Params {
+        let f = self.flags;
+        let bits = f.dt_softplus as usize
+            | (f.dt_bias as usize) << 1
+            | (f.d_skip as usize) << 2
+            | (init as usize) << 3
+            | (self.seqs.resets().is_some() as usize) << 4;
+        let d = self.dims;
+        Params::new()
+            .u(self.seqs.total())
+            .u(d.heads)
+            .u(d.head_dim)
+            .u(d.groups)
+            .u(d.n)
+            .u(self.seqs.count())
+            .u(bits)
+            .u(d.width())
+            .f(f.dt_limit.0)
+            .f(f.dt_limit.1)
+            .u(window.0)
+            .u(window.1)
+            .u(chunks.0)
+            .u(chunks.1)
+            .u(0)
+            .u(0)
+    }
+}
+
+const FRESH: u32 = 1;
+const FIRST: u32 = 2;
+
+/// The chunk table: per chunk (first token, length, sequence, flags), then per-sequence chunk
+/// offsets. Chunks split every sequence at its reset flags and every `chunk` tokens.
+pub fn chunk_table(seqs: &Sequences, chunk: usize) -> (Vec<u32>, usize) {
+    let cu = seqs.cu_seqlens();
+    let resets = seqs.resets();
+    let mut entries = Vec::new();
+    let mut offsets = vec![0u32];
+    for s in 0..seqs.count() {
+        let (start, end) = (cu[s], cu[s + 1]);
+        let mut t = start;
+        while t < end {
+            // The segment runs to the next reset (exclusive) or the sequence's end.
+            let seg_end = (t + 1..end).find(|&u| resets.is_some_and(|r| r[u])).unwrap_or(end);
+            let mut c = t;
+            while c < seg_end {
+                let len = chunk.min(seg_end - c);
+                let mut flags = 0;
+                if c == t && resets.is_some_and(|r| r[c]) {
+                    flags |= FRESH;
+                }
+                if c == start {
+                    flags |= FIRST;
+                }
+                entries.extend([c as u32, len as u32, s as u32, flags]);
+                c += len;
+            }
+            t = seg_end;
+        }
+        offsets.push((entries.len() / 4) as u32);
+    }
+    let n = entries.len() / 4;
+    entries.extend(offsets);
+    (entries, n)
+}
+
+/// Records a prefill: `y` is `[T, H·P]` f32; `state` ends as the final state.
+pub fn ssd(rec: &mut Recorder, kernel: SsdKernel, args: &SsdArgs, y: &Tensor) -> Result<()> {
+    args.check(y)?;
+    let dev = rec.device();
+    let input = args.xbc.dtype();
+    let d = args.dims;
+    match kernel {
+        SsdKernel::Sequential => {
+            let work = args.seqs.count() * d.heads * d.head_dim;
+            let wg = grid(dev, work.div_ceil(SEQ_WG))?;
+            // llvmpipe ends an invocation after ~65k loop iterations: CPU adapters get
+            // windows of tokens per dispatch, carrying the state.
+            let window = if dev.adapter_info().device_type == wgpu::DeviceType::Cpu {
+                (48_000 / (d.n + 3)).max(1)
+            } else {
+                1 << 30 // one window; small enough that start + length stays in u32
+            };
+            let longest = args.seqs.cu_seqlens().windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+            let tensors = [args.xbc, args.dt, args.heads, &args.seqs.table, y, args.state];
+            for k in 0..longest.div_ceil(window).max(1) {
+                let params = args.params(args.flags.init_state || k > 0, (k * window, window), (0, 0));
+                rec.dispatch(&sequential_variant(input), &params, &tensors, wg)?;
+            }
+            Ok(())
+        }
+        SsdKernel::Chunked(chunk) => {
+            if !matches!(chunk, 32 | 64 | 128 | 256) {
+                return Err(Error::Invalid(format!("SSD chunk size {chunk}: use 32, 64, 128 or 256")));
+            }
+            let (table, nchunks) = chunk_table(args.seqs, chunk);
+            let table = Tensor::from_slice(dev, &[table.len()], &table)?;
+            let t = args.seqs.total();
+            let dts = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
+            let cs = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
+            let cstates = Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F32)?;
+            let params = args.params(args.flags.init_state, (0, 0), (nchunks, chunk));
+            let max = dev.caps().max_compute_workgroups_per_dimension as usize;
+            if nchunks > max || d.heads > max {
+                return Err(Error::Limit(format!(
+                    "{nchunks} chunks × {} heads exceed the dispatch grid",
+                    d.heads
+                )));
+            }
+            rec.dispatch(
+                &cumsum_variant(input),
+                &params,
+                &[args.dt, args.heads, &table, &dts, &cs],
+                grid(dev, (nchunks * d.heads).div_ceil(64))?,
+            )?;
+            let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
+            rec.dispatch(
+                &chunk_state_variant(input),
+                &params,
+                &[args.xbc, &dts, &cs, &table, &cstates],
+                [tiles as u32, d.heads as u32, nchunks as u32],
+            )?;
+            let work = args.seqs.count() * d.heads * d.head_dim * d.n;
+            rec.dispatch(
+                &state_passing_variant(),
+                &params,
+                &[&cs, &table, &cstates, args.state],
+                grid(dev, work.div_ceil(64))?,
+            )?;
+            let tiles = chunk.div_ceil(32) * d.head_dim.div_ceil(64);
+            rec.dispatch(
+                &chunk_scan_variant(input),
+                &params,
+                &[args.xbc, &dts, &cs, &table, &cstates, args.heads, y],
+                [tiles as u32, d.heads as u32, nchunks as u32],
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// Records one decode step: `args.seqs` must be [`Sequences::decode`] (one token per
+/// sequence); the state `[S, H, P, N]` is read and updated in place.
+pub fn ssd_step(rec: &mut Recorder, args: &SsdArgs, y: &Tensor) -> Result<()> {
+    if args.seqs.total() != args.seqs.count() {
+        return Err(Error::Invalid("a decode step takes one token per sequence (Sequences::decode)".into()));
+    }
+    let step = SsdArgs { flags: SsdFlags { init_state: true, ..args.flags }, ..*args };
+    ssd(rec, SsdKernel::Sequential, &step, y)
+}
+
+/// Host inputs of the f64 reference, in the layout of the module docs.
+pub struct SsdRef<'a> {
+    pub xbc: &'a [f32],
+    pub dt: &'a [f32],
+    pub heads: &'a [f32],
+    pub cu: &'a [usize],
+    pub resets: Option<&'a [bool]>,
+    pub state: &'a [f32],
+    pub dims: SsdDims,
+    pub flags: SsdFlags,
+}
+
+/// f64 reference (the recurrence, token by token): returns (y `[T, H·P]`, final state
+/// `[S, H, P, N]`).
+pub fn ssd_ref(r: &SsdRef) -> (Vec<f64>, Vec<f64>) {
+    let SsdDims { heads, head_dim: hp, groups, n } = r.dims;
+    let w = r.dims.width();
+    let t_total = *r.cu.last().expect("cu_seqlens");
+    let s_count = r.cu.len() - 1;
+    let mut y = vec![0f64; t_total * heads * hp];
+    let mut fin = vec![0f64; s_count * heads * hp * n];
+    for s in 0..s_count {
+        for h in 0..heads {
+            let g = h / (heads / groups);
+            let (a, dsk, bias) =
+                (r.heads[h * 4] as f64, r.heads[h * 4 + 1] as f64, r.heads[h * 4 + 2] as f64);
+            let base = (s * heads + h) * hp * n;
+            let mut st: Vec<f64> = (0..hp * n)
+                .map(|k| if r.flags.init_state { r.state[base + k] as f64 } else { 0.0 })
+                .collect();
+            for t in r.cu[s]..r.cu[s + 1] {
+                let mut dt = r.dt[t * heads + h] as f64;
+                if r.flags.dt_bias {
+                    dt += bias;
+                }
+                if r.flags.dt_softplus && dt <= 20.0 {
+                    dt = dt.exp().ln_1p();
+                }
+                dt = dt.clamp(r.flags.dt_limit.0 as f64, r.flags.dt_limit.1 as f64);
+                let mut decay = (dt * a).exp();
+                if r.resets.is_some_and(|rs| rs[t]) {
+                    decay = 0.0;
+                }
+                let row = &r.xbc[t * w..(t + 1) * w];
+                let bo = heads * hp + g * n;
+                let co = heads * hp + groups * n + g * n;
+                for i in 0..hp {
+                    let x = row[h * hp + i] as f64;
+                    let mut acc = 0.0;
+                    for k in 0..n {
+                        let v = &mut st[i * n + k];
+                        *v = decay * *v + dt * x * row[bo + k] as f64;
+                        acc += *v * row[co + k] as f64;
+                    }
+                    if r.flags.d_skip {
+                        acc += dsk * x;
+                    }
+                    y[t * heads * hp + h * hp + i] = acc;
+                }
+            }
+            fin[base..base + hp * n].copy_from_slice(&st);
+        }
+    }
+    (y, fin)
+}

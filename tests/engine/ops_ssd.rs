@@ -1,0 +1,264 @@
+//! Mamba-2 SSD: every kernel (sequential and each chunk size) against the f64 recurrence on
+//! edge lengths, groups 1 / 2 / heads, tile-boundary sizes, ragged packed batches with resets,
+//! chunked prefill then decode, and f16 inputs. Bound: relative RMSE ≤ 1e-3 (f32), 5e-3 (f16
+//! inputs), for y and the final state (fla's and the metric).
+
+use crate::common::devices;
+use linseq::ops::selective_scan::Sequences;
+use linseq::ops::ssd::{self, SsdArgs, SsdDims, SsdFlags, SsdKernel, SsdRef};
+use linseq::ops::Recorder;
+use linseq::testing::{GuardedOutput, Rng};
+use linseq::{DType, Device, Tensor};
+
+fn rel_rmse(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    assert!(got.iter().all(|v| v.is_finite()), "non-finite output");
+    let err: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum();
+    let norm: f64 = want.iter().map(|w| w * w).sum();
+    (err / norm.max(1e-30)).sqrt()
+}
+
+fn assert_rel(what: &str, got: &[f32], want: &[f64], bound: f64) {
+    let e = rel_rmse(got, want);
+    assert!(e <= bound, "{what}: relative RMSE {e:.3e} > {bound:.0e}");
+}
+
+#[derive(Clone)]
+struct Case {
+    dims: SsdDims,
+    lens: Vec<usize>,
+    resets: Option<Vec<bool>>,
+    flags: SsdFlags,
+}
+
+struct Host {
+    xbc: Vec<f32>,
+    dt: Vec<f32>,
+    heads: Vec<f32>,
+    state: Vec<f32>,
+}
+
+fn host_inputs(rng: &mut Rng, c: &Case) -> Host {
+    let t: usize = c.lens.iter().sum();
+    let d = c.dims;
+    let a = rng.vec(d.heads, -4.0, -0.2); // A = −exp(A_log)
+    Host {
+        xbc: rng.vec(t * d.width(), -1.0, 1.0),
+        dt: rng.vec(t * d.heads, -4.0, 0.5),
+        heads: ssd::pack_head_params(
+            &a,
+            Some(&rng.vec(d.heads, -1.0, 1.0)),
+            Some(&rng.vec(d.heads, -2.0, 0.0)),
+        ),
+        state: rng.vec(c.lens.len() * d.heads * d.head_dim * d.n, -0.5, 0.5),
+    }
+}
+
+fn reference(c: &Case, h: &Host, cu: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    ssd::ssd_ref(&SsdRef {
+        xbc: &h.xbc,
+        dt: &h.dt,
+        heads: &h.heads,
+        cu,
+        resets: c.resets.as_deref(),
+        state: &h.state,
+        dims: c.dims,
+        flags: c.flags,
+    })
+}
+
+/// One prefill (or decode step) on the GPU; returns (y, final state).
+fn gpu(
+    dev: &Device,
+    kernel: SsdKernel,
+    c: &Case,
+    h: &Host,
+    step: bool,
+    input: DType,
+) -> (Vec<f32>, Vec<f32>) {
+    let seqs = Sequences::new(dev, &c.lens, c.resets.as_deref()).unwrap();
+    let t = seqs.total();
+    let d = c.dims;
+    let xbc = Tensor::from_f32(dev, &[t, d.width()], &h.xbc, input).unwrap();
+    let dt = Tensor::from_f32(dev, &[t, d.heads], &h.dt, input).unwrap();
+    let heads = Tensor::from_slice(dev, &[d.heads, 4], &h.heads).unwrap();
+    let state = GuardedOutput::new(dev, &[c.lens.len(), d.heads, d.head_dim, d.n], DType::F32).unwrap();
+    state.tensor.write(dev, &h.state).unwrap();
+    let y = GuardedOutput::new(dev, &[t, d.heads * d.head_dim], DType::F32).unwrap();
+    let args = SsdArgs {
+        xbc: &xbc,
+        dt: &dt,
+        heads: &heads,
+        seqs: &seqs,
+        state: &state.tensor,
+        dims: d,
+        flags: c.flags,
+    };
+    let mut rec = Recorder::new(dev);
+    if step {
+        ssd::ssd_step(&mut rec, &args, &y.tensor).unwrap();
+    } else {
+        ssd::ssd(&mut rec, kernel, &args, &y.tensor).unwrap();
+    }
+    rec.run().unwrap();
+    (y.read_f32(dev).unwrap(), state.read_f32(dev).unwrap())
+}
+
+fn check(dev: &Device, rng: &mut Rng, c: &Case, what: &str) {
+    let h = host_inputs(rng, c);
+    let cu: Vec<usize> = std::iter::once(0)
+        .chain(c.lens.iter().scan(0, |a, &l| {
+            *a += l;
+            Some(*a)
+        }))
+        .collect();
+    let (want_y, want_s) = reference(c, &h, &cu);
+    for kernel in SsdKernel::ALL {
+        let (y, st) = gpu(dev, kernel, c, &h, false, DType::F32);
+        let tag = format!("[{:?}] {} {what}", dev.adapter_info().backend, kernel.name());
+        assert_rel(&format!("{tag}: y"), &y, &want_y, 1e-3);
+        assert_rel(&format!("{tag}: state"), &st, &want_s, 1e-3);
+    }
+}
+
+#[test]
+fn ssd_matches_reference_on_edge_lengths_and_groups() {
+    for dev in devices() {
+        let mut rng = Rng::new(51);
+        for (k, &l) in [1usize, 63, 64, 65, 1000, 4103].iter().enumerate() {
+            let heads = 4;
+            for groups in [1, 2, heads] {
+                let dims = SsdDims { heads, head_dim: 8, groups, n: 16 };
+                let flags = SsdFlags { init_state: k % 2 == 1, d_skip: k != 2, ..SsdFlags::default() };
+                let c = Case { dims, lens: vec![l], resets: None, flags };
+                check(dev, &mut rng, &c, &format!("L={l} G={groups}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn ssd_tile_boundaries_and_dt_limits() {
+    // P and N beyond one 64-wide tile and not multiples of 16; dt clamped to a window.
+    for dev in devices() {
+        let mut rng = Rng::new(52);
+        let dims = SsdDims { heads: 2, head_dim: 72, groups: 1, n: 80 };
+        let flags = SsdFlags { init_state: true, dt_limit: (0.05, 0.5), ..SsdFlags::default() };
+        let c = Case { dims, lens: vec![130, 7], resets: None, flags };
+        check(dev, &mut rng, &c, "P=72 N=80 dt in [0.05, 0.5]");
+        let flags =
+            SsdFlags { dt_softplus: false, dt_bias: false, dt_limit: (0.01, 2.0), ..SsdFlags::default() };
+        let c = Case {
+            dims: SsdDims { heads: 3, head_dim: 5, groups: 3, n: 3 },
+            lens: vec![200],
+            resets: None,
+            flags,
+        };
+        check(dev, &mut rng, &c, "no softplus, tiny P and N");
+    }
+}
+
+#[test]
+fn ssd_ragged_packed_batches_with_resets() {
+    for dev in devices() {
+        let mut rng = Rng::new(53);
+        let lens = vec![5usize, 300, 1, 1030, 64];
+        let t: usize = lens.iter().sum();
+        let mut resets: Vec<bool> = (0..t).map(|_| rng.next_u64().is_multiple_of(97)).collect();
+        resets[5] = true; // at a sequence start
+        resets[6] = true; // right after it
+        let dims = SsdDims { heads: 4, head_dim: 16, groups: 2, n: 32 };
+        let flags = SsdFlags { init_state: true, ..SsdFlags::default() };
+        let c = Case { dims, lens, resets: Some(resets), flags };
+        check(dev, &mut rng, &c, "ragged with resets");
+    }
+}
+
+#[test]
+fn ssd_chunked_prefill_then_decode_continues() {
+    for dev in devices() {
+        let mut rng = Rng::new(54);
+        let dims = SsdDims { heads: 4, head_dim: 16, groups: 2, n: 16 };
+        let (l, k) = (300usize, 237usize);
+        let c = Case { dims, lens: vec![l], resets: None, flags: SsdFlags::default() };
+        let h = host_inputs(&mut rng, &c);
+        let (want_y, want_s) = reference(&c, &h, &[0, l]);
+        let hp = dims.heads * dims.head_dim;
+        for kernel in SsdKernel::ALL {
+            // Prefill the first k tokens, then decode the rest one at a time.
+            let first = Case { lens: vec![k], ..c.clone() };
+            let h1 = Host {
+                xbc: h.xbc[..k * dims.width()].to_vec(),
+                dt: h.dt[..k * dims.heads].to_vec(),
+                heads: h.heads.clone(),
+                state: h.state.clone(),
+            };
+            let (mut y, mut st) = gpu(dev, kernel, &first, &h1, false, DType::F32);
+            for t in k..l {
+                let one = Case { lens: vec![1], ..c.clone() };
+                let h1 = Host {
+                    xbc: h.xbc[t * dims.width()..(t + 1) * dims.width()].to_vec(),
+                    dt: h.dt[t * dims.heads..(t + 1) * dims.heads].to_vec(),
+                    heads: h.heads.clone(),
+                    state: st,
+                };
+                let (y1, s1) = gpu(dev, kernel, &one, &h1, true, DType::F32);
+                y.extend(y1);
+                st = s1;
+            }
+            assert_eq!(y.len(), l * hp);
+            assert_rel(&format!("{} prefill {k} + decode: y", kernel.name()), &y, &want_y, 1e-3);
+            assert_rel(&format!("{} prefill {k} + decode: state", kernel.name()), &st, &want_s, 1e-3);
+        }
+    }
+}
+
+#[test]
+fn ssd_with_f16_inputs() {
+    let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
+    for dev in devices() {
+        let mut rng = Rng::new(55);
+        let dims = SsdDims { heads: 4, head_dim: 16, groups: 2, n: 32 };
+        let flags = SsdFlags { init_state: true, ..SsdFlags::default() };
+        let c = Case { dims, lens: vec![3, 700, 1], resets: None, flags };
+        let mut h = host_inputs(&mut rng, &c);
+        h.xbc = round(&h.xbc);
+        h.dt = round(&h.dt);
+        let (want_y, want_s) = reference(&c, &h, &[0, 3, 703, 704]);
+        for kernel in SsdKernel::ALL {
+            let (y, st) = gpu(dev, kernel, &c, &h, false, DType::F16);
+            assert_rel(&format!("{} f16: y", kernel.name()), &y, &want_y, 5e-3);
+            assert_rel(&format!("{} f16: state", kernel.name()), &st, &want_s, 5e-3);
+        }
+    }
+}
+
+#[test]
+fn ssd_rejects_bad_input() {
+    let dev = &devices()[0];
+    let seqs = Sequences::new(dev, &[4, 3], None).unwrap();
+    let dims = SsdDims { heads: 4, head_dim: 2, groups: 3, n: 4 }; // groups must divide heads
+    let xbc = Tensor::empty(dev, &[7, dims.width()], DType::F32).unwrap();
+    let dt = Tensor::empty(dev, &[7, 4], DType::F32).unwrap();
+    let heads = Tensor::empty(dev, &[4, 4], DType::F32).unwrap();
+    let state = Tensor::empty(dev, &[2, 4, 2, 4], DType::F32).unwrap();
+    let y = Tensor::empty(dev, &[7, 8], DType::F32).unwrap();
+    let mut args = SsdArgs {
+        xbc: &xbc,
+        dt: &dt,
+        heads: &heads,
+        seqs: &seqs,
+        state: &state,
+        dims,
+        flags: SsdFlags::default(),
+    };
+    let mut rec = Recorder::new(dev);
+    assert!(matches!(ssd::ssd(&mut rec, SsdKernel::Sequential, &args, &y), Err(linseq::Error::Shape(_))));
+    args.dims.groups = 2; // valid dims, but xbc is not [T, H·P + 2·G·N] for them
+    assert!(matches!(ssd::ssd(&mut rec, SsdKernel::Chunked(64), &args, &y), Err(linseq::Error::Shape(_))));
+    let xbc = Tensor::empty(dev, &[7, args.dims.width()], DType::F32).unwrap();
+    let args = SsdArgs { xbc: &xbc, ..args };
+    assert!(ssd::ssd(&mut rec, SsdKernel::Chunked(64), &args, &y).is_ok());
+    assert!(matches!(ssd::ssd(&mut rec, SsdKernel::Chunked(48), &args, &y), Err(linseq::Error::Invalid(_))));
+    assert!(ssd::ssd_step(&mut rec, &args, &y).is_err()); // two tokens in the first sequence
+}
