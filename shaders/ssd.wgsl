@@ -146,8 +146,8 @@ fn ld_x(i: u32) -> f32 { return ld(xbc[i >> 1u], i); }
 fn ld_x(i: u32) -> f32 { return xbc[i]; }
 #endif
 
-var<workgroup> xs: array<array<f32, 64>, 16>; // [token][i]
-var<workgroup> bs: array<array<f32, 64>, 16>; // [token][n], weighted
+var<workgroup> xs: array<array<vec4<f32>, 16>, 16>; // [token][i / 4]
+var<workgroup> bs: array<array<vec4<f32>, 16>, 16>; // [token][n / 4], weighted
 
 @compute @workgroup_size(16, 16)
 fn ssd_chunk_state(
@@ -164,46 +164,50 @@ fn ssd_chunk_state(
     let t0 = chunks[c * 4u];
     let len = chunks[c * 4u + 1u];
     let cs_last = cs[(t0 + len - 1u) * p.heads + h];
-    let flat = lid.y * 16u + lid.x;
-    var acc: array<array<f32, 4>, 4>;
+    // Register tile: rows i = 4·lid.y + (0..3) in acc0..acc3, columns n = 4·lid.x + (0..3) as
+    // vec4 lanes (explicit vectors: arrays indexed by loop counters can end up in local memory).
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    // Staging: invocation (k = lid.y, quad = lid.x) loads 4 consecutive x and 4 weighted B.
+    let k = lid.y;
+    let j = lid.x * 4u;
     for (var k0 = 0u; k0 < len; k0 += 16u) {
-        // Stage 16 tokens × 64 of x and of weighted B (256 invocations × 4 values each).
-        for (var e = flat; e < 16u * 64u; e += 256u) {
-            let k = e / 64u;
-            let j = e % 64u;
-            var xv = 0.0;
-            var bv = 0.0;
-            if (k0 + k < len) {
-                let t = t0 + k0 + k;
-                if (i0 + j < p.hdim) { xv = ld_x(x_ix(t, h, i0 + j)); }
-                if (n0 + j < p.nstate) {
-                    let w = exp(cs_last - cs[t * p.heads + h]) * dts[t * p.heads + h];
-                    bv = w * ld_x(b_ix(t, g, n0 + j));
-                }
+        var xv = vec4<f32>(0.0);
+        var bv = vec4<f32>(0.0);
+        if (k0 + k < len) {
+            let t = t0 + k0 + k;
+            let w = exp(cs_last - cs[t * p.heads + h]) * dts[t * p.heads + h];
+            for (var q = 0u; q < 4u; q++) {
+                if (i0 + j + q < p.hdim) { xv[q] = ld_x(x_ix(t, h, i0 + j + q)); }
+                if (n0 + j + q < p.nstate) { bv[q] = w * ld_x(b_ix(t, g, n0 + j + q)); }
             }
-            xs[k][j] = xv;
-            bs[k][j] = bv;
         }
+        xs[k][lid.x] = xv;
+        bs[k][lid.x] = bv;
         workgroupBarrier();
-        for (var k = 0u; k < 16u; k++) {
-            let xr = vec4<f32>(xs[k][lid.y * 4u], xs[k][lid.y * 4u + 1u], xs[k][lid.y * 4u + 2u], xs[k][lid.y * 4u + 3u]);
-            let br = vec4<f32>(bs[k][lid.x * 4u], bs[k][lid.x * 4u + 1u], bs[k][lid.x * 4u + 2u], bs[k][lid.x * 4u + 3u]);
-            for (var a = 0u; a < 4u; a++) {
-                for (var b = 0u; b < 4u; b++) {
-                    acc[a][b] = fma(xr[a], br[b], acc[a][b]);
-                }
-            }
+        for (var kk = 0u; kk < 16u; kk++) {
+            let xr = xs[kk][lid.y];
+            let br = bs[kk][lid.x];
+            acc0 = fma(vec4<f32>(xr.x), br, acc0);
+            acc1 = fma(vec4<f32>(xr.y), br, acc1);
+            acc2 = fma(vec4<f32>(xr.z), br, acc2);
+            acc3 = fma(vec4<f32>(xr.w), br, acc3);
         }
         workgroupBarrier();
     }
-    for (var a = 0u; a < 4u; a++) {
-        let i = i0 + lid.y * 4u + a;
-        for (var b = 0u; b < 4u; b++) {
-            let n = n0 + lid.x * 4u + b;
-            if (i < p.hdim && n < p.nstate) {
-                cstates[((c * p.heads + h) * p.hdim + i) * p.nstate + n] = acc[a][b];
-            }
-        }
+    let out = (c * p.heads + h) * p.hdim;
+    store_row(out, i0 + lid.y * 4u, n0 + lid.x * 4u, acc0);
+    store_row(out, i0 + lid.y * 4u + 1u, n0 + lid.x * 4u, acc1);
+    store_row(out, i0 + lid.y * 4u + 2u, n0 + lid.x * 4u, acc2);
+    store_row(out, i0 + lid.y * 4u + 3u, n0 + lid.x * 4u, acc3);
+}
+
+fn store_row(out: u32, i: u32, n: u32, v: vec4<f32>) {
+    if (i >= p.hdim) { return; }
+    for (var q = 0u; q < 4u; q++) {
+        if (n + q < p.nstate) { cstates[(out + i) * p.nstate + n + q] = v[q]; }
     }
 }
 #endif
@@ -259,17 +263,34 @@ fn ld_x(i: u32) -> f32 { return xbc[i]; }
 
 var<workgroup> cs_row: array<f32, 32>; // cs of the row tokens
 var<workgroup> ct: array<array<f32, 16>, 32>; // C slice [row][n]
-var<workgroup> bt: array<array<f32, 16>, 32>; // B slice [col token][n]
-var<workgroup> ht: array<array<f32, 64>, 16>; // h_in slice [n][i]
+var<workgroup> bt: array<array<vec2<f32>, 16>, 16>; // B slice [n][col token / 2]
+var<workgroup> ht: array<array<vec4<f32>, 16>, 16>; // h_in slice [n][i / 4]
 var<workgroup> mt: array<array<f32, 32>, 32>; // masked, scaled C·Bᵀ [row][col token]
-var<workgroup> xt: array<array<f32, 64>, 32>; // x [col token][i]
+var<workgroup> xt: array<array<vec4<f32>, 16>, 32>; // x [col token][i / 4]
+
+// C of rows r0.. (and B of column tokens j0.., when `with_b`) for states n0..n0+15.
+fn stage_cb(t0: u32, len: u32, g: u32, r0: u32, j0: u32, n0: u32, flat: u32, with_b: bool) {
+    for (var e = flat; e < 32u * 16u; e += 256u) {
+        let r = e / 16u;
+        let n = n0 + e % 16u;
+        var cv = 0.0;
+        var bv = 0.0;
+        if (n < p.nstate) {
+            if (r0 + r < len) { cv = ld_x(c_ix(t0 + r0 + r, g, n)); }
+            if (with_b && j0 + r < len) { bv = ld_x(b_ix(t0 + j0 + r, g, n)); }
+        }
+        ct[r][e % 16u] = cv;
+        if (with_b) { bt[e % 16u][r / 2u][r % 2u] = bv; }
+    }
+}
 
 @compute @workgroup_size(16, 16)
 fn ssd_chunk_scan(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
-    // wid.x: (row tile, channel tile); wid.y: head; wid.z: chunk.
+    // wid.x: (row tile, channel tile); wid.y: head; wid.z: chunk. Invocation (lid.x, lid.y)
+    // owns rows 2·lid.y, 2·lid.y + 1 and channels i0 + 4·lid.x .. + 3.
     let tiles_i = (p.hdim + 63u) / 64u;
     let rt = wid.x / tiles_i;
     let i0 = (wid.x % tiles_i) * 64u;
@@ -285,108 +306,84 @@ fn ssd_chunk_scan(
     if (flat < 32u) {
         cs_row[flat] = select(0.0, cs[(t0 + min(r0 + flat, len - 1u)) * p.heads + h], r0 + flat < len);
     }
-    var acc: array<array<f32, 4>, 2>;
+    let ra = lid.y * 2u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
     // Off-diagonal part: exp(cs_t)·C_t · h_in.
     for (var n0 = 0u; n0 < p.nstate; n0 += 16u) {
         workgroupBarrier();
-        for (var e = flat; e < 32u * 16u; e += 256u) {
-            let r = e / 16u;
-            let n = n0 + e % 16u;
-            var v = 0.0;
-            if (r0 + r < len && n < p.nstate) { v = ld_x(c_ix(t0 + r0 + r, g, n)); }
-            ct[r][e % 16u] = v;
-        }
-        for (var e = flat; e < 16u * 64u; e += 256u) {
-            let n = n0 + e / 64u;
-            let i = i0 + e % 64u;
-            var v = 0.0;
-            if (n < p.nstate && i < p.hdim) { v = cstates[st_base + i * p.nstate + n]; }
-            ht[e / 64u][e % 64u] = v;
+        stage_cb(t0, len, g, r0, 0u, n0, flat, false);
+        {
+            // h_in[i, n] for n0..n0+15 (rows of ht) × 64 channels: invocation (n = lid.y, quad lid.x).
+            let n = n0 + lid.y;
+            var v = vec4<f32>(0.0);
+            for (var q = 0u; q < 4u; q++) {
+                let i = i0 + lid.x * 4u + q;
+                if (n < p.nstate && i < p.hdim) { v[q] = cstates[st_base + i * p.nstate + n]; }
+            }
+            ht[lid.y][lid.x] = v;
         }
         workgroupBarrier();
         for (var k = 0u; k < 16u; k++) {
-            for (var a = 0u; a < 2u; a++) {
-                let cv = ct[lid.y * 2u + a][k];
-                for (var b = 0u; b < 4u; b++) {
-                    acc[a][b] = fma(cv, ht[k][lid.x * 4u + b], acc[a][b]);
-                }
-            }
+            let hv = ht[k][lid.x];
+            acc0 = fma(vec4<f32>(ct[ra][k]), hv, acc0);
+            acc1 = fma(vec4<f32>(ct[ra + 1u][k]), hv, acc1);
         }
     }
-    for (var a = 0u; a < 2u; a++) {
-        let scale = exp(cs_row[lid.y * 2u + a]);
-        for (var b = 0u; b < 4u; b++) {
-            acc[a][b] *= scale;
-        }
-    }
+    acc0 *= exp(cs_row[ra]);
+    acc1 *= exp(cs_row[ra + 1u]);
     // Diagonal part, one 32-token column block at a time up to this row tile.
     for (var j0 = 0u; j0 <= r0; j0 += 32u) {
-        // C·Bᵀ for rows × column tokens: 32 × 32, 4 per invocation (2 rows × 2 columns).
-        var gacc: array<array<f32, 2>, 2>;
+        // C·Bᵀ, rows ra, ra + 1 × column tokens 2·lid.x, 2·lid.x + 1.
+        var g0 = vec2<f32>(0.0);
+        var g1 = vec2<f32>(0.0);
         for (var n0 = 0u; n0 < p.nstate; n0 += 16u) {
             workgroupBarrier();
-            for (var e = flat; e < 32u * 16u; e += 256u) {
-                let r = e / 16u;
-                let n = n0 + e % 16u;
-                var cv = 0.0;
-                var bv = 0.0;
-                if (n < p.nstate) {
-                    if (r0 + r < len) { cv = ld_x(c_ix(t0 + r0 + r, g, n)); }
-                    if (j0 + r < len) { bv = ld_x(b_ix(t0 + j0 + r, g, n)); }
-                }
-                ct[r][e % 16u] = cv;
-                bt[r][e % 16u] = bv;
-            }
+            stage_cb(t0, len, g, r0, j0, n0, flat, true);
             workgroupBarrier();
             for (var k = 0u; k < 16u; k++) {
-                for (var a = 0u; a < 2u; a++) {
-                    for (var b = 0u; b < 2u; b++) {
-                        gacc[a][b] = fma(ct[lid.y * 2u + a][k], bt[lid.x * 2u + b][k], gacc[a][b]);
-                    }
-                }
+                let bv = bt[k][lid.x];
+                g0 = fma(vec2<f32>(ct[ra][k]), bv, g0);
+                g1 = fma(vec2<f32>(ct[ra + 1u][k]), bv, g1);
             }
         }
-        // Mask, then decay and dt; stage x of the column tokens.
-        for (var a = 0u; a < 2u; a++) {
-            for (var b = 0u; b < 2u; b++) {
-                let r = lid.y * 2u + a;
-                let j = lid.x * 2u + b;
-                var m = 0.0;
-                if (j0 + j <= r0 + r && j0 + j < len && r0 + r < len) {
-                    let tj = (t0 + j0 + j) * p.heads + h;
-                    m = gacc[a][b] * exp(cs_row[r] - cs[tj]) * dts[tj];
-                }
-                mt[r][j] = m;
-            }
+        // Mask first, then decay and dt (exp only sees cs_t − cs_j ≤ 0); stage x.
+        for (var b = 0u; b < 2u; b++) {
+            let j = lid.x * 2u + b;
+            let tj = (t0 + j0 + min(j, len - 1u - min(j0, len - 1u))) * p.heads + h;
+            let w = dts[tj];
+            let csj = cs[tj];
+            mt[ra][j] = select(0.0, g0[b] * exp(cs_row[ra] - csj) * w, j0 + j <= r0 + ra && j0 + j < len);
+            mt[ra + 1u][j] = select(0.0, g1[b] * exp(cs_row[ra + 1u] - csj) * w, j0 + j <= r0 + ra + 1u && j0 + j < len);
         }
-        for (var e = flat; e < 32u * 64u; e += 256u) {
-            let j = e / 64u;
-            let i = i0 + e % 64u;
-            var v = 0.0;
-            if (j0 + j < len && i < p.hdim) { v = ld_x(x_ix(t0 + j0 + j, h, i)); }
-            xt[j][e % 64u] = v;
+        for (var e = flat; e < 32u * 16u; e += 256u) {
+            let j = e / 16u;
+            let quad = e % 16u;
+            var v = vec4<f32>(0.0);
+            for (var q = 0u; q < 4u; q++) {
+                let i = i0 + quad * 4u + q;
+                if (j0 + j < len && i < p.hdim) { v[q] = ld_x(x_ix(t0 + j0 + j, h, i)); }
+            }
+            xt[j][quad] = v;
         }
         workgroupBarrier();
         for (var k = 0u; k < 32u; k++) {
-            for (var a = 0u; a < 2u; a++) {
-                let mv = mt[lid.y * 2u + a][k];
-                for (var b = 0u; b < 4u; b++) {
-                    acc[a][b] = fma(mv, xt[k][lid.x * 4u + b], acc[a][b]);
-                }
-            }
+            let xv = xt[k][lid.x];
+            acc0 = fma(vec4<f32>(mt[ra][k]), xv, acc0);
+            acc1 = fma(vec4<f32>(mt[ra + 1u][k]), xv, acc1);
         }
     }
     let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
-    for (var a = 0u; a < 2u; a++) {
-        let r = r0 + lid.y * 2u + a;
-        if (r < len) {
-            let t = t0 + r;
-            for (var b = 0u; b < 4u; b++) {
-                let i = i0 + lid.x * 4u + b;
-                if (i < p.hdim) {
-                    y[t * p.heads * p.hdim + h * p.hdim + i] = acc[a][b] + d_h * ld_x(x_ix(t, h, i));
-                }
-            }
+    store_y(t0, len, h, r0 + ra, i0 + lid.x * 4u, acc0, d_h);
+    store_y(t0, len, h, r0 + ra + 1u, i0 + lid.x * 4u, acc1, d_h);
+}
+
+fn store_y(t0: u32, len: u32, h: u32, r: u32, i: u32, v: vec4<f32>, d_h: f32) {
+    if (r >= len) { return; }
+    let t = t0 + r;
+    for (var q = 0u; q < 4u; q++) {
+        if (i + q < p.hdim) {
+            y[t * p.heads * p.hdim + h * p.hdim + i + q] = v[q] + d_h * ld_x(x_ix(t, h, i + q));
         }
     }
 }

@@ -6,7 +6,7 @@
 //! the adapter supports them, otherwise from wall clock around submit+wait (labelled `wall`).
 
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::{self, matmul, Recorder, Recording};
 use crate::tensor::{DType, Tensor};
 use crate::testing::{compare, Rng};
@@ -571,6 +571,142 @@ pub fn selective_scan(
             roof,
             None,
         ));
+    }
+    Ok(rows)
+}
+
+/// SSD benchmark: every kernel on fla's `chunk_simple_gla` comparison shape (B 8, T 4096,
+/// H 16, K = V = 128: heads 16, P 128, N 128, groups 16) and on Mamba-2-130M's layer shape
+/// (heads 24, P 64, N 128, groups 1) at L = 4K and 16K, plus the decode step at batch 1 and 64.
+/// Agreement: the first sequence against the f64 recurrence (relative RMSE ≤ 1e-3).
+pub fn ssd(
+    dev: &Device,
+    cfg: BenchConfig,
+    filter: Option<&str>,
+    shape_filter: Option<&str>,
+) -> Result<Vec<BenchRow>> {
+    use crate::ops::selective_scan::Sequences;
+    use crate::ops::ssd::{self as sd, SsdArgs, SsdDims, SsdFlags, SsdKernel, SsdRef};
+    let skip_shape = |s: &str| shape_filter.is_some_and(|f| !s.contains(f));
+    let copy = copy_roofline(dev, cfg)?;
+    let roof = copy.gb_per_s;
+    let mut rows = vec![copy];
+    let shapes: Vec<(usize, usize, SsdDims)> = if cfg.quick {
+        vec![(2, 200, SsdDims { heads: 4, head_dim: 16, groups: 2, n: 16 })]
+    } else {
+        vec![
+            (8, 4096, SsdDims { heads: 16, head_dim: 128, groups: 16, n: 128 }),
+            (8, 4096, SsdDims { heads: 24, head_dim: 64, groups: 1, n: 128 }),
+            (8, 16384, SsdDims { heads: 24, head_dim: 64, groups: 1, n: 128 }),
+        ]
+    };
+    let flags = SsdFlags::default();
+    let mut rng = Rng::new(21);
+    for &(batch, l, d) in &shapes {
+        let shape = format!("B={batch} L={l} H={} P={} N={} G={}", d.heads, d.head_dim, d.n, d.groups);
+        if skip_shape(&shape) {
+            continue;
+        }
+        let t = batch * l;
+        let xbc_host = rng.vec(t * d.width(), -1.0, 1.0);
+        let dt_host = rng.vec(t * d.heads, -4.0, 0.0);
+        let a = rng.vec(d.heads, -4.0, -0.5);
+        let heads_host =
+            sd::pack_head_params(&a, Some(&rng.vec(d.heads, -1.0, 1.0)), Some(&vec![0.0; d.heads]));
+        let xbc = Tensor::from_slice(dev, &[t, d.width()], &xbc_host)?;
+        let dt = Tensor::from_slice(dev, &[t, d.heads], &dt_host)?;
+        let heads = Tensor::from_slice(dev, &[d.heads, 4], &heads_host)?;
+        let seqs = Sequences::new(dev, &vec![l; batch], None)?;
+        let state = Tensor::empty(dev, &[batch, d.heads, d.head_dim, d.n], DType::F32)?;
+        let y = Tensor::empty(dev, &[t, d.heads * d.head_dim], DType::F32)?;
+        let args = SsdArgs { xbc: &xbc, dt: &dt, heads: &heads, seqs: &seqs, state: &state, dims: d, flags };
+        let hp = d.heads * d.head_dim;
+        let bytes = ((t * d.width() + t * d.heads + t * hp + batch * hp * d.n) * 4) as f64;
+        // The first sequence's f64 reference, once per shape.
+        let want = sd::ssd_ref(&SsdRef {
+            xbc: &xbc_host[..l * d.width()],
+            dt: &dt_host[..l * d.heads],
+            heads: &heads_host,
+            cu: &[0, l],
+            resets: None,
+            state: &[],
+            dims: d,
+            flags,
+        })
+        .0;
+        for kernel in SsdKernel::ALL {
+            let name = kernel.name();
+            if filter.is_some_and(|f| !name.contains(f)) {
+                continue;
+            }
+            let mut rec = Recorder::new(dev);
+            match sd::ssd(&mut rec, kernel, &args, &y) {
+                Err(Error::Limit(why)) => {
+                    eprintln!("{name} {shape}: skipped, {why}");
+                    continue;
+                }
+                r => r?,
+            }
+            let rec = rec.finish();
+            let stats = measure(&rec, 1, cfg)?;
+            let got = y.read::<f32>(dev)?;
+            let err: f64 = got[..l * hp].iter().zip(&want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum();
+            let norm: f64 = want.iter().map(|w| w * w).sum();
+            let ok = got[..l * hp].iter().all(|v| v.is_finite()) && (err / norm).sqrt() <= 1e-3;
+            let per_token = match kernel {
+                SsdKernel::Sequential => 4 * d.head_dim * d.n,
+                SsdKernel::Chunked(cs) => 4 * d.head_dim * d.n + cs * (d.n + d.head_dim),
+            };
+            let flops = (t * d.heads * per_token) as f64;
+            rows.push(row("ssd", &name, shape.clone(), stats, Work { bytes, flops }, roof, Some(ok)));
+            // Where the chunked path's time goes: each dispatch timed alone.
+            if kernel == SsdKernel::Chunked(64) {
+                for (stage, bit) in sd::STAGES {
+                    let mut rec = Recorder::new(dev);
+                    sd::record_chunked(&mut rec, &args, &y, 64, bit)?;
+                    let stats = measure(&rec.finish(), 1, cfg)?;
+                    let what = format!("{name}/{stage}");
+                    rows.push(row(
+                        "ssd-stage",
+                        &what,
+                        shape.clone(),
+                        stats,
+                        Work { bytes: 0.0, flops: 0.0 },
+                        roof,
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+    // Decode step on Mamba-2-130M's layer shape.
+    let d = if cfg.quick {
+        SsdDims { heads: 4, head_dim: 16, groups: 1, n: 16 }
+    } else {
+        SsdDims { heads: 24, head_dim: 64, groups: 1, n: 128 }
+    };
+    for s in [1usize, 64] {
+        let shape = format!("S={s} H={} P={} N={}", d.heads, d.head_dim, d.n);
+        if skip_shape(&shape) || filter.is_some_and(|f| !"ssd.step".contains(f)) {
+            continue;
+        }
+        let mk = |shape: &[usize]| Tensor::from_slice(dev, shape, &vec![0.25f32; shape.iter().product()]);
+        let (xbc, dt, y) = (mk(&[s, d.width()])?, mk(&[s, d.heads])?, mk(&[s, d.heads * d.head_dim])?);
+        let heads =
+            Tensor::from_slice(dev, &[d.heads, 4], &sd::pack_head_params(&vec![-1.0; d.heads], None, None))?;
+        let state = mk(&[s, d.heads, d.head_dim, d.n])?;
+        let seqs = Sequences::decode(dev, s, None)?;
+        let args = SsdArgs { xbc: &xbc, dt: &dt, heads: &heads, seqs: &seqs, state: &state, dims: d, flags };
+        let inner = if cfg.quick { 2 } else { 100 };
+        let mut rec = Recorder::new(dev);
+        for _ in 0..inner {
+            sd::ssd_step(&mut rec, &args, &y)?;
+        }
+        let rec = rec.finish();
+        let stats = measure(&rec, inner, cfg)?;
+        let bytes = ((s * (d.width() + d.heads + d.heads * d.head_dim) + 2 * s * d.heads * d.head_dim * d.n)
+            * 4) as f64;
+        rows.push(row("ssd-step", "ssd.step", shape, stats, Work { bytes, flops: 0.0 }, roof, None));
     }
     Ok(rows)
 }

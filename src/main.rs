@@ -61,8 +61,8 @@ enum Command {
     /// Benchmark kernels on the selected adapter (LINSEQ_BACKEND / LINSEQ_ADAPTER).
     Bench {
         /// What to benchmark: `core` (copy roofline, GEMV, GEMM), `selective-scan` (every scan
-        /// kernel and the decode step) or `decode` (CPU and GPU cost of replaying a 24-layer
-        /// decode-step graph).
+        /// kernel and the decode step), `ssd` (Mamba-2's SSD kernels and decode step) or
+        /// `decode` (CPU and GPU cost of replaying a 24-layer decode-step graph).
         #[arg(default_value = "core")]
         what: String,
         /// Small sizes, few repetitions (the default on CPU adapters such as lavapipe).
@@ -152,9 +152,10 @@ fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 "selective-scan" | "scan" => {
                     bench::selective_scan(&dev, cfg, filter.as_deref(), shape.as_deref())?
                 }
+                "ssd" => bench::ssd(&dev, cfg, filter.as_deref(), shape.as_deref())?,
                 other => {
                     return Err(format!(
-                        "unknown benchmark {other:?}; available: core, decode, selective-scan"
+                        "unknown benchmark {other:?}; available: core, decode, selective-scan, ssd"
                     )
                     .into())
                 }

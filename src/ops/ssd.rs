@@ -275,54 +275,79 @@ pub fn ssd(rec: &mut Recorder, kernel: SsdKernel, args: &SsdArgs, y: &Tensor) ->
             }
             Ok(())
         }
-        SsdKernel::Chunked(chunk) => {
-            if !matches!(chunk, 32 | 64 | 128 | 256) {
-                return Err(Error::Invalid(format!("SSD chunk size {chunk}: use 32, 64, 128 or 256")));
-            }
-            let (table, nchunks) = chunk_table(args.seqs, chunk);
-            let table = Tensor::from_slice(dev, &[table.len()], &table)?;
-            let t = args.seqs.total();
-            let dts = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
-            let cs = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
-            let cstates = Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F32)?;
-            let params = args.params(args.flags.init_state, (0, 0), (nchunks, chunk));
-            let max = dev.caps().max_compute_workgroups_per_dimension as usize;
-            if nchunks > max || d.heads > max {
-                return Err(Error::Limit(format!(
-                    "{nchunks} chunks × {} heads exceed the dispatch grid",
-                    d.heads
-                )));
-            }
-            rec.dispatch(
-                &cumsum_variant(input),
-                &params,
-                &[args.dt, args.heads, &table, &dts, &cs],
-                grid(dev, (nchunks * d.heads).div_ceil(64))?,
-            )?;
-            let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
-            rec.dispatch(
-                &chunk_state_variant(input),
-                &params,
-                &[args.xbc, &dts, &cs, &table, &cstates],
-                [tiles as u32, d.heads as u32, nchunks as u32],
-            )?;
-            let work = args.seqs.count() * d.heads * d.head_dim * d.n;
-            rec.dispatch(
-                &state_passing_variant(),
-                &params,
-                &[&cs, &table, &cstates, args.state],
-                grid(dev, work.div_ceil(64))?,
-            )?;
-            let tiles = chunk.div_ceil(32) * d.head_dim.div_ceil(64);
-            rec.dispatch(
-                &chunk_scan_variant(input),
-                &params,
-                &[args.xbc, &dts, &cs, &table, &cstates, args.heads, y],
-                [tiles as u32, d.heads as u32, nchunks as u32],
-            )?;
-            Ok(())
-        }
+        SsdKernel::Chunked(chunk) => record_chunked(rec, args, y, chunk, ALL_STAGES),
     }
+}
+
+/// The four dispatches of the chunked path, as bits for [`record_chunked`].
+pub const STAGES: [(&str, u32); 4] =
+    [("cumsum", 1), ("chunk_state", 2), ("state_passing", 4), ("chunk_scan", 8)];
+const ALL_STAGES: u32 = 15;
+
+/// Records the chunked path's dispatches selected by `stages` (bits of [`STAGES`]): all of
+/// them for a scan, one at a time to time each (the bench's breakdown).
+pub fn record_chunked(
+    rec: &mut Recorder,
+    args: &SsdArgs,
+    y: &Tensor,
+    chunk: usize,
+    stages: u32,
+) -> Result<()> {
+    args.check(y)?;
+    let dev = rec.device();
+    let input = args.xbc.dtype();
+    let d = args.dims;
+    if !matches!(chunk, 32 | 64 | 128 | 256) {
+        return Err(Error::Invalid(format!("SSD chunk size {chunk}: use 32, 64, 128 or 256")));
+    }
+    let (table, nchunks) = chunk_table(args.seqs, chunk);
+    let table = Tensor::from_slice(dev, &[table.len()], &table)?;
+    let t = args.seqs.total();
+    let dts = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
+    let cs = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
+    let cstates = Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F32)?;
+    let params = args.params(args.flags.init_state, (0, 0), (nchunks, chunk));
+    let max = dev.caps().max_compute_workgroups_per_dimension as usize;
+    if nchunks > max || d.heads > max {
+        return Err(Error::Limit(format!("{nchunks} chunks × {} heads exceed the dispatch grid", d.heads)));
+    }
+    let on = |bit: u32| stages & bit != 0;
+    if on(1) {
+        rec.dispatch(
+            &cumsum_variant(input),
+            &params,
+            &[args.dt, args.heads, &table, &dts, &cs],
+            grid(dev, (nchunks * d.heads).div_ceil(64))?,
+        )?;
+    }
+    let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
+    if on(2) {
+        rec.dispatch(
+            &chunk_state_variant(input),
+            &params,
+            &[args.xbc, &dts, &cs, &table, &cstates],
+            [tiles as u32, d.heads as u32, nchunks as u32],
+        )?;
+    }
+    let work = args.seqs.count() * d.heads * d.head_dim * d.n;
+    if on(4) {
+        rec.dispatch(
+            &state_passing_variant(),
+            &params,
+            &[&cs, &table, &cstates, args.state],
+            grid(dev, work.div_ceil(64))?,
+        )?;
+    }
+    let tiles = chunk.div_ceil(32) * d.head_dim.div_ceil(64);
+    if on(8) {
+        rec.dispatch(
+            &chunk_scan_variant(input),
+            &params,
+            &[args.xbc, &dts, &cs, &table, &cstates, args.heads, y],
+            [tiles as u32, d.heads as u32, nchunks as u32],
+        )?;
+    }
+    Ok(())
 }
 
 /// Records one decode step: `args.seqs` must be [`Sequences::decode`] (one token per
