@@ -28,6 +28,9 @@ pub enum Error {
     Readback(String),
     /// An invalid argument that is not about shapes.
     Invalid(String),
+    /// A model checkpoint or config could not be read or does not match its architecture
+    /// (missing or mis-shaped tensors, truncated files, unknown `model_type`).
+    Model(String),
 }
 
 impl fmt::Display for Error {
@@ -44,6 +47,7 @@ impl fmt::Display for Error {
             Error::Limit(m) => write!(f, "device limit exceeded: {m}"),
             Error::Readback(m) => write!(f, "readback failed: {m}"),
             Error::Invalid(m) => write!(f, "invalid argument: {m}"),
+            Error::Model(m) => write!(f, "model: {m}"),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod bench;
 pub mod device;
 pub mod error;
 pub mod graph;
+pub mod model;
 pub mod ops;
 pub mod shader;
 pub mod tensor;

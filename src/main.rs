@@ -35,6 +35,28 @@ enum Command {
         #[arg(long, value_name = "VARIANT")]
         show: Option<String>,
     },
+    /// Check model runtimes against reference logits of real checkpoints (each subfolder of
+    /// DIR with a reference_logits.safetensors): full-forward logits, greedy continuation, and
+    /// prefill + decode against one full forward, with f32 and f16 weights.
+    Conformance {
+        /// Folder of checkpoints, e.g. ../shared/models.
+        #[arg(default_value = "../shared/models")]
+        dir: std::path::PathBuf,
+    },
+    /// Write the logits of a file's tokens from a fresh state, as the f32 tensor `logits`
+    /// [T, vocab] of a safetensors file. The tokens are the file's raw bytes (byte-level
+    /// models).
+    Logits {
+        #[arg(long)]
+        model: std::path::PathBuf,
+        #[arg(long)]
+        input: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Weight dtype on the device: f32 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
     /// Print the memory plan of a graph: naive, planned, lower bound, weight and state bytes.
     Plan {
         /// Plan a synthetic stack of Mamba-style blocks.
@@ -98,6 +120,8 @@ fn main() -> ExitCode {
 fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cmd {
         Command::Adapters { json } => adapters(json),
+        Command::Conformance { dir } => conformance(&dir),
+        Command::Logits { model, input, out, dtype } => logits(&model, &input, &out, &dtype),
         Command::Shaders { list, validate, filter, show } => {
             shaders(list, validate, filter.as_deref(), show.as_deref())
         }
@@ -324,5 +348,80 @@ fn plan_synthetic(
     println!("weights                           {:>12.1} MiB", mib(r.weight_bytes));
     println!("state                             {:>12.1} MiB", mib(r.state_bytes));
     println!("in-place nodes                    {:>12}", r.inplace_nodes);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_dtype(s: &str) -> Result<linseq::DType, Box<dyn std::error::Error>> {
+    match s {
+        "f32" => Ok(linseq::DType::F32),
+        "f16" => Ok(linseq::DType::F16),
+        other => Err(format!("--dtype {other}: use f32 or f16").into()),
+    }
+}
+
+fn conformance(dir: &std::path::Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use linseq::model::{self, conformance};
+    if !dir.is_dir() {
+        return Err(format!("{}: not a folder of checkpoints", dir.display()).into());
+    }
+    let dev = Device::new()?;
+    eprintln!("adapter: {}", dev.describe());
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    let (mut failed, mut checked) = (0, 0);
+    for path in entries.iter().filter(|p| p.join("reference_logits.safetensors").exists()) {
+        let kind = model::Config::load(path)?.model_type()?;
+        if !model::SUPPORTED.contains(&kind.as_str()) {
+            println!("{}: model_type `{kind}` has no runtime yet: NOT CHECKED", path.display());
+            continue;
+        }
+        for dtype in [linseq::DType::F32, linseq::DType::F16] {
+            let r = conformance::check(&dev, path, dtype)?;
+            checked += 1;
+            let verdict = if r.passed() { "ok" } else { "FAILED" };
+            println!(
+                "{} {:?}: logits max-abs {:.2e} (bound {:.0e}), prefill+decode max-abs {:.2e}, greedy {}/{} identical (need {}): {verdict}",
+                path.display(), r.dtype, r.max_abs, r.bound, r.decode_max_abs, r.greedy_match, r.greedy_total, r.greedy_needed
+            );
+            failed += !r.passed() as usize;
+        }
+    }
+    if checked == 0 {
+        return Err(
+            format!("{}: no checkpoint with a runtime and reference logits found", dir.display()).into()
+        );
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn logits(
+    model_dir: &std::path::Path,
+    input: &std::path::Path,
+    out: &std::path::Path,
+    dtype: &str,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let dtype = parse_dtype(dtype)?;
+    let dev = Device::new()?;
+    let model = linseq::model::load(&dev, model_dir, dtype)?;
+    let bytes = std::fs::read(input)?;
+    if bytes.is_empty() {
+        return Err(format!("{}: empty input", input.display()).into());
+    }
+    if model.vocab() != 256 {
+        return Err(
+            "this model has a tokenizer vocabulary; only byte-level models (vocab 256) are supported yet"
+                .into(),
+        );
+    }
+    let mut state = model.new_state(&dev, 1)?;
+    let logits = model.forward(&dev, &bytes, &[bytes.len()], &mut state)?;
+    let data: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![bytes.len(), model.vocab()],
+        &data,
+    )?;
+    safetensors::serialize_to_file([("logits", view)], None, out)?;
+    eprintln!("wrote {} ({} × {} logits)", out.display(), bytes.len(), model.vocab());
     Ok(ExitCode::SUCCESS)
 }

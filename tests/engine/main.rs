@@ -6,6 +6,7 @@
 mod common;
 mod device;
 mod graph;
+mod model;
 mod ops_core;
 mod ops_matmul;
 mod ops_sampling;

@@ -1,0 +1,159 @@
+//! Checkpoint tensors from safetensors files, memory-mapped; f32, f16 and bf16 on disk are
+//! read as f32 (the runtime then holds them on the device as f32 or f16).
+
+use crate::error::{Error, Result};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use std::path::{Path, PathBuf};
+
+/// One or more safetensors files of a checkpoint (`model.safetensors`, or the shards listed in
+/// `model.safetensors.index.json`), memory-mapped.
+pub struct Weights {
+    files: Vec<(PathBuf, Mmap)>,
+}
+
+impl Weights {
+    /// Maps the checkpoint's safetensors files in `dir` and checks their headers, so that a
+    /// truncated or malformed file fails here, naming the file.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let paths = if single.exists() {
+            vec![single]
+        } else {
+            let index = dir.join("model.safetensors.index.json");
+            let text = std::fs::read_to_string(&index).map_err(|e| {
+                Error::Model(format!(
+                    "{}: no model.safetensors and no readable model.safetensors.index.json ({e})",
+                    dir.display()
+                ))
+            })?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: {e}", index.display())))?;
+            let mut names: Vec<String> = v["weight_map"]
+                .as_object()
+                .ok_or_else(|| Error::Model(format!("{}: no weight_map", index.display())))?
+                .values()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect();
+            names.sort();
+            names.dedup();
+            names.into_iter().map(|n| dir.join(n)).collect()
+        };
+        Self::open_files(&paths)
+    }
+
+    /// Maps these safetensors files (any names) and checks their headers.
+    pub fn open_files(paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::new();
+        for path in paths.iter().cloned() {
+            let file =
+                std::fs::File::open(&path).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+            // SAFETY: the map is read-only and the checkpoint is not expected to change while
+            // it is open; a concurrent truncation could fault, as with any mapped file.
+            let map =
+                unsafe { Mmap::map(&file) }.map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+            SafeTensors::deserialize(&map).map_err(|e| {
+                Error::Model(format!(
+                    "{}: not a valid safetensors file (truncated or malformed?): {e}",
+                    path.display()
+                ))
+            })?;
+            files.push((path, map));
+        }
+        Ok(Self { files })
+    }
+
+    /// Tensor names of every file.
+    pub fn names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (_, map) in &self.files {
+            if let Ok(st) = SafeTensors::deserialize(map) {
+                out.extend(st.names().into_iter().map(str::to_string));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// (dtype, shape) of a tensor, if present.
+    pub fn info(&self, name: &str) -> Option<(Dtype, Vec<usize>)> {
+        self.files.iter().find_map(|(_, map)| {
+            let st = SafeTensors::deserialize(map).ok()?;
+            let t = st.tensor(name).ok()?;
+            Some((t.dtype(), t.shape().to_vec()))
+        })
+    }
+
+    /// Whether the checkpoint has this tensor.
+    pub fn has(&self, name: &str) -> bool {
+        self.info(name).is_some()
+    }
+
+    /// Tensor `name` as f32, checked against `shape` (any shape when `None`).
+    pub fn f32(&self, name: &str, shape: Option<&[usize]>) -> Result<(Vec<f32>, Vec<usize>)> {
+        for (path, map) in &self.files {
+            let st = SafeTensors::deserialize(map)
+                .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+            let Ok(t) = st.tensor(name) else { continue };
+            if let Some(want) = shape {
+                if t.shape() != want {
+                    return Err(Error::Model(format!(
+                        "{}: tensor `{name}` has shape {:?}, expected {want:?}",
+                        path.display(),
+                        t.shape()
+                    )));
+                }
+            }
+            let bytes = t.data();
+            let data: Vec<f32> = match t.dtype() {
+                Dtype::F32 => {
+                    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+                }
+                Dtype::F16 => {
+                    bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+                }
+                Dtype::BF16 => {
+                    bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+                }
+                other => {
+                    return Err(Error::Model(format!(
+                        "{}: tensor `{name}` is {other:?}; f32, f16 or bf16 expected",
+                        path.display()
+                    )))
+                }
+            };
+            return Ok((data, t.shape().to_vec()));
+        }
+        Err(Error::Model(format!(
+            "tensor `{name}` is missing from the checkpoint{}",
+            shape.map(|s| format!(" (expected shape {s:?})")).unwrap_or_default()
+        )))
+    }
+
+    /// An i32 tensor (token ids in reference files), any shape.
+    pub fn i32(&self, name: &str) -> Result<Vec<i32>> {
+        for (path, map) in &self.files {
+            let st = SafeTensors::deserialize(map)
+                .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+            let Ok(t) = st.tensor(name) else { continue };
+            if t.dtype() != Dtype::I32 {
+                return Err(Error::Model(format!(
+                    "{}: tensor `{name}` is {:?}, i32 expected",
+                    path.display(),
+                    t.dtype()
+                )));
+            }
+            return Ok(t
+                .data()
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect());
+        }
+        Err(Error::Model(format!("tensor `{name}` is missing")))
+    }
+
+    /// Total bytes of the mapped files.
+    pub fn bytes(&self) -> usize {
+        self.files.iter().map(|(_, m)| m.len()).sum()
+    }
+}

@@ -1,0 +1,181 @@
+//! Model loading and the Mamba runtime on a small random checkpoint written here in HF format
+//! (so the tests need nothing outside the repository): prefill + decode equals one forward,
+//! batched ragged sequences equal separate runs, f16 weights stay close, and malformed
+//! checkpoints give clear errors. Correctness against transformers' float64 logits is the
+//! conformance suite's job (`linseq conformance ../shared/models`).
+
+use crate::common::devices;
+use linseq::model::{self, Model};
+use linseq::testing::Rng;
+use linseq::DType;
+use std::path::{Path, PathBuf};
+
+const D: usize = 64;
+const DI: usize = 128;
+const N: usize = 16;
+const R: usize = 4;
+const K: usize = 4;
+const LAYERS: usize = 2;
+const VOCAB: usize = 256;
+
+fn config(model_type: &str) -> String {
+    format!(
+        r#"{{"model_type": "{model_type}", "hidden_size": {D}, "intermediate_size": {DI}, "state_size": {N},
+  "time_step_rank": {R}, "conv_kernel": {K}, "num_hidden_layers": {LAYERS}, "vocab_size": {VOCAB},
+  "layer_norm_epsilon": 1e-5, "use_bias": false, "use_conv_bias": true, "tie_word_embeddings": true,
+  "residual_in_fp32": true, "time_step_floor": 1e-4, "weird_number": NaN}}"#
+    )
+}
+
+fn tensors(rng: &mut Rng) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut t = vec![
+        ("backbone.embeddings.weight".to_string(), vec![VOCAB, D], rng.vec(VOCAB * D, -0.5, 0.5)),
+        ("backbone.norm_f.weight".to_string(), vec![D], rng.vec(D, 0.8, 1.2)),
+    ];
+    for i in 0..LAYERS {
+        let p = format!("backbone.layers.{i}");
+        t.push((format!("{p}.norm.weight"), vec![D], rng.vec(D, 0.8, 1.2)));
+        t.push((format!("{p}.mixer.in_proj.weight"), vec![2 * DI, D], rng.vec(2 * DI * D, -0.15, 0.15)));
+        t.push((format!("{p}.mixer.conv1d.weight"), vec![DI, 1, K], rng.vec(DI * K, -0.5, 0.5)));
+        t.push((format!("{p}.mixer.conv1d.bias"), vec![DI], rng.vec(DI, -0.1, 0.1)));
+        t.push((
+            format!("{p}.mixer.x_proj.weight"),
+            vec![R + 2 * N, DI],
+            rng.vec((R + 2 * N) * DI, -0.1, 0.1),
+        ));
+        t.push((format!("{p}.mixer.dt_proj.weight"), vec![DI, R], rng.vec(DI * R, -0.5, 0.5)));
+        t.push((format!("{p}.mixer.dt_proj.bias"), vec![DI], rng.vec(DI, -4.0, -2.0)));
+        let a_log: Vec<f32> = (0..DI * N).map(|k| (((k % N) + 1) as f32).ln()).collect();
+        t.push((format!("{p}.mixer.A_log"), vec![DI, N], a_log));
+        t.push((format!("{p}.mixer.D"), vec![DI], vec![1.0; DI]));
+        t.push((format!("{p}.mixer.out_proj.weight"), vec![D, DI], rng.vec(D * DI, -0.1, 0.1)));
+    }
+    t
+}
+
+fn write_checkpoint(dir: &Path, cfg: &str, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    let bytes: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("linseq-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn mamba_prefill_decode_and_batches_agree() {
+    let dir = scratch("mamba");
+    write_checkpoint(&dir, &config("mamba"), &tensors(&mut Rng::new(61)));
+    let text = b"To be, or not to be, that is the question:";
+    for dev in devices() {
+        let m = model::load(dev, &dir, DType::F32).unwrap();
+        assert_eq!(m.vocab(), VOCAB);
+        let mut s = m.new_state(dev, 1).unwrap();
+        let full = m.forward(dev, text, &[text.len()], &mut s).unwrap();
+        assert_eq!(full.len(), text.len() * VOCAB);
+        assert!(full.iter().all(|v| v.is_finite()));
+        assert!(full.iter().any(|&v| v.abs() > 1e-3), "logits are all ~0");
+        // Prefill 17 tokens, then decode the rest one at a time.
+        let mut s = m.new_state(dev, 1).unwrap();
+        let mut stepped = m.forward(dev, &text[..17], &[17], &mut s).unwrap();
+        for &b in &text[17..] {
+            stepped.extend(m.forward(dev, &[b], &[1], &mut s).unwrap());
+        }
+        let e = max_abs(&stepped, &full);
+        assert!(e < 1e-4, "prefill + decode differs from one forward by {e}");
+        // Two ragged sequences in one batch equal two separate runs.
+        let other = b"All the world's a stage";
+        let mut s = m.new_state(dev, 2).unwrap();
+        let both: Vec<u8> = text.iter().chain(other.iter()).copied().collect();
+        let batched = m.forward(dev, &both, &[text.len(), other.len()], &mut s).unwrap();
+        let mut s1 = m.new_state(dev, 1).unwrap();
+        let alone = m.forward(dev, other, &[other.len()], &mut s1).unwrap();
+        assert!(max_abs(&batched[..full.len()], &full) < 1e-4);
+        assert!(max_abs(&batched[full.len()..], &alone) < 1e-4);
+        // f16 weights stay close.
+        let m16 = model::load(dev, &dir, DType::F16).unwrap();
+        let mut s = m16.new_state(dev, 1).unwrap();
+        let half = m16.forward(dev, text, &[text.len()], &mut s).unwrap();
+        let e = max_abs(&half, &full);
+        assert!(e < 5e-2, "f16 weights: max-abs {e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn load_err(dir: &Path) -> String {
+    match model::load(&devices()[0], dir, DType::F32) {
+        Ok(_) => panic!("{} loaded, expected an error", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn malformed_checkpoints_give_clear_errors() {
+    let mut rng = Rng::new(62);
+    let good = tensors(&mut rng);
+    // Unknown architecture.
+    let dir = scratch("unknown");
+    write_checkpoint(&dir, &config("transformer-xl"), &good);
+    let e = load_err(&dir);
+    assert!(e.contains("transformer-xl") && e.contains("not supported"), "{e}");
+    // Missing tensor.
+    let dir = scratch("missing");
+    let without: Vec<_> = good.iter().filter(|t| !t.0.ends_with("layers.1.mixer.D")).cloned().collect();
+    write_checkpoint(&dir, &config("mamba"), &without);
+    let e = load_err(&dir);
+    assert!(e.contains("backbone.layers.1.mixer.D") && e.contains("missing"), "{e}");
+    // Wrong shape.
+    let dir = scratch("shape");
+    let mut bad = good.clone();
+    let i = bad.iter().position(|t| t.0.ends_with("layers.0.mixer.x_proj.weight")).unwrap();
+    bad[i].1 = vec![DI, R + 2 * N];
+    write_checkpoint(&dir, &config("mamba"), &bad);
+    let e = load_err(&dir);
+    assert!(e.contains("x_proj.weight") && e.contains("expected"), "{e}");
+    // Truncated file.
+    let dir = scratch("truncated");
+    write_checkpoint(&dir, &config("mamba"), &good);
+    let f = dir.join("model.safetensors");
+    let len = std::fs::metadata(&f).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("model.safetensors") && e.contains("truncated or malformed"), "{e}");
+    // Broken config.
+    std::fs::write(dir.join("config.json"), "{\"model_type\": \"mamba\", ").unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("config.json") && e.contains("JSON"), "{e}");
+    std::fs::write(dir.join("config.json"), "{\"model_type\": \"mamba\"}").unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("hidden_size"), "{e}");
+    // No checkpoint at all.
+    let e = load_err(&scratch("nothing"));
+    assert!(e.contains("config.json"), "{e}");
+    // Bad token ids and state mismatches are errors, not panics.
+    let dir = scratch("ids");
+    write_checkpoint(&dir, &config("mamba"), &good);
+    let dev = &devices()[0];
+    let m: Model = model::load(dev, &dir, DType::F32).unwrap();
+    let mut s = m.new_state(dev, 1).unwrap();
+    assert!(m.forward_ids(dev, &[1, 2, 999], &[3], &mut s).is_err());
+    assert!(m.forward_ids(dev, &[1, 2], &[1, 1], &mut s).is_err());
+    assert!(m.forward_ids(dev, &[], &[0], &mut s).is_err());
+    for name in ["unknown", "missing", "shape", "truncated", "ids"] {
+        let _ = std::fs::remove_dir_all(scratch(name));
+    }
+}
