@@ -14,6 +14,7 @@
 pub mod config;
 pub mod conformance;
 pub mod mamba;
+pub mod mamba2;
 pub mod weights;
 
 use crate::device::Device;
@@ -25,16 +26,18 @@ pub use config::Config;
 pub use weights::Weights;
 
 /// Architectures this build runs (`model_type` in config.json).
-pub const SUPPORTED: &[&str] = &["mamba"];
+pub const SUPPORTED: &[&str] = &["mamba", "mamba2"];
 
 /// A loaded model.
 pub enum Model {
     Mamba(mamba::Mamba),
+    Mamba2(mamba2::Mamba2),
 }
 
 /// Recurrent state of a batch of sequences.
 pub enum State {
     Mamba(mamba::MambaState),
+    Mamba2(mamba2::Mamba2State),
 }
 
 /// Loads the checkpoint in `dir`, holding matmul weights as `dtype` (f32 or f16).
@@ -60,6 +63,11 @@ pub fn load_with_progress(
             let w = Weights::open(dir)?;
             Ok(Model::Mamba(mamba::Mamba::load(dev, &cfg, &w, dtype, progress)?))
         }
+        "mamba2" => {
+            mamba2::Mamba2Config::from_config(&cfg)?;
+            let w = Weights::open(dir)?;
+            Ok(Model::Mamba2(mamba2::Mamba2::load(dev, &cfg, &w, dtype, progress)?))
+        }
         other => Err(Error::Model(format!(
             "{}: model_type `{other}` is not supported (supported: {})",
             dir.display(),
@@ -72,12 +80,14 @@ impl Model {
     pub fn vocab(&self) -> usize {
         match self {
             Model::Mamba(m) => m.cfg.vocab,
+            Model::Mamba2(m) => m.cfg.vocab,
         }
     }
 
     pub fn parameters(&self) -> usize {
         match self {
             Model::Mamba(m) => m.parameters(),
+            Model::Mamba2(m) => m.parameters(),
         }
     }
 
@@ -85,6 +95,7 @@ impl Model {
     pub fn new_state(&self, dev: &Device, sequences: usize) -> Result<State> {
         match self {
             Model::Mamba(m) => Ok(State::Mamba(m.new_state(dev, sequences)?)),
+            Model::Mamba2(m) => Ok(State::Mamba2(m.new_state(dev, sequences)?)),
         }
     }
 
@@ -104,6 +115,8 @@ impl Model {
     ) -> Result<Vec<f32>> {
         match (self, state) {
             (Model::Mamba(m), State::Mamba(s)) => m.forward(dev, ids, lens, s),
+            (Model::Mamba2(m), State::Mamba2(s)) => m.forward(dev, ids, lens, s),
+            _ => Err(Error::Invalid("this state belongs to a model of another architecture".into())),
         }
     }
 }

@@ -1,0 +1,326 @@
+//! Mamba-2 (transformers' `Mamba2ForCausalLM`), token-major on the GPU:
+//! embedding → per layer [RMSNorm → in_proj (z, xBC, dt) → causal conv + silu over xBC → SSD
+//! (softplus(dt + dt_bias) clamped to `time_step_limit`, D skip) → y·silu(z) → RMSNorm per
+//! group of d_inner / n_groups → out_proj → residual] → norm_f → lm_head (tied unless the
+//! checkpoint has `lm_head.weight`).
+//!
+//! in_proj is split by rows at load time into z, xBC and dt (HF Linear weights are [out, in]),
+//! so each comes out of its own GEMM as a contiguous `[T, ·]` tensor; the SSD op reads the conv
+//! output `[T, H·P + 2·G·N]` in place.
+
+use super::config::Config;
+use super::weights::Weights;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::ops::conv1d::{self, ConvArgs, ConvFlags};
+use crate::ops::elementwise::{self, Binary};
+use crate::ops::selective_scan::Sequences;
+use crate::ops::ssd::{self, SsdArgs, SsdDims, SsdFlags, SsdKernel};
+use crate::ops::{embedding, matmul, norm, Recorder};
+use crate::tensor::{DType, Tensor};
+
+/// Sizes from config.json.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mamba2Config {
+    pub d_model: usize,
+    pub d_inner: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub groups: usize,
+    pub d_state: usize,
+    pub conv_kernel: usize,
+    pub layers: usize,
+    pub vocab: usize,
+    pub eps: f64,
+    pub chunk: usize,
+    pub dt_limit: (f64, f64),
+    pub use_bias: bool,
+    pub use_conv_bias: bool,
+    pub tie_embeddings: bool,
+}
+
+impl Mamba2Config {
+    pub fn from_config(c: &Config) -> Result<Self> {
+        let d_model = c.usize("hidden_size")?;
+        let head_dim = c.usize_or("head_dim", 64)?;
+        let d_inner = c.usize_or("expand", 2)? * d_model;
+        let heads = c.usize_or("num_heads", d_inner / head_dim.max(1))?;
+        let cfg = Self {
+            d_model,
+            d_inner,
+            heads,
+            head_dim,
+            groups: c.usize_or("n_groups", 1)?,
+            d_state: c.usize("state_size")?,
+            conv_kernel: c.usize_or("conv_kernel", 4)?,
+            layers: c.usize("num_hidden_layers")?,
+            vocab: c.usize("vocab_size")?,
+            eps: c.f64_or("layer_norm_epsilon", 1e-5)?,
+            chunk: c.usize_or("chunk_size", 64)?,
+            dt_limit: c.pair_or("time_step_limit", (0.0, f64::INFINITY))?,
+            use_bias: c.bool_or("use_bias", false)?,
+            use_conv_bias: c.bool_or("use_conv_bias", true)?,
+            tie_embeddings: c.bool_or("tie_word_embeddings", true)?,
+        };
+        if heads * head_dim != d_inner {
+            return Err(Error::Model(format!(
+                "num_heads {heads} × head_dim {head_dim} must equal expand × hidden_size = {d_inner}"
+            )));
+        }
+        if cfg.groups == 0 || heads % cfg.groups != 0 {
+            return Err(Error::Model(format!("n_groups {} must divide num_heads {heads}", cfg.groups)));
+        }
+        if !(2..=4).contains(&cfg.conv_kernel) {
+            return Err(Error::Model(format!("conv_kernel {} is not supported (2–4)", cfg.conv_kernel)));
+        }
+        if cfg.d_state > ssd::MAX_STATE {
+            return Err(Error::Model(format!("state_size {} exceeds {}", cfg.d_state, ssd::MAX_STATE)));
+        }
+        Ok(cfg)
+    }
+
+    fn dims(&self) -> SsdDims {
+        SsdDims { heads: self.heads, head_dim: self.head_dim, groups: self.groups, n: self.d_state }
+    }
+
+    /// Channels of the conv: x, B and C.
+    fn conv_dim(&self) -> usize {
+        self.d_inner + 2 * self.groups * self.d_state
+    }
+
+    /// The SSD chunk size to use: the config's, rounded to a supported one.
+    fn kernel(&self) -> SsdKernel {
+        SsdKernel::Chunked(match self.chunk {
+            0..=32 => 32,
+            33..=64 => 64,
+            65..=128 => 128,
+            _ => 256,
+        })
+    }
+}
+
+struct Layer {
+    norm: Tensor,
+    w_z: Tensor,
+    w_xbc: Tensor,
+    w_dt: Tensor,
+    b_z: Option<Tensor>,
+    b_xbc: Option<Tensor>,
+    b_dt: Option<Tensor>,
+    conv_w: Tensor,
+    conv_b: Option<Tensor>,
+    heads: Tensor,
+    gate_norm: Tensor,
+    w_out: Tensor,
+    b_out: Option<Tensor>,
+}
+
+/// A loaded Mamba-2 model on the device.
+pub struct Mamba2 {
+    pub cfg: Mamba2Config,
+    embed: Tensor,
+    lm_head: Tensor,
+    norm_f: Tensor,
+    layers: Vec<Layer>,
+    pub dtype: DType,
+}
+
+/// Recurrent state: per layer the conv inputs `[S, conv_dim, W − 1]` and the SSM state
+/// `[S, H, P, N]`.
+pub struct Mamba2State {
+    pub conv: Vec<Tensor>,
+    pub ssm: Vec<Tensor>,
+    pub sequences: usize,
+    pub started: bool,
+}
+
+impl Mamba2 {
+    pub fn load(
+        dev: &Device,
+        cfg: &Config,
+        w: &Weights,
+        dtype: DType,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Self> {
+        let c = Mamba2Config::from_config(cfg)?;
+        let (d, di, h, k) = (c.d_model, c.d_inner, c.heads, c.conv_kernel);
+        let cd = c.conv_dim();
+        let up = |data: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, data, dt);
+        let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
+        let embed_host = get("backbone.embeddings.weight", &[c.vocab, d])?;
+        let embed = up(&embed_host, &[c.vocab, d], DType::F32)?;
+        let lm_head = if w.has("lm_head.weight") && !c.tie_embeddings {
+            up(&get("lm_head.weight", &[c.vocab, d])?, &[c.vocab, d], dtype)?
+        } else {
+            up(&embed_host, &[c.vocab, d], dtype)?
+        };
+        let norm_f = up(&get("backbone.norm_f.weight", &[d])?, &[d], DType::F32)?;
+        let proj = 2 * di + 2 * c.groups * c.d_state + h;
+        let mut layers = Vec::with_capacity(c.layers);
+        for i in 0..c.layers {
+            progress(i, c.layers);
+            let p = format!("backbone.layers.{i}.mixer");
+            let in_proj = get(&format!("{p}.in_proj.weight"), &[proj, d])?;
+            let bias = if c.use_bias { Some(get(&format!("{p}.in_proj.bias"), &[proj])?) } else { None };
+            let part = |lo: usize, hi: usize| -> Result<Option<Tensor>> {
+                bias.as_ref().map(|b| up(&b[lo..hi], &[hi - lo], DType::F32)).transpose()
+            };
+            let a: Vec<f32> = get(&format!("{p}.A_log"), &[h])?.iter().map(|v| -v.exp()).collect();
+            let heads = ssd::pack_head_params(
+                &a,
+                Some(&get(&format!("{p}.D"), &[h])?),
+                Some(&get(&format!("{p}.dt_bias"), &[h])?),
+            );
+            layers.push(Layer {
+                norm: up(&get(&format!("backbone.layers.{i}.norm.weight"), &[d])?, &[d], DType::F32)?,
+                w_z: up(&in_proj[..di * d], &[di, d], dtype)?,
+                w_xbc: up(&in_proj[di * d..(di + cd) * d], &[cd, d], dtype)?,
+                w_dt: up(&in_proj[(di + cd) * d..], &[h, d], dtype)?,
+                b_z: part(0, di)?,
+                b_xbc: part(di, di + cd)?,
+                b_dt: part(di + cd, proj)?,
+                conv_w: up(&get(&format!("{p}.conv1d.weight"), &[cd, 1, k])?, &[cd, k], DType::F32)?,
+                conv_b: if c.use_conv_bias {
+                    Some(up(&get(&format!("{p}.conv1d.bias"), &[cd])?, &[cd], DType::F32)?)
+                } else {
+                    None
+                },
+                heads: up(&heads, &[h, 4], DType::F32)?,
+                gate_norm: up(&get(&format!("{p}.norm.weight"), &[di])?, &[di], DType::F32)?,
+                w_out: up(&get(&format!("{p}.out_proj.weight"), &[d, di])?, &[d, di], dtype)?,
+                b_out: if c.use_bias {
+                    Some(up(&get(&format!("{p}.out_proj.bias"), &[d])?, &[d], DType::F32)?)
+                } else {
+                    None
+                },
+            });
+        }
+        progress(c.layers, c.layers);
+        Ok(Self { cfg: c, embed, lm_head, norm_f, layers, dtype })
+    }
+
+    pub fn new_state(&self, dev: &Device, sequences: usize) -> Result<Mamba2State> {
+        let c = &self.cfg;
+        let zeros = |shape: &[usize]| Tensor::from_slice(dev, shape, &vec![0f32; shape.iter().product()]);
+        let mut conv = Vec::new();
+        let mut ssm = Vec::new();
+        for _ in 0..c.layers {
+            conv.push(zeros(&[sequences, c.conv_dim(), c.conv_kernel - 1])?);
+            ssm.push(zeros(&[sequences, c.heads, c.head_dim, c.d_state])?);
+        }
+        Ok(Mamba2State { conv, ssm, sequences, started: false })
+    }
+
+    /// Runs packed tokens (`lens[s]` for sequence s, continuing from `state`) and returns the
+    /// logits `[T, vocab]`; all-ones `lens` on a started state is a decode step.
+    pub fn forward(
+        &self,
+        dev: &Device,
+        ids: &[u32],
+        lens: &[usize],
+        state: &mut Mamba2State,
+    ) -> Result<Vec<f32>> {
+        let c = &self.cfg;
+        let t: usize = lens.iter().sum();
+        if lens.len() != state.sequences || t != ids.len() || t == 0 {
+            return Err(Error::Invalid(format!(
+                "{} ids for sequence lengths {lens:?} and a state of {} sequences",
+                ids.len(),
+                state.sequences
+            )));
+        }
+        embedding::check_ids(ids, c.vocab)?;
+        let (d, di) = (c.d_model, c.d_inner);
+        let step = state.started && lens.iter().all(|&l| l == 1);
+        let seqs =
+            if step { Sequences::decode(dev, lens.len(), None)? } else { Sequences::new(dev, lens, None)? };
+        let f32t = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32);
+        let ids_t = Tensor::from_slice(dev, &[t], ids)?;
+        let h = f32t(&[t, d])?;
+        let xn = f32t(&[t, d])?;
+        let z = f32t(&[t, di])?;
+        let xbc = f32t(&[t, c.conv_dim()])?;
+        let xbc_c = f32t(&[t, c.conv_dim()])?;
+        let dt = f32t(&[t, c.heads])?;
+        let y = f32t(&[t, di])?;
+        let yg = f32t(&[t, di])?;
+        let o = f32t(&[t, d])?;
+        let logits = f32t(&[t, c.vocab])?;
+        let flags = SsdFlags {
+            dt_softplus: true,
+            dt_bias: true,
+            d_skip: true,
+            init_state: state.started,
+            dt_limit: (c.dt_limit.0 as f32, c.dt_limit.1 as f32),
+        };
+        let mut rec = Recorder::new(dev);
+        embedding::embedding(&mut rec, &ids_t, &self.embed, &h)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            norm::rms_norm(&mut rec, &h, &l.norm, c.eps as f32, &xn)?;
+            matmul::linear(&mut rec, &xn, &l.w_z, l.b_z.as_ref(), &z)?;
+            matmul::linear(&mut rec, &xn, &l.w_xbc, l.b_xbc.as_ref(), &xbc)?;
+            matmul::linear(&mut rec, &xn, &l.w_dt, l.b_dt.as_ref(), &dt)?;
+            let conv = ConvArgs {
+                x: &xbc,
+                weight: &l.conv_w,
+                bias: l.conv_b.as_ref(),
+                seqs: &seqs,
+                state: &state.conv[i],
+            };
+            if step {
+                conv1d::causal_conv1d_step(&mut rec, &conv, true, &xbc_c)?;
+            } else {
+                conv1d::causal_conv1d(
+                    &mut rec,
+                    &conv,
+                    ConvFlags { silu: true, init_state: state.started },
+                    &xbc_c,
+                )?;
+            }
+            let args = SsdArgs {
+                xbc: &xbc_c,
+                dt: &dt,
+                heads: &l.heads,
+                seqs: &seqs,
+                state: &state.ssm[i],
+                dims: c.dims(),
+                flags,
+            };
+            if step {
+                ssd::ssd_step(&mut rec, &args, &y)?;
+            } else {
+                ssd::ssd(&mut rec, c.kernel(), &args, &y)?;
+            }
+            elementwise::binary(&mut rec, Binary::MulSilu, &y, &z, &yg)?;
+            norm::norm(
+                &mut rec,
+                norm::NormKind::Rms { groups: c.groups },
+                &yg,
+                &l.gate_norm,
+                None,
+                c.eps as f32,
+                &y,
+            )?;
+            matmul::linear(&mut rec, &y, &l.w_out, l.b_out.as_ref(), &o)?;
+            elementwise::residual_add(&mut rec, &h, &o, 1.0)?;
+        }
+        norm::rms_norm(&mut rec, &h, &self.norm_f, c.eps as f32, &xn)?;
+        matmul::linear(&mut rec, &xn, &self.lm_head, None, &logits)?;
+        rec.run()?;
+        state.started = true;
+        logits.read::<f32>(dev)
+    }
+
+    pub fn parameters(&self) -> usize {
+        let c = &self.cfg;
+        let proj = 2 * c.d_inner + 2 * c.groups * c.d_state + c.heads;
+        let per_layer = c.d_model
+            + proj * c.d_model
+            + c.conv_dim() * c.conv_kernel
+            + if c.use_conv_bias { c.conv_dim() } else { 0 }
+            + 3 * c.heads
+            + c.d_inner
+            + c.d_model * c.d_inner;
+        c.vocab * c.d_model * if c.tie_embeddings { 1 } else { 2 } + c.layers * per_layer + c.d_model
+    }
+}
