@@ -120,3 +120,121 @@ impl Model {
         }
     }
 }
+
+/// A host copy of a [`State`]: fixed size whatever the sequence length, so saving, restoring
+/// and forking a conversation is cheap (attention models would have to copy a growing KV
+/// cache).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// (name, shape, values) of every state tensor.
+    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    pub sequences: usize,
+    pub started: bool,
+}
+
+impl State {
+    fn parts(&self) -> (Vec<&crate::tensor::Tensor>, Vec<&crate::tensor::Tensor>, usize, bool) {
+        match self {
+            State::Mamba(s) => (s.conv.iter().collect(), s.ssm.iter().collect(), s.sequences, s.started),
+            State::Mamba2(s) => (s.conv.iter().collect(), s.ssm.iter().collect(), s.sequences, s.started),
+        }
+    }
+
+    /// Number of sequences this state holds.
+    pub fn sequences(&self) -> usize {
+        self.parts().2
+    }
+
+    /// Copies the state to the host.
+    pub fn snapshot(&self, dev: &Device) -> Result<Snapshot> {
+        let (conv, ssm, sequences, started) = self.parts();
+        let mut tensors = Vec::new();
+        for (kind, list) in [("conv", conv), ("ssm", ssm)] {
+            for (i, t) in list.into_iter().enumerate() {
+                tensors.push((format!("{kind}.{i}"), t.shape().to_vec(), t.read::<f32>(dev)?));
+            }
+        }
+        Ok(Snapshot { tensors, sequences, started })
+    }
+
+    /// Overwrites this state with a snapshot taken from a state of the same model and size.
+    pub fn restore(&mut self, dev: &Device, snap: &Snapshot) -> Result<()> {
+        let (conv, ssm, sequences, _) = self.parts();
+        let targets: Vec<&crate::tensor::Tensor> = conv.into_iter().chain(ssm).collect();
+        if sequences != snap.sequences || targets.len() != snap.tensors.len() {
+            return Err(Error::Invalid(format!(
+                "snapshot of {} sequences / {} tensors does not fit a state of {sequences} / {}",
+                snap.sequences,
+                snap.tensors.len(),
+                targets.len()
+            )));
+        }
+        for (t, (name, shape, data)) in targets.iter().zip(&snap.tensors) {
+            if t.shape() != shape.as_slice() {
+                return Err(Error::Invalid(format!(
+                    "snapshot tensor {name} is {shape:?}, the state's is {:?}",
+                    t.shape()
+                )));
+            }
+            t.write(dev, data)?;
+        }
+        match self {
+            State::Mamba(s) => s.started = snap.started,
+            State::Mamba2(s) => s.started = snap.started,
+        }
+        Ok(())
+    }
+
+    /// An independent copy on the device (to fork a conversation).
+    pub fn try_clone(&self, model: &Model, dev: &Device) -> Result<State> {
+        let mut out = model.new_state(dev, self.sequences())?;
+        out.restore(dev, &self.snapshot(dev)?)?;
+        Ok(out)
+    }
+}
+
+impl Snapshot {
+    /// Writes the snapshot as a safetensors file (tensors `conv.i`, `ssm.i`; metadata
+    /// `sequences`, `started`).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes: Vec<Vec<u8>> =
+            self.tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+        let mut views = Vec::new();
+        for ((name, shape, _), b) in self.tensors.iter().zip(&bytes) {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
+            views.push((name.clone(), view));
+        }
+        let meta = std::collections::HashMap::from([
+            ("sequences".to_string(), self.sequences.to_string()),
+            ("started".to_string(), self.started.to_string()),
+        ]);
+        safetensors::serialize_to_file(views, Some(meta), path)
+            .map_err(|e| Error::Model(format!("{}: {e}", path.display())))
+    }
+
+    /// Reads a snapshot written by [`Snapshot::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+        let info = meta.metadata().clone().unwrap_or_default();
+        let sequences = info.get("sequences").and_then(|s| s.parse().ok()).ok_or_else(|| {
+            Error::Model(format!("{}: not a linseq state snapshot (no `sequences`)", path.display()))
+        })?;
+        let started = info.get("started").is_some_and(|s| s == "true");
+        let mut tensors = Vec::new();
+        for kind in ["conv", "ssm"] {
+            for i in 0.. {
+                let name = format!("{kind}.{i}");
+                let Ok(t) = st.tensor(&name) else { break };
+                let v =
+                    t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                tensors.push((name, t.shape().to_vec(), v));
+            }
+        }
+        Ok(Self { tensors, sequences, started })
+    }
+}

@@ -1,0 +1,215 @@
+//! `linseq generate`, `linseq eval` and `linseq inspect`: the model commands of the CLI.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use linseq::model::{self, Config, Model, Weights};
+use linseq::ops::sampling::{sample_ref, SamplingParams};
+use linseq::{DType, Device};
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+pub fn parse_dtype(s: &str) -> Result<DType, Box<dyn std::error::Error>> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        other => Err(format!("--dtype {other}: use f32 or f16").into()),
+    }
+}
+
+/// Loads a model with a progress bar on stderr.
+pub fn load(dev: &Device, dir: &Path, dtype: DType) -> Result<Model, Box<dyn std::error::Error>> {
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} layers")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(dir.display().to_string());
+    let m = model::load_with_progress(dev, dir, dtype, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    Ok(m)
+}
+
+fn byte_level(model: &Model, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    if model.vocab() == 256 && !dir.join("tokenizer.json").exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: vocabulary of {} with a tokenizer.json: only byte-level models (vocab 256) run from the CLI yet",
+            dir.display(),
+            model.vocab()
+        )
+        .into())
+    }
+}
+
+/// Options of `linseq generate`.
+pub struct Generate<'a> {
+    pub model: &'a Path,
+    pub prompt: &'a str,
+    pub max_tokens: usize,
+    pub sampling: Option<SamplingParams>,
+    pub dtype: DType,
+    pub raw: bool,
+}
+
+pub fn generate(o: Generate) -> CliResult {
+    if o.prompt.is_empty() {
+        return Err("--prompt must not be empty".into());
+    }
+    if let Some(p) = &o.sampling {
+        p.validate()?;
+    }
+    let dev = Device::new()?;
+    if !o.raw {
+        eprintln!("adapter: {}", dev.describe());
+    }
+    let model = load(&dev, o.model, o.dtype)?;
+    byte_level(&model, o.model)?;
+    let vocab = model.vocab();
+    let mut state = model.new_state(&dev, 1)?;
+    let prompt = o.prompt.as_bytes();
+    let mut out = std::io::stdout().lock();
+    if !o.raw {
+        out.write_all(prompt)?;
+        out.flush()?;
+    }
+    let t0 = Instant::now();
+    let logits = model.forward(&dev, prompt, &[prompt.len()], &mut state)?;
+    let prefill_s = t0.elapsed().as_secs_f64();
+    let pick = |row: &[f32], step: u32| -> u32 {
+        match &o.sampling {
+            Some(p) => sample_ref(row, p, step, 0),
+            None => {
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+                    .0 as u32
+            }
+        }
+    };
+    let mut next = pick(&logits[(prompt.len() - 1) * vocab..], 0);
+    let t1 = Instant::now();
+    let mut generated = 0usize;
+    for step in 1..=o.max_tokens {
+        out.write_all(&[next as u8])?;
+        out.flush()?;
+        generated += 1;
+        if step == o.max_tokens {
+            break;
+        }
+        let l = model.forward(&dev, &[next as u8], &[1], &mut state)?;
+        next = pick(&l, step as u32);
+    }
+    let decode_s = t1.elapsed().as_secs_f64();
+    if !o.raw {
+        writeln!(out)?;
+        eprintln!(
+            "prefill: {} tokens in {:.1} ms ({:.1} tokens/s); decode: {} tokens in {:.1} ms ({:.1} tokens/s)",
+            prompt.len(),
+            prefill_s * 1e3,
+            prompt.len() as f64 / prefill_s,
+            generated,
+            decode_s * 1e3,
+            generated.saturating_sub(1) as f64 / decode_s.max(1e-9)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `linseq eval`: bits per byte and perplexity of a text under the model, in chunks that carry
+/// the state.
+pub fn eval(dir: &Path, text: &Path, dtype: DType, chunk: usize) -> CliResult {
+    let bytes = std::fs::read(text)?;
+    if bytes.len() < 2 {
+        return Err(format!("{}: need at least two bytes", text.display()).into());
+    }
+    let dev = Device::new()?;
+    eprintln!("adapter: {}", dev.describe());
+    let model = load(&dev, dir, dtype)?;
+    byte_level(&model, dir)?;
+    let vocab = model.vocab();
+    let mut state = model.new_state(&dev, 1)?;
+    let bar = ProgressBar::new(bytes.len() as u64).with_style(
+        ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} bytes {per_sec} {eta}").expect("template"),
+    );
+    let mut nats = 0f64;
+    let mut count = 0usize;
+    let t0 = Instant::now();
+    for (c, piece) in bytes.chunks(chunk.max(1)).enumerate() {
+        let logits = model.forward(&dev, piece, &[piece.len()], &mut state)?;
+        for (i, row) in logits.chunks(vocab).enumerate() {
+            let pos = c * chunk + i + 1; // the byte this row predicts
+            if pos >= bytes.len() {
+                break;
+            }
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let lse = max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+            nats += lse - row[bytes[pos] as usize] as f64;
+            count += 1;
+        }
+        bar.inc(piece.len() as u64);
+    }
+    bar.finish_and_clear();
+    let per = nats / count as f64;
+    println!(
+        "{}: {count} predictions, {:.4} bits per byte, perplexity {:.3} ({:.1} s)",
+        text.display(),
+        per / std::f64::consts::LN_2,
+        per.exp(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `linseq inspect`: architecture, parameters, stored dtypes, and the device memory for a
+/// sequence length and batch.
+pub fn inspect(dir: &Path, seq_len: usize, batch: usize, dtype: DType) -> CliResult {
+    let cfg = Config::load(dir)?;
+    let kind = cfg.model_type()?;
+    let w = Weights::open(dir)?;
+    let mut dtypes = std::collections::BTreeMap::new();
+    for name in w.names() {
+        if let Some((dt, _)) = w.info(&name) {
+            *dtypes.entry(format!("{dt:?}")).or_insert(0usize) += 1;
+        }
+    }
+    println!(
+        "{}: model_type {kind}, {} tensors, {} MiB on disk",
+        dir.display(),
+        w.names().len(),
+        w.bytes() >> 20
+    );
+    println!("  stored dtypes: {dtypes:?}");
+    let dev = Device::new()?;
+    let model = load(&dev, dir, dtype)?;
+    let params = model.parameters();
+    let wbytes = |p: usize| p * if dtype == DType::F16 { 2 } else { 4 };
+    let state = model.new_state(&dev, batch)?;
+    let state_bytes: usize = state.snapshot(&dev)?.tensors.iter().map(|t| t.2.len() * 4).sum();
+    println!(
+        "  parameters: {params} ({:.2} M); held as {dtype:?}: ~{} MiB",
+        params as f64 / 1e6,
+        wbytes(params) >> 20
+    );
+    println!(
+        "  recurrent state for batch {batch}: {} KiB ({} KiB per sequence, independent of length)",
+        state_bytes >> 10,
+        (state_bytes / batch.max(1)) >> 10
+    );
+    let (width, vocab) = match &model {
+        Model::Mamba(m) => (4 * m.cfg.d_inner + m.cfg.d_model * 3, m.cfg.vocab),
+        Model::Mamba2(m) => (4 * m.cfg.d_inner + 4 * m.cfg.d_state + m.cfg.d_model * 3, m.cfg.vocab),
+    };
+    let act = seq_len * batch * (width + vocab) * 4;
+    println!(
+        "  activations for {batch} × {seq_len} tokens (prefill, one layer live at a time): ~{} MiB",
+        act >> 20
+    );
+    Ok(ExitCode::SUCCESS)
+}
