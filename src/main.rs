@@ -97,8 +97,8 @@ enum Command {
         dtype: String,
     },
     /// Write the logits of a file's tokens from a fresh state, as the f32 tensor `logits`
-    /// [T, vocab] of a safetensors file. The tokens are the file's raw bytes (byte-level
-    /// models).
+    /// [T, vocab] of a safetensors file. The tokens are the file's raw bytes for byte-level
+    /// models, else its text through the checkpoint's tokenizer.json.
     Logits {
         #[arg(long)]
         model: std::path::PathBuf,
@@ -472,6 +472,18 @@ fn conformance(dir: &std::path::Path) -> Result<ExitCode, Box<dyn std::error::Er
             format!("{}: no checkpoint with a runtime and reference logits found", dir.display()).into()
         );
     }
+    // The GPT-NeoX tokenizer real Mamba checkpoints use, if it sits beside the models.
+    let neox = dir.join("../tokenizers/gpt-neox-20b.json");
+    if neox.exists() {
+        let tok = linseq::model::tokenizer::Tokenizer::from_file(&neox)?;
+        let text = "ROMEO:\nBut, soft! what light through yonder window breaks? Ünïcödé ✓";
+        let ids = tok.encode(text)?;
+        let back = tok.decode(&ids)?;
+        let ok = back == text.as_bytes() && ids.len() < text.len() / 2;
+        let verdict = if ok { "ok" } else { "FAILED" };
+        println!("{}: {} bytes → {} tokens, round trip {verdict}", neox.display(), text.len(), ids.len());
+        failed += !ok as usize;
+    }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -483,26 +495,18 @@ fn logits(
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let dtype = model_cmds::parse_dtype(dtype)?;
     let dev = Device::new()?;
-    let model = linseq::model::load(&dev, model_dir, dtype)?;
-    let bytes = std::fs::read(input)?;
-    if bytes.is_empty() {
-        return Err(format!("{}: empty input", input.display()).into());
-    }
-    if model.vocab() != 256 {
-        return Err(
-            "this model has a tokenizer vocabulary; only byte-level models (vocab 256) are supported yet"
-                .into(),
-        );
+    let model = model_cmds::load(&dev, model_dir, dtype)?;
+    let tok = linseq::model::tokenizer::Tokenizer::for_model(model_dir, model.vocab())?;
+    let ids = tok.encode_bytes(&std::fs::read(input)?)?;
+    if ids.is_empty() {
+        return Err(format!("{}: no tokens", input.display()).into());
     }
     let mut state = model.new_state(&dev, 1)?;
-    let logits = model.forward(&dev, &bytes, &[bytes.len()], &mut state)?;
+    let logits = model.forward_ids(&dev, &ids, &[ids.len()], &mut state)?;
     let data: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(
-        safetensors::Dtype::F32,
-        vec![bytes.len(), model.vocab()],
-        &data,
-    )?;
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![ids.len(), model.vocab()], &data)?;
     safetensors::serialize_to_file([("logits", view)], None, out)?;
-    eprintln!("wrote {} ({} × {} logits)", out.display(), bytes.len(), model.vocab());
+    eprintln!("wrote {} ({} × {} logits)", out.display(), ids.len(), model.vocab());
     Ok(ExitCode::SUCCESS)
 }

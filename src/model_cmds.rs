@@ -1,6 +1,7 @@
 //! `linseq generate`, `linseq eval` and `linseq inspect`: the model commands of the CLI.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use linseq::model::tokenizer::Tokenizer;
 use linseq::model::{self, Config, Model, Weights};
 use linseq::ops::sampling::{sample_ref, SamplingParams};
 use linseq::{DType, Device};
@@ -35,17 +36,8 @@ pub fn load(dev: &Device, dir: &Path, dtype: DType) -> Result<Model, Box<dyn std
     Ok(m)
 }
 
-fn byte_level(model: &Model, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    if model.vocab() == 256 && !dir.join("tokenizer.json").exists() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}: vocabulary of {} with a tokenizer.json: only byte-level models (vocab 256) run from the CLI yet",
-            dir.display(),
-            model.vocab()
-        )
-        .into())
-    }
+fn tokenizer(model: &Model, dir: &Path) -> Result<Tokenizer, Box<dyn std::error::Error>> {
+    Ok(Tokenizer::for_model(dir, model.vocab())?)
 }
 
 /// Options of `linseq generate`.
@@ -70,17 +62,20 @@ pub fn generate(o: Generate) -> CliResult {
         eprintln!("adapter: {}", dev.describe());
     }
     let model = load(&dev, o.model, o.dtype)?;
-    byte_level(&model, o.model)?;
+    let tok = tokenizer(&model, o.model)?;
     let vocab = model.vocab();
     let mut state = model.new_state(&dev, 1)?;
-    let prompt = o.prompt.as_bytes();
+    let prompt = tok.encode(o.prompt)?;
+    if prompt.is_empty() {
+        return Err("the prompt encodes to no tokens".into());
+    }
     let mut out = std::io::stdout().lock();
     if !o.raw {
-        out.write_all(prompt)?;
+        out.write_all(o.prompt.as_bytes())?;
         out.flush()?;
     }
     let t0 = Instant::now();
-    let logits = model.forward(&dev, prompt, &[prompt.len()], &mut state)?;
+    let logits = model.forward_ids(&dev, &prompt, &[prompt.len()], &mut state)?;
     let prefill_s = t0.elapsed().as_secs_f64();
     let pick = |row: &[f32], step: u32| -> u32 {
         match &o.sampling {
@@ -96,14 +91,22 @@ pub fn generate(o: Generate) -> CliResult {
     let mut next = pick(&logits[(prompt.len() - 1) * vocab..], 0);
     let t1 = Instant::now();
     let mut generated = 0usize;
+    let mut ids = Vec::new();
+    let mut printed = 0;
     for step in 1..=o.max_tokens {
-        out.write_all(&[next as u8])?;
-        out.flush()?;
+        // Stream: decode everything generated so far and print what is new.
+        ids.push(next);
+        let text = tok.decode(&ids)?;
+        if text.len() > printed {
+            out.write_all(&text[printed..])?;
+            out.flush()?;
+            printed = text.len();
+        }
         generated += 1;
         if step == o.max_tokens {
             break;
         }
-        let l = model.forward(&dev, &[next as u8], &[1], &mut state)?;
+        let l = model.forward_ids(&dev, &[next], &[1], &mut state)?;
         next = pick(&l, step as u32);
     }
     let decode_s = t1.elapsed().as_secs_f64();
@@ -126,42 +129,47 @@ pub fn generate(o: Generate) -> CliResult {
 /// the state.
 pub fn eval(dir: &Path, text: &Path, dtype: DType, chunk: usize) -> CliResult {
     let bytes = std::fs::read(text)?;
-    if bytes.len() < 2 {
-        return Err(format!("{}: need at least two bytes", text.display()).into());
-    }
     let dev = Device::new()?;
     eprintln!("adapter: {}", dev.describe());
     let model = load(&dev, dir, dtype)?;
-    byte_level(&model, dir)?;
+    let tok = tokenizer(&model, dir)?;
+    let ids = tok.encode_bytes(&bytes)?;
+    if ids.len() < 2 {
+        return Err(format!("{}: fewer than two tokens", text.display()).into());
+    }
     let vocab = model.vocab();
     let mut state = model.new_state(&dev, 1)?;
-    let bar = ProgressBar::new(bytes.len() as u64).with_style(
-        ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} bytes {per_sec} {eta}").expect("template"),
+    let bar = ProgressBar::new(ids.len() as u64).with_style(
+        ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} tokens {per_sec} {eta}").expect("template"),
     );
     let mut nats = 0f64;
     let mut count = 0usize;
     let t0 = Instant::now();
-    for (c, piece) in bytes.chunks(chunk.max(1)).enumerate() {
-        let logits = model.forward(&dev, piece, &[piece.len()], &mut state)?;
+    let chunk = chunk.max(1);
+    for (c, piece) in ids.chunks(chunk).enumerate() {
+        let logits = model.forward_ids(&dev, piece, &[piece.len()], &mut state)?;
         for (i, row) in logits.chunks(vocab).enumerate() {
-            let pos = c * chunk + i + 1; // the byte this row predicts
-            if pos >= bytes.len() {
+            let pos = c * chunk + i + 1; // the token this row predicts
+            if pos >= ids.len() {
                 break;
             }
             let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
             let lse = max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
-            nats += lse - row[bytes[pos] as usize] as f64;
+            nats += lse - row[ids[pos] as usize] as f64;
             count += 1;
         }
         bar.inc(piece.len() as u64);
     }
     bar.finish_and_clear();
-    let per = nats / count as f64;
+    // Bits per byte divide by the bytes predicted (all but the first token's), so that
+    // byte-level and tokenised models compare; perplexity is per token.
+    let first = tok.decode(&ids[..1])?.len();
+    let predicted_bytes = bytes.len().saturating_sub(first).max(1);
     println!(
-        "{}: {count} predictions, {:.4} bits per byte, perplexity {:.3} ({:.1} s)",
+        "{}: {count} predictions, {:.4} bits per byte, perplexity {:.3} per token ({:.1} s)",
         text.display(),
-        per / std::f64::consts::LN_2,
-        per.exp(),
+        nats / std::f64::consts::LN_2 / predicted_bytes as f64,
+        (nats / count as f64).exp(),
         t0.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@ pub mod config;
 pub mod conformance;
 pub mod mamba;
 pub mod mamba2;
+pub mod tokenizer;
 pub mod weights;
 
 use crate::device::Device;
