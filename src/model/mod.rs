@@ -8,6 +8,10 @@
 //! let mut state = m.new_state(&dev, 1)?;
 //! let logits = m.forward(&dev, b"ROMEO:", &[6], &mut state)?; // [6, vocab]
 //! let next = m.forward(&dev, &[b'\n'], &[1], &mut state)?; // one decode step
+//! let params = model::SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 };
+//! let token = model::sample(&next, &params, 0);
+//! let fork = state.try_clone(&m, &dev)?; // same history, independent future
+//! # let _ = (logits, token, fork);
 //! # Ok::<(), linseq::Error>(())
 //! ```
 
@@ -25,6 +29,15 @@ use std::path::Path;
 
 pub use config::Config;
 pub use weights::Weights;
+
+pub use crate::ops::sampling::SamplingParams;
+
+/// Picks the next token from one row of logits: seeded temperature / top-k / top-p sampling
+/// (`step` decorrelates successive draws), or the argmax when `params.temperature` is 0. The
+/// same arithmetic as the GPU sampling kernel, on the host.
+pub fn sample(logits: &[f32], params: &SamplingParams, step: u32) -> u32 {
+    crate::ops::sampling::sample_ref(logits, params, step, 0)
+}
 
 /// Architectures this build runs (`model_type` in config.json).
 pub const SUPPORTED: &[&str] = &["mamba", "mamba2"];
