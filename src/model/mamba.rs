@@ -7,6 +7,7 @@
 //! row range is contiguous): x and z, and dt_in and (B, C), come out of separate GEMMs as the
 //! contiguous `[T, ·]` tensors the conv and the scan read, with no column copies.
 
+use super::common::{Head, RecurrentState};
 use super::config::Config;
 use super::weights::Weights;
 use crate::device::Device;
@@ -84,23 +85,14 @@ struct Layer {
 /// A loaded Mamba model on the device.
 pub struct Mamba {
     pub cfg: MambaConfig,
-    embed: Tensor,
-    lm_head: Tensor,
-    norm_f: Tensor,
+    head: Head,
     layers: Vec<Layer>,
     /// Weight dtype of the matmuls (f32 or f16).
     pub dtype: DType,
 }
 
-/// Recurrent state of a batch of sequences: per layer the conv inputs `[S, D_inner, W − 1]`
-/// and the SSM state `[S, D_inner, N]`. Fixed size, whatever the sequence length.
-pub struct MambaState {
-    pub conv: Vec<Tensor>,
-    pub ssm: Vec<Tensor>,
-    pub sequences: usize,
-    /// False until the first tokens went through (prefill then starts from zero).
-    pub started: bool,
-}
+/// Recurrent state of a batch of sequences.
+pub type MambaState = RecurrentState;
 
 impl Mamba {
     /// Loads the checkpoint's tensors, checking every name and shape; matmul weights are held
@@ -116,14 +108,7 @@ impl Mamba {
         let (d, di, n, r, k) = (c.d_model, c.d_inner, c.d_state, c.dt_rank, c.conv_kernel);
         let up = |data: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, data, dt);
         let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
-        let embed_host = get("backbone.embeddings.weight", &[c.vocab, d])?;
-        let embed = up(&embed_host, &[c.vocab, d], DType::F32)?;
-        let lm_head = if w.has("lm_head.weight") && !c.tie_embeddings {
-            up(&get("lm_head.weight", &[c.vocab, d])?, &[c.vocab, d], dtype)?
-        } else {
-            up(&embed_host, &[c.vocab, d], dtype)?
-        };
-        let norm_f = up(&get("backbone.norm_f.weight", &[d])?, &[d], DType::F32)?;
+        let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             progress(i, c.layers);
@@ -171,27 +156,14 @@ impl Mamba {
             });
         }
         progress(c.layers, c.layers);
-        Ok(Self { cfg: c, embed, lm_head, norm_f, layers, dtype })
+        Ok(Self { cfg: c, head, layers, dtype })
     }
 
     /// A zero state for `sequences` sequences.
     pub fn new_state(&self, dev: &Device, sequences: usize) -> Result<MambaState> {
         let c = &self.cfg;
-        let mut conv = Vec::new();
-        let mut ssm = Vec::new();
-        for _ in 0..c.layers {
-            conv.push(Tensor::from_slice(
-                dev,
-                &[sequences, c.d_inner, c.conv_kernel - 1],
-                &vec![0f32; sequences * c.d_inner * (c.conv_kernel - 1)],
-            )?);
-            ssm.push(Tensor::from_slice(
-                dev,
-                &[sequences, c.d_inner, c.d_state],
-                &vec![0f32; sequences * c.d_inner * c.d_state],
-            )?);
-        }
-        Ok(MambaState { conv, ssm, sequences, started: false })
+        let (s, di) = (sequences, c.d_inner);
+        RecurrentState::zeros(dev, c.layers, &[s, di, c.conv_kernel - 1], &[s, di, c.d_state])
     }
 
     /// Runs `lens.iter().sum()` packed tokens (`lens[s]` of sequence s, continuing from
@@ -205,17 +177,8 @@ impl Mamba {
         state: &mut MambaState,
     ) -> Result<Vec<f32>> {
         let c = &self.cfg;
-        let t: usize = lens.iter().sum();
-        if lens.len() != state.sequences || t != ids.len() || t == 0 {
-            return Err(Error::Invalid(format!(
-                "{} ids for sequence lengths {lens:?} and a state of {} sequences",
-                ids.len(),
-                state.sequences
-            )));
-        }
-        embedding::check_ids(ids, c.vocab)?;
+        let (t, step) = state.check_batch(ids, lens, c.vocab)?;
         let (d, di, n) = (c.d_model, c.d_inner, c.d_state);
-        let step = state.started && lens.iter().all(|&l| l == 1);
         let seqs =
             if step { Sequences::decode(dev, lens.len(), None)? } else { Sequences::new(dev, lens, None)? };
         let f32t = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32);
@@ -240,7 +203,7 @@ impl Mamba {
             init_state: state.started,
         };
         let mut rec = Recorder::new(dev);
-        embedding::embedding(&mut rec, &ids_t, &self.embed, &h)?;
+        embedding::embedding(&mut rec, &ids_t, &self.head.embed, &h)?;
         for (i, l) in self.layers.iter().enumerate() {
             norm::rms_norm(&mut rec, &h, &l.norm, c.eps as f32, &xn)?;
             matmul::linear(&mut rec, &xn, &l.w_x, l.b_x.as_ref(), &x)?;
@@ -285,8 +248,8 @@ impl Mamba {
             matmul::linear(&mut rec, &y, &l.w_out, l.b_out.as_ref(), &o)?;
             elementwise::residual_add(&mut rec, &h, &o, 1.0)?;
         }
-        norm::rms_norm(&mut rec, &h, &self.norm_f, c.eps as f32, &xn)?;
-        matmul::linear(&mut rec, &xn, &self.lm_head, None, &logits)?;
+        norm::rms_norm(&mut rec, &h, &self.head.norm_f, c.eps as f32, &xn)?;
+        matmul::linear(&mut rec, &xn, &self.head.lm_head, None, &logits)?;
         rec.run()?;
         state.started = true;
         logits.read::<f32>(dev)

@@ -8,6 +8,7 @@
 //! so each comes out of its own GEMM as a contiguous `[T, ·]` tensor; the SSD op reads the conv
 //! output `[T, H·P + 2·G·N]` in place.
 
+use super::common::{Head, RecurrentState};
 use super::config::Config;
 use super::weights::Weights;
 use crate::device::Device;
@@ -118,21 +119,13 @@ struct Layer {
 /// A loaded Mamba-2 model on the device.
 pub struct Mamba2 {
     pub cfg: Mamba2Config,
-    embed: Tensor,
-    lm_head: Tensor,
-    norm_f: Tensor,
+    head: Head,
     layers: Vec<Layer>,
     pub dtype: DType,
 }
 
-/// Recurrent state: per layer the conv inputs `[S, conv_dim, W − 1]` and the SSM state
-/// `[S, H, P, N]`.
-pub struct Mamba2State {
-    pub conv: Vec<Tensor>,
-    pub ssm: Vec<Tensor>,
-    pub sequences: usize,
-    pub started: bool,
-}
+/// Recurrent state of a batch of sequences.
+pub type Mamba2State = RecurrentState;
 
 impl Mamba2 {
     pub fn load(
@@ -147,14 +140,7 @@ impl Mamba2 {
         let cd = c.conv_dim();
         let up = |data: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, data, dt);
         let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
-        let embed_host = get("backbone.embeddings.weight", &[c.vocab, d])?;
-        let embed = up(&embed_host, &[c.vocab, d], DType::F32)?;
-        let lm_head = if w.has("lm_head.weight") && !c.tie_embeddings {
-            up(&get("lm_head.weight", &[c.vocab, d])?, &[c.vocab, d], dtype)?
-        } else {
-            up(&embed_host, &[c.vocab, d], dtype)?
-        };
-        let norm_f = up(&get("backbone.norm_f.weight", &[d])?, &[d], DType::F32)?;
+        let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
         let proj = 2 * di + 2 * c.groups * c.d_state + h;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
@@ -196,19 +182,18 @@ impl Mamba2 {
             });
         }
         progress(c.layers, c.layers);
-        Ok(Self { cfg: c, embed, lm_head, norm_f, layers, dtype })
+        Ok(Self { cfg: c, head, layers, dtype })
     }
 
     pub fn new_state(&self, dev: &Device, sequences: usize) -> Result<Mamba2State> {
         let c = &self.cfg;
-        let zeros = |shape: &[usize]| Tensor::from_slice(dev, shape, &vec![0f32; shape.iter().product()]);
-        let mut conv = Vec::new();
-        let mut ssm = Vec::new();
-        for _ in 0..c.layers {
-            conv.push(zeros(&[sequences, c.conv_dim(), c.conv_kernel - 1])?);
-            ssm.push(zeros(&[sequences, c.heads, c.head_dim, c.d_state])?);
-        }
-        Ok(Mamba2State { conv, ssm, sequences, started: false })
+        let s = sequences;
+        RecurrentState::zeros(
+            dev,
+            c.layers,
+            &[s, c.conv_dim(), c.conv_kernel - 1],
+            &[s, c.heads, c.head_dim, c.d_state],
+        )
     }
 
     /// Runs packed tokens (`lens[s]` for sequence s, continuing from `state`) and returns the
@@ -221,17 +206,8 @@ impl Mamba2 {
         state: &mut Mamba2State,
     ) -> Result<Vec<f32>> {
         let c = &self.cfg;
-        let t: usize = lens.iter().sum();
-        if lens.len() != state.sequences || t != ids.len() || t == 0 {
-            return Err(Error::Invalid(format!(
-                "{} ids for sequence lengths {lens:?} and a state of {} sequences",
-                ids.len(),
-                state.sequences
-            )));
-        }
-        embedding::check_ids(ids, c.vocab)?;
+        let (t, step) = state.check_batch(ids, lens, c.vocab)?;
         let (d, di) = (c.d_model, c.d_inner);
-        let step = state.started && lens.iter().all(|&l| l == 1);
         let seqs =
             if step { Sequences::decode(dev, lens.len(), None)? } else { Sequences::new(dev, lens, None)? };
         let f32t = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32);
@@ -254,7 +230,7 @@ impl Mamba2 {
             dt_limit: (c.dt_limit.0 as f32, c.dt_limit.1 as f32),
         };
         let mut rec = Recorder::new(dev);
-        embedding::embedding(&mut rec, &ids_t, &self.embed, &h)?;
+        embedding::embedding(&mut rec, &ids_t, &self.head.embed, &h)?;
         for (i, l) in self.layers.iter().enumerate() {
             norm::rms_norm(&mut rec, &h, &l.norm, c.eps as f32, &xn)?;
             matmul::linear(&mut rec, &xn, &l.w_z, l.b_z.as_ref(), &z)?;
@@ -304,8 +280,8 @@ impl Mamba2 {
             matmul::linear(&mut rec, &y, &l.w_out, l.b_out.as_ref(), &o)?;
             elementwise::residual_add(&mut rec, &h, &o, 1.0)?;
         }
-        norm::rms_norm(&mut rec, &h, &self.norm_f, c.eps as f32, &xn)?;
-        matmul::linear(&mut rec, &xn, &self.lm_head, None, &logits)?;
+        norm::rms_norm(&mut rec, &h, &self.head.norm_f, c.eps as f32, &xn)?;
+        matmul::linear(&mut rec, &xn, &self.head.lm_head, None, &logits)?;
         rec.run()?;
         state.started = true;
         logits.read::<f32>(dev)

@@ -15,6 +15,7 @@
 //! # Ok::<(), linseq::Error>(())
 //! ```
 
+pub mod common;
 pub mod config;
 pub mod conformance;
 pub mod mamba;

@@ -1,0 +1,70 @@
+//! Pieces the runtimes share: the embedding / final norm / LM head, the recurrent state, and
+//! the checks of a forward call's batch.
+
+use super::weights::Weights;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::ops::embedding;
+use crate::tensor::{DType, Tensor};
+
+/// Embedding table (f32, gathered), final RMSNorm weight, and LM head (`dtype`; the embedding
+/// matrix again when tied, as transformers does unless the checkpoint has `lm_head.weight`).
+pub(crate) struct Head {
+    pub embed: Tensor,
+    pub lm_head: Tensor,
+    pub norm_f: Tensor,
+}
+
+impl Head {
+    pub fn load(dev: &Device, w: &Weights, vocab: usize, d: usize, tie: bool, dtype: DType) -> Result<Self> {
+        let (embed, _) = w.f32("backbone.embeddings.weight", Some(&[vocab, d]))?;
+        let lm_head = if w.has("lm_head.weight") && !tie {
+            Tensor::from_f32(dev, &[vocab, d], &w.f32("lm_head.weight", Some(&[vocab, d]))?.0, dtype)?
+        } else {
+            Tensor::from_f32(dev, &[vocab, d], &embed, dtype)?
+        };
+        Ok(Self {
+            embed: Tensor::from_f32(dev, &[vocab, d], &embed, DType::F32)?,
+            lm_head,
+            norm_f: Tensor::from_f32(dev, &[d], &w.f32("backbone.norm_f.weight", Some(&[d]))?.0, DType::F32)?,
+        })
+    }
+}
+
+/// Recurrent state of a batch of sequences: per layer the conv inputs `[S, C, W − 1]` and the
+/// SSM state. Fixed size, whatever the sequence length.
+pub struct RecurrentState {
+    pub conv: Vec<Tensor>,
+    pub ssm: Vec<Tensor>,
+    pub sequences: usize,
+    /// False until the first tokens went through (prefill then starts from zero).
+    pub started: bool,
+}
+
+impl RecurrentState {
+    /// Zeros: `layers` conv states of `conv` and SSM states of `ssm` (shapes with S first).
+    pub fn zeros(dev: &Device, layers: usize, conv: &[usize], ssm: &[usize]) -> Result<Self> {
+        let zeros = |shape: &[usize]| Tensor::from_slice(dev, shape, &vec![0f32; shape.iter().product()]);
+        let mut out = Self { conv: Vec::new(), ssm: Vec::new(), sequences: conv[0], started: false };
+        for _ in 0..layers {
+            out.conv.push(zeros(conv)?);
+            out.ssm.push(zeros(ssm)?);
+        }
+        Ok(out)
+    }
+
+    /// Checks a forward call's ids and lengths against this state and the vocabulary; returns
+    /// (tokens, whether this is a decode step: one token per sequence of a started state).
+    pub(crate) fn check_batch(&self, ids: &[u32], lens: &[usize], vocab: usize) -> Result<(usize, bool)> {
+        let t: usize = lens.iter().sum();
+        if lens.len() != self.sequences || t != ids.len() || t == 0 {
+            return Err(Error::Invalid(format!(
+                "{} ids for sequence lengths {lens:?} and a state of {} sequences",
+                ids.len(),
+                self.sequences
+            )));
+        }
+        embedding::check_ids(ids, vocab)?;
+        Ok((t, self.started && lens.iter().all(|&l| l == 1)))
+    }
+}
