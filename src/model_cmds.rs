@@ -89,6 +89,8 @@ pub fn generate(o: Generate) -> CliResult {
         }
     };
     let mut next = pick(&logits[(prompt.len() - 1) * vocab..], 0);
+    // Decode steps replay one recording (no per-step GPU objects).
+    let decoder = model.decoder(&dev, &state)?;
     let t1 = Instant::now();
     let mut generated = 0usize;
     let mut ids = Vec::new();
@@ -106,7 +108,7 @@ pub fn generate(o: Generate) -> CliResult {
         if step == o.max_tokens {
             break;
         }
-        let l = model.forward_ids(&dev, &[next], &[1], &mut state)?;
+        let l = decoder.step(&[next])?;
         next = pick(&l, step as u32);
     }
     let decode_s = t1.elapsed().as_secs_f64();

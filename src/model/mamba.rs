@@ -176,13 +176,33 @@ impl Mamba {
         lens: &[usize],
         state: &mut MambaState,
     ) -> Result<Vec<f32>> {
+        let (t, step) = state.check_batch(ids, lens, self.cfg.vocab)?;
+        let ids_t = Tensor::from_slice(dev, &[t], ids)?;
+        let mut rec = Recorder::new(dev);
+        let logits = self.record(dev, &mut rec, &ids_t, lens, state, step)?;
+        rec.run()?;
+        state.started = true;
+        logits.read::<f32>(dev)
+    }
+
+    /// Records a forward pass over the ids in `ids_t` into `rec` and returns the logits tensor
+    /// `[T, vocab]` it will fill (decode steps are recorded once and replayed by
+    /// [`super::Decoder`]).
+    pub(crate) fn record(
+        &self,
+        dev: &Device,
+        rec: &mut Recorder,
+        ids_t: &Tensor,
+        lens: &[usize],
+        state: &MambaState,
+        step: bool,
+    ) -> Result<Tensor> {
         let c = &self.cfg;
-        let (t, step) = state.check_batch(ids, lens, c.vocab)?;
+        let t = ids_t.numel();
         let (d, di, n) = (c.d_model, c.d_inner, c.d_state);
         let seqs =
             if step { Sequences::decode(dev, lens.len(), None)? } else { Sequences::new(dev, lens, None)? };
         let f32t = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32);
-        let ids_t = Tensor::from_slice(dev, &[t], ids)?;
         let h = f32t(&[t, d])?;
         let xn = f32t(&[t, d])?;
         let x = f32t(&[t, di])?;
@@ -202,12 +222,11 @@ impl Mamba {
             neg_eigen: false,
             init_state: state.started,
         };
-        let mut rec = Recorder::new(dev);
-        embedding::embedding(&mut rec, &ids_t, &self.head.embed, &h)?;
+        embedding::embedding(rec, ids_t, &self.head.embed, &h)?;
         for (i, l) in self.layers.iter().enumerate() {
-            norm::rms_norm(&mut rec, &h, &l.norm, c.eps as f32, &xn)?;
-            matmul::linear(&mut rec, &xn, &l.w_x, l.b_x.as_ref(), &x)?;
-            matmul::linear(&mut rec, &xn, &l.w_z, l.b_z.as_ref(), &z)?;
+            norm::rms_norm(rec, &h, &l.norm, c.eps as f32, &xn)?;
+            matmul::linear(rec, &xn, &l.w_x, l.b_x.as_ref(), &x)?;
+            matmul::linear(rec, &xn, &l.w_z, l.b_z.as_ref(), &z)?;
             let conv = ConvArgs {
                 x: &x,
                 weight: &l.conv_w,
@@ -216,18 +235,13 @@ impl Mamba {
                 state: &state.conv[i],
             };
             if step {
-                conv1d::causal_conv1d_step(&mut rec, &conv, true, &xc)?;
+                conv1d::causal_conv1d_step(rec, &conv, true, &xc)?;
             } else {
-                conv1d::causal_conv1d(
-                    &mut rec,
-                    &conv,
-                    ConvFlags { silu: true, init_state: state.started },
-                    &xc,
-                )?;
+                conv1d::causal_conv1d(rec, &conv, ConvFlags { silu: true, init_state: state.started }, &xc)?;
             }
-            matmul::linear(&mut rec, &xc, &l.w_dt_in, None, &dt_in)?;
-            matmul::linear(&mut rec, &xc, &l.w_bc, None, &bc)?;
-            matmul::linear(&mut rec, &dt_in, &l.w_dt, None, &dt)?;
+            matmul::linear(rec, &xc, &l.w_dt_in, None, &dt_in)?;
+            matmul::linear(rec, &xc, &l.w_bc, None, &bc)?;
+            matmul::linear(rec, &dt_in, &l.w_dt, None, &dt)?;
             let bc4 = bc.reshape(&[t, 2, 1, n])?;
             let args = ScanArgs {
                 u: &xc,
@@ -241,18 +255,16 @@ impl Mamba {
                 flags,
             };
             if step {
-                ss::selective_scan_step(&mut rec, &args, &y)?;
+                ss::selective_scan_step(rec, &args, &y)?;
             } else {
-                ss::selective_scan(&mut rec, kernel, &args, &y)?;
+                ss::selective_scan(rec, kernel, &args, &y)?;
             }
-            matmul::linear(&mut rec, &y, &l.w_out, l.b_out.as_ref(), &o)?;
-            elementwise::residual_add(&mut rec, &h, &o, 1.0)?;
+            matmul::linear(rec, &y, &l.w_out, l.b_out.as_ref(), &o)?;
+            elementwise::residual_add(rec, &h, &o, 1.0)?;
         }
-        norm::rms_norm(&mut rec, &h, &self.head.norm_f, c.eps as f32, &xn)?;
-        matmul::linear(&mut rec, &xn, &self.head.lm_head, None, &logits)?;
-        rec.run()?;
-        state.started = true;
-        logits.read::<f32>(dev)
+        norm::rms_norm(rec, &h, &self.head.norm_f, c.eps as f32, &xn)?;
+        matmul::linear(rec, &xn, &self.head.lm_head, None, &logits)?;
+        Ok(logits)
     }
 
     /// Number of parameters (as in the checkpoint, tied embeddings counted once).

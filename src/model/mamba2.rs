@@ -205,13 +205,33 @@ impl Mamba2 {
         lens: &[usize],
         state: &mut Mamba2State,
     ) -> Result<Vec<f32>> {
+        let (t, step) = state.check_batch(ids, lens, self.cfg.vocab)?;
+        let ids_t = Tensor::from_slice(dev, &[t], ids)?;
+        let mut rec = Recorder::new(dev);
+        let logits = self.record(dev, &mut rec, &ids_t, lens, state, step)?;
+        rec.run()?;
+        state.started = true;
+        logits.read::<f32>(dev)
+    }
+
+    /// Records a forward pass over the ids in `ids_t` into `rec` and returns the logits tensor
+    /// `[T, vocab]` it will fill (decode steps are recorded once and replayed by
+    /// [`super::Decoder`]).
+    pub(crate) fn record(
+        &self,
+        dev: &Device,
+        rec: &mut Recorder,
+        ids_t: &Tensor,
+        lens: &[usize],
+        state: &Mamba2State,
+        step: bool,
+    ) -> Result<Tensor> {
         let c = &self.cfg;
-        let (t, step) = state.check_batch(ids, lens, c.vocab)?;
+        let t = ids_t.numel();
         let (d, di) = (c.d_model, c.d_inner);
         let seqs =
             if step { Sequences::decode(dev, lens.len(), None)? } else { Sequences::new(dev, lens, None)? };
         let f32t = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32);
-        let ids_t = Tensor::from_slice(dev, &[t], ids)?;
         let h = f32t(&[t, d])?;
         let xn = f32t(&[t, d])?;
         let z = f32t(&[t, di])?;
@@ -229,13 +249,12 @@ impl Mamba2 {
             init_state: state.started,
             dt_limit: (c.dt_limit.0 as f32, c.dt_limit.1 as f32),
         };
-        let mut rec = Recorder::new(dev);
-        embedding::embedding(&mut rec, &ids_t, &self.head.embed, &h)?;
+        embedding::embedding(rec, ids_t, &self.head.embed, &h)?;
         for (i, l) in self.layers.iter().enumerate() {
-            norm::rms_norm(&mut rec, &h, &l.norm, c.eps as f32, &xn)?;
-            matmul::linear(&mut rec, &xn, &l.w_z, l.b_z.as_ref(), &z)?;
-            matmul::linear(&mut rec, &xn, &l.w_xbc, l.b_xbc.as_ref(), &xbc)?;
-            matmul::linear(&mut rec, &xn, &l.w_dt, l.b_dt.as_ref(), &dt)?;
+            norm::rms_norm(rec, &h, &l.norm, c.eps as f32, &xn)?;
+            matmul::linear(rec, &xn, &l.w_z, l.b_z.as_ref(), &z)?;
+            matmul::linear(rec, &xn, &l.w_xbc, l.b_xbc.as_ref(), &xbc)?;
+            matmul::linear(rec, &xn, &l.w_dt, l.b_dt.as_ref(), &dt)?;
             let conv = ConvArgs {
                 x: &xbc,
                 weight: &l.conv_w,
@@ -244,10 +263,10 @@ impl Mamba2 {
                 state: &state.conv[i],
             };
             if step {
-                conv1d::causal_conv1d_step(&mut rec, &conv, true, &xbc_c)?;
+                conv1d::causal_conv1d_step(rec, &conv, true, &xbc_c)?;
             } else {
                 conv1d::causal_conv1d(
-                    &mut rec,
+                    rec,
                     &conv,
                     ConvFlags { silu: true, init_state: state.started },
                     &xbc_c,
@@ -263,13 +282,13 @@ impl Mamba2 {
                 flags,
             };
             if step {
-                ssd::ssd_step(&mut rec, &args, &y)?;
+                ssd::ssd_step(rec, &args, &y)?;
             } else {
-                ssd::ssd(&mut rec, c.kernel(), &args, &y)?;
+                ssd::ssd(rec, c.kernel(), &args, &y)?;
             }
-            elementwise::binary(&mut rec, Binary::MulSilu, &y, &z, &yg)?;
+            elementwise::binary(rec, Binary::MulSilu, &y, &z, &yg)?;
             norm::norm(
-                &mut rec,
+                rec,
                 norm::NormKind::Rms { groups: c.groups },
                 &yg,
                 &l.gate_norm,
@@ -277,14 +296,12 @@ impl Mamba2 {
                 c.eps as f32,
                 &y,
             )?;
-            matmul::linear(&mut rec, &y, &l.w_out, l.b_out.as_ref(), &o)?;
-            elementwise::residual_add(&mut rec, &h, &o, 1.0)?;
+            matmul::linear(rec, &y, &l.w_out, l.b_out.as_ref(), &o)?;
+            elementwise::residual_add(rec, &h, &o, 1.0)?;
         }
-        norm::rms_norm(&mut rec, &h, &self.head.norm_f, c.eps as f32, &xn)?;
-        matmul::linear(&mut rec, &xn, &self.head.lm_head, None, &logits)?;
-        rec.run()?;
-        state.started = true;
-        logits.read::<f32>(dev)
+        norm::rms_norm(rec, &h, &self.head.norm_f, c.eps as f32, &xn)?;
+        matmul::linear(rec, &xn, &self.head.lm_head, None, &logits)?;
+        Ok(logits)
     }
 
     pub fn parameters(&self) -> usize {

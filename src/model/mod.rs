@@ -253,3 +253,68 @@ impl Snapshot {
         Ok(Self { tensors, sequences, started })
     }
 }
+
+/// A decode step recorded once for a state's batch and replayed: each [`Decoder::step`]
+/// writes the token ids, submits the recorded dispatches (one compute pass, one submit, no
+/// new buffers or bind groups) and reads the logits. It updates the state it was made from,
+/// in place; use it only while that state is not fed through [`Model::forward`] as well.
+pub struct Decoder<'d> {
+    dev: &'d Device,
+    recording: crate::ops::Recording<'d>,
+    ids: crate::tensor::Tensor,
+    logits: crate::tensor::Tensor,
+    staging: wgpu::Buffer,
+    sequences: usize,
+    vocab: usize,
+}
+
+impl Model {
+    /// Records the decode step for `state` (one token per sequence); the state must have been
+    /// started by a prefill.
+    pub fn decoder<'d>(&self, dev: &'d Device, state: &State) -> Result<Decoder<'d>> {
+        let (_, _, sequences, started) = state.parts();
+        if !started {
+            return Err(Error::Invalid(
+                "a decoder continues a prefill: run Model::forward on the prompt first".into(),
+            ));
+        }
+        let ids = crate::tensor::Tensor::from_slice(dev, &[sequences], &vec![0u32; sequences])?;
+        let lens = vec![1; sequences];
+        let mut rec = crate::ops::Recorder::new(dev);
+        let logits = match (self, state) {
+            (Model::Mamba(m), State::Mamba(s)) => m.record(dev, &mut rec, &ids, &lens, s, true)?,
+            (Model::Mamba2(m), State::Mamba2(s)) => m.record(dev, &mut rec, &ids, &lens, s, true)?,
+            _ => return Err(Error::Invalid("this state belongs to a model of another architecture".into())),
+        };
+        let staging = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("decoder logits staging"),
+            size: logits.binding_size(),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Decoder { dev, recording: rec.finish(), ids, logits, staging, sequences, vocab: self.vocab() })
+    }
+}
+
+impl Decoder<'_> {
+    /// Feeds one token per sequence and returns the logits `[S, vocab]`.
+    pub fn step(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        if ids.len() != self.sequences {
+            return Err(Error::Invalid(format!(
+                "{} ids for a decoder of {} sequences",
+                ids.len(),
+                self.sequences
+            )));
+        }
+        crate::ops::embedding::check_ids(ids, self.vocab)?;
+        self.ids.write(self.dev, ids)?;
+        self.recording.run()?;
+        let bytes = self.logits.read_bytes_via(self.dev, &self.staging)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes[..self.logits.numel() * 4]))
+    }
+
+    /// Dispatches per step.
+    pub fn dispatches(&self) -> usize {
+        self.recording.len()
+    }
+}

@@ -123,6 +123,26 @@ fn mamba_prefill_decode_and_batches_agree() {
         assert_eq!(m.forward(dev, &text[20..30], &[10], &mut fork).unwrap(), first);
         let mut wrong = m.new_state(dev, 2).unwrap();
         assert!(wrong.restore(dev, &model::Snapshot::load(&file).unwrap()).is_err());
+        // The recorded decoder replays the same steps: same logits, and no new GPU objects
+        // per step.
+        let mut s1 = m.new_state(dev, 1).unwrap();
+        m.forward(dev, &text[..17], &[17], &mut s1).unwrap();
+        let s2 = s1.try_clone(&m, dev).unwrap();
+        let dec = m.decoder(dev, &s2).unwrap();
+        for (k, &b) in text[17..25].iter().enumerate() {
+            let want = m.forward(dev, &[b], &[1], &mut s1).unwrap();
+            let before = dev.counters();
+            let got = dec.step(&[b as u32]).unwrap();
+            let after = dev.counters();
+            assert_eq!(got, want, "decoder step {k}");
+            assert_eq!(
+                (after.buffers, after.bind_groups),
+                (before.buffers, before.bind_groups),
+                "step {k} made GPU objects"
+            );
+        }
+        assert!(dec.step(&[1, 2]).is_err());
+        assert!(m.decoder(dev, &m.new_state(dev, 1).unwrap()).is_err());
         // f16 weights stay close.
         let m16 = model::load(dev, &dir, DType::F16).unwrap();
         let mut s = m16.new_state(dev, 1).unwrap();
