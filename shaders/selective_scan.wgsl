@@ -112,6 +112,48 @@ fn scan_sequential(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
         state[(s * p.dim + d) * p.nstate + n] = h[n];
     }
 }
+
+// Decode step (one token per sequence; `seqs` from Sequences::decode). A workgroup takes 64
+// channels of one sequence with 4 invocations per channel; invocation (c, q) updates states
+// n ≡ q (mod 4) of its channel in place (no private state array), and the channel's y is the
+// sum of the four partials in workgroup memory, then D skip and the silu(z) gate.
+var<workgroup> ypart: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn scan_decode(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let blocks = (p.dim + 63u) / 64u;
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.nseq * blocks) { return; } // workgroup-uniform
+    let s = idx / blocks;
+    let d = (idx % blocks) * 64u + lid / 4u;
+    let q = lid % 4u;
+    let t = seqs[s];
+    let live = d < p.dim;
+    let dd = min(d, p.dim - 1u);
+    let g = dd / (p.dim / p.groups);
+    let dt = dt_at(dd, t);
+    let keep = select(1.0, 0.0, is_reset(t));
+    let x = ld_u(ix(dd, t));
+    var acc = 0.0;
+    if (live) {
+        let base = (s * p.dim + d) * p.nstate;
+        for (var n = q; n < p.nstate; n += 4u) {
+            let a = decay(dt, chan[d * (p.nstate + 2u) + n]) * keep;
+            let hn = a * select(0.0, state[base + n], flag(INIT)) + dt * b_at(g, n, t) * x;
+            state[base + n] = hn;
+            acc += hn * c_at(g, n, t);
+        }
+    }
+    ypart[lid] = acc;
+    workgroupBarrier();
+    if (live && q == 0u) {
+        y[ix(d, t)] = finish(d, t, x, ypart[lid] + ypart[lid + 1u] + ypart[lid + 2u] + ypart[lid + 3u]);
+    }
+}
 #endif
 
 #if CHUNKED

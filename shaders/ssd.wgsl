@@ -90,6 +90,56 @@ fn ssd_sequential(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         state[sbase + n] = hs[n];
     }
 }
+
+// Decode step (one token per sequence; `seqs` from Sequences::decode). A workgroup takes 64
+// channels of one (sequence, head) with 4 invocations per channel; invocation (i, q) updates
+// states n ≡ q (mod 4) of channel i in place, so the state is streamed once with no private
+// array, and the channel's y is the sum of the four partials in workgroup memory.
+var<workgroup> ypart: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn ssd_decode(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let blocks = (p.hdim + 63u) / 64u;
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.nseq * p.heads * blocks) { return; } // workgroup-uniform
+    let s = idx / (p.heads * blocks);
+    let h = (idx / blocks) % p.heads;
+    let i = (idx % blocks) * 64u + lid / 4u;
+    let q = lid % 4u;
+    let t = seqs[s];
+    let g = group_of(h);
+    let a_h = heads[h * 4u];
+    let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
+    let bias = select(0.0, heads[h * 4u + 2u], flag(HAS_BIAS));
+    var v = ld_dt(t * p.heads + h) + bias;
+    if (flag(SOFTPLUS) && v <= 20.0) { v = log(1.0 + exp(v)); }
+    v = clamp(v, p.dt_min, p.dt_max);
+    var a = exp(v * a_h);
+    if (flag(RESET) && seqs[p.nseq + 1u + t] != 0u) { a = 0.0; }
+    let live = i < p.hdim;
+    var xv = 0.0;
+    var acc = 0.0;
+    if (live) {
+        xv = ld_x(x_ix(t, h, i));
+        let vx = v * xv;
+        let base = ((s * p.heads + h) * p.hdim + i) * p.nstate;
+        for (var n = q; n < p.nstate; n += 4u) {
+            let hn = a * select(0.0, state[base + n], flag(INIT)) + vx * ld_x(b_ix(t, g, n));
+            state[base + n] = hn;
+            acc += hn * ld_x(c_ix(t, g, n));
+        }
+    }
+    ypart[lid] = acc;
+    workgroupBarrier();
+    if (live && q == 0u) {
+        let yv = ypart[lid] + ypart[lid + 1u] + ypart[lid + 2u] + ypart[lid + 3u] + d_h * xv;
+        y[t * p.heads * p.hdim + h * p.hdim + i] = yv;
+    }
+}
 #endif
 
 #if CUMSUM

@@ -24,8 +24,9 @@
 //! order), and Mamba-1's N = 16 fast paths `tiled` (4 lanes × vec4 per channel, tiles of 32
 //! tokens staged in workgroup memory, next tile prefetched) and `solo` (one invocation holds a
 //! channel's 16 states; B and C staged per tile and read as broadcasts). [`ScanKernel::best`]
-//! picks between them by shape. The decode step is the sequential kernel on sequences of one
-//! token each.
+//! picks between them by shape. The decode step has its own kernel (`scan_decode`: four
+//! invocations per channel stream the state in place); the sequential kernel on sequences of
+//! one token each computes the same and is its oracle.
 
 use super::{grid, Params, Recorder};
 use crate::device::Device;
@@ -260,7 +261,7 @@ impl ScanShape {
 pub fn variants() -> Vec<Variant> {
     [DType::F32, DType::F16]
         .iter()
-        .flat_map(|&dt| ScanKernel::ALL.iter().map(move |k| k.variant_for(dt)))
+        .flat_map(|&dt| ScanKernel::ALL.iter().map(move |k| k.variant_for(dt)).chain([decode_variant(dt)]))
         .collect()
 }
 
@@ -387,8 +388,22 @@ pub fn selective_scan_step(rec: &mut Recorder, args: &ScanArgs, y: &Tensor) -> R
     if args.seqs.total() != args.seqs.count() {
         return Err(Error::Invalid("a decode step takes one token per sequence (Sequences::decode)".into()));
     }
+    let (dim, n) = args.dims()?;
+    super::expect("y", y, &[args.seqs.total(), dim], DType::F32)?;
     let step = ScanArgs { flags: ScanFlags { init_state: true, ..args.flags }, ..*args };
-    selective_scan(rec, ScanKernel::Sequential, &step, y)
+    let z = args.z.unwrap_or(args.u); // placeholder binding when there is no gate
+    let tensors = [args.u, args.delta, args.bc, z, args.chan, &args.seqs.table, y, args.state];
+    let wg = grid(rec.device(), args.seqs.count() * dim.div_ceil(64))?;
+    let params = step.params(dim, n, (0, 1), true);
+    rec.dispatch(&decode_variant(args.u.dtype()), &params, &tensors, wg)
+}
+
+/// The decode-step kernel (`scan_decode`, beside the sequential one).
+fn decode_variant(input: DType) -> Variant {
+    let mut v = ScanKernel::Sequential.variant_for(input);
+    v.entry = "scan_decode";
+    v.name = v.name.replace("sequential", "decode");
+    v
 }
 
 /// Host inputs of the f64 reference, in the layout of the module docs.

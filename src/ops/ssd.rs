@@ -72,6 +72,9 @@ fn variant(name: &str, entry: &'static str, define: &'static str, input: DType) 
 fn sequential_variant(input: DType) -> Variant {
     variant("ssd.sequential", "ssd_sequential", "SEQUENTIAL", input)
 }
+fn decode_variant(input: DType) -> Variant {
+    variant("ssd.decode", "ssd_decode", "SEQUENTIAL", input)
+}
 fn cumsum_variant(input: DType) -> Variant {
     variant("ssd.cumsum", "ssd_cumsum", "CUMSUM", input)
 }
@@ -91,6 +94,7 @@ pub fn variants() -> Vec<Variant> {
     for dt in [DType::F32, DType::F16] {
         out.extend([
             sequential_variant(dt),
+            decode_variant(dt),
             cumsum_variant(dt),
             chunk_state_variant(dt),
             chunk_scan_variant(dt),
@@ -351,13 +355,21 @@ pub fn record_chunked(
 }
 
 /// Records one decode step: `args.seqs` must be [`Sequences::decode`] (one token per
-/// sequence); the state `[S, H, P, N]` is read and updated in place.
+/// sequence); the state `[S, H, P, N]` is read and updated in place. Its kernel streams the
+/// state with four invocations per channel (no private state array); the sequential kernel on
+/// one-token sequences computes the same and serves as its oracle in the tests.
 pub fn ssd_step(rec: &mut Recorder, args: &SsdArgs, y: &Tensor) -> Result<()> {
     if args.seqs.total() != args.seqs.count() {
         return Err(Error::Invalid("a decode step takes one token per sequence (Sequences::decode)".into()));
     }
-    let step = SsdArgs { flags: SsdFlags { init_state: true, ..args.flags }, ..*args };
-    ssd(rec, SsdKernel::Sequential, &step, y)
+    args.check(y)?;
+    let d = args.dims;
+    let blocks = d.head_dim.div_ceil(64);
+    let wg = grid(rec.device(), args.seqs.count() * d.heads * blocks)?;
+    let params =
+        SsdArgs { flags: SsdFlags { init_state: true, ..args.flags }, ..*args }.params(true, (0, 1), (0, 0));
+    let tensors = [args.xbc, args.dt, args.heads, &args.seqs.table, y, args.state];
+    rec.dispatch(&decode_variant(args.xbc.dtype()), &params, &tensors, wg)
 }
 
 /// Host inputs of the f64 reference, in the layout of the module docs.

@@ -492,3 +492,36 @@ fn scan_with_f16_inputs() {
         }
     }
 }
+
+#[test]
+fn decode_step_kernel_matches_reference() {
+    // Three sequences, one token each, from a given state: a partial 64-channel block
+    // (D = 70), N not a multiple of 4, groups, resets and negative eigenvalues.
+    for dev in devices() {
+        let mut rng = Rng::new(47);
+        for (resets, neg_eigen) in [(None, false), (Some(vec![true, false, true]), true)] {
+            let flags = ScanFlags {
+                delta_softplus: true,
+                delta_bias: true,
+                d_skip: true,
+                neg_eigen,
+                init_state: true,
+            };
+            let c = Case {
+                dim: 70,
+                n: 21,
+                groups: 2,
+                lens: vec![1, 1, 1],
+                resets: resets.clone(),
+                flags,
+                z: true,
+            };
+            let h = host_inputs(&mut rng, &c);
+            let seqs = Sequences::new(dev, &c.lens, resets.as_deref()).unwrap();
+            let (want_y, want_s) = reference(&c, &h, seqs.cu_seqlens(), resets.as_deref());
+            let (y, st) = gpu_scan(dev, ScanKernel::Sequential, &c, &h, &seqs, true);
+            assert_close(&format!("decode step {resets:?}: y"), &y, &want_y);
+            assert_close(&format!("decode step {resets:?}: state"), &st, &want_s);
+        }
+    }
+}

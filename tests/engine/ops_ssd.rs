@@ -264,3 +264,22 @@ fn ssd_rejects_bad_input() {
     assert!(matches!(ssd::ssd(&mut rec, SsdKernel::Chunked(48), &args, &y), Err(linseq::Error::Invalid(_))));
     assert!(ssd::ssd_step(&mut rec, &args, &y).is_err()); // two tokens in the first sequence
 }
+
+#[test]
+fn ssd_decode_kernel_matches_the_recurrence() {
+    // Three sequences, one token each, from a given state: channel blocks with a partial
+    // one (P = 72), N not a multiple of 4, groups, and a reset on two of the tokens.
+    for dev in devices() {
+        let mut rng = Rng::new(56);
+        for resets in [None, Some(vec![true, false, true])] {
+            let dims = SsdDims { heads: 4, head_dim: 72, groups: 2, n: 21 };
+            let flags = SsdFlags { init_state: true, ..SsdFlags::default() };
+            let c = Case { dims, lens: vec![1, 1, 1], resets, flags };
+            let h = host_inputs(&mut rng, &c);
+            let (want_y, want_s) = reference(&c, &h, &[0, 1, 2, 3]);
+            let (y, st) = gpu(dev, SsdKernel::Sequential, &c, &h, true, DType::F32);
+            assert_rel(&format!("decode step, resets {:?}: y", c.resets), &y, &want_y, 1e-5);
+            assert_rel(&format!("decode step, resets {:?}: state", c.resets), &st, &want_s, 1e-5);
+        }
+    }
+}
