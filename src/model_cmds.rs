@@ -75,7 +75,7 @@ pub fn generate(o: Generate) -> CliResult {
         out.flush()?;
     }
     let t0 = Instant::now();
-    let logits = model.forward_ids(&dev, &prompt, &[prompt.len()], &mut state)?;
+    let logits = model.prefill(&dev, &prompt, &[prompt.len()], &mut state)?;
     let prefill_s = t0.elapsed().as_secs_f64();
     let pick = |row: &[f32], step: u32| -> u32 {
         match &o.sampling {
@@ -88,7 +88,7 @@ pub fn generate(o: Generate) -> CliResult {
             }
         }
     };
-    let mut next = pick(&logits[(prompt.len() - 1) * vocab..], 0);
+    let mut next = pick(&logits[..vocab], 0);
     // Decode steps replay one recording (no per-step GPU objects).
     let decoder = model.decoder(&dev, &state)?;
     let t1 = Instant::now();

@@ -68,3 +68,12 @@ impl RecurrentState {
         Ok((t, self.started && lens.iter().all(|&l| l == 1)))
     }
 }
+
+/// What one recorded forward pass runs: the ids tensor, each sequence's length, whether it is
+/// a decode step, and optionally the token rows whose logits are wanted (all when `None`).
+pub(crate) struct Batch<'a> {
+    pub ids: &'a Tensor,
+    pub lens: &'a [usize],
+    pub step: bool,
+    pub rows: Option<&'a Tensor>,
+}

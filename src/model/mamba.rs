@@ -7,7 +7,7 @@
 //! row range is contiguous): x and z, and dt_in and (B, C), come out of separate GEMMs as the
 //! contiguous `[T, ·]` tensors the conv and the scan read, with no column copies.
 
-use super::common::{Head, RecurrentState};
+use super::common::{Batch, Head, RecurrentState};
 use super::config::Config;
 use super::weights::Weights;
 use crate::device::Device;
@@ -179,7 +179,7 @@ impl Mamba {
         let (t, step) = state.check_batch(ids, lens, self.cfg.vocab)?;
         let ids_t = Tensor::from_slice(dev, &[t], ids)?;
         let mut rec = Recorder::new(dev);
-        let logits = self.record(dev, &mut rec, &ids_t, lens, state, step)?;
+        let logits = self.record(dev, &mut rec, &Batch { ids: &ids_t, lens, step, rows: None }, state)?;
         rec.run()?;
         state.started = true;
         logits.read::<f32>(dev)
@@ -192,11 +192,10 @@ impl Mamba {
         &self,
         dev: &Device,
         rec: &mut Recorder,
-        ids_t: &Tensor,
-        lens: &[usize],
+        batch: &Batch,
         state: &MambaState,
-        step: bool,
     ) -> Result<Tensor> {
+        let Batch { ids: ids_t, lens, step, rows } = *batch;
         let c = &self.cfg;
         let t = ids_t.numel();
         let (d, di, n) = (c.d_model, c.d_inner, c.d_state);
@@ -213,7 +212,6 @@ impl Mamba {
         let dt = f32t(&[t, di])?;
         let y = f32t(&[t, di])?;
         let o = f32t(&[t, d])?;
-        let logits = f32t(&[t, c.vocab])?;
         let kernel = ScanKernel::best(dev.caps(), ScanShape::new(di, n, 1), lens.len());
         let flags = ScanFlags {
             delta_softplus: true,
@@ -263,7 +261,17 @@ impl Mamba {
             elementwise::residual_add(rec, &h, &o, 1.0)?;
         }
         norm::rms_norm(rec, &h, &self.head.norm_f, c.eps as f32, &xn)?;
-        matmul::linear(rec, &xn, &self.head.lm_head, None, &logits)?;
+        // Logits of every token, or only of the rows listed in `rows` (gathered first).
+        let (src, n_rows) = match rows {
+            Some(r) => {
+                let picked = f32t(&[r.numel(), d])?;
+                embedding::embedding(rec, r, &xn, &picked)?;
+                (picked, r.numel())
+            }
+            None => (xn, t),
+        };
+        let logits = f32t(&[n_rows, c.vocab])?;
+        matmul::linear(rec, &src, &self.head.lm_head, None, &logits)?;
         Ok(logits)
     }
 

@@ -8,7 +8,7 @@
 //! so each comes out of its own GEMM as a contiguous `[T, ·]` tensor; the SSD op reads the conv
 //! output `[T, H·P + 2·G·N]` in place.
 
-use super::common::{Head, RecurrentState};
+use super::common::{Batch, Head, RecurrentState};
 use super::config::Config;
 use super::weights::Weights;
 use crate::device::Device;
@@ -208,7 +208,7 @@ impl Mamba2 {
         let (t, step) = state.check_batch(ids, lens, self.cfg.vocab)?;
         let ids_t = Tensor::from_slice(dev, &[t], ids)?;
         let mut rec = Recorder::new(dev);
-        let logits = self.record(dev, &mut rec, &ids_t, lens, state, step)?;
+        let logits = self.record(dev, &mut rec, &Batch { ids: &ids_t, lens, step, rows: None }, state)?;
         rec.run()?;
         state.started = true;
         logits.read::<f32>(dev)
@@ -221,11 +221,10 @@ impl Mamba2 {
         &self,
         dev: &Device,
         rec: &mut Recorder,
-        ids_t: &Tensor,
-        lens: &[usize],
+        batch: &Batch,
         state: &Mamba2State,
-        step: bool,
     ) -> Result<Tensor> {
+        let Batch { ids: ids_t, lens, step, rows } = *batch;
         let c = &self.cfg;
         let t = ids_t.numel();
         let (d, di) = (c.d_model, c.d_inner);
@@ -241,7 +240,6 @@ impl Mamba2 {
         let y = f32t(&[t, di])?;
         let yg = f32t(&[t, di])?;
         let o = f32t(&[t, d])?;
-        let logits = f32t(&[t, c.vocab])?;
         let flags = SsdFlags {
             dt_softplus: true,
             dt_bias: true,
@@ -300,7 +298,17 @@ impl Mamba2 {
             elementwise::residual_add(rec, &h, &o, 1.0)?;
         }
         norm::rms_norm(rec, &h, &self.head.norm_f, c.eps as f32, &xn)?;
-        matmul::linear(rec, &xn, &self.head.lm_head, None, &logits)?;
+        // Logits of every token, or only of the rows listed in `rows` (gathered first).
+        let (src, n_rows) = match rows {
+            Some(r) => {
+                let picked = f32t(&[r.numel(), d])?;
+                embedding::embedding(rec, r, &xn, &picked)?;
+                (picked, r.numel())
+            }
+            None => (xn, t),
+        };
+        let logits = f32t(&[n_rows, c.vocab])?;
+        matmul::linear(rec, &src, &self.head.lm_head, None, &logits)?;
         Ok(logits)
     }
 

@@ -120,6 +120,56 @@ impl Model {
         self.forward_ids(dev, &ids, lens, state)
     }
 
+    /// Feeds packed tokens like [`Model::forward`] but computes the logits of each sequence's
+    /// last token only (`[S, vocab]`): what generation needs after a prompt, and the only way
+    /// to prefill long prompts, whose full logits would not fit a binding.
+    pub fn prefill(&self, dev: &Device, ids: &[u32], lens: &[usize], state: &mut State) -> Result<Vec<f32>> {
+        if lens.contains(&0) {
+            return Err(Error::Invalid(format!(
+                "prefill: every sequence needs a token, got lengths {lens:?}"
+            )));
+        }
+        let ends: Vec<u32> = lens
+            .iter()
+            .scan(0usize, |acc, &l| {
+                *acc += l;
+                Some((*acc - 1) as u32)
+            })
+            .collect();
+        let rows = crate::tensor::Tensor::from_slice(dev, &[ends.len()], &ends)?;
+        let mut rec = crate::ops::Recorder::new(dev);
+        let logits = match (self, &mut *state) {
+            (Model::Mamba(m), State::Mamba(s)) => {
+                let (t, step) = s.check_batch(ids, lens, m.cfg.vocab)?;
+                let ids_t = crate::tensor::Tensor::from_slice(dev, &[t], ids)?;
+                let l = m.record(
+                    dev,
+                    &mut rec,
+                    &common::Batch { ids: &ids_t, lens, step, rows: Some(&rows) },
+                    s,
+                )?;
+                rec.run()?;
+                s.started = true;
+                l
+            }
+            (Model::Mamba2(m), State::Mamba2(s)) => {
+                let (t, step) = s.check_batch(ids, lens, m.cfg.vocab)?;
+                let ids_t = crate::tensor::Tensor::from_slice(dev, &[t], ids)?;
+                let l = m.record(
+                    dev,
+                    &mut rec,
+                    &common::Batch { ids: &ids_t, lens, step, rows: Some(&rows) },
+                    s,
+                )?;
+                rec.run()?;
+                s.started = true;
+                l
+            }
+            _ => return Err(Error::Invalid("this state belongs to a model of another architecture".into())),
+        };
+        logits.read::<f32>(dev)
+    }
+
     /// [`Model::forward`] with token ids.
     pub fn forward_ids(
         &self,
@@ -282,8 +332,12 @@ impl Model {
         let lens = vec![1; sequences];
         let mut rec = crate::ops::Recorder::new(dev);
         let logits = match (self, state) {
-            (Model::Mamba(m), State::Mamba(s)) => m.record(dev, &mut rec, &ids, &lens, s, true)?,
-            (Model::Mamba2(m), State::Mamba2(s)) => m.record(dev, &mut rec, &ids, &lens, s, true)?,
+            (Model::Mamba(m), State::Mamba(s)) => {
+                m.record(dev, &mut rec, &common::Batch { ids: &ids, lens: &lens, step: true, rows: None }, s)?
+            }
+            (Model::Mamba2(m), State::Mamba2(s)) => {
+                m.record(dev, &mut rec, &common::Batch { ids: &ids, lens: &lens, step: true, rows: None }, s)?
+            }
             _ => return Err(Error::Invalid("this state belongs to a model of another architecture".into())),
         };
         let staging = dev.create_buffer(&wgpu::BufferDescriptor {

@@ -123,6 +123,14 @@ fn mamba_prefill_decode_and_batches_agree() {
         assert_eq!(m.forward(dev, &text[20..30], &[10], &mut fork).unwrap(), first);
         let mut wrong = m.new_state(dev, 2).unwrap();
         assert!(wrong.restore(dev, &model::Snapshot::load(&file).unwrap()).is_err());
+        // Prefill returns each sequence's last-token logits only.
+        let mut s = m.new_state(dev, 2).unwrap();
+        let ids: Vec<u32> = both.iter().map(|&b| b as u32).collect();
+        let last = m.prefill(dev, &ids, &[text.len(), other.len()], &mut s).unwrap();
+        assert_eq!(last.len(), 2 * VOCAB);
+        assert!(max_abs(&last[..VOCAB], &full[full.len() - VOCAB..]) < 1e-4);
+        assert!(max_abs(&last[VOCAB..], &alone[alone.len() - VOCAB..]) < 1e-4);
+        assert!(m.prefill(dev, &ids[..3], &[3, 0], &mut m.new_state(dev, 2).unwrap()).is_err());
         // The recorded decoder replays the same steps: same logits, and no new GPU objects
         // per step.
         let mut s1 = m.new_state(dev, 1).unwrap();
