@@ -4,7 +4,9 @@
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::embedding;
+use crate::ops::conv1d::{self, ConvArgs, ConvFlags};
+use crate::ops::selective_scan::Sequences;
+use crate::ops::{embedding, matmul, norm, Recorder};
 use crate::tensor::{DType, Tensor};
 
 /// Embedding table (f32, gathered), final RMSNorm weight, and LM head (`dtype`; the embedding
@@ -16,6 +18,32 @@ pub(crate) struct Head {
 }
 
 impl Head {
+    /// Records the final RMSNorm of `h` into `xn` and the LM head: logits of every token, or
+    /// only of the token rows in `rows` (gathered first).
+    pub fn record(
+        &self,
+        dev: &Device,
+        rec: &mut Recorder,
+        h: &Tensor,
+        xn: &Tensor,
+        rows: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<Tensor> {
+        norm::rms_norm(rec, h, &self.norm_f, eps, xn)?;
+        let picked;
+        let src = match rows {
+            Some(r) => {
+                picked = Tensor::empty(dev, &[r.numel(), xn.shape()[1]], DType::F32)?;
+                embedding::embedding(rec, r, xn, &picked)?;
+                &picked
+            }
+            None => xn,
+        };
+        let logits = Tensor::empty(dev, &[src.shape()[0], self.lm_head.shape()[0]], DType::F32)?;
+        matmul::linear(rec, src, &self.lm_head, None, &logits)?;
+        Ok(logits)
+    }
+
     pub fn load(dev: &Device, w: &Weights, vocab: usize, d: usize, tie: bool, dtype: DType) -> Result<Self> {
         let (embed, _) = w.f32("backbone.embeddings.weight", Some(&[vocab, d]))?;
         let lm_head = if w.has("lm_head.weight") && !tie {
@@ -76,4 +104,25 @@ pub(crate) struct Batch<'a> {
     pub lens: &'a [usize],
     pub step: bool,
     pub rows: Option<&'a Tensor>,
+}
+
+impl Batch<'_> {
+    /// The sequence table of this batch (the decode layout for a step).
+    pub fn sequences(&self, dev: &Device) -> Result<Sequences> {
+        if self.step {
+            Sequences::decode(dev, self.lens.len(), None)
+        } else {
+            Sequences::new(dev, self.lens, None)
+        }
+    }
+
+    /// Records the causal conv + silu: the rolling-state step for a decode step, else the
+    /// prefill conv continuing from the state when it has started.
+    pub fn conv(&self, rec: &mut Recorder, args: &ConvArgs, started: bool, out: &Tensor) -> Result<()> {
+        if self.step {
+            conv1d::causal_conv1d_step(rec, args, true, out)
+        } else {
+            conv1d::causal_conv1d(rec, args, ConvFlags { silu: true, init_state: started }, out)
+        }
+    }
 }

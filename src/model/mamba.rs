@@ -12,8 +12,8 @@ use super::config::Config;
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::conv1d::{self, ConvArgs, ConvFlags};
-use crate::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, ScanShape, Sequences};
+use crate::ops::conv1d::ConvArgs;
+use crate::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, ScanShape};
 use crate::ops::{elementwise, embedding, matmul, norm, Recorder};
 use crate::tensor::{DType, Tensor};
 
@@ -166,25 +166,6 @@ impl Mamba {
         RecurrentState::zeros(dev, c.layers, &[s, di, c.conv_kernel - 1], &[s, di, c.d_state])
     }
 
-    /// Runs `lens.iter().sum()` packed tokens (`lens[s]` of sequence s, continuing from
-    /// `state`) and returns the logits `[T, vocab]`, updating the state. All-ones `lens`
-    /// with a started state is a decode step.
-    pub fn forward(
-        &self,
-        dev: &Device,
-        ids: &[u32],
-        lens: &[usize],
-        state: &mut MambaState,
-    ) -> Result<Vec<f32>> {
-        let (t, step) = state.check_batch(ids, lens, self.cfg.vocab)?;
-        let ids_t = Tensor::from_slice(dev, &[t], ids)?;
-        let mut rec = Recorder::new(dev);
-        let logits = self.record(dev, &mut rec, &Batch { ids: &ids_t, lens, step, rows: None }, state)?;
-        rec.run()?;
-        state.started = true;
-        logits.read::<f32>(dev)
-    }
-
     /// Records a forward pass over the ids in `ids_t` into `rec` and returns the logits tensor
     /// `[T, vocab]` it will fill (decode steps are recorded once and replayed by
     /// [`super::Decoder`]).
@@ -195,12 +176,11 @@ impl Mamba {
         batch: &Batch,
         state: &MambaState,
     ) -> Result<Tensor> {
-        let Batch { ids: ids_t, lens, step, rows } = *batch;
+        let Batch { ids: ids_t, step, rows, .. } = *batch;
         let c = &self.cfg;
         let t = ids_t.numel();
         let (d, di, n) = (c.d_model, c.d_inner, c.d_state);
-        let seqs =
-            if step { Sequences::decode(dev, lens.len(), None)? } else { Sequences::new(dev, lens, None)? };
+        let seqs = batch.sequences(dev)?;
         let f32t = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32);
         let h = f32t(&[t, d])?;
         let xn = f32t(&[t, d])?;
@@ -212,7 +192,7 @@ impl Mamba {
         let dt = f32t(&[t, di])?;
         let y = f32t(&[t, di])?;
         let o = f32t(&[t, d])?;
-        let kernel = ScanKernel::best(dev.caps(), ScanShape::new(di, n, 1), lens.len());
+        let kernel = ScanKernel::best(dev.caps(), ScanShape::new(di, n, 1), batch.lens.len());
         let flags = ScanFlags {
             delta_softplus: true,
             delta_bias: true,
@@ -232,11 +212,7 @@ impl Mamba {
                 seqs: &seqs,
                 state: &state.conv[i],
             };
-            if step {
-                conv1d::causal_conv1d_step(rec, &conv, true, &xc)?;
-            } else {
-                conv1d::causal_conv1d(rec, &conv, ConvFlags { silu: true, init_state: state.started }, &xc)?;
-            }
+            batch.conv(rec, &conv, state.started, &xc)?;
             matmul::linear(rec, &xc, &l.w_dt_in, None, &dt_in)?;
             matmul::linear(rec, &xc, &l.w_bc, None, &bc)?;
             matmul::linear(rec, &dt_in, &l.w_dt, None, &dt)?;
@@ -260,19 +236,7 @@ impl Mamba {
             matmul::linear(rec, &y, &l.w_out, l.b_out.as_ref(), &o)?;
             elementwise::residual_add(rec, &h, &o, 1.0)?;
         }
-        norm::rms_norm(rec, &h, &self.head.norm_f, c.eps as f32, &xn)?;
-        // Logits of every token, or only of the rows listed in `rows` (gathered first).
-        let (src, n_rows) = match rows {
-            Some(r) => {
-                let picked = f32t(&[r.numel(), d])?;
-                embedding::embedding(rec, r, &xn, &picked)?;
-                (picked, r.numel())
-            }
-            None => (xn, t),
-        };
-        let logits = f32t(&[n_rows, c.vocab])?;
-        matmul::linear(rec, &src, &self.head.lm_head, None, &logits)?;
-        Ok(logits)
+        self.head.record(dev, rec, &h, &xn, rows, c.eps as f32)
     }
 
     /// Number of parameters (as in the checkpoint, tied embeddings counted once).

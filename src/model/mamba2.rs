@@ -13,9 +13,8 @@ use super::config::Config;
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::conv1d::{self, ConvArgs, ConvFlags};
+use crate::ops::conv1d::ConvArgs;
 use crate::ops::elementwise::{self, Binary};
-use crate::ops::selective_scan::Sequences;
 use crate::ops::ssd::{self, SsdArgs, SsdDims, SsdFlags, SsdKernel};
 use crate::ops::{embedding, matmul, norm, Recorder};
 use crate::tensor::{DType, Tensor};
@@ -196,24 +195,6 @@ impl Mamba2 {
         )
     }
 
-    /// Runs packed tokens (`lens[s]` for sequence s, continuing from `state`) and returns the
-    /// logits `[T, vocab]`; all-ones `lens` on a started state is a decode step.
-    pub fn forward(
-        &self,
-        dev: &Device,
-        ids: &[u32],
-        lens: &[usize],
-        state: &mut Mamba2State,
-    ) -> Result<Vec<f32>> {
-        let (t, step) = state.check_batch(ids, lens, self.cfg.vocab)?;
-        let ids_t = Tensor::from_slice(dev, &[t], ids)?;
-        let mut rec = Recorder::new(dev);
-        let logits = self.record(dev, &mut rec, &Batch { ids: &ids_t, lens, step, rows: None }, state)?;
-        rec.run()?;
-        state.started = true;
-        logits.read::<f32>(dev)
-    }
-
     /// Records a forward pass over the ids in `ids_t` into `rec` and returns the logits tensor
     /// `[T, vocab]` it will fill (decode steps are recorded once and replayed by
     /// [`super::Decoder`]).
@@ -224,12 +205,11 @@ impl Mamba2 {
         batch: &Batch,
         state: &Mamba2State,
     ) -> Result<Tensor> {
-        let Batch { ids: ids_t, lens, step, rows } = *batch;
+        let Batch { ids: ids_t, step, rows, .. } = *batch;
         let c = &self.cfg;
         let t = ids_t.numel();
         let (d, di) = (c.d_model, c.d_inner);
-        let seqs =
-            if step { Sequences::decode(dev, lens.len(), None)? } else { Sequences::new(dev, lens, None)? };
+        let seqs = batch.sequences(dev)?;
         let f32t = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32);
         let h = f32t(&[t, d])?;
         let xn = f32t(&[t, d])?;
@@ -260,16 +240,7 @@ impl Mamba2 {
                 seqs: &seqs,
                 state: &state.conv[i],
             };
-            if step {
-                conv1d::causal_conv1d_step(rec, &conv, true, &xbc_c)?;
-            } else {
-                conv1d::causal_conv1d(
-                    rec,
-                    &conv,
-                    ConvFlags { silu: true, init_state: state.started },
-                    &xbc_c,
-                )?;
-            }
+            batch.conv(rec, &conv, state.started, &xbc_c)?;
             let args = SsdArgs {
                 xbc: &xbc_c,
                 dt: &dt,
@@ -297,19 +268,7 @@ impl Mamba2 {
             matmul::linear(rec, &y, &l.w_out, l.b_out.as_ref(), &o)?;
             elementwise::residual_add(rec, &h, &o, 1.0)?;
         }
-        norm::rms_norm(rec, &h, &self.head.norm_f, c.eps as f32, &xn)?;
-        // Logits of every token, or only of the rows listed in `rows` (gathered first).
-        let (src, n_rows) = match rows {
-            Some(r) => {
-                let picked = f32t(&[r.numel(), d])?;
-                embedding::embedding(rec, r, &xn, &picked)?;
-                (picked, r.numel())
-            }
-            None => (xn, t),
-        };
-        let logits = f32t(&[n_rows, c.vocab])?;
-        matmul::linear(rec, &src, &self.head.lm_head, None, &logits)?;
-        Ok(logits)
+        self.head.record(dev, rec, &h, &xn, rows, c.eps as f32)
     }
 
     pub fn parameters(&self) -> usize {

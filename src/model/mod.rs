@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::tensor::DType;
 use std::path::Path;
 
+pub use common::RecurrentState;
 pub use config::Config;
 pub use weights::Weights;
 
@@ -129,45 +130,7 @@ impl Model {
                 "prefill: every sequence needs a token, got lengths {lens:?}"
             )));
         }
-        let ends: Vec<u32> = lens
-            .iter()
-            .scan(0usize, |acc, &l| {
-                *acc += l;
-                Some((*acc - 1) as u32)
-            })
-            .collect();
-        let rows = crate::tensor::Tensor::from_slice(dev, &[ends.len()], &ends)?;
-        let mut rec = crate::ops::Recorder::new(dev);
-        let logits = match (self, &mut *state) {
-            (Model::Mamba(m), State::Mamba(s)) => {
-                let (t, step) = s.check_batch(ids, lens, m.cfg.vocab)?;
-                let ids_t = crate::tensor::Tensor::from_slice(dev, &[t], ids)?;
-                let l = m.record(
-                    dev,
-                    &mut rec,
-                    &common::Batch { ids: &ids_t, lens, step, rows: Some(&rows) },
-                    s,
-                )?;
-                rec.run()?;
-                s.started = true;
-                l
-            }
-            (Model::Mamba2(m), State::Mamba2(s)) => {
-                let (t, step) = s.check_batch(ids, lens, m.cfg.vocab)?;
-                let ids_t = crate::tensor::Tensor::from_slice(dev, &[t], ids)?;
-                let l = m.record(
-                    dev,
-                    &mut rec,
-                    &common::Batch { ids: &ids_t, lens, step, rows: Some(&rows) },
-                    s,
-                )?;
-                rec.run()?;
-                s.started = true;
-                l
-            }
-            _ => return Err(Error::Invalid("this state belongs to a model of another architecture".into())),
-        };
-        logits.read::<f32>(dev)
+        self.run(dev, ids, lens, state, true)
     }
 
     /// [`Model::forward`] with token ids.
@@ -178,9 +141,52 @@ impl Model {
         lens: &[usize],
         state: &mut State,
     ) -> Result<Vec<f32>> {
+        self.run(dev, ids, lens, state, false)
+    }
+
+    /// One forward pass: checks the batch, records, submits, marks the state started and
+    /// reads the logits (of every token, or of each sequence's last token).
+    fn run(
+        &self,
+        dev: &Device,
+        ids: &[u32],
+        lens: &[usize],
+        state: &mut State,
+        last_only: bool,
+    ) -> Result<Vec<f32>> {
+        let (t, step) = state.inner().check_batch(ids, lens, self.vocab())?;
+        let ids_t = crate::tensor::Tensor::from_slice(dev, &[t], ids)?;
+        let rows = if last_only {
+            let ends: Vec<u32> = lens
+                .iter()
+                .scan(0, |acc, &l| {
+                    *acc += l as u32;
+                    Some(*acc - 1)
+                })
+                .collect();
+            Some(crate::tensor::Tensor::from_slice(dev, &[ends.len()], &ends)?)
+        } else {
+            None
+        };
+        let mut rec = crate::ops::Recorder::new(dev);
+        let batch = common::Batch { ids: &ids_t, lens, step, rows: rows.as_ref() };
+        let logits = self.record(dev, &mut rec, &batch, state)?;
+        rec.run()?;
+        state.inner_mut().started = true;
+        logits.read::<f32>(dev)
+    }
+
+    /// Records a forward pass of `batch` with the architecture's runtime.
+    fn record(
+        &self,
+        dev: &Device,
+        rec: &mut crate::ops::Recorder,
+        batch: &common::Batch,
+        state: &State,
+    ) -> Result<crate::tensor::Tensor> {
         match (self, state) {
-            (Model::Mamba(m), State::Mamba(s)) => m.forward(dev, ids, lens, s),
-            (Model::Mamba2(m), State::Mamba2(s)) => m.forward(dev, ids, lens, s),
+            (Model::Mamba(m), State::Mamba(s)) => m.record(dev, rec, batch, s),
+            (Model::Mamba2(m), State::Mamba2(s)) => m.record(dev, rec, batch, s),
             _ => Err(Error::Invalid("this state belongs to a model of another architecture".into())),
         }
     }
@@ -198,24 +204,30 @@ pub struct Snapshot {
 }
 
 impl State {
-    fn parts(&self) -> (Vec<&crate::tensor::Tensor>, Vec<&crate::tensor::Tensor>, usize, bool) {
+    fn inner(&self) -> &common::RecurrentState {
         match self {
-            State::Mamba(s) => (s.conv.iter().collect(), s.ssm.iter().collect(), s.sequences, s.started),
-            State::Mamba2(s) => (s.conv.iter().collect(), s.ssm.iter().collect(), s.sequences, s.started),
+            State::Mamba(s) | State::Mamba2(s) => s,
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut common::RecurrentState {
+        match self {
+            State::Mamba(s) | State::Mamba2(s) => s,
         }
     }
 
     /// Number of sequences this state holds.
     pub fn sequences(&self) -> usize {
-        self.parts().2
+        self.inner().sequences
     }
 
     /// Copies the state to the host.
     pub fn snapshot(&self, dev: &Device) -> Result<Snapshot> {
-        let (conv, ssm, sequences, started) = self.parts();
+        let RecurrentState { conv, ssm, sequences, started } = self.inner();
+        let (sequences, started) = (*sequences, *started);
         let mut tensors = Vec::new();
         for (kind, list) in [("conv", conv), ("ssm", ssm)] {
-            for (i, t) in list.into_iter().enumerate() {
+            for (i, t) in list.iter().enumerate() {
                 tensors.push((format!("{kind}.{i}"), t.shape().to_vec(), t.read::<f32>(dev)?));
             }
         }
@@ -224,8 +236,9 @@ impl State {
 
     /// Overwrites this state with a snapshot taken from a state of the same model and size.
     pub fn restore(&mut self, dev: &Device, snap: &Snapshot) -> Result<()> {
-        let (conv, ssm, sequences, _) = self.parts();
-        let targets: Vec<&crate::tensor::Tensor> = conv.into_iter().chain(ssm).collect();
+        let inner = self.inner_mut();
+        let sequences = inner.sequences;
+        let targets: Vec<&crate::tensor::Tensor> = inner.conv.iter().chain(&inner.ssm).collect();
         if sequences != snap.sequences || targets.len() != snap.tensors.len() {
             return Err(Error::Invalid(format!(
                 "snapshot of {} sequences / {} tensors does not fit a state of {sequences} / {}",
@@ -243,10 +256,7 @@ impl State {
             }
             t.write(dev, data)?;
         }
-        match self {
-            State::Mamba(s) => s.started = snap.started,
-            State::Mamba2(s) => s.started = snap.started,
-        }
+        inner.started = snap.started;
         Ok(())
     }
 
@@ -322,7 +332,7 @@ impl Model {
     /// Records the decode step for `state` (one token per sequence); the state must have been
     /// started by a prefill.
     pub fn decoder<'d>(&self, dev: &'d Device, state: &State) -> Result<Decoder<'d>> {
-        let (_, _, sequences, started) = state.parts();
+        let RecurrentState { sequences, started, .. } = *state.inner();
         if !started {
             return Err(Error::Invalid(
                 "a decoder continues a prefill: run Model::forward on the prompt first".into(),
@@ -331,15 +341,12 @@ impl Model {
         let ids = crate::tensor::Tensor::from_slice(dev, &[sequences], &vec![0u32; sequences])?;
         let lens = vec![1; sequences];
         let mut rec = crate::ops::Recorder::new(dev);
-        let logits = match (self, state) {
-            (Model::Mamba(m), State::Mamba(s)) => {
-                m.record(dev, &mut rec, &common::Batch { ids: &ids, lens: &lens, step: true, rows: None }, s)?
-            }
-            (Model::Mamba2(m), State::Mamba2(s)) => {
-                m.record(dev, &mut rec, &common::Batch { ids: &ids, lens: &lens, step: true, rows: None }, s)?
-            }
-            _ => return Err(Error::Invalid("this state belongs to a model of another architecture".into())),
-        };
+        let logits = self.record(
+            dev,
+            &mut rec,
+            &common::Batch { ids: &ids, lens: &lens, step: true, rows: None },
+            state,
+        )?;
         let staging = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("decoder logits staging"),
             size: logits.binding_size(),
