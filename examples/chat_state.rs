@@ -7,11 +7,8 @@
 //! ```
 
 use linseq::model::{self, Model, State};
+use linseq::ops::softmax::argmax_ref;
 use linseq::{DType, Device};
-
-fn argmax(row: &[f32]) -> u8 {
-    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as u8
-}
 
 /// Greedy continuation of `state` by `n` bytes, starting from the logits of the last token.
 fn continue_greedy(
@@ -23,7 +20,7 @@ fn continue_greedy(
 ) -> linseq::Result<String> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let next = argmax(&last);
+        let next = argmax_ref(&last) as u8;
         out.push(next);
         last = m.forward(dev, &[next], &[1], state)?;
     }

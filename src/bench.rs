@@ -650,9 +650,8 @@ pub fn ssd(
             let rec = rec.finish();
             let stats = measure(&rec, 1, cfg)?;
             let got = y.read::<f32>(dev)?;
-            let err: f64 = got[..l * hp].iter().zip(&want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum();
-            let norm: f64 = want.iter().map(|w| w * w).sum();
-            let ok = got[..l * hp].iter().all(|v| v.is_finite()) && (err / norm).sqrt() <= 1e-3;
+            let c = compare(&got[..l * hp], &want);
+            let ok = c.nonfinite_mismatches == 0 && c.nmse.sqrt() <= 1e-3; // relative RMSE
             let per_token = match kernel {
                 SsdKernel::Sequential => 4 * d.head_dim * d.n,
                 SsdKernel::Chunked(cs) => 4 * d.head_dim * d.n + cs * (d.n + d.head_dim),

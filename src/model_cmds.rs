@@ -3,7 +3,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use linseq::model::tokenizer::Tokenizer;
 use linseq::model::{self, Config, Model, Weights};
-use linseq::ops::sampling::{sample_ref, SamplingParams};
+use linseq::ops::sampling::SamplingParams;
 use linseq::{DType, Device};
 use std::io::Write;
 use std::path::Path;
@@ -77,17 +77,9 @@ pub fn generate(o: Generate) -> CliResult {
     let t0 = Instant::now();
     let logits = model.prefill(&dev, &prompt, &[prompt.len()], &mut state)?;
     let prefill_s = t0.elapsed().as_secs_f64();
-    let pick = |row: &[f32], step: u32| -> u32 {
-        match &o.sampling {
-            Some(p) => sample_ref(row, p, step, 0),
-            None => {
-                row.iter()
-                    .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
-                    .0 as u32
-            }
-        }
-    };
+    // Temperature 0 is greedy (argmax) in the sampler.
+    let params = o.sampling.unwrap_or(SamplingParams { temperature: 0.0, ..SamplingParams::default() });
+    let pick = |row: &[f32], step: u32| model::sample(row, &params, step);
     let mut next = pick(&logits[..vocab], 0);
     // Decode steps replay one recording (no per-step GPU objects).
     let decoder = model.decoder(&dev, &state)?;
@@ -155,9 +147,7 @@ pub fn eval(dir: &Path, text: &Path, dtype: DType, chunk: usize) -> CliResult {
             if pos >= ids.len() {
                 break;
             }
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-            let lse = max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
-            nats += lse - row[ids[pos] as usize] as f64;
+            nats += model::cross_entropy(row, ids[pos]);
             count += 1;
         }
         bar.inc(piece.len() as u64);

@@ -5,6 +5,7 @@
 use super::{load, Weights};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::softmax::argmax_ref;
 use crate::tensor::DType;
 use std::path::Path;
 
@@ -31,13 +32,6 @@ impl Report {
 
 fn max_abs(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).fold(0.0, f64::max)
-}
-
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
-        .0
 }
 
 /// Checks the model in `dir` (which holds `reference_logits.safetensors`) at `dtype`.
@@ -70,7 +64,7 @@ pub fn check(dev: &Device, dir: &Path, dtype: DType) -> Result<Report> {
     // 3. Greedy continuation: prefill the prompt, then decode argmax by argmax.
     let mut state = model.new_state(dev, 1)?;
     let logits = model.forward_ids(dev, &prompt, &[prompt.len()], &mut state)?;
-    let mut next = argmax(&logits[(prompt.len() - 1) * vocab..]) as u32;
+    let mut next = argmax_ref(&logits[(prompt.len() - 1) * vocab..]);
     let mut matched = 0;
     for &want_id in &greedy[prompt.len()..] {
         if next != want_id {
@@ -78,7 +72,7 @@ pub fn check(dev: &Device, dir: &Path, dtype: DType) -> Result<Report> {
         }
         matched += 1;
         let l = model.forward_ids(dev, &[next], &[1], &mut state)?;
-        next = argmax(&l) as u32;
+        next = argmax_ref(&l);
     }
     Ok(Report {
         model: dir.display().to_string(),

@@ -41,6 +41,13 @@ pub fn sample(logits: &[f32], params: &SamplingParams, step: u32) -> u32 {
     crate::ops::sampling::sample_ref(logits, params, step, 0)
 }
 
+/// −log p(target) in nats under one row of logits (log-sum-exp in f64).
+pub fn cross_entropy(logits: &[f32], target: u32) -> f64 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let lse = max + logits.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+    lse - logits[target as usize] as f64
+}
+
 /// Architectures this build runs (`model_type` in config.json).
 pub const SUPPORTED: &[&str] = &["mamba", "mamba2"];
 

@@ -236,9 +236,7 @@ fn shipped_demo_model_predicts_shakespeare() {
         let logits = m.forward(dev, text, &[text.len()], &mut s).unwrap();
         let mut nats = 0f64;
         for (i, row) in logits.chunks(VOCAB).enumerate().take(text.len() - 1) {
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-            let lse = max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
-            nats += lse - row[text[i + 1] as usize] as f64;
+            nats += model::cross_entropy(row, text[i + 1] as u32);
         }
         let bpb = nats / (text.len() - 1) as f64 / std::f64::consts::LN_2;
         assert!(bpb < 3.0, "demo model: {bpb:.2} bits per byte on a line of Romeo and Juliet");

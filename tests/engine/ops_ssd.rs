@@ -7,19 +7,14 @@ use crate::common::devices;
 use linseq::ops::selective_scan::Sequences;
 use linseq::ops::ssd::{self, SsdArgs, SsdDims, SsdFlags, SsdKernel, SsdRef};
 use linseq::ops::Recorder;
-use linseq::testing::{GuardedOutput, Rng};
+use linseq::testing::{compare, GuardedOutput, Rng};
 use linseq::{DType, Device, Tensor};
 
-fn rel_rmse(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    assert!(got.iter().all(|v| v.is_finite()), "non-finite output");
-    let err: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum();
-    let norm: f64 = want.iter().map(|w| w * w).sum();
-    (err / norm.max(1e-30)).sqrt()
-}
-
+/// Relative RMSE = √NMSE, and no NaN/Inf where the reference is finite.
 fn assert_rel(what: &str, got: &[f32], want: &[f64], bound: f64) {
-    let e = rel_rmse(got, want);
+    let c = compare(got, want);
+    let e = c.nmse.sqrt();
+    assert!(c.nonfinite_mismatches == 0, "{what}: {} non-finite outputs", c.nonfinite_mismatches);
     assert!(e <= bound, "{what}: relative RMSE {e:.3e} > {bound:.0e}");
 }
 
