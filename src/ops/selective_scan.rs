@@ -23,7 +23,8 @@
 //! `chunked.sg` (the same with subgroup shuffles), `lanes` (8 lanes per channel, tokens in
 //! order), and Mamba-1's N = 16 fast paths `tiled` (4 lanes × vec4 per channel, tiles of 32
 //! tokens staged in workgroup memory, next tile prefetched) and `solo` (one invocation holds a
-//! channel's 16 states; B and C staged per tile and read as broadcasts). [`ScanKernel::best`]
+//! channel's 16 states; B and C staged per tile and read as broadcasts), and `paired`
+//! (`tiled` register-blocked over two channels per lane). [`ScanKernel::best`]
 //! picks between them by shape. The decode step has its own kernel (`scan_decode`: four
 //! invocations per channel stream the state in place); the sequential kernel on sequences of
 //! one token each computes the same and is its oracle.
@@ -43,6 +44,7 @@ const LANES_WG: u32 = 256;
 /// Channels per workgroup of the tiled and solo kernels.
 const TILED_CH: usize = 32;
 const SOLO_CH: usize = 64;
+const PAIRED_CH: usize = 64;
 
 /// Packed sequences: cu_seqlens and optional reset flags, uploaded once as one u32 table.
 #[derive(Debug, Clone)]
@@ -143,16 +145,21 @@ pub enum ScanKernel {
     /// N = 16: one invocation holds a channel's 16 states, 64 channels of one sequence per
     /// workgroup, B and C staged per tile of 16 tokens and read as broadcasts.
     Solo,
+    /// `tiled` register-blocked over two channels: each lane holds four states of two
+    /// channels, so a workgroup-memory read of B and C serves both; 64 channels per workgroup,
+    /// tiles of 16 tokens; needs subgroups (size a multiple of 4) and D / G a multiple of 64.
+    Paired,
 }
 
 impl ScanKernel {
-    pub const ALL: [ScanKernel; 6] = [
+    pub const ALL: [ScanKernel; 7] = [
         ScanKernel::Sequential,
         ScanKernel::Chunked,
         ScanKernel::ChunkedSubgroups,
         ScanKernel::Lanes,
         ScanKernel::Tiled,
         ScanKernel::Solo,
+        ScanKernel::Paired,
     ];
 
     /// The f32-input variant.
@@ -189,6 +196,7 @@ impl ScanKernel {
                 .with_subgroups(true),
             ScanKernel::Tiled => Variant::new("selective_scan.tiled", "selective_scan", "scan_tiled")
                 .define("TILED", 1)
+                .define("TILES", 1)
                 .define("NEGC", 0)
                 .define("RSTC", 0)
                 .with_subgroups(true),
@@ -196,6 +204,12 @@ impl ScanKernel {
                 .define("SOLO", 1)
                 .define("NEGC", 0)
                 .define("RSTC", 0),
+            ScanKernel::Paired => Variant::new("selective_scan.paired", "selective_scan", "scan_paired")
+                .define("PAIRED", 1)
+                .define("TILES", 1)
+                .define("NEGC", 0)
+                .define("RSTC", 0)
+                .with_subgroups(true),
             ScanKernel::Chunked | ScanKernel::ChunkedSubgroups => {
                 let sg = self == ScanKernel::ChunkedSubgroups;
                 let name = if sg { "selective_scan.chunked.sg" } else { "selective_scan.chunked" };
@@ -212,19 +226,23 @@ impl ScanKernel {
 
     /// The fastest kernel the device runs for this shape and number of sequences (H200
     /// figures in BENCHMARKS.md: `solo` once sequences × channels fill the GPU with one
-    /// invocation per channel, `tiled` below that; `chunked` is the portable fallback).
+    /// invocation per channel, `paired` from half that, `tiled` below; `chunked` is the
+    /// portable fallback).
     pub fn best(caps: &crate::device::Capabilities, shape: ScanShape, sequences: usize) -> Self {
-        let order = if sequences * shape.dim >= 32_768 {
-            [ScanKernel::Solo, ScanKernel::Tiled, ScanKernel::Lanes]
+        let work = sequences * shape.dim;
+        let order = if work >= 32_768 {
+            [ScanKernel::Solo, ScanKernel::Paired, ScanKernel::Tiled, ScanKernel::Lanes]
+        } else if work >= 16_384 {
+            [ScanKernel::Paired, ScanKernel::Tiled, ScanKernel::Solo, ScanKernel::Lanes]
         } else {
-            [ScanKernel::Tiled, ScanKernel::Solo, ScanKernel::Lanes]
+            [ScanKernel::Tiled, ScanKernel::Paired, ScanKernel::Solo, ScanKernel::Lanes]
         };
         order.into_iter().find(|k| k.runs(caps, shape)).unwrap_or(ScanKernel::Chunked)
     }
 
     /// Kernels with the transition mapping and resets as compile-time switches.
     fn specialised(self) -> bool {
-        matches!(self, ScanKernel::Tiled | ScanKernel::Solo)
+        matches!(self, ScanKernel::Tiled | ScanKernel::Solo | ScanKernel::Paired)
     }
 
     /// Whether this kernel runs this shape on this device.
@@ -239,6 +257,7 @@ impl ScanKernel {
                 ScanKernel::Lanes => n <= 16 && sg(8),
                 ScanKernel::Tiled => n == 16 && sg(4) && whole_blocks(TILED_CH),
                 ScanKernel::Solo => n == 16 && whole_blocks(SOLO_CH),
+                ScanKernel::Paired => n == 16 && sg(4) && whole_blocks(PAIRED_CH),
                 _ => true,
             }
     }
@@ -344,7 +363,8 @@ pub fn selective_scan(rec: &mut Recorder, kernel: ScanKernel, args: &ScanArgs, y
         return Err(Error::UnsupportedVariant(format!(
             "{kernel:?} does not run D = {dim}, N = {n}, G = {} on this device (lanes: N ≤ 16 and \
              subgroups of a multiple of 8; tiled: N = 16, D / G a multiple of 32, subgroups of a \
-             multiple of 4; solo: N = 16, D / G a multiple of 64)",
+             multiple of 4; solo: N = 16, D / G a multiple of 64; paired: N = 16, D / G a multiple of 64, \
+             subgroups of a multiple of 4)",
             args.groups
         )));
     }
@@ -354,6 +374,7 @@ pub fn selective_scan(rec: &mut Recorder, kernel: ScanKernel, args: &ScanArgs, y
         ScanKernel::Lanes => grid(rec.device(), (work * 8).div_ceil(LANES_WG as usize))?,
         ScanKernel::Tiled => grid(rec.device(), work / TILED_CH)?,
         ScanKernel::Solo => grid(rec.device(), work / SOLO_CH)?,
+        ScanKernel::Paired => grid(rec.device(), work / PAIRED_CH)?,
         _ => grid(rec.device(), work)?,
     };
     // Windows of tokens per dispatch, sized so that one invocation runs well under 65k loop

@@ -173,9 +173,9 @@ fn scan_matches_reference_on_edge_lengths() {
                     init_state: k % 5 == 2,
                 };
                 let groups = 1 + k % 2;
-                // N = 16 with D / G a multiple of 32 also runs the tiled kernels.
+                // N = 16 with D / G = 64 also runs the tiled, solo and paired kernels.
                 let dim = if n == 16 {
-                    64
+                    64 * groups
                 } else if l >= 2049 {
                     4
                 } else {
@@ -204,7 +204,7 @@ fn scan_ragged_packed_batches_with_resets() {
                 init_state: true,
             };
             let c = Case {
-                dim: 64,
+                dim: 128,
                 n: 16,
                 groups: 2,
                 lens: lens.clone(),
@@ -229,7 +229,7 @@ fn prefill_then_decode_equals_one_prefill() {
             neg_eigen: false,
             init_state: false,
         };
-        let c = Case { dim: 32, n: 16, groups: 1, lens: vec![l], resets: None, flags, z: true };
+        let c = Case { dim: 64, n: 16, groups: 1, lens: vec![l], resets: None, flags, z: true };
         let h = host_inputs(&mut rng, &c);
         let (want_y, want_s) = reference(&c, &h, &[0, l], None);
         // Tokens [a, b) of a token-major input with `width` values per token.
@@ -282,8 +282,8 @@ fn prefill_then_decode_equals_one_prefill() {
 fn negative_eigenvalues_flip_the_state_sign() {
     // Parity: a = exp(dt·A) ≈ 0 maps to 2a − 1 ≈ −1, so a unit impulse alternates in sign
     // forever; with eigenvalues in [0, 1] it would decay to zero instead.
-    // N = 1 runs the general kernels, N = 16 with 32 channels the tiled ones too.
-    for (dev, (dim, n)) in devices().iter().flat_map(|d| [(d, (2, 1)), (d, (32, 16))]) {
+    // N = 1 runs the general kernels, N = 16 with 64 channels the tiled ones too.
+    for (dev, (dim, n)) in devices().iter().flat_map(|d| [(d, (2, 1)), (d, (64, 16))]) {
         let l = 1030; // crosses chunk boundaries
         let chan = ss::pack_channel_params(&vec![-60.0; dim * n], None, None, dim, n);
         let mut u = vec![0f32; dim * l];
@@ -358,7 +358,7 @@ fn scan_rejects_bad_shapes() {
     };
     let (u, bc, chan, state, y) = n16(40);
     let args = ScanArgs { u: &u, delta: &u, bc: &bc, chan: &chan, state: &state, ..args };
-    for kernel in [ScanKernel::Tiled, ScanKernel::Solo] {
+    for kernel in [ScanKernel::Tiled, ScanKernel::Solo, ScanKernel::Paired] {
         let err = ss::selective_scan(&mut rec, kernel, &args, &y).unwrap_err();
         assert!(matches!(err, linseq::Error::UnsupportedVariant(_)), "{kernel:?}: {err}");
     }
@@ -470,7 +470,7 @@ fn scan_with_f16_inputs() {
             neg_eigen: false,
             init_state: true,
         };
-        let c = Case { dim: 64, n: 16, groups: 2, lens: vec![3, 700, 1], resets: None, flags, z: true };
+        let c = Case { dim: 128, n: 16, groups: 2, lens: vec![3, 700, 1], resets: None, flags, z: true };
         let mut h = host_inputs(&mut rng, &c);
         h.u = round(&h.u);
         h.delta = round(&h.delta);
