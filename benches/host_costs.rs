@@ -44,5 +44,37 @@ fn graph_costs(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, shader_costs, recording_costs, graph_costs);
+/// Per decode step: the CPU cost of encoding and submitting a recorded graph (its bind groups
+/// and parameter buffers were made once, at record time), and that one-time cost itself.
+fn decode_step_costs(c: &mut Criterion) {
+    use linseq::graph::synthetic::{mamba_stack, MixerKind, SyntheticConfig};
+    use linseq::graph::{Executable, PlanOptions};
+    let dev = Device::new().unwrap_or_else(|e| panic!("{e}"));
+    // Small: on lavapipe the GPU side of each step runs on the same CPU, so keep it short.
+    let cfg = SyntheticConfig { mixer: MixerKind::GateOnly, ..SyntheticConfig::mamba(24, 64, 1, 1) };
+    let (mut g, hidden) = mamba_stack(&cfg).unwrap();
+    g.output(hidden);
+    let opts = PlanOptions::for_device(dev.caps());
+    let mut c = c.benchmark_group("decode");
+    c.sample_size(10);
+    c.bench_function("graph: plan + allocate + record bind groups (24 layers)", |b| {
+        b.iter(|| black_box(Executable::new(&dev, g.clone(), &opts).unwrap().dispatches()))
+    });
+    let exe = Executable::new(&dev, g.clone(), &opts).unwrap();
+    let name = format!("step: encode + submit a recorded graph ({} dispatches)", exe.dispatches());
+    c.bench_function(&name, |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                let t0 = std::time::Instant::now();
+                exe.submit().unwrap();
+                total += t0.elapsed();
+                dev.wait().unwrap(); // GPU time is not the CPU's cost
+            }
+            total
+        })
+    });
+}
+
+criterion_group!(benches, shader_costs, recording_costs, graph_costs, decode_step_costs);
 criterion_main!(benches);

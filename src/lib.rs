@@ -33,6 +33,7 @@ pub mod ops;
 pub mod shader;
 pub mod tensor;
 pub mod testing;
+pub mod tune;
 
 pub use device::Device;
 pub use error::{Error, Result};

@@ -2,9 +2,10 @@
 
 use clap::{Parser, Subcommand};
 use linseq::shader::validate::{self, Outcome};
-use linseq::{bench, device, shader, Device};
+use linseq::{device, shader, Device};
 use std::process::ExitCode;
 
+mod bench_cmds;
 mod model_cmds;
 
 #[derive(Parser)]
@@ -133,29 +134,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Benchmark kernels on the selected adapter (LINSEQ_BACKEND / LINSEQ_ADAPTER).
-    Bench {
-        /// What to benchmark: `core` (copy roofline, GEMV, GEMM), `selective-scan` (every scan
-        /// kernel and the decode step), `ssd` (Mamba-2's SSD kernels and decode step) or
-        /// `decode` (CPU and GPU cost of replaying a 24-layer decode-step graph).
-        #[arg(default_value = "core")]
-        what: String,
-        /// Small sizes, few repetitions (the default on CPU adapters such as lavapipe).
-        #[arg(long)]
-        quick: bool,
-        /// Full sizes even on a CPU adapter (can take hours there).
-        #[arg(long, conflicts_with = "quick")]
-        full: bool,
-        /// Only variants whose name contains this.
-        #[arg(long)]
-        filter: Option<String>,
-        /// Only shapes whose description contains this, e.g. "d=2048 L=16384" (selective-scan).
-        #[arg(long)]
-        shape: Option<String>,
-        /// Also write the rows as JSON to this file.
-        #[arg(long, value_name = "FILE")]
-        json: Option<std::path::PathBuf>,
-    },
+    /// Benchmark kernels on the selected adapter (LINSEQ_BACKEND / LINSEQ_ADAPTER): GPU time
+    /// (median, min, max), GB/s, TFLOP/s, % of the copy roofline measured in the same run, and
+    /// agreement with the f64 reference.
+    Bench(bench_cmds::BenchArgs),
+    /// Pick the fastest variant per op and shape bucket on this adapter (every candidate must
+    /// agree with the reference) and save the choices in the tuning cache.
+    Tune(bench_cmds::TuneArgs),
 }
 
 fn main() -> ExitCode {
@@ -225,68 +210,8 @@ fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             plan_synthetic(layers, d_model, seq_len, batch, max_buffer_mib, json)
         }
-        Command::Bench { what, quick, full, filter, shape, json } => {
-            let dev = Device::new()?;
-            eprintln!("adapter: {}", dev.describe());
-            let software = dev.adapter_info().device_type == wgpu::DeviceType::Cpu;
-            if software && !quick && !full {
-                eprintln!("CPU adapter: using --quick sizes (pass --full for the GPU sizes)");
-            }
-            let quick = quick || (software && !full);
-            if what == "decode" {
-                let (layers, steps) = if quick { (4, 20) } else { (24, 500) };
-                let mut all = Vec::new();
-                for greedy in [true, false] {
-                    let s = bench::decode_replay(&dev, layers, 768, 50280, steps, greedy)?;
-                    println!(
-                        "decode replay ({}): {} layers, d_model {}, vocab {}: {} dispatches in one pass",
-                        s.sampling, s.layers, s.d_model, s.vocab, s.dispatches
-                    );
-                    println!(
-                        "  CPU encode + submit   {:>9.1} µs/step (median of {steps})",
-                        s.encode_submit_us
-                    );
-                    println!("  GPU                   {:>9.1} µs/step ({})", s.gpu_us, s.clock);
-                    println!("  submit + wait (wall)  {:>9.1} µs/step", s.step_wall_us);
-                    println!(
-                        "  per step: {} submit(s), {} new buffers, {} new bind groups",
-                        s.submits_per_step, s.buffers_per_step, s.bind_groups_per_step
-                    );
-                    all.push(s);
-                }
-                if let Some(path) = json {
-                    std::fs::write(&path, serde_json::to_string_pretty(&all)?)?;
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let cfg = if quick { bench::BenchConfig::quick() } else { bench::BenchConfig::full() };
-            let rows = match what.as_str() {
-                "core" => bench::run_core(&dev, cfg, filter.as_deref())?,
-                "selective-scan" | "scan" => {
-                    bench::selective_scan(&dev, cfg, filter.as_deref(), shape.as_deref())?
-                }
-                "ssd" => bench::ssd(&dev, cfg, filter.as_deref(), shape.as_deref())?,
-                other => {
-                    return Err(format!(
-                        "unknown benchmark {other:?}; available: core, decode, selective-scan, ssd"
-                    )
-                    .into())
-                }
-            };
-            print!("{}", bench::table(&rows));
-            if let Some(path) = json {
-                let doc = serde_json::json!({ "adapter": dev.describe(), "caps": dev.caps(), "rows": rows });
-                std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
-                eprintln!("wrote {}", path.display());
-            }
-            let bad = rows.iter().filter(|r| r.agrees == Some(false)).count();
-            Ok(if bad > 0 {
-                eprintln!("{bad} benchmark output(s) disagree with the reference");
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        Command::Bench(args) => bench_cmds::bench(args),
+        Command::Tune(args) => bench_cmds::tune(args),
     }
 }
 

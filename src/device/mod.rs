@@ -163,6 +163,8 @@ pub struct Device {
     sink: Arc<Mutex<ErrorSink>>,
     pub(crate) pipelines: PipelineCache,
     counters: Counters,
+    /// Tuned variant choices for this adapter (see [`crate::tune`]).
+    tuning: std::sync::RwLock<crate::tune::TuneTable>,
 }
 
 impl std::fmt::Debug for Device {
@@ -232,6 +234,7 @@ impl Device {
             });
         }
         let caps = Capabilities::new(&info, device.features(), device.limits(), &coop);
+        let tuning = std::sync::RwLock::new(crate::tune::load_for(&info));
         Ok(Self {
             device,
             queue,
@@ -240,7 +243,37 @@ impl Device {
             sink,
             pipelines: PipelineCache::default(),
             counters: Counters::default(),
+            tuning,
         })
+    }
+
+    /// The tuned variant for `op` and `bucket`, if this adapter's tuning table has one.
+    pub fn tuned(&self, op: &str, bucket: &str) -> Option<String> {
+        let t = self.tuning.read().unwrap_or_else(|p| p.into_inner());
+        t.get(op, bucket).map(|e| e.variant.clone())
+    }
+
+    /// This device's tuning table (loaded at start-up from the cache file, see [`crate::tune`]).
+    pub fn tuning(&self) -> crate::tune::TuneTable {
+        self.tuning.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the tuning table (for example with a fresh `tune::tune_ops` result).
+    pub fn set_tuning(&self, table: crate::tune::TuneTable) {
+        *self.tuning.write().unwrap_or_else(|p| p.into_inner()) = table;
+    }
+
+    /// Uses the table of a cache shipped with an application, if it has one for this adapter,
+    /// driver and linseq version; returns whether it had.
+    pub fn install_tuning(&self, file: &crate::tune::TuneFile) -> bool {
+        let key = crate::tune::TuneKey::of(&self.info);
+        match file.table(&key) {
+            Some(t) => {
+                self.set_tuning(t.clone());
+                true
+            }
+            None => false,
+        }
     }
 
     /// The adapter this device runs on.

@@ -9,8 +9,9 @@ use crate::ops::selective_scan::Sequences;
 use crate::ops::{embedding, matmul, norm, Recorder};
 use crate::tensor::{DType, Tensor};
 
-/// Embedding table (f32, gathered), final RMSNorm weight, and LM head (`dtype`; the embedding
-/// matrix again when tied, as transformers does unless the checkpoint has `lm_head.weight`).
+/// Embedding table (`dtype`, gathered), final RMSNorm weight, and LM head (`dtype`; the same
+/// tensor as the embedding when tied, as transformers does unless the checkpoint has
+/// `lm_head.weight`).
 pub(crate) struct Head {
     pub embed: Tensor,
     pub lm_head: Tensor,
@@ -46,13 +47,16 @@ impl Head {
 
     pub fn load(dev: &Device, w: &Weights, vocab: usize, d: usize, tie: bool, dtype: DType) -> Result<Self> {
         let (embed, _) = w.f32("backbone.embeddings.weight", Some(&[vocab, d]))?;
+        // The table is held as `dtype` like the other matrices; tied, the LM head is the same
+        // device tensor (one copy of the largest matrix of a small model).
+        let embed = Tensor::from_f32(dev, &[vocab, d], &embed, dtype)?;
         let lm_head = if w.has("lm_head.weight") && !tie {
             Tensor::from_f32(dev, &[vocab, d], &w.f32("lm_head.weight", Some(&[vocab, d]))?.0, dtype)?
         } else {
-            Tensor::from_f32(dev, &[vocab, d], &embed, dtype)?
+            embed.clone()
         };
         Ok(Self {
-            embed: Tensor::from_f32(dev, &[vocab, d], &embed, DType::F32)?,
+            embed,
             lm_head,
             norm_f: Tensor::from_f32(dev, &[d], &w.f32("backbone.norm_f.weight", Some(&[d]))?.0, DType::F32)?,
         })

@@ -192,7 +192,7 @@ impl Mamba {
         let dt = f32t(&[t, di])?;
         let y = f32t(&[t, di])?;
         let o = f32t(&[t, d])?;
-        let kernel = ScanKernel::best(dev.caps(), ScanShape::new(di, n, 1), batch.lens.len());
+        let kernel = ScanKernel::choose(dev, ScanShape::new(di, n, 1), batch.lens.len());
         let flags = ScanFlags {
             delta_softplus: true,
             delta_bias: true,

@@ -253,7 +253,7 @@ impl Mamba2 {
             if step {
                 ssd::ssd_step(rec, &args, &y)?;
             } else {
-                ssd::ssd(rec, c.kernel(), &args, &y)?;
+                ssd::ssd(rec, SsdKernel::choose(dev, c.dims(), seqs.total(), c.kernel()), &args, &y)?;
             }
             elementwise::binary(rec, Binary::MulSilu, &y, &z, &yg)?;
             norm::norm(

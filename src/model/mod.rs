@@ -20,6 +20,7 @@ pub mod config;
 pub mod conformance;
 pub mod mamba;
 pub mod mamba2;
+pub mod random;
 pub mod tokenizer;
 pub mod weights;
 

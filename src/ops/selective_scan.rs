@@ -240,6 +240,30 @@ impl ScanKernel {
         order.into_iter().find(|k| k.runs(caps, shape)).unwrap_or(ScanKernel::Chunked)
     }
 
+    /// The tuning bucket of a shape: N and the power of two of sequences × channels (what
+    /// decides between the kernels; length does not, every kernel is linear in it), clamped to
+    /// the range `linseq tune` measures.
+    pub fn bucket(shape: ScanShape, sequences: usize) -> String {
+        let work = (sequences * shape.dim).max(1);
+        let log2 = (usize::BITS - (work - 1).leading_zeros()).clamp(10, 16);
+        format!("N={} SD=2^{log2}", shape.n)
+    }
+
+    /// The kernel named `name` (a variant name, f32 or f16).
+    pub fn from_name(name: &str) -> Option<Self> {
+        let base = name.strip_suffix(".f16").unwrap_or(name);
+        Self::ALL.into_iter().find(|k| k.variant().name == base)
+    }
+
+    /// The kernel to run: the device's tuned choice for this bucket when there is one and it
+    /// runs the shape, else [`ScanKernel::best`].
+    pub fn choose(dev: &Device, shape: ScanShape, sequences: usize) -> Self {
+        dev.tuned("selective_scan", &Self::bucket(shape, sequences))
+            .and_then(|name| Self::from_name(&name))
+            .filter(|k| k.runs(dev.caps(), shape))
+            .unwrap_or_else(|| Self::best(dev.caps(), shape, sequences))
+    }
+
     /// Kernels with the transition mapping and resets as compile-time switches.
     fn specialised(self) -> bool {
         matches!(self, ScanKernel::Tiled | ScanKernel::Solo | ScanKernel::Paired)

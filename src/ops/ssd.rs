@@ -55,6 +55,32 @@ impl SsdKernel {
             SsdKernel::Chunked(c) => format!("ssd.chunked{c}"),
         }
     }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The tuning bucket: P, N and the class of tokens per call (< 8K, < 32K, more), which
+    /// `linseq tune` measures at 4K, 16K and 64K tokens.
+    pub fn bucket(dims: SsdDims, tokens: usize) -> String {
+        let class = match tokens {
+            0..8192 => "T<8K",
+            8192..32768 => "T<32K",
+            _ => "T>=32K",
+        };
+        format!("P={} N={} {class}", dims.head_dim, dims.n)
+    }
+
+    /// The device's tuned choice for this bucket if there is one, else `default` (chunk sizes
+    /// compute the same thing; the model's configured chunk is the usual default).
+    pub fn choose(
+        dev: &crate::device::Device,
+        dims: SsdDims,
+        tokens: usize,
+        default: SsdKernel,
+    ) -> SsdKernel {
+        dev.tuned("ssd", &Self::bucket(dims, tokens)).and_then(|n| Self::from_name(&n)).unwrap_or(default)
+    }
 }
 
 fn variant(name: &str, entry: &'static str, define: &'static str, input: DType) -> Variant {

@@ -13,3 +13,4 @@ mod ops_sampling;
 mod ops_scan;
 mod ops_ssd;
 mod portability;
+mod tune;

@@ -1,17 +1,25 @@
 //! GPU timing and the bandwidth roofline.
 //!
+//! Op benchmarks live in [`scan`] (selective scan and SSD), the scaling report's plot in
+//! [`plot`]; `linseq tune` ([`crate::tune`]) runs the same measurements to pick variants.
+//!
 //! Each measurement records `inner` copies of the same dispatch into one compute pass (so
 //! per-submit overhead is amortised), runs it `warmup` times, then `reps` times, and reports the
 //! median/min/max per dispatch. Time comes from timestamp queries at the pass boundaries where
 //! the adapter supports them, otherwise from wall clock around submit+wait (labelled `wall`).
 
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::{self, matmul, Recorder, Recording};
 use crate::tensor::{DType, Tensor};
 use crate::testing::{compare, Rng};
 use serde::Serialize;
 use std::time::Instant;
+
+pub mod model;
+pub mod plot;
+pub mod scan;
+pub use scan::{selective_scan, selective_scan_step, ssd, ssd_step, ScanCase, SsdCase};
 
 /// Timing statistics per dispatch, in seconds.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -51,6 +59,32 @@ pub fn measure(rec: &Recording, inner: usize, cfg: BenchConfig) -> Result<Stats>
     })
 }
 
+/// Which variants a benchmark runs: all, or those whose name contains one of a list of
+/// patterns (`--variants tiled,solo`).
+#[derive(Debug, Clone, Default)]
+pub struct Variants(Option<Vec<String>>);
+
+impl Variants {
+    pub fn all() -> Self {
+        Self(None)
+    }
+
+    /// `all`, or a comma-separated list of name patterns.
+    pub fn parse(spec: &str) -> Self {
+        let list: Vec<String> =
+            spec.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+        if list.is_empty() || list.iter().any(|s| s == "all") {
+            Self(None)
+        } else {
+            Self(Some(list))
+        }
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.as_ref().is_none_or(|l| l.iter().any(|p| name.contains(p.as_str())))
+    }
+}
+
 /// One row of a benchmark report.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
@@ -66,6 +100,9 @@ pub struct BenchRow {
     pub pct_of_copy: f64,
     /// Whether sampled outputs agree with the f64 reference (None: not checked).
     pub agrees: Option<bool>,
+    /// Tokens per second (model benchmarks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<f64>,
 }
 
 /// Sizes and repetition counts of a run.
@@ -91,12 +128,12 @@ impl BenchConfig {
 }
 
 /// Work done by one dispatch: bytes moved and floating-point operations.
-struct Work {
-    bytes: f64,
-    flops: f64,
+pub(crate) struct Work {
+    pub(crate) bytes: f64,
+    pub(crate) flops: f64,
 }
 
-fn row(
+pub(crate) fn row(
     case: &str,
     variant: &str,
     shape: String,
@@ -118,6 +155,7 @@ fn row(
         tflop_per_s: flops / stats.median / 1e12,
         pct_of_copy: if roofline > 0.0 { 100.0 * gbs / roofline } else { 0.0 },
         agrees,
+        tokens_per_s: None,
     }
 }
 
@@ -230,7 +268,7 @@ pub fn bench_linear(
 }
 
 /// The foundation's benchmark set: copy roofline, GEMV and GEMM variants.
-pub fn run_core(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> Result<Vec<BenchRow>> {
+pub fn run_core(dev: &Device, cfg: BenchConfig, variants: &Variants) -> Result<Vec<BenchRow>> {
     let copy = copy_roofline(dev, cfg)?;
     let roof = copy.gb_per_s;
     let mut rows = vec![copy];
@@ -259,7 +297,7 @@ pub fn run_core(dev: &Device, cfg: BenchConfig, filter: Option<&str>) -> Result<
     }
     let mut inputs = std::collections::HashMap::new();
     for (name, m, n, k) in cases {
-        if filter.is_some_and(|f| !name.contains(f)) {
+        if !variants.matches(name) {
             continue;
         }
         let v = crate::shader::find(name)?;
@@ -309,6 +347,9 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.agrees.map_or("-", |a| if a { "yes" } else { "NO" }),
             r.stats.clock
         );
+        if let Some(tps) = r.tokens_per_s {
+            s += &format!("         {tps:.0} tokens/s\n");
+        }
     }
     s
 }
@@ -404,308 +445,4 @@ pub fn decode_replay(
         bind_groups_per_step: per(after.bind_groups, before.bind_groups),
         submits_per_step: per(after.submits, before.submits),
     })
-}
-
-/// Selective-scan benchmark: every kernel on batch × d × L (N = 16), plus the decode step.
-/// Channel rows repeat one random row per tensor (timing does not depend on the values; the
-/// agreement check recomputes sampled channels in f64). Shapes whose tensors exceed the
-/// device's binding limit are reported and skipped.
-pub fn selective_scan(
-    dev: &Device,
-    cfg: BenchConfig,
-    filter: Option<&str>,
-    shape_filter: Option<&str>,
-) -> Result<Vec<BenchRow>> {
-    let skip_shape = |s: &str| shape_filter.is_some_and(|f| !s.contains(f));
-    use crate::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, ScanRef, Sequences};
-    let copy = copy_roofline(dev, cfg)?;
-    let roof = copy.gb_per_s;
-    let mut rows = vec![copy];
-    let n = 16;
-    let (batch, dims, lens): (usize, Vec<usize>, Vec<usize>) = if cfg.quick {
-        (2, vec![64], vec![1024])
-    } else {
-        (8, vec![1536, 2048, 5120], vec![2048, 4096, 8192, 16384, 32768, 65536])
-    };
-    let max_bind = dev.caps().max_storage_buffer_binding_size.min(dev.caps().max_buffer_size);
-    let flags = ScanFlags {
-        delta_softplus: true,
-        delta_bias: true,
-        d_skip: true,
-        neg_eigen: false,
-        init_state: false,
-    };
-    let mut rng = Rng::new(11);
-    for &dim in &dims {
-        for &l in &lens {
-            let shape = format!("B={batch} d={dim} L={l} N={n}");
-            if skip_shape(&shape) {
-                continue;
-            }
-            let t = batch * l;
-            if (dim * t * 4) as u64 > max_bind {
-                eprintln!("selective-scan d={dim} L={l} batch={batch}: [T, D] tensors need {} MiB, over this device's {} MiB binding limit; skipped", (dim * t * 4) >> 20, max_bind >> 20);
-                continue;
-            }
-            let row_u = rng.vec(t, -1.0, 1.0);
-            let row_dt = rng.vec(t, -3.0, 1.0);
-            let row_z = rng.vec(t, -2.0, 2.0);
-            let bc_host = rng.vec(2 * n * t, -1.0, 1.0);
-            let tile = |row: &[f32]| -> Result<Tensor> {
-                // Token-major: every channel of token t holds row[t].
-                let v: Vec<f32> = row.iter().flat_map(|&x| std::iter::repeat_n(x, dim)).collect();
-                Tensor::from_slice(dev, &[t, dim], &v)
-            };
-            let u = tile(&row_u)?;
-            let delta = tile(&row_dt)?;
-            let z = tile(&row_z)?;
-            let bc = Tensor::from_slice(dev, &[t, 2, 1, n], &bc_host)?;
-            let a: Vec<f32> = rng.vec(dim * n, -2.0, -0.1);
-            let dsk = rng.vec(dim, -1.0, 1.0);
-            let bias = rng.vec(dim, -1.0, 0.5);
-            let chan_host = ss::pack_channel_params(&a, Some(&dsk), Some(&bias), dim, n);
-            let chan = Tensor::from_slice(dev, &[dim, n + 2], &chan_host)?;
-            let seqs = Sequences::new(dev, &vec![l; batch], None)?;
-            let state = Tensor::empty(dev, &[batch, dim, n], DType::F32)?;
-            let y = Tensor::empty(dev, &[t, dim], DType::F32)?;
-            let args = ScanArgs {
-                u: &u,
-                delta: &delta,
-                bc: &bc,
-                z: Some(&z),
-                chan: &chan,
-                seqs: &seqs,
-                state: &state,
-                groups: 1,
-                flags,
-            };
-            // Bytes each input and output counted once.
-            let bytes = (4 * dim * t * 4 + 2 * n * t * 4 + batch * dim * n * 4 + chan_host.len() * 4) as f64;
-            for kernel in ScanKernel::ALL {
-                let v = kernel.variant();
-                if !kernel.runs(dev.caps(), ss::ScanShape::new(dim, n, 1))
-                    || filter.is_some_and(|f| !v.name.contains(f))
-                {
-                    continue;
-                }
-                let mut rec = Recorder::new(dev);
-                ss::selective_scan(&mut rec, kernel, &args, &y)?;
-                let rec = rec.finish();
-                let stats = measure(&rec, 1, cfg)?;
-                // Agreement on two sampled channels.
-                let got = y.read::<f32>(dev)?;
-                let mut ok = true;
-                for d in [0, dim - 1] {
-                    let (want, _) = ss::selective_scan_ref(&ScanRef {
-                        u: &row_u,
-                        delta: &row_dt,
-                        bc: &bc_host,
-                        z: Some(&row_z),
-                        chan: &chan_host[d * (n + 2)..(d + 1) * (n + 2)],
-                        cu: seqs.cu_seqlens(),
-                        resets: None,
-                        state: &vec![0.0; batch * n],
-                        dim: 1,
-                        n,
-                        groups: 1,
-                        flags,
-                    });
-                    let col: Vec<f32> = (0..t).map(|i| got[i * dim + d]).collect();
-                    let c = compare(&col, &want);
-                    ok &= c.nonfinite_mismatches == 0 && c.nmse <= 1e-7;
-                }
-                rows.push(row(
-                    "scan",
-                    &v.name,
-                    shape.clone(),
-                    stats,
-                    Work { bytes, flops: 0.0 },
-                    roof,
-                    Some(ok),
-                ));
-            }
-        }
-    }
-    // Decode step: one token for each of `batch` sequences.
-    for &dim in &dims {
-        let s = if cfg.quick { 2 } else { 64 };
-        let shape = format!("S={s} d={dim} N={n}");
-        if skip_shape(&shape) {
-            continue;
-        }
-        let mk = |shape: &[usize]| Tensor::from_slice(dev, shape, &vec![0.5f32; shape.iter().product()]);
-        let (u, delta, z, y) = (mk(&[s, dim])?, mk(&[s, dim])?, mk(&[s, dim])?, mk(&[s, dim])?);
-        let bc = mk(&[s, 2, 1, n])?;
-        let chan = Tensor::from_slice(
-            dev,
-            &[dim, n + 2],
-            &ss::pack_channel_params(&vec![-1.0; dim * n], None, None, dim, n),
-        )?;
-        let state = mk(&[s, dim, n])?;
-        let seqs = Sequences::decode(dev, s, None)?;
-        let args = ScanArgs {
-            u: &u,
-            delta: &delta,
-            bc: &bc,
-            z: Some(&z),
-            chan: &chan,
-            seqs: &seqs,
-            state: &state,
-            groups: 1,
-            flags,
-        };
-        let inner = if cfg.quick { 2 } else { 100 };
-        let mut rec = Recorder::new(dev);
-        for _ in 0..inner {
-            ss::selective_scan_step(&mut rec, &args, &y)?;
-        }
-        let rec = rec.finish();
-        let stats = measure(&rec, inner, cfg)?;
-        let bytes = (4 * dim * s * 4 + 2 * n * s * 4 + 2 * s * dim * n * 4) as f64;
-        rows.push(row(
-            "scan-step",
-            "selective_scan.step",
-            shape,
-            stats,
-            Work { bytes, flops: 0.0 },
-            roof,
-            None,
-        ));
-    }
-    Ok(rows)
-}
-
-/// SSD benchmark: every kernel on fla's `chunk_simple_gla` comparison shape (B 8, T 4096,
-/// H 16, K = V = 128: heads 16, P 128, N 128, groups 16) and on Mamba-2-130M's layer shape
-/// (heads 24, P 64, N 128, groups 1) at L = 4K and 16K, plus the decode step at batch 1 and 64.
-/// Agreement: the first sequence against the f64 recurrence (relative RMSE ≤ 1e-3).
-pub fn ssd(
-    dev: &Device,
-    cfg: BenchConfig,
-    filter: Option<&str>,
-    shape_filter: Option<&str>,
-) -> Result<Vec<BenchRow>> {
-    use crate::ops::selective_scan::Sequences;
-    use crate::ops::ssd::{self as sd, SsdArgs, SsdDims, SsdFlags, SsdKernel, SsdRef};
-    let skip_shape = |s: &str| shape_filter.is_some_and(|f| !s.contains(f));
-    let copy = copy_roofline(dev, cfg)?;
-    let roof = copy.gb_per_s;
-    let mut rows = vec![copy];
-    let shapes: Vec<(usize, usize, SsdDims)> = if cfg.quick {
-        vec![(2, 200, SsdDims { heads: 4, head_dim: 16, groups: 2, n: 16 })]
-    } else {
-        vec![
-            (8, 4096, SsdDims { heads: 16, head_dim: 128, groups: 16, n: 128 }),
-            (8, 4096, SsdDims { heads: 24, head_dim: 64, groups: 1, n: 128 }),
-            (8, 16384, SsdDims { heads: 24, head_dim: 64, groups: 1, n: 128 }),
-        ]
-    };
-    let flags = SsdFlags::default();
-    let mut rng = Rng::new(21);
-    for &(batch, l, d) in &shapes {
-        let shape = format!("B={batch} L={l} H={} P={} N={} G={}", d.heads, d.head_dim, d.n, d.groups);
-        if skip_shape(&shape) {
-            continue;
-        }
-        let t = batch * l;
-        let xbc_host = rng.vec(t * d.width(), -1.0, 1.0);
-        let dt_host = rng.vec(t * d.heads, -4.0, 0.0);
-        let a = rng.vec(d.heads, -4.0, -0.5);
-        let heads_host =
-            sd::pack_head_params(&a, Some(&rng.vec(d.heads, -1.0, 1.0)), Some(&vec![0.0; d.heads]));
-        let xbc = Tensor::from_slice(dev, &[t, d.width()], &xbc_host)?;
-        let dt = Tensor::from_slice(dev, &[t, d.heads], &dt_host)?;
-        let heads = Tensor::from_slice(dev, &[d.heads, 4], &heads_host)?;
-        let seqs = Sequences::new(dev, &vec![l; batch], None)?;
-        let state = Tensor::empty(dev, &[batch, d.heads, d.head_dim, d.n], DType::F32)?;
-        let y = Tensor::empty(dev, &[t, d.heads * d.head_dim], DType::F32)?;
-        let args = SsdArgs { xbc: &xbc, dt: &dt, heads: &heads, seqs: &seqs, state: &state, dims: d, flags };
-        let hp = d.heads * d.head_dim;
-        let bytes = ((t * d.width() + t * d.heads + t * hp + batch * hp * d.n) * 4) as f64;
-        // The first sequence's f64 reference, once per shape.
-        let want = sd::ssd_ref(&SsdRef {
-            xbc: &xbc_host[..l * d.width()],
-            dt: &dt_host[..l * d.heads],
-            heads: &heads_host,
-            cu: &[0, l],
-            resets: None,
-            state: &[],
-            dims: d,
-            flags,
-        })
-        .0;
-        for kernel in SsdKernel::ALL {
-            let name = kernel.name();
-            if filter.is_some_and(|f| !name.contains(f)) {
-                continue;
-            }
-            let mut rec = Recorder::new(dev);
-            match sd::ssd(&mut rec, kernel, &args, &y) {
-                Err(Error::Limit(why)) => {
-                    eprintln!("{name} {shape}: skipped, {why}");
-                    continue;
-                }
-                r => r?,
-            }
-            let rec = rec.finish();
-            let stats = measure(&rec, 1, cfg)?;
-            let got = y.read::<f32>(dev)?;
-            let c = compare(&got[..l * hp], &want);
-            let ok = c.nonfinite_mismatches == 0 && c.nmse.sqrt() <= 1e-3; // relative RMSE
-            let per_token = match kernel {
-                SsdKernel::Sequential => 4 * d.head_dim * d.n,
-                SsdKernel::Chunked(cs) => 4 * d.head_dim * d.n + cs * (d.n + d.head_dim),
-            };
-            let flops = (t * d.heads * per_token) as f64;
-            rows.push(row("ssd", &name, shape.clone(), stats, Work { bytes, flops }, roof, Some(ok)));
-            // Where the chunked path's time goes: each dispatch timed alone.
-            if kernel == SsdKernel::Chunked(64) {
-                for (stage, bit) in sd::STAGES {
-                    let mut rec = Recorder::new(dev);
-                    sd::record_chunked(&mut rec, &args, &y, 64, bit)?;
-                    let stats = measure(&rec.finish(), 1, cfg)?;
-                    let what = format!("{name}/{stage}");
-                    rows.push(row(
-                        "ssd-stage",
-                        &what,
-                        shape.clone(),
-                        stats,
-                        Work { bytes: 0.0, flops: 0.0 },
-                        roof,
-                        None,
-                    ));
-                }
-            }
-        }
-    }
-    // Decode step on Mamba-2-130M's layer shape.
-    let d = if cfg.quick {
-        SsdDims { heads: 4, head_dim: 16, groups: 1, n: 16 }
-    } else {
-        SsdDims { heads: 24, head_dim: 64, groups: 1, n: 128 }
-    };
-    for s in [1usize, 64] {
-        let shape = format!("S={s} H={} P={} N={}", d.heads, d.head_dim, d.n);
-        if skip_shape(&shape) || filter.is_some_and(|f| !"ssd.step".contains(f)) {
-            continue;
-        }
-        let mk = |shape: &[usize]| Tensor::from_slice(dev, shape, &vec![0.25f32; shape.iter().product()]);
-        let (xbc, dt, y) = (mk(&[s, d.width()])?, mk(&[s, d.heads])?, mk(&[s, d.heads * d.head_dim])?);
-        let heads =
-            Tensor::from_slice(dev, &[d.heads, 4], &sd::pack_head_params(&vec![-1.0; d.heads], None, None))?;
-        let state = mk(&[s, d.heads, d.head_dim, d.n])?;
-        let seqs = Sequences::decode(dev, s, None)?;
-        let args = SsdArgs { xbc: &xbc, dt: &dt, heads: &heads, seqs: &seqs, state: &state, dims: d, flags };
-        let inner = if cfg.quick { 2 } else { 100 };
-        let mut rec = Recorder::new(dev);
-        for _ in 0..inner {
-            sd::ssd_step(&mut rec, &args, &y)?;
-        }
-        let rec = rec.finish();
-        let stats = measure(&rec, inner, cfg)?;
-        let bytes = ((s * (d.width() + d.heads + d.heads * d.head_dim) + 2 * s * d.heads * d.head_dim * d.n)
-            * 4) as f64;
-        rows.push(row("ssd-step", "ssd.step", shape, stats, Work { bytes, flops: 0.0 }, roof, None));
-    }
-    Ok(rows)
 }

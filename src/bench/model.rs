@@ -1,0 +1,136 @@
+//! Model benchmarks on random weights of real configurations ([`crate::model::random`]):
+//! prefill tokens/s at batch 1 over a range of lengths (last-token logits, what generation
+//! needs) and decode tokens/s at several batch sizes (the recorded decoder, logits read back
+//! every step). Times are wall clock around the whole call, uploads and readback included.
+//! A decode row's "%copy" is its weight-streaming efficiency: weight bytes per step against
+//! the copy roofline measured in the same run.
+
+use super::{copy_roofline, row, BenchConfig, BenchRow, Stats, Work};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::model::{self, random};
+use crate::tensor::DType;
+use crate::testing::Rng;
+use std::time::Instant;
+
+/// Lengths and batch sizes of a model benchmark.
+#[derive(Debug, Clone)]
+pub struct ModelBench {
+    pub prefill_lens: Vec<usize>,
+    pub decode_batches: Vec<usize>,
+    pub decode_steps: usize,
+}
+
+impl ModelBench {
+    /// Prefill at 1K–64K tokens, decode at batch 1 and 64 (16 and 64 tokens, batch 1 and 4,
+    /// on --quick).
+    pub fn new(cfg: BenchConfig) -> Self {
+        if cfg.quick {
+            Self { prefill_lens: vec![16, 64], decode_batches: vec![1, 4], decode_steps: 3 }
+        } else {
+            Self {
+                prefill_lens: vec![1024, 4096, 16384, 65536],
+                decode_batches: vec![1, 64],
+                decode_steps: 100,
+            }
+        }
+    }
+}
+
+fn wall_stats(mut times: Vec<f64>) -> Stats {
+    times.sort_by(f64::total_cmp);
+    Stats { median: times[times.len() / 2], min: times[0], max: times[times.len() - 1], clock: "wall" }
+}
+
+/// Benchmarks `preset` (see [`random::PRESETS`]) with weights held as `dtype`. The random
+/// checkpoint is written to `dir` first unless it holds one already.
+pub fn model(
+    dev: &Device,
+    cfg: BenchConfig,
+    preset: &str,
+    dtype: DType,
+    dir: &std::path::Path,
+    plan: &ModelBench,
+) -> Result<Vec<BenchRow>> {
+    let p = random::preset(preset)?;
+    if !dir.join("model.safetensors").exists() {
+        eprintln!("writing a random {preset} checkpoint to {}", dir.display());
+        p.write(dir, 1)?;
+    }
+    let copy = copy_roofline(dev, cfg)?;
+    let roof = copy.gb_per_s;
+    let mut rows = vec![copy];
+    let m = model::load(dev, dir, dtype)?;
+    let params = m.parameters();
+    let weight_bytes = (params * dtype.size()) as f64;
+    let variant = format!("linseq.{preset}.{}", if dtype == DType::F16 { "f16" } else { "f32" });
+    let mut rng = Rng::new(3);
+    let vocab = m.vocab() as u64;
+    let mut ids = |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect() };
+    let reps = if cfg.quick { 1 } else { 3 };
+    for &len in &plan.prefill_lens {
+        let prompt = ids(len);
+        let mut times = Vec::new();
+        let mut failed = None;
+        for rep in 0..=reps {
+            let mut state = m.new_state(dev, 1)?;
+            let t0 = Instant::now();
+            match m.prefill(dev, &prompt, &[len], &mut state) {
+                Ok(_) if rep > 0 => times.push(t0.elapsed().as_secs_f64()), // rep 0 warms up
+                Ok(_) => {}
+                Err(e @ (Error::Limit(_) | Error::Shape(_) | Error::OutOfMemory(_))) => {
+                    failed = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(e) = failed {
+            eprintln!("{variant} prefill L={len}: skipped, {e}");
+            continue;
+        }
+        let stats = wall_stats(times);
+        let flops = 2.0 * params as f64 * len as f64;
+        let mut r =
+            row("prefill", &variant, format!("B=1 L={len}"), stats, Work { bytes: 0.0, flops }, roof, None);
+        r.tokens_per_s = Some(len as f64 / stats.median);
+        rows.push(r);
+    }
+    for &batch in &plan.decode_batches {
+        let mut state = m.new_state(dev, batch)?;
+        m.prefill(dev, &ids(8 * batch), &vec![8; batch], &mut state)?;
+        let dec = m.decoder(dev, &state)?;
+        let mut step_ids = ids(batch);
+        for _ in 0..5 {
+            let logits = dec.step(&step_ids)?;
+            step_ids = (0..batch)
+                .map(|s| model::sample(&logits[s * m.vocab()..(s + 1) * m.vocab()], &Default::default(), 0))
+                .collect();
+        }
+        let mut times = Vec::with_capacity(plan.decode_steps);
+        for _ in 0..plan.decode_steps {
+            let t0 = Instant::now();
+            dec.step(&step_ids)?;
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        let stats = wall_stats(times);
+        let flops = 2.0 * params as f64 * batch as f64;
+        let mut r = row(
+            "decode",
+            &variant,
+            format!("S={batch} ({} dispatches)", dec.dispatches()),
+            stats,
+            Work { bytes: weight_bytes, flops },
+            roof,
+            None,
+        );
+        r.tokens_per_s = Some(batch as f64 / stats.median);
+        rows.push(r);
+    }
+    eprintln!(
+        "{variant}: {:.1}M parameters, {:.0} MB of weights; decode %copy = weight-streaming efficiency",
+        params as f64 / 1e6,
+        weight_bytes / 1e6
+    );
+    Ok(rows)
+}

@@ -1,0 +1,226 @@
+//! `linseq bench` and `linseq tune`.
+
+use clap::Args;
+use linseq::bench::{self, BenchConfig, BenchRow, ScanCase, SsdCase, Variants};
+use linseq::{tune, Device};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+type CmdResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// What to benchmark: `core` (copy roofline, GEMV, GEMM), `selective-scan` (every scan
+    /// kernel and the decode step), `ssd` (Mamba-2's SSD kernels and decode step), `model`
+    /// (prefill and decode tokens/s of --preset on random weights) or `decode` (CPU and GPU
+    /// cost of replaying a 24-layer decode-step graph).
+    #[arg(default_value = "core")]
+    what: String,
+    /// `all`, or variants whose name contains one of these comma-separated patterns.
+    #[arg(long, alias = "filter", default_value = "all")]
+    variants: String,
+    /// Only shapes whose description contains this, e.g. "d=2048 L=16384".
+    #[arg(long)]
+    shape: Option<String>,
+    /// Scaling report instead: the op at L = 1K, 2K, … up to --max-len tokens; writes an SVG
+    /// plot (--svg) and prints each variant's fitted exponent.
+    #[arg(long)]
+    scaling: bool,
+    /// Scaling report: channels (batch 1).
+    #[arg(long, default_value_t = 384)]
+    scaling_dim: usize,
+    /// Scaling report: longest length.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_len: usize,
+    /// Scaling report: where to write the plot.
+    #[arg(long, value_name = "FILE", default_value = "scaling-selective-scan.svg")]
+    svg: PathBuf,
+    /// Model benchmark: mamba-130m, mamba2-130m or mamba-1.4b (random weights of the real
+    /// configuration, written once to --model-dir).
+    #[arg(long, default_value = "mamba-130m")]
+    preset: String,
+    /// Model benchmark: weight dtype on the device, f32 or f16.
+    #[arg(long, default_value = "f16")]
+    dtype: String,
+    /// Model benchmark: where the random checkpoint lives (default: the temp directory).
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// Small sizes, few repetitions (the default on CPU adapters such as lavapipe).
+    #[arg(long)]
+    quick: bool,
+    /// Full sizes even on a CPU adapter (can take hours there).
+    #[arg(long, conflicts_with = "quick")]
+    full: bool,
+    /// Also write the rows as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct TuneArgs {
+    /// Ops to tune, comma-separated: selective-scan, ssd.
+    #[arg(long, default_value = "selective-scan,ssd")]
+    ops: String,
+    /// Small shapes (smoke run; the default on CPU adapters).
+    #[arg(long)]
+    quick: bool,
+    /// Cache file (default: LINSEQ_TUNE_CACHE, else the user cache directory).
+    #[arg(long, value_name = "FILE")]
+    cache: Option<PathBuf>,
+    /// Print the choices without saving them.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn open_device() -> Result<(Device, bool), Box<dyn std::error::Error>> {
+    let dev = Device::new()?;
+    eprintln!("adapter: {}", dev.describe());
+    let software = dev.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    Ok((dev, software))
+}
+
+pub fn bench(a: BenchArgs) -> CmdResult {
+    let (dev, software) = open_device()?;
+    if software && !a.quick && !a.full {
+        eprintln!("CPU adapter: using --quick sizes (pass --full for the GPU sizes)");
+    }
+    let quick = a.quick || (software && !a.full);
+    let cfg = if quick { BenchConfig::quick() } else { BenchConfig::full() };
+    let variants = Variants::parse(&a.variants);
+    if a.what == "decode" {
+        return decode(&dev, quick, a.json);
+    }
+    let keep = |label: &str| a.shape.as_deref().is_none_or(|f| label.contains(f));
+    let rows: Vec<BenchRow> = match (a.what.as_str(), a.scaling) {
+        ("selective-scan" | "scan", true) => {
+            let (dim, max_len) = if quick { (64, a.max_len.min(8192)) } else { (a.scaling_dim, a.max_len) };
+            let rows = bench::scan::selective_scan_scaling(&dev, cfg, &variants, 1, dim, max_len, 1.0)?;
+            let series = bench::plot::series(&rows, "scan");
+            let fit_from = if quick { 2048.0 } else { 16384.0 };
+            let title = format!("selective scan, batch 1, d = {dim}, N = 16 — {}", dev.adapter_info().name);
+            std::fs::write(&a.svg, bench::plot::svg(&title, &series, fit_from))?;
+            eprintln!("wrote {}", a.svg.display());
+            for (name, pts) in &series {
+                let k = bench::plot::fitted_exponent(pts, fit_from);
+                let span = pts.last().map_or(0.0, |p| p.0);
+                match k {
+                    Some(k) => println!("{name}: time ∝ L^{k:.3} (fit over {fit_from} ≤ L ≤ {span})"),
+                    None => println!("{name}: too few points to fit"),
+                }
+            }
+            rows
+        }
+        (other, true) => {
+            return Err(format!("no scaling report for {other:?}; available: selective-scan").into())
+        }
+        ("core", false) => bench::run_core(&dev, cfg, &variants)?,
+        ("model", false) => {
+            let dtype = crate::model_cmds::parse_dtype(&a.dtype)?;
+            let dir = a
+                .model_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join(format!("linseq-bench-{}", a.preset)));
+            bench::model::model(&dev, cfg, &a.preset, dtype, &dir, &bench::model::ModelBench::new(cfg))?
+        }
+        ("selective-scan" | "scan", false) => {
+            let cases: Vec<ScanCase> = ScanCase::grid(cfg).into_iter().filter(|c| keep(&c.label())).collect();
+            let mut rows = bench::selective_scan(&dev, cfg, &variants, &cases)?;
+            let steps = bench::selective_scan_step(&dev, cfg, &variants)?;
+            rows.extend(steps.into_iter().skip(1).filter(|r| keep(&r.shape)));
+            rows
+        }
+        ("ssd", false) => {
+            let cases: Vec<SsdCase> = SsdCase::grid(cfg).into_iter().filter(|c| keep(&c.label())).collect();
+            let mut rows = bench::ssd(&dev, cfg, &variants, &cases, true)?;
+            let steps = bench::ssd_step(&dev, cfg, &variants)?;
+            rows.extend(steps.into_iter().skip(1).filter(|r| keep(&r.shape)));
+            rows
+        }
+        (other, false) => {
+            return Err(format!(
+                "unknown benchmark {other:?}; available: core, decode, model, selective-scan, ssd"
+            )
+            .into())
+        }
+    };
+    print!("{}", bench::table(&rows));
+    if let Some(path) = a.json {
+        let doc = serde_json::json!({ "adapter": dev.describe(), "caps": dev.caps(), "rows": rows });
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    let bad = rows.iter().filter(|r| r.agrees == Some(false)).count();
+    Ok(if bad > 0 {
+        eprintln!("{bad} benchmark output(s) disagree with the reference");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn decode(dev: &Device, quick: bool, json: Option<PathBuf>) -> CmdResult {
+    let (layers, steps) = if quick { (4, 20) } else { (24, 500) };
+    let mut all = Vec::new();
+    for greedy in [true, false] {
+        let s = bench::decode_replay(dev, layers, 768, 50280, steps, greedy)?;
+        println!(
+            "decode replay ({}): {} layers, d_model {}, vocab {}: {} dispatches in one pass",
+            s.sampling, s.layers, s.d_model, s.vocab, s.dispatches
+        );
+        println!("  CPU encode + submit   {:>9.1} µs/step (median of {steps})", s.encode_submit_us);
+        println!("  GPU                   {:>9.1} µs/step ({})", s.gpu_us, s.clock);
+        println!("  submit + wait (wall)  {:>9.1} µs/step", s.step_wall_us);
+        println!(
+            "  per step: {} submit(s), {} new buffers, {} new bind groups",
+            s.submits_per_step, s.buffers_per_step, s.bind_groups_per_step
+        );
+        all.push(s);
+    }
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&all)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tune(a: TuneArgs) -> CmdResult {
+    let (dev, software) = open_device()?;
+    let quick = a.quick || software;
+    if software && !a.quick {
+        eprintln!("CPU adapter: tuning on --quick shapes");
+    }
+    let path = a.cache.or_else(tune::default_path);
+    let ops: Vec<&str> = a.ops.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} buckets  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (table, refused) = tune::tune_ops(&dev, &ops, quick, &|i, n, what| {
+        bar.set_length(n as u64);
+        bar.set_position(i as u64);
+        bar.set_message(what.to_string());
+    })?;
+    bar.finish_and_clear();
+    println!("{:<36} {:<28} {:>10}  candidates (median µs)", "op/bucket", "chosen", "µs");
+    for (k, e) in &table.entries {
+        let cands: Vec<String> = e
+            .candidates
+            .iter()
+            .map(|(n, t)| format!("{}={:.1}", n.rsplit('.').next().unwrap_or(n), t * 1e6))
+            .collect();
+        println!("{k:<36} {:<28} {:>10.1}  {}", e.variant, e.candidates[&e.variant] * 1e6, cands.join(" "));
+    }
+    for r in &refused {
+        eprintln!("refused: {r}");
+    }
+    if !a.dry_run {
+        let Some(path) = path else {
+            return Err("no cache location: set LINSEQ_TUNE_CACHE or HOME, or pass --cache FILE".into());
+        };
+        let mut file = tune::TuneFile::load(&path)?;
+        file.merge(table);
+        file.save(&path)?;
+        eprintln!("saved {} ({} table(s))", path.display(), file.tables.len());
+    }
+    Ok(if refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,169 @@
+//! Random-weight checkpoints of real configurations, written in Hugging Face format
+//! (config.json and an f16 model.safetensors), for benchmarks: the loader and the runtimes run
+//! on them unchanged. The values are random but in the ranges trained checkpoints have (unit norms, S4D-style
+//! A_log, dt biases that give dt ≈ 0.001–0.1), so the arithmetic stays finite.
+
+use crate::error::{Error, Result};
+use crate::testing::Rng;
+use half::f16;
+use std::path::Path;
+
+/// A model configuration to benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub model_type: &'static str,
+    pub d_model: usize,
+    pub layers: usize,
+    pub d_state: usize,
+    pub vocab: usize,
+    /// Mamba-2 head size (unused for Mamba).
+    pub head_dim: usize,
+}
+
+/// Mamba-130M, Mamba-2-130M and Mamba-1.4B (the state-spaces checkpoints' configurations).
+pub const PRESETS: [Preset; 3] = [
+    Preset {
+        name: "mamba-130m",
+        model_type: "mamba",
+        d_model: 768,
+        layers: 24,
+        d_state: 16,
+        vocab: 50280,
+        head_dim: 0,
+    },
+    Preset {
+        name: "mamba2-130m",
+        model_type: "mamba2",
+        d_model: 768,
+        layers: 24,
+        d_state: 128,
+        vocab: 50288,
+        head_dim: 64,
+    },
+    Preset {
+        name: "mamba-1.4b",
+        model_type: "mamba",
+        d_model: 2048,
+        layers: 48,
+        d_state: 16,
+        vocab: 50280,
+        head_dim: 0,
+    },
+];
+
+pub fn preset(name: &str) -> Result<Preset> {
+    PRESETS.iter().copied().find(|p| p.name == name).ok_or_else(|| {
+        let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+        Error::Invalid(format!("unknown model preset {name:?}; available: {}", names.join(", ")))
+    })
+}
+
+impl Preset {
+    fn config_json(&self) -> String {
+        let (d, n, l, v) = (self.d_model, self.d_state, self.layers, self.vocab);
+        if self.model_type == "mamba" {
+            format!(
+                r#"{{"model_type": "mamba", "hidden_size": {d}, "intermediate_size": {}, "state_size": {n},
+  "time_step_rank": "auto", "conv_kernel": 4, "num_hidden_layers": {l}, "vocab_size": {v},
+  "layer_norm_epsilon": 1e-5, "use_bias": false, "use_conv_bias": true, "tie_word_embeddings": true,
+  "residual_in_fp32": true}}"#,
+                2 * d
+            )
+        } else {
+            format!(
+                r#"{{"model_type": "mamba2", "hidden_size": {d}, "expand": 2, "head_dim": {}, "num_heads": {},
+  "n_groups": 1, "state_size": {n}, "conv_kernel": 4, "num_hidden_layers": {l}, "vocab_size": {v},
+  "layer_norm_epsilon": 1e-5, "chunk_size": 256, "use_bias": false, "use_conv_bias": true,
+  "tie_word_embeddings": true, "residual_in_fp32": true,
+  "time_step_limit": [0.0, {{"__float__": "Infinity"}}]}}"#,
+                self.head_dim,
+                2 * d / self.head_dim
+            )
+        }
+    }
+
+    /// (name, shape, value range or fixed generator) of every tensor.
+    fn tensors(&self) -> Vec<(String, Vec<usize>, Init)> {
+        let (d, n, v) = (self.d_model, self.d_state, self.vocab);
+        let di = 2 * d;
+        let s = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
+        let mut t = vec![
+            ("backbone.embeddings.weight".to_string(), vec![v, d], Init::Uniform(-0.1, 0.1)),
+            ("backbone.norm_f.weight".to_string(), vec![d], Init::Uniform(0.9, 1.1)),
+        ];
+        for i in 0..self.layers {
+            let p = format!("backbone.layers.{i}");
+            t.push((format!("{p}.norm.weight"), vec![d], Init::Uniform(0.9, 1.1)));
+            let m = format!("{p}.mixer");
+            if self.model_type == "mamba" {
+                let r = d.div_ceil(16);
+                t.push((format!("{m}.in_proj.weight"), vec![2 * di, d], Init::Uniform(-s(d), s(d))));
+                t.push((format!("{m}.conv1d.weight"), vec![di, 1, 4], Init::Uniform(-0.5, 0.5)));
+                t.push((format!("{m}.conv1d.bias"), vec![di], Init::Uniform(-0.1, 0.1)));
+                t.push((format!("{m}.x_proj.weight"), vec![r + 2 * n, di], Init::Uniform(-s(di), s(di))));
+                t.push((format!("{m}.dt_proj.weight"), vec![di, r], Init::Uniform(-s(r), s(r))));
+                t.push((format!("{m}.dt_proj.bias"), vec![di], Init::Uniform(-6.9, -2.3)));
+                t.push((format!("{m}.A_log"), vec![di, n], Init::S4dLog(n)));
+                t.push((format!("{m}.D"), vec![di], Init::Uniform(0.9, 1.1)));
+                t.push((format!("{m}.out_proj.weight"), vec![d, di], Init::Uniform(-s(di), s(di))));
+            } else {
+                let h = di / self.head_dim;
+                let cd = di + 2 * n;
+                t.push((
+                    format!("{m}.in_proj.weight"),
+                    vec![2 * di + 2 * n + h, d],
+                    Init::Uniform(-s(d), s(d)),
+                ));
+                t.push((format!("{m}.conv1d.weight"), vec![cd, 1, 4], Init::Uniform(-0.5, 0.5)));
+                t.push((format!("{m}.conv1d.bias"), vec![cd], Init::Uniform(-0.1, 0.1)));
+                t.push((format!("{m}.dt_bias"), vec![h], Init::Uniform(-6.9, -2.3)));
+                t.push((format!("{m}.A_log"), vec![h], Init::Uniform(0.0, 2.77)));
+                t.push((format!("{m}.D"), vec![h], Init::Uniform(0.9, 1.1)));
+                t.push((format!("{m}.norm.weight"), vec![di], Init::Uniform(0.9, 1.1)));
+                t.push((format!("{m}.out_proj.weight"), vec![d, di], Init::Uniform(-s(di), s(di))));
+            }
+        }
+        t
+    }
+
+    /// Parameters of the checkpoint.
+    pub fn parameters(&self) -> usize {
+        self.tensors().iter().map(|(_, s, _)| s.iter().product::<usize>()).sum()
+    }
+
+    /// Writes config.json and an f16 model.safetensors into `dir`.
+    pub fn write(&self, dir: &Path, seed: u64) -> Result<()> {
+        let io = |e: std::io::Error| Error::Model(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::write(dir.join("config.json"), self.config_json()).map_err(io)?;
+        let mut rng = Rng::new(seed);
+        let specs = self.tensors();
+        let data: Vec<Vec<u8>> = specs
+            .iter()
+            .map(|(_, shape, init)| {
+                let count: usize = shape.iter().product();
+                let vals: Vec<f32> = match *init {
+                    Init::Uniform(lo, hi) => rng.vec(count, lo, hi),
+                    Init::S4dLog(n) => (0..count).map(|k| (((k % n) + 1) as f32).ln()).collect(),
+                };
+                vals.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect()
+            })
+            .collect();
+        let mut views = Vec::with_capacity(specs.len());
+        for ((name, shape, _), bytes) in specs.iter().zip(&data) {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, shape.clone(), bytes)
+                .map_err(|e| Error::Model(format!("{name}: {e}")))?;
+            views.push((name.clone(), view));
+        }
+        safetensors::serialize_to_file(views, None, &dir.join("model.safetensors"))
+            .map_err(|e| Error::Model(format!("{}: {e}", dir.display())))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Init {
+    Uniform(f32, f32),
+    /// ln(1 … N) per row (S4D-real initialisation of A = −exp(A_log)).
+    S4dLog(usize),
+}

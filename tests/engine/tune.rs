@@ -1,0 +1,125 @@
+//! The tuning cache: file round trip and keys, the selection rule, and op choosers that use
+//! the tuned choice and fall back when it does not apply. (`linseq tune` itself runs as a
+//! smoke run in CI, not here: tuning must not slow the tests.)
+
+use linseq::bench::{BenchRow, Stats};
+use linseq::ops::selective_scan::{ScanKernel, ScanShape};
+use linseq::ops::ssd::{SsdDims, SsdKernel};
+use linseq::tune::{self, TuneEntry, TuneFile, TuneKey, TuneTable};
+use linseq::Device;
+use std::collections::BTreeMap;
+
+fn entry(variant: &str) -> TuneEntry {
+    TuneEntry {
+        variant: variant.into(),
+        measured_on: "test".into(),
+        candidates: BTreeMap::from([(variant.into(), 1e-3)]),
+    }
+}
+
+fn key(adapter: &str) -> TuneKey {
+    TuneKey {
+        adapter: adapter.into(),
+        driver: "d 1".into(),
+        backend: "Vulkan".into(),
+        linseq: "0.1.0".into(),
+    }
+}
+
+#[test]
+fn tune_file_round_trip_and_keys() {
+    let dir = std::env::temp_dir().join(format!("linseq-tune-{}", std::process::id()));
+    let path = dir.join("sub").join("tune.json");
+    assert_eq!(TuneFile::load(&path).unwrap().tables.len(), 0, "a missing file is an empty cache");
+    let mut file = TuneFile::default();
+    let mut a = TuneTable::new(key("gpu a"));
+    a.entries.insert("selective_scan/N=16 SD=2^14".into(), entry("selective_scan.paired"));
+    file.merge(a.clone());
+    let mut a2 = TuneTable::new(key("gpu a"));
+    a2.entries.insert("ssd/P=64 N=128 T<8K".into(), entry("ssd.chunked64"));
+    file.merge(a2);
+    file.merge(TuneTable::new(key("gpu b")));
+    file.save(&path).unwrap();
+    let back = TuneFile::load(&path).unwrap();
+    assert_eq!(back, file);
+    let t = back.table(&key("gpu a")).unwrap();
+    assert_eq!(t.entries.len(), 2, "merging a table of the same key adds its entries");
+    assert_eq!(t.get("selective_scan", "N=16 SD=2^14").unwrap().variant, "selective_scan.paired");
+    // Another driver or linseq version is another key.
+    let other = TuneKey { linseq: "9.9.9".into(), ..key("gpu a") };
+    assert!(back.table(&other).is_none());
+
+    // Broken files fail with the path and the reason.
+    std::fs::write(&path, "{ not json").unwrap();
+    let err = TuneFile::load(&path).unwrap_err().to_string();
+    assert!(err.contains("tune.json") && err.contains("not a linseq tuning cache"), "{err}");
+    std::fs::write(&path, r#"{"format": 99, "tables": []}"#).unwrap();
+    let err = TuneFile::load(&path).unwrap_err().to_string();
+    assert!(err.contains("format 99"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn bench_row(variant: &str, median: f64, agrees: bool) -> BenchRow {
+    BenchRow {
+        case: "scan".into(),
+        variant: variant.into(),
+        shape: "B=8 d=2048 L=4096 N=16".into(),
+        stats: Stats { median, min: median, max: median, clock: "gpu-timestamps" },
+        bytes: 0.0,
+        flops: 0.0,
+        gb_per_s: 0.0,
+        tflop_per_s: 0.0,
+        pct_of_copy: 0.0,
+        agrees: Some(agrees),
+        tokens_per_s: None,
+    }
+}
+
+#[test]
+fn selection_takes_the_fastest_only_when_all_agree() {
+    let rows = vec![bench_row("a", 3e-3, true), bench_row("b", 1e-3, true), bench_row("c", 2e-3, true)];
+    let e = tune::select(&rows).unwrap();
+    assert_eq!(e.variant, "b");
+    assert_eq!(e.candidates.len(), 3);
+    let mut bad = rows.clone();
+    bad[2].agrees = Some(false);
+    let err = tune::select(&bad).unwrap_err().to_string();
+    assert!(err.contains("c disagree"), "{err}");
+    assert!(tune::select(&[]).is_err());
+}
+
+#[test]
+fn choosers_use_the_tuned_choice_and_fall_back() {
+    // A device of its own: the shared test devices keep their (empty) tuning.
+    let dev = Device::new().unwrap_or_else(|e| panic!("{e}"));
+    let caps = dev.caps().clone();
+    let shape = ScanShape::new(128, 16, 1);
+    let bucket = ScanKernel::bucket(shape, 8);
+    let mut table = TuneTable::new(TuneKey::of(dev.adapter_info()));
+    table.entries.insert(format!("selective_scan/{bucket}"), entry("selective_scan.chunked"));
+    let dims = SsdDims { heads: 4, head_dim: 16, groups: 1, n: 16 };
+    table.entries.insert(format!("ssd/{}", SsdKernel::bucket(dims, 1000)), entry("ssd.chunked128"));
+    // A shipped file with tables for this adapter and another: the matching one is used.
+    let file =
+        TuneFile { format: tune::FORMAT, tables: vec![TuneTable::new(key("elsewhere")), table.clone()] };
+    assert!(dev.install_tuning(&file));
+    assert_eq!(ScanKernel::choose(&dev, shape, 8), ScanKernel::Chunked);
+    assert_eq!(SsdKernel::choose(&dev, dims, 1000, SsdKernel::Chunked(64)), SsdKernel::Chunked(128));
+    // Other buckets keep the defaults.
+    assert_eq!(SsdKernel::choose(&dev, dims, 100_000, SsdKernel::Chunked(64)), SsdKernel::Chunked(64));
+    let other = ScanShape::new(128, 64, 1);
+    assert_eq!(ScanKernel::choose(&dev, other, 8), ScanKernel::best(&caps, other, 8));
+    // A tuned kernel that cannot run the shape (paired needs D / G a multiple of 64) or an
+    // unknown name falls back to the heuristic.
+    let odd = ScanShape::new(96, 16, 1);
+    let mut t2 = TuneTable::new(TuneKey::of(dev.adapter_info()));
+    t2.entries
+        .insert(format!("selective_scan/{}", ScanKernel::bucket(odd, 8)), entry("selective_scan.paired"));
+    dev.set_tuning(t2.clone());
+    assert_eq!(ScanKernel::choose(&dev, odd, 8), ScanKernel::best(&caps, odd, 8));
+    t2.entries.values_mut().for_each(|e| e.variant = "no.such.kernel".into());
+    dev.set_tuning(t2);
+    assert_eq!(ScanKernel::choose(&dev, odd, 8), ScanKernel::best(&caps, odd, 8));
+    assert!(!dev
+        .install_tuning(&TuneFile { format: tune::FORMAT, tables: vec![TuneTable::new(key("elsewhere"))] }));
+}
