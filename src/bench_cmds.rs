@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Scaling report: longest length.
     #[arg(long, default_value_t = 1 << 20)]
     max_len: usize,
+    /// Scaling report: redraw the plot from this saved `--json` file instead of measuring.
+    #[arg(long, value_name = "FILE", requires = "scaling")]
+    replot: Option<PathBuf>,
     /// Scaling report: where to write the plot.
     #[arg(long, value_name = "FILE", default_value = "scaling-selective-scan.svg")]
     svg: PathBuf,
@@ -79,7 +82,37 @@ fn open_device() -> Result<(Device, bool), Box<dyn std::error::Error>> {
     Ok((dev, software))
 }
 
+/// Writes the scaling plot and prints each variant's fitted exponent.
+fn scaling_report(
+    series: &std::collections::BTreeMap<String, bench::plot::Series>,
+    title: &str,
+    fit_from: f64,
+    svg: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::write(svg, bench::plot::svg(title, series, fit_from))?;
+    eprintln!("wrote {}", svg.display());
+    for (name, pts) in series {
+        let span = pts.last().map_or(0.0, |p| p.0);
+        match bench::plot::fitted_exponent(pts, fit_from) {
+            Some(k) => println!("{name}: time ∝ L^{k:.3} (fit over {fit_from} ≤ L ≤ {span})"),
+            None => println!("{name}: too few points to fit"),
+        }
+    }
+    Ok(())
+}
+
 pub fn bench(a: BenchArgs) -> CmdResult {
+    if let Some(path) = &a.replot {
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        let series = bench::plot::series_from_json(&doc, "scan");
+        let dim = doc["rows"].as_array().into_iter().flatten().find_map(|r| {
+            r["shape"].as_str()?.split_whitespace().find_map(|f| f.strip_prefix("d=")).map(str::to_string)
+        });
+        let adapter = doc["adapter"].as_str().unwrap_or("?").split(" (").next().unwrap_or("?").to_string();
+        let title = format!("selective scan, batch 1, d = {}, N = 16 — {adapter}", dim.unwrap_or_default());
+        scaling_report(&series, &title, 16384.0, &a.svg)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let (dev, software) = open_device()?;
     if software && !a.quick && !a.full {
         eprintln!("CPU adapter: using --quick sizes (pass --full for the GPU sizes)");
@@ -98,16 +131,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             let series = bench::plot::series(&rows, "scan");
             let fit_from = if quick { 2048.0 } else { 16384.0 };
             let title = format!("selective scan, batch 1, d = {dim}, N = 16 — {}", dev.adapter_info().name);
-            std::fs::write(&a.svg, bench::plot::svg(&title, &series, fit_from))?;
-            eprintln!("wrote {}", a.svg.display());
-            for (name, pts) in &series {
-                let k = bench::plot::fitted_exponent(pts, fit_from);
-                let span = pts.last().map_or(0.0, |p| p.0);
-                match k {
-                    Some(k) => println!("{name}: time ∝ L^{k:.3} (fit over {fit_from} ≤ L ≤ {span})"),
-                    None => println!("{name}: too few points to fit"),
-                }
-            }
+            scaling_report(&series, &title, fit_from, &a.svg)?;
             rows
         }
         (other, true) => {

@@ -39,6 +39,8 @@ def main(paths):
         print(head)
         print("|" + "---|" * (4 + 2 * len(names)))
         for shape in shapes:
+            if not ours.get(shape):
+                continue  # a shape the linseq files do not cover
             mine = min(ours.get(shape, []), key=lambda r: r["stats"]["median"], default=None)
             cells = [shape]
             if mine:

@@ -58,4 +58,4 @@ def write(path, rows):
     if path:
         with open(path, "w") as f:
             json.dump({"adapter": torch.cuda.get_device_name(), "rows": rows}, f, indent=1)
-        print(f"wrote {path}")
+        print(f"wrote {path} ({len(rows)} rows)", flush=True)

@@ -66,7 +66,7 @@ def main():
                     continue
                 report(r)
                 rows.append(r)
-    write(args.json, rows)
+                write(args.json, rows)  # after every row: a timeout keeps what was measured
 
 
 if __name__ == "__main__":

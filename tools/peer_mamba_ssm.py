@@ -79,9 +79,12 @@ def main():
     ap.add_argument("--sdist", required=True)
     ap.add_argument("--json")
     ap.add_argument("--max-len", type=int, default=65536)
+    ap.add_argument("--build-only", action="store_true", help="compile (cached by torch) and exit")
     args = ap.parse_args()
     os.environ.setdefault("MAX_JOBS", "16")
     mod = build(args.sdist)
+    if args.build_only:
+        return
     rows = []
     torch.manual_seed(0)
     dev = "cuda"

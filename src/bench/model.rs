@@ -1,7 +1,9 @@
 //! Model benchmarks on random weights of real configurations ([`crate::model::random`]):
 //! prefill tokens/s at batch 1 over a range of lengths (last-token logits, what generation
-//! needs) and decode tokens/s at several batch sizes (the recorded decoder, logits read back
-//! every step). Times are wall clock around the whole call, uploads and readback included.
+//! needs) and decode tokens/s at several batch sizes, twice: `decode` is the GPU-resident
+//! greedy loop ([`crate::model::Generator`]: steps submitted back to back, token ids read once
+//! at the end), `decode-sync` the recorded [`crate::model::Decoder`] with the logits read back
+//! after every step. Times are wall clock around the whole call, uploads and readback included.
 //! A decode row's "%copy" is its weight-streaming efficiency: weight bytes per step against
 //! the copy roofline measured in the same run.
 
@@ -113,19 +115,28 @@ pub fn model(
             dec.step(&step_ids)?;
             times.push(t0.elapsed().as_secs_f64());
         }
-        let stats = wall_stats(times);
+        let sync = wall_stats(times);
+        drop(dec);
+        // The GPU-resident loop: per-step time of whole generate calls (median of 5).
+        let greedy = model::SamplingParams { temperature: 0.0, ..Default::default() };
+        let gen = m.generator(dev, &state, &greedy, plan.decode_steps)?;
+        gen.generate(&step_ids, plan.decode_steps.min(8), 0)?; // warm-up
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t0 = Instant::now();
+            gen.generate(&step_ids, plan.decode_steps, 0)?;
+            times.push(t0.elapsed().as_secs_f64() / plan.decode_steps as f64);
+        }
+        let looped = wall_stats(times);
         let flops = 2.0 * params as f64 * batch as f64;
-        let mut r = row(
-            "decode",
-            &variant,
-            format!("S={batch} ({} dispatches)", dec.dispatches()),
-            stats,
-            Work { bytes: weight_bytes, flops },
-            roof,
-            None,
-        );
-        r.tokens_per_s = Some(batch as f64 / stats.median);
-        rows.push(r);
+        for (case, stats, n) in
+            [("decode", looped, gen.dispatches()), ("decode-sync", sync, gen.dispatches() - 1)]
+        {
+            let shape = format!("S={batch} ({n} dispatches)");
+            let mut r = row(case, &variant, shape, stats, Work { bytes: weight_bytes, flops }, roof, None);
+            r.tokens_per_s = Some(batch as f64 / stats.median);
+            rows.push(r);
+        }
     }
     eprintln!(
         "{variant}: {:.1}M parameters, {:.0} MB of weights; decode %copy = weight-streaming efficiency",

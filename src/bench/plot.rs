@@ -22,6 +22,20 @@ pub fn series(rows: &[BenchRow], case: &str) -> BTreeMap<String, Series> {
     out
 }
 
+/// The same series from a saved `linseq bench --scaling --json` file (to redraw a plot).
+pub fn series_from_json(doc: &serde_json::Value, case: &str) -> BTreeMap<String, Series> {
+    let mut out: BTreeMap<String, Series> = BTreeMap::new();
+    for r in doc["rows"].as_array().into_iter().flatten().filter(|r| r["case"] == case) {
+        let shape = r["shape"].as_str().unwrap_or("");
+        let len =
+            shape.split_whitespace().find_map(|f| f.strip_prefix("L=")).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(l), Some(t), Some(v)) = (len, r["stats"]["median"].as_f64(), r["variant"].as_str()) {
+            out.entry(v.to_string()).or_default().push((l, t));
+        }
+    }
+    out
+}
+
 /// Least-squares slope of ln(time) against ln(L) over the points with L ≥ `min_len` (None
 /// with fewer than two such points).
 pub fn fitted_exponent(points: &[(f64, f64)], min_len: f64) -> Option<f64> {
@@ -50,7 +64,9 @@ pub fn svg(title: &str, series: &BTreeMap<String, Series>, fit_from: f64) -> Str
     let lo_hi = |f: &dyn Fn(&(f64, f64)) -> f64| {
         let lo = all.iter().map(f).fold(f64::INFINITY, f64::min);
         let hi = all.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
-        (lo.log10().floor(), hi.log10().ceil().max(lo.log10().floor() + 1.0))
+        // A point a hair past a decade line does not open a whole empty decade.
+        let (a, b) = ((lo.log10() + 0.03).floor(), (hi.log10() - 0.03).ceil());
+        (a, b.max(a + 1.0))
     };
     let (x0, x1) = if all.is_empty() { (3.0, 6.0) } else { lo_hi(&|p| p.0) };
     let (y0, y1) = if all.is_empty() { (-1.0, 1.0) } else { lo_hi(&|p| p.1 * 1e3) };

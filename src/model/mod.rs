@@ -387,3 +387,106 @@ impl Decoder<'_> {
         self.recording.len()
     }
 }
+
+/// Generation that stays on the GPU: a decode step recorded once with the sampling kernel at
+/// its end writing the next token ids into the step's own input, so consecutive steps are
+/// submitted back to back with no readback in between (the CPU encodes step k + 1 while the
+/// GPU runs step k). Each step's ids are copied into a history buffer, read once at the end.
+/// Like [`Decoder`], it updates the state it was made from, in place.
+pub struct Generator<'d> {
+    dev: &'d Device,
+    recording: crate::ops::Recording<'d>,
+    ids: crate::tensor::Tensor,
+    history: crate::tensor::Tensor,
+    /// Index of the sampling dispatch and its parameters (None for greedy: no per-step seed).
+    sampler: Option<(usize, SamplingParams)>,
+    sequences: usize,
+    vocab: usize,
+    max_steps: usize,
+}
+
+impl Model {
+    /// Records a GPU-resident generation loop for `state` (started by a prefill) that can run
+    /// up to `max_steps` steps per [`Generator::generate`] call; `params.temperature == 0`
+    /// is greedy (argmax).
+    pub fn generator<'d>(
+        &self,
+        dev: &'d Device,
+        state: &State,
+        params: &SamplingParams,
+        max_steps: usize,
+    ) -> Result<Generator<'d>> {
+        let RecurrentState { sequences, started, .. } = *state.inner();
+        if !started {
+            return Err(Error::Invalid(
+                "a generator continues a prefill: run Model::forward on the prompt first".into(),
+            ));
+        }
+        params.validate()?;
+        let ids = crate::tensor::Tensor::from_slice(dev, &[sequences], &vec![0u32; sequences])?;
+        let history = crate::tensor::Tensor::empty(dev, &[max_steps.max(1), sequences], DType::U32)?;
+        let lens = vec![1; sequences];
+        let mut rec = crate::ops::Recorder::new(dev);
+        let logits = self.record(
+            dev,
+            &mut rec,
+            &common::Batch { ids: &ids, lens: &lens, step: true, rows: None },
+            state,
+        )?;
+        crate::ops::sampling::sample(&mut rec, &logits, params, 0, &ids)?;
+        let sampler = (params.temperature > 0.0).then(|| (rec.len() - 1, *params));
+        Ok(Generator {
+            dev,
+            recording: rec.finish(),
+            ids,
+            history,
+            sampler,
+            sequences,
+            vocab: self.vocab(),
+            max_steps: max_steps.max(1),
+        })
+    }
+}
+
+impl Generator<'_> {
+    /// Feeds `first` (one id per sequence) and generates `steps` tokens per sequence; returns
+    /// them per sequence. The sampling seed's step counter runs from `step0`.
+    pub fn generate(&self, first: &[u32], steps: usize, step0: u32) -> Result<Vec<Vec<u32>>> {
+        let s = self.sequences;
+        if first.len() != s {
+            return Err(Error::Invalid(format!("{} ids for a generator of {s} sequences", first.len())));
+        }
+        if steps > self.max_steps {
+            return Err(Error::Invalid(format!(
+                "{steps} steps asked of a generator made for {}",
+                self.max_steps
+            )));
+        }
+        crate::ops::embedding::check_ids(first, self.vocab)?;
+        self.ids.write(self.dev, first)?;
+        let bytes = (s * 4) as u64;
+        for k in 0..steps {
+            if let Some((index, params)) = &self.sampler {
+                let p = crate::ops::sampling::params(self.vocab, s, params, step0 + k as u32);
+                self.recording.set_params(*index, &p)?;
+            }
+            self.recording.submit_then(|enc| {
+                enc.copy_buffer_to_buffer(
+                    self.ids.buffer(),
+                    self.ids.offset(),
+                    self.history.buffer(),
+                    self.history.offset() + k as u64 * bytes,
+                    bytes,
+                )
+            })?;
+        }
+        self.dev.wait()?;
+        let all: Vec<u32> = self.history.read(self.dev)?;
+        Ok((0..s).map(|q| (0..steps).map(|k| all[k * s + q]).collect()).collect())
+    }
+
+    /// Dispatches per step.
+    pub fn dispatches(&self) -> usize {
+        self.recording.len()
+    }
+}

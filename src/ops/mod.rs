@@ -238,7 +238,14 @@ impl<'d> Recording<'d> {
 
     /// Submits once, without waiting.
     pub fn submit(&self) -> Result<()> {
-        let enc = self.encode(None);
+        self.submit_then(|_| {})
+    }
+
+    /// Submits once, with `after` appending commands (copies, say) behind the pass in the same
+    /// command buffer; does not wait.
+    pub fn submit_then(&self, after: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<()> {
+        let mut enc = self.encode(None);
+        after(&mut enc);
         self.dev.submit([enc.finish()])?;
         Ok(())
     }

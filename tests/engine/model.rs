@@ -151,6 +151,39 @@ fn mamba_prefill_decode_and_batches_agree() {
         }
         assert!(dec.step(&[1, 2]).is_err());
         assert!(m.decoder(dev, &m.new_state(dev, 1).unwrap()).is_err());
+        // The GPU-resident generator: greedy tokens equal a host loop of forward + argmax, for
+        // two ragged sequences at once; sampling is seeded (two runs agree) and in range.
+        let other = b"All the world's a stage";
+        let start = |m: &Model| {
+            let mut s = m.new_state(dev, 2).unwrap();
+            let both: Vec<u8> = text[..17].iter().chain(other.iter()).copied().collect();
+            m.forward(dev, &both, &[17, other.len()], &mut s).unwrap();
+            s
+        };
+        let mut host = start(&m);
+        let mut want: Vec<Vec<u32>> = vec![Vec::new(), Vec::new()];
+        let mut cur = [b'x', b'y'];
+        for _ in 0..10 {
+            let logits = m.forward(dev, &cur, &[1, 1], &mut host).unwrap();
+            for q in 0..2 {
+                let t = linseq::ops::softmax::argmax_ref(&logits[q * VOCAB..(q + 1) * VOCAB]);
+                want[q].push(t);
+                cur[q] = t as u8;
+            }
+        }
+        let st = start(&m);
+        let greedy = model::SamplingParams { temperature: 0.0, ..Default::default() };
+        let gen = m.generator(dev, &st, &greedy, 16).unwrap();
+        assert_eq!(gen.generate(&[b'x' as u32, b'y' as u32], 10, 0).unwrap(), want);
+        assert!(gen.generate(&[1, 2], 17, 0).is_err(), "more steps than recorded for");
+        assert!(gen.generate(&[1], 1, 0).is_err());
+        let hot = model::SamplingParams { temperature: 0.9, top_k: 20, top_p: 0.9, seed: 5 };
+        let runs: Vec<Vec<Vec<u32>>> = (0..2)
+            .map(|_| m.generator(dev, &start(&m), &hot, 12).unwrap().generate(&[1, 2], 12, 0).unwrap())
+            .collect();
+        assert_eq!(runs[0], runs[1]);
+        assert!(runs[0].iter().flatten().all(|&t| (t as usize) < VOCAB));
+        assert!(m.generator(dev, &m.new_state(dev, 1).unwrap(), &greedy, 4).is_err());
         // f16 weights stay close.
         let m16 = model::load(dev, &dir, DType::F16).unwrap();
         let mut s = m16.new_state(dev, 1).unwrap();
