@@ -472,6 +472,12 @@ fn scan_lanes(
 // Helpers of the tiled and paired kernels (both define TILES).
 const LOG2E: f32 = 1.4426950408889634;
 
+// silu(z) when there is a gate, else 1.
+fn silu_gate(z: vec4<f32>) -> vec4<f32> {
+    if (flag(HAS_Z)) { return z / (1.0 + exp(-z)); }
+    return vec4<f32>(1.0);
+}
+
 // Token-major elements of channel d at tokens t, t+4, t+8, t+12.
 fn own_u(d: u32, t: u32) -> vec4<f32> {
     return vec4<f32>(ld_u(ix(d, tok(t))), ld_u(ix(d, tok(t + 4u))), ld_u(ix(d, tok(t + 8u))), ld_u(ix(d, tok(t + 12u))));
@@ -637,12 +643,8 @@ fn scan_tiled(
 #endif
         let skip0 = dskip * pre.u0;
         let skip1 = dskip * pre.u1;
-        var gate0 = vec4<f32>(1.0);
-        var gate1 = vec4<f32>(1.0);
-        if (flag(HAS_Z)) {
-            gate0 = pre.z0 / (1.0 + exp(-pre.z0));
-            gate1 = pre.z1 / (1.0 + exp(-pre.z1));
-        }
+        let gate0 = silu_gate(pre.z0);
+        let gate1 = silu_gate(pre.z1);
         workgroupBarrier();
         // Issue the next tile's loads, then compute this one.
         pre = tile_load(d, g, lid, t0 + TT);
@@ -989,12 +991,8 @@ fn scan_paired(
 #endif
         let skip0 = dskip0 * pre.u0;
         let skip1 = dskip1 * pre.u1;
-        var gate0 = vec4<f32>(1.0);
-        var gate1 = vec4<f32>(1.0);
-        if (flag(HAS_Z)) {
-            gate0 = pre.z0 / (1.0 + exp(-pre.z0));
-            gate1 = pre.z1 / (1.0 + exp(-pre.z1));
-        }
+        let gate0 = silu_gate(pre.z0);
+        let gate1 = silu_gate(pre.z1);
         workgroupBarrier();
         pre = pair_load(d, g, lid, t0 + PTT);
         let r0 = pair_group(&h0, &h1, 0u);

@@ -79,30 +79,32 @@ pub fn generate(o: Generate) -> CliResult {
     let prefill_s = t0.elapsed().as_secs_f64();
     // Temperature 0 is greedy (argmax) in the sampler.
     let params = o.sampling.unwrap_or(SamplingParams { temperature: 0.0, ..SamplingParams::default() });
-    let pick = |row: &[f32], step: u32| model::sample(row, &params, step);
-    let mut next = pick(&logits[..vocab], 0);
-    // Decode steps replay one recording (no per-step GPU objects).
-    let decoder = model.decoder(&dev, &state)?;
+    let first = model::sample(&logits[..vocab], &params, 0);
+    // Decode runs on the GPU in chunks of CHUNK steps (sampling included, no readback between
+    // steps); each chunk's tokens are printed as it returns. Token k is drawn with step k, as
+    // the host sampler would.
+    const CHUNK: usize = 16;
+    let generator = model.generator(&dev, &state, &params, CHUNK)?;
     let t1 = Instant::now();
-    let mut generated = 0usize;
-    let mut ids = Vec::new();
+    let mut ids = if o.max_tokens == 0 { Vec::new() } else { vec![first] };
     let mut printed = 0;
-    for step in 1..=o.max_tokens {
+    loop {
         // Stream: decode everything generated so far and print what is new.
-        ids.push(next);
         let text = tok.decode(&ids)?;
         if text.len() > printed {
             out.write_all(&text[printed..])?;
             out.flush()?;
             printed = text.len();
         }
-        generated += 1;
-        if step == o.max_tokens {
+        let left = o.max_tokens.saturating_sub(ids.len());
+        if left == 0 {
             break;
         }
-        let l = decoder.step(&[next])?;
-        next = pick(&l, step as u32);
+        let last = *ids.last().expect("non-empty");
+        let chunk = generator.generate(&[last], left.min(CHUNK), ids.len() as u32)?;
+        ids.extend_from_slice(&chunk[0]);
     }
+    let generated = ids.len();
     let decode_s = t1.elapsed().as_secs_f64();
     if !o.raw {
         writeln!(out)?;

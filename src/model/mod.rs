@@ -346,15 +346,7 @@ impl Model {
                 "a decoder continues a prefill: run Model::forward on the prompt first".into(),
             ));
         }
-        let ids = crate::tensor::Tensor::from_slice(dev, &[sequences], &vec![0u32; sequences])?;
-        let lens = vec![1; sequences];
-        let mut rec = crate::ops::Recorder::new(dev);
-        let logits = self.record(
-            dev,
-            &mut rec,
-            &common::Batch { ids: &ids, lens: &lens, step: true, rows: None },
-            state,
-        )?;
+        let (rec, ids, logits) = self.record_step(dev, state)?;
         let staging = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("decoder logits staging"),
             size: logits.binding_size(),
@@ -362,6 +354,23 @@ impl Model {
             mapped_at_creation: false,
         });
         Ok(Decoder { dev, recording: rec.finish(), ids, logits, staging, sequences, vocab: self.vocab() })
+    }
+}
+
+impl Model {
+    /// Records one decode step of `state`'s batch: (recorder, ids input [S], logits [S, vocab]).
+    fn record_step<'d>(
+        &self,
+        dev: &'d Device,
+        state: &State,
+    ) -> Result<(crate::ops::Recorder<'d>, crate::tensor::Tensor, crate::tensor::Tensor)> {
+        let sequences = state.sequences();
+        let ids = crate::tensor::Tensor::from_slice(dev, &[sequences], &vec![0u32; sequences])?;
+        let lens = vec![1; sequences];
+        let mut rec = crate::ops::Recorder::new(dev);
+        let batch = common::Batch { ids: &ids, lens: &lens, step: true, rows: None };
+        let logits = self.record(dev, &mut rec, &batch, state)?;
+        Ok((rec, ids, logits))
     }
 }
 
@@ -423,16 +432,8 @@ impl Model {
             ));
         }
         params.validate()?;
-        let ids = crate::tensor::Tensor::from_slice(dev, &[sequences], &vec![0u32; sequences])?;
         let history = crate::tensor::Tensor::empty(dev, &[max_steps.max(1), sequences], DType::U32)?;
-        let lens = vec![1; sequences];
-        let mut rec = crate::ops::Recorder::new(dev);
-        let logits = self.record(
-            dev,
-            &mut rec,
-            &common::Batch { ids: &ids, lens: &lens, step: true, rows: None },
-            state,
-        )?;
+        let (mut rec, ids, logits) = self.record_step(dev, state)?;
         crate::ops::sampling::sample(&mut rec, &logits, params, 0, &ids)?;
         let sampler = (params.temperature > 0.0).then(|| (rec.len() - 1, *params));
         Ok(Generator {
