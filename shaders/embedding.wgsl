@@ -3,7 +3,7 @@
 struct Params { tokens: u32, dim: u32, vocab: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, {{ACT}}> ids: array<u32>;
-@group(0) @binding(2) var<storage, read> table: array<{{TTYPE}}>;
+@group(0) @binding(2) var<storage, {{ACT}}> table: array<{{TTYPE}}>; // an activation when gathering rows of one
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 fn load(e: u32) -> f32 {

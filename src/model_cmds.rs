@@ -204,14 +204,18 @@ pub fn inspect(dir: &Path, seq_len: usize, batch: usize, dtype: DType) -> CliRes
         state_bytes >> 10,
         (state_bytes / batch.max(1)) >> 10
     );
-    let (width, vocab) = match &model {
-        Model::Mamba(m) => (4 * m.cfg.d_inner + m.cfg.d_model * 3, m.cfg.vocab),
-        Model::Mamba2(m) => (4 * m.cfg.d_inner + 4 * m.cfg.d_state + m.cfg.d_model * 3, m.cfg.vocab),
-    };
-    let act = seq_len * batch * (width + vocab) * 4;
+    let r = model.memory_plan(&dev, &state, &vec![seq_len; batch])?;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
-        "  activations for {batch} × {seq_len} tokens (prefill, one layer live at a time): ~{} MiB",
-        act >> 20
+        "  prefill of {batch} × {seq_len} tokens (graph executor's plan, last-token logits): activations \
+         {:.1} MiB in {} arena buffer(s) ({:.1}% of one buffer per activation, {:.3}× the lower bound), \
+         {} of {} activations in place",
+        mib(r.planned_bytes),
+        r.arena_buffers,
+        100.0 * r.planned_bytes as f64 / r.naive_bytes.max(1) as f64,
+        r.planned_bytes as f64 / r.lower_bound_bytes.max(1) as f64,
+        r.inplace_nodes,
+        r.activations
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -31,6 +31,18 @@ pub struct Executable<'d> {
 impl<'d> Executable<'d> {
     /// Plans, allocates and records `graph`. Ops without a kernel yet are an error.
     pub fn new(dev: &'d Device, graph: Graph, opts: &PlanOptions) -> Result<Self> {
+        Self::with_bound(dev, graph, opts, Vec::new())
+    }
+
+    /// [`Executable::new`], with some persistent tensors (weights, state, inputs) bound to
+    /// existing device tensors instead of allocated: a model's uploaded weights and its
+    /// recurrent state, say. Each must match its description's shape and dtype.
+    pub fn with_bound(
+        dev: &'d Device,
+        graph: Graph,
+        opts: &PlanOptions,
+        bound: Vec<(TensorId, Tensor)>,
+    ) -> Result<Self> {
         if let Some(n) = graph.nodes.iter().find(|n| !n.op.executable()) {
             return Err(Error::UnsupportedVariant(format!(
                 "{} is not wired into graphs yet (its kernel is in ops::; the Mamba runtime wires it in); the graph can be planned but not run",
@@ -50,14 +62,33 @@ impl<'d> Executable<'d> {
                 }))
             })
             .collect();
+        let mut bound: HashMap<TensorId, Tensor> = bound.into_iter().collect();
         let mut tensors = Vec::with_capacity(graph.tensors.len());
         for (i, t) in graph.tensors.iter().enumerate() {
+            if let Some(b) = bound.remove(&TensorId(i)) {
+                if t.role == Role::Activation || b.shape() != t.shape.as_slice() || b.dtype() != t.dtype {
+                    return Err(Error::Shape(format!(
+                        "binding {}: {:?} {:?} {:?} cannot take a {:?} {:?} tensor",
+                        t.name,
+                        t.role,
+                        t.shape,
+                        t.dtype,
+                        b.shape(),
+                        b.dtype()
+                    )));
+                }
+                tensors.push(b);
+                continue;
+            }
             tensors.push(match (t.role, plan.placements[i]) {
                 (Role::Activation, Some(p)) => {
                     Tensor::in_buffer(arenas[p.buffer].clone(), p.offset, &t.shape, t.dtype)
                 }
                 _ => Tensor::empty(dev, &t.shape, t.dtype)?,
             });
+        }
+        if let Some(id) = bound.keys().next() {
+            return Err(Error::Invalid(format!("binding of tensor {} that is not in the graph", id.0)));
         }
         let mut rec = Recorder::for_arena(dev);
         let mut node_dispatches = Vec::with_capacity(graph.nodes.len());
@@ -150,6 +181,12 @@ impl<'d> Executable<'d> {
         self.recording.submit()
     }
 
+    /// Submits once with `after` appending commands behind the pass (see
+    /// [`Recording::submit_then`]); does not wait.
+    pub fn submit_then(&self, after: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<()> {
+        self.recording.submit_then(after)
+    }
+
     /// Submits once and waits.
     pub fn run(&self) -> Result<()> {
         self.recording.run()
@@ -190,6 +227,7 @@ fn record_node(rec: &mut Recorder, op: &Op, ins: &[&Tensor], out: &Tensor) -> Re
         Op::CausalConv1d { .. } | Op::SelectiveScan { .. } => {
             Err(Error::UnsupportedVariant(format!("{} is not wired into graphs yet", op.name())))
         }
+        Op::Custom(c) => (c.record)(rec, ins, out),
     }
 }
 

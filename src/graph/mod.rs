@@ -67,6 +67,33 @@ impl TensorDesc {
     }
 }
 
+/// How an [`Op::Custom`] node records itself: (recorder, input tensors, output tensor).
+pub type RecordFn = std::sync::Arc<
+    dyn Fn(&mut crate::ops::Recorder, &[&crate::tensor::Tensor], &crate::tensor::Tensor) -> Result<()>,
+>;
+
+/// An extension op: a named recording closure over the node's activations. The closure may
+/// capture persistent tensors (weights, recurrent state, a sequence table) and host-side
+/// choices (kernel, flags); the planner sees only the inputs and the output, and never runs
+/// it in place. The model runtimes use it for the scan, conv and SSD ops.
+#[derive(Clone)]
+pub struct CustomOp {
+    pub name: String,
+    pub record: RecordFn,
+}
+
+impl std::fmt::Debug for CustomOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CustomOp({})", self.name)
+    }
+}
+
+impl PartialEq for CustomOp {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && std::sync::Arc::ptr_eq(&self.record, &other.record)
+    }
+}
+
 /// An operation. Each op has an explicit in-place contract ([`Op::inplace_input`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -103,6 +130,8 @@ pub enum Op {
     SelectiveScan {
         d_state: usize,
     },
+    /// An extension op (see [`CustomOp`]).
+    Custom(CustomOp),
 }
 
 impl Op {
@@ -119,6 +148,7 @@ impl Op {
             Op::Sample { .. } => "sample".into(),
             Op::CausalConv1d { .. } => "causal_conv1d".into(),
             Op::SelectiveScan { .. } => "selective_scan".into(),
+            Op::Custom(c) => c.name.clone(),
         }
     }
 
@@ -389,6 +419,24 @@ impl Graph {
             )));
         }
         Ok(self.node(Op::CausalConv1d { width: wd.shape[1] }, &[x, w, state], &xd.shape, DType::F32))
+    }
+
+    /// An extension node: `record` runs with the node's input tensors and its output (of
+    /// `shape` and `dtype`) when the graph is made executable.
+    pub fn custom(
+        &mut self,
+        name: &str,
+        inputs: &[TensorId],
+        shape: &[usize],
+        dtype: DType,
+        record: impl Fn(&mut crate::ops::Recorder, &[&crate::tensor::Tensor], &crate::tensor::Tensor) -> Result<()>
+            + 'static,
+    ) -> Result<TensorId> {
+        for &t in inputs {
+            self.check(t)?;
+        }
+        let op = Op::Custom(CustomOp { name: name.to_string(), record: std::sync::Arc::new(record) });
+        Ok(self.node(op, inputs, shape, dtype))
     }
 
     /// Selective scan of x [T, C] with projections `dbc` [T, R+2N], A [C, N] and state

@@ -64,7 +64,7 @@ pub fn evaluate(g: &Graph, host: &HashMap<String, Vec<f32>>) -> Result<Vec<Vec<f
                     .map(|(r, row)| sampling::sample_ref(row, params, 0, r as u32) as f64)
                     .collect()
             }
-            Op::CausalConv1d { .. } | Op::SelectiveScan { .. } => {
+            Op::CausalConv1d { .. } | Op::SelectiveScan { .. } | Op::Custom(_) => {
                 return Err(Error::UnsupportedVariant(format!("{} has no reference yet", node.op.name())))
             }
         };

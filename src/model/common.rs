@@ -1,12 +1,14 @@
-//! Pieces the runtimes share: the embedding / final norm / LM head, the recurrent state, and
-//! the checks of a forward call's batch.
+//! Pieces the runtimes share: the graph builder that binds a model's tensors, the embedding /
+//! final norm / LM head, the conv node, the recurrent state, and the checks of a forward
+//! call's batch.
 
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::graph::{Executable, Graph, PlanOptions, TensorId};
 use crate::ops::conv1d::{self, ConvArgs, ConvFlags};
+use crate::ops::embedding;
 use crate::ops::selective_scan::Sequences;
-use crate::ops::{embedding, matmul, norm, Recorder};
 use crate::tensor::{DType, Tensor};
 
 /// Embedding table (`dtype`, gathered), final RMSNorm weight, and LM head (`dtype`; the same
@@ -19,30 +21,20 @@ pub(crate) struct Head {
 }
 
 impl Head {
-    /// Records the final RMSNorm of `h` into `xn` and the LM head: logits of every token, or
-    /// only of the token rows in `rows` (gathered first).
-    pub fn record(
-        &self,
-        dev: &Device,
-        rec: &mut Recorder,
-        h: &Tensor,
-        xn: &Tensor,
-        rows: Option<&Tensor>,
-        eps: f32,
-    ) -> Result<Tensor> {
-        norm::rms_norm(rec, h, &self.norm_f, eps, xn)?;
-        let picked;
+    /// Adds the final RMSNorm of `h` and the LM head: logits of every token, or only of the
+    /// token rows in `rows` (gathered first).
+    pub fn build(&self, b: &mut Builder, h: TensorId, rows: Option<&Tensor>, eps: f32) -> Result<TensorId> {
+        let norm_f = b.weight("norm_f", &self.norm_f);
+        let xn = b.g.rms_norm(h, norm_f, eps)?;
         let src = match rows {
             Some(r) => {
-                picked = Tensor::empty(dev, &[r.numel(), xn.shape()[1]], DType::F32)?;
-                embedding::embedding(rec, r, xn, &picked)?;
-                &picked
+                let r = b.input("rows", r);
+                b.g.embedding(r, xn)?
             }
             None => xn,
         };
-        let logits = Tensor::empty(dev, &[src.shape()[0], self.lm_head.shape()[0]], DType::F32)?;
-        matmul::linear(rec, src, &self.lm_head, None, &logits)?;
-        Ok(logits)
+        let lm_head = b.weight("lm_head", &self.lm_head);
+        b.g.linear(src, lm_head, None)
     }
 
     pub fn load(dev: &Device, w: &Weights, vocab: usize, d: usize, tie: bool, dtype: DType) -> Result<Self> {
@@ -108,25 +100,99 @@ pub(crate) struct Batch<'a> {
     pub lens: &'a [usize],
     pub step: bool,
     pub rows: Option<&'a Tensor>,
+    /// The sequence table (the decode layout for a step).
+    pub seqs: Sequences,
 }
 
-impl Batch<'_> {
-    /// The sequence table of this batch (the decode layout for a step).
-    pub fn sequences(&self, dev: &Device) -> Result<Sequences> {
-        if self.step {
-            Sequences::decode(dev, self.lens.len(), None)
-        } else {
-            Sequences::new(dev, self.lens, None)
-        }
+impl<'a> Batch<'a> {
+    pub fn new(
+        dev: &Device,
+        ids: &'a Tensor,
+        lens: &'a [usize],
+        step: bool,
+        rows: Option<&'a Tensor>,
+    ) -> Result<Self> {
+        let seqs =
+            if step { Sequences::decode(dev, lens.len(), None)? } else { Sequences::new(dev, lens, None)? };
+        Ok(Self { ids, lens, step, rows, seqs })
     }
 
-    /// Records the causal conv + silu: the rolling-state step for a decode step, else the
-    /// prefill conv continuing from the state when it has started.
-    pub fn conv(&self, rec: &mut Recorder, args: &ConvArgs, started: bool, out: &Tensor) -> Result<()> {
-        if self.step {
-            conv1d::causal_conv1d_step(rec, args, true, out)
-        } else {
-            conv1d::causal_conv1d(rec, args, ConvFlags { silu: true, init_state: started }, out)
+    /// Adds the causal conv + silu of `x` [T, C]: the rolling-state step for a decode step,
+    /// else the prefill conv continuing from the state when it has started.
+    pub fn conv(
+        &self,
+        b: &mut Builder,
+        x: TensorId,
+        conv: ConvWeights,
+        state: &Tensor,
+        started: bool,
+    ) -> Result<TensorId> {
+        let seqs = self.seqs.clone();
+        let state = state.clone();
+        let step = self.step;
+        let shape = b.g.tensors()[x.0].shape.clone();
+        b.g.custom("causal_conv1d", &[x], &shape, DType::F32, move |rec, ins, out| {
+            let args = ConvArgs {
+                x: ins[0],
+                weight: &conv.weight,
+                bias: conv.bias.as_ref(),
+                seqs: &seqs,
+                state: &state,
+            };
+            if step {
+                conv1d::causal_conv1d_step(rec, &args, true, out)
+            } else {
+                conv1d::causal_conv1d(rec, &args, ConvFlags { silu: true, init_state: started }, out)
+            }
+        })
+    }
+}
+
+/// A conv's weight [C, W] and optional bias, owned by a graph node.
+#[derive(Clone)]
+pub(crate) struct ConvWeights {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+/// A forward pass under construction: the graph, and the device tensors its weights, state
+/// and inputs are bound to (see [`Executable::with_bound`]).
+pub(crate) struct Builder {
+    pub g: Graph,
+    pub bound: Vec<(TensorId, Tensor)>,
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        Self { g: Graph::new(), bound: Vec::new() }
+    }
+
+    /// A weight of the graph bound to `t`.
+    pub fn weight(&mut self, name: &str, t: &Tensor) -> TensorId {
+        let id = self.g.weight(name, t.shape(), t.dtype());
+        self.bound.push((id, t.clone()));
+        id
+    }
+
+    /// An input of the graph bound to `t` (written by the caller before each run).
+    pub fn input(&mut self, name: &str, t: &Tensor) -> TensorId {
+        let id = self.g.input(name, t.shape(), t.dtype());
+        self.bound.push((id, t.clone()));
+        id
+    }
+
+    /// x·Wᵀ + b with `w` and `b` bound as weights.
+    pub fn linear(&mut self, name: &str, x: TensorId, w: &Tensor, b: Option<&Tensor>) -> Result<TensorId> {
+        let w = self.weight(name, w);
+        let b = b.map(|b| self.weight(&format!("{name}.bias"), b));
+        self.g.linear(x, w, b)
+    }
+
+    /// Plans, allocates and records the graph with `outputs` marked.
+    pub fn finish<'d>(mut self, dev: &'d Device, outputs: &[TensorId]) -> Result<Executable<'d>> {
+        for &o in outputs {
+            self.g.output(o);
         }
+        Executable::with_bound(dev, self.g, &PlanOptions::for_device(dev.caps()), self.bound)
     }
 }

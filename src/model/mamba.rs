@@ -7,14 +7,13 @@
 //! row range is contiguous): x and z, and dt_in and (B, C), come out of separate GEMMs as the
 //! contiguous `[T, ·]` tensors the conv and the scan read, with no column copies.
 
-use super::common::{Batch, Head, RecurrentState};
+use super::common::{Batch, Builder, ConvWeights, Head, RecurrentState};
 use super::config::Config;
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::conv1d::ConvArgs;
+use crate::graph::TensorId;
 use crate::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, ScanShape};
-use crate::ops::{elementwise, embedding, matmul, norm, Recorder};
 use crate::tensor::{DType, Tensor};
 
 /// Sizes from config.json.
@@ -166,32 +165,18 @@ impl Mamba {
         RecurrentState::zeros(dev, c.layers, &[s, di, c.conv_kernel - 1], &[s, di, c.d_state])
     }
 
-    /// Records a forward pass over the ids in `ids_t` into `rec` and returns the logits tensor
-    /// `[T, vocab]` it will fill (decode steps are recorded once and replayed by
-    /// [`super::Decoder`]).
-    pub(crate) fn record(
+    /// Builds the forward pass of `batch` as a graph (bound to this model's weights and the
+    /// state) and returns the logits tensor `[T, vocab]` (or `[rows, vocab]`).
+    pub(crate) fn build(
         &self,
         dev: &Device,
-        rec: &mut Recorder,
+        b: &mut Builder,
         batch: &Batch,
         state: &MambaState,
-    ) -> Result<Tensor> {
-        let Batch { ids: ids_t, step, rows, .. } = *batch;
+    ) -> Result<TensorId> {
         let c = &self.cfg;
-        let t = ids_t.numel();
-        let (d, di, n) = (c.d_model, c.d_inner, c.d_state);
-        let seqs = batch.sequences(dev)?;
-        let f32t = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32);
-        let h = f32t(&[t, d])?;
-        let xn = f32t(&[t, d])?;
-        let x = f32t(&[t, di])?;
-        let z = f32t(&[t, di])?;
-        let xc = f32t(&[t, di])?;
-        let dt_in = f32t(&[t, c.dt_rank])?;
-        let bc = f32t(&[t, 2 * n])?;
-        let dt = f32t(&[t, di])?;
-        let y = f32t(&[t, di])?;
-        let o = f32t(&[t, d])?;
+        let t = batch.ids.numel();
+        let (di, n) = (c.d_inner, c.d_state);
         let kernel = ScanKernel::choose(dev, ScanShape::new(di, n, 1), batch.lens.len());
         let flags = ScanFlags {
             delta_softplus: true,
@@ -200,43 +185,51 @@ impl Mamba {
             neg_eigen: false,
             init_state: state.started,
         };
-        embedding::embedding(rec, ids_t, &self.head.embed, &h)?;
+        let ids = b.input("ids", batch.ids);
+        let embed = b.weight("embed", &self.head.embed);
+        let mut h = b.g.embedding(ids, embed)?;
         for (i, l) in self.layers.iter().enumerate() {
-            norm::rms_norm(rec, &h, &l.norm, c.eps as f32, &xn)?;
-            matmul::linear(rec, &xn, &l.w_x, l.b_x.as_ref(), &x)?;
-            matmul::linear(rec, &xn, &l.w_z, l.b_z.as_ref(), &z)?;
-            let conv = ConvArgs {
-                x: &x,
-                weight: &l.conv_w,
-                bias: l.conv_b.as_ref(),
-                seqs: &seqs,
-                state: &state.conv[i],
-            };
-            batch.conv(rec, &conv, state.started, &xc)?;
-            matmul::linear(rec, &xc, &l.w_dt_in, None, &dt_in)?;
-            matmul::linear(rec, &xc, &l.w_bc, None, &bc)?;
-            matmul::linear(rec, &dt_in, &l.w_dt, None, &dt)?;
-            let bc4 = bc.reshape(&[t, 2, 1, n])?;
-            let args = ScanArgs {
-                u: &xc,
-                delta: &dt,
-                bc: &bc4,
-                z: Some(&z),
-                chan: &l.chan,
-                seqs: &seqs,
-                state: &state.ssm[i],
-                groups: 1,
-                flags,
-            };
-            if step {
-                ss::selective_scan_step(rec, &args, &y)?;
-            } else {
-                ss::selective_scan(rec, kernel, &args, &y)?;
-            }
-            matmul::linear(rec, &y, &l.w_out, l.b_out.as_ref(), &o)?;
-            elementwise::residual_add(rec, &h, &o, 1.0)?;
+            let p = format!("layers.{i}");
+            let norm = b.weight(&format!("{p}.norm"), &l.norm);
+            let xn = b.g.rms_norm(h, norm, c.eps as f32)?;
+            let x = b.linear(&format!("{p}.in_proj.x"), xn, &l.w_x, l.b_x.as_ref())?;
+            let z = b.linear(&format!("{p}.in_proj.z"), xn, &l.w_z, l.b_z.as_ref())?;
+            let conv = ConvWeights { weight: l.conv_w.clone(), bias: l.conv_b.clone() };
+            let xc = batch.conv(b, x, conv, &state.conv[i], state.started)?;
+            let dt_in = b.linear(&format!("{p}.x_proj.dt"), xc, &l.w_dt_in, None)?;
+            let bc = b.linear(&format!("{p}.x_proj.bc"), xc, &l.w_bc, None)?;
+            let dt = b.linear(&format!("{p}.dt_proj"), dt_in, &l.w_dt, None)?;
+            let (chan, seqs, ssm, step) =
+                (l.chan.clone(), batch.seqs.clone(), state.ssm[i].clone(), batch.step);
+            let y = b.g.custom(
+                "selective_scan",
+                &[xc, dt, bc, z],
+                &[t, di],
+                DType::F32,
+                move |rec, ins, out| {
+                    let bc4 = ins[2].reshape(&[t, 2, 1, n])?;
+                    let args = ScanArgs {
+                        u: ins[0],
+                        delta: ins[1],
+                        bc: &bc4,
+                        z: Some(ins[3]),
+                        chan: &chan,
+                        seqs: &seqs,
+                        state: &ssm,
+                        groups: 1,
+                        flags,
+                    };
+                    if step {
+                        ss::selective_scan_step(rec, &args, out)
+                    } else {
+                        ss::selective_scan(rec, kernel, &args, out)
+                    }
+                },
+            )?;
+            let o = b.linear(&format!("{p}.out_proj"), y, &l.w_out, l.b_out.as_ref())?;
+            h = b.g.add(h, o)?;
         }
-        self.head.record(dev, rec, &h, &xn, rows, c.eps as f32)
+        self.head.build(b, h, batch.rows, c.eps as f32)
     }
 
     /// Number of parameters (as in the checkpoint, tied embeddings counted once).

@@ -8,15 +8,15 @@
 //! so each comes out of its own GEMM as a contiguous `[T, ·]` tensor; the SSD op reads the conv
 //! output `[T, H·P + 2·G·N]` in place.
 
-use super::common::{Batch, Head, RecurrentState};
+use super::common::{Batch, Builder, ConvWeights, Head, RecurrentState};
 use super::config::Config;
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::conv1d::ConvArgs;
-use crate::ops::elementwise::{self, Binary};
+use crate::graph::TensorId;
+use crate::ops::elementwise::Binary;
+use crate::ops::norm;
 use crate::ops::ssd::{self, SsdArgs, SsdDims, SsdFlags, SsdKernel};
-use crate::ops::{embedding, matmul, norm, Recorder};
 use crate::tensor::{DType, Tensor};
 
 /// Sizes from config.json.
@@ -195,31 +195,18 @@ impl Mamba2 {
         )
     }
 
-    /// Records a forward pass over the ids in `ids_t` into `rec` and returns the logits tensor
-    /// `[T, vocab]` it will fill (decode steps are recorded once and replayed by
-    /// [`super::Decoder`]).
-    pub(crate) fn record(
+    /// Builds the forward pass of `batch` as a graph (bound to this model's weights and the
+    /// state) and returns the logits tensor `[T, vocab]` (or `[rows, vocab]`).
+    pub(crate) fn build(
         &self,
         dev: &Device,
-        rec: &mut Recorder,
+        b: &mut Builder,
         batch: &Batch,
         state: &Mamba2State,
-    ) -> Result<Tensor> {
-        let Batch { ids: ids_t, step, rows, .. } = *batch;
+    ) -> Result<TensorId> {
         let c = &self.cfg;
-        let t = ids_t.numel();
-        let (d, di) = (c.d_model, c.d_inner);
-        let seqs = batch.sequences(dev)?;
-        let f32t = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32);
-        let h = f32t(&[t, d])?;
-        let xn = f32t(&[t, d])?;
-        let z = f32t(&[t, di])?;
-        let xbc = f32t(&[t, c.conv_dim()])?;
-        let xbc_c = f32t(&[t, c.conv_dim()])?;
-        let dt = f32t(&[t, c.heads])?;
-        let y = f32t(&[t, di])?;
-        let yg = f32t(&[t, di])?;
-        let o = f32t(&[t, d])?;
+        let t = batch.ids.numel();
+        let di = c.d_inner;
         let flags = SsdFlags {
             dt_softplus: true,
             dt_bias: true,
@@ -227,48 +214,37 @@ impl Mamba2 {
             init_state: state.started,
             dt_limit: (c.dt_limit.0 as f32, c.dt_limit.1 as f32),
         };
-        embedding::embedding(rec, ids_t, &self.head.embed, &h)?;
+        let kernel = SsdKernel::choose(dev, c.dims(), batch.seqs.total(), c.kernel());
+        let ids = b.input("ids", batch.ids);
+        let embed = b.weight("embed", &self.head.embed);
+        let mut h = b.g.embedding(ids, embed)?;
         for (i, l) in self.layers.iter().enumerate() {
-            norm::rms_norm(rec, &h, &l.norm, c.eps as f32, &xn)?;
-            matmul::linear(rec, &xn, &l.w_z, l.b_z.as_ref(), &z)?;
-            matmul::linear(rec, &xn, &l.w_xbc, l.b_xbc.as_ref(), &xbc)?;
-            matmul::linear(rec, &xn, &l.w_dt, l.b_dt.as_ref(), &dt)?;
-            let conv = ConvArgs {
-                x: &xbc,
-                weight: &l.conv_w,
-                bias: l.conv_b.as_ref(),
-                seqs: &seqs,
-                state: &state.conv[i],
-            };
-            batch.conv(rec, &conv, state.started, &xbc_c)?;
-            let args = SsdArgs {
-                xbc: &xbc_c,
-                dt: &dt,
-                heads: &l.heads,
-                seqs: &seqs,
-                state: &state.ssm[i],
-                dims: c.dims(),
-                flags,
-            };
-            if step {
-                ssd::ssd_step(rec, &args, &y)?;
-            } else {
-                ssd::ssd(rec, SsdKernel::choose(dev, c.dims(), seqs.total(), c.kernel()), &args, &y)?;
-            }
-            elementwise::binary(rec, Binary::MulSilu, &y, &z, &yg)?;
-            norm::norm(
-                rec,
-                norm::NormKind::Rms { groups: c.groups },
-                &yg,
-                &l.gate_norm,
-                None,
-                c.eps as f32,
-                &y,
-            )?;
-            matmul::linear(rec, &y, &l.w_out, l.b_out.as_ref(), &o)?;
-            elementwise::residual_add(rec, &h, &o, 1.0)?;
+            let p = format!("layers.{i}");
+            let norm = b.weight(&format!("{p}.norm"), &l.norm);
+            let xn = b.g.rms_norm(h, norm, c.eps as f32)?;
+            let z = b.linear(&format!("{p}.in_proj.z"), xn, &l.w_z, l.b_z.as_ref())?;
+            let xbc = b.linear(&format!("{p}.in_proj.xbc"), xn, &l.w_xbc, l.b_xbc.as_ref())?;
+            let dt = b.linear(&format!("{p}.in_proj.dt"), xn, &l.w_dt, l.b_dt.as_ref())?;
+            let conv = ConvWeights { weight: l.conv_w.clone(), bias: l.conv_b.clone() };
+            let xbc_c = batch.conv(b, xbc, conv, &state.conv[i], state.started)?;
+            let (heads, seqs, ssm, step, dims) =
+                (l.heads.clone(), batch.seqs.clone(), state.ssm[i].clone(), batch.step, c.dims());
+            let y = b.g.custom("ssd", &[xbc_c, dt], &[t, di], DType::F32, move |rec, ins, out| {
+                let args =
+                    SsdArgs { xbc: ins[0], dt: ins[1], heads: &heads, seqs: &seqs, state: &ssm, dims, flags };
+                if step {
+                    ssd::ssd_step(rec, &args, out)
+                } else {
+                    ssd::ssd(rec, kernel, &args, out)
+                }
+            })?;
+            let yg = b.g.binary(Binary::MulSilu, y, z)?;
+            let gate_norm = b.weight(&format!("{p}.gate_norm"), &l.gate_norm);
+            let yn = b.g.norm(norm::NormKind::Rms { groups: c.groups }, yg, gate_norm, None, c.eps as f32)?;
+            let o = b.linear(&format!("{p}.out_proj"), yn, &l.w_out, l.b_out.as_ref())?;
+            h = b.g.add(h, o)?;
         }
-        self.head.record(dev, rec, &h, &xn, rows, c.eps as f32)
+        self.head.build(b, h, batch.rows, c.eps as f32)
     }
 
     pub fn parameters(&self) -> usize {

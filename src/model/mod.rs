@@ -176,25 +176,51 @@ impl Model {
         } else {
             None
         };
-        let mut rec = crate::ops::Recorder::new(dev);
-        let batch = common::Batch { ids: &ids_t, lens, step, rows: rows.as_ref() };
-        let logits = self.record(dev, &mut rec, &batch, state)?;
-        rec.run()?;
+        let batch = common::Batch::new(dev, &ids_t, lens, step, rows.as_ref())?;
+        let mut b = common::Builder::new();
+        let logits = self.build(dev, &mut b, &batch, state)?;
+        let exe = b.finish(dev, &[logits])?;
+        exe.run()?;
         state.inner_mut().started = true;
-        logits.read::<f32>(dev)
+        exe.read_output::<f32>(logits)
     }
 
-    /// Records a forward pass of `batch` with the architecture's runtime.
-    fn record(
+    /// The graph executor's memory plan of a prefill of `lens` tokens per sequence (last-token
+    /// logits) on `state`'s batch: planned activation arenas against one buffer per
+    /// activation and the lower bound, plus weight and state bytes.
+    pub fn memory_plan(
         &self,
         dev: &Device,
-        rec: &mut crate::ops::Recorder,
+        state: &State,
+        lens: &[usize],
+    ) -> Result<crate::graph::MemoryReport> {
+        let t: usize = lens.iter().sum();
+        if lens.len() != state.sequences() || lens.contains(&0) {
+            return Err(Error::Invalid(format!(
+                "lengths {lens:?} for a state of {} sequences",
+                state.sequences()
+            )));
+        }
+        let ids = crate::tensor::Tensor::empty(dev, &[t], DType::U32)?;
+        let rows = crate::tensor::Tensor::empty(dev, &[lens.len()], DType::U32)?;
+        let batch = common::Batch::new(dev, &ids, lens, false, Some(&rows))?;
+        let mut b = common::Builder::new();
+        let logits = self.build(dev, &mut b, &batch, state)?;
+        b.g.output(logits);
+        Ok(crate::graph::plan(&b.g, &crate::graph::PlanOptions::for_device(dev.caps()))?.report)
+    }
+
+    /// Builds the forward pass of `batch` as a graph with the architecture's runtime.
+    fn build(
+        &self,
+        dev: &Device,
+        b: &mut common::Builder,
         batch: &common::Batch,
         state: &State,
-    ) -> Result<crate::tensor::Tensor> {
+    ) -> Result<crate::graph::TensorId> {
         match (self, state) {
-            (Model::Mamba(m), State::Mamba(s)) => m.record(dev, rec, batch, s),
-            (Model::Mamba2(m), State::Mamba2(s)) => m.record(dev, rec, batch, s),
+            (Model::Mamba(m), State::Mamba(s)) => m.build(dev, b, batch, s),
+            (Model::Mamba2(m), State::Mamba2(s)) => m.build(dev, b, batch, s),
             _ => Err(Error::Invalid("this state belongs to a model of another architecture".into())),
         }
     }
@@ -328,10 +354,9 @@ impl Snapshot {
 /// in place; use it only while that state is not fed through [`Model::forward`] as well.
 pub struct Decoder<'d> {
     dev: &'d Device,
-    recording: crate::ops::Recording<'d>,
+    exe: crate::graph::Executable<'d>,
     ids: crate::tensor::Tensor,
-    logits: crate::tensor::Tensor,
-    staging: wgpu::Buffer,
+    logits: crate::graph::TensorId,
     sequences: usize,
     vocab: usize,
 }
@@ -346,31 +371,9 @@ impl Model {
                 "a decoder continues a prefill: run Model::forward on the prompt first".into(),
             ));
         }
-        let (rec, ids, logits) = self.record_step(dev, state)?;
-        let staging = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("decoder logits staging"),
-            size: logits.binding_size(),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        Ok(Decoder { dev, recording: rec.finish(), ids, logits, staging, sequences, vocab: self.vocab() })
-    }
-}
-
-impl Model {
-    /// Records one decode step of `state`'s batch: (recorder, ids input [S], logits [S, vocab]).
-    fn record_step<'d>(
-        &self,
-        dev: &'d Device,
-        state: &State,
-    ) -> Result<(crate::ops::Recorder<'d>, crate::tensor::Tensor, crate::tensor::Tensor)> {
-        let sequences = state.sequences();
-        let ids = crate::tensor::Tensor::from_slice(dev, &[sequences], &vec![0u32; sequences])?;
-        let lens = vec![1; sequences];
-        let mut rec = crate::ops::Recorder::new(dev);
-        let batch = common::Batch { ids: &ids, lens: &lens, step: true, rows: None };
-        let logits = self.record(dev, &mut rec, &batch, state)?;
-        Ok((rec, ids, logits))
+        let (b, ids, logits) = self.build_step(dev, state)?;
+        let exe = b.finish(dev, &[logits])?;
+        Ok(Decoder { dev, exe, ids, logits, sequences, vocab: self.vocab() })
     }
 }
 
@@ -386,14 +389,13 @@ impl Decoder<'_> {
         }
         crate::ops::embedding::check_ids(ids, self.vocab)?;
         self.ids.write(self.dev, ids)?;
-        self.recording.run()?;
-        let bytes = self.logits.read_bytes_via(self.dev, &self.staging)?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes[..self.logits.numel() * 4]))
+        self.exe.run()?;
+        self.exe.read_output::<f32>(self.logits)
     }
 
     /// Dispatches per step.
     pub fn dispatches(&self) -> usize {
-        self.recording.len()
+        self.exe.dispatches()
     }
 }
 
@@ -404,11 +406,13 @@ impl Decoder<'_> {
 /// Like [`Decoder`], it updates the state it was made from, in place.
 pub struct Generator<'d> {
     dev: &'d Device,
-    recording: crate::ops::Recording<'d>,
+    exe: crate::graph::Executable<'d>,
     ids: crate::tensor::Tensor,
+    /// The sampled ids of a step, copied into `ids` and the history after the pass.
+    next: crate::graph::TensorId,
     history: crate::tensor::Tensor,
-    /// Index of the sampling dispatch and its parameters (None for greedy: no per-step seed).
-    sampler: Option<(usize, SamplingParams)>,
+    /// Whether the step samples (its seed's step counter is set per step) or takes the argmax.
+    sampling: bool,
     sequences: usize,
     vocab: usize,
     max_steps: usize,
@@ -433,15 +437,16 @@ impl Model {
         }
         params.validate()?;
         let history = crate::tensor::Tensor::empty(dev, &[max_steps.max(1), sequences], DType::U32)?;
-        let (mut rec, ids, logits) = self.record_step(dev, state)?;
-        crate::ops::sampling::sample(&mut rec, &logits, params, 0, &ids)?;
-        let sampler = (params.temperature > 0.0).then(|| (rec.len() - 1, *params));
+        let (mut b, ids, logits) = self.build_step(dev, state)?;
+        let next = if params.temperature > 0.0 { b.g.sample(logits, *params)? } else { b.g.argmax(logits)? };
+        let exe = b.finish(dev, &[next])?;
         Ok(Generator {
             dev,
-            recording: rec.finish(),
+            exe,
             ids,
+            next,
             history,
-            sampler,
+            sampling: params.temperature > 0.0,
             sequences,
             vocab: self.vocab(),
             max_steps: max_steps.max(1),
@@ -467,18 +472,25 @@ impl Generator<'_> {
         self.ids.write(self.dev, first)?;
         let bytes = (s * 4) as u64;
         for k in 0..steps {
-            if let Some((index, params)) = &self.sampler {
-                let p = crate::ops::sampling::params(self.vocab, s, params, step0 + k as u32);
-                self.recording.set_params(*index, &p)?;
+            if self.sampling {
+                self.exe.set_sampling_step(step0 + k as u32)?;
             }
-            self.recording.submit_then(|enc| {
+            let next = self.exe.tensor(self.next);
+            self.exe.submit_then(|enc| {
                 enc.copy_buffer_to_buffer(
+                    next.buffer(),
+                    next.offset(),
                     self.ids.buffer(),
                     self.ids.offset(),
+                    bytes,
+                );
+                enc.copy_buffer_to_buffer(
+                    next.buffer(),
+                    next.offset(),
                     self.history.buffer(),
                     self.history.offset() + k as u64 * bytes,
                     bytes,
-                )
+                );
             })?;
         }
         self.dev.wait()?;
@@ -488,6 +500,24 @@ impl Generator<'_> {
 
     /// Dispatches per step.
     pub fn dispatches(&self) -> usize {
-        self.recording.len()
+        self.exe.dispatches()
+    }
+}
+
+impl Model {
+    /// The graph of one decode step of `state`'s batch: (builder, ids input [S], logits
+    /// [S, vocab]).
+    fn build_step(
+        &self,
+        dev: &Device,
+        state: &State,
+    ) -> Result<(common::Builder, crate::tensor::Tensor, crate::graph::TensorId)> {
+        let sequences = state.sequences();
+        let ids = crate::tensor::Tensor::from_slice(dev, &[sequences], &vec![0u32; sequences])?;
+        let lens = vec![1; sequences];
+        let batch = common::Batch::new(dev, &ids, &lens, true, None)?;
+        let mut b = common::Builder::new();
+        let logits = self.build(dev, &mut b, &batch, state)?;
+        Ok((b, ids, logits))
     }
 }

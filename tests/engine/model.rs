@@ -184,6 +184,13 @@ fn mamba_prefill_decode_and_batches_agree() {
         assert_eq!(runs[0], runs[1]);
         assert!(runs[0].iter().flatten().all(|&t| (t as usize) < VOCAB));
         assert!(m.generator(dev, &m.new_state(dev, 1).unwrap(), &greedy, 4).is_err());
+        // Forward passes run on the graph executor: its plan of a 2 × 300-token prefill reuses
+        // activation storage across layers.
+        let r = m.memory_plan(dev, &m.new_state(dev, 2).unwrap(), &[300, 300]).unwrap();
+        assert!(r.planned_bytes * 2 <= r.naive_bytes, "{r:?}");
+        assert!(r.planned_bytes as f64 <= 1.15 * r.lower_bound_bytes as f64, "{r:?}");
+        assert!(r.inplace_nodes >= LAYERS, "residual adds run in place: {r:?}");
+        assert!(m.memory_plan(dev, &m.new_state(dev, 2).unwrap(), &[3]).is_err());
         // f16 weights stay close.
         let m16 = model::load(dev, &dir, DType::F16).unwrap();
         let mut s = m16.new_state(dev, 1).unwrap();
