@@ -4,16 +4,25 @@
 //   W_F16P     f16 packed in u32 words, read with unpack2x16float: runs on every adapter
 //              (VEC: array<vec4<u32>>, 8 halves per load, K % 8 == 0)
 //   W_F16N     native f16 storage (needs SHADER_F16; VEC: array<vec4<f16>>, K % 4 == 0)
-struct Params { m: u32, n: u32, k: u32, has_bias: u32 }
+// flags: bit 0 a bias is bound; bit 1 accumulate (y += x·Wᵀ + b: a residual add fused into
+// the store, each element read and written by the same invocation).
+struct Params { m: u32, n: u32, k: u32, flags: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, {{ACT}}> x: array<{{XTYPE}}>;
 @group(0) @binding(2) var<storage, read> w: array<{{WTYPE}}>;
-// Without a bias the op binds a 1-element placeholder and sets has_bias = 0.
+// Without a bias the op binds a 1-element placeholder and clears flag bit 0.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 fn bias_at(n: u32) -> f32 {
-    return select(0.0, bias[min(n, arrayLength(&bias) - 1u)], p.has_bias != 0u);
+    return select(0.0, bias[min(n, arrayLength(&bias) - 1u)], (p.flags & 1u) != 0u);
+}
+
+// Stores output element i (column n): the sum, the bias, and the old value when accumulating.
+fn store(i: u32, n: u32, v: f32) {
+    var r = v + bias_at(n);
+    if ((p.flags & 2u) != 0u) { r += y[i]; }
+    y[i] = r;
 }
 
 #if !VEC
@@ -105,7 +114,7 @@ fn gemv(
     if (lid < ROWS && n0 + lid < p.n) {
         var s = 0.0;
         for (var i = 0u; i < sg_count; i++) { s += red[lid * WG + i]; }
-        y[m * p.n + n0 + lid] = s + bias_at(n0 + lid);
+        store(m * p.n + n0 + lid, n0 + lid, s);
     }
 #else
     red[lid] = acc0;
@@ -120,7 +129,7 @@ fn gemv(
         workgroupBarrier();
     }
     if (lid < ROWS && n0 + lid < p.n) {
-        y[m * p.n + n0 + lid] = red[lid * WG] + bias_at(n0 + lid);
+        store(m * p.n + n0 + lid, n0 + lid, red[lid * WG]);
     }
 #endif
 }
@@ -259,7 +268,7 @@ fn store4(row: u32, col0: u32, v: vec4<f32>) {
     if (row >= p.m) { return; }
     for (var j = 0u; j < 4u; j++) {
         let col = col0 + j;
-        if (col < p.n) { y[row * p.n + col] = v[j] + bias_at(col); }
+        if (col < p.n) { store(row * p.n + col, col, v[j]); }
     }
 }
 #endif

@@ -217,6 +217,15 @@ impl<'d> Executable<'d> {
 fn record_node(rec: &mut Recorder, op: &Op, ins: &[&Tensor], out: &Tensor) -> Result<()> {
     match op {
         Op::Linear => matmul::linear(rec, ins[0], ins[1], ins.get(2).copied(), out),
+        Op::LinearAdd => {
+            let (x, w, r, b) = (ins[0], ins[1], ins[2], ins.get(3).copied());
+            if std::ptr::eq(r.buffer(), out.buffer()) && r.offset() == out.offset() {
+                matmul::linear_accumulate(rec, x, w, b, out) // planned in place: one dispatch
+            } else {
+                matmul::linear(rec, x, w, b, out)?;
+                elementwise::residual_add(rec, out, r, 1.0)
+            }
+        }
         Op::Norm { kind, eps } => norm::norm(rec, *kind, ins[0], ins[1], ins.get(2).copied(), *eps, out),
         Op::Unary { op, scale } => elementwise::unary(rec, *op, ins[0], *scale, out),
         Op::Binary { op } => elementwise::binary(rec, *op, ins[0], ins[1], out),

@@ -99,6 +99,9 @@ impl PartialEq for CustomOp {
 pub enum Op {
     /// y = x·Wᵀ (+ b); inputs x, W [, b].
     Linear,
+    /// y = r + x·Wᵀ (+ b), the add fused into the matmul's store; inputs x, W, r [, b]. Runs in
+    /// place on r (the residual stream) when r dies here.
+    LinearAdd,
     /// Normalisation; inputs x, weight [, bias].
     Norm {
         kind: NormKind,
@@ -139,6 +142,7 @@ impl Op {
     pub fn name(&self) -> String {
         match self {
             Op::Linear => "linear".into(),
+            Op::LinearAdd => "linear_add".into(),
             Op::Norm { kind, .. } => format!("norm.{kind:?}"),
             Op::Unary { op, .. } => op.name().into(),
             Op::Binary { op } => op.name().into(),
@@ -159,6 +163,8 @@ impl Op {
     pub fn inplace_input(&self) -> Option<usize> {
         match self {
             Op::Unary { .. } | Op::Binary { .. } => Some(0),
+            // The matmul's store reads and writes each element of r in the same invocation.
+            Op::LinearAdd => Some(2),
             _ => None,
         }
     }
@@ -264,6 +270,36 @@ impl Graph {
 
     /// y = x·Wᵀ + b, HF `Linear` layout (W is [out, in]).
     pub fn linear(&mut self, x: TensorId, w: TensorId, b: Option<TensorId>) -> Result<TensorId> {
+        let shape = self.linear_shape(x, w, b)?;
+        let mut inputs = vec![x, w];
+        inputs.extend(b);
+        Ok(self.node(Op::Linear, &inputs, &shape, DType::F32))
+    }
+
+    /// r + x·Wᵀ + b: a linear layer whose output is added to the residual stream `r` in the
+    /// matmul's store (in place when `r` dies here).
+    pub fn linear_add(
+        &mut self,
+        x: TensorId,
+        w: TensorId,
+        b: Option<TensorId>,
+        r: TensorId,
+    ) -> Result<TensorId> {
+        let shape = self.linear_shape(x, w, b)?;
+        let rd = self.expect_f32("linear_add residual", r)?;
+        if rd.shape != shape {
+            return Err(Error::Shape(format!(
+                "linear_add: residual {} {:?} does not match the output {shape:?}",
+                rd.name, rd.shape
+            )));
+        }
+        let mut inputs = vec![x, w, r];
+        inputs.extend(b);
+        Ok(self.node(Op::LinearAdd, &inputs, &shape, DType::F32))
+    }
+
+    /// Checks the operands of a linear layer and returns its output shape.
+    fn linear_shape(&self, x: TensorId, w: TensorId, b: Option<TensorId>) -> Result<Vec<usize>> {
         let xd = self.expect_f32("linear", x)?.clone();
         let wd = self.check(w)?.clone();
         let k = *xd.shape.last().unwrap_or(&0);
@@ -273,7 +309,6 @@ impl Graph {
                 xd.name, xd.shape, wd.name, wd.shape, wd.dtype
             )));
         }
-        let mut inputs = vec![x, w];
         if let Some(b) = b {
             let bd = self.expect_f32("linear bias", b)?;
             if bd.shape != [wd.shape[0]] {
@@ -282,11 +317,10 @@ impl Graph {
                     bd.name, bd.shape, wd.shape[0]
                 )));
             }
-            inputs.push(b);
         }
         let mut shape = xd.shape.clone();
         *shape.last_mut().expect("x has a last dim") = wd.shape[0];
-        Ok(self.node(Op::Linear, &inputs, &shape, DType::F32))
+        Ok(shape)
     }
 
     /// Normalisation of the last dim (see [`NormKind`]).

@@ -4,7 +4,7 @@
 //!    reads it (graph outputs: to the end).
 //! 2. **In-place groups.** Following each op's contract ([`Op::inplace_input`]), a node's output
 //!    joins its input's storage group when that input is an activation of the same size read
-//!    for the last time by this node and is not a graph output.
+//!    for the last time by this node (at that input only) and is not a graph output.
 //! 3. **Placement.** Groups are placed largest first; each goes at the best-fitting free gap
 //!    (smallest gap that holds it, among groups whose lifetimes overlap) of the first buffer
 //!    where it fits under the binding limit, else on top, else in a new buffer. Offsets are
@@ -143,6 +143,9 @@ pub fn plan(g: &Graph, opts: &PlanOptions) -> Result<Plan> {
                 && life[src].is_some_and(|(_, last)| last == i)
                 && !g.outputs.iter().any(|o| o.0 == src)
                 && size(src) == size(out)
+                // Not read at another input too (a matmul reading x across invocations while
+                // its store overwrites x in place would race).
+                && node.inputs.iter().filter(|t| t.0 == src).count() == 1
         });
         match joinable.and_then(|src| group_of[src]) {
             Some(gi) => {

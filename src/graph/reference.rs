@@ -32,6 +32,13 @@ pub fn evaluate(g: &Graph, host: &HashMap<String, Vec<f32>>) -> Result<Vec<Vec<f
                 let b = ins.get(2).map(|b| f32s(b));
                 matmul::linear_ref(&f32s(ins[0]), &f32s(ins[1]), b.as_deref(), m, n, k)
             }
+            Op::LinearAdd => {
+                let (n, k) = (in_shape(1)[0], in_shape(1)[1]);
+                let m = ins[0].len() / k.max(1);
+                let b = ins.get(3).map(|b| f32s(b));
+                let y = matmul::linear_ref(&f32s(ins[0]), &f32s(ins[1]), b.as_deref(), m, n, k);
+                y.iter().zip(ins[2].iter()).map(|(a, r)| a + r).collect()
+            }
             Op::Norm { kind, eps } => {
                 let c = *in_shape(0).last().expect("norm input has a last dim");
                 let b = ins.get(2).map(|b| f32s(b));

@@ -188,6 +188,20 @@ impl Builder {
         self.g.linear(x, w, b)
     }
 
+    /// r + x·Wᵀ + b (the residual add fused into the matmul).
+    pub fn linear_add(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        r: TensorId,
+    ) -> Result<TensorId> {
+        let w = self.weight(name, w);
+        let b = b.map(|b| self.weight(&format!("{name}.bias"), b));
+        self.g.linear_add(x, w, b, r)
+    }
+
     /// Plans, allocates and records the graph with `outputs` marked.
     pub fn finish<'d>(mut self, dev: &'d Device, outputs: &[TensorId]) -> Result<Executable<'d>> {
         for &o in outputs {

@@ -226,8 +226,7 @@ impl Mamba {
                     }
                 },
             )?;
-            let o = b.linear(&format!("{p}.out_proj"), y, &l.w_out, l.b_out.as_ref())?;
-            h = b.g.add(h, o)?;
+            h = b.linear_add(&format!("{p}.out_proj"), y, &l.w_out, l.b_out.as_ref(), h)?;
         }
         self.head.build(b, h, batch.rows, c.eps as f32)
     }

@@ -241,8 +241,7 @@ impl Mamba2 {
             let yg = b.g.binary(Binary::MulSilu, y, z)?;
             let gate_norm = b.weight(&format!("{p}.gate_norm"), &l.gate_norm);
             let yn = b.g.norm(norm::NormKind::Rms { groups: c.groups }, yg, gate_norm, None, c.eps as f32)?;
-            let o = b.linear(&format!("{p}.out_proj"), yn, &l.w_out, l.b_out.as_ref())?;
-            h = b.g.add(h, o)?;
+            h = b.linear_add(&format!("{p}.out_proj"), yn, &l.w_out, l.b_out.as_ref(), h)?;
         }
         self.head.build(b, h, batch.rows, c.eps as f32)
     }

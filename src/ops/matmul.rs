@@ -171,7 +171,21 @@ pub fn choose(caps: &Capabilities, m: usize, n: usize, k: usize, wdtype: DType) 
 pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) -> Result<()> {
     let (m, n, k) = dims(x, w)?;
     let v = choose(rec.device().caps(), m, n, k, w.dtype());
-    linear_using(rec, &v, x, w, b, y)
+    record(rec, &v, x, w, b, y, false)
+}
+
+/// Records `y += x · Wᵀ + b` (a residual add fused into the matmul's store) with the variant
+/// [`choose`] picks.
+pub fn linear_accumulate(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    y: &Tensor,
+) -> Result<()> {
+    let (m, n, k) = dims(x, w)?;
+    let v = choose(rec.device().caps(), m, n, k, w.dtype());
+    record(rec, &v, x, w, b, y, true)
 }
 
 fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
@@ -194,6 +208,18 @@ pub fn linear_using(
     b: Option<&Tensor>,
     y: &Tensor,
 ) -> Result<()> {
+    record(rec, v, x, w, b, y, false)
+}
+
+fn record(
+    rec: &mut Recorder,
+    v: &Variant,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    y: &Tensor,
+    accumulate: bool,
+) -> Result<()> {
     let (m, n, k) = dims(x, w)?;
     let mut yshape = x.shape().to_vec();
     *yshape.last_mut().expect("x has a last dim") = n;
@@ -211,8 +237,8 @@ pub fn linear_using(
         if m % bm != 0 || n % 64 != 0 || k % 16 != 0 {
             return unsupported(format!("needs M%{bm}, N%64, K%16 == 0 (M={m}, N={n}, K={k})"));
         }
-        if b.is_some() {
-            return unsupported("has no bias".into());
+        if b.is_some() || accumulate {
+            return unsupported("has no bias or accumulation".into());
         }
         let params = Params::new().u(m).u(n).u(k);
         return rec.dispatch(v, &params, &[x, w, y], [(n / 64) as u32, (m / 32) as u32, 1]);
@@ -232,7 +258,7 @@ pub fn linear_using(
             &placeholder
         }
     };
-    let params = Params::new().u(m).u(n).u(k).u(b.is_some() as usize);
+    let params = Params::new().u(m).u(n).u(k).u(b.is_some() as usize | (accumulate as usize) << 1);
     match v.entry {
         "gemv" => {
             let chunk: usize = def("CHUNK").unwrap_or("1").parse().unwrap_or(1);

@@ -65,6 +65,37 @@ fn every_matmul_variant_on_edge_shapes() {
 }
 
 #[test]
+fn accumulating_linear_adds_to_the_output() {
+    // y += x·Wᵀ + b (the residual add fused into the store), on the GEMV and GEMM paths.
+    for dev in devices() {
+        let mut rng = Rng::new(14);
+        for &(m, n, k) in &[(1, 70, 40), (3, 33, 64), (40, 50, 60), (130, 96, 64)] {
+            for wdt in [DType::F32, DType::F16] {
+                let x = rng.vec(m * k, -1.0, 1.0);
+                let w0 = rng.vec(n * k, -0.5, 0.5);
+                let w = if wdt == DType::F16 { f16_round(&w0) } else { w0 };
+                let b = rng.vec(n, -0.5, 0.5);
+                let r = rng.vec(m * n, -2.0, 2.0);
+                let xt = Tensor::from_slice(dev, &[m, k], &x).unwrap();
+                let wt = Tensor::from_f32(dev, &[n, k], &w, wdt).unwrap();
+                let bt = Tensor::from_slice(dev, &[n], &b).unwrap();
+                let y = GuardedOutput::new(dev, &[m, n], DType::F32).unwrap();
+                y.tensor.write(dev, &r).unwrap();
+                let mut rec = Recorder::new(dev);
+                matmul::linear_accumulate(&mut rec, &xt, &wt, Some(&bt), &y.tensor).unwrap();
+                rec.run().unwrap();
+                let want: Vec<f64> = matmul::linear_ref(&x, &w, Some(&b), m, n, k)
+                    .iter()
+                    .zip(&r)
+                    .map(|(a, &r)| a + r as f64)
+                    .collect();
+                check(dev, "matmul", wdt, &format!("accumulate M={m} N={n} K={k}"), &y, &want);
+            }
+        }
+    }
+}
+
+#[test]
 fn automatic_choice_covers_gemv_and_gemm() {
     for dev in devices() {
         let mut rng = Rng::new(12);
