@@ -472,6 +472,26 @@ fn scan_lanes(
 // Helpers of the tiled and paired kernels (both define TILES).
 const LOG2E: f32 = 1.4426950408889634;
 
+// Lane within the channel (four per channel): state quarter and token owner class.
+var<private> tq: u32;
+
+// Stores four owned outputs of channel d (tile rows tq + 16·half + 4k).
+fn store4(d: u32, t0: u32, t_end: u32, half: u32, out: vec4<f32>) {
+    let t = t0 + tq + 16u * half;
+    if (t < t_end) { y[ix(d, t)] = out.x; }
+    if (t + 4u < t_end) { y[ix(d, t + 4u)] = out.y; }
+    if (t + 8u < t_end) { y[ix(d, t + 8u)] = out.z; }
+    if (t + 12u < t_end) { y[ix(d, t + 12u)] = out.w; }
+}
+
+// Stores this lane's four final states at sidx.
+fn store_state4(sidx: u32, h: vec4<f32>) {
+    state[sidx] = h.x;
+    state[sidx + 1u] = h.y;
+    state[sidx + 2u] = h.z;
+    state[sidx + 3u] = h.w;
+}
+
 // silu(z) when there is a gate, else 1.
 fn silu_gate(z: vec4<f32>) -> vec4<f32> {
     if (flag(HAS_Z)) { return z / (1.0 + exp(-z)); }
@@ -519,7 +539,6 @@ var<workgroup> s_bc: array<vec4<f32>, 256>; // [TT, 2, 4]: B then C of each toke
 var<workgroup> s_keep: array<f32, 32>; // 0 before a reset token (RSTC)
 
 // Per-invocation constants.
-var<private> tq: u32; // lane within the channel: state quarter and token owner class
 var<private> tc: u32; // channel within the workgroup
 var<private> ta2: vec4<f32>; // A·log2(e) of this lane's four states
 
@@ -598,15 +617,6 @@ fn tiled_group(h: ptr<function, vec4<f32>>, k: u32) -> f32 {
     return select(ka, kb, odd) + subgroupShuffleXor(select(kb, ka, odd), 1u);
 }
 
-// Stores four owned outputs (tile rows tq + 16·half + 4k).
-fn store4(d: u32, t0: u32, t_end: u32, half: u32, out: vec4<f32>) {
-    let t = t0 + tq + 16u * half;
-    if (t < t_end) { y[ix(d, t)] = out.x; }
-    if (t + 4u < t_end) { y[ix(d, t + 4u)] = out.y; }
-    if (t + 8u < t_end) { y[ix(d, t + 8u)] = out.z; }
-    if (t + 12u < t_end) { y[ix(d, t + 12u)] = out.w; }
-}
-
 @compute @workgroup_size(128)
 fn scan_tiled(
     @builtin(local_invocation_index) lid: u32,
@@ -654,10 +664,7 @@ fn scan_tiled(
         store4(d, t0, t_end, 1u, (y1 + skip1) * gate1);
         workgroupBarrier();
     }
-    state[sidx] = h.x;
-    state[sidx + 1u] = h.y;
-    state[sidx + 2u] = h.z;
-    state[sidx + 3u] = h.w;
+    store_state4(sidx, h);
 }
 #endif
 
@@ -856,7 +863,6 @@ var<workgroup> s_dd: array<vec2<f32>, 1152>; // [PTT, PROW]: (dt, dt·u) per tok
 var<workgroup> s_pbc: array<vec4<f32>, 128>; // [PTT, 2, 4]: B then C of each token, in quarters
 var<workgroup> s_pkeep: array<f32, 16>;      // 0 before a reset token (RSTC)
 
-var<private> pq: u32;          // state quarter and token owner class
 var<private> pp: u32;          // channel pair within the workgroup
 var<private> pa0: vec4<f32>;   // A·log2(e) of this lane's four states, channel c
 var<private> pa1: vec4<f32>;   // and channel c + 32
@@ -865,7 +871,7 @@ struct PairPre { u0: vec4<f32>, u1: vec4<f32>, d0: vec4<f32>, d1: vec4<f32>, z0:
 
 fn pair_load(d: u32, g: u32, lid: u32, t0: u32) -> PairPre {
     var pre: PairPre;
-    let t = t0 + pq;
+    let t = t0 + tq;
     pre.u0 = own_u(d, t);
     pre.u1 = own_u(d + 32u, t);
     pre.d0 = own_delta(d, t);
@@ -882,7 +888,7 @@ fn pair_load(d: u32, g: u32, lid: u32, t0: u32) -> PairPre {
 
 // Stages (dt, dt·u) of the four owned tokens of channel c (0 or 1 of the pair).
 fn pair_stage(t0: u32, t_end: u32, c: u32, dl: vec4<f32>, u4: vec4<f32>, bias: f32) -> vec4<f32> {
-    let i = pq + vec4<u32>(0u, 4u, 8u, 12u);
+    let i = tq + vec4<u32>(0u, 4u, 8u, 12u);
     var v = dl + bias;
     if (flag(SOFTPLUS)) { v = select(log(1.0 + exp(v)), v, v > vec4<f32>(20.0)); }
     v = select(vec4<f32>(0.0), v, vec4<u32>(t0) + i < vec4<u32>(t_end));
@@ -907,8 +913,8 @@ fn pair_decay(x: vec4<f32>) -> vec4<f32> {
 fn pair_token(h0: ptr<function, vec4<f32>>, h1: ptr<function, vec4<f32>>, i: u32) -> vec2<f32> {
     let e0 = s_dd[i * PROW + pp];
     let e1 = s_dd[i * PROW + pp + 32u];
-    let b = s_pbc[i * 8u + pq];
-    let c = s_pbc[i * 8u + 4u + pq];
+    let b = s_pbc[i * 8u + tq];
+    let c = s_pbc[i * 8u + 4u + tq];
 #if RSTC
     let keep = s_pkeep[i];
     *h0 *= keep;
@@ -925,26 +931,11 @@ fn pair_group(h0: ptr<function, vec4<f32>>, h1: ptr<function, vec4<f32>>, k: u32
     let p1 = pair_token(h0, h1, 4u * k + 1u);
     let p2 = pair_token(h0, h1, 4u * k + 2u);
     let p3 = pair_token(h0, h1, 4u * k + 3u);
-    let hi = (pq & 2u) != 0u;
+    let hi = (tq & 2u) != 0u;
     let ka = select(p0, p2, hi) + subgroupShuffleXor(select(p2, p0, hi), 2u);
     let kb = select(p1, p3, hi) + subgroupShuffleXor(select(p3, p1, hi), 2u);
-    let odd = (pq & 1u) != 0u;
+    let odd = (tq & 1u) != 0u;
     return select(ka, kb, odd) + subgroupShuffleXor(select(kb, ka, odd), 1u);
-}
-
-fn pair_store(d: u32, t0: u32, t_end: u32, out: vec4<f32>) {
-    let t = t0 + pq;
-    if (t < t_end) { y[ix(d, t)] = out.x; }
-    if (t + 4u < t_end) { y[ix(d, t + 4u)] = out.y; }
-    if (t + 8u < t_end) { y[ix(d, t + 8u)] = out.z; }
-    if (t + 12u < t_end) { y[ix(d, t + 12u)] = out.w; }
-}
-
-fn pair_state(sidx: u32, h: vec4<f32>) {
-    state[sidx] = h.x;
-    state[sidx + 1u] = h.y;
-    state[sidx + 2u] = h.z;
-    state[sidx + 3u] = h.w;
 }
 
 @compute @workgroup_size(128)
@@ -957,21 +948,21 @@ fn scan_paired(
     let idx = wid.x + wid.y * nwg.x;
     if (idx >= p.nseq * blocks) { return; } // workgroup-uniform
     let s = idx / blocks;
-    pq = lid % 4u;
+    tq = lid % 4u;
     pp = lid / 4u;
     let d = (idx % blocks) * PCH + pp; // and d + 32
     let g = d / (p.dim / p.groups);
     let base0 = d * (PNS + 2u);
     let base1 = (d + 32u) * (PNS + 2u);
-    let q0 = base0 + 4u * pq;
-    let q1 = base1 + 4u * pq;
+    let q0 = base0 + 4u * tq;
+    let q1 = base1 + 4u * tq;
     pa0 = vec4<f32>(chan[q0], chan[q0 + 1u], chan[q0 + 2u], chan[q0 + 3u]) * LOG2E;
     pa1 = vec4<f32>(chan[q1], chan[q1 + 1u], chan[q1 + 2u], chan[q1 + 3u]) * LOG2E;
     let bias0 = select(0.0, chan[base0 + PNS + 1u], flag(HAS_BIAS));
     let bias1 = select(0.0, chan[base1 + PNS + 1u], flag(HAS_BIAS));
     let dskip0 = select(0.0, chan[base0 + PNS], flag(HAS_D));
     let dskip1 = select(0.0, chan[base1 + PNS], flag(HAS_D));
-    let sidx0 = (s * p.dim + d) * PNS + 4u * pq;
+    let sidx0 = (s * p.dim + d) * PNS + 4u * tq;
     let sidx1 = sidx0 + 32u * PNS;
     var h0 = vec4<f32>(0.0);
     var h1 = vec4<f32>(0.0);
@@ -999,11 +990,11 @@ fn scan_paired(
         let r1 = pair_group(&h0, &h1, 1u);
         let r2 = pair_group(&h0, &h1, 2u);
         let r3 = pair_group(&h0, &h1, 3u);
-        pair_store(d, t0, t_end, (vec4<f32>(r0.x, r1.x, r2.x, r3.x) + skip0) * gate0);
-        pair_store(d + 32u, t0, t_end, (vec4<f32>(r0.y, r1.y, r2.y, r3.y) + skip1) * gate1);
+        store4(d, t0, t_end, 0u, (vec4<f32>(r0.x, r1.x, r2.x, r3.x) + skip0) * gate0);
+        store4(d + 32u, t0, t_end, 0u, (vec4<f32>(r0.y, r1.y, r2.y, r3.y) + skip1) * gate1);
         workgroupBarrier();
     }
-    pair_state(sidx0, h0);
-    pair_state(sidx1, h1);
+    store_state4(sidx0, h0);
+    store_state4(sidx1, h1);
 }
 #endif

@@ -105,9 +105,11 @@ pub fn bench(a: BenchArgs) -> CmdResult {
     if let Some(path) = &a.replot {
         let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
         let series = bench::plot::series_from_json(&doc, "scan");
-        let dim = doc["rows"].as_array().into_iter().flatten().find_map(|r| {
-            r["shape"].as_str()?.split_whitespace().find_map(|f| f.strip_prefix("d=")).map(str::to_string)
-        });
+        let dim = doc["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|r| bench::plot::shape_field(r["shape"].as_str()?, "d=").map(str::to_string));
         let adapter = doc["adapter"].as_str().unwrap_or("?").split(" (").next().unwrap_or("?").to_string();
         let title = format!("selective scan, batch 1, d = {}, N = 16 — {adapter}", dim.unwrap_or_default());
         scaling_report(&series, &title, 16384.0, &a.svg)?;

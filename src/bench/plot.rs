@@ -13,9 +13,7 @@ pub type Series = Vec<(f64, f64)>;
 pub fn series(rows: &[BenchRow], case: &str) -> BTreeMap<String, Series> {
     let mut out: BTreeMap<String, Series> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.case == case) {
-        let len =
-            r.shape.split_whitespace().find_map(|f| f.strip_prefix("L=")).and_then(|v| v.parse::<f64>().ok());
-        if let Some(l) = len {
+        if let Some(l) = length_of(&r.shape) {
             out.entry(r.variant.clone()).or_default().push((l, r.stats.median));
         }
     }
@@ -26,14 +24,22 @@ pub fn series(rows: &[BenchRow], case: &str) -> BTreeMap<String, Series> {
 pub fn series_from_json(doc: &serde_json::Value, case: &str) -> BTreeMap<String, Series> {
     let mut out: BTreeMap<String, Series> = BTreeMap::new();
     for r in doc["rows"].as_array().into_iter().flatten().filter(|r| r["case"] == case) {
-        let shape = r["shape"].as_str().unwrap_or("");
-        let len =
-            shape.split_whitespace().find_map(|f| f.strip_prefix("L=")).and_then(|v| v.parse::<f64>().ok());
+        let len = length_of(r["shape"].as_str().unwrap_or(""));
         if let (Some(l), Some(t), Some(v)) = (len, r["stats"]["median"].as_f64(), r["variant"].as_str()) {
             out.entry(v.to_string()).or_default().push((l, t));
         }
     }
     out
+}
+
+/// The value of `key` (such as `"L="`) in a shape description like "B=1 d=384 L=4096 N=16".
+pub fn shape_field<'a>(shape: &'a str, key: &str) -> Option<&'a str> {
+    shape.split_whitespace().find_map(|f| f.strip_prefix(key))
+}
+
+/// The sequence length of a shape description.
+fn length_of(shape: &str) -> Option<f64> {
+    shape_field(shape, "L=").and_then(|v| v.parse().ok())
 }
 
 /// Least-squares slope of ln(time) against ln(L) over the points with L ≥ `min_len` (None

@@ -21,11 +21,17 @@ pub(crate) struct Head {
 }
 
 impl Head {
+    /// Adds the embedding gather of the ids in `ids` (bound as the graph's input).
+    pub fn embed(&self, b: &mut Builder, ids: &Tensor) -> Result<TensorId> {
+        let ids = b.input("ids", ids);
+        let table = b.weight("embed", &self.embed);
+        b.g.embedding(ids, table)
+    }
+
     /// Adds the final RMSNorm of `h` and the LM head: logits of every token, or only of the
     /// token rows in `rows` (gathered first).
-    pub fn build(&self, b: &mut Builder, h: TensorId, rows: Option<&Tensor>, eps: f32) -> Result<TensorId> {
-        let norm_f = b.weight("norm_f", &self.norm_f);
-        let xn = b.g.rms_norm(h, norm_f, eps)?;
+    pub fn build(&self, b: &mut Builder, h: TensorId, rows: Option<&Tensor>, eps: f64) -> Result<TensorId> {
+        let xn = b.rms_norm("norm_f", h, &self.norm_f, eps)?;
         let src = match rows {
             Some(r) => {
                 let r = b.input("rows", r);
@@ -123,22 +129,19 @@ impl<'a> Batch<'a> {
         &self,
         b: &mut Builder,
         x: TensorId,
-        conv: ConvWeights,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
         state: &Tensor,
         started: bool,
     ) -> Result<TensorId> {
+        let (weight, bias) = (weight.clone(), bias.cloned());
         let seqs = self.seqs.clone();
         let state = state.clone();
         let step = self.step;
         let shape = b.g.tensors()[x.0].shape.clone();
         b.g.custom("causal_conv1d", &[x], &shape, DType::F32, move |rec, ins, out| {
-            let args = ConvArgs {
-                x: ins[0],
-                weight: &conv.weight,
-                bias: conv.bias.as_ref(),
-                seqs: &seqs,
-                state: &state,
-            };
+            let args =
+                ConvArgs { x: ins[0], weight: &weight, bias: bias.as_ref(), seqs: &seqs, state: &state };
             if step {
                 conv1d::causal_conv1d_step(rec, &args, true, out)
             } else {
@@ -146,13 +149,6 @@ impl<'a> Batch<'a> {
             }
         })
     }
-}
-
-/// A conv's weight [C, W] and optional bias, owned by a graph node.
-#[derive(Clone)]
-pub(crate) struct ConvWeights {
-    pub weight: Tensor,
-    pub bias: Option<Tensor>,
 }
 
 /// A forward pass under construction: the graph, and the device tensors its weights, state
@@ -179,6 +175,12 @@ impl Builder {
         let id = self.g.input(name, t.shape(), t.dtype());
         self.bound.push((id, t.clone()));
         id
+    }
+
+    /// RMSNorm of `x` with `w` bound as a weight.
+    pub fn rms_norm(&mut self, name: &str, x: TensorId, w: &Tensor, eps: f64) -> Result<TensorId> {
+        let w = self.weight(name, w);
+        self.g.rms_norm(x, w, eps as f32)
     }
 
     /// x·Wᵀ + b with `w` and `b` bound as weights.

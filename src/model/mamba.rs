@@ -7,7 +7,7 @@
 //! row range is contiguous): x and z, and dt_in and (B, C), come out of separate GEMMs as the
 //! contiguous `[T, ·]` tensors the conv and the scan read, with no column copies.
 
-use super::common::{Batch, Builder, ConvWeights, Head, RecurrentState};
+use super::common::{Batch, Builder, Head, RecurrentState};
 use super::config::Config;
 use super::weights::Weights;
 use crate::device::Device;
@@ -185,17 +185,13 @@ impl Mamba {
             neg_eigen: false,
             init_state: state.started,
         };
-        let ids = b.input("ids", batch.ids);
-        let embed = b.weight("embed", &self.head.embed);
-        let mut h = b.g.embedding(ids, embed)?;
+        let mut h = self.head.embed(b, batch.ids)?;
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("layers.{i}");
-            let norm = b.weight(&format!("{p}.norm"), &l.norm);
-            let xn = b.g.rms_norm(h, norm, c.eps as f32)?;
+            let xn = b.rms_norm(&format!("{p}.norm"), h, &l.norm, c.eps)?;
             let x = b.linear(&format!("{p}.in_proj.x"), xn, &l.w_x, l.b_x.as_ref())?;
             let z = b.linear(&format!("{p}.in_proj.z"), xn, &l.w_z, l.b_z.as_ref())?;
-            let conv = ConvWeights { weight: l.conv_w.clone(), bias: l.conv_b.clone() };
-            let xc = batch.conv(b, x, conv, &state.conv[i], state.started)?;
+            let xc = batch.conv(b, x, &l.conv_w, l.conv_b.as_ref(), &state.conv[i], state.started)?;
             let dt_in = b.linear(&format!("{p}.x_proj.dt"), xc, &l.w_dt_in, None)?;
             let bc = b.linear(&format!("{p}.x_proj.bc"), xc, &l.w_bc, None)?;
             let dt = b.linear(&format!("{p}.dt_proj"), dt_in, &l.w_dt, None)?;
@@ -228,7 +224,7 @@ impl Mamba {
             )?;
             h = b.linear_add(&format!("{p}.out_proj"), y, &l.w_out, l.b_out.as_ref(), h)?;
         }
-        self.head.build(b, h, batch.rows, c.eps as f32)
+        self.head.build(b, h, batch.rows, c.eps)
     }
 
     /// Number of parameters (as in the checkpoint, tied embeddings counted once).

@@ -8,7 +8,7 @@
 //! so each comes out of its own GEMM as a contiguous `[T, ·]` tensor; the SSD op reads the conv
 //! output `[T, H·P + 2·G·N]` in place.
 
-use super::common::{Batch, Builder, ConvWeights, Head, RecurrentState};
+use super::common::{Batch, Builder, Head, RecurrentState};
 use super::config::Config;
 use super::weights::Weights;
 use crate::device::Device;
@@ -215,18 +215,14 @@ impl Mamba2 {
             dt_limit: (c.dt_limit.0 as f32, c.dt_limit.1 as f32),
         };
         let kernel = SsdKernel::choose(dev, c.dims(), batch.seqs.total(), c.kernel());
-        let ids = b.input("ids", batch.ids);
-        let embed = b.weight("embed", &self.head.embed);
-        let mut h = b.g.embedding(ids, embed)?;
+        let mut h = self.head.embed(b, batch.ids)?;
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("layers.{i}");
-            let norm = b.weight(&format!("{p}.norm"), &l.norm);
-            let xn = b.g.rms_norm(h, norm, c.eps as f32)?;
+            let xn = b.rms_norm(&format!("{p}.norm"), h, &l.norm, c.eps)?;
             let z = b.linear(&format!("{p}.in_proj.z"), xn, &l.w_z, l.b_z.as_ref())?;
             let xbc = b.linear(&format!("{p}.in_proj.xbc"), xn, &l.w_xbc, l.b_xbc.as_ref())?;
             let dt = b.linear(&format!("{p}.in_proj.dt"), xn, &l.w_dt, l.b_dt.as_ref())?;
-            let conv = ConvWeights { weight: l.conv_w.clone(), bias: l.conv_b.clone() };
-            let xbc_c = batch.conv(b, xbc, conv, &state.conv[i], state.started)?;
+            let xbc_c = batch.conv(b, xbc, &l.conv_w, l.conv_b.as_ref(), &state.conv[i], state.started)?;
             let (heads, seqs, ssm, step, dims) =
                 (l.heads.clone(), batch.seqs.clone(), state.ssm[i].clone(), batch.step, c.dims());
             let y = b.g.custom("ssd", &[xbc_c, dt], &[t, di], DType::F32, move |rec, ins, out| {
@@ -243,7 +239,7 @@ impl Mamba2 {
             let yn = b.g.norm(norm::NormKind::Rms { groups: c.groups }, yg, gate_norm, None, c.eps as f32)?;
             h = b.linear_add(&format!("{p}.out_proj"), yn, &l.w_out, l.b_out.as_ref(), h)?;
         }
-        self.head.build(b, h, batch.rows, c.eps as f32)
+        self.head.build(b, h, batch.rows, c.eps)
     }
 
     pub fn parameters(&self) -> usize {

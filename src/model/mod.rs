@@ -365,13 +365,8 @@ impl Model {
     /// Records the decode step for `state` (one token per sequence); the state must have been
     /// started by a prefill.
     pub fn decoder<'d>(&self, dev: &'d Device, state: &State) -> Result<Decoder<'d>> {
-        let RecurrentState { sequences, started, .. } = *state.inner();
-        if !started {
-            return Err(Error::Invalid(
-                "a decoder continues a prefill: run Model::forward on the prompt first".into(),
-            ));
-        }
         let (b, ids, logits) = self.build_step(dev, state)?;
+        let sequences = state.sequences();
         let exe = b.finish(dev, &[logits])?;
         Ok(Decoder { dev, exe, ids, logits, sequences, vocab: self.vocab() })
     }
@@ -429,15 +424,10 @@ impl Model {
         params: &SamplingParams,
         max_steps: usize,
     ) -> Result<Generator<'d>> {
-        let RecurrentState { sequences, started, .. } = *state.inner();
-        if !started {
-            return Err(Error::Invalid(
-                "a generator continues a prefill: run Model::forward on the prompt first".into(),
-            ));
-        }
         params.validate()?;
-        let history = crate::tensor::Tensor::empty(dev, &[max_steps.max(1), sequences], DType::U32)?;
         let (mut b, ids, logits) = self.build_step(dev, state)?;
+        let sequences = state.sequences();
+        let history = crate::tensor::Tensor::empty(dev, &[max_steps.max(1), sequences], DType::U32)?;
         let next = if params.temperature > 0.0 { b.g.sample(logits, *params)? } else { b.g.argmax(logits)? };
         let exe = b.finish(dev, &[next])?;
         Ok(Generator {
@@ -506,13 +496,18 @@ impl Generator<'_> {
 
 impl Model {
     /// The graph of one decode step of `state`'s batch: (builder, ids input [S], logits
-    /// [S, vocab]).
+    /// [S, vocab]). The state must have been started by a prefill.
     fn build_step(
         &self,
         dev: &Device,
         state: &State,
     ) -> Result<(common::Builder, crate::tensor::Tensor, crate::graph::TensorId)> {
-        let sequences = state.sequences();
+        let RecurrentState { sequences, started, .. } = *state.inner();
+        if !started {
+            return Err(Error::Invalid(
+                "decoding continues a prefill: run Model::forward on the prompt first".into(),
+            ));
+        }
         let ids = crate::tensor::Tensor::from_slice(dev, &[sequences], &vec![0u32; sequences])?;
         let lens = vec![1; sequences];
         let batch = common::Batch::new(dev, &ids, &lens, true, None)?;

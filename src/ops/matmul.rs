@@ -169,9 +169,7 @@ pub fn choose(caps: &Capabilities, m: usize, n: usize, k: usize, wdtype: DType) 
 
 /// Records `y = x · Wᵀ + b` with the variant [`choose`] picks.
 pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) -> Result<()> {
-    let (m, n, k) = dims(x, w)?;
-    let v = choose(rec.device().caps(), m, n, k, w.dtype());
-    record(rec, &v, x, w, b, y, false)
+    record_chosen(rec, x, w, b, y, false)
 }
 
 /// Records `y += x · Wᵀ + b` (a residual add fused into the matmul's store) with the variant
@@ -183,9 +181,20 @@ pub fn linear_accumulate(
     b: Option<&Tensor>,
     y: &Tensor,
 ) -> Result<()> {
+    record_chosen(rec, x, w, b, y, true)
+}
+
+fn record_chosen(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    y: &Tensor,
+    accumulate: bool,
+) -> Result<()> {
     let (m, n, k) = dims(x, w)?;
     let v = choose(rec.device().caps(), m, n, k, w.dtype());
-    record(rec, &v, x, w, b, y, true)
+    record(rec, &v, x, w, b, y, accumulate)
 }
 
 fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
