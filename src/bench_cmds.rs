@@ -48,6 +48,15 @@ pub struct BenchArgs {
     /// Model benchmark: where the random checkpoint lives (default: the temp directory).
     #[arg(long, value_name = "DIR")]
     model_dir: Option<PathBuf>,
+    /// Model benchmark: prefill lengths, comma-separated ("none" skips prefill).
+    #[arg(long, value_name = "LIST")]
+    prefill_lens: Option<String>,
+    /// Model benchmark: decode batch sizes, comma-separated ("none" skips decode).
+    #[arg(long, value_name = "LIST")]
+    decode_batches: Option<String>,
+    /// Model benchmark: also print a per-op GPU profile of one decode step.
+    #[arg(long)]
+    profile: bool,
     /// Small sizes, few repetitions (the default on CPU adapters such as lavapipe).
     #[arg(long)]
     quick: bool,
@@ -73,6 +82,21 @@ pub struct TuneArgs {
     /// Print the choices without saving them.
     #[arg(long)]
     dry_run: bool,
+}
+
+/// A comma-separated list of positive sizes ("none" for an empty list).
+fn parse_list(list: &str, what: &str) -> Result<Vec<usize>, Box<dyn std::error::Error>> {
+    if list.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    list.split(',')
+        .map(|s| match s.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => {
+                Err(format!("{what}: {s:?} is not a positive size (expected e.g. 1024,4096 or none)").into())
+            }
+        })
+        .collect()
 }
 
 fn open_device() -> Result<(Device, bool), Box<dyn std::error::Error>> {
@@ -146,7 +170,15 @@ pub fn bench(a: BenchArgs) -> CmdResult {
                 .model_dir
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join(format!("linseq-bench-{}", a.preset)));
-            bench::model::model(&dev, cfg, &a.preset, dtype, &dir, &bench::model::ModelBench::new(cfg))?
+            let mut plan = bench::model::ModelBench::new(cfg);
+            if let Some(list) = &a.prefill_lens {
+                plan.prefill_lens = parse_list(list, "--prefill-lens")?;
+            }
+            if let Some(list) = &a.decode_batches {
+                plan.decode_batches = parse_list(list, "--decode-batches")?;
+            }
+            plan.profile = a.profile;
+            bench::model::model(&dev, cfg, &a.preset, dtype, &dir, &plan)?
         }
         ("selective-scan" | "scan", false) => {
             let cases: Vec<ScanCase> = ScanCase::grid(cfg).into_iter().filter(|c| keep(&c.label())).collect();

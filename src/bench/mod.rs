@@ -295,6 +295,18 @@ pub fn run_core(dev: &Device, cfg: BenchConfig, variants: &Variants) -> Result<V
     ] {
         cases.push((v, gm, gm, gm));
     }
+    // Batched decode: Mamba-1.4B's in_proj (N 8192, K 2048) at 64 and 128 sequences.
+    let (bn, bk) = if cfg.quick { (256, 128) } else { (8192, 2048) };
+    for m in [64, 128] {
+        for v in [
+            "matmul.skinny.f16n",
+            "matmul.gemm.t64.f16n",
+            "matmul.gemm.t128.f16n",
+            "matmul.gemm_coop.f16.m64",
+        ] {
+            cases.push((v, m, bn, bk));
+        }
+    }
     let mut inputs = std::collections::HashMap::new();
     for (name, m, n, k) in cases {
         if !variants.matches(name) {

@@ -21,6 +21,8 @@ pub struct ModelBench {
     pub prefill_lens: Vec<usize>,
     pub decode_batches: Vec<usize>,
     pub decode_steps: usize,
+    /// Also print a per-op GPU profile of one decode step (timestamps after every dispatch).
+    pub profile: bool,
 }
 
 impl ModelBench {
@@ -28,12 +30,13 @@ impl ModelBench {
     /// on --quick).
     pub fn new(cfg: BenchConfig) -> Self {
         if cfg.quick {
-            Self { prefill_lens: vec![16, 64], decode_batches: vec![1, 4], decode_steps: 3 }
+            Self { prefill_lens: vec![16, 64], decode_batches: vec![1, 4], decode_steps: 3, profile: false }
         } else {
             Self {
                 prefill_lens: vec![1024, 4096, 16384, 65536],
                 decode_batches: vec![1, 64],
                 decode_steps: 100,
+                profile: false,
             }
         }
     }
@@ -42,6 +45,39 @@ impl ModelBench {
 fn wall_stats(mut times: Vec<f64>) -> Stats {
     times.sort_by(f64::total_cmp);
     Stats { median: times[times.len() / 2], min: times[0], max: times[times.len() - 1], clock: "wall" }
+}
+
+/// Prints a per-op profile: node names with their layer index removed (`layers.7.in_proj` →
+/// `in_proj`), each op's total GPU time over the step, its count and share, slowest first.
+pub fn print_profile(title: &str, nodes: &[(String, f64)]) {
+    let mut ops: Vec<(String, f64, usize)> = Vec::new();
+    for (name, secs) in nodes {
+        let op = match name.strip_prefix("layers.") {
+            Some(rest) => rest.split_once('.').map_or(rest, |(_, op)| op).to_string(),
+            None => name.clone(),
+        };
+        match ops.iter_mut().find(|o| o.0 == op) {
+            Some(o) => {
+                o.1 += secs;
+                o.2 += 1;
+            }
+            None => ops.push((op, *secs, 1)),
+        }
+    }
+    let total: f64 = ops.iter().map(|o| o.1).sum();
+    ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("profile of one step, {title}: {:.1} µs on the GPU in {} nodes", total * 1e6, nodes.len());
+    println!("{:<28} {:>10} {:>6} {:>10} {:>7}", "op", "total µs", "count", "µs each", "share");
+    for (op, secs, n) in ops {
+        println!(
+            "{:<28} {:>10.1} {:>6} {:>10.2} {:>6.1}%",
+            op,
+            secs * 1e6,
+            n,
+            secs * 1e6 / n as f64,
+            100.0 * secs / total.max(1e-30)
+        );
+    }
 }
 
 /// Benchmarks `preset` (see [`random::PRESETS`]) with weights held as `dtype`. The random
@@ -116,6 +152,19 @@ pub fn model(
             times.push(t0.elapsed().as_secs_f64());
         }
         let sync = wall_stats(times);
+        let mut gpu = Vec::with_capacity(plan.decode_steps);
+        for _ in 0..plan.decode_steps.max(1) {
+            gpu.push(dec.gpu_time()?);
+        }
+        let clock = if gpu.iter().all(|t| t.gpu_timestamps) { "gpu-timestamps" } else { "wall" };
+        let mut gpu_stats = wall_stats(gpu.iter().map(|t| t.seconds).collect());
+        gpu_stats.clock = clock;
+        if plan.profile {
+            match dec.profile() {
+                Ok(p) => print_profile(&format!("{variant} decode S={batch}"), &p),
+                Err(e) => eprintln!("{variant}: no profile, {e}"),
+            }
+        }
         drop(dec);
         // The GPU-resident loop: per-step time of whole generate calls (median of 5).
         let greedy = model::SamplingParams { temperature: 0.0, ..Default::default() };
@@ -129,9 +178,11 @@ pub fn model(
         }
         let looped = wall_stats(times);
         let flops = 2.0 * params as f64 * batch as f64;
-        for (case, stats, n) in
-            [("decode", looped, gen.dispatches()), ("decode-sync", sync, gen.dispatches() - 1)]
-        {
+        for (case, stats, n) in [
+            ("decode", looped, gen.dispatches()),
+            ("decode-sync", sync, gen.dispatches() - 1),
+            ("decode-gpu", gpu_stats, gen.dispatches() - 1),
+        ] {
             let shape = format!("S={batch} ({n} dispatches)");
             let mut r = row(case, &variant, shape, stats, Work { bytes: weight_bytes, flops }, roof, None);
             r.tokens_per_s = Some(batch as f64 / stats.median);

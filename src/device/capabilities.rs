@@ -20,6 +20,9 @@ pub struct CoopMatrixShape {
 pub struct Capabilities {
     pub adapter: String,
     pub backend: String,
+    /// A CPU implementation (lavapipe, llvmpipe, SwiftShader, WARP): heuristics that count on
+    /// many parallel workgroups do not pay there.
+    pub software: bool,
     /// `enable f16;` and f16 storage are available.
     pub shader_f16: bool,
     /// Subgroup built-ins are available.
@@ -63,6 +66,7 @@ impl Capabilities {
         Self {
             adapter: info.name.clone(),
             backend: format!("{:?}", info.backend),
+            software: info.device_type == wgpu::DeviceType::Cpu,
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups,
             subgroup_min_size: if subgroups { info.subgroup_min_size } else { 0 },

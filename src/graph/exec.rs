@@ -197,6 +197,29 @@ impl<'d> Executable<'d> {
         self.recording.run_timed()
     }
 
+    /// Runs once with a timestamp after every dispatch and returns a label per node and its
+    /// GPU time in seconds, in graph order (see [`Recording::run_profiled`]). The label is the
+    /// node's first weight's name where it has one (`layers.3.in_proj.x`), else its op's name.
+    ///
+    /// [`Recording::run_profiled`]: crate::ops::Recording::run_profiled
+    pub fn profile(&self) -> Result<Vec<(String, f64)>> {
+        let per_dispatch = self.recording.run_profiled()?;
+        Ok(self
+            .graph
+            .nodes
+            .iter()
+            .zip(&self.node_dispatches)
+            .map(|(node, range)| {
+                let weight = node.inputs.iter().map(|&t| self.graph.desc(t)).find(|d| d.role == Role::Weight);
+                let label = match weight {
+                    Some(w) => w.name.clone(),
+                    None => node.op.name().to_string(),
+                };
+                (label, per_dispatch[range.clone()].iter().sum())
+            })
+            .collect())
+    }
+
     /// Reads back a graph output through its staging buffer.
     pub fn read_output<T: Element>(&self, t: TensorId) -> Result<Vec<T>> {
         let staging = self.staging.get(&t).ok_or_else(|| {

@@ -3,9 +3,15 @@
 //! dt_proj → selective scan (softplus(dt + bias), D skip, silu(z) gate) → out_proj → residual]
 //! → norm_f → lm_head (tied to the embeddings unless the checkpoint has `lm_head.weight`).
 //!
-//! in_proj and x_proj are split by rows at load time (HF Linear weights are [out, in], so a
-//! row range is contiguous): x and z, and dt_in and (B, C), come out of separate GEMMs as the
-//! contiguous `[T, ·]` tensors the conv and the scan read, with no column copies.
+//! Prefill: in_proj and x_proj are split by rows (HF Linear weights are [out, in], so a row
+//! range is contiguous, and the halves are views of one device tensor): x and z, and dt_in and
+//! (B, C), come out of separate GEMMs as the contiguous `[T, ·]` tensors the conv and the scan
+//! read, with no column copies.
+//!
+//! Decode steps of up to [`GEMV_MAX_M`] sequences take the fused path, four dispatches per
+//! layer instead of nine (at batch 1 a step is bound by per-dispatch latency): RMSNorm +
+//! in_proj + conv step (`linear_in_step`), x_proj reading the conv'd columns
+//! (`linear_columns`), dt_proj + scan step + gate (`mamba_step`), out_proj + residual.
 
 use super::common::{Batch, Builder, Head, RecurrentState};
 use super::config::Config;
@@ -13,6 +19,8 @@ use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::TensorId;
+use crate::ops::mamba_step::{self, MambaStepArgs};
+use crate::ops::matmul::{self, ConvBand, GEMV_MAX_M};
 use crate::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, ScanShape};
 use crate::tensor::{DType, Tensor};
 
@@ -67,12 +75,17 @@ impl MambaConfig {
 
 struct Layer {
     norm: Tensor,
+    /// in_proj `[2·D_inner, d]` and its bias; `w_x`, `w_z`, `b_x`, `b_z` are its row halves.
+    w_in: Tensor,
+    b_in: Option<Tensor>,
     w_x: Tensor,
     w_z: Tensor,
     b_x: Option<Tensor>,
     b_z: Option<Tensor>,
     conv_w: Tensor,
     conv_b: Option<Tensor>,
+    /// x_proj `[R + 2N, D_inner]`; `w_dt_in` and `w_bc` are its row ranges.
+    w_xproj: Tensor,
     w_dt_in: Tensor,
     w_bc: Tensor,
     w_dt: Tensor,
@@ -106,6 +119,17 @@ impl Mamba {
         let c = MambaConfig::from_config(cfg)?;
         let (d, di, n, r, k) = (c.d_model, c.d_inner, c.d_state, c.dt_rank, c.conv_kernel);
         let up = |data: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, data, dt);
+        // Rows [lo, hi) of a matrix uploaded whole: a view where the offset can be bound, else
+        // a copy.
+        let rows = |full: &Tensor, host: &[f32], lo: usize, hi: usize| -> Result<Tensor> {
+            let cols = full.numel() / full.shape()[0];
+            let mut shape = full.shape().to_vec();
+            shape[0] = hi - lo;
+            match full.view(dev, lo * cols, &shape) {
+                Ok(v) => Ok(v),
+                Err(_) => up(&host[lo * cols..hi * cols], &shape, full.dtype()),
+            }
+        };
         let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
         let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
         let mut layers = Vec::with_capacity(c.layers);
@@ -113,13 +137,17 @@ impl Mamba {
             progress(i, c.layers);
             let p = format!("backbone.layers.{i}");
             let in_proj = get(&format!("{p}.mixer.in_proj.weight"), &[2 * di, d])?;
-            let (bx, bz) = if c.use_bias {
+            let w_in = up(&in_proj, &[2 * di, d], dtype)?;
+            let (b_in, bx, bz) = if c.use_bias {
                 let b = get(&format!("{p}.mixer.in_proj.bias"), &[2 * di])?;
-                (Some(up(&b[..di], &[di], DType::F32)?), Some(up(&b[di..], &[di], DType::F32)?))
+                let full = up(&b, &[2 * di], DType::F32)?;
+                let (bx, bz) = (rows(&full, &b, 0, di)?, rows(&full, &b, di, 2 * di)?);
+                (Some(full), Some(bx), Some(bz))
             } else {
-                (None, None)
+                (None, None, None)
             };
             let x_proj = get(&format!("{p}.mixer.x_proj.weight"), &[r + 2 * n, di])?;
+            let w_xproj = up(&x_proj, &[r + 2 * n, di], dtype)?;
             let a_log = get(&format!("{p}.mixer.A_log"), &[di, n])?;
             let a: Vec<f32> = a_log.iter().map(|v| -v.exp()).collect();
             let d_skip = get(&format!("{p}.mixer.D"), &[di])?;
@@ -136,14 +164,17 @@ impl Mamba {
             };
             layers.push(Layer {
                 norm: up(&get(&format!("{p}.norm.weight"), &[d])?, &[d], DType::F32)?,
-                w_x: up(&in_proj[..di * d], &[di, d], dtype)?,
-                w_z: up(&in_proj[di * d..], &[di, d], dtype)?,
+                w_x: rows(&w_in, &in_proj, 0, di)?,
+                w_z: rows(&w_in, &in_proj, di, 2 * di)?,
+                w_in,
+                b_in,
                 b_x: bx,
                 b_z: bz,
                 conv_w: up(&get(&format!("{p}.mixer.conv1d.weight"), &[di, 1, k])?, &[di, k], DType::F32)?,
                 conv_b,
-                w_dt_in: up(&x_proj[..r * di], &[r, di], dtype)?,
-                w_bc: up(&x_proj[r * di..], &[2 * n, di], dtype)?,
+                w_dt_in: rows(&w_xproj, &x_proj, 0, r)?,
+                w_bc: rows(&w_xproj, &x_proj, r, r + 2 * n)?,
+                w_xproj,
                 w_dt: up(&get(&format!("{p}.mixer.dt_proj.weight"), &[di, r])?, &[di, r], dtype)?,
                 chan: up(
                     &ss::pack_channel_params(&a, Some(&d_skip), Some(&dt_bias), di, n),
@@ -186,8 +217,14 @@ impl Mamba {
             init_state: state.started,
         };
         let mut h = self.head.embed(b, batch.ids)?;
+        let fused_step = batch.step && batch.lens.len() <= GEMV_MAX_M;
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("layers.{i}");
+            if fused_step {
+                let y = self.fused_step(b, l, h, state, i, flags)?;
+                h = b.linear_add(&format!("{p}.out_proj"), y, &l.w_out, l.b_out.as_ref(), h)?;
+                continue;
+            }
             let xn = b.rms_norm(&format!("{p}.norm"), h, &l.norm, c.eps)?;
             let x = b.linear(&format!("{p}.in_proj.x"), xn, &l.w_x, l.b_x.as_ref())?;
             let z = b.linear(&format!("{p}.in_proj.z"), xn, &l.w_z, l.b_z.as_ref())?;
@@ -225,6 +262,44 @@ impl Mamba {
             h = b.linear_add(&format!("{p}.out_proj"), y, &l.w_out, l.b_out.as_ref(), h)?;
         }
         self.head.build(b, h, batch.rows, c.eps)
+    }
+
+    /// A decode step's layer from the RMSNorm to the gated scan output, in three dispatches
+    /// (see the module docs); returns y `[S, D_inner]`.
+    fn fused_step(
+        &self,
+        b: &mut Builder,
+        l: &Layer,
+        h: TensorId,
+        state: &MambaState,
+        i: usize,
+        flags: ScanFlags,
+    ) -> Result<TensorId> {
+        let c = &self.cfg;
+        let (s, di, n, r) = (state.sequences, c.d_inner, c.d_state, c.dt_rank);
+        let (norm, w_in, b_in, eps) = (l.norm.clone(), l.w_in.clone(), l.b_in.clone(), c.eps);
+        let (conv_w, conv_b, conv_state) = (l.conv_w.clone(), l.conv_b.clone(), state.conv[i].clone());
+        let xz = b.g.custom("in_step", &[h], &[s, 2 * di], DType::F32, move |rec, ins, out| {
+            let band = ConvBand { lo: 0, weight: &conv_w, bias: conv_b.as_ref(), state: &conv_state };
+            matmul::linear_in_step(rec, ins[0], &norm, eps, &w_in, b_in.as_ref(), &band, out)
+        })?;
+        let w_xproj = l.w_xproj.clone();
+        let xdbl = b.g.custom("x_proj", &[xz], &[s, r + 2 * n], DType::F32, move |rec, ins, out| {
+            matmul::linear_columns(rec, ins[0], &w_xproj, None, out)
+        })?;
+        let (w_dt, chan, ssm) = (l.w_dt.clone(), l.chan.clone(), state.ssm[i].clone());
+        b.g.custom("mamba_step", &[xz, xdbl], &[s, di], DType::F32, move |rec, ins, out| {
+            let args = MambaStepArgs {
+                xz: ins[0],
+                z_col: di,
+                xdbl: ins[1],
+                w_dt: &w_dt,
+                chan: &chan,
+                state: &ssm,
+                flags,
+            };
+            mamba_step::mamba_step(rec, &args, out)
+        })
     }
 
     /// Number of parameters (as in the checkpoint, tied embeddings counted once).

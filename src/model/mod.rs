@@ -392,6 +392,18 @@ impl Decoder<'_> {
     pub fn dispatches(&self) -> usize {
         self.exe.dispatches()
     }
+
+    /// Runs one step (on the ids last written) and reports the pass's GPU time, host costs
+    /// excluded.
+    pub fn gpu_time(&self) -> Result<crate::ops::Timing> {
+        self.exe.run_timed()
+    }
+
+    /// Runs one step (on the ids last written) with a timestamp after every dispatch: each
+    /// graph node's name and GPU seconds (see [`crate::graph::Executable::profile`]).
+    pub fn profile(&self) -> Result<Vec<(String, f64)>> {
+        self.exe.profile()
+    }
 }
 
 /// Generation that stays on the GPU: a decode step recorded once with the sampling kernel at

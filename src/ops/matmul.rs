@@ -3,6 +3,8 @@
 //!
 //! Kernels:
 //! - `gemv`: M ≤ [`GEMV_MAX_M`]; memory-bound decode path, one workgroup per 4 output rows.
+//! - `gemv_skinny`: M ≤ [`SKINNY_MAX_M`] (batched decode): 4 columns × 8 rows per workgroup,
+//!   weights read once per 8 rows and from L2 after that.
 //! - `gemm`: register-tiled GEMM through workgroup memory (128×128 or 64×64 tiles).
 //! - `gemm_coop`: f16 × f16 → f32 on cooperative matrices (tensor cores), when offered.
 //!
@@ -23,7 +25,7 @@ const GEMV_ROWS: u32 = 4;
 
 /// How the weight matrix is stored and read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightMode {
+pub(crate) enum WeightMode {
     F32,
     /// f16 read as packed u32 words (portable).
     F16Packed,
@@ -32,15 +34,15 @@ pub enum WeightMode {
 }
 
 impl WeightMode {
-    const ALL: [WeightMode; 3] = [WeightMode::F32, WeightMode::F16Packed, WeightMode::F16Native];
-    fn tag(self) -> &'static str {
+    pub(crate) const ALL: [WeightMode; 3] = [WeightMode::F32, WeightMode::F16Packed, WeightMode::F16Native];
+    pub(crate) fn tag(self) -> &'static str {
         match self {
             WeightMode::F32 => "f32",
             WeightMode::F16Packed => "f16",
             WeightMode::F16Native => "f16n",
         }
     }
-    fn flag(self) -> &'static str {
+    pub(crate) fn flag(self) -> &'static str {
         match self {
             WeightMode::F32 => "W_F32",
             WeightMode::F16Packed => "W_F16P",
@@ -48,7 +50,7 @@ impl WeightMode {
         }
     }
     /// WGSL element type of `w` and elements per vector load.
-    fn wgsl(self, vec: bool) -> (&'static str, u32) {
+    pub(crate) fn wgsl(self, vec: bool) -> (&'static str, u32) {
         match (self, vec) {
             (WeightMode::F32, false) => ("f32", 1),
             (WeightMode::F32, true) => ("vec4<f32>", 4),
@@ -58,7 +60,7 @@ impl WeightMode {
             (WeightMode::F16Native, true) => ("vec4<f16>", 4),
         }
     }
-    fn with_requirement(self, v: Variant) -> Variant {
+    pub(crate) fn with_requirement(self, v: Variant) -> Variant {
         if self == WeightMode::F16Native {
             v.needs_f16()
         } else {
@@ -67,7 +69,7 @@ impl WeightMode {
     }
 }
 
-fn gemv_variant(mode: WeightMode, vec: bool, subgroups: bool) -> Variant {
+fn gemv_variant(mode: WeightMode, vec: bool, subgroups: bool, in_step: bool) -> Variant {
     let (wty, chunk) = mode.wgsl(vec);
     let mut name = format!("matmul.gemv.{}", mode.tag());
     if !vec {
@@ -76,18 +78,47 @@ fn gemv_variant(mode: WeightMode, vec: bool, subgroups: bool) -> Variant {
     if subgroups {
         name.push_str(".sg");
     }
+    if in_step {
+        name.push_str(".in_step");
+    }
+    // The fused form reduces a fifth value per invocation: the sum of squares of x.
+    let reduced = GEMV_ROWS + in_step as u32;
     let v = Variant::new(name, "matmul", "gemv")
         .define("GEMV", 1)
         .define(mode.flag(), 1)
         .define("VEC", vec as u32)
         .with_subgroups(subgroups)
+        .define("IN_STEP", in_step as u32)
         .define("WTYPE", wty)
         .define("XTYPE", if vec { "vec4<f32>" } else { "f32" })
         .define("XPER", if vec { 4 } else { 1 })
         .define("CHUNK", chunk)
         .define("WG", GEMV_WG)
-        .define("RED", GEMV_WG * GEMV_ROWS);
+        .define("REDROWS", reduced)
+        .define("RED", GEMV_WG * reduced);
     mode.with_requirement(v)
+}
+
+/// Largest M served by the skinny kernel (batched decode); larger M takes the tiled GEMM.
+pub const SKINNY_MAX_M: usize = 128;
+
+/// The skinny kernel (`gemv_skinny`): 4 columns × 8 rows per workgroup, for M in
+/// (`GEMV_MAX_M`, `SKINNY_MAX_M`]; vector loads of f32 or native f16 weights, subgroups.
+fn skinny_variant(mode: WeightMode) -> Option<Variant> {
+    if mode == WeightMode::F16Packed {
+        return None;
+    }
+    let v = Variant::new(format!("matmul.skinny.{}", mode.tag()), "matmul", "gemv_skinny")
+        .define("SKINNY", 1)
+        .define(mode.flag(), 1)
+        .define("VEC", 1)
+        .define("WTYPE", mode.wgsl(true).0)
+        .define("XTYPE", "vec4<f32>")
+        .define("WG", GEMV_WG)
+        // 8 sums per subgroup; room for subgroups of 4 lanes or more.
+        .define("REDV", GEMV_WG / 4 * 8)
+        .needs_subgroups();
+    Some(mode.with_requirement(v))
 }
 
 /// Tile configurations of the tiled GEMM: (name, BM = BN, invocations). BK = 4·NT/BM so each
@@ -136,7 +167,9 @@ pub fn variants() -> Vec<Variant> {
     for mode in WeightMode::ALL {
         for vec in [true, false] {
             for sg in [false, true] {
-                v.push(gemv_variant(mode, vec, sg));
+                for in_step in [false, true] {
+                    v.push(gemv_variant(mode, vec, sg, in_step));
+                }
             }
         }
         for tile in GEMM_TILES {
@@ -144,24 +177,42 @@ pub fn variants() -> Vec<Variant> {
                 v.push(gemm_variant(mode, tile, vec));
             }
         }
+        v.extend(skinny_variant(mode));
     }
     v.push(coop_variant(32));
     v.push(coop_variant(64));
     v
 }
 
-/// The variant linseq picks for these sizes on this device.
-pub fn choose(caps: &Capabilities, m: usize, n: usize, k: usize, wdtype: DType) -> Variant {
+pub(crate) fn weight_mode(caps: &Capabilities, wdtype: DType) -> WeightMode {
     // Native f16 loads where the adapter has SHADER_F16 (on the H200: GEMV 93% of copy against
     // 91% packed, GEMM equal); packed words elsewhere (GL, SwiftShader).
-    let mode = match wdtype {
+    match wdtype {
         DType::F16 if caps.shader_f16 => WeightMode::F16Native,
         DType::F16 => WeightMode::F16Packed,
         _ => WeightMode::F32,
-    };
+    }
+}
+
+/// The GEMV variant for K columns: vector loads when K (and the x row stride) allow them.
+fn choose_gemv(caps: &Capabilities, k: usize, xs: usize, wdtype: DType, in_step: bool) -> Variant {
+    let mode = weight_mode(caps, wdtype);
+    let (_, chunk) = mode.wgsl(true);
+    let vec = k.is_multiple_of(chunk as usize) && xs.is_multiple_of(4);
+    gemv_variant(mode, vec, caps.subgroups, in_step)
+}
+
+/// The variant linseq picks for these sizes on this device.
+pub fn choose(caps: &Capabilities, m: usize, n: usize, k: usize, wdtype: DType) -> Variant {
     if m <= GEMV_MAX_M {
-        let (_, chunk) = mode.wgsl(true);
-        return gemv_variant(mode, k.is_multiple_of(chunk as usize), caps.subgroups);
+        return choose_gemv(caps, k, k, wdtype, false);
+    }
+    let mode = weight_mode(caps, wdtype);
+    // The skinny kernel's parallelism pays on GPUs; on CPU adapters the tiled GEMM is faster.
+    if m <= SKINNY_MAX_M && caps.subgroups && !caps.software && k.is_multiple_of(4) {
+        if let Some(v) = skinny_variant(mode) {
+            return v;
+        }
     }
     let tile = if m >= 256 && n >= 256 { GEMM_TILES[0] } else { GEMM_TILES[1] };
     gemm_variant(mode, tile, k.is_multiple_of(4))
@@ -184,6 +235,118 @@ pub fn linear_accumulate(
     record_chosen(rec, x, w, b, y, true)
 }
 
+/// Records `y = x[:, :K] · Wᵀ + b`: the first K columns of each row of a wider x `[M, X]`
+/// (X ≥ K), as when one activation holds several projections' inputs side by side.
+pub fn linear_columns(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    y: &Tensor,
+) -> Result<()> {
+    let shape = Shape::of(x, w, true)?;
+    let caps = rec.device().caps();
+    let mut v = if shape.m <= GEMV_MAX_M {
+        choose_gemv(caps, shape.k, shape.xs, w.dtype(), false)
+    } else {
+        choose(caps, shape.m, shape.n, shape.k, w.dtype())
+    };
+    if def_of(&v, "VEC") == Some("1") && !shape.xs.is_multiple_of(4) && v.entry != "gemv" {
+        // Vector loads need an aligned row stride: the tiled GEMM's scalar form.
+        let tile = if shape.m >= 256 && shape.n >= 256 { GEMM_TILES[0] } else { GEMM_TILES[1] };
+        v = gemm_variant(weight_mode(caps, w.dtype()), tile, false);
+    }
+    record(rec, &v, x, w, b, y, Epilogue::Store, true)
+}
+
+/// The conv step the fused in_proj GEMV applies to a band of its output columns
+/// ([`linear_in_step`]).
+pub struct ConvBand<'a> {
+    /// First output column of the band; the band is `weight`'s C channels wide.
+    pub lo: usize,
+    /// Depthwise conv weights `[C, W]`, W ∈ 2..=4.
+    pub weight: &'a Tensor,
+    pub bias: Option<&'a Tensor>,
+    /// Rolling conv inputs `[M, C, W − 1]`, oldest first, updated in place.
+    pub state: &'a Tensor,
+}
+
+/// Records the input side of a Mamba block's decode step in one dispatch (M ≤ [`GEMV_MAX_M`]
+/// sequences, one token each): `y = x̂ · Wᵀ + b` with `x̂ = RMSNorm(x; norm_w, eps)`, and the
+/// output columns of `conv`'s band replaced by silu(causal conv step) with the state rolled.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_in_step(
+    rec: &mut Recorder,
+    x: &Tensor,
+    norm_w: &Tensor,
+    eps: f64,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    conv: &ConvBand,
+    y: &Tensor,
+) -> Result<()> {
+    let s = Shape::of(x, w, false)?;
+    if s.m > GEMV_MAX_M {
+        return Err(Error::Invalid(format!("linear_in_step serves at most {GEMV_MAX_M} rows, got {}", s.m)));
+    }
+    super::expect("norm_w", norm_w, &[s.k], DType::F32)?;
+    let (c, width) = match conv.weight.shape() {
+        &[c, wd] if (2..=4).contains(&wd) && c > 0 => (c, wd),
+        other => {
+            return Err(Error::Shape(format!("conv weight: expected [C, W] with W in 2..=4, got {other:?}")))
+        }
+    };
+    if conv.lo + c > s.n {
+        return Err(Error::Shape(format!(
+            "conv band [{}, {}) is outside {} output columns",
+            conv.lo,
+            conv.lo + c,
+            s.n
+        )));
+    }
+    super::expect("conv weight", conv.weight, &[c, width], DType::F32)?;
+    super::expect("conv state", conv.state, &[s.m, c, width - 1], DType::F32)?;
+    if let Some(cb) = conv.bias {
+        super::expect("conv bias", cb, &[c], DType::F32)?;
+    }
+    let v = choose_gemv(rec.device().caps(), s.k, s.xs, w.dtype(), true);
+    let epilogue = Epilogue::InStep { norm_w, eps, conv, width };
+    record(rec, &v, x, w, b, y, epilogue, false)
+}
+
+/// Sizes of one linear layer: M rows of x with row stride `xs` (≥ K), N outputs, K inputs.
+struct Shape {
+    m: usize,
+    n: usize,
+    k: usize,
+    xs: usize,
+}
+
+impl Shape {
+    /// `wide`: x's last dim may exceed K (the first K columns are read).
+    fn of(x: &Tensor, w: &Tensor, wide: bool) -> Result<Self> {
+        let (xsh, wsh) = (x.shape(), w.shape());
+        let fits = wsh.len() == 2
+            && !xsh.is_empty()
+            && wsh[1] > 0
+            && (xsh[xsh.len() - 1] == wsh[1] || (wide && xsh[xsh.len() - 1] > wsh[1]));
+        if !fits {
+            return Err(Error::Shape(format!(
+                "linear: x {xsh:?} and W {wsh:?} do not fit HF Linear layout (x [.., K], W [N, K])"
+            )));
+        }
+        let xs = xsh[xsh.len() - 1];
+        Ok(Self { m: x.numel() / xs, n: wsh[0], k: wsh[1], xs })
+    }
+}
+
+/// What the kernel does after the dot products.
+enum Epilogue<'a> {
+    Store,
+    Accumulate,
+    InStep { norm_w: &'a Tensor, eps: f64, conv: &'a ConvBand<'a>, width: usize },
+}
+
 fn record_chosen(
     rec: &mut Recorder,
     x: &Tensor,
@@ -192,19 +355,10 @@ fn record_chosen(
     y: &Tensor,
     accumulate: bool,
 ) -> Result<()> {
-    let (m, n, k) = dims(x, w)?;
-    let v = choose(rec.device().caps(), m, n, k, w.dtype());
-    record(rec, &v, x, w, b, y, accumulate)
-}
-
-fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
-    let (xs, ws) = (x.shape(), w.shape());
-    if ws.len() != 2 || xs.is_empty() || xs[xs.len() - 1] != ws[1] {
-        return Err(Error::Shape(format!(
-            "linear: x {xs:?} and W {ws:?} do not fit HF Linear layout (x [.., K], W [N, K])"
-        )));
-    }
-    Ok((x.numel() / ws[1].max(1), ws[0], ws[1]))
+    let s = Shape::of(x, w, false)?;
+    let v = choose(rec.device().caps(), s.m, s.n, s.k, w.dtype());
+    let epilogue = if accumulate { Epilogue::Accumulate } else { Epilogue::Store };
+    record(rec, &v, x, w, b, y, epilogue, false)
 }
 
 /// Records `y = x · Wᵀ + b` with an explicit matmul variant (for benchmarks and tests). Errors
@@ -217,9 +371,10 @@ pub fn linear_using(
     b: Option<&Tensor>,
     y: &Tensor,
 ) -> Result<()> {
-    record(rec, v, x, w, b, y, false)
+    record(rec, v, x, w, b, y, Epilogue::Store, false)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn record(
     rec: &mut Recorder,
     v: &Variant,
@@ -227,16 +382,23 @@ fn record(
     w: &Tensor,
     b: Option<&Tensor>,
     y: &Tensor,
-    accumulate: bool,
+    epilogue: Epilogue,
+    wide: bool,
 ) -> Result<()> {
-    let (m, n, k) = dims(x, w)?;
+    let Shape { m, n, k, xs } = Shape::of(x, w, wide)?;
+    let accumulate = matches!(epilogue, Epilogue::Accumulate);
+    let in_step = matches!(epilogue, Epilogue::InStep { .. });
+    if in_step != (def_of(v, "IN_STEP") == Some("1")) {
+        let why = if in_step { "is not the fused in_proj step" } else { "serves linear_in_step only" };
+        return Err(Error::UnsupportedVariant(format!("{} {why}", v.name)));
+    }
     let mut yshape = x.shape().to_vec();
     *yshape.last_mut().expect("x has a last dim") = n;
     super::expect("y", y, &yshape, DType::F32)?;
     if let Some(b) = b {
         super::expect("b", b, &[n], DType::F32)?;
     }
-    let def = |key: &str| v.defines.get(key).map(String::as_str);
+    let def = |key: &str| def_of(v, key);
     let unsupported = |why: String| Err(Error::UnsupportedVariant(format!("{}: {why}", v.name)));
     if v.entry == "gemm_coop" {
         if x.dtype() != DType::F16 || w.dtype() != DType::F16 {
@@ -246,8 +408,8 @@ fn record(
         if m % bm != 0 || n % 64 != 0 || k % 16 != 0 {
             return unsupported(format!("needs M%{bm}, N%64, K%16 == 0 (M={m}, N={n}, K={k})"));
         }
-        if b.is_some() || accumulate {
-            return unsupported("has no bias or accumulation".into());
+        if b.is_some() || accumulate || xs != k {
+            return unsupported("has no bias, accumulation or strided x".into());
         }
         let params = Params::new().u(m).u(n).u(k);
         return rec.dispatch(v, &params, &[x, w, y], [(n / 64) as u32, (m / 32) as u32, 1]);
@@ -267,23 +429,51 @@ fn record(
             &placeholder
         }
     };
-    let params = Params::new().u(m).u(n).u(k).u(b.is_some() as usize | (accumulate as usize) << 1);
+    let conv_bias = matches!(epilogue, Epilogue::InStep { conv: ConvBand { bias: Some(_), .. }, .. });
+    let flags = b.is_some() as usize | (accumulate as usize) << 1 | (conv_bias as usize) << 2;
+    let mut params = Params::new().u(m).u(n).u(k).u(flags).u(xs);
+    let conv_placeholder;
+    let mut tensors = vec![x, w, bias, y];
+    if let Epilogue::InStep { norm_w, eps, conv, width } = &epilogue {
+        let c = conv.weight.shape()[0];
+        params = params.u(conv.lo).u(conv.lo + c).u(*width).f(*eps as f32);
+        let cb = match conv.bias {
+            Some(cb) => cb,
+            None => {
+                conv_placeholder = Tensor::empty(rec.device(), &[1], DType::F32)?;
+                &conv_placeholder
+            }
+        };
+        tensors.extend([*norm_w, conv.weight, cb, conv.state]);
+    }
     match v.entry {
         "gemv" => {
             let chunk: usize = def("CHUNK").unwrap_or("1").parse().unwrap_or(1);
-            if def("VEC") == Some("1") && k % chunk != 0 {
-                return unsupported(format!("vector loads need K % {chunk} == 0 (K={k})"));
+            if def("VEC") == Some("1") && (k % chunk != 0 || xs % 4 != 0) {
+                return unsupported(format!(
+                    "vector loads need K % {chunk} == 0 and a row stride % 4 == 0 (K={k}, stride {xs})"
+                ));
             }
             if m > u16::MAX as usize {
                 return unsupported(format!("M={m} is too large for GEMV"));
             }
             let mut wg = grid(rec.device(), n.div_ceil(GEMV_ROWS as usize))?;
             wg[2] = m as u32;
-            rec.dispatch(v, &params, &[x, w, bias, y], wg)
+            rec.dispatch(v, &params, &tensors, wg)
+        }
+        "gemv_skinny" => {
+            if !k.is_multiple_of(4) || !xs.is_multiple_of(4) {
+                return unsupported(format!(
+                    "vector loads need K % 4 == 0 and a row stride % 4 == 0 (K={k}, stride {xs})"
+                ));
+            }
+            rec.dispatch(v, &params, &tensors, grid(rec.device(), n.div_ceil(4) * m.div_ceil(8))?)
         }
         "gemm" => {
-            if def("VEC") == Some("1") && !k.is_multiple_of(4) {
-                return unsupported(format!("vector loads need K % 4 == 0 (K={k})"));
+            if def("VEC") == Some("1") && (!k.is_multiple_of(4) || !xs.is_multiple_of(4)) {
+                return unsupported(format!(
+                    "vector loads need K % 4 == 0 and a row stride % 4 == 0 (K={k}, stride {xs})"
+                ));
             }
             let tile: usize = def("BM").unwrap_or("64").parse().unwrap_or(64);
             let wg = [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, 1];
@@ -291,6 +481,10 @@ fn record(
         }
         other => unsupported(format!("entry {other} is not a matmul kernel")),
     }
+}
+
+fn def_of<'v>(v: &'v Variant, key: &str) -> Option<&'v str> {
+    v.defines.get(key).map(String::as_str)
 }
 
 /// f64 reference: `y[m][n] = Σ_k x[m][k]·W[n][k] + b[n]`.

@@ -10,6 +10,7 @@ pub mod conv1d;
 pub mod copy;
 pub mod elementwise;
 pub mod embedding;
+pub mod mamba_step;
 pub mod matmul;
 pub mod norm;
 pub mod sampling;
@@ -210,7 +211,13 @@ impl<'d> Recording<'d> {
         Ok(())
     }
 
-    fn encode(&self, timestamps: Option<&wgpu::QuerySet>) -> wgpu::CommandEncoder {
+    /// Encodes the pass. `timestamps` writes the pass's begin and end (queries 0 and 1);
+    /// `per_dispatch` writes query i + 1 after dispatch i (query 0 before the first).
+    fn encode(
+        &self,
+        timestamps: Option<&wgpu::QuerySet>,
+        per_dispatch: Option<&wgpu::QuerySet>,
+    ) -> wgpu::CommandEncoder {
         let mut enc = self.dev.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -222,7 +229,10 @@ impl<'d> Recording<'d> {
                 }),
             });
             let mut current: Option<&Arc<Pipeline>> = None;
-            for it in &self.items {
+            if let Some(q) = per_dispatch {
+                pass.write_timestamp(q, 0);
+            }
+            for (i, it) in self.items.iter().enumerate() {
                 // Consecutive dispatches of one kernel (a decode step's layers) skip the rebind.
                 if current.is_none_or(|c| !Arc::ptr_eq(c, &it.pipeline)) {
                     pass.set_pipeline(&it.pipeline.pipeline);
@@ -231,6 +241,9 @@ impl<'d> Recording<'d> {
                 pass.set_bind_group(0, &it.bind_group, &[]);
                 let [x, y, z] = it.workgroups;
                 pass.dispatch_workgroups(x, y, z);
+                if let Some(q) = per_dispatch {
+                    pass.write_timestamp(q, i as u32 + 1);
+                }
             }
         }
         enc
@@ -244,7 +257,7 @@ impl<'d> Recording<'d> {
     /// Submits once, with `after` appending commands (copies, say) behind the pass in the same
     /// command buffer; does not wait.
     pub fn submit_then(&self, after: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<()> {
-        let mut enc = self.encode(None);
+        let mut enc = self.encode(None, None);
         after(&mut enc);
         self.dev.submit([enc.finish()])?;
         Ok(())
@@ -261,7 +274,7 @@ impl<'d> Recording<'d> {
     pub fn run_timed(&self) -> Result<Timing> {
         let dev = self.dev;
         if !dev.caps().timestamps {
-            let enc = self.encode(None);
+            let enc = self.encode(None, None);
             let t0 = Instant::now();
             dev.submit([enc.finish()])?;
             dev.wait()?;
@@ -280,16 +293,64 @@ impl<'d> Recording<'d> {
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let mut enc = self.encode(Some(&qs));
+        let mut enc = self.encode(Some(&qs), None);
         enc.resolve_query_set(&qs, 0..2, &resolve, 0);
         dev.submit([enc.finish()])?;
         dev.wait()?;
-        let t = Tensor::wrap_buffer(resolve, &[4], crate::DType::U32);
-        let w: Vec<u32> = t.read(dev)?;
-        let ticks = (w[2] as u64 | (w[3] as u64) << 32).wrapping_sub(w[0] as u64 | (w[1] as u64) << 32);
-        let seconds = ticks as f64 * dev.queue.get_timestamp_period() as f64 * 1e-9;
-        Ok(Timing { seconds, gpu_timestamps: true })
+        let t = read_timestamps(dev, resolve, 2)?;
+        Ok(Timing { seconds: t[1] - t[0], gpu_timestamps: true })
     }
+
+    /// Submits once with a timestamp after every dispatch, waits, and returns each dispatch's
+    /// share of the pass in seconds (the time between the timestamps before and after it,
+    /// barriers included). Needs timestamp queries inside passes; a profile, not a benchmark:
+    /// the timestamps themselves serialise the work a little.
+    pub fn run_profiled(&self) -> Result<Vec<f64>> {
+        let dev = self.dev;
+        if !dev.caps().timestamps_inside_passes {
+            return Err(Error::UnsupportedVariant(
+                "per-dispatch profiling needs TIMESTAMP_QUERY_INSIDE_PASSES, which this adapter lacks".into(),
+            ));
+        }
+        let count = self.items.len() as u32 + 1;
+        if count > wgpu::QUERY_SET_MAX_QUERIES {
+            return Err(Error::Limit(format!(
+                "{} dispatches exceed the {} timestamp queries of one query set",
+                self.items.len(),
+                wgpu::QUERY_SET_MAX_QUERIES
+            )));
+        }
+        let qs = dev.raw().create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolve = dev.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile timestamps"),
+            size: 8 * count as u64,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE
+                | wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.encode(None, Some(&qs));
+        enc.resolve_query_set(&qs, 0..count, &resolve, 0);
+        dev.submit([enc.finish()])?;
+        dev.wait()?;
+        let t = read_timestamps(dev, resolve, count as usize)?;
+        Ok(t.windows(2).map(|w| (w[1] - w[0]).max(0.0)).collect())
+    }
+}
+
+/// Reads `count` resolved 64-bit timestamps and converts them to seconds.
+fn read_timestamps(dev: &Device, resolve: wgpu::Buffer, count: usize) -> Result<Vec<f64>> {
+    let t = Tensor::wrap_buffer(resolve, &[2 * count], crate::DType::U32);
+    let w: Vec<u32> = t.read(dev)?;
+    let period = dev.queue.get_timestamp_period() as f64 * 1e-9;
+    let first = w[0] as u64 | (w[1] as u64) << 32;
+    Ok(w.chunks(2)
+        .map(|p| (p[0] as u64 | (p[1] as u64) << 32).wrapping_sub(first) as i64 as f64 * period)
+        .collect())
 }
 
 /// Splits `groups` workgroups into an x×y grid within the per-dimension limit. Shaders recover

@@ -46,6 +46,7 @@ pub const FAMILIES: &[Family] = &[
     family!("softmax"),
     family!("sampling"),
     family!("selective_scan"),
+    family!("mamba_step"),
     family!("ssd"),
     family!("causal_conv1d"),
 ];
@@ -233,6 +234,7 @@ fn base_variants() -> Vec<Variant> {
     all.extend(crate::ops::softmax::variants());
     all.extend(crate::ops::sampling::variants());
     all.extend(crate::ops::selective_scan::variants());
+    all.extend(crate::ops::mamba_step::variants());
     all.extend(crate::ops::ssd::variants());
     all.extend(crate::ops::conv1d::variants());
     all

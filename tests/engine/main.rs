@@ -8,6 +8,7 @@ mod device;
 mod graph;
 mod model;
 mod ops_core;
+mod ops_fused;
 mod ops_matmul;
 mod ops_sampling;
 mod ops_scan;
