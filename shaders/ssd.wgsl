@@ -265,6 +265,8 @@ fn store_row(out: u32, i: u32, n: u32, v: vec4<f32>) {
 #if STATE_PASSING
 // Step 3: per (sequence, head, i, n), walk the sequence's chunks in order: replace each
 // chunk's own state with the state entering it, and carry exp(cs_last)·carry + S_c on.
+// Chunks go four at a time with their loads issued before any store (the loads do not depend
+// on the carry): one chunk at a time, each iteration waited a full memory latency.
 @group(0) @binding(1) var<storage, read> cs: array<f32>;
 @group(0) @binding(2) var<storage, read> chunks: array<u32>;
 @group(0) @binding(3) var<storage, read_write> cstates: array<f32>;
@@ -280,14 +282,31 @@ fn ssd_state_passing(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     let h = r / (p.hdim * p.nstate);
     var carry = select(0.0, state[idx], flag(INIT));
     let offs = p.nchunks * 4u;
-    for (var c = chunks[offs + s]; c < chunks[offs + s + 1u]; c++) {
+    var c = chunks[offs + s];
+    let end = chunks[offs + s + 1u];
+    for (; c + 4u <= end; c += 4u) {
+        let o = vec4<f32>(cstates[c * per_seq + r], cstates[(c + 1u) * per_seq + r],
+                          cstates[(c + 2u) * per_seq + r], cstates[(c + 3u) * per_seq + r]);
+        let a = vec4<f32>(chunk_decay(c, h), chunk_decay(c + 1u, h), chunk_decay(c + 2u, h), chunk_decay(c + 3u, h));
+        for (var q = 0u; q < 4u; q++) {
+            if ((chunks[(c + q) * 4u + 3u] & FRESH) != 0u) { carry = 0.0; }
+            cstates[(c + q) * per_seq + r] = carry;
+            carry = a[q] * carry + o[q];
+        }
+    }
+    for (; c < end; c++) {
         if ((chunks[c * 4u + 3u] & FRESH) != 0u) { carry = 0.0; }
-        let t_last = chunks[c * 4u] + chunks[c * 4u + 1u] - 1u;
         let own = cstates[c * per_seq + r];
         cstates[c * per_seq + r] = carry;
-        carry = exp(cs[t_last * p.heads + h]) * carry + own;
+        carry = chunk_decay(c, h) * carry + own;
     }
     state[idx] = carry;
+}
+
+// exp(Σ dt·A) over chunk c of head h: the decay of a state across the whole chunk.
+fn chunk_decay(c: u32, h: u32) -> f32 {
+    let t_last = chunks[c * 4u] + chunks[c * 4u + 1u] - 1u;
+    return exp(cs[t_last * p.heads + h]);
 }
 #endif
 
@@ -434,6 +453,222 @@ fn store_y(t0: u32, len: u32, h: u32, r: u32, i: u32, v: vec4<f32>, d_h: f32) {
     for (var q = 0u; q < 4u; q++) {
         if (i + q < p.hdim) {
             y[t * p.heads * p.hdim + h * p.hdim + i + q] = v[q] + d_h * ld_x(x_ix(t, h, i + q));
+        }
+    }
+}
+#endif
+
+#if COOP
+// Steps 2 and 4–5 on cooperative matrices (tensor cores: f16 operands, f32 accumulation),
+// chunk 64, f16 inputs (xbc bound as native f16). Each workgroup is four subgroups of 32
+// lanes; subgroup b = lid / 32 owns the 16-row band b of every 64 × 64 output block.
+// Operands are staged in workgroup memory as f16 with bounds checks (rows past the chunk and
+// columns past P or N are zero), and results leave through an f32 staging block (naga cannot
+// store a cooperative matrix with a run-time stride).
+@group(0) @binding(1) var<storage, {{ACT}}> xbc: array<f16>;
+fn ld_x(i: u32) -> f32 { return f32(xbc[i]); }
+
+// 16 × 16 f32 tiles, block (r, c) of a 64 × 64 result at st[(4r + c)·256], row-major inside.
+var<workgroup> st: array<f32, 4096>;
+fn st_at(r: u32, c: u32) -> f32 { return st[((r / 16u) * 4u + c / 16u) * 256u + (r % 16u) * 16u + c % 16u]; }
+#endif
+
+#if CHUNK_STATE_COOP
+// Step 2: S_c = Xᵀ·(w ⊙ B) per (chunk, head, 64 channels i, 64 states n), w_j = exp(cs_last − cs_j)·dt_j.
+@group(0) @binding(2) var<storage, read> dts: array<f32>;
+@group(0) @binding(3) var<storage, read> cs: array<f32>;
+@group(0) @binding(4) var<storage, read> chunks: array<u32>;
+@group(0) @binding(5) var<storage, read_write> cstates: array<f32>;
+
+var<workgroup> x_h: array<f16, 4096>; // [token j][channel i]
+var<workgroup> wb_h: array<f16, 4096>; // [token j][state n], weighted
+
+@compute @workgroup_size(128)
+fn ssd_chunk_state_coop(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let tiles_n = (p.nstate + 63u) / 64u;
+    let i0 = (wid.x / tiles_n) * 64u;
+    let n0 = (wid.x % tiles_n) * 64u;
+    let h = wid.y;
+    let c = wid.z;
+    let g = group_of(h);
+    let t0 = chunks[c * 4u];
+    let len = chunks[c * 4u + 1u];
+    let cs_last = cs[(t0 + len - 1u) * p.heads + h];
+    for (var e = lid; e < 4096u; e += 128u) {
+        let j = e / 64u;
+        let q = e % 64u;
+        var xv = 0.0;
+        var bv = 0.0;
+        if (j < len) {
+            let t = t0 + j;
+            if (i0 + q < p.hdim) { xv = ld_x(x_ix(t, h, i0 + q)); }
+            if (n0 + q < p.nstate) {
+                bv = exp(cs_last - cs[t * p.heads + h]) * dts[t * p.heads + h] * ld_x(b_ix(t, g, n0 + q));
+            }
+        }
+        x_h[e] = f16(xv);
+        wb_h[e] = f16(bv);
+    }
+    workgroupBarrier();
+    let band = lid / 32u;
+    var a0: coop_mat16x16<f32, C>;
+    var a1: coop_mat16x16<f32, C>;
+    var a2: coop_mat16x16<f32, C>;
+    var a3: coop_mat16x16<f32, C>;
+    for (var k = 0u; k < 64u; k += 16u) {
+        // A = Xᵀ (row i, column j): x_h is its column-major form.
+        let xa = coopLoad<coop_mat16x16<f16, A>>(&x_h[k * 64u + band * 16u], 64u);
+        a0 = coopMultiplyAdd(xa, coopLoadT<coop_mat16x16<f16, B>>(&wb_h[k * 64u], 64u), a0);
+        a1 = coopMultiplyAdd(xa, coopLoadT<coop_mat16x16<f16, B>>(&wb_h[k * 64u + 16u], 64u), a1);
+        a2 = coopMultiplyAdd(xa, coopLoadT<coop_mat16x16<f16, B>>(&wb_h[k * 64u + 32u], 64u), a2);
+        a3 = coopMultiplyAdd(xa, coopLoadT<coop_mat16x16<f16, B>>(&wb_h[k * 64u + 48u], 64u), a3);
+    }
+    coopStoreT(a0, &st[(band * 4u) * 256u], 16u);
+    coopStoreT(a1, &st[(band * 4u + 1u) * 256u], 16u);
+    coopStoreT(a2, &st[(band * 4u + 2u) * 256u], 16u);
+    coopStoreT(a3, &st[(band * 4u + 3u) * 256u], 16u);
+    workgroupBarrier();
+    let out = (c * p.heads + h) * p.hdim;
+    for (var e = lid; e < 4096u; e += 128u) {
+        let i = e / 64u;
+        let n = e % 64u;
+        if (i0 + i < p.hdim && n0 + n < p.nstate) {
+            cstates[(out + i0 + i) * p.nstate + n0 + n] = st_at(i, n);
+        }
+    }
+}
+#endif
+
+#if CHUNK_SCAN_COOP
+// Steps 4–5 per (chunk, head, 64 channels): S = C·Bᵀ (64 × 64, N in slices of 32), masked
+// before the exp into M = S ⊙ exp(cs_t − cs_j)·dt_j (j ≤ t) as f16, then
+// Y = M·X + (exp(cs) ⊙ C)·h_inᵀ and y = Y + D·x.
+@group(0) @binding(2) var<storage, read> dts: array<f32>;
+@group(0) @binding(3) var<storage, read> cs: array<f32>;
+@group(0) @binding(4) var<storage, read> chunks: array<u32>;
+@group(0) @binding(5) var<storage, read> cstates: array<f32>;
+@group(0) @binding(6) var<storage, read> heads: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+
+var<workgroup> cs_s: array<f32, 64>;
+var<workgroup> dt_s: array<f32, 64>;
+var<workgroup> c_h: array<f16, 2048>; // [row t][state slice n]
+var<workgroup> b_h: array<f16, 2048>; // [token j][state slice n]; later h_in [channel i][n]
+var<workgroup> m_h: array<f16, 4096>; // [row t][token j]
+var<workgroup> x_h: array<f16, 4096>; // [token j][channel i]
+
+@compute @workgroup_size(128)
+fn ssd_chunk_scan_coop(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let i0 = wid.x * 64u;
+    let h = wid.y;
+    let c = wid.z;
+    let g = group_of(h);
+    let t0 = chunks[c * 4u];
+    let len = chunks[c * 4u + 1u];
+    let band = lid / 32u;
+    if (lid < 64u) {
+        let r = t0 + min(lid, len - 1u);
+        cs_s[lid] = cs[r * p.heads + h];
+        dt_s[lid] = dts[r * p.heads + h];
+    }
+    for (var e = lid; e < 4096u; e += 128u) {
+        let j = e / 64u;
+        let i = e % 64u;
+        var xv = 0.0;
+        if (j < len && i0 + i < p.hdim) { xv = ld_x(x_ix(t0 + j, h, i0 + i)); }
+        x_h[e] = f16(xv);
+    }
+    // S = C·Bᵀ for this band's rows, all four column blocks.
+    var s0: coop_mat16x16<f32, C>;
+    var s1: coop_mat16x16<f32, C>;
+    var s2: coop_mat16x16<f32, C>;
+    var s3: coop_mat16x16<f32, C>;
+    for (var n0 = 0u; n0 < p.nstate; n0 += 32u) {
+        workgroupBarrier();
+        for (var e = lid; e < 2048u; e += 128u) {
+            let r = e / 32u;
+            let n = n0 + e % 32u;
+            var cv = 0.0;
+            var bv = 0.0;
+            if (r < len && n < p.nstate) {
+                cv = ld_x(c_ix(t0 + r, g, n));
+                bv = ld_x(b_ix(t0 + r, g, n));
+            }
+            c_h[e] = f16(cv);
+            b_h[e] = f16(bv);
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < 32u; k += 16u) {
+            let ca = coopLoadT<coop_mat16x16<f16, A>>(&c_h[band * 512u + k], 32u);
+            // B operand = Bᵀ (row n, column j): b_h is its column-major form.
+            s0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[k], 32u), s0);
+            s1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[512u + k], 32u), s1);
+            s2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[1024u + k], 32u), s2);
+            s3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[1536u + k], 32u), s3);
+        }
+    }
+    coopStoreT(s0, &st[(band * 4u) * 256u], 16u);
+    coopStoreT(s1, &st[(band * 4u + 1u) * 256u], 16u);
+    coopStoreT(s2, &st[(band * 4u + 2u) * 256u], 16u);
+    coopStoreT(s3, &st[(band * 4u + 3u) * 256u], 16u);
+    workgroupBarrier();
+    // Mask first, then decay and dt: exp only ever sees cs_t − cs_j ≤ 0.
+    for (var e = lid; e < 4096u; e += 128u) {
+        let t = e / 64u;
+        let j = e % 64u;
+        var m = 0.0;
+        if (j <= t && t < len) { m = st_at(t, j) * exp(cs_s[t] - cs_s[j]) * dt_s[j]; }
+        m_h[e] = f16(m);
+    }
+    workgroupBarrier();
+    var y0: coop_mat16x16<f32, C>;
+    var y1: coop_mat16x16<f32, C>;
+    var y2: coop_mat16x16<f32, C>;
+    var y3: coop_mat16x16<f32, C>;
+    for (var k = 0u; k < 64u; k += 16u) {
+        let ma = coopLoadT<coop_mat16x16<f16, A>>(&m_h[band * 1024u + k], 64u);
+        y0 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u], 64u), y0);
+        y1 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 16u], 64u), y1);
+        y2 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 32u], 64u), y2);
+        y3 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 48u], 64u), y3);
+    }
+    // Off-diagonal part: (exp(cs) ⊙ C)·h_inᵀ, h_in = the state entering the chunk.
+    let st_base = (c * p.heads + h) * p.hdim * p.nstate;
+    for (var n0 = 0u; n0 < p.nstate; n0 += 32u) {
+        workgroupBarrier();
+        for (var e = lid; e < 2048u; e += 128u) {
+            let r = e / 32u;
+            let n = n0 + e % 32u;
+            var cv = 0.0;
+            var hv = 0.0;
+            if (r < len && n < p.nstate) { cv = ld_x(c_ix(t0 + r, g, n)) * exp(cs_s[r]); }
+            if (i0 + r < p.hdim && n < p.nstate) { hv = cstates[st_base + (i0 + r) * p.nstate + n]; }
+            c_h[e] = f16(cv);
+            b_h[e] = f16(hv);
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < 32u; k += 16u) {
+            let ca = coopLoadT<coop_mat16x16<f16, A>>(&c_h[band * 512u + k], 32u);
+            // B operand = h_inᵀ (row n, column i): b_h [i][n] is its column-major form.
+            y0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[k], 32u), y0);
+            y1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[512u + k], 32u), y1);
+            y2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[1024u + k], 32u), y2);
+            y3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[1536u + k], 32u), y3);
+        }
+    }
+    workgroupBarrier();
+    coopStoreT(y0, &st[(band * 4u) * 256u], 16u);
+    coopStoreT(y1, &st[(band * 4u + 1u) * 256u], 16u);
+    coopStoreT(y2, &st[(band * 4u + 2u) * 256u], 16u);
+    coopStoreT(y3, &st[(band * 4u + 3u) * 256u], 16u);
+    workgroupBarrier();
+    let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
+    for (var e = lid; e < 4096u; e += 128u) {
+        let t = e / 64u;
+        let i = e % 64u;
+        if (t < len && i0 + i < p.hdim) {
+            let tok = t0 + t;
+            y[tok * p.heads * p.hdim + h * p.hdim + i0 + i] = st_at(t, i) + d_h * ld_x(x_ix(tok, h, i0 + i));
         }
     }
 }

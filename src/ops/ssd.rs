@@ -38,21 +38,51 @@ pub enum SsdKernel {
     Sequential,
     /// The chunked SSD algorithm with this chunk size (32, 64, 128 or 256).
     Chunked(usize),
+    /// Chunk 64 with the chunk states and the chunk scan on cooperative matrices (tensor
+    /// cores: f16 operands, f32 accumulation); f16 inputs only (see [`SsdKernel::runs`]).
+    Coop64,
 }
 
 impl SsdKernel {
-    pub const ALL: [SsdKernel; 5] = [
+    pub const ALL: [SsdKernel; 6] = [
         SsdKernel::Sequential,
         SsdKernel::Chunked(32),
         SsdKernel::Chunked(64),
         SsdKernel::Chunked(128),
         SsdKernel::Chunked(256),
+        SsdKernel::Coop64,
     ];
 
     pub fn name(self) -> String {
         match self {
             SsdKernel::Sequential => "ssd.sequential".into(),
             SsdKernel::Chunked(c) => format!("ssd.chunked{c}"),
+            SsdKernel::Coop64 => "ssd.coop64".into(),
+        }
+    }
+
+    /// Chunk size of the chunked forms.
+    pub fn chunk(self) -> Option<usize> {
+        match self {
+            SsdKernel::Sequential => None,
+            SsdKernel::Chunked(c) => Some(c),
+            SsdKernel::Coop64 => Some(64),
+        }
+    }
+
+    /// Whether the kernel runs inputs of this dtype on this device. `Coop64` needs f16 inputs,
+    /// 16×16×16 f16 → f32 cooperative matrices, subgroups of exactly 32 lanes (its four
+    /// subgroups each own a 16-row band) and 41 KB of workgroup memory.
+    pub fn runs(self, caps: &crate::device::Capabilities, input: DType) -> bool {
+        match self {
+            SsdKernel::Coop64 => {
+                input == DType::F16
+                    && caps.coop_f16_16x16_f32()
+                    && caps.subgroup_min_size == 32
+                    && caps.subgroup_max_size == 32
+                    && caps.max_compute_workgroup_storage_size >= 41 * 1024
+            }
+            _ => true,
         }
     }
 
@@ -113,10 +143,19 @@ fn state_passing_variant() -> Variant {
 fn chunk_scan_variant(input: DType) -> Variant {
     variant("ssd.chunk_scan", "ssd_chunk_scan", "CHUNK_SCAN", input)
 }
+fn coop_variant(name: &str, entry: &'static str, define: &'static str) -> Variant {
+    Variant::new(name, "ssd", entry).define("COOP", 1).define(define, 1).needs_coop_matrix()
+}
+fn chunk_state_coop_variant() -> Variant {
+    coop_variant("ssd.chunk_state.coop", "ssd_chunk_state_coop", "CHUNK_STATE_COOP")
+}
+fn chunk_scan_coop_variant() -> Variant {
+    coop_variant("ssd.chunk_scan.coop", "ssd_chunk_scan_coop", "CHUNK_SCAN_COOP")
+}
 
 /// Every shader variant of the family (for validation and listing).
 pub fn variants() -> Vec<Variant> {
-    let mut out = vec![state_passing_variant()];
+    let mut out = vec![state_passing_variant(), chunk_state_coop_variant(), chunk_scan_coop_variant()];
     for dt in [DType::F32, DType::F16] {
         out.extend([
             sequential_variant(dt),
@@ -306,6 +345,7 @@ pub fn ssd(rec: &mut Recorder, kernel: SsdKernel, args: &SsdArgs, y: &Tensor) ->
             Ok(())
         }
         SsdKernel::Chunked(chunk) => record_chunked(rec, args, y, chunk, ALL_STAGES),
+        SsdKernel::Coop64 => record_stages(rec, args, y, SsdKernel::Coop64, ALL_STAGES),
     }
 }
 
@@ -323,12 +363,32 @@ pub fn record_chunked(
     chunk: usize,
     stages: u32,
 ) -> Result<()> {
+    if !matches!(chunk, 32 | 64 | 128 | 256) {
+        return Err(Error::Invalid(format!("SSD chunk size {chunk}: use 32, 64, 128 or 256")));
+    }
+    record_stages(rec, args, y, SsdKernel::Chunked(chunk), stages)
+}
+
+/// [`record_chunked`] for any chunked kernel (`Chunked(c)` or `Coop64`).
+pub fn record_stages(
+    rec: &mut Recorder,
+    args: &SsdArgs,
+    y: &Tensor,
+    kernel: SsdKernel,
+    stages: u32,
+) -> Result<()> {
     args.check(y)?;
     let dev = rec.device();
     let input = args.xbc.dtype();
     let d = args.dims;
-    if !matches!(chunk, 32 | 64 | 128 | 256) {
-        return Err(Error::Invalid(format!("SSD chunk size {chunk}: use 32, 64, 128 or 256")));
+    let chunk = kernel.chunk().ok_or_else(|| Error::Invalid("the sequential SSD has no stages".into()))?;
+    let coop = kernel == SsdKernel::Coop64;
+    if !kernel.runs(dev.caps(), input) {
+        return Err(Error::UnsupportedVariant(format!(
+            "{} needs f16 inputs, f16 cooperative matrices, 32-lane subgroups and 41 KB of workgroup memory (inputs {input:?}, adapter {})",
+            kernel.name(),
+            dev.caps().adapter
+        )));
     }
     let (table, nchunks) = chunk_table(args.seqs, chunk);
     let table = Tensor::from_slice(dev, &[table.len()], &table)?;
@@ -353,7 +413,7 @@ pub fn record_chunked(
     let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
     if on(2) {
         rec.dispatch(
-            &chunk_state_variant(input),
+            &if coop { chunk_state_coop_variant() } else { chunk_state_variant(input) },
             &params,
             &[args.xbc, &dts, &cs, &table, &cstates],
             [tiles as u32, d.heads as u32, nchunks as u32],
@@ -368,10 +428,10 @@ pub fn record_chunked(
             grid(dev, work.div_ceil(64))?,
         )?;
     }
-    let tiles = chunk.div_ceil(32) * d.head_dim.div_ceil(64);
+    let tiles = if coop { d.head_dim.div_ceil(64) } else { chunk.div_ceil(32) * d.head_dim.div_ceil(64) };
     if on(8) {
         rec.dispatch(
-            &chunk_scan_variant(input),
+            &if coop { chunk_scan_coop_variant() } else { chunk_scan_variant(input) },
             &params,
             &[args.xbc, &dts, &cs, &table, &cstates, args.heads, y],
             [tiles as u32, d.heads as u32, nchunks as u32],

@@ -108,7 +108,7 @@ fn check(dev: &Device, rng: &mut Rng, c: &Case, what: &str) {
         }))
         .collect();
     let (want_y, want_s) = reference(c, &h, &cu);
-    for kernel in SsdKernel::ALL {
+    for kernel in SsdKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), DType::F32)) {
         let (y, st) = gpu(dev, kernel, c, &h, false, DType::F32);
         let tag = format!("[{:?}] {} {what}", dev.adapter_info().backend, kernel.name());
         assert_rel(&format!("{tag}: y"), &y, &want_y, 1e-3);
@@ -181,7 +181,7 @@ fn ssd_chunked_prefill_then_decode_continues() {
         let h = host_inputs(&mut rng, &c);
         let (want_y, want_s) = reference(&c, &h, &[0, l]);
         let hp = dims.heads * dims.head_dim;
-        for kernel in SsdKernel::ALL {
+        for kernel in SsdKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), DType::F32)) {
             // Prefill the first k tokens, then decode the rest one at a time.
             let first = Case { lens: vec![k], ..c.clone() };
             let h1 = Host {
@@ -222,10 +222,108 @@ fn ssd_with_f16_inputs() {
         h.xbc = round(&h.xbc);
         h.dt = round(&h.dt);
         let (want_y, want_s) = reference(&c, &h, &[0, 3, 703, 704]);
-        for kernel in SsdKernel::ALL {
+        for kernel in SsdKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), DType::F16)) {
             let (y, st) = gpu(dev, kernel, &c, &h, false, DType::F16);
             assert_rel(&format!("{} f16: y", kernel.name()), &y, &want_y, 5e-3);
             assert_rel(&format!("{} f16: state", kernel.name()), &st, &want_s, 5e-3);
+        }
+    }
+}
+
+/// f16 inputs (rounded on the host, so the reference sees the same values) through every kernel
+/// that takes them, chunk 64 and the tensor-core kernel where the adapter has one.
+fn check_f16(dev: &Device, rng: &mut Rng, c: &Case, what: &str) -> usize {
+    let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
+    let mut h = host_inputs(rng, c);
+    h.xbc = round(&h.xbc);
+    h.dt = round(&h.dt);
+    let cu: Vec<usize> = std::iter::once(0)
+        .chain(c.lens.iter().scan(0, |a, &l| {
+            *a += l;
+            Some(*a)
+        }))
+        .collect();
+    let (want_y, want_s) = reference(c, &h, &cu);
+    let mut ran = 0;
+    for kernel in [SsdKernel::Chunked(64), SsdKernel::Coop64] {
+        if !kernel.runs(dev.caps(), DType::F16) {
+            continue;
+        }
+        let (y, st) = gpu(dev, kernel, c, &h, false, DType::F16);
+        let tag = format!("[{:?}] {} f16 {what}", dev.adapter_info().backend, kernel.name());
+        assert_rel(&format!("{tag}: y"), &y, &want_y, 5e-3);
+        assert_rel(&format!("{tag}: state"), &st, &want_s, 5e-3);
+        ran += 1;
+    }
+    ran
+}
+
+#[test]
+fn ssd_f16_kernels_on_edge_shapes_ragged_batches_and_resets() {
+    // The cases of the f32 tests, with f16 inputs: on adapters with cooperative matrices this
+    // is the tensor-core kernel's test (elsewhere chunk 64 stands in, so the test still runs).
+    for dev in devices() {
+        let mut rng = Rng::new(56);
+        let mut ran = 0;
+        for (k, &l) in [1usize, 63, 64, 65, 1000, 4103].iter().enumerate() {
+            let groups_list = if l >= 1000 { vec![[1, 2][k % 2]] } else { vec![1, 2, 4] };
+            for groups in groups_list {
+                let dims = SsdDims { heads: 4, head_dim: 8, groups, n: 16 };
+                let flags = SsdFlags { init_state: k % 2 == 1, d_skip: k != 2, ..SsdFlags::default() };
+                let c = Case { dims, lens: vec![l], resets: None, flags };
+                ran += check_f16(dev, &mut rng, &c, &format!("L={l} G={groups}"));
+            }
+        }
+        // P and N past one 64-wide block and no multiples of 16 or 32; dt clamped.
+        let flags = SsdFlags { init_state: true, dt_limit: (0.05, 0.5), ..SsdFlags::default() };
+        let dims = SsdDims { heads: 2, head_dim: 72, groups: 1, n: 80 };
+        ran += check_f16(dev, &mut rng, &Case { dims, lens: vec![130, 7], resets: None, flags }, "P=72 N=80");
+        // Mamba-2's head shape.
+        let dims = SsdDims { heads: 2, head_dim: 64, groups: 1, n: 128 };
+        ran += check_f16(dev, &mut rng, &Case { dims, lens: vec![200], resets: None, flags }, "P=64 N=128");
+        // Ragged packed batch with resets.
+        let lens = vec![5usize, 300, 1, 1030, 64];
+        let t: usize = lens.iter().sum();
+        let mut resets: Vec<bool> = (0..t).map(|_| rng.next_u64().is_multiple_of(97)).collect();
+        resets[5] = true;
+        resets[6] = true;
+        let dims = SsdDims { heads: 4, head_dim: 16, groups: 2, n: 32 };
+        let flags = SsdFlags { init_state: true, ..SsdFlags::default() };
+        ran +=
+            check_f16(dev, &mut rng, &Case { dims, lens, resets: Some(resets), flags }, "ragged with resets");
+        assert!(ran >= 17, "only {ran} f16 SSD runs on {}", dev.describe());
+    }
+}
+
+#[test]
+fn ssd_coop_kernel_is_refused_where_it_cannot_run() {
+    // f32 inputs never take the tensor-core kernel; without cooperative matrices f16 inputs
+    // do not either. Refused with an UnsupportedVariant naming what is missing.
+    let dev = &devices()[0];
+    let dims = SsdDims { heads: 2, head_dim: 8, groups: 1, n: 16 };
+    let seqs = Sequences::new(dev, &[10], None).unwrap();
+    let state = Tensor::empty(dev, &[1, 2, 8, 16], DType::F32).unwrap();
+    let y = Tensor::empty(dev, &[10, 16], DType::F32).unwrap();
+    let heads = Tensor::empty(dev, &[2, 4], DType::F32).unwrap();
+    for input in [DType::F32, DType::F16] {
+        if SsdKernel::Coop64.runs(dev.caps(), input) {
+            continue;
+        }
+        let xbc = Tensor::empty(dev, &[10, dims.width()], input).unwrap();
+        let dt = Tensor::empty(dev, &[10, 2], input).unwrap();
+        let args = SsdArgs {
+            xbc: &xbc,
+            dt: &dt,
+            heads: &heads,
+            seqs: &seqs,
+            state: &state,
+            dims,
+            flags: Default::default(),
+        };
+        let mut rec = Recorder::new(dev);
+        match ssd::ssd(&mut rec, SsdKernel::Coop64, &args, &y) {
+            Err(linseq::Error::UnsupportedVariant(msg)) => assert!(msg.contains("f16"), "{msg}"),
+            other => panic!("{input:?} inputs: expected a refusal, got {other:?}"),
         }
     }
 }
