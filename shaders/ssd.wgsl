@@ -460,17 +460,43 @@ fn store_y(t0: u32, len: u32, h: u32, r: u32, i: u32, v: vec4<f32>, d_h: f32) {
 
 #if COOP
 // Steps 2 and 4–5 on cooperative matrices (tensor cores: f16 operands, f32 accumulation),
-// chunk 64, f16 inputs (xbc bound as native f16). Each workgroup is four subgroups of 32
-// lanes; subgroup b = lid / 32 owns the 16-row band b of every 64 × 64 output block.
-// Operands are staged in workgroup memory as f16 with bounds checks (rows past the chunk and
-// columns past P or N are zero), and results leave through an f32 staging block (naga cannot
-// store a cooperative matrix with a run-time stride).
-@group(0) @binding(1) var<storage, {{ACT}}> xbc: array<f16>;
-fn ld_x(i: u32) -> f32 { return f32(xbc[i]); }
+// chunk 64, f16 inputs. Each workgroup is four subgroups of 32 lanes; subgroup b = lid / 32
+// owns the 16-row band b of every 64 × 64 output block. Operands are staged in workgroup
+// memory as f16 with bounds checks (rows past the chunk and columns past P or N are zero),
+// eight elements per lane and step with loop counts fixed at compile time, so each lane's
+// loads are in flight together (one element per step left every lane waiting out a full
+// memory latency per element: the first version ran 6× slower than the SIMT kernels).
+// Results leave through an f32 staging block (naga cannot store a cooperative matrix with a
+// run-time stride).
+@group(0) @binding(1) var<storage, {{ACT}}> xbc: array<u32>; // f16 packed two per word
+fn ld_x(i: u32) -> f32 { return unpack2x16float(xbc[i >> 1u])[i & 1u]; }
+
+// Eight consecutive inputs from element i, of which the first `valid` are real (zero after).
+struct Eight { lo: vec4<f32>, hi: vec4<f32> }
+fn load8(i: u32, valid: u32) -> Eight {
+    if (valid >= 8u && (i & 1u) == 0u) {
+        let w = i >> 1u;
+        let a = xbc[w];
+        let b = xbc[w + 1u];
+        let c = xbc[w + 2u];
+        let d = xbc[w + 3u];
+        return Eight(vec4<f32>(unpack2x16float(a), unpack2x16float(b)), vec4<f32>(unpack2x16float(c), unpack2x16float(d)));
+    }
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    for (var k = 0u; k < 4u; k++) {
+        if (k < valid) { lo[k] = ld_x(i + k); }
+        if (k + 4u < valid) { hi[k] = ld_x(i + 4u + k); }
+    }
+    return Eight(lo, hi);
+}
 
 // 16 × 16 f32 tiles, block (r, c) of a 64 × 64 result at st[(4r + c)·256], row-major inside.
 var<workgroup> st: array<f32, 4096>;
 fn st_at(r: u32, c: u32) -> f32 { return st[((r / 16u) * 4u + c / 16u) * 256u + (r % 16u) * 16u + c % 16u]; }
+
+// Columns left of `limit` from column `col` (0 … 8).
+fn valid8(col: u32, limit: u32) -> u32 { return select(min(limit - col, 8u), 0u, col >= limit); }
 #endif
 
 #if CHUNK_STATE_COOP
@@ -494,20 +520,28 @@ fn ssd_chunk_state_coop(@builtin(local_invocation_index) lid: u32, @builtin(work
     let t0 = chunks[c * 4u];
     let len = chunks[c * 4u + 1u];
     let cs_last = cs[(t0 + len - 1u) * p.heads + h];
-    for (var e = lid; e < 4096u; e += 128u) {
+    // 64 rows × 8 groups of 8 columns = 512 groups, four per lane; all loads first.
+    var xv: array<Eight, 4>;
+    var bv: array<Eight, 4>;
+    var wv: vec4<f32>;
+    for (var s = 0u; s < 4u; s++) {
+        let e = (lid + s * 128u) * 8u;
         let j = e / 64u;
         let q = e % 64u;
-        var xv = 0.0;
-        var bv = 0.0;
-        if (j < len) {
-            let t = t0 + j;
-            if (i0 + q < p.hdim) { xv = ld_x(x_ix(t, h, i0 + q)); }
-            if (n0 + q < p.nstate) {
-                bv = exp(cs_last - cs[t * p.heads + h]) * dts[t * p.heads + h] * ld_x(b_ix(t, g, n0 + q));
-            }
+        let t = t0 + min(j, len - 1u);
+        let live = j < len;
+        xv[s] = load8(x_ix(t, h, i0 + q), select(0u, valid8(i0 + q, p.hdim), live));
+        bv[s] = load8(b_ix(t, g, n0 + q), select(0u, valid8(n0 + q, p.nstate), live));
+        wv[s] = exp(cs_last - cs[t * p.heads + h]) * dts[t * p.heads + h];
+    }
+    for (var s = 0u; s < 4u; s++) {
+        let e = (lid + s * 128u) * 8u;
+        for (var k = 0u; k < 4u; k++) {
+            x_h[e + k] = f16(xv[s].lo[k]);
+            x_h[e + 4u + k] = f16(xv[s].hi[k]);
+            wb_h[e + k] = f16(bv[s].lo[k] * wv[s]);
+            wb_h[e + 4u + k] = f16(bv[s].hi[k] * wv[s]);
         }
-        x_h[e] = f16(xv);
-        wb_h[e] = f16(bv);
     }
     workgroupBarrier();
     let band = lid / 32u;
@@ -528,12 +562,16 @@ fn ssd_chunk_state_coop(@builtin(local_invocation_index) lid: u32, @builtin(work
     coopStoreT(a2, &st[(band * 4u + 2u) * 256u], 16u);
     coopStoreT(a3, &st[(band * 4u + 3u) * 256u], 16u);
     workgroupBarrier();
+    // Rows i, columns n: 64 × 16 groups of 4, eight per lane, as vec4 stores where they fit.
     let out = (c * p.heads + h) * p.hdim;
-    for (var e = lid; e < 4096u; e += 128u) {
+    for (var s = 0u; s < 8u; s++) {
+        let e = (lid + s * 128u) * 4u;
         let i = e / 64u;
         let n = e % 64u;
-        if (i0 + i < p.hdim && n0 + n < p.nstate) {
-            cstates[(out + i0 + i) * p.nstate + n0 + n] = st_at(i, n);
+        if (i0 + i < p.hdim) {
+            for (var k = 0u; k < 4u; k++) {
+                if (n0 + n + k < p.nstate) { cstates[(out + i0 + i) * p.nstate + n0 + n + k] = st_at(i, n + k); }
+            }
         }
     }
 }
@@ -557,6 +595,51 @@ var<workgroup> b_h: array<f16, 2048>; // [token j][state slice n]; later h_in [c
 var<workgroup> m_h: array<f16, 4096>; // [row t][token j]
 var<workgroup> x_h: array<f16, 4096>; // [token j][channel i]
 
+fn store8(dst: u32, v: Eight, scale: f32, which: u32) {
+    for (var k = 0u; k < 4u; k++) {
+        let a = f16(v.lo[k] * scale);
+        let b = f16(v.hi[k] * scale);
+        if (which == 0u) { c_h[dst + k] = a; c_h[dst + 4u + k] = b; }
+        if (which == 1u) { b_h[dst + k] = a; b_h[dst + 4u + k] = b; }
+        if (which == 2u) { x_h[dst + k] = a; x_h[dst + 4u + k] = b; }
+    }
+}
+
+// Stages C (scaled by exp(cs_t) when `off`) into c_h and B, or h_in when `off`, into b_h, for
+// states n0 … n0 + 31: 64 rows × 4 groups of 8, two per lane, loads first.
+fn stage_slice(t0: u32, len: u32, h: u32, g: u32, i0: u32, n0: u32, lid: u32, off: bool, st_base: u32) {
+    var cv: array<Eight, 2>;
+    var bv: array<Eight, 2>;
+    for (var s = 0u; s < 2u; s++) {
+        let e = (lid + s * 128u) * 8u;
+        let r = e / 32u;
+        let n = n0 + e % 32u;
+        let t = t0 + min(r, len - 1u);
+        let live = r < len;
+        cv[s] = load8(c_ix(t, g, n), select(0u, valid8(n, p.nstate), live));
+        if (off) {
+            var hv = Eight(vec4<f32>(0.0), vec4<f32>(0.0));
+            if (i0 + r < p.hdim) {
+                let base = st_base + (i0 + r) * p.nstate + n;
+                let v = valid8(n, p.nstate);
+                for (var k = 0u; k < 4u; k++) {
+                    if (k < v) { hv.lo[k] = cstates[base + k]; }
+                    if (k + 4u < v) { hv.hi[k] = cstates[base + 4u + k]; }
+                }
+            }
+            bv[s] = hv;
+        } else {
+            bv[s] = load8(b_ix(t, g, n), select(0u, valid8(n, p.nstate), live));
+        }
+    }
+    for (var s = 0u; s < 2u; s++) {
+        let e = (lid + s * 128u) * 8u;
+        let scale = select(1.0, exp(cs_s[e / 32u]), off);
+        store8(e, cv[s], scale, 0u);
+        store8(e, bv[s], 1.0, 1u);
+    }
+}
+
 @compute @workgroup_size(128)
 fn ssd_chunk_scan_coop(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let i0 = wid.x * 64u;
@@ -566,17 +649,21 @@ fn ssd_chunk_scan_coop(@builtin(local_invocation_index) lid: u32, @builtin(workg
     let t0 = chunks[c * 4u];
     let len = chunks[c * 4u + 1u];
     let band = lid / 32u;
+    let st_base = (c * p.heads + h) * p.hdim * p.nstate;
     if (lid < 64u) {
         let r = t0 + min(lid, len - 1u);
         cs_s[lid] = cs[r * p.heads + h];
         dt_s[lid] = dts[r * p.heads + h];
     }
-    for (var e = lid; e < 4096u; e += 128u) {
-        let j = e / 64u;
-        let i = e % 64u;
-        var xv = 0.0;
-        if (j < len && i0 + i < p.hdim) { xv = ld_x(x_ix(t0 + j, h, i0 + i)); }
-        x_h[e] = f16(xv);
+    {
+        var xv: array<Eight, 4>;
+        for (var s = 0u; s < 4u; s++) {
+            let e = (lid + s * 128u) * 8u;
+            let j = e / 64u;
+            let q = e % 64u;
+            xv[s] = load8(x_ix(t0 + min(j, len - 1u), h, i0 + q), select(0u, valid8(i0 + q, p.hdim), j < len));
+        }
+        for (var s = 0u; s < 4u; s++) { store8((lid + s * 128u) * 8u, xv[s], 1.0, 2u); }
     }
     // S = C·Bᵀ for this band's rows, all four column blocks.
     var s0: coop_mat16x16<f32, C>;
@@ -585,18 +672,7 @@ fn ssd_chunk_scan_coop(@builtin(local_invocation_index) lid: u32, @builtin(workg
     var s3: coop_mat16x16<f32, C>;
     for (var n0 = 0u; n0 < p.nstate; n0 += 32u) {
         workgroupBarrier();
-        for (var e = lid; e < 2048u; e += 128u) {
-            let r = e / 32u;
-            let n = n0 + e % 32u;
-            var cv = 0.0;
-            var bv = 0.0;
-            if (r < len && n < p.nstate) {
-                cv = ld_x(c_ix(t0 + r, g, n));
-                bv = ld_x(b_ix(t0 + r, g, n));
-            }
-            c_h[e] = f16(cv);
-            b_h[e] = f16(bv);
-        }
+        stage_slice(t0, len, h, g, i0, n0, lid, false, st_base);
         workgroupBarrier();
         for (var k = 0u; k < 32u; k += 16u) {
             let ca = coopLoadT<coop_mat16x16<f16, A>>(&c_h[band * 512u + k], 32u);
@@ -613,7 +689,8 @@ fn ssd_chunk_scan_coop(@builtin(local_invocation_index) lid: u32, @builtin(workg
     coopStoreT(s3, &st[(band * 4u + 3u) * 256u], 16u);
     workgroupBarrier();
     // Mask first, then decay and dt: exp only ever sees cs_t − cs_j ≤ 0.
-    for (var e = lid; e < 4096u; e += 128u) {
+    for (var s = 0u; s < 32u; s++) {
+        let e = lid + s * 128u;
         let t = e / 64u;
         let j = e % 64u;
         var m = 0.0;
@@ -633,19 +710,9 @@ fn ssd_chunk_scan_coop(@builtin(local_invocation_index) lid: u32, @builtin(workg
         y3 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 48u], 64u), y3);
     }
     // Off-diagonal part: (exp(cs) ⊙ C)·h_inᵀ, h_in = the state entering the chunk.
-    let st_base = (c * p.heads + h) * p.hdim * p.nstate;
     for (var n0 = 0u; n0 < p.nstate; n0 += 32u) {
         workgroupBarrier();
-        for (var e = lid; e < 2048u; e += 128u) {
-            let r = e / 32u;
-            let n = n0 + e % 32u;
-            var cv = 0.0;
-            var hv = 0.0;
-            if (r < len && n < p.nstate) { cv = ld_x(c_ix(t0 + r, g, n)) * exp(cs_s[r]); }
-            if (i0 + r < p.hdim && n < p.nstate) { hv = cstates[st_base + (i0 + r) * p.nstate + n]; }
-            c_h[e] = f16(cv);
-            b_h[e] = f16(hv);
-        }
+        stage_slice(t0, len, h, g, i0, n0, lid, true, st_base);
         workgroupBarrier();
         for (var k = 0u; k < 32u; k += 16u) {
             let ca = coopLoadT<coop_mat16x16<f16, A>>(&c_h[band * 512u + k], 32u);
@@ -662,13 +729,14 @@ fn ssd_chunk_scan_coop(@builtin(local_invocation_index) lid: u32, @builtin(workg
     coopStoreT(y2, &st[(band * 4u + 2u) * 256u], 16u);
     coopStoreT(y3, &st[(band * 4u + 3u) * 256u], 16u);
     workgroupBarrier();
+    // y = Y + D·x, the D·x from the staged x (the f16 input values themselves).
     let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
-    for (var e = lid; e < 4096u; e += 128u) {
+    for (var s = 0u; s < 32u; s++) {
+        let e = lid + s * 128u;
         let t = e / 64u;
         let i = e % 64u;
         if (t < len && i0 + i < p.hdim) {
-            let tok = t0 + t;
-            y[tok * p.heads * p.hdim + h * p.hdim + i0 + i] = st_at(t, i) + d_h * ld_x(x_ix(tok, h, i0 + i));
+            y[(t0 + t) * p.heads * p.hdim + h * p.hdim + i0 + i] = st_at(t, i) + d_h * f32(x_h[e]);
         }
     }
 }
