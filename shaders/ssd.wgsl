@@ -311,11 +311,14 @@ fn chunk_decay(c: u32, h: u32) -> f32 {
 #endif
 
 #if CHUNK_SCAN
-// Steps 4–5: outputs of a 32-token row tile × 64 channels of one (chunk, head):
+// Steps 4–5: outputs of a 64-token row tile × 64 channels of one (chunk, head):
 //   y_t = exp(cs_t)·(C_t · h_in) + Σ_{j ≤ t} (C_t · B_j)·exp(cs_t − cs_j)·dt_j·x_j + D·x_t.
 // The causal mask is applied before the exp, so exp only ever sees cs_t − cs_j ≤ 0 for j ≤ t.
-// 256 invocations (16 × 16), 2 rows × 4 channels each; C·Bᵀ is formed 32 × 32 at a time in
-// workgroup memory with the state size staged 16 at a time.
+// 256 invocations (16 × 16); invocation (tx, ty) owns rows 4·ty … 4·ty + 3 and channels (for
+// C·Bᵀ: column tokens) 4·tx … 4·tx + 3, a 4 × 4 register tile, so each k step reads two vec4
+// from workgroup memory for 16 FMAs. Operands are staged k-major, which makes those reads
+// vec4. The state size goes 16 at a time; C·h_in rides along the first column block's C·Bᵀ
+// (same staged C); M·X goes 32 column tokens at a time (28 KB of workgroup memory in all).
 @group(0) @binding(1) var<storage, {{ACT}}> xbc: array<{{IN}}>;
 @group(0) @binding(2) var<storage, read> dts: array<f32>;
 @group(0) @binding(3) var<storage, read> cs: array<f32>;
@@ -330,27 +333,57 @@ fn ld_x(i: u32) -> f32 { return ld(xbc[i >> 1u], i); }
 fn ld_x(i: u32) -> f32 { return xbc[i]; }
 #endif
 
-var<workgroup> cs_row: array<f32, 32>; // cs of the row tokens
-var<workgroup> ct: array<array<f32, 16>, 32>; // C slice [row][n]
-var<workgroup> bt: array<array<vec2<f32>, 16>, 16>; // B slice [n][col token / 2]
-var<workgroup> ht: array<array<vec4<f32>, 16>, 16>; // h_in slice [n][i / 4]
-var<workgroup> mt: array<array<f32, 32>, 32>; // masked, scaled C·Bᵀ [row][col token]
-var<workgroup> xt: array<array<vec4<f32>, 16>, 32>; // x [col token][i / 4]
+var<workgroup> cs_row: array<f32, 64>;
+var<workgroup> cs_col: array<f32, 64>;
+var<workgroup> dt_col: array<f32, 64>;
+var<workgroup> ct: array<vec4<f32>, 256>; // C slice [n][row / 4]
+var<workgroup> bt: array<vec4<f32>, 256>; // B slice [n][column token / 4]
+var<workgroup> ht: array<vec4<f32>, 256>; // h_in slice [n][channel / 4]
+var<workgroup> mt: array<vec4<f32>, 512>; // M half [column token][row / 4]
+var<workgroup> xt: array<vec4<f32>, 512>; // x half [column token][channel / 4]
 
-// C of rows r0.. (and B of column tokens j0.., when `with_b`) for states n0..n0+15.
-fn stage_cb(t0: u32, len: u32, g: u32, r0: u32, j0: u32, n0: u32, flat: u32, with_b: bool) {
-    for (var e = flat; e < 32u * 16u; e += 256u) {
-        let r = e / 16u;
-        let n = n0 + e % 16u;
-        var cv = 0.0;
-        var bv = 0.0;
-        if (n < p.nstate) {
-            if (r0 + r < len) { cv = ld_x(c_ix(t0 + r0 + r, g, n)); }
-            if (with_b && j0 + r < len) { bv = ld_x(b_ix(t0 + j0 + r, g, n)); }
-        }
-        ct[r][e % 16u] = cv;
-        if (with_b) { bt[e % 16u][r / 2u][r % 2u] = bv; }
+// Four consecutive inputs from element i, the first `valid` of them real.
+fn ld4(i: u32, valid: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var q = 0u; q < 4u; q++) {
+        if (q < valid) { v[q] = ld_x(i + q); }
     }
+    return v;
+}
+
+fn valid4(col: u32, limit: u32) -> u32 { return select(min(limit - col, 4u), 0u, col >= limit); }
+
+// Stages states n0 … n0 + 15 of C (rows r0 …), B (column tokens j0 …) and, with `with_h`,
+// h_in (channels i0 …); each invocation moves four consecutive states of one row.
+fn stage_slices(t0: u32, len: u32, g: u32, r0: u32, j0: u32, n0: u32, i0: u32, st_base: u32, flat: u32, with_h: bool) {
+    let r = flat / 4u;
+    let nq = (flat % 4u) * 4u;
+    let vn = valid4(n0 + nq, p.nstate);
+    let cv = ld4(c_ix(t0 + min(r0 + r, len - 1u), g, n0 + nq), select(0u, vn, r0 + r < len));
+    let bv = ld4(b_ix(t0 + min(j0 + r, len - 1u), g, n0 + nq), select(0u, vn, j0 + r < len));
+    var hv = vec4<f32>(0.0);
+    if (with_h && i0 + r < p.hdim) {
+        for (var q = 0u; q < 4u; q++) {
+            if (q < vn) { hv[q] = cstates[st_base + (i0 + r) * p.nstate + n0 + nq + q]; }
+        }
+    }
+    for (var q = 0u; q < 4u; q++) {
+        ct[(nq + q) * 16u + r / 4u][r % 4u] = cv[q];
+        bt[(nq + q) * 16u + r / 4u][r % 4u] = bv[q];
+        if (with_h) { ht[(nq + q) * 16u + r / 4u][r % 4u] = hv[q]; }
+    }
+}
+
+// One row of M for this invocation's four column tokens: C·Bᵀ masked, decayed and times dt.
+fn mask_row(s: vec4<f32>, row: u32, jl: u32, j0: u32, r0: u32, len: u32) -> vec4<f32> {
+    var m = vec4<f32>(0.0);
+    for (var q = 0u; q < 4u; q++) {
+        let j = jl + q;
+        if (j0 + j <= r0 + row && j0 + j < len && r0 + row < len) {
+            m[q] = s[q] * exp(cs_row[row] - cs_col[j]) * dt_col[j];
+        }
+    }
+    return m;
 }
 
 @compute @workgroup_size(16, 16)
@@ -358,93 +391,89 @@ fn ssd_chunk_scan(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
-    // wid.x: (row tile, channel tile); wid.y: head; wid.z: chunk. Invocation (lid.x, lid.y)
-    // owns rows 2·lid.y, 2·lid.y + 1 and channels i0 + 4·lid.x .. + 3.
+    // wid.x: (row tile, channel tile); wid.y: head; wid.z: chunk.
     let tiles_i = (p.hdim + 63u) / 64u;
-    let rt = wid.x / tiles_i;
+    let r0 = (wid.x / tiles_i) * 64u; // first row of this tile, within the chunk
     let i0 = (wid.x % tiles_i) * 64u;
     let h = wid.y;
     let c = wid.z;
     let g = group_of(h);
     let t0 = chunks[c * 4u];
     let len = chunks[c * 4u + 1u];
-    let r0 = rt * 32u; // first row of this tile, within the chunk
     if (r0 >= len) { return; } // workgroup-uniform
-    let flat = lid.y * 16u + lid.x;
+    let tx = lid.x;
+    let ty = lid.y;
+    let flat = ty * 16u + tx;
     let st_base = (c * p.heads + h) * p.hdim * p.nstate;
-    if (flat < 32u) {
-        cs_row[flat] = select(0.0, cs[(t0 + min(r0 + flat, len - 1u)) * p.heads + h], r0 + flat < len);
-    }
-    let ra = lid.y * 2u;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    // Off-diagonal part: exp(cs_t)·C_t · h_in.
-    for (var n0 = 0u; n0 < p.nstate; n0 += 16u) {
+    if (flat < 64u) { cs_row[flat] = cs[(t0 + min(r0 + flat, len - 1u)) * p.heads + h]; }
+    var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0); var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
+    var off0 = vec4<f32>(0.0); var off1 = vec4<f32>(0.0); var off2 = vec4<f32>(0.0); var off3 = vec4<f32>(0.0);
+    for (var j0 = 0u; j0 <= r0; j0 += 64u) {
+        let first = j0 == 0u;
         workgroupBarrier();
-        stage_cb(t0, len, g, r0, 0u, n0, flat, false);
-        {
-            // h_in[i, n] for n0..n0+15 (rows of ht) × 64 channels: invocation (n = lid.y, quad lid.x).
-            let n = n0 + lid.y;
-            var v = vec4<f32>(0.0);
-            for (var q = 0u; q < 4u; q++) {
-                let i = i0 + lid.x * 4u + q;
-                if (n < p.nstate && i < p.hdim) { v[q] = cstates[st_base + i * p.nstate + n]; }
-            }
-            ht[lid.y][lid.x] = v;
+        if (flat < 64u) {
+            let tj = (t0 + min(j0 + flat, len - 1u)) * p.heads + h;
+            cs_col[flat] = cs[tj];
+            dt_col[flat] = dts[tj];
         }
-        workgroupBarrier();
-        for (var k = 0u; k < 16u; k++) {
-            let hv = ht[k][lid.x];
-            acc0 = fma(vec4<f32>(ct[ra][k]), hv, acc0);
-            acc1 = fma(vec4<f32>(ct[ra + 1u][k]), hv, acc1);
-        }
-    }
-    acc0 *= exp(cs_row[ra]);
-    acc1 *= exp(cs_row[ra + 1u]);
-    // Diagonal part, one 32-token column block at a time up to this row tile.
-    for (var j0 = 0u; j0 <= r0; j0 += 32u) {
-        // C·Bᵀ, rows ra, ra + 1 × column tokens 2·lid.x, 2·lid.x + 1.
-        var g0 = vec2<f32>(0.0);
-        var g1 = vec2<f32>(0.0);
+        var s0 = vec4<f32>(0.0); var s1 = vec4<f32>(0.0); var s2 = vec4<f32>(0.0); var s3 = vec4<f32>(0.0);
         for (var n0 = 0u; n0 < p.nstate; n0 += 16u) {
             workgroupBarrier();
-            stage_cb(t0, len, g, r0, j0, n0, flat, true);
+            stage_slices(t0, len, g, r0, j0, n0, i0, st_base, flat, first);
             workgroupBarrier();
             for (var k = 0u; k < 16u; k++) {
-                let bv = bt[k][lid.x];
-                g0 = fma(vec2<f32>(ct[ra][k]), bv, g0);
-                g1 = fma(vec2<f32>(ct[ra + 1u][k]), bv, g1);
+                let c4 = ct[k * 16u + ty];
+                let b4 = bt[k * 16u + tx];
+                s0 = fma(vec4<f32>(c4.x), b4, s0);
+                s1 = fma(vec4<f32>(c4.y), b4, s1);
+                s2 = fma(vec4<f32>(c4.z), b4, s2);
+                s3 = fma(vec4<f32>(c4.w), b4, s3);
+                if (first) {
+                    let h4 = ht[k * 16u + tx];
+                    off0 = fma(vec4<f32>(c4.x), h4, off0);
+                    off1 = fma(vec4<f32>(c4.y), h4, off1);
+                    off2 = fma(vec4<f32>(c4.z), h4, off2);
+                    off3 = fma(vec4<f32>(c4.w), h4, off3);
+                }
             }
         }
-        // Mask first, then decay and dt (exp only sees cs_t − cs_j ≤ 0); stage x.
-        for (var b = 0u; b < 2u; b++) {
-            let j = lid.x * 2u + b;
-            let tj = (t0 + j0 + min(j, len - 1u - min(j0, len - 1u))) * p.heads + h;
-            let w = dts[tj];
-            let csj = cs[tj];
-            mt[ra][j] = select(0.0, g0[b] * exp(cs_row[ra] - csj) * w, j0 + j <= r0 + ra && j0 + j < len);
-            mt[ra + 1u][j] = select(0.0, g1[b] * exp(cs_row[ra + 1u] - csj) * w, j0 + j <= r0 + ra + 1u && j0 + j < len);
-        }
-        for (var e = flat; e < 32u * 16u; e += 256u) {
-            let j = e / 16u;
-            let quad = e % 16u;
-            var v = vec4<f32>(0.0);
-            for (var q = 0u; q < 4u; q++) {
-                let i = i0 + quad * 4u + q;
-                if (j0 + j < len && i < p.hdim) { v[q] = ld_x(x_ix(t0 + j0 + j, h, i)); }
+        // M·X, 32 column tokens at a time.
+        for (var half = 0u; half < 2u; half++) {
+            workgroupBarrier();
+            if (tx / 8u == half) {
+                let jl = tx * 4u; // this invocation's column tokens within the block
+                let m0 = mask_row(s0, ty * 4u, jl, j0, r0, len);
+                let m1 = mask_row(s1, ty * 4u + 1u, jl, j0, r0, len);
+                let m2 = mask_row(s2, ty * 4u + 2u, jl, j0, r0, len);
+                let m3 = mask_row(s3, ty * 4u + 3u, jl, j0, r0, len);
+                for (var q = 0u; q < 4u; q++) {
+                    mt[(jl - half * 32u + q) * 16u + ty] = vec4<f32>(m0[q], m1[q], m2[q], m3[q]);
+                }
             }
-            xt[j][quad] = v;
-        }
-        workgroupBarrier();
-        for (var k = 0u; k < 32u; k++) {
-            let xv = xt[k][lid.x];
-            acc0 = fma(vec4<f32>(mt[ra][k]), xv, acc0);
-            acc1 = fma(vec4<f32>(mt[ra + 1u][k]), xv, acc1);
+            for (var e = flat; e < 512u; e += 256u) {
+                let jl = e / 16u;
+                let quad = e % 16u;
+                let tok = j0 + half * 32u + jl;
+                let live = tok < len;
+                xt[e] = ld4(x_ix(t0 + min(tok, len - 1u), h, i0 + quad * 4u), select(0u, valid4(i0 + quad * 4u, p.hdim), live));
+            }
+            workgroupBarrier();
+            for (var k = 0u; k < 32u; k++) {
+                let m4 = mt[k * 16u + ty];
+                let x4 = xt[k * 16u + tx];
+                acc0 = fma(vec4<f32>(m4.x), x4, acc0);
+                acc1 = fma(vec4<f32>(m4.y), x4, acc1);
+                acc2 = fma(vec4<f32>(m4.z), x4, acc2);
+                acc3 = fma(vec4<f32>(m4.w), x4, acc3);
+            }
         }
     }
     let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
-    store_y(t0, len, h, r0 + ra, i0 + lid.x * 4u, acc0, d_h);
-    store_y(t0, len, h, r0 + ra + 1u, i0 + lid.x * 4u, acc1, d_h);
+    let ra = ty * 4u;
+    store_y(t0, len, h, r0 + ra, i0 + tx * 4u, acc0 + off0 * exp(cs_row[ra]), d_h);
+    store_y(t0, len, h, r0 + ra + 1u, i0 + tx * 4u, acc1 + off1 * exp(cs_row[ra + 1u]), d_h);
+    store_y(t0, len, h, r0 + ra + 2u, i0 + tx * 4u, acc2 + off2 * exp(cs_row[ra + 2u]), d_h);
+    store_y(t0, len, h, r0 + ra + 3u, i0 + tx * 4u, acc3 + off3 * exp(cs_row[ra + 3u]), d_h);
 }
 
 fn store_y(t0: u32, len: u32, h: u32, r: u32, i: u32, v: vec4<f32>, d_h: f32) {

@@ -428,7 +428,7 @@ pub fn record_stages(
             grid(dev, work.div_ceil(64))?,
         )?;
     }
-    let tiles = if coop { d.head_dim.div_ceil(64) } else { chunk.div_ceil(32) * d.head_dim.div_ceil(64) };
+    let tiles = if coop { 1 } else { chunk.div_ceil(64) } * d.head_dim.div_ceil(64);
     if on(8) {
         rec.dispatch(
             &if coop { chunk_scan_coop_variant() } else { chunk_scan_variant(input) },
