@@ -116,6 +116,7 @@ impl SsdKernel {
 fn variant(name: &str, entry: &'static str, define: &'static str, input: DType) -> Variant {
     let f16 = input == DType::F16;
     let mut v = Variant::new(if f16 { format!("{name}.f16") } else { name.to_string() }, "ssd", entry)
+        .define(crate::shader::BOUNDED_LOOPS, 1)
         .define(define, 1)
         .define("F16IN", f16 as u32)
         .define("IN", if f16 { "u32" } else { "f32" });
@@ -144,7 +145,11 @@ fn chunk_scan_variant(input: DType) -> Variant {
     variant("ssd.chunk_scan", "ssd_chunk_scan", "CHUNK_SCAN", input)
 }
 fn coop_variant(name: &str, entry: &'static str, define: &'static str) -> Variant {
-    Variant::new(name, "ssd", entry).define("COOP", 1).define(define, 1).needs_coop_matrix()
+    Variant::new(name, "ssd", entry)
+        .define(crate::shader::BOUNDED_LOOPS, 1)
+        .define("COOP", 1)
+        .define(define, 1)
+        .needs_coop_matrix()
 }
 fn chunk_state_coop_variant() -> Variant {
     coop_variant("ssd.chunk_state.coop", "ssd_chunk_state_coop", "CHUNK_STATE_COOP")

@@ -57,14 +57,15 @@ impl PipelineCache {
             label: Some(&variant.name),
             source: wgpu::ShaderSource::Wgsl(wgsl.into()),
         };
-        let module = if trusted_shaders() {
-            // SAFETY: opt-in (LINSEQ_TRUSTED_SHADERS=1) for measurements. Every linseq kernel
-            // guards its own indices (the op tests check guard regions around outputs) and
-            // every loop is bounded by its parameters.
-            unsafe { dev.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
-        } else {
-            dev.create_shader_module(desc)
-        };
+        let mut checks = runtime_checks();
+        if variant.defines.contains_key(super::BOUNDED_LOOPS) {
+            checks.force_loop_bounding = false;
+        }
+        // SAFETY: wgpu's bounds checks stay on unless LINSEQ_TRUSTED_SHADERS or
+        // LINSEQ_SHADER_CHECKS turn them off by hand. Forced loop bounding is off only for
+        // variants marked BOUNDED_LOOPS, whose loops all run to bounds taken from their
+        // parameters (sizes the host checked), so none can run forever.
+        let module = unsafe { dev.create_shader_module_trusted(desc, checks) };
         let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&variant.name),
             layout: None,
@@ -84,8 +85,27 @@ impl PipelineCache {
     }
 }
 
-/// Whether `LINSEQ_TRUSTED_SHADERS=1` asks to compile without wgpu's injected bounds checks and
-/// loop bounding (an experiment switch for benchmarks; off by default).
+/// Whether `LINSEQ_TRUSTED_SHADERS=1` asks to compile without any of wgpu's injected runtime
+/// checks, bounds checks included (an experiment switch for benchmarks; off by default).
 pub fn trusted_shaders() -> bool {
     std::env::var("LINSEQ_TRUSTED_SHADERS").is_ok_and(|v| v == "1")
+}
+
+/// The runtime checks wgpu injects into linseq's shaders. `LINSEQ_SHADER_CHECKS` lists checks
+/// to turn off, comma-separated: `loops` (forced loop bounding), `div` (integer division
+/// guards), `bounds` (injected bounds checks); `none` turns off none.
+pub fn runtime_checks() -> wgpu::ShaderRuntimeChecks {
+    if trusted_shaders() {
+        return wgpu::ShaderRuntimeChecks::unchecked();
+    }
+    let mut checks = wgpu::ShaderRuntimeChecks::checked();
+    for off in std::env::var("LINSEQ_SHADER_CHECKS").unwrap_or_default().split(',') {
+        match off.trim() {
+            "loops" => checks.force_loop_bounding = false,
+            "div" => checks.int_div_checks = false,
+            "bounds" => checks.bounds_checks = false,
+            _ => {}
+        }
+    }
+    checks
 }

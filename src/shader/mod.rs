@@ -117,6 +117,11 @@ impl Requirements {
     }
 }
 
+/// A define marking a variant whose loops are all bounded by its parameters: it is compiled
+/// without wgpu's forced loop bounding (an iteration counter and exit test in every loop, which
+/// cost the SSD kernels 40% of their time on the H200).
+pub const BOUNDED_LOOPS: &str = "BOUNDED_LOOPS";
+
 /// One registered, addressable specialisation of a shader family.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Variant {
