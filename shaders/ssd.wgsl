@@ -11,7 +11,8 @@ struct Params {
     total: u32, heads: u32, hdim: u32, groups: u32,
     nstate: u32, nseq: u32, flags: u32, width: u32,
     dt_min: f32, dt_max: f32, win_start: u32, win_len: u32,
-    nchunks: u32, chunk: u32, pad0: u32, pad1: u32,
+    nchunks: u32, chunk: u32, col0: u32, dt_col: u32,
+    z_col: u32, pad0: u32, pad1: u32, pad2: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -20,6 +21,9 @@ const HAS_BIAS: u32 = 2u;
 const HAS_D: u32 = 4u;
 const INIT: u32 = 8u;
 const RESET: u32 = 16u;
+// Decode step on a fused in_proj row [z | xBC | dt] (`xbc` bound to the whole row, x at col0):
+// dt comes from column dt_col of the row, and y is gated by silu(z) from column z_col.
+const ROW_IO: u32 = 32u;
 
 // Chunk table entries (u32 × 4 per chunk): first token, length, sequence, flags; then the
 // per-sequence chunk offsets [S + 1].
@@ -30,8 +34,9 @@ fn flag(f: u32) -> bool { return (p.flags & f) != 0u; }
 fn ld(w: u32, i: u32) -> f32 { return unpack2x16float(w)[i & 1u]; }
 
 fn group_of(h: u32) -> u32 { return h / (p.heads / p.groups); }
-fn x_ix(t: u32, h: u32, i: u32) -> u32 { return t * p.width + h * p.hdim + i; }
-fn b_ix(t: u32, g: u32, n: u32) -> u32 { return t * p.width + p.heads * p.hdim + g * p.nstate + n; }
+// col0: where x starts within a row (0, or the xBC band of a decode step's fused in_proj row).
+fn x_ix(t: u32, h: u32, i: u32) -> u32 { return t * p.width + p.col0 + h * p.hdim + i; }
+fn b_ix(t: u32, g: u32, n: u32) -> u32 { return t * p.width + p.col0 + p.heads * p.hdim + g * p.nstate + n; }
 fn c_ix(t: u32, g: u32, n: u32) -> u32 { return b_ix(t, g, n) + p.groups * p.nstate; }
 
 #if SEQUENTIAL
@@ -115,7 +120,8 @@ fn ssd_decode(
     let a_h = heads[h * 4u];
     let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
     let bias = select(0.0, heads[h * 4u + 2u], flag(HAS_BIAS));
-    var v = ld_dt(t * p.heads + h) + bias;
+    var v = bias;
+    if (flag(ROW_IO)) { v += ld_x(t * p.width + p.dt_col + h); } else { v += ld_dt(t * p.heads + h); }
     if (flag(SOFTPLUS) && v <= 20.0) { v = log(1.0 + exp(v)); }
     v = clamp(v, p.dt_min, p.dt_max);
     var a = exp(v * a_h);
@@ -136,7 +142,11 @@ fn ssd_decode(
     ypart[lid] = acc;
     workgroupBarrier();
     if (live && q == 0u) {
-        let yv = ypart[lid] + ypart[lid + 1u] + ypart[lid + 2u] + ypart[lid + 3u] + d_h * xv;
+        var yv = ypart[lid] + ypart[lid + 1u] + ypart[lid + 2u] + ypart[lid + 3u] + d_h * xv;
+        if (flag(ROW_IO)) {
+            let z = ld_x(t * p.width + p.z_col + h * p.hdim + i);
+            yv *= z / (1.0 + exp(-z));
+        }
         y[t * p.heads * p.hdim + h * p.hdim + i] = yv;
     }
 }

@@ -80,6 +80,10 @@ pub type RecordFn = std::sync::Arc<
 pub struct CustomOp {
     pub name: String,
     pub record: RecordFn,
+    /// The in-place contract (see [`Op::inplace_input`]): the input whose storage the output
+    /// may take. The record function must then work either way (it can tell by comparing the
+    /// output's buffer and offset with that input's).
+    pub inplace: Option<usize>,
 }
 
 impl std::fmt::Debug for CustomOp {
@@ -165,6 +169,7 @@ impl Op {
             Op::Unary { .. } | Op::Binary { .. } => Some(0),
             // The matmul's store reads and writes each element of r in the same invocation.
             Op::LinearAdd => Some(2),
+            Op::Custom(c) => c.inplace,
             _ => None,
         }
     }
@@ -469,8 +474,34 @@ impl Graph {
         for &t in inputs {
             self.check(t)?;
         }
-        let op = Op::Custom(CustomOp { name: name.to_string(), record: std::sync::Arc::new(record) });
+        let op = Op::Custom(CustomOp {
+            name: name.to_string(),
+            record: std::sync::Arc::new(record),
+            inplace: None,
+        });
         Ok(self.node(op, inputs, shape, dtype))
+    }
+
+    /// An extension node computing a new value of `r` from `x` and `r` (a residual update):
+    /// inputs [x, r], output shaped like r, allowed to run in place on r (the planner decides).
+    /// `record` gets [x, r] and the output, and must handle both the in-place case (output and
+    /// r the same bytes) and a separate output.
+    pub fn custom_in_place(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        r: TensorId,
+        record: impl Fn(&mut crate::ops::Recorder, &[&crate::tensor::Tensor], &crate::tensor::Tensor) -> Result<()>
+            + 'static,
+    ) -> Result<TensorId> {
+        self.check(x)?;
+        let rd = self.expect_f32("custom_in_place", r)?.clone();
+        let op = Op::Custom(CustomOp {
+            name: name.to_string(),
+            record: std::sync::Arc::new(record),
+            inplace: Some(1),
+        });
+        Ok(self.node(op, &[x, r], &rd.shape, DType::F32))
     }
 
     /// Selective scan of x [T, C] with projections `dbc` [T, R+2N], A [C, N] and state

@@ -61,6 +61,18 @@ impl Head {
     }
 }
 
+/// Rows `[lo, hi)` of a matrix (or vector) uploaded whole as `full` from `host`: a view of the
+/// same buffer where its offset can be bound (no second copy of the weights), else a copy.
+pub(crate) fn rows(dev: &Device, full: &Tensor, host: &[f32], lo: usize, hi: usize) -> Result<Tensor> {
+    let cols = full.numel() / full.shape()[0];
+    let mut shape = full.shape().to_vec();
+    shape[0] = hi - lo;
+    match full.view(dev, lo * cols, &shape) {
+        Ok(v) => Ok(v),
+        Err(_) => Tensor::from_f32(dev, &shape, &host[lo * cols..hi * cols], full.dtype()),
+    }
+}
+
 /// Recurrent state of a batch of sequences: per layer the conv inputs `[S, C, W − 1]` and the
 /// SSM state. Fixed size, whatever the sequence length.
 pub struct RecurrentState {

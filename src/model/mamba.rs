@@ -13,7 +13,7 @@
 //! in_proj + conv step (`linear_in_step`), x_proj reading the conv'd columns
 //! (`linear_columns`), dt_proj + scan step + gate (`mamba_step`), out_proj + residual.
 
-use super::common::{Batch, Builder, Head, RecurrentState};
+use super::common::{self, Batch, Builder, Head, RecurrentState};
 use super::config::Config;
 use super::weights::Weights;
 use crate::device::Device;
@@ -119,17 +119,7 @@ impl Mamba {
         let c = MambaConfig::from_config(cfg)?;
         let (d, di, n, r, k) = (c.d_model, c.d_inner, c.d_state, c.dt_rank, c.conv_kernel);
         let up = |data: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, data, dt);
-        // Rows [lo, hi) of a matrix uploaded whole: a view where the offset can be bound, else
-        // a copy.
-        let rows = |full: &Tensor, host: &[f32], lo: usize, hi: usize| -> Result<Tensor> {
-            let cols = full.numel() / full.shape()[0];
-            let mut shape = full.shape().to_vec();
-            shape[0] = hi - lo;
-            match full.view(dev, lo * cols, &shape) {
-                Ok(v) => Ok(v),
-                Err(_) => up(&host[lo * cols..hi * cols], &shape, full.dtype()),
-            }
-        };
+        let rows = |full: &Tensor, host: &[f32], lo: usize, hi: usize| common::rows(dev, full, host, lo, hi);
         let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
         let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
         let mut layers = Vec::with_capacity(c.layers);

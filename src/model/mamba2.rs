@@ -4,17 +4,24 @@
 //! group of d_inner / n_groups → out_proj → residual] → norm_f → lm_head (tied unless the
 //! checkpoint has `lm_head.weight`).
 //!
-//! in_proj is split by rows at load time into z, xBC and dt (HF Linear weights are [out, in]),
-//! so each comes out of its own GEMM as a contiguous `[T, ·]` tensor; the SSD op reads the conv
-//! output `[T, H·P + 2·G·N]` in place.
+//! Prefill: in_proj is split by rows into z, xBC and dt (HF Linear weights are [out, in]; the
+//! parts are views of one device tensor), so each comes out of its own GEMM as a contiguous
+//! `[T, ·]` tensor; the SSD op reads the conv output `[T, H·P + 2·G·N]` in place.
+//!
+//! Decode steps of up to [`GEMV_MAX_M`] sequences (with `n_groups` = 1) take a fused path of
+//! three dispatches per layer instead of nine: RMSNorm + the whole in_proj + the conv step over
+//! the xBC band (`linear_in_step`), the SSD step reading x, B, C, dt and z out of that row and
+//! gating its output (`ssd_step_row`), and the gated RMSNorm folded into out_proj, which
+//! accumulates onto the residual stream in place (`linear_normed`).
 
-use super::common::{Batch, Builder, Head, RecurrentState};
+use super::common::{self, Batch, Builder, Head, RecurrentState};
 use super::config::Config;
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::TensorId;
 use crate::ops::elementwise::Binary;
+use crate::ops::matmul::{self, ConvBand, GEMV_MAX_M};
 use crate::ops::norm;
 use crate::ops::ssd::{self, SsdArgs, SsdDims, SsdFlags, SsdKernel};
 use crate::tensor::{DType, Tensor};
@@ -101,6 +108,10 @@ impl Mamba2Config {
 
 struct Layer {
     norm: Tensor,
+    /// in_proj `[z | xBC | dt, d]` and its bias; `w_z`, `w_xbc`, `w_dt` (and the biases) are
+    /// its row ranges.
+    w_in: Tensor,
+    b_in: Option<Tensor>,
     w_z: Tensor,
     w_xbc: Tensor,
     w_dt: Tensor,
@@ -147,8 +158,15 @@ impl Mamba2 {
             let p = format!("backbone.layers.{i}.mixer");
             let in_proj = get(&format!("{p}.in_proj.weight"), &[proj, d])?;
             let bias = if c.use_bias { Some(get(&format!("{p}.in_proj.bias"), &[proj])?) } else { None };
+            let w_in = up(&in_proj, &[proj, d], dtype)?;
+            let b_in = bias.as_ref().map(|b| up(b, &[proj], DType::F32)).transpose()?;
+            let rows =
+                |full: &Tensor, host: &[f32], lo: usize, hi: usize| common::rows(dev, full, host, lo, hi);
             let part = |lo: usize, hi: usize| -> Result<Option<Tensor>> {
-                bias.as_ref().map(|b| up(&b[lo..hi], &[hi - lo], DType::F32)).transpose()
+                match (&b_in, &bias) {
+                    (Some(full), Some(host)) => rows(full, host, lo, hi).map(Some),
+                    _ => Ok(None),
+                }
             };
             let a: Vec<f32> = get(&format!("{p}.A_log"), &[h])?.iter().map(|v| -v.exp()).collect();
             let heads = ssd::pack_head_params(
@@ -158,12 +176,14 @@ impl Mamba2 {
             );
             layers.push(Layer {
                 norm: up(&get(&format!("backbone.layers.{i}.norm.weight"), &[d])?, &[d], DType::F32)?,
-                w_z: up(&in_proj[..di * d], &[di, d], dtype)?,
-                w_xbc: up(&in_proj[di * d..(di + cd) * d], &[cd, d], dtype)?,
-                w_dt: up(&in_proj[(di + cd) * d..], &[h, d], dtype)?,
+                w_z: rows(&w_in, &in_proj, 0, di)?,
+                w_xbc: rows(&w_in, &in_proj, di, di + cd)?,
+                w_dt: rows(&w_in, &in_proj, di + cd, proj)?,
                 b_z: part(0, di)?,
                 b_xbc: part(di, di + cd)?,
                 b_dt: part(di + cd, proj)?,
+                w_in,
+                b_in,
                 conv_w: up(&get(&format!("{p}.conv1d.weight"), &[cd, 1, k])?, &[cd, k], DType::F32)?,
                 conv_b: if c.use_conv_bias {
                     Some(up(&get(&format!("{p}.conv1d.bias"), &[cd])?, &[cd], DType::F32)?)
@@ -215,9 +235,15 @@ impl Mamba2 {
             dt_limit: (c.dt_limit.0 as f32, c.dt_limit.1 as f32),
         };
         let kernel = SsdKernel::choose(dev, c.dims(), batch.seqs.total(), c.kernel());
+        // The gated norm folds into out_proj's GEMV only as one RMS over the whole row.
+        let fused_step = batch.step && batch.lens.len() <= GEMV_MAX_M && c.groups == 1;
         let mut h = self.head.embed(b, batch.ids)?;
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("layers.{i}");
+            if fused_step {
+                h = self.fused_step(b, l, h, state, i, batch, flags)?;
+                continue;
+            }
             let xn = b.rms_norm(&format!("{p}.norm"), h, &l.norm, c.eps)?;
             let z = b.linear(&format!("{p}.in_proj.z"), xn, &l.w_z, l.b_z.as_ref())?;
             let xbc = b.linear(&format!("{p}.in_proj.xbc"), xn, &l.w_xbc, l.b_xbc.as_ref())?;
@@ -240,6 +266,47 @@ impl Mamba2 {
             h = b.linear_add(&format!("{p}.out_proj"), yn, &l.w_out, l.b_out.as_ref(), h)?;
         }
         self.head.build(b, h, batch.rows, c.eps)
+    }
+
+    /// A decode step's layer in three dispatches (RMSNorm + in_proj + conv step over the xBC
+    /// band; the SSD step reading that row, gated by silu(z); the gated RMSNorm folded into
+    /// out_proj, which accumulates onto the residual `h`). Returns the new residual.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_step(
+        &self,
+        b: &mut Builder,
+        l: &Layer,
+        h: TensorId,
+        state: &Mamba2State,
+        i: usize,
+        batch: &Batch,
+        flags: SsdFlags,
+    ) -> Result<TensorId> {
+        let c = &self.cfg;
+        let (s, di, cd) = (state.sequences, c.d_inner, c.conv_dim());
+        let proj = l.w_in.shape()[0];
+        let (norm, w_in, b_in, eps) = (l.norm.clone(), l.w_in.clone(), l.b_in.clone(), c.eps);
+        let (conv_w, conv_b, conv_state) = (l.conv_w.clone(), l.conv_b.clone(), state.conv[i].clone());
+        let row = b.g.custom("in_step", &[h], &[s, proj], DType::F32, move |rec, ins, out| {
+            let band = ConvBand { lo: di, weight: &conv_w, bias: conv_b.as_ref(), state: &conv_state };
+            matmul::linear_in_step(rec, ins[0], &norm, eps, &w_in, b_in.as_ref(), &band, out)
+        })?;
+        let (heads, seqs, ssm, dims) = (l.heads.clone(), batch.seqs.clone(), state.ssm[i].clone(), c.dims());
+        let cols = ssd::RowColumns { x: di, dt: di + cd, z: 0 };
+        let y = b.g.custom("ssd_step", &[row], &[s, di], DType::F32, move |rec, ins, out| {
+            ssd::ssd_step_row(rec, ins[0], cols, &heads, &seqs, &ssm, dims, flags, out)
+        })?;
+        let (gate_norm, w_out, b_out) = (l.gate_norm.clone(), l.w_out.clone(), l.b_out.clone());
+        // In place on the residual stream where the planner allows, like Graph::linear_add.
+        b.g.custom_in_place("out_proj", y, h, move |rec, ins, out| {
+            let (y, r) = (ins[0], ins[1]);
+            if std::ptr::eq(r.buffer(), out.buffer()) && r.offset() == out.offset() {
+                matmul::linear_normed(rec, y, &gate_norm, eps, &w_out, b_out.as_ref(), true, out)
+            } else {
+                matmul::linear_normed(rec, y, &gate_norm, eps, &w_out, b_out.as_ref(), false, out)?;
+                crate::ops::elementwise::residual_add(rec, out, r, 1.0)
+            }
+        })
     }
 
     pub fn parameters(&self) -> usize {

@@ -285,11 +285,48 @@ pub fn linear_in_step(
     conv: &ConvBand,
     y: &Tensor,
 ) -> Result<()> {
+    record_normed(rec, x, norm_w, eps, w, b, Some(conv), false, y)
+}
+
+/// Records `y = RMSNorm(x; norm_w, eps) · Wᵀ + b`, or `y +=` it with `accumulate`, in one
+/// dispatch (M ≤ [`GEMV_MAX_M`] rows), the norm reduced in the GEMV's own loop: a decode step's
+/// gated-norm output projection onto the residual stream.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_normed(
+    rec: &mut Recorder,
+    x: &Tensor,
+    norm_w: &Tensor,
+    eps: f64,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    accumulate: bool,
+    y: &Tensor,
+) -> Result<()> {
+    record_normed(rec, x, norm_w, eps, w, b, None, accumulate, y)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_normed(
+    rec: &mut Recorder,
+    x: &Tensor,
+    norm_w: &Tensor,
+    eps: f64,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    conv: Option<&ConvBand>,
+    accumulate: bool,
+    y: &Tensor,
+) -> Result<()> {
     let s = Shape::of(x, w, false)?;
     if s.m > GEMV_MAX_M {
-        return Err(Error::Invalid(format!("linear_in_step serves at most {GEMV_MAX_M} rows, got {}", s.m)));
+        return Err(Error::Invalid(format!("the normed GEMV serves at most {GEMV_MAX_M} rows, got {}", s.m)));
     }
     super::expect("norm_w", norm_w, &[s.k], DType::F32)?;
+    let v = choose_gemv(rec.device().caps(), s.k, s.xs, w.dtype(), true);
+    let Some(conv) = conv else {
+        let epilogue = Epilogue::InStep { norm_w, eps, conv: None, width: 2, accumulate };
+        return record(rec, &v, x, w, b, y, epilogue, false);
+    };
     let (c, width) = match conv.weight.shape() {
         &[c, wd] if (2..=4).contains(&wd) && c > 0 => (c, wd),
         other => {
@@ -309,8 +346,7 @@ pub fn linear_in_step(
     if let Some(cb) = conv.bias {
         super::expect("conv bias", cb, &[c], DType::F32)?;
     }
-    let v = choose_gemv(rec.device().caps(), s.k, s.xs, w.dtype(), true);
-    let epilogue = Epilogue::InStep { norm_w, eps, conv, width };
+    let epilogue = Epilogue::InStep { norm_w, eps, conv: Some(conv), width, accumulate };
     record(rec, &v, x, w, b, y, epilogue, false)
 }
 
@@ -344,7 +380,14 @@ impl Shape {
 enum Epilogue<'a> {
     Store,
     Accumulate,
-    InStep { norm_w: &'a Tensor, eps: f64, conv: &'a ConvBand<'a>, width: usize },
+    /// RMSNorm folded in; an optional conv band; optionally accumulating into y.
+    InStep {
+        norm_w: &'a Tensor,
+        eps: f64,
+        conv: Option<&'a ConvBand<'a>>,
+        width: usize,
+        accumulate: bool,
+    },
 }
 
 fn record_chosen(
@@ -386,7 +429,7 @@ fn record(
     wide: bool,
 ) -> Result<()> {
     let Shape { m, n, k, xs } = Shape::of(x, w, wide)?;
-    let accumulate = matches!(epilogue, Epilogue::Accumulate);
+    let accumulate = matches!(epilogue, Epilogue::Accumulate | Epilogue::InStep { accumulate: true, .. });
     let in_step = matches!(epilogue, Epilogue::InStep { .. });
     if in_step != (def_of(v, "IN_STEP") == Some("1")) {
         let why = if in_step { "is not the fused in_proj step" } else { "serves linear_in_step only" };
@@ -429,22 +472,22 @@ fn record(
             &placeholder
         }
     };
-    let conv_bias = matches!(epilogue, Epilogue::InStep { conv: ConvBand { bias: Some(_), .. }, .. });
+    let conv_bias = matches!(epilogue, Epilogue::InStep { conv: Some(ConvBand { bias: Some(_), .. }), .. });
     let flags = b.is_some() as usize | (accumulate as usize) << 1 | (conv_bias as usize) << 2;
     let mut params = Params::new().u(m).u(n).u(k).u(flags).u(xs);
-    let conv_placeholder;
+    let (conv_placeholder, state_placeholder);
     let mut tensors = vec![x, w, bias, y];
-    if let Epilogue::InStep { norm_w, eps, conv, width } = &epilogue {
-        let c = conv.weight.shape()[0];
-        params = params.u(conv.lo).u(conv.lo + c).u(*width).f(*eps as f32);
-        let cb = match conv.bias {
-            Some(cb) => cb,
-            None => {
-                conv_placeholder = Tensor::empty(rec.device(), &[1], DType::F32)?;
-                &conv_placeholder
-            }
-        };
-        tensors.extend([*norm_w, conv.weight, cb, conv.state]);
+    if let Epilogue::InStep { norm_w, eps, conv, width, .. } = &epilogue {
+        // Without a band, [0, 0) is empty and the conv bindings are 1-element placeholders (the
+        // written state one of its own: a buffer cannot be bound read-only and writable at once).
+        conv_placeholder = Tensor::empty(rec.device(), &[1], DType::F32)?;
+        state_placeholder = Tensor::empty(rec.device(), &[1], DType::F32)?;
+        let (lo, hi) = conv.map_or((0, 0), |cv| (cv.lo, cv.lo + cv.weight.shape()[0]));
+        params = params.u(lo).u(hi).u(*width).f(*eps as f32);
+        let cw = conv.map_or(&conv_placeholder, |cv| cv.weight);
+        let cb = conv.and_then(|cv| cv.bias).unwrap_or(&conv_placeholder);
+        let cs = conv.map_or(&state_placeholder, |cv| cv.state);
+        tensors.extend([*norm_w, cw, cb, cs]);
     }
     match v.entry {
         "gemv" => {

@@ -233,6 +233,21 @@ pub struct SsdArgs<'a> {
 
 impl SsdArgs<'_> {
     fn check(&self, y: &Tensor) -> Result<()> {
+        self.check_dims()?;
+        let SsdDims { heads, head_dim, n, .. } = self.dims;
+        let t = self.seqs.total();
+        let input = self.xbc.dtype();
+        if !matches!(input, DType::F32 | DType::F16) {
+            return Err(Error::Shape(format!("xbc must be f32 or f16, got {input:?}")));
+        }
+        super::expect("xbc", self.xbc, &[t, self.dims.width()], input)?;
+        super::expect("dt", self.dt, &[t, heads], input)?;
+        super::expect("heads", self.heads, &[heads, 4], DType::F32)?;
+        super::expect("state", self.state, &[self.seqs.count(), heads, head_dim, n], DType::F32)?;
+        super::expect("y", y, &[t, heads * head_dim], DType::F32)
+    }
+
+    fn check_dims(&self) -> Result<()> {
         let SsdDims { heads, head_dim, groups, n } = self.dims;
         if heads == 0
             || head_dim == 0
@@ -246,16 +261,7 @@ impl SsdArgs<'_> {
                 self.dims
             )));
         }
-        let t = self.seqs.total();
-        let input = self.xbc.dtype();
-        if !matches!(input, DType::F32 | DType::F16) {
-            return Err(Error::Shape(format!("xbc must be f32 or f16, got {input:?}")));
-        }
-        super::expect("xbc", self.xbc, &[t, self.dims.width()], input)?;
-        super::expect("dt", self.dt, &[t, heads], input)?;
-        super::expect("heads", self.heads, &[heads, 4], DType::F32)?;
-        super::expect("state", self.state, &[self.seqs.count(), heads, head_dim, n], DType::F32)?;
-        super::expect("y", y, &[t, heads * head_dim], DType::F32)
+        Ok(())
     }
 
     fn params(&self, init: bool, window: (usize, usize), chunks: (usize, usize)) -> Params {
@@ -281,9 +287,74 @@ impl SsdArgs<'_> {
             .u(window.1)
             .u(chunks.0)
             .u(chunks.1)
+            .u(0) // col0: x at the start of each row
+            .u(0)
+            .u(0)
+            .u(0)
             .u(0)
             .u(0)
     }
+}
+
+/// Where a decode step finds its inputs in one row of Mamba-2's fused in_proj output
+/// `[z | xBC | dt]` (see [`ssd_step_row`]): the first column of x (xBC follows), of dt and of z.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowColumns {
+    pub x: usize,
+    pub dt: usize,
+    pub z: usize,
+}
+
+/// Records one decode step reading x, B, C, dt and the gate z straight out of the rows of
+/// `row` `[S, R]` (f32; the fused in_proj + conv step's output), writing the gated
+/// y ⊙ silu(z) `[S, H·P]`; the state `[S, H, P, N]` is read and updated in place.
+#[allow(clippy::too_many_arguments)]
+pub fn ssd_step_row(
+    rec: &mut Recorder,
+    row: &Tensor,
+    cols: RowColumns,
+    heads: &Tensor,
+    seqs: &Sequences,
+    state: &Tensor,
+    dims: SsdDims,
+    flags: SsdFlags,
+    y: &Tensor,
+) -> Result<()> {
+    let s = seqs.count();
+    if seqs.total() != s {
+        return Err(Error::Invalid("a decode step takes one token per sequence (Sequences::decode)".into()));
+    }
+    let hp = dims.heads * dims.head_dim;
+    let r = match row.shape() {
+        &[rows, r] if rows == s && row.dtype() == DType::F32 => r,
+        other => {
+            return Err(Error::Shape(format!("row: expected f32 [{s}, R], got {other:?} {:?}", row.dtype())))
+        }
+    };
+    if cols.x + dims.width() > r || cols.dt + dims.heads > r || cols.z + hp > r {
+        return Err(Error::Shape(format!(
+            "row of {r} columns cannot hold x/B/C at {}, dt at {} and z at {} for {dims:?}",
+            cols.x, cols.dt, cols.z
+        )));
+    }
+    // Shapes and group/state limits as for any scan (a stand-in xbc/dt pair of the plain layout).
+    let probe = SsdArgs { xbc: row, dt: row, heads, seqs, state, dims, flags };
+    probe.check_dims()?;
+    super::expect("heads", heads, &[dims.heads, 4], DType::F32)?;
+    super::expect("state", state, &[s, dims.heads, dims.head_dim, dims.n], DType::F32)?;
+    super::expect("y", y, &[s, hp], DType::F32)?;
+    let step = SsdArgs { flags: SsdFlags { init_state: true, ..flags }, ..probe };
+    let mut params = step.params(true, (0, 1), (0, 0)).0;
+    // width := the row stride; col0, dt_col, z_col; the ROW_IO flag.
+    params[6] |= 32;
+    params[7] = r as u32;
+    params[14] = cols.x as u32;
+    params[15] = cols.dt as u32;
+    params[16] = cols.z as u32;
+    let dt_placeholder = Tensor::empty(rec.device(), &[1], DType::F32)?;
+    let wg = grid(rec.device(), s * dims.heads * dims.head_dim.div_ceil(64))?;
+    let tensors = [row, &dt_placeholder, heads, &seqs.table, y, state];
+    rec.dispatch(&decode_variant(DType::F32), &Params(params), &tensors, wg)
 }
 
 const FRESH: u32 = 1;

@@ -280,5 +280,23 @@ fn shipped_demo_model_predicts_shakespeare() {
         }
         let bpb = nats / (text.len() - 1) as f64 / std::f64::consts::LN_2;
         assert!(bpb < 3.0, "demo model: {bpb:.2} bits per byte on a line of Romeo and Juliet");
+        // Mamba-2's fused decode step (3 dispatches per layer: in_proj + conv, SSD step with the
+        // gate, gated norm + out_proj onto the residual) continues a prefill exactly as the
+        // full forward does, for one sequence and for two at once.
+        let k = 40;
+        let mut s = m.new_state(dev, 1).unwrap();
+        let mut stepped = m.forward(dev, &text[..k], &[k], &mut s).unwrap();
+        for &b in &text[k..] {
+            stepped.extend(m.forward(dev, &[b], &[1], &mut s).unwrap());
+        }
+        let e = max_abs(&stepped, &logits);
+        assert!(e < 1e-4, "demo model: prefill + fused decode differs from one forward by {e}");
+        let mut two = m.new_state(dev, 2).unwrap();
+        m.forward(dev, &[&text[..k], &text[..k - 3]].concat(), &[k, k - 3], &mut two).unwrap();
+        let both = m.forward(dev, &[text[k], text[k - 3]], &[1, 1], &mut two).unwrap();
+        assert!(max_abs(&both[..VOCAB], &logits[k * VOCAB..(k + 1) * VOCAB]) < 1e-4);
+        assert!(max_abs(&both[VOCAB..], &logits[(k - 3) * VOCAB..(k - 2) * VOCAB]) < 1e-4);
+        let layers = 4;
+        assert_eq!(m.decoder(dev, &s).unwrap().dispatches(), 3 * layers + 3, "fused Mamba-2 decode step");
     }
 }

@@ -276,3 +276,108 @@ fn fused_mamba_step_matches_reference() {
         }
     }
 }
+
+#[test]
+fn normed_linear_stores_or_accumulates() {
+    // y (+)= RMSNorm(x; g) · Wᵀ + b: Mamba-2's gated-norm out_proj onto the residual stream.
+    let eps = 1e-5;
+    for dev in devices() {
+        let mut rng = Rng::new(49);
+        for &(m, n, k, wdt, accumulate) in
+            &[(1, 64, 96, DType::F16, true), (3, 33, 40, DType::F32, false), (8, 100, 128, DType::F32, true)]
+        {
+            let x = rng.vec(m * k, -2.0, 2.0);
+            let g = rng.vec(k, 0.5, 1.5);
+            let w0 = rng.vec(n * k, -0.3, 0.3);
+            let w = if wdt == DType::F16 { f16_round(&w0) } else { w0 };
+            let b = rng.vec(n, -0.5, 0.5);
+            let r = rng.vec(m * n, -1.0, 1.0);
+            let out = GuardedOutput::new(dev, &[m, n], DType::F32).unwrap();
+            out.tensor.write(dev, &r).unwrap();
+            let mut rec = Recorder::new(dev);
+            let (xt, gt) =
+                (Tensor::from_slice(dev, &[m, k], &x).unwrap(), Tensor::from_slice(dev, &[k], &g).unwrap());
+            let wt = Tensor::from_f32(dev, &[n, k], &w, wdt).unwrap();
+            let bt = Tensor::from_slice(dev, &[n], &b).unwrap();
+            matmul::linear_normed(&mut rec, &xt, &gt, eps, &wt, Some(&bt), accumulate, &out.tensor).unwrap();
+            rec.run().unwrap();
+            let mut want = vec![0f64; m * n];
+            for row in 0..m {
+                let xr = &x[row * k..(row + 1) * k];
+                let ms = xr.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / k as f64;
+                let s = 1.0 / (ms + eps).sqrt();
+                for col in 0..n {
+                    let dot: f64 =
+                        (0..k).map(|j| xr[j] as f64 * s * g[j] as f64 * w[col * k + j] as f64).sum();
+                    let base = if accumulate { r[row * n + col] as f64 } else { 0.0 };
+                    want[row * n + col] = base + dot + b[col] as f64;
+                }
+            }
+            let case = format!("normed M={m} N={n} K={k} accumulate={accumulate}");
+            check(dev, "matmul", wdt, &case, &out, &want);
+        }
+    }
+}
+
+#[test]
+fn ssd_step_reads_a_fused_in_proj_row() {
+    // The decode step on [z | xBC | dt | spare] rows equals the plain-layout recurrence, gated
+    // by silu(z).
+    use linseq::ops::selective_scan::Sequences;
+    use linseq::ops::ssd::{self, RowColumns, SsdDims, SsdFlags, SsdRef};
+    for dev in devices() {
+        let mut rng = Rng::new(50);
+        for &(s, dims) in &[
+            (1, SsdDims { heads: 4, head_dim: 8, groups: 1, n: 16 }),
+            (3, SsdDims { heads: 2, head_dim: 72, groups: 2, n: 20 }),
+        ] {
+            let (hp, w) = (dims.heads * dims.head_dim, dims.width());
+            let r = hp + w + dims.heads + 5;
+            let cols = RowColumns { x: hp, dt: hp + w, z: 0 };
+            let row = rng.vec(s * r, -1.0, 1.0);
+            let a: Vec<f32> = (0..dims.heads).map(|_| -rng.uniform(0.2, 3.0)).collect();
+            let heads = ssd::pack_head_params(
+                &a,
+                Some(&rng.vec(dims.heads, -1.0, 1.0)),
+                Some(&rng.vec(dims.heads, -2.0, 0.0)),
+            );
+            let state0 = rng.vec(s * hp * dims.n, -0.5, 0.5);
+            let flags = SsdFlags { init_state: true, dt_limit: (0.0, 3.0), ..SsdFlags::default() };
+            let seqs = Sequences::decode(dev, s, None).unwrap();
+            let state = GuardedOutput::new(dev, &[s, dims.heads, dims.head_dim, dims.n], DType::F32).unwrap();
+            state.tensor.write(dev, &state0).unwrap();
+            let y = GuardedOutput::new(dev, &[s, hp], DType::F32).unwrap();
+            let rowt = Tensor::from_slice(dev, &[s, r], &row).unwrap();
+            let ht = Tensor::from_slice(dev, &[dims.heads, 4], &heads).unwrap();
+            let mut rec = Recorder::new(dev);
+            ssd::ssd_step_row(&mut rec, &rowt, cols, &ht, &seqs, &state.tensor, dims, flags, &y.tensor)
+                .unwrap();
+            rec.run().unwrap();
+            let xbc: Vec<f32> = row.chunks(r).flat_map(|q| q[cols.x..cols.x + w].to_vec()).collect();
+            let dt: Vec<f32> =
+                row.chunks(r).flat_map(|q| q[cols.dt..cols.dt + dims.heads].to_vec()).collect();
+            let cu: Vec<usize> = (0..=s).collect();
+            let (plain, want_state) = ssd::ssd_ref(&SsdRef {
+                xbc: &xbc,
+                dt: &dt,
+                heads: &heads,
+                cu: &cu,
+                resets: None,
+                state: &state0,
+                dims,
+                flags,
+            });
+            let want: Vec<f64> = plain
+                .iter()
+                .enumerate()
+                .map(|(e, &v)| {
+                    let z = row[(e / hp) * r + cols.z + e % hp] as f64;
+                    v * z / (1.0 + (-z).exp())
+                })
+                .collect();
+            let case = format!("S={s} {dims:?}");
+            check(dev, "ssd", DType::F32, &format!("row step y {case}"), &y, &want);
+            check(dev, "ssd", DType::F32, &format!("row step state {case}"), &state, &want_state);
+        }
+    }
+}
