@@ -19,6 +19,8 @@ pub struct Preset {
     pub vocab: usize,
     /// Mamba-2 head size (unused for Mamba).
     pub head_dim: usize,
+    /// Mamba-2 B/C groups (`n_groups`; unused for Mamba).
+    pub groups: usize,
 }
 
 /// Mamba-130M, Mamba-2-130M and Mamba-1.4B (the state-spaces checkpoints' configurations).
@@ -31,6 +33,7 @@ pub const PRESETS: [Preset; 3] = [
         d_state: 16,
         vocab: 50280,
         head_dim: 0,
+        groups: 1,
     },
     Preset {
         name: "mamba2-130m",
@@ -40,6 +43,7 @@ pub const PRESETS: [Preset; 3] = [
         d_state: 128,
         vocab: 50288,
         head_dim: 64,
+        groups: 1,
     },
     Preset {
         name: "mamba-1.4b",
@@ -49,6 +53,7 @@ pub const PRESETS: [Preset; 3] = [
         d_state: 16,
         vocab: 50280,
         head_dim: 0,
+        groups: 1,
     },
 ];
 
@@ -73,12 +78,13 @@ impl Preset {
         } else {
             format!(
                 r#"{{"model_type": "mamba2", "hidden_size": {d}, "expand": 2, "head_dim": {}, "num_heads": {},
-  "n_groups": 1, "state_size": {n}, "conv_kernel": 4, "num_hidden_layers": {l}, "vocab_size": {v},
+  "n_groups": {}, "state_size": {n}, "conv_kernel": 4, "num_hidden_layers": {l}, "vocab_size": {v},
   "layer_norm_epsilon": 1e-5, "chunk_size": 256, "use_bias": false, "use_conv_bias": true,
   "tie_word_embeddings": true, "residual_in_fp32": true,
   "time_step_limit": [0.0, {{"__float__": "Infinity"}}]}}"#,
                 self.head_dim,
-                2 * d / self.head_dim
+                2 * d / self.head_dim,
+                self.groups
             )
         }
     }
@@ -109,10 +115,10 @@ impl Preset {
                 t.push((format!("{m}.out_proj.weight"), vec![d, di], Init::Uniform(-s(di), s(di))));
             } else {
                 let h = di / self.head_dim;
-                let cd = di + 2 * n;
+                let cd = di + 2 * self.groups * n;
                 t.push((
                     format!("{m}.in_proj.weight"),
-                    vec![2 * di + 2 * n + h, d],
+                    vec![2 * di + 2 * self.groups * n + h, d],
                     Init::Uniform(-s(d), s(d)),
                 ));
                 t.push((format!("{m}.conv1d.weight"), vec![cd, 1, 4], Init::Uniform(-0.5, 0.5)));

@@ -1,5 +1,5 @@
-//! Model loading and the Mamba runtime on a small random checkpoint written here in HF format
-//! (so the tests need nothing outside the repository): prefill + decode equals one forward,
+//! Model loading and the Mamba / Mamba-2 runtimes on small random checkpoints written here in HF
+//! format (so the tests need nothing outside the repository): prefill + decode equals one forward,
 //! batched ragged sequences equal separate runs, f16 weights stay close, and malformed
 //! checkpoints give clear errors. Correctness against transformers' float64 logits is the
 //! conformance suite's job (`linseq conformance ../shared/models`).
@@ -298,5 +298,47 @@ fn shipped_demo_model_predicts_shakespeare() {
         assert!(max_abs(&both[VOCAB..], &logits[(k - 3) * VOCAB..(k - 2) * VOCAB]) < 1e-4);
         let layers = 4;
         assert_eq!(m.decoder(dev, &s).unwrap().dispatches(), 3 * layers + 3, "fused Mamba-2 decode step");
+    }
+}
+
+#[test]
+fn mamba2_decode_continues_prefill_with_one_and_two_groups() {
+    // One group takes the fused decode step (3 dispatches per layer), two groups the unfused
+    // one (the gated norm is per group there); both must continue a prefill exactly as one
+    // forward does, for a single sequence and for a ragged pair.
+    let text = b"Now is the winter of our discontent made glorious summer";
+    for groups in [1usize, 2] {
+        let dir = scratch(&format!("mamba2-g{groups}"));
+        let preset = model::random::Preset {
+            name: "test",
+            model_type: "mamba2",
+            d_model: 64,
+            layers: 2,
+            d_state: 16,
+            vocab: VOCAB,
+            head_dim: 16,
+            groups,
+        };
+        preset.write(&dir, 7).unwrap();
+        for dev in devices() {
+            let m = model::load(dev, &dir, DType::F32).unwrap();
+            let mut s = m.new_state(dev, 1).unwrap();
+            let full = m.forward(dev, text, &[text.len()], &mut s).unwrap();
+            let k = 30;
+            let mut s = m.new_state(dev, 1).unwrap();
+            let mut stepped = m.forward(dev, &text[..k], &[k], &mut s).unwrap();
+            for &b in &text[k..] {
+                stepped.extend(m.forward(dev, &[b], &[1], &mut s).unwrap());
+            }
+            let e = max_abs(&stepped, &full);
+            assert!(e < 1e-4, "{groups} group(s): prefill + decode differs from one forward by {e}");
+            let mut two = m.new_state(dev, 2).unwrap();
+            m.forward(dev, &[&text[..k], &text[..k - 5]].concat(), &[k, k - 5], &mut two).unwrap();
+            let both = m.forward(dev, &[text[k], text[k - 5]], &[1, 1], &mut two).unwrap();
+            assert!(max_abs(&both[..VOCAB], &full[k * VOCAB..(k + 1) * VOCAB]) < 1e-4);
+            assert!(max_abs(&both[VOCAB..], &full[(k - 5) * VOCAB..(k - 4) * VOCAB]) < 1e-4);
+            let per_layer = if groups == 1 { 3 } else { 9 };
+            assert_eq!(m.decoder(dev, &s).unwrap().dispatches(), per_layer * 2 + 3, "{groups} group(s)");
+        }
     }
 }
