@@ -313,11 +313,8 @@ pub fn ssd(
         // (kernel, f16 inputs): every kernel with f32 inputs, chunk 64 and the tensor-core
         // kernel with f16 inputs where they run.
         let mut runs: Vec<(SsdKernel, bool)> = SsdKernel::ALL.iter().map(|&k| (k, false)).collect();
-        runs.push((SsdKernel::Chunked(64), true));
+        runs.extend([(SsdKernel::Chunked(64), true), (SsdKernel::Coop64, true)]);
         runs.retain(|&(k, f16)| k.runs(dev.caps(), if f16 { DType::F16 } else { DType::F32 }));
-        if SsdKernel::Coop64.runs(dev.caps(), DType::F16) {
-            runs.push((SsdKernel::Coop64, true));
-        }
         for (kernel, f16) in runs {
             let name = if f16 { format!("{}.f16", kernel.name()) } else { kernel.name() };
             if !variants.matches(&name) {

@@ -479,14 +479,22 @@ fn record(
     let mut tensors = vec![x, w, bias, y];
     if let Epilogue::InStep { norm_w, eps, conv, width, .. } = &epilogue {
         // Without a band, [0, 0) is empty and the conv bindings are 1-element placeholders (the
-        // written state one of its own: a buffer cannot be bound read-only and writable at once).
-        conv_placeholder = Tensor::empty(rec.device(), &[1], DType::F32)?;
-        state_placeholder = Tensor::empty(rec.device(), &[1], DType::F32)?;
+        // written state one of its own: a buffer cannot be bound read-only and writable at once);
+        // without a conv bias, flag bit 2 is clear and the bias binding is a placeholder.
         let (lo, hi) = conv.map_or((0, 0), |cv| (cv.lo, cv.lo + cv.weight.shape()[0]));
         params = params.u(lo).u(hi).u(*width).f(*eps as f32);
-        let cw = conv.map_or(&conv_placeholder, |cv| cv.weight);
-        let cb = conv.and_then(|cv| cv.bias).unwrap_or(&conv_placeholder);
-        let cs = conv.map_or(&state_placeholder, |cv| cv.state);
+        let (cw, cb, cs) = match conv {
+            Some(ConvBand { weight, bias: Some(cb), state, .. }) => (*weight, *cb, *state),
+            Some(ConvBand { weight, bias: None, state, .. }) => {
+                conv_placeholder = Tensor::empty(rec.device(), &[1], DType::F32)?;
+                (*weight, &conv_placeholder, *state)
+            }
+            None => {
+                conv_placeholder = Tensor::empty(rec.device(), &[1], DType::F32)?;
+                state_placeholder = Tensor::empty(rec.device(), &[1], DType::F32)?;
+                (&conv_placeholder, &conv_placeholder, &state_placeholder)
+            }
+        };
         tensors.extend([*norm_w, cw, cb, cs]);
     }
     match v.entry {

@@ -280,24 +280,7 @@ impl<'d> Recording<'d> {
             dev.wait()?;
             return Ok(Timing { seconds: t0.elapsed().as_secs_f64(), gpu_timestamps: false });
         }
-        let qs = dev.raw().create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("timing"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 2,
-        });
-        let resolve = dev.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("timestamps"),
-            size: 16,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE
-                | wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let mut enc = self.encode(Some(&qs), None);
-        enc.resolve_query_set(&qs, 0..2, &resolve, 0);
-        dev.submit([enc.finish()])?;
-        dev.wait()?;
-        let t = read_timestamps(dev, resolve, 2)?;
+        let t = self.run_with_timestamps(false)?;
         Ok(Timing { seconds: t[1] - t[0], gpu_timestamps: true })
     }
 
@@ -320,25 +303,33 @@ impl<'d> Recording<'d> {
                 wgpu::QUERY_SET_MAX_QUERIES
             )));
         }
+        let t = self.run_with_timestamps(true)?;
+        Ok(t.windows(2).map(|w| (w[1] - w[0]).max(0.0)).collect())
+    }
+
+    /// Submits once with timestamps at the pass's begin and end, or (`per_dispatch`) before
+    /// the first dispatch and after every one; waits and returns them in seconds.
+    fn run_with_timestamps(&self, per_dispatch: bool) -> Result<Vec<f64>> {
+        let dev = self.dev;
+        let count = if per_dispatch { self.items.len() as u32 + 1 } else { 2 };
         let qs = dev.raw().create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
+            label: Some("timestamps"),
             ty: wgpu::QueryType::Timestamp,
             count,
         });
         let resolve = dev.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile timestamps"),
+            label: Some("timestamps"),
             size: 8 * count as u64,
             usage: wgpu::BufferUsages::QUERY_RESOLVE
                 | wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let mut enc = self.encode(None, Some(&qs));
+        let mut enc = if per_dispatch { self.encode(None, Some(&qs)) } else { self.encode(Some(&qs), None) };
         enc.resolve_query_set(&qs, 0..count, &resolve, 0);
         dev.submit([enc.finish()])?;
         dev.wait()?;
-        let t = read_timestamps(dev, resolve, count as usize)?;
-        Ok(t.windows(2).map(|w| (w[1] - w[0]).max(0.0)).collect())
+        read_timestamps(dev, resolve, count as usize)
     }
 }
 

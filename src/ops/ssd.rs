@@ -265,13 +265,27 @@ impl SsdArgs<'_> {
     }
 
     fn params(&self, init: bool, window: (usize, usize), chunks: (usize, usize)) -> Params {
+        self.params_in_rows(init, window, chunks, None)
+    }
+
+    /// [`SsdArgs::params`], with `row` = (row stride, columns) when x/B/C, dt and z are read out
+    /// of the rows of one fused in_proj output (the ROW_IO layout of [`ssd_step_row`]).
+    fn params_in_rows(
+        &self,
+        init: bool,
+        window: (usize, usize),
+        chunks: (usize, usize),
+        row: Option<(usize, RowColumns)>,
+    ) -> Params {
         let f = self.flags;
         let bits = f.dt_softplus as usize
             | (f.dt_bias as usize) << 1
             | (f.d_skip as usize) << 2
             | (init as usize) << 3
-            | (self.seqs.resets().is_some() as usize) << 4;
+            | (self.seqs.resets().is_some() as usize) << 4
+            | (row.is_some() as usize) << 5;
         let d = self.dims;
+        let (width, cols) = row.unwrap_or((d.width(), RowColumns { x: 0, dt: 0, z: 0 }));
         Params::new()
             .u(self.seqs.total())
             .u(d.heads)
@@ -280,16 +294,16 @@ impl SsdArgs<'_> {
             .u(d.n)
             .u(self.seqs.count())
             .u(bits)
-            .u(d.width())
+            .u(width)
             .f(f.dt_limit.0)
             .f(f.dt_limit.1)
             .u(window.0)
             .u(window.1)
             .u(chunks.0)
             .u(chunks.1)
-            .u(0) // col0: x at the start of each row
-            .u(0)
-            .u(0)
+            .u(cols.x)
+            .u(cols.dt)
+            .u(cols.z)
             .u(0)
             .u(0)
             .u(0)
@@ -344,17 +358,11 @@ pub fn ssd_step_row(
     super::expect("state", state, &[s, dims.heads, dims.head_dim, dims.n], DType::F32)?;
     super::expect("y", y, &[s, hp], DType::F32)?;
     let step = SsdArgs { flags: SsdFlags { init_state: true, ..flags }, ..probe };
-    let mut params = step.params(true, (0, 1), (0, 0)).0;
-    // width := the row stride; col0, dt_col, z_col; the ROW_IO flag.
-    params[6] |= 32;
-    params[7] = r as u32;
-    params[14] = cols.x as u32;
-    params[15] = cols.dt as u32;
-    params[16] = cols.z as u32;
+    let params = step.params_in_rows(true, (0, 1), (0, 0), Some((r, cols)));
     let dt_placeholder = Tensor::empty(rec.device(), &[1], DType::F32)?;
     let wg = grid(rec.device(), s * dims.heads * dims.head_dim.div_ceil(64))?;
     let tensors = [row, &dt_placeholder, heads, &seqs.table, y, state];
-    rec.dispatch(&decode_variant(DType::F32), &Params(params), &tensors, wg)
+    rec.dispatch(&decode_variant(DType::F32), &params, &tensors, wg)
 }
 
 const FRESH: u32 = 1;
