@@ -168,6 +168,18 @@ pub fn selective_scan_case(
         }
         rows.push(row("scan", &v.name, label.clone(), stats, Work { bytes, flops }, roof, Some(ok)));
     }
+    // The ceiling probes: the same loads, stores and exps with the recurrence cut (no
+    // agreement to check: they compute something else on purpose).
+    for poly in [false, true] {
+        let name = if poly { "selective_scan.ceiling.poly" } else { "selective_scan.ceiling" };
+        if !variants.matches(name) || skip.is_some() || !dim.is_multiple_of(64) {
+            continue;
+        }
+        let mut rec = Recorder::new(dev);
+        ss::ceiling_probe(&mut rec, &args, &y, poly)?;
+        let stats = measure(&rec.finish(), 1, cfg)?;
+        rows.push(row("scan-probe", name, label.clone(), stats, Work { bytes, flops }, roof, None));
+    }
     Ok(rows)
 }
 
@@ -313,7 +325,11 @@ pub fn ssd(
         // (kernel, f16 inputs): every kernel with f32 inputs, chunk 64 and the tensor-core
         // kernel with f16 inputs where they run.
         let mut runs: Vec<(SsdKernel, bool)> = SsdKernel::ALL.iter().map(|&k| (k, false)).collect();
-        runs.extend([(SsdKernel::Chunked(64), true), (SsdKernel::Coop64, true)]);
+        runs.extend([
+            (SsdKernel::Chunked(64), true),
+            (SsdKernel::Coop64, true),
+            (SsdKernel::Coop64Direct, true),
+        ]);
         runs.retain(|&(k, f16)| k.runs(dev.caps(), if f16 { DType::F16 } else { DType::F32 }));
         for (kernel, f16) in runs {
             let name = if f16 { format!("{}.f16", kernel.name()) } else { kernel.name() };

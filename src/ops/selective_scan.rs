@@ -305,7 +305,50 @@ pub fn variants() -> Vec<Variant> {
     [DType::F32, DType::F16]
         .iter()
         .flat_map(|&dt| ScanKernel::ALL.iter().map(move |k| k.variant_for(dt)).chain([decode_variant(dt)]))
+        .chain([ceiling_variant(false), ceiling_variant(true)])
         .collect()
+}
+
+/// The bench probe's variant (`scan_ceiling`), f32 inputs; `poly` moves a quarter of the
+/// decays to a polynomial exp2 on the FMA pipe.
+fn ceiling_variant(poly: bool) -> Variant {
+    let name = if poly { "selective_scan.ceiling.poly" } else { "selective_scan.ceiling" };
+    Variant::new(name, "selective_scan", "scan_ceiling")
+        .define("CEILING", 1)
+        .define("POLY", poly as u32)
+        .define("F16IN", 0)
+        .define("IN", "f32")
+}
+
+/// Bench probe, not a scan: y = (Σₙ exp(dt·Aₙ)·dt·u·Bₙ·Cₙ + D·u)·silu(z) for every token, i.e.
+/// the loads, stores and transcendental ops of the N = 16 scan (softplus, 16 decays, silu per
+/// channel and token) with the recurrence cut, so every invocation is independent. Its
+/// throughput bounds any kernel that computes these exps. Needs f32 inputs, N = 16, softplus,
+/// bias, D and z, and D / G a multiple of 64; `poly` computes the decays of states 12…15 with
+/// a polynomial exp2 on the FMA pipe instead of the special-function unit.
+pub fn ceiling_probe(rec: &mut Recorder, args: &ScanArgs, y: &Tensor, poly: bool) -> Result<()> {
+    let (dim, n) = args.dims()?;
+    super::expect("y", y, &[args.seqs.total(), dim], DType::F32)?;
+    let f = args.flags;
+    let z = args.z.ok_or_else(|| Error::Invalid("the ceiling probe needs z".into()))?;
+    if n != 16
+        || args.u.dtype() != DType::F32
+        || !(dim / args.groups).is_multiple_of(64)
+        || !(f.delta_softplus && f.delta_bias && f.d_skip)
+        || f.neg_eigen
+    {
+        return Err(Error::Invalid(
+            "the ceiling probe takes f32 inputs, N = 16, D / G a multiple of 64, softplus, bias and D".into(),
+        ));
+    }
+    let tiles = args.seqs.total().div_ceil(16);
+    let max = rec.device().caps().max_compute_workgroups_per_dimension as usize;
+    if tiles > max {
+        return Err(Error::Limit(format!("{tiles} token tiles exceed the dispatch grid")));
+    }
+    let tensors = [args.u, args.delta, args.bc, z, args.chan, &args.seqs.table, y];
+    let params = args.params(dim, n, (0, 0), false);
+    rec.dispatch(&ceiling_variant(poly), &params, &tensors, [(dim / 64) as u32, tiles as u32, 1])
 }
 
 /// The tensors of one scan.

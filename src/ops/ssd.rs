@@ -40,17 +40,25 @@ pub enum SsdKernel {
     Chunked(usize),
     /// Chunk 64 with the chunk states and the chunk scan on cooperative matrices (tensor
     /// cores: f16 operands, f32 accumulation); f16 inputs only (see [`SsdKernel::runs`]).
+    /// Operands are staged in workgroup memory.
     Coop64,
+    /// Chunk 64 with the chunk states and the chunk scan on cooperative matrices fed straight
+    /// from global memory (only w ⊙ X is staged for the states; the entering states are handed
+    /// over as f16 by the state passing); f16 inputs. N not a multiple of 64 keeps the SIMT
+    /// chunk states. Shapes it cannot take ([`SsdKernel::direct_fits`])
+    /// run as chunk 64.
+    Coop64Direct,
 }
 
 impl SsdKernel {
-    pub const ALL: [SsdKernel; 6] = [
+    pub const ALL: [SsdKernel; 7] = [
         SsdKernel::Sequential,
         SsdKernel::Chunked(32),
         SsdKernel::Chunked(64),
         SsdKernel::Chunked(128),
         SsdKernel::Chunked(256),
         SsdKernel::Coop64,
+        SsdKernel::Coop64Direct,
     ];
 
     pub fn name(self) -> String {
@@ -58,6 +66,7 @@ impl SsdKernel {
             SsdKernel::Sequential => "ssd.sequential".into(),
             SsdKernel::Chunked(c) => format!("ssd.chunked{c}"),
             SsdKernel::Coop64 => "ssd.coop64".into(),
+            SsdKernel::Coop64Direct => "ssd.coop64.direct".into(),
         }
     }
 
@@ -66,16 +75,16 @@ impl SsdKernel {
         match self {
             SsdKernel::Sequential => None,
             SsdKernel::Chunked(c) => Some(c),
-            SsdKernel::Coop64 => Some(64),
+            SsdKernel::Coop64 | SsdKernel::Coop64Direct => Some(64),
         }
     }
 
     /// Whether the kernel runs inputs of this dtype on this device. `Coop64` needs f16 inputs,
     /// 16×16×16 f16 → f32 cooperative matrices, subgroups of exactly 32 lanes (its four
-    /// subgroups each own a 16-row band) and 41 KB of workgroup memory.
+    /// subgroups each own a 16-row band) and 41 KB of workgroup memory; so does `Coop64Direct`.
     pub fn runs(self, caps: &crate::device::Capabilities, input: DType) -> bool {
         match self {
-            SsdKernel::Coop64 => {
+            SsdKernel::Coop64 | SsdKernel::Coop64Direct => {
                 input == DType::F16
                     && caps.coop_f16_16x16_f32()
                     && caps.subgroup_min_size == 32
@@ -84,6 +93,13 @@ impl SsdKernel {
             }
             _ => true,
         }
+    }
+
+    /// Whether `Coop64Direct`'s tensor-core chunk scan takes this shape: its fragments load
+    /// 64 channels and 16 states at a time from a 64-token window of `xbc`, so P must be a
+    /// multiple of 64, N of 16, and the call must hold at least 64 tokens.
+    pub fn direct_fits(dims: SsdDims, tokens: usize) -> bool {
+        dims.head_dim.is_multiple_of(64) && dims.n.is_multiple_of(16) && tokens >= 64
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -157,10 +173,35 @@ fn chunk_state_coop_variant() -> Variant {
 fn chunk_scan_coop_variant() -> Variant {
     coop_variant("ssd.chunk_scan.coop", "ssd_chunk_scan_coop", "CHUNK_SCAN_COOP")
 }
+/// State passing that hands the entering states to the direct chunk scan as f16.
+fn state_passing_half_variant() -> Variant {
+    variant("ssd.state_passing.h16", "ssd_state_passing", "STATE_PASSING", DType::F32)
+        .define("HALF_COPY", 1)
+        .needs_f16()
+}
+fn chunk_state_direct_variant() -> Variant {
+    Variant::new("ssd.chunk_state.direct", "ssd", "ssd_chunk_state_direct")
+        .define(crate::shader::BOUNDED_LOOPS, 1)
+        .define("CHUNK_STATE_DIRECT", 1)
+        .needs_coop_matrix()
+}
+fn chunk_scan_direct_variant() -> Variant {
+    Variant::new("ssd.chunk_scan.direct", "ssd", "ssd_chunk_scan_direct")
+        .define(crate::shader::BOUNDED_LOOPS, 1)
+        .define("CHUNK_SCAN_DIRECT", 1)
+        .needs_coop_matrix()
+}
 
 /// Every shader variant of the family (for validation and listing).
 pub fn variants() -> Vec<Variant> {
-    let mut out = vec![state_passing_variant(), chunk_state_coop_variant(), chunk_scan_coop_variant()];
+    let mut out = vec![
+        state_passing_variant(),
+        state_passing_half_variant(),
+        chunk_state_coop_variant(),
+        chunk_scan_coop_variant(),
+        chunk_state_direct_variant(),
+        chunk_scan_direct_variant(),
+    ];
     for dt in [DType::F32, DType::F16] {
         out.extend([
             sequential_variant(dt),
@@ -429,7 +470,7 @@ pub fn ssd(rec: &mut Recorder, kernel: SsdKernel, args: &SsdArgs, y: &Tensor) ->
             Ok(())
         }
         SsdKernel::Chunked(chunk) => record_chunked(rec, args, y, chunk, ALL_STAGES),
-        SsdKernel::Coop64 => record_stages(rec, args, y, SsdKernel::Coop64, ALL_STAGES),
+        SsdKernel::Coop64 | SsdKernel::Coop64Direct => record_stages(rec, args, y, kernel, ALL_STAGES),
     }
 }
 
@@ -453,7 +494,7 @@ pub fn record_chunked(
     record_stages(rec, args, y, SsdKernel::Chunked(chunk), stages)
 }
 
-/// [`record_chunked`] for any chunked kernel (`Chunked(c)` or `Coop64`).
+/// [`record_chunked`] for any chunked kernel (`Chunked(c)`, `Coop64` or `Coop64Direct`).
 pub fn record_stages(
     rec: &mut Recorder,
     args: &SsdArgs,
@@ -474,9 +515,13 @@ pub fn record_stages(
             dev.caps().adapter
         )));
     }
+    let t = args.seqs.total();
+    let direct = kernel == SsdKernel::Coop64Direct;
+    if direct && !SsdKernel::direct_fits(d, t) {
+        return record_stages(rec, args, y, SsdKernel::Chunked(64), stages);
+    }
     let (table, nchunks) = chunk_table(args.seqs, chunk);
     let table = Tensor::from_slice(dev, &[table.len()], &table)?;
-    let t = args.seqs.total();
     let dts = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
     let cs = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
     let cstates = Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F32)?;
@@ -495,7 +540,15 @@ pub fn record_stages(
         )?;
     }
     let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
-    if on(2) {
+    // The tensor-core chunk states take N in blocks of 64; other N keep the SIMT kernel.
+    if on(2) && direct && d.n.is_multiple_of(64) {
+        rec.dispatch(
+            &chunk_state_direct_variant(),
+            &params,
+            &[args.xbc, &dts, &cs, &table, &cstates],
+            [tiles as u32, d.heads as u32, nchunks as u32],
+        )?;
+    } else if on(2) {
         rec.dispatch(
             &if coop { chunk_state_coop_variant() } else { chunk_state_variant(input) },
             &params,
@@ -504,16 +557,38 @@ pub fn record_stages(
         )?;
     }
     let work = args.seqs.count() * d.heads * d.head_dim * d.n;
+    // The direct chunk scan reads the entering states as f16 from their own buffer.
+    let hin16 = if direct {
+        Some(Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F16)?)
+    } else {
+        None
+    };
     if on(4) {
-        rec.dispatch(
-            &state_passing_variant(),
-            &params,
-            &[&cs, &table, &cstates, args.state],
-            grid(dev, work.div_ceil(64))?,
-        )?;
+        match &hin16 {
+            Some(h16) => rec.dispatch(
+                &state_passing_half_variant(),
+                &params,
+                &[&cs, &table, &cstates, args.state, h16],
+                grid(dev, work.div_ceil(64))?,
+            )?,
+            None => rec.dispatch(
+                &state_passing_variant(),
+                &params,
+                &[&cs, &table, &cstates, args.state],
+                grid(dev, work.div_ceil(64))?,
+            )?,
+        }
     }
-    let tiles = if coop { 1 } else { chunk.div_ceil(64) } * d.head_dim.div_ceil(64);
-    if on(8) {
+    let tiles = if coop || direct { 1 } else { chunk.div_ceil(64) } * d.head_dim.div_ceil(64);
+    if on(8) && direct {
+        let h16 = hin16.as_ref().expect("allocated for the direct kernel");
+        rec.dispatch(
+            &chunk_scan_direct_variant(),
+            &params,
+            &[args.xbc, &dts, &cs, &table, h16, args.heads, y],
+            [tiles as u32, d.heads as u32, nchunks as u32],
+        )?;
+    } else if on(8) {
         rec.dispatch(
             &if coop { chunk_scan_coop_variant() } else { chunk_scan_variant(input) },
             &params,

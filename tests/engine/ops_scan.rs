@@ -525,3 +525,64 @@ fn decode_step_kernel_matches_reference() {
         }
     }
 }
+
+#[test]
+fn ceiling_probe_computes_the_scan_with_the_recurrence_cut() {
+    // The bench probe: y = (Σₙ exp(dt·Aₙ)·dt·u·Bₙ·Cₙ + D·u)·silu(z) per token, with the decays
+    // on the special-function unit and (poly) a quarter of them on the FMA pipe.
+    let flags = ScanFlags { delta_softplus: true, delta_bias: true, d_skip: true, ..Default::default() };
+    let c = Case { dim: 128, n: 16, groups: 2, lens: vec![37], resets: None, flags, z: true };
+    for dev in devices() {
+        let mut rng = Rng::new(91);
+        let h = host_inputs(&mut rng, &c);
+        let t = 37;
+        let (dim, n, g) = (c.dim, c.n, c.groups);
+        let mut want = vec![0f64; t * dim];
+        for tt in 0..t {
+            for d in 0..dim {
+                let cp = &h.chan[d * (n + 2)..(d + 1) * (n + 2)];
+                let grp = d / (dim / g);
+                let dt = (h.delta[tt * dim + d] as f64 + cp[n + 1] as f64).exp().ln_1p();
+                let x = h.u[tt * dim + d] as f64;
+                let acc: f64 = (0..n)
+                    .map(|k| {
+                        let b = h.bc[(tt * 2 * g + grp) * n + k] as f64;
+                        let cc = h.bc[(tt * 2 * g + g + grp) * n + k] as f64;
+                        (dt * cp[k] as f64).exp() * dt * x * b * cc
+                    })
+                    .sum();
+                let zz = h.z.as_ref().unwrap()[tt * dim + d] as f64;
+                want[tt * dim + d] = (acc + cp[n] as f64 * x) * zz / (1.0 + (-zz).exp());
+            }
+        }
+        let seqs = Sequences::new(dev, &c.lens, None).unwrap();
+        let u = Tensor::from_slice(dev, &[t, dim], &h.u).unwrap();
+        let delta = Tensor::from_slice(dev, &[t, dim], &h.delta).unwrap();
+        let bc = Tensor::from_slice(dev, &[t, 2, g, n], &h.bc).unwrap();
+        let z = Tensor::from_slice(dev, &[t, dim], h.z.as_ref().unwrap()).unwrap();
+        let chan = Tensor::from_slice(dev, &[dim, n + 2], &h.chan).unwrap();
+        let state = Tensor::empty(dev, &[1, dim, n], DType::F32).unwrap();
+        let args = ScanArgs {
+            u: &u,
+            delta: &delta,
+            bc: &bc,
+            z: Some(&z),
+            chan: &chan,
+            seqs: &seqs,
+            state: &state,
+            groups: g,
+            flags,
+        };
+        for poly in [false, true] {
+            let y = GuardedOutput::new(dev, &[t, dim], DType::F32).unwrap();
+            let mut rec = Recorder::new(dev);
+            ss::ceiling_probe(&mut rec, &args, &y.tensor, poly).unwrap();
+            rec.run().unwrap();
+            assert_close(
+                &format!("[{}] ceiling probe, poly {poly}", dev.caps().backend),
+                &y.read_f32(dev).unwrap(),
+                &want,
+            );
+        }
+    }
+}

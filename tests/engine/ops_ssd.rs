@@ -245,7 +245,7 @@ fn check_f16(dev: &Device, rng: &mut Rng, c: &Case, what: &str) -> usize {
         .collect();
     let (want_y, want_s) = reference(c, &h, &cu);
     let mut ran = 0;
-    for kernel in [SsdKernel::Chunked(64), SsdKernel::Coop64] {
+    for kernel in [SsdKernel::Chunked(64), SsdKernel::Coop64, SsdKernel::Coop64Direct] {
         if !kernel.runs(dev.caps(), DType::F16) {
             continue;
         }
@@ -281,6 +281,20 @@ fn ssd_f16_kernels_on_edge_shapes_ragged_batches_and_resets() {
         // Mamba-2's head shape.
         let dims = SsdDims { heads: 2, head_dim: 64, groups: 1, n: 128 };
         ran += check_f16(dev, &mut rng, &Case { dims, lens: vec![200], resets: None, flags }, "P=64 N=128");
+        // Shapes the direct tensor-core scan takes (P a multiple of 64, N of 16): two channel
+        // blocks, a ragged batch with resets whose last chunks sit in a window shifted back
+        // from the end of the buffer, and exactly one chunk.
+        let dims = SsdDims { heads: 2, head_dim: 128, groups: 2, n: 64 };
+        let lens = vec![1usize, 70, 129, 64, 5];
+        let t: usize = lens.iter().sum();
+        let mut resets: Vec<bool> = (0..t).map(|_| rng.next_u64().is_multiple_of(53)).collect();
+        resets[1] = true;
+        resets[100] = true;
+        let c = Case { dims, lens, resets: Some(resets), flags };
+        ran += check_f16(dev, &mut rng, &c, "P=128 N=64 ragged with resets");
+        let dims = SsdDims { heads: 4, head_dim: 64, groups: 1, n: 16 };
+        ran +=
+            check_f16(dev, &mut rng, &Case { dims, lens: vec![64], resets: None, flags }, "L=64 P=64 N=16");
         // Ragged packed batch with resets.
         let lens = vec![5usize, 300, 1, 1030, 64];
         let t: usize = lens.iter().sum();
@@ -291,7 +305,7 @@ fn ssd_f16_kernels_on_edge_shapes_ragged_batches_and_resets() {
         let flags = SsdFlags { init_state: true, ..SsdFlags::default() };
         ran +=
             check_f16(dev, &mut rng, &Case { dims, lens, resets: Some(resets), flags }, "ragged with resets");
-        assert!(ran >= 17, "only {ran} f16 SSD runs on {}", dev.describe());
+        assert!(ran >= 19, "only {ran} f16 SSD runs on {}", dev.describe());
     }
 }
 
@@ -305,8 +319,11 @@ fn ssd_coop_kernel_is_refused_where_it_cannot_run() {
     let state = Tensor::empty(dev, &[1, 2, 8, 16], DType::F32).unwrap();
     let y = Tensor::empty(dev, &[10, 16], DType::F32).unwrap();
     let heads = Tensor::empty(dev, &[2, 4], DType::F32).unwrap();
-    for input in [DType::F32, DType::F16] {
-        if SsdKernel::Coop64.runs(dev.caps(), input) {
+    for (kernel, input) in [SsdKernel::Coop64, SsdKernel::Coop64Direct]
+        .into_iter()
+        .flat_map(|k| [(k, DType::F32), (k, DType::F16)])
+    {
+        if kernel.runs(dev.caps(), input) {
             continue;
         }
         let xbc = Tensor::empty(dev, &[10, dims.width()], input).unwrap();
@@ -321,9 +338,9 @@ fn ssd_coop_kernel_is_refused_where_it_cannot_run() {
             flags: Default::default(),
         };
         let mut rec = Recorder::new(dev);
-        match ssd::ssd(&mut rec, SsdKernel::Coop64, &args, &y) {
+        match ssd::ssd(&mut rec, kernel, &args, &y) {
             Err(linseq::Error::UnsupportedVariant(msg)) => assert!(msg.contains("f16"), "{msg}"),
-            other => panic!("{input:?} inputs: expected a refusal, got {other:?}"),
+            other => panic!("{} with {input:?} inputs: expected a refusal, got {other:?}", kernel.name()),
         }
     }
 }
