@@ -599,7 +599,11 @@ fn tiled_token(h: ptr<function, vec4<f32>>, i: u32) -> f32 {
 #if NEGC
     a = 2.0 * a - 1.0;
 #endif
+#if CUT
+    *h = a * (du * b);
+#else
     *h = fma(a, *h, du * b);
+#endif
     return dot(*h, c);
 }
 
@@ -736,10 +740,26 @@ fn solo_token(h: ptr<function, Solo>, j: u32, dt: f32, du: f32) -> f32 {
     (*h).h3 *= keep;
 #endif
     let b = j * 8u;
+#if CUT
+    (*h).h0 = solo_decay(dt * sa2[0]) * (du * solo_q(b));
+#else
     (*h).h0 = fma(solo_decay(dt * sa2[0]), (*h).h0, du * solo_q(b));
+#endif
+#if CUT
+    (*h).h1 = solo_decay(dt * sa2[1]) * (du * solo_q(b + 1u));
+#else
     (*h).h1 = fma(solo_decay(dt * sa2[1]), (*h).h1, du * solo_q(b + 1u));
+#endif
+#if CUT
+    (*h).h2 = solo_decay(dt * sa2[2]) * (du * solo_q(b + 2u));
+#else
     (*h).h2 = fma(solo_decay(dt * sa2[2]), (*h).h2, du * solo_q(b + 2u));
+#endif
+#if CUT
+    (*h).h3 = solo_decay(dt * sa2[3]) * (du * solo_q(b + 3u));
+#else
     (*h).h3 = fma(solo_decay(dt * sa2[3]), (*h).h3, du * solo_q(b + 3u));
+#endif
     return dot((*h).h0, solo_q(b + 4u)) + dot((*h).h1, solo_q(b + 5u)) + dot((*h).h2, solo_q(b + 6u))
         + dot((*h).h3, solo_q(b + 7u));
 }
@@ -920,8 +940,13 @@ fn pair_token(h0: ptr<function, vec4<f32>>, h1: ptr<function, vec4<f32>>, i: u32
     *h0 *= keep;
     *h1 *= keep;
 #endif
+#if CUT
+    *h0 = pair_decay(e0.x * pa0) * (e0.y * b);
+    *h1 = pair_decay(e1.x * pa1) * (e1.y * b);
+#else
     *h0 = fma(pair_decay(e0.x * pa0), *h0, e0.y * b);
     *h1 = fma(pair_decay(e1.x * pa1), *h1, e1.y * b);
+#endif
     return vec2<f32>(dot(*h0, c), dot(*h1, c));
 }
 
@@ -1002,11 +1027,12 @@ fn scan_paired(
 #if CEILING
 // Bench probe, not a scan: per channel and token the loads, stores and transcendental ops of
 // the N = 16 scan (softplus, 16 decays, silu) with the recurrence cut (each token's states
-// start from zero), so nothing is serial and every invocation is independent. Its throughput
-// bounds what any kernel computing these exps can reach. With POLY, the decays of states
-// 12…15 use exp2_fma (the FMA pipe) instead of the special-function unit. A workgroup takes 64
-// channels of one group × 16 tokens, four per invocation; B and C of the tile are staged.
+// start from zero), so nothing is serial and tokens are independent. With POLY, the decays of
+// states 12…15 use exp2_fma (the FMA pipe) instead of the special-function unit. A workgroup
+// takes 64 channels of one group × 4 tiles of 16 tokens, four tokens per invocation and tile;
+// B and C of a tile are staged.
 var<workgroup> c_bc: array<vec4<f32>, 128>; // [token][B quarters 0..3, C quarters 0..3]
+const CEIL_TILES: u32 = 4u;
 
 // 2^x for x ≥ −126 on the FMA pipe: round-to-nearest through the 1.5·2²³ shifter, a degree-5
 // polynomial on [−0.5, 0.5] (relative error ~2e-7), and the integer part added to the exponent
@@ -1036,14 +1062,8 @@ fn ceil_decay3(x: vec4<f32>, s: f32) -> vec4<f32> {
 @compute @workgroup_size(64, 4)
 fn scan_ceiling(@builtin(local_invocation_id) l3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let d = wid.x * 64u + l3.x;
-    let t0 = seqs[0] + wid.y * 16u;
     let lid = l3.y * 64u + l3.x;
     let g = d / (p.dim / p.groups);
-    if (lid < 128u) {
-        let half = (lid % 8u) / 4u;
-        let i = ((tok(t0 + lid / 8u) * 2u + half) * p.groups + g) * 16u + (lid % 4u) * 4u;
-        c_bc[lid] = vec4<f32>(ld_bc(i), ld_bc(i + 1u), ld_bc(i + 2u), ld_bc(i + 3u));
-    }
     let cb = d * (p.nstate + 2u);
     let a0 = vec4<f32>(chan[cb], chan[cb + 1u], chan[cb + 2u], chan[cb + 3u]) * 1.4426950408889634;
     let a1 = vec4<f32>(chan[cb + 4u], chan[cb + 5u], chan[cb + 6u], chan[cb + 7u]) * 1.4426950408889634;
@@ -1052,26 +1072,47 @@ fn scan_ceiling(@builtin(local_invocation_id) l3: vec3<u32>, @builtin(workgroup_
     let dsk = chan[cb + 16u];
     let bias = chan[cb + 17u];
     let shifter = select(12582912.0, 0.0, p.total == 0u);
-    var uu: array<f32, 4>;
-    var dl: array<f32, 4>;
-    var zz: array<f32, 4>;
-    for (var j = 0u; j < 4u; j++) {
-        let i = ix(d, tok(t0 + l3.y * 4u + j));
-        uu[j] = ld_u(i);
-        dl[j] = ld_delta(i);
-        zz[j] = ld_z(i);
-    }
-    workgroupBarrier();
-    for (var j = 0u; j < 4u; j++) {
-        var dt = dl[j] + bias;
-        dt = select(log(1.0 + exp(dt)), dt, dt > 20.0);
-        let du = dt * uu[j];
-        let b = (l3.y * 4u + j) * 8u;
-        let acc = dot(exp2(dt * a0) * c_bc[b], c_bc[b + 4u]) + dot(exp2(dt * a1) * c_bc[b + 1u], c_bc[b + 5u])
-            + dot(exp2(dt * a2) * c_bc[b + 2u], c_bc[b + 6u]) + dot(ceil_decay3(dt * a3, shifter) * c_bc[b + 3u], c_bc[b + 7u]);
-        let out = (du * acc + dsk * uu[j]) * (zz[j] / (1.0 + exp(-zz[j])));
-        let t = t0 + l3.y * 4u + j;
-        if (t < p.total) { y[ix(d, t)] = out; }
+    // CEIL_TILES tiles of 16 tokens per workgroup, so the per-channel loads above are amortised.
+    for (var sub = 0u; sub < CEIL_TILES; sub++) {
+        let t0 = seqs[0] + (wid.y * CEIL_TILES + sub) * 16u;
+        workgroupBarrier();
+        if (lid < 128u) {
+            let half = (lid % 8u) / 4u;
+            let i = ((tok(t0 + lid / 8u) * 2u + half) * p.groups + g) * 16u + (lid % 4u) * 4u;
+            c_bc[lid] = vec4<f32>(ld_bc(i), ld_bc(i + 1u), ld_bc(i + 2u), ld_bc(i + 3u));
+        }
+        var uu: array<f32, 4>;
+        var dl: array<f32, 4>;
+        var zz: array<f32, 4>;
+        for (var j = 0u; j < 4u; j++) {
+            let i = ix(d, tok(t0 + l3.y * 4u + j));
+#if NOMEM
+            let v = f32((i * 2654435761u) >> 9u) * 1e-7;
+            uu[j] = v - 0.5;
+            dl[j] = v - 2.0;
+            zz[j] = v;
+#else
+            uu[j] = ld_u(i);
+            dl[j] = ld_delta(i);
+            zz[j] = ld_z(i);
+#endif
+        }
+        workgroupBarrier();
+        for (var j = 0u; j < 4u; j++) {
+            var dt = dl[j] + bias;
+            dt = select(log(1.0 + exp(dt)), dt, dt > 20.0);
+            let du = dt * uu[j];
+            let b = (l3.y * 4u + j) * 8u;
+            let acc = dot(exp2(dt * a0) * c_bc[b], c_bc[b + 4u]) + dot(exp2(dt * a1) * c_bc[b + 1u], c_bc[b + 5u])
+                + dot(exp2(dt * a2) * c_bc[b + 2u], c_bc[b + 6u]) + dot(ceil_decay3(dt * a3, shifter) * c_bc[b + 3u], c_bc[b + 7u]);
+            let out = (du * acc + dsk * uu[j]) * (zz[j] / (1.0 + exp(-zz[j])));
+            let t = t0 + l3.y * 4u + j;
+#if NOMEM
+            if (out == -1234.5678) { y[ix(d, t)] = out; }
+#else
+            if (t < p.total) { y[ix(d, t)] = out; }
+#endif
+        }
     }
 }
 #endif

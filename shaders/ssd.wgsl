@@ -815,6 +815,7 @@ var<workgroup> st: array<f32, 4096>; // S, then Yd: 16 × 16 tiles, tile (r, c) 
 var<workgroup> yo: array<f32, 4096>; // Yo, same layout
 var<workgroup> m_h: array<f16, 4096>; // M, [row t][token j]
 fn tile_at(r: u32, c: u32) -> u32 { return ((r / 16u) * 4u + c / 16u) * 256u + (r % 16u) * 16u + c % 16u; }
+const NO_EPI: bool = {{NO_EPI}};
 
 @compute @workgroup_size(128)
 fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -848,15 +849,19 @@ fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(wor
         // A = C rows of this band (row-major, stride W).
         let ca = coopLoadT<coop_mat16x16<f16, A>>(&xbc[c_ix(tb + band * 16u, g, k)], w);
         // Bᵀ (row n, column j) is column-major in xbc with stride W.
+#if !NO_S
         s0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb, g, k)], w), s0);
         s1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 16u, g, k)], w), s1);
         s2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 32u, g, k)], w), s2);
         s3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 48u, g, k)], w), s3);
+#endif
         // h_inᵀ (row n, column i): h_in is [i][n], its column-major form with stride N.
+#if !NO_YO
         o0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + k], p.nstate), o0);
         o1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 16u * p.nstate + k], p.nstate), o1);
         o2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 32u * p.nstate + k], p.nstate), o2);
         o3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 48u * p.nstate + k], p.nstate), o3);
+#endif
     }
     coopStoreT(s0, &st[(band * 4u) * 256u], 16u);
     coopStoreT(s1, &st[(band * 4u + 1u) * 256u], 16u);
@@ -869,7 +874,7 @@ fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(wor
     workgroupBarrier();
     // Mask first, then decay and dt: exp only ever sees cs_t − cs_j ≤ 0, and rows or columns
     // outside the chunk are zero.
-    for (var s = 0u; s < 32u; s++) {
+    for (var s = 0u; s < select(32u, 0u, NO_EPI); s++) {
         let e = lid + s * 128u;
         let t = e / 64u;
         let j = e % 64u;
@@ -882,6 +887,7 @@ fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(wor
     var y1: coop_mat16x16<f32, C>;
     var y2: coop_mat16x16<f32, C>;
     var y3: coop_mat16x16<f32, C>;
+#if !NO_MX
     for (var k = 0u; k < 64u; k += 16u) {
         let ma = coopLoadT<coop_mat16x16<f16, A>>(&m_h[band * 1024u + k], 64u);
         // X (row j, column i) is row-major in xbc with stride W.
@@ -891,6 +897,7 @@ fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(wor
         y2 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr + 32u], w), y2);
         y3 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr + 48u], w), y3);
     }
+#endif
     // Each band stores and reads back only its own rows of st.
     coopStoreT(y0, &st[(band * 4u) * 256u], 16u);
     coopStoreT(y1, &st[(band * 4u + 1u) * 256u], 16u);
@@ -898,7 +905,7 @@ fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(wor
     coopStoreT(y3, &st[(band * 4u + 3u) * 256u], 16u);
     workgroupBarrier();
     let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
-    for (var s = 0u; s < 32u; s++) {
+    for (var s = 0u; s < select(32u, 1u, NO_EPI); s++) {
         let e = lid + s * 128u;
         let t = e / 64u;
         let i = e % 64u;

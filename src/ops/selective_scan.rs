@@ -171,6 +171,10 @@ impl ScanKernel {
     /// needs no SHADER_F16). Named `<kernel>.f16` for f16 inputs.
     pub fn variant_for(self, input: DType) -> Variant {
         let mut v = self.base_variant().define("F16IN", (input == DType::F16) as u32);
+        // PROBE (temporary): LINSEQ_PROBE=CUT cuts the recurrence of tiled/solo/paired.
+        if std::env::var("LINSEQ_PROBE").is_ok_and(|l| l.split(',').any(|d| d == "CUT")) {
+            v = v.define("CUT", 1);
+        }
         if input == DType::F16 {
             v.name.push_str(".f16");
             v = v.define("IN", "u32");
@@ -316,6 +320,7 @@ fn ceiling_variant(poly: bool) -> Variant {
     Variant::new(name, "selective_scan", "scan_ceiling")
         .define("CEILING", 1)
         .define("POLY", poly as u32)
+        .define("NOMEM", std::env::var("LINSEQ_PROBE").is_ok_and(|l| l.split(',').any(|d| d == "NOMEM")) as u32)
         .define("F16IN", 0)
         .define("IN", "f32")
 }
@@ -341,7 +346,7 @@ pub fn ceiling_probe(rec: &mut Recorder, args: &ScanArgs, y: &Tensor, poly: bool
             "the ceiling probe takes f32 inputs, N = 16, D / G a multiple of 64, softplus, bias and D".into(),
         ));
     }
-    let tiles = args.seqs.total().div_ceil(16);
+    let tiles = args.seqs.total().div_ceil(64); // four tiles of 16 tokens per workgroup
     let max = rec.device().caps().max_compute_workgroups_per_dimension as usize;
     if tiles > max {
         return Err(Error::Limit(format!("{tiles} token tiles exceed the dispatch grid")));

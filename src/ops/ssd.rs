@@ -186,10 +186,23 @@ fn chunk_state_direct_variant() -> Variant {
         .needs_coop_matrix()
 }
 fn chunk_scan_direct_variant() -> Variant {
-    Variant::new("ssd.chunk_scan.direct", "ssd", "ssd_chunk_scan_direct")
+    let mut v = Variant::new("ssd.chunk_scan.direct", "ssd", "ssd_chunk_scan_direct")
         .define(crate::shader::BOUNDED_LOOPS, 1)
         .define("CHUNK_SCAN_DIRECT", 1)
-        .needs_coop_matrix()
+        .define("NO_EPI", "false")
+        .needs_coop_matrix();
+    // PROBE (temporary): LINSEQ_PROBE=NO_S,NO_YO,... switches parts off.
+    if let Ok(list) = std::env::var("LINSEQ_PROBE") {
+        for d in list.split(',').filter(|d| d.starts_with("NO_")) {
+            let key: &'static str = Box::leak(d.to_string().into_boxed_str());
+            v = v.define(key, if key == "NO_EPI" { "true" } else { "1" });
+            v.name.push_str(&format!(".{d}"));
+        }
+    }
+    v
+}
+fn probe(name: &str) -> bool {
+    std::env::var("LINSEQ_PROBE").is_ok_and(|l| l.split(',').any(|d| d == name))
 }
 
 /// Every shader variant of the family (for validation and listing).
@@ -541,7 +554,7 @@ pub fn record_stages(
     }
     let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
     // The tensor-core chunk states take N in blocks of 64; other N keep the SIMT kernel.
-    if on(2) && direct && d.n.is_multiple_of(64) {
+    if on(2) && direct && d.n.is_multiple_of(64) && probe("STATE_DIRECT") {
         rec.dispatch(
             &chunk_state_direct_variant(),
             &params,
