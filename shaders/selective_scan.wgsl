@@ -1091,6 +1091,7 @@ fn scan_ceiling(@builtin(local_invocation_id) l3: vec3<u32>, @builtin(workgroup_
             uu[j] = v - 0.5;
             dl[j] = v - 2.0;
             zz[j] = v;
+            if (p.total == 0u) { uu[j] = ld_u(i) + ld_delta(i) + ld_z(i); } // keeps the bindings
 #else
             uu[j] = ld_u(i);
             dl[j] = ld_delta(i);

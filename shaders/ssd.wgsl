@@ -791,11 +791,13 @@ fn ssd_chunk_scan_coop(@builtin(local_invocation_index) lid: u32, @builtin(workg
 
 #if CHUNK_SCAN_DIRECT
 // Steps 4–5 on cooperative matrices with the operands streamed from global memory straight
-// into fragments (no staging): per (chunk, head, 64 channels), four subgroups of 32 lanes, band
-// b = lid / 32 owning rows 16b … 16b + 15.
-//   S  = C·Bᵀ and Yo = C·h_inᵀ in one pass over the state size (the C fragment serves both);
-//   M  = S masked before the exp, ⊙ exp(cs_t − cs_j)·dt_j, as f16 in workgroup memory;
-//   Yd = M·X;  y = Yd + exp(cs_t)·Yo + D·x.
+// into fragments (no staging): per (chunk, HEADS_WG heads of one group, 64 channels), four
+// subgroups of 32 lanes, band b = lid / 32 owning rows 16b … 16b + 15.
+//   S  = C·Bᵀ, once for all the workgroup's heads (it depends on the group only); per head
+//   Yo = C·h_inᵀ;
+//   M  = S masked before the exp, ⊙ exp(cs_t − cs_j)·dt_j, plus D on the diagonal (so M·X
+//        carries D·x), as f16 in workgroup memory; Yo's rows scaled by exp(cs_t) in the same pass;
+//   y  = M·X accumulated onto the scaled Yo.
 // The 64-row window starts at tb = min(t0, T − 64) so that every fragment load stays inside
 // xbc (the host runs this kernel only for T ≥ 64, P a multiple of 64, N of 16); the chunk sits
 // at rows o … o + len − 1 of the window and every other row and column is masked out (their
@@ -810,193 +812,129 @@ fn ssd_chunk_scan_coop(@builtin(local_invocation_index) lid: u32, @builtin(workg
 
 var<workgroup> cs_s: array<f32, 64>;
 var<workgroup> dt_s: array<f32, 64>;
-var<workgroup> ecs_s: array<f32, 64>; // exp(cs_t)
-var<workgroup> st: array<f32, 4096>; // S, then Yd: 16 × 16 tiles, tile (r, c) at (4r + c)·256
-var<workgroup> yo: array<f32, 4096>; // Yo, same layout
+var<workgroup> st: array<f32, 4096>; // S: 16 × 16 tiles, tile (r, c) at (4r + c)·256
+var<workgroup> yo: array<f32, 4096>; // Yo, then y, same layout
+const HEADS_WG: u32 = {{HEADS_WG}}u;
 var<workgroup> m_h: array<f16, 4096>; // M, [row t][token j]
+// Element (r, c) of a 64 × 64 block stored as 16 × 16 tiles; c % 4 == 0 starts four in a row.
 fn tile_at(r: u32, c: u32) -> u32 { return ((r / 16u) * 4u + c / 16u) * 256u + (r % 16u) * 16u + c % 16u; }
-const NO_EPI: bool = {{NO_EPI}};
+fn st4(k: u32) -> vec4<f32> { return vec4<f32>(st[k], st[k + 1u], st[k + 2u], st[k + 3u]); }
 
 @compute @workgroup_size(128)
 fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let i0 = wid.x * 64u;
-    let h = wid.y;
+    let h_first = wid.y * HEADS_WG;
     let c = wid.z;
-    let g = group_of(h);
+    let g = group_of(h_first);
     let t0 = chunks[c * 4u];
     let len = chunks[c * 4u + 1u];
     let tb = min(t0, p.total - 64u);
     let o = t0 - tb;
     let band = lid / 32u;
     let w = p.width;
-    if (lid < 64u) {
-        let live = lid >= o && lid < o + len;
-        let r = (tb + lid) * p.heads + h;
-        cs_s[lid] = select(0.0, cs[r], live);
-        dt_s[lid] = select(0.0, dts[r], live);
-        ecs_s[lid] = exp(cs_s[lid]);
-    }
-    let hb = (c * p.heads + h) * p.hdim * p.nstate + i0 * p.nstate;
+    let crow = c_ix(tb + band * 16u, g, 0u);
+    // S = C·Bᵀ, once for the HEADS_WG heads of this workgroup (they share the group).
     var s0: coop_mat16x16<f32, C>;
     var s1: coop_mat16x16<f32, C>;
     var s2: coop_mat16x16<f32, C>;
     var s3: coop_mat16x16<f32, C>;
-    var o0: coop_mat16x16<f32, C>;
-    var o1: coop_mat16x16<f32, C>;
-    var o2: coop_mat16x16<f32, C>;
-    var o3: coop_mat16x16<f32, C>;
     for (var k = 0u; k < p.nstate; k += 16u) {
         // A = C rows of this band (row-major, stride W).
-        let ca = coopLoadT<coop_mat16x16<f16, A>>(&xbc[c_ix(tb + band * 16u, g, k)], w);
+        let ca = coopLoadT<coop_mat16x16<f16, A>>(&xbc[crow + k], w);
         // Bᵀ (row n, column j) is column-major in xbc with stride W.
-#if !NO_S
         s0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb, g, k)], w), s0);
         s1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 16u, g, k)], w), s1);
         s2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 32u, g, k)], w), s2);
         s3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 48u, g, k)], w), s3);
-#endif
-        // h_inᵀ (row n, column i): h_in is [i][n], its column-major form with stride N.
-#if !NO_YO
-        o0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + k], p.nstate), o0);
-        o1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 16u * p.nstate + k], p.nstate), o1);
-        o2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 32u * p.nstate + k], p.nstate), o2);
-        o3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 48u * p.nstate + k], p.nstate), o3);
-#endif
     }
     coopStoreT(s0, &st[(band * 4u) * 256u], 16u);
     coopStoreT(s1, &st[(band * 4u + 1u) * 256u], 16u);
     coopStoreT(s2, &st[(band * 4u + 2u) * 256u], 16u);
     coopStoreT(s3, &st[(band * 4u + 3u) * 256u], 16u);
-    coopStoreT(o0, &yo[(band * 4u) * 256u], 16u);
-    coopStoreT(o1, &yo[(band * 4u + 1u) * 256u], 16u);
-    coopStoreT(o2, &yo[(band * 4u + 2u) * 256u], 16u);
-    coopStoreT(o3, &yo[(band * 4u + 3u) * 256u], 16u);
-    workgroupBarrier();
-    // Mask first, then decay and dt: exp only ever sees cs_t − cs_j ≤ 0, and rows or columns
-    // outside the chunk are zero.
-    for (var s = 0u; s < select(32u, 0u, NO_EPI); s++) {
-        let e = lid + s * 128u;
-        let t = e / 64u;
-        let j = e % 64u;
-        var m = 0.0;
-        if (j <= t && j >= o && t < o + len) { m = st[tile_at(t, j)] * exp(cs_s[t] - cs_s[j]) * dt_s[j]; }
-        m_h[e] = f16(m);
-    }
-    workgroupBarrier();
-    var y0: coop_mat16x16<f32, C>;
-    var y1: coop_mat16x16<f32, C>;
-    var y2: coop_mat16x16<f32, C>;
-    var y3: coop_mat16x16<f32, C>;
-#if !NO_MX
-    for (var k = 0u; k < 64u; k += 16u) {
-        let ma = coopLoadT<coop_mat16x16<f16, A>>(&m_h[band * 1024u + k], 64u);
-        // X (row j, column i) is row-major in xbc with stride W.
-        let xr = x_ix(tb + k, h, i0);
-        y0 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr], w), y0);
-        y1 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr + 16u], w), y1);
-        y2 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr + 32u], w), y2);
-        y3 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr + 48u], w), y3);
-    }
-#endif
-    // Each band stores and reads back only its own rows of st.
-    coopStoreT(y0, &st[(band * 4u) * 256u], 16u);
-    coopStoreT(y1, &st[(band * 4u + 1u) * 256u], 16u);
-    coopStoreT(y2, &st[(band * 4u + 2u) * 256u], 16u);
-    coopStoreT(y3, &st[(band * 4u + 3u) * 256u], 16u);
-    workgroupBarrier();
-    let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
-    for (var s = 0u; s < select(32u, 1u, NO_EPI); s++) {
-        let e = lid + s * 128u;
-        let t = e / 64u;
-        let i = e % 64u;
-        if (t >= o && t < o + len) {
-            let k = tile_at(t, i);
-            let xi = x_ix(tb + t, h, i0 + i);
-            y[(tb + t) * p.heads * p.hdim + h * p.hdim + i0 + i] = st[k] + ecs_s[t] * yo[k] + d_h * f32(xbc[xi]);
+    let j0 = (lid % 16u) * 4u;
+    let jj = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
+    for (var hh = 0u; hh < HEADS_WG; hh++) {
+        let h = h_first + hh;
+        // The previous head's readers of cs_s, m_h and yo are done.
+        workgroupBarrier();
+        if (lid < 64u) {
+            let live = lid >= o && lid < o + len;
+            let r = (tb + lid) * p.heads + h;
+            cs_s[lid] = select(0.0, cs[r], live);
+            dt_s[lid] = select(0.0, dts[r], live);
         }
-    }
-}
-#endif
-
-#if CHUNK_STATE_DIRECT
-// Step 2 on cooperative matrices: S_c = Xᵀ·diag(w)·B per (chunk, head, 64 channels i, 64 states
-// n), w_j = exp(cs_last − cs_j)·dt_j. X is staged once, scaled by w and as f16 (rows outside the
-// chunk zero); B streams from global memory straight into fragments. The 64-token window
-// starts at tb = min(t0, T − 64) as in the direct chunk scan (T ≥ 64, P and N multiples of 64).
-// Band b = lid / 32 owns channels 16b … 16b + 15.
-@group(0) @binding(1) var<storage, {{ACT}}> xbc: array<f16>;
-@group(0) @binding(2) var<storage, read> dts: array<f32>;
-@group(0) @binding(3) var<storage, read> cs: array<f32>;
-@group(0) @binding(4) var<storage, read> chunks: array<u32>;
-@group(0) @binding(5) var<storage, read_write> cstates: array<f32>;
-
-var<workgroup> w_s: array<f32, 64>;
-var<workgroup> xw_h: array<f16, 4096>; // [token j][channel i], w_j·x_j[i]
-var<workgroup> out_s: array<f32, 4096>; // 16 × 16 tiles, tile (r, c) at (4r + c)·256
-
-@compute @workgroup_size(128)
-fn ssd_chunk_state_direct(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let tiles_n = p.nstate / 64u;
-    let i0 = (wid.x / tiles_n) * 64u;
-    let n0 = (wid.x % tiles_n) * 64u;
-    let h = wid.y;
-    let c = wid.z;
-    let g = group_of(h);
-    let t0 = chunks[c * 4u];
-    let len = chunks[c * 4u + 1u];
-    let tb = min(t0, p.total - 64u);
-    let o = t0 - tb;
-    let w = p.width;
-    if (lid < 64u) {
-        let live = lid >= o && lid < o + len;
-        let r = (tb + lid) * p.heads + h;
-        let cs_last = cs[(t0 + len - 1u) * p.heads + h];
-        w_s[lid] = select(0.0, exp(cs_last - cs[r]) * dts[r], live);
-    }
-    workgroupBarrier();
-    // 64 tokens × 64 channels, 32 per lane, loads first.
-    var xv: array<f16, 32>;
-    for (var s = 0u; s < 32u; s++) {
-        let e = lid + s * 128u;
-        xv[s] = xbc[x_ix(tb + e / 64u, h, i0 + e % 64u)];
-    }
-    for (var s = 0u; s < 32u; s++) {
-        let e = lid + s * 128u;
-        xw_h[e] = f16(f32(xv[s]) * w_s[e / 64u]);
-    }
-    workgroupBarrier();
-    let band = lid / 32u;
-    var a0: coop_mat16x16<f32, C>;
-    var a1: coop_mat16x16<f32, C>;
-    var a2: coop_mat16x16<f32, C>;
-    var a3: coop_mat16x16<f32, C>;
-    for (var k = 0u; k < 64u; k += 16u) {
-        // A = (w ⊙ X)ᵀ (row i, column j): xw_h [j][i] is its column-major form.
-        let xa = coopLoad<coop_mat16x16<f16, A>>(&xw_h[k * 64u + band * 16u], 64u);
-        // B (row j, column n) is row-major in xbc with stride W.
-        let br = b_ix(tb + k, g, n0);
-        a0 = coopMultiplyAdd(xa, coopLoadT<coop_mat16x16<f16, B>>(&xbc[br], w), a0);
-        a1 = coopMultiplyAdd(xa, coopLoadT<coop_mat16x16<f16, B>>(&xbc[br + 16u], w), a1);
-        a2 = coopMultiplyAdd(xa, coopLoadT<coop_mat16x16<f16, B>>(&xbc[br + 32u], w), a2);
-        a3 = coopMultiplyAdd(xa, coopLoadT<coop_mat16x16<f16, B>>(&xbc[br + 48u], w), a3);
-    }
-    coopStoreT(a0, &out_s[(band * 4u) * 256u], 16u);
-    coopStoreT(a1, &out_s[(band * 4u + 1u) * 256u], 16u);
-    coopStoreT(a2, &out_s[(band * 4u + 2u) * 256u], 16u);
-    coopStoreT(a3, &out_s[(band * 4u + 3u) * 256u], 16u);
-    workgroupBarrier();
-    // Rows i, columns n, as vec4 stores: 64 × 16 groups of four, eight per lane.
-    let out = ((c * p.heads + h) * p.hdim + i0) * p.nstate + n0;
-    for (var s = 0u; s < 8u; s++) {
-        let e = (lid + s * 128u) * 4u;
-        let i = e / 64u;
-        let n = e % 64u;
-        let k = ((i / 16u) * 4u + n / 16u) * 256u + (i % 16u) * 16u + n % 16u;
-        let dst = out + i * p.nstate + n;
-        cstates[dst] = out_s[k];
-        cstates[dst + 1u] = out_s[k + 1u];
-        cstates[dst + 2u] = out_s[k + 2u];
-        cstates[dst + 3u] = out_s[k + 3u];
+        // Yo = C·h_inᵀ; h_inᵀ (row n, column i) is the column-major form of h_in [i][n].
+        let hb = (c * p.heads + h) * p.hdim * p.nstate + i0 * p.nstate;
+        var o0: coop_mat16x16<f32, C>;
+        var o1: coop_mat16x16<f32, C>;
+        var o2: coop_mat16x16<f32, C>;
+        var o3: coop_mat16x16<f32, C>;
+        for (var k = 0u; k < p.nstate; k += 16u) {
+            let ca = coopLoadT<coop_mat16x16<f16, A>>(&xbc[crow + k], w);
+            o0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + k], p.nstate), o0);
+            o1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 16u * p.nstate + k], p.nstate), o1);
+            o2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 32u * p.nstate + k], p.nstate), o2);
+            o3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 48u * p.nstate + k], p.nstate), o3);
+        }
+        coopStoreT(o0, &yo[(band * 4u) * 256u], 16u);
+        coopStoreT(o1, &yo[(band * 4u + 1u) * 256u], 16u);
+        coopStoreT(o2, &yo[(band * 4u + 2u) * 256u], 16u);
+        coopStoreT(o3, &yo[(band * 4u + 3u) * 256u], 16u);
+        workgroupBarrier();
+        // Four consecutive columns per lane and step. Mask first, then decay and dt: exp only
+        // ever sees cs_t − cs_j ≤ 0, and rows or columns outside the chunk are zero.
+        let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
+        let cj = vec4<f32>(cs_s[j0], cs_s[j0 + 1u], cs_s[j0 + 2u], cs_s[j0 + 3u]);
+        let dj = vec4<f32>(dt_s[j0], dt_s[j0 + 1u], dt_s[j0 + 2u], dt_s[j0 + 3u]);
+        for (var s = 0u; s < 8u; s++) {
+            let t = lid / 16u + s * 8u;
+            let k = tile_at(t, j0);
+            let live = jj <= vec4<u32>(t) & jj >= vec4<u32>(o) & vec4<bool>(t < o + len);
+            let dec = exp(select(vec4<f32>(-1e30), vec4<f32>(cs_s[t]) - cj, live));
+            var m = select(vec4<f32>(0.0), st4(k) * dec * dj, live);
+            m += select(vec4<f32>(0.0), vec4<f32>(d_h), jj == vec4<u32>(t) & live);
+            let e = t * 64u + j0;
+            m_h[e] = f16(m.x);
+            m_h[e + 1u] = f16(m.y);
+            m_h[e + 2u] = f16(m.z);
+            m_h[e + 3u] = f16(m.w);
+            let ecs = exp(cs_s[t]);
+            yo[k] *= ecs;
+            yo[k + 1u] *= ecs;
+            yo[k + 2u] *= ecs;
+            yo[k + 3u] *= ecs;
+        }
+        workgroupBarrier();
+        // y = M·X accumulated onto the scaled Yo (each band loads and stores its own rows).
+        var y0 = coopLoadT<coop_mat16x16<f32, C>>(&yo[(band * 4u) * 256u], 16u);
+        var y1 = coopLoadT<coop_mat16x16<f32, C>>(&yo[(band * 4u + 1u) * 256u], 16u);
+        var y2 = coopLoadT<coop_mat16x16<f32, C>>(&yo[(band * 4u + 2u) * 256u], 16u);
+        var y3 = coopLoadT<coop_mat16x16<f32, C>>(&yo[(band * 4u + 3u) * 256u], 16u);
+        for (var k = 0u; k < 64u; k += 16u) {
+            let ma = coopLoadT<coop_mat16x16<f16, A>>(&m_h[band * 1024u + k], 64u);
+            // X (row j, column i) is row-major in xbc with stride W.
+            let xr = x_ix(tb + k, h, i0);
+            y0 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr], w), y0);
+            y1 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr + 16u], w), y1);
+            y2 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr + 32u], w), y2);
+            y3 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr + 48u], w), y3);
+        }
+        coopStoreT(y0, &yo[(band * 4u) * 256u], 16u);
+        coopStoreT(y1, &yo[(band * 4u + 1u) * 256u], 16u);
+        coopStoreT(y2, &yo[(band * 4u + 2u) * 256u], 16u);
+        coopStoreT(y3, &yo[(band * 4u + 3u) * 256u], 16u);
+        workgroupBarrier();
+        for (var s = 0u; s < 8u; s++) {
+            let t = lid / 16u + s * 8u;
+            if (t >= o && t < o + len) {
+                let k = tile_at(t, j0);
+                let dst = (tb + t) * p.heads * p.hdim + h * p.hdim + i0 + j0;
+                y[dst] = yo[k];
+                y[dst + 1u] = yo[k + 1u];
+                y[dst + 2u] = yo[k + 2u];
+                y[dst + 3u] = yo[k + 3u];
+            }
+        }
     }
 }
 #endif

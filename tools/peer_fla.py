@@ -32,11 +32,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", help="write rows here")
     ap.add_argument("--ops", default="simple_gla,gla,delta_rule")
+    ap.add_argument("--dtypes", default="bf16,f32", help="comma-separated: bf16, f32")
     args = ap.parse_args()
     ops = args.ops.split(",")
     rows = []
     torch.manual_seed(0)
-    for dtype in (torch.bfloat16, torch.float32):
+    wanted = {"bf16": torch.bfloat16, "f32": torch.float32}
+    for dtype in [wanted[d] for d in args.dtypes.split(",")]:
         tag = str(dtype).split(".")[-1]
         for (b, l, h, p, n, g) in SHAPES:
             dev = "cuda"

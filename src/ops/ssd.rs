@@ -42,10 +42,9 @@ pub enum SsdKernel {
     /// cores: f16 operands, f32 accumulation); f16 inputs only (see [`SsdKernel::runs`]).
     /// Operands are staged in workgroup memory.
     Coop64,
-    /// Chunk 64 with the chunk states and the chunk scan on cooperative matrices fed straight
-    /// from global memory (only w ⊙ X is staged for the states; the entering states are handed
-    /// over as f16 by the state passing); f16 inputs. N not a multiple of 64 keeps the SIMT
-    /// chunk states. Shapes it cannot take ([`SsdKernel::direct_fits`])
+    /// Chunk 64 with the chunk scan on cooperative matrices fed straight from global memory
+    /// (no operand staging; the entering states are handed over as f16 by the state passing)
+    /// and the SIMT chunk states; f16 inputs. Shapes it cannot take ([`SsdKernel::direct_fits`])
     /// run as chunk 64.
     Coop64Direct,
 }
@@ -179,17 +178,12 @@ fn state_passing_half_variant() -> Variant {
         .define("HALF_COPY", 1)
         .needs_f16()
 }
-fn chunk_state_direct_variant() -> Variant {
-    Variant::new("ssd.chunk_state.direct", "ssd", "ssd_chunk_state_direct")
-        .define(crate::shader::BOUNDED_LOOPS, 1)
-        .define("CHUNK_STATE_DIRECT", 1)
-        .needs_coop_matrix()
-}
-fn chunk_scan_direct_variant() -> Variant {
-    let mut v = Variant::new("ssd.chunk_scan.direct", "ssd", "ssd_chunk_scan_direct")
+/// `heads` heads of one group per workgroup (they share C·Bᵀ): 1, 2 or 4.
+fn chunk_scan_direct_variant(heads: usize) -> Variant {
+    let mut v = Variant::new(format!("ssd.chunk_scan.direct.h{heads}"), "ssd", "ssd_chunk_scan_direct")
         .define(crate::shader::BOUNDED_LOOPS, 1)
         .define("CHUNK_SCAN_DIRECT", 1)
-        .define("NO_EPI", "false")
+        .define("HEADS_WG", heads)
         .needs_coop_matrix();
     // PROBE (temporary): LINSEQ_PROBE=NO_S,NO_YO,... switches parts off.
     if let Ok(list) = std::env::var("LINSEQ_PROBE") {
@@ -201,9 +195,7 @@ fn chunk_scan_direct_variant() -> Variant {
     }
     v
 }
-fn probe(name: &str) -> bool {
-    std::env::var("LINSEQ_PROBE").is_ok_and(|l| l.split(',').any(|d| d == name))
-}
+
 
 /// Every shader variant of the family (for validation and listing).
 pub fn variants() -> Vec<Variant> {
@@ -212,8 +204,9 @@ pub fn variants() -> Vec<Variant> {
         state_passing_half_variant(),
         chunk_state_coop_variant(),
         chunk_scan_coop_variant(),
-        chunk_state_direct_variant(),
-        chunk_scan_direct_variant(),
+        chunk_scan_direct_variant(1),
+        chunk_scan_direct_variant(2),
+        chunk_scan_direct_variant(4),
     ];
     for dt in [DType::F32, DType::F16] {
         out.extend([
@@ -553,15 +546,7 @@ pub fn record_stages(
         )?;
     }
     let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
-    // The tensor-core chunk states take N in blocks of 64; other N keep the SIMT kernel.
-    if on(2) && direct && d.n.is_multiple_of(64) && probe("STATE_DIRECT") {
-        rec.dispatch(
-            &chunk_state_direct_variant(),
-            &params,
-            &[args.xbc, &dts, &cs, &table, &cstates],
-            [tiles as u32, d.heads as u32, nchunks as u32],
-        )?;
-    } else if on(2) {
+    if on(2) {
         rec.dispatch(
             &if coop { chunk_state_coop_variant() } else { chunk_state_variant(input) },
             &params,
@@ -595,11 +580,17 @@ pub fn record_stages(
     let tiles = if coop || direct { 1 } else { chunk.div_ceil(64) } * d.head_dim.div_ceil(64);
     if on(8) && direct {
         let h16 = hin16.as_ref().expect("allocated for the direct kernel");
+        // Heads of one group share C·Bᵀ: up to four per workgroup.
+        let per_group = d.heads / d.groups;
+        let mut hw = [4, 2, 1].into_iter().find(|k| per_group.is_multiple_of(*k)).unwrap_or(1);
+        if std::env::var("LINSEQ_PROBE").is_ok_and(|l| l.contains("H1")) {
+            hw = 1; // PROBE (temporary)
+        }
         rec.dispatch(
-            &chunk_scan_direct_variant(),
+            &chunk_scan_direct_variant(hw),
             &params,
             &[args.xbc, &dts, &cs, &table, h16, args.heads, y],
-            [tiles as u32, d.heads as u32, nchunks as u32],
+            [tiles as u32, (d.heads / hw) as u32, nchunks as u32],
         )?;
     } else if on(8) {
         rec.dispatch(
