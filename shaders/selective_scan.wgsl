@@ -599,11 +599,7 @@ fn tiled_token(h: ptr<function, vec4<f32>>, i: u32) -> f32 {
 #if NEGC
     a = 2.0 * a - 1.0;
 #endif
-#if CUT
-    *h = a * (du * b);
-#else
     *h = fma(a, *h, du * b);
-#endif
     return dot(*h, c);
 }
 
@@ -740,26 +736,10 @@ fn solo_token(h: ptr<function, Solo>, j: u32, dt: f32, du: f32) -> f32 {
     (*h).h3 *= keep;
 #endif
     let b = j * 8u;
-#if CUT
-    (*h).h0 = solo_decay(dt * sa2[0]) * (du * solo_q(b));
-#else
     (*h).h0 = fma(solo_decay(dt * sa2[0]), (*h).h0, du * solo_q(b));
-#endif
-#if CUT
-    (*h).h1 = solo_decay(dt * sa2[1]) * (du * solo_q(b + 1u));
-#else
     (*h).h1 = fma(solo_decay(dt * sa2[1]), (*h).h1, du * solo_q(b + 1u));
-#endif
-#if CUT
-    (*h).h2 = solo_decay(dt * sa2[2]) * (du * solo_q(b + 2u));
-#else
     (*h).h2 = fma(solo_decay(dt * sa2[2]), (*h).h2, du * solo_q(b + 2u));
-#endif
-#if CUT
-    (*h).h3 = solo_decay(dt * sa2[3]) * (du * solo_q(b + 3u));
-#else
     (*h).h3 = fma(solo_decay(dt * sa2[3]), (*h).h3, du * solo_q(b + 3u));
-#endif
     return dot((*h).h0, solo_q(b + 4u)) + dot((*h).h1, solo_q(b + 5u)) + dot((*h).h2, solo_q(b + 6u))
         + dot((*h).h3, solo_q(b + 7u));
 }
@@ -940,13 +920,8 @@ fn pair_token(h0: ptr<function, vec4<f32>>, h1: ptr<function, vec4<f32>>, i: u32
     *h0 *= keep;
     *h1 *= keep;
 #endif
-#if CUT
-    *h0 = pair_decay(e0.x * pa0) * (e0.y * b);
-    *h1 = pair_decay(e1.x * pa1) * (e1.y * b);
-#else
     *h0 = fma(pair_decay(e0.x * pa0), *h0, e0.y * b);
     *h1 = fma(pair_decay(e1.x * pa1), *h1, e1.y * b);
-#endif
     return vec2<f32>(dot(*h0, c), dot(*h1, c));
 }
 
@@ -1028,7 +1003,8 @@ fn scan_paired(
 // Bench probe, not a scan: per channel and token the loads, stores and transcendental ops of
 // the N = 16 scan (softplus, 16 decays, silu) with the recurrence cut (each token's states
 // start from zero), so nothing is serial and tokens are independent. With POLY, the decays of
-// states 12…15 use exp2_fma (the FMA pipe) instead of the special-function unit. A workgroup
+// states 12…15 use exp2_fma (the FMA pipe) instead of the special-function unit; COMPUTE_ONLY
+// makes the inputs from the index and stores nothing (the arithmetic alone). A workgroup
 // takes 64 channels of one group × 4 tiles of 16 tokens, four tokens per invocation and tile;
 // B and C of a tile are staged.
 var<workgroup> c_bc: array<vec4<f32>, 128>; // [token][B quarters 0..3, C quarters 0..3]
@@ -1086,7 +1062,7 @@ fn scan_ceiling(@builtin(local_invocation_id) l3: vec3<u32>, @builtin(workgroup_
         var zz: array<f32, 4>;
         for (var j = 0u; j < 4u; j++) {
             let i = ix(d, tok(t0 + l3.y * 4u + j));
-#if NOMEM
+#if COMPUTE_ONLY
             let v = f32((i * 2654435761u) >> 9u) * 1e-7;
             uu[j] = v - 0.5;
             dl[j] = v - 2.0;
@@ -1108,7 +1084,7 @@ fn scan_ceiling(@builtin(local_invocation_id) l3: vec3<u32>, @builtin(workgroup_
                 + dot(exp2(dt * a2) * c_bc[b + 2u], c_bc[b + 6u]) + dot(ceil_decay3(dt * a3, shifter) * c_bc[b + 3u], c_bc[b + 7u]);
             let out = (du * acc + dsk * uu[j]) * (zz[j] / (1.0 + exp(-zz[j])));
             let t = t0 + l3.y * 4u + j;
-#if NOMEM
+#if COMPUTE_ONLY
             if (out == -1234.5678) { y[ix(d, t)] = out; }
 #else
             if (t < p.total) { y[ix(d, t)] = out; }

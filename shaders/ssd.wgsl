@@ -231,21 +231,14 @@ fn ssd_chunk_state(
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     // Staging: invocation (k = lid.y, quad = lid.x) loads 4 consecutive x and 4 weighted B.
+    // (Prefetching the next 16 tokens into registers before the multiply was 4–9% slower on
+    // the H200.)
     let k = lid.y;
     let j = lid.x * 4u;
     for (var k0 = 0u; k0 < len; k0 += 16u) {
-        var xv = vec4<f32>(0.0);
-        var bv = vec4<f32>(0.0);
-        if (k0 + k < len) {
-            let t = t0 + k0 + k;
-            let w = exp(cs_last - cs[t * p.heads + h]) * dts[t * p.heads + h];
-            for (var q = 0u; q < 4u; q++) {
-                if (i0 + j + q < p.hdim) { xv[q] = ld_x(x_ix(t, h, i0 + j + q)); }
-                if (n0 + j + q < p.nstate) { bv[q] = w * ld_x(b_ix(t, g, n0 + j + q)); }
-            }
-        }
-        xs[k][lid.x] = xv;
-        bs[k][lid.x] = bv;
+        let pre = stage_load(t0, len, k0, k, j, i0, n0, h, g, cs_last);
+        xs[k][lid.x] = pre.x;
+        bs[k][lid.x] = pre.b;
         workgroupBarrier();
         for (var kk = 0u; kk < 16u; kk++) {
             let xr = xs[kk][lid.y];
@@ -262,6 +255,23 @@ fn ssd_chunk_state(
     store_row(out, i0 + lid.y * 4u + 1u, n0 + lid.x * 4u, acc1);
     store_row(out, i0 + lid.y * 4u + 2u, n0 + lid.x * 4u, acc2);
     store_row(out, i0 + lid.y * 4u + 3u, n0 + lid.x * 4u, acc3);
+}
+
+struct Staged { x: vec4<f32>, b: vec4<f32> }
+
+// Token k0 + k of the chunk: x at channels i0 + j … + 3 and w·B at states n0 + j … + 3 (zero
+// past the chunk, P or N).
+fn stage_load(t0: u32, len: u32, k0: u32, k: u32, j: u32, i0: u32, n0: u32, h: u32, g: u32, cs_last: f32) -> Staged {
+    var s = Staged(vec4<f32>(0.0), vec4<f32>(0.0));
+    if (k0 + k < len) {
+        let t = t0 + k0 + k;
+        let w = exp(cs_last - cs[t * p.heads + h]) * dts[t * p.heads + h];
+        for (var q = 0u; q < 4u; q++) {
+            if (i0 + j + q < p.hdim) { s.x[q] = ld_x(x_ix(t, h, i0 + j + q)); }
+            if (n0 + j + q < p.nstate) { s.b[q] = w * ld_x(b_ix(t, g, n0 + j + q)); }
+        }
+    }
+    return s;
 }
 
 fn store_row(out: u32, i: u32, n: u32, v: vec4<f32>) {
@@ -833,15 +843,17 @@ fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(wor
     let band = lid / 32u;
     let w = p.width;
     let crow = c_ix(tb + band * 16u, g, 0u);
-    // S = C·Bᵀ, once for the HEADS_WG heads of this workgroup (they share the group).
+    // S = C·Bᵀ, once for the HEADS_WG heads of this workgroup (they share the group): in a pass
+    // of its own, or (one head) in the head's pass over the state size, where the C fragment
+    // serves both products. (naga's uniformity analysis rejects the cooperative ops under an
+    // `if (hh == 0u)`, so the two forms are chosen at compile time.)
     var s0: coop_mat16x16<f32, C>;
     var s1: coop_mat16x16<f32, C>;
     var s2: coop_mat16x16<f32, C>;
     var s3: coop_mat16x16<f32, C>;
+#if SEPARATE_S
     for (var k = 0u; k < p.nstate; k += 16u) {
-        // A = C rows of this band (row-major, stride W).
         let ca = coopLoadT<coop_mat16x16<f16, A>>(&xbc[crow + k], w);
-        // Bᵀ (row n, column j) is column-major in xbc with stride W.
         s0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb, g, k)], w), s0);
         s1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 16u, g, k)], w), s1);
         s2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 32u, g, k)], w), s2);
@@ -851,6 +863,7 @@ fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(wor
     coopStoreT(s1, &st[(band * 4u + 1u) * 256u], 16u);
     coopStoreT(s2, &st[(band * 4u + 2u) * 256u], 16u);
     coopStoreT(s3, &st[(band * 4u + 3u) * 256u], 16u);
+#endif
     let j0 = (lid % 16u) * 4u;
     let jj = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
     for (var hh = 0u; hh < HEADS_WG; hh++) {
@@ -870,12 +883,26 @@ fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(wor
         var o2: coop_mat16x16<f32, C>;
         var o3: coop_mat16x16<f32, C>;
         for (var k = 0u; k < p.nstate; k += 16u) {
+            // A = C rows of this band (row-major, stride W).
             let ca = coopLoadT<coop_mat16x16<f16, A>>(&xbc[crow + k], w);
+#if !SEPARATE_S
+            // Bᵀ (row n, column j) is column-major in xbc with stride W.
+            s0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb, g, k)], w), s0);
+            s1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 16u, g, k)], w), s1);
+            s2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 32u, g, k)], w), s2);
+            s3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 48u, g, k)], w), s3);
+#endif
             o0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + k], p.nstate), o0);
             o1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 16u * p.nstate + k], p.nstate), o1);
             o2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 32u * p.nstate + k], p.nstate), o2);
             o3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 48u * p.nstate + k], p.nstate), o3);
         }
+#if !SEPARATE_S
+        coopStoreT(s0, &st[(band * 4u) * 256u], 16u);
+        coopStoreT(s1, &st[(band * 4u + 1u) * 256u], 16u);
+        coopStoreT(s2, &st[(band * 4u + 2u) * 256u], 16u);
+        coopStoreT(s3, &st[(band * 4u + 3u) * 256u], 16u);
+#endif
         coopStoreT(o0, &yo[(band * 4u) * 256u], 16u);
         coopStoreT(o1, &yo[(band * 4u + 1u) * 256u], 16u);
         coopStoreT(o2, &yo[(band * 4u + 2u) * 256u], 16u);

@@ -171,10 +171,6 @@ impl ScanKernel {
     /// needs no SHADER_F16). Named `<kernel>.f16` for f16 inputs.
     pub fn variant_for(self, input: DType) -> Variant {
         let mut v = self.base_variant().define("F16IN", (input == DType::F16) as u32);
-        // PROBE (temporary): LINSEQ_PROBE=CUT cuts the recurrence of tiled/solo/paired.
-        if std::env::var("LINSEQ_PROBE").is_ok_and(|l| l.split(',').any(|d| d == "CUT")) {
-            v = v.define("CUT", 1);
-        }
         if input == DType::F16 {
             v.name.push_str(".f16");
             v = v.define("IN", "u32");
@@ -309,29 +305,47 @@ pub fn variants() -> Vec<Variant> {
     [DType::F32, DType::F16]
         .iter()
         .flat_map(|&dt| ScanKernel::ALL.iter().map(move |k| k.variant_for(dt)).chain([decode_variant(dt)]))
-        .chain([ceiling_variant(false), ceiling_variant(true)])
+        .chain(CeilingProbe::ALL.map(CeilingProbe::variant))
         .collect()
 }
 
-/// The bench probe's variant (`scan_ceiling`), f32 inputs; `poly` moves a quarter of the
-/// decays to a polynomial exp2 on the FMA pipe.
-fn ceiling_variant(poly: bool) -> Variant {
-    let name = if poly { "selective_scan.ceiling.poly" } else { "selective_scan.ceiling" };
-    Variant::new(name, "selective_scan", "scan_ceiling")
-        .define("CEILING", 1)
-        .define("POLY", poly as u32)
-        .define("NOMEM", std::env::var("LINSEQ_PROBE").is_ok_and(|l| l.split(',').any(|d| d == "NOMEM")) as u32)
-        .define("F16IN", 0)
-        .define("IN", "f32")
+/// Bench probes that bound the selective scan from above: its per-token arithmetic with the
+/// recurrence cut (see [`ceiling_probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CeilingProbe {
+    /// The scan's loads, stores and transcendental ops, tokens independent.
+    Full,
+    /// `Full` with the decays of states 12…15 as a polynomial exp2 on the FMA pipe instead of
+    /// the special-function unit.
+    Poly,
+    /// `Full`'s arithmetic alone: inputs made from the index, no loads, no stores.
+    ComputeOnly,
+}
+
+impl CeilingProbe {
+    pub const ALL: [CeilingProbe; 3] = [CeilingProbe::Full, CeilingProbe::Poly, CeilingProbe::ComputeOnly];
+
+    pub fn variant(self) -> Variant {
+        let name = match self {
+            CeilingProbe::Full => "selective_scan.ceiling",
+            CeilingProbe::Poly => "selective_scan.ceiling.poly",
+            CeilingProbe::ComputeOnly => "selective_scan.ceiling.compute",
+        };
+        Variant::new(name, "selective_scan", "scan_ceiling")
+            .define("CEILING", 1)
+            .define("POLY", (self == CeilingProbe::Poly) as u32)
+            .define("COMPUTE_ONLY", (self == CeilingProbe::ComputeOnly) as u32)
+            .define("F16IN", 0)
+            .define("IN", "f32")
+    }
 }
 
 /// Bench probe, not a scan: y = (Σₙ exp(dt·Aₙ)·dt·u·Bₙ·Cₙ + D·u)·silu(z) for every token, i.e.
 /// the loads, stores and transcendental ops of the N = 16 scan (softplus, 16 decays, silu per
-/// channel and token) with the recurrence cut, so every invocation is independent. Its
-/// throughput bounds any kernel that computes these exps. Needs f32 inputs, N = 16, softplus,
-/// bias, D and z, and D / G a multiple of 64; `poly` computes the decays of states 12…15 with
-/// a polynomial exp2 on the FMA pipe instead of the special-function unit.
-pub fn ceiling_probe(rec: &mut Recorder, args: &ScanArgs, y: &Tensor, poly: bool) -> Result<()> {
+/// channel and token) with the recurrence cut, so tokens are independent. Its throughput
+/// bounds any kernel that computes these exps (`ComputeOnly` writes nothing; `y` keeps its
+/// contents). Needs f32 inputs, N = 16, softplus, bias, D and z, and D / G a multiple of 64.
+pub fn ceiling_probe(rec: &mut Recorder, args: &ScanArgs, y: &Tensor, probe: CeilingProbe) -> Result<()> {
     let (dim, n) = args.dims()?;
     super::expect("y", y, &[args.seqs.total(), dim], DType::F32)?;
     let f = args.flags;
@@ -353,7 +367,7 @@ pub fn ceiling_probe(rec: &mut Recorder, args: &ScanArgs, y: &Tensor, poly: bool
     }
     let tensors = [args.u, args.delta, args.bc, z, args.chan, &args.seqs.table, y];
     let params = args.params(dim, n, (0, 0), false);
-    rec.dispatch(&ceiling_variant(poly), &params, &tensors, [(dim / 64) as u32, tiles as u32, 1])
+    rec.dispatch(&probe.variant(), &params, &tensors, [(dim / 64) as u32, tiles as u32, 1])
 }
 
 /// The tensors of one scan.

@@ -573,16 +573,20 @@ fn ceiling_probe_computes_the_scan_with_the_recurrence_cut() {
             groups: g,
             flags,
         };
-        for poly in [false, true] {
+        for probe in [ss::CeilingProbe::Full, ss::CeilingProbe::Poly] {
             let y = GuardedOutput::new(dev, &[t, dim], DType::F32).unwrap();
             let mut rec = Recorder::new(dev);
-            ss::ceiling_probe(&mut rec, &args, &y.tensor, poly).unwrap();
+            ss::ceiling_probe(&mut rec, &args, &y.tensor, probe).unwrap();
             rec.run().unwrap();
-            assert_close(
-                &format!("[{}] ceiling probe, poly {poly}", dev.caps().backend),
-                &y.read_f32(dev).unwrap(),
-                &want,
-            );
+            let what = format!("[{}] ceiling probe {probe:?}", dev.caps().backend);
+            assert_close(&what, &y.read_f32(dev).unwrap(), &want);
         }
+        // The compute-only probe runs the same arithmetic and writes nothing.
+        let y = GuardedOutput::new(dev, &[t, dim], DType::F32).unwrap();
+        y.tensor.write(dev, &vec![7.0f32; t * dim]).unwrap();
+        let mut rec = Recorder::new(dev);
+        ss::ceiling_probe(&mut rec, &args, &y.tensor, ss::CeilingProbe::ComputeOnly).unwrap();
+        rec.run().unwrap();
+        assert!(y.read_f32(dev).unwrap().iter().all(|&v| v == 7.0), "the compute-only probe wrote y");
     }
 }
