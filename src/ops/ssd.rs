@@ -20,6 +20,11 @@
 //! the chunk scan (C·Bᵀ masked before the exp, times x, plus C·h_in scaled by exp(cumsum)).
 //! Chunks never cross a sequence or a reset: the chunk table is built on the host, and a chunk
 //! that starts at a reset starts from zero.
+//!
+//! With f16 inputs and 16×16×16 cooperative matrices, chunk 64 also runs on tensor cores:
+//! [`SsdKernel::Coop64`] stages its operands in workgroup memory; [`SsdKernel::Coop64Direct`]
+//! streams them from global memory into fragments (the fastest SSD kernel on the H200; see
+//! BENCHMARKS.md).
 
 use super::selective_scan::Sequences;
 use super::{grid, Params, Recorder};
