@@ -50,7 +50,11 @@ pub enum SsdKernel {
     /// Chunk 64 with the chunk scan on cooperative matrices fed straight from global memory
     /// (no operand staging; the entering states are handed over as f16 by the state passing)
     /// and the SIMT chunk states; f16 inputs. Shapes it cannot take ([`SsdKernel::direct_fits`])
-    /// run as chunk 64.
+    /// run as chunk 64. Its fragments load whole 64-token windows, so the x rows of tokens
+    /// next to a short chunk (another sequence, or across a reset) meet zeros of the masked
+    /// matrix: finite inputs never mix, but a NaN or Inf in one sequence's x can reach the
+    /// outputs of its neighbours' chunks (0·NaN = NaN). The other kernels keep it inside
+    /// its sequence.
     Coop64Direct,
 }
 
