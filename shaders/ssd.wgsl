@@ -800,18 +800,21 @@ fn ssd_chunk_scan_coop(@builtin(local_invocation_index) lid: u32, @builtin(workg
 #endif
 
 #if CHUNK_SCAN_DIRECT
-// Steps 4–5 on cooperative matrices with the operands streamed from global memory straight
-// into fragments (no staging): per (chunk, HEADS_WG heads of one group, 64 channels), four
-// subgroups of 32 lanes, band b = lid / 32 owning rows 16b … 16b + 15.
-//   S  = C·Bᵀ, once for all the workgroup's heads (it depends on the group only); per head
+// Steps 4–5 on cooperative matrices with C, B and h_in streamed from global memory straight
+// into fragments: per (chunk, HEADS_WG heads of one group, 64 channels), four subgroups of 32
+// lanes, band b = lid / 32 owning rows 16b … 16b + 15.
+//   S  = C·Bᵀ, once for all the workgroup's heads (it depends on the group only), kept as f16
+//        in workgroup memory (its tile-layout f32 copy shares yo's space); per head
 //   Yo = C·h_inᵀ;
 //   M  = S masked before the exp, ⊙ exp(cs_t − cs_j)·dt_j, plus D on the diagonal (so M·X
 //        carries D·x), as f16 in workgroup memory; Yo's rows scaled by exp(cs_t) in the same pass;
 //   y  = M·X accumulated onto the scaled Yo.
 // The 64-row window starts at tb = min(t0, T − 64) so that every fragment load stays inside
 // xbc (the host runs this kernel only for T ≥ 64, P a multiple of 64, N of 16); the chunk sits
-// at rows o … o + len − 1 of the window and every other row and column is masked out (their
-// x rows meet zeros in M). h_in comes from the state passing's f16 copy.
+// at rows o … o + len − 1 of the window and every other row and column is masked out. Its x
+// rows are staged with the window's other rows zeroed, so the tokens around a short chunk
+// (another sequence's, even non-finite ones) never enter its product. h_in comes from the
+// state passing's f16 copy.
 @group(0) @binding(1) var<storage, {{ACT}}> xbc: array<f16>;
 @group(0) @binding(2) var<storage, read> dts: array<f32>;
 @group(0) @binding(3) var<storage, read> cs: array<f32>;
@@ -822,13 +825,27 @@ fn ssd_chunk_scan_coop(@builtin(local_invocation_index) lid: u32, @builtin(workg
 
 var<workgroup> cs_s: array<f32, 64>;
 var<workgroup> dt_s: array<f32, 64>;
-var<workgroup> st: array<f32, 4096>; // S: 16 × 16 tiles, tile (r, c) at (4r + c)·256
-var<workgroup> yo: array<f32, 4096>; // Yo, then y, same layout
-const HEADS_WG: u32 = {{HEADS_WG}}u;
+var<workgroup> yo: array<f32, 4096>; // S, then Yo, then y: 16 × 16 tiles, tile (r, c) at (4r + c)·256
+var<workgroup> s_h: array<f16, 4096>; // S, [row t][token j]
 var<workgroup> m_h: array<f16, 4096>; // M, [row t][token j]
+var<workgroup> x_h: array<f16, 4096>; // x of the chunk, [token j][channel i]
+const HEADS_WG: u32 = {{HEADS_WG}}u;
 // Element (r, c) of a 64 × 64 block stored as 16 × 16 tiles; c % 4 == 0 starts four in a row.
 fn tile_at(r: u32, c: u32) -> u32 { return ((r / 16u) * 4u + c / 16u) * 256u + (r % 16u) * 16u + c % 16u; }
-fn st4(k: u32) -> vec4<f32> { return vec4<f32>(st[k], st[k + 1u], st[k + 2u], st[k + 3u]); }
+
+// S (in yo, tiled) to s_h as f16, four columns per lane and step.
+fn keep_s(lid: u32) {
+    let j0 = (lid % 16u) * 4u;
+    for (var s = 0u; s < 8u; s++) {
+        let t = lid / 16u + s * 8u;
+        let k = tile_at(t, j0);
+        let e = t * 64u + j0;
+        s_h[e] = f16(yo[k]);
+        s_h[e + 1u] = f16(yo[k + 1u]);
+        s_h[e + 2u] = f16(yo[k + 2u]);
+        s_h[e + 3u] = f16(yo[k + 3u]);
+    }
+}
 
 @compute @workgroup_size(128)
 fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -859,10 +876,12 @@ fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(wor
         s2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 32u, g, k)], w), s2);
         s3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 48u, g, k)], w), s3);
     }
-    coopStoreT(s0, &st[(band * 4u) * 256u], 16u);
-    coopStoreT(s1, &st[(band * 4u + 1u) * 256u], 16u);
-    coopStoreT(s2, &st[(band * 4u + 2u) * 256u], 16u);
-    coopStoreT(s3, &st[(band * 4u + 3u) * 256u], 16u);
+    coopStoreT(s0, &yo[(band * 4u) * 256u], 16u);
+    coopStoreT(s1, &yo[(band * 4u + 1u) * 256u], 16u);
+    coopStoreT(s2, &yo[(band * 4u + 2u) * 256u], 16u);
+    coopStoreT(s3, &yo[(band * 4u + 3u) * 256u], 16u);
+    workgroupBarrier();
+    keep_s(lid);
 #endif
     let j0 = (lid % 16u) * 4u;
     let jj = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
@@ -898,10 +917,13 @@ fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(wor
             o3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 48u * p.nstate + k], p.nstate), o3);
         }
 #if !SEPARATE_S
-        coopStoreT(s0, &st[(band * 4u) * 256u], 16u);
-        coopStoreT(s1, &st[(band * 4u + 1u) * 256u], 16u);
-        coopStoreT(s2, &st[(band * 4u + 2u) * 256u], 16u);
-        coopStoreT(s3, &st[(band * 4u + 3u) * 256u], 16u);
+        coopStoreT(s0, &yo[(band * 4u) * 256u], 16u);
+        coopStoreT(s1, &yo[(band * 4u + 1u) * 256u], 16u);
+        coopStoreT(s2, &yo[(band * 4u + 2u) * 256u], 16u);
+        coopStoreT(s3, &yo[(band * 4u + 3u) * 256u], 16u);
+        workgroupBarrier();
+        keep_s(lid);
+        workgroupBarrier();
 #endif
         coopStoreT(o0, &yo[(band * 4u) * 256u], 16u);
         coopStoreT(o1, &yo[(band * 4u + 1u) * 256u], 16u);
@@ -918,9 +940,10 @@ fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(wor
             let k = tile_at(t, j0);
             let live = jj <= vec4<u32>(t) & jj >= vec4<u32>(o) & vec4<bool>(t < o + len);
             let dec = exp(select(vec4<f32>(-1e30), vec4<f32>(cs_s[t]) - cj, live));
-            var m = select(vec4<f32>(0.0), st4(k) * dec * dj, live);
-            m += select(vec4<f32>(0.0), vec4<f32>(d_h), jj == vec4<u32>(t) & live);
             let e = t * 64u + j0;
+            let sv = vec4<f32>(f32(s_h[e]), f32(s_h[e + 1u]), f32(s_h[e + 2u]), f32(s_h[e + 3u]));
+            var m = select(vec4<f32>(0.0), sv * dec * dj, live);
+            m += select(vec4<f32>(0.0), vec4<f32>(d_h), jj == vec4<u32>(t) & live);
             m_h[e] = f16(m.x);
             m_h[e + 1u] = f16(m.y);
             m_h[e + 2u] = f16(m.z);
@@ -930,21 +953,28 @@ fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(wor
             yo[k + 1u] *= ecs;
             yo[k + 2u] *= ecs;
             yo[k + 3u] *= ecs;
+            // x of token t (channels j0 … j0 + 3), zero outside the chunk: the tokens around a
+            // short chunk (another sequence's, even non-finite ones) never enter its product.
+            let xi = x_ix(tb + t, h, i0 + j0);
+            let in_chunk = t >= o && t < o + len;
+            x_h[e] = select(f16(0.0), xbc[xi], in_chunk);
+            x_h[e + 1u] = select(f16(0.0), xbc[xi + 1u], in_chunk);
+            x_h[e + 2u] = select(f16(0.0), xbc[xi + 2u], in_chunk);
+            x_h[e + 3u] = select(f16(0.0), xbc[xi + 3u], in_chunk);
         }
         workgroupBarrier();
-        // y = M·X accumulated onto the scaled Yo (each band loads and stores its own rows).
+        // y = M·X accumulated onto the scaled Yo (each band loads and stores its own rows), X
+        // from the staged x_h.
         var y0 = coopLoadT<coop_mat16x16<f32, C>>(&yo[(band * 4u) * 256u], 16u);
         var y1 = coopLoadT<coop_mat16x16<f32, C>>(&yo[(band * 4u + 1u) * 256u], 16u);
         var y2 = coopLoadT<coop_mat16x16<f32, C>>(&yo[(band * 4u + 2u) * 256u], 16u);
         var y3 = coopLoadT<coop_mat16x16<f32, C>>(&yo[(band * 4u + 3u) * 256u], 16u);
         for (var k = 0u; k < 64u; k += 16u) {
             let ma = coopLoadT<coop_mat16x16<f16, A>>(&m_h[band * 1024u + k], 64u);
-            // X (row j, column i) is row-major in xbc with stride W.
-            let xr = x_ix(tb + k, h, i0);
-            y0 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr], w), y0);
-            y1 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr + 16u], w), y1);
-            y2 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr + 32u], w), y2);
-            y3 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&xbc[xr + 48u], w), y3);
+            y0 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u], 64u), y0);
+            y1 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 16u], 64u), y1);
+            y2 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 32u], 64u), y2);
+            y3 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 48u], 64u), y3);
         }
         coopStoreT(y0, &yo[(band * 4u) * 256u], 16u);
         coopStoreT(y1, &yo[(band * 4u + 1u) * 256u], 16u);

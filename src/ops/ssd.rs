@@ -23,8 +23,8 @@
 //!
 //! With f16 inputs and 16×16×16 cooperative matrices, chunk 64 also runs on tensor cores:
 //! [`SsdKernel::Coop64`] stages its operands in workgroup memory; [`SsdKernel::Coop64Direct`]
-//! streams them from global memory into fragments (the fastest SSD kernel on the H200; see
-//! BENCHMARKS.md).
+//! streams most of them from global memory into fragments (the fastest SSD kernel on the
+//! H200; see BENCHMARKS.md).
 
 use super::selective_scan::Sequences;
 use super::{grid, Params, Recorder};
@@ -47,14 +47,12 @@ pub enum SsdKernel {
     /// cores: f16 operands, f32 accumulation); f16 inputs only (see [`SsdKernel::runs`]).
     /// Operands are staged in workgroup memory.
     Coop64,
-    /// Chunk 64 with the chunk scan on cooperative matrices fed straight from global memory
-    /// (no operand staging; the entering states are handed over as f16 by the state passing)
-    /// and the SIMT chunk states; f16 inputs. Shapes it cannot take ([`SsdKernel::direct_fits`])
-    /// run as chunk 64. Its fragments load whole 64-token windows, so the x rows of tokens
-    /// next to a short chunk (another sequence, or across a reset) meet zeros of the masked
-    /// matrix: finite inputs never mix, but a NaN or Inf in one sequence's x can reach the
-    /// outputs of its neighbours' chunks (0·NaN = NaN). The other kernels keep it inside
-    /// its sequence.
+    /// Chunk 64 with the chunk scan on cooperative matrices, C, B and the entering states
+    /// (handed over as f16 by the state passing) fed straight from global memory, and the
+    /// SIMT chunk states; f16 inputs. Shapes it cannot take ([`SsdKernel::direct_fits`])
+    /// run as chunk 64. A chunk shorter than its 64-token window stages its x rows (the
+    /// neighbouring tokens zeroed), so inputs never cross between sequences, even non-finite
+    /// ones.
     Coop64Direct,
 }
 
@@ -89,7 +87,8 @@ impl SsdKernel {
 
     /// Whether the kernel runs inputs of this dtype on this device. `Coop64` needs f16 inputs,
     /// 16×16×16 f16 → f32 cooperative matrices, subgroups of exactly 32 lanes (its four
-    /// subgroups each own a 16-row band) and 41 KB of workgroup memory; so does `Coop64Direct`.
+    /// subgroups each own a 16-row band) and 41 KB of workgroup memory; so does `Coop64Direct`
+    /// (40.5 KB).
     pub fn runs(self, caps: &crate::device::Capabilities, input: DType) -> bool {
         match self {
             SsdKernel::Coop64 | SsdKernel::Coop64Direct => {

@@ -393,3 +393,34 @@ fn ssd_decode_kernel_matches_the_recurrence() {
         }
     }
 }
+
+#[test]
+fn ssd_non_finite_input_stays_in_its_sequence() {
+    // A NaN in one sequence's x poisons that sequence and nothing else: the second, short
+    // sequence's chunk shares a 64-token window with the first sequence's tokens in the
+    // tensor-core kernel, which must not let them into its product. (Within its own chunk a
+    // NaN also reaches the tokens before it: the chunked forms multiply masked zeros by the
+    // chunk's whole x, as fla's and mamba_ssm's chunked kernels do.)
+    let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
+    for dev in devices() {
+        let mut rng = Rng::new(57);
+        let dims = SsdDims { heads: 2, head_dim: 64, groups: 1, n: 32 };
+        let c = Case { dims, lens: vec![70, 30], resets: None, flags: SsdFlags::default() };
+        let mut h = host_inputs(&mut rng, &c);
+        h.xbc = round(&h.xbc);
+        h.dt = round(&h.dt);
+        h.xbc[40 * dims.width() + 3] = f32::NAN;
+        let (want_y, _) = reference(&c, &h, &[0, 70, 100]);
+        let hp = dims.heads * dims.head_dim;
+        assert!(want_y[40 * hp + 3].is_nan() && want_y[70 * hp..].iter().all(|v| v.is_finite()));
+        for kernel in [SsdKernel::Chunked(64), SsdKernel::Coop64, SsdKernel::Coop64Direct] {
+            if !kernel.runs(dev.caps(), DType::F16) {
+                continue;
+            }
+            let (y, _) = gpu(dev, kernel, &c, &h, false, DType::F16);
+            let tag = format!("[{:?}] {}", dev.adapter_info().backend, kernel.name());
+            assert!(y[40 * hp + 3].is_nan(), "{tag}: the NaN vanished from its own sequence");
+            assert_rel(&format!("{tag}: the other sequence"), &y[70 * hp..], &want_y[70 * hp..], 5e-3);
+        }
+    }
+}
