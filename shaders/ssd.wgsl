@@ -200,10 +200,14 @@ fn ssd_cumsum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 @group(0) @binding(4) var<storage, read> chunks: array<u32>;
 @group(0) @binding(5) var<storage, read_write> cstates: array<f32>;
 
+#if F16N
+fn ld_x(i: u32) -> f32 { return f32(xbc[i]); } // native f16 (SHADER_F16)
+#else
 #if F16IN
 fn ld_x(i: u32) -> f32 { return ld(xbc[i >> 1u], i); }
 #else
 fn ld_x(i: u32) -> f32 { return xbc[i]; }
+#endif
 #endif
 
 var<workgroup> xs: array<array<vec4<f32>, 16>, 16>; // [token][i / 4]

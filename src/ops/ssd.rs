@@ -161,6 +161,13 @@ fn cumsum_variant(input: DType) -> Variant {
 fn chunk_state_variant(input: DType) -> Variant {
     variant("ssd.chunk_state", "ssd_chunk_state", "CHUNK_STATE", input)
 }
+/// The chunk states with f16 inputs read as native f16 (SHADER_F16) instead of unpacked from
+/// u32 words (on the H200 the packed form was 11% slower than f32 inputs).
+fn chunk_state_native_f16_variant() -> Variant {
+    let mut v = chunk_state_variant(DType::F16).define("F16N", 1).define("IN", "f16").needs_f16();
+    v.name = "ssd.chunk_state.f16n".into();
+    v
+}
 fn state_passing_variant() -> Variant {
     variant("ssd.state_passing", "ssd_state_passing", "STATE_PASSING", DType::F32)
 }
@@ -208,6 +215,7 @@ pub fn variants() -> Vec<Variant> {
         chunk_scan_direct_variant(2),
         chunk_scan_direct_variant(4),
         chunk_scan_direct_variant(8),
+        chunk_state_native_f16_variant(),
     ];
     for dt in [DType::F32, DType::F16] {
         out.extend([
@@ -549,7 +557,13 @@ pub fn record_stages(
     let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
     if on(2) {
         rec.dispatch(
-            &if coop { chunk_state_coop_variant() } else { chunk_state_variant(input) },
+            &if coop {
+                chunk_state_coop_variant()
+            } else if input == DType::F16 && dev.caps().shader_f16 {
+                chunk_state_native_f16_variant()
+            } else {
+                chunk_state_variant(input)
+            },
             &params,
             &[args.xbc, &dts, &cs, &table, &cstates],
             [tiles as u32, d.heads as u32, nchunks as u32],
