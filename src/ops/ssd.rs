@@ -50,9 +50,9 @@ pub enum SsdKernel {
     /// Chunk 64 with the chunk scan on cooperative matrices, C, B and the entering states
     /// (handed over as f16 by the state passing) fed straight from global memory, and the
     /// SIMT chunk states; f16 inputs. Shapes it cannot take ([`SsdKernel::direct_fits`])
-    /// run as chunk 64. A chunk shorter than its 64-token window stages its x rows (the
-    /// neighbouring tokens zeroed), so inputs never cross between sequences, even non-finite
-    /// ones.
+    /// run as chunk 64. Fragments load 64-token windows, which around a short chunk hold
+    /// other sequences' tokens; x is therefore staged with the window's other rows zeroed, so
+    /// inputs never cross between sequences, even non-finite ones.
     Coop64Direct,
 }
 
@@ -195,13 +195,12 @@ fn state_passing_half_variant() -> Variant {
 }
 /// `heads` heads of one group per workgroup (they share C·Bᵀ): 1, 2, 4 or 8.
 fn chunk_scan_direct_variant(heads: usize) -> Variant {
-    let v = Variant::new(format!("ssd.chunk_scan.direct.h{heads}"), "ssd", "ssd_chunk_scan_direct")
+    Variant::new(format!("ssd.chunk_scan.direct.h{heads}"), "ssd", "ssd_chunk_scan_direct")
         .define(crate::shader::BOUNDED_LOOPS, 1)
         .define("CHUNK_SCAN_DIRECT", 1)
         .define("HEADS_WG", heads)
         .define("SEPARATE_S", (heads > 1) as u32)
-        .needs_coop_matrix();
-    v
+        .needs_coop_matrix()
 }
 
 /// Every shader variant of the family (for validation and listing).
