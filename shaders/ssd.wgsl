@@ -359,10 +359,14 @@ fn chunk_decay(c: u32, h: u32) -> f32 {
 @group(0) @binding(6) var<storage, read> heads: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 
+#if F16N
+fn ld_x(i: u32) -> f32 { return f32(xbc[i]); } // native f16 (SHADER_F16)
+#else
 #if F16IN
 fn ld_x(i: u32) -> f32 { return ld(xbc[i >> 1u], i); }
 #else
 fn ld_x(i: u32) -> f32 { return xbc[i]; }
+#endif
 #endif
 
 var<workgroup> cs_row: array<f32, 64>;

@@ -161,12 +161,19 @@ fn cumsum_variant(input: DType) -> Variant {
 fn chunk_state_variant(input: DType) -> Variant {
     variant("ssd.chunk_state", "ssd_chunk_state", "CHUNK_STATE", input)
 }
-/// The chunk states with f16 inputs read as native f16 (SHADER_F16) instead of unpacked from
-/// u32 words (on the H200 the packed form was 11% slower than f32 inputs).
-fn chunk_state_native_f16_variant() -> Variant {
-    let mut v = chunk_state_variant(DType::F16).define("F16N", 1).define("IN", "f16").needs_f16();
-    v.name = "ssd.chunk_state.f16n".into();
+/// `v` (an f16-input variant) reading its inputs as native f16 (SHADER_F16) instead of
+/// unpacking them from u32 words, named `name` (on the H200 the packed chunk states were 11%
+/// slower than with f32 inputs).
+fn native_f16(v: Variant, name: &str) -> Variant {
+    let mut v = v.define("F16N", 1).define("IN", "f16").needs_f16();
+    v.name = name.into();
     v
+}
+fn chunk_state_native_f16_variant() -> Variant {
+    native_f16(chunk_state_variant(DType::F16), "ssd.chunk_state.f16n")
+}
+fn chunk_scan_native_f16_variant() -> Variant {
+    native_f16(chunk_scan_variant(DType::F16), "ssd.chunk_scan.f16n")
 }
 fn state_passing_variant() -> Variant {
     variant("ssd.state_passing", "ssd_state_passing", "STATE_PASSING", DType::F32)
@@ -215,6 +222,7 @@ pub fn variants() -> Vec<Variant> {
         chunk_scan_direct_variant(4),
         chunk_scan_direct_variant(8),
         chunk_state_native_f16_variant(),
+        chunk_scan_native_f16_variant(),
     ];
     for dt in [DType::F32, DType::F16] {
         out.extend([
@@ -606,7 +614,13 @@ pub fn record_stages(
         )?;
     } else if on(8) {
         rec.dispatch(
-            &if coop { chunk_scan_coop_variant() } else { chunk_scan_variant(input) },
+            &if coop {
+                chunk_scan_coop_variant()
+            } else if input == DType::F16 && dev.caps().shader_f16 {
+                chunk_scan_native_f16_variant()
+            } else {
+                chunk_scan_variant(input)
+            },
             &params,
             &[args.xbc, &dts, &cs, &table, &cstates, args.heads, y],
             [tiles as u32, d.heads as u32, nchunks as u32],
