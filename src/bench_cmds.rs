@@ -102,7 +102,7 @@ fn parse_list(list: &str, what: &str) -> Result<Vec<usize>, Box<dyn std::error::
 fn open_device() -> Result<(Device, bool), Box<dyn std::error::Error>> {
     let dev = Device::new()?;
     eprintln!("adapter: {}", dev.describe());
-    let software = dev.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let software = dev.caps().software;
     Ok((dev, software))
 }
 

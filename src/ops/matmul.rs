@@ -202,6 +202,15 @@ fn choose_gemv(caps: &Capabilities, k: usize, xs: usize, wdtype: DType, in_step:
     gemv_variant(mode, vec, caps.subgroups, in_step)
 }
 
+/// The tiled GEMM's tiles for an M × N output: 128 × 128 once both sides fill them.
+fn gemm_tile(m: usize, n: usize) -> (&'static str, u32, u32) {
+    if m >= 256 && n >= 256 {
+        GEMM_TILES[0]
+    } else {
+        GEMM_TILES[1]
+    }
+}
+
 /// The variant linseq picks for these sizes on this device.
 pub fn choose(caps: &Capabilities, m: usize, n: usize, k: usize, wdtype: DType) -> Variant {
     if m <= GEMV_MAX_M {
@@ -214,8 +223,7 @@ pub fn choose(caps: &Capabilities, m: usize, n: usize, k: usize, wdtype: DType) 
             return v;
         }
     }
-    let tile = if m >= 256 && n >= 256 { GEMM_TILES[0] } else { GEMM_TILES[1] };
-    gemm_variant(mode, tile, k.is_multiple_of(4))
+    gemm_variant(mode, gemm_tile(m, n), k.is_multiple_of(4))
 }
 
 /// Records `y = x · Wᵀ + b` with the variant [`choose`] picks.
@@ -253,8 +261,7 @@ pub fn linear_columns(
     };
     if def_of(&v, "VEC") == Some("1") && !shape.xs.is_multiple_of(4) && v.entry != "gemv" {
         // Vector loads need an aligned row stride: the tiled GEMM's scalar form.
-        let tile = if shape.m >= 256 && shape.n >= 256 { GEMM_TILES[0] } else { GEMM_TILES[1] };
-        v = gemm_variant(weight_mode(caps, w.dtype()), tile, false);
+        v = gemm_variant(weight_mode(caps, w.dtype()), gemm_tile(shape.m, shape.n), false);
     }
     record(rec, &v, x, w, b, y, Epilogue::Store, true)
 }

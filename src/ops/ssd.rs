@@ -158,28 +158,32 @@ fn decode_variant(input: DType) -> Variant {
 fn cumsum_variant(input: DType) -> Variant {
     variant("ssd.cumsum", "ssd_cumsum", "CUMSUM", input)
 }
-fn chunk_state_variant(input: DType) -> Variant {
-    variant("ssd.chunk_state", "ssd_chunk_state", "CHUNK_STATE", input)
-}
-/// `v` (an f16-input variant) reading its inputs as native f16 (SHADER_F16) instead of
-/// unpacking them from u32 words, named `name` (on the H200 the packed chunk states were 11%
-/// slower than with f32 inputs).
-fn native_f16(v: Variant, name: &str) -> Variant {
+/// A SIMT chunk kernel for `input`. With `native` (the device has SHADER_F16), f16 inputs are
+/// read as native f16 (`<name>.f16n`) instead of unpacked from u32 words (on the H200 the
+/// packed chunk states were 11% slower than with f32 inputs).
+fn simt_variant(
+    name: &str,
+    entry: &'static str,
+    define: &'static str,
+    input: DType,
+    native: bool,
+) -> Variant {
+    let v = variant(name, entry, define, input);
+    if !(native && input == DType::F16) {
+        return v;
+    }
     let mut v = v.define("F16N", 1).define("IN", "f16").needs_f16();
-    v.name = name.into();
+    v.name = format!("{name}.f16n");
     v
 }
-fn chunk_state_native_f16_variant() -> Variant {
-    native_f16(chunk_state_variant(DType::F16), "ssd.chunk_state.f16n")
-}
-fn chunk_scan_native_f16_variant() -> Variant {
-    native_f16(chunk_scan_variant(DType::F16), "ssd.chunk_scan.f16n")
+fn chunk_state_variant(input: DType, native: bool) -> Variant {
+    simt_variant("ssd.chunk_state", "ssd_chunk_state", "CHUNK_STATE", input, native)
 }
 fn state_passing_variant() -> Variant {
     variant("ssd.state_passing", "ssd_state_passing", "STATE_PASSING", DType::F32)
 }
-fn chunk_scan_variant(input: DType) -> Variant {
-    variant("ssd.chunk_scan", "ssd_chunk_scan", "CHUNK_SCAN", input)
+fn chunk_scan_variant(input: DType, native: bool) -> Variant {
+    simt_variant("ssd.chunk_scan", "ssd_chunk_scan", "CHUNK_SCAN", input, native)
 }
 fn coop_variant(name: &str, entry: &'static str, define: &'static str) -> Variant {
     Variant::new(name, "ssd", entry)
@@ -221,16 +225,16 @@ pub fn variants() -> Vec<Variant> {
         chunk_scan_direct_variant(2),
         chunk_scan_direct_variant(4),
         chunk_scan_direct_variant(8),
-        chunk_state_native_f16_variant(),
-        chunk_scan_native_f16_variant(),
+        chunk_state_variant(DType::F16, true),
+        chunk_scan_variant(DType::F16, true),
     ];
     for dt in [DType::F32, DType::F16] {
         out.extend([
             sequential_variant(dt),
             decode_variant(dt),
             cumsum_variant(dt),
-            chunk_state_variant(dt),
-            chunk_scan_variant(dt),
+            chunk_state_variant(dt, false),
+            chunk_scan_variant(dt, false),
         ]);
     }
     out
@@ -478,7 +482,7 @@ pub fn ssd(rec: &mut Recorder, kernel: SsdKernel, args: &SsdArgs, y: &Tensor) ->
             let wg = grid(dev, work.div_ceil(SEQ_WG))?;
             // llvmpipe ends an invocation after ~65k loop iterations: CPU adapters get
             // windows of tokens per dispatch, carrying the state.
-            let window = if dev.adapter_info().device_type == wgpu::DeviceType::Cpu {
+            let window = if dev.caps().software {
                 (48_000 / (d.n + 3)).max(1)
             } else {
                 1 << 30 // one window; small enough that start + length stays in u32
@@ -553,6 +557,7 @@ pub fn record_stages(
         return Err(Error::Limit(format!("{nchunks} chunks × {} heads exceed the dispatch grid", d.heads)));
     }
     let on = |bit: u32| stages & bit != 0;
+    let native = dev.caps().shader_f16;
     if on(1) {
         rec.dispatch(
             &cumsum_variant(input),
@@ -564,13 +569,7 @@ pub fn record_stages(
     let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
     if on(2) {
         rec.dispatch(
-            &if coop {
-                chunk_state_coop_variant()
-            } else if input == DType::F16 && dev.caps().shader_f16 {
-                chunk_state_native_f16_variant()
-            } else {
-                chunk_state_variant(input)
-            },
+            &if coop { chunk_state_coop_variant() } else { chunk_state_variant(input, native) },
             &params,
             &[args.xbc, &dts, &cs, &table, &cstates],
             [tiles as u32, d.heads as u32, nchunks as u32],
@@ -584,20 +583,10 @@ pub fn record_stages(
         None
     };
     if on(4) {
-        match &hin16 {
-            Some(h16) => rec.dispatch(
-                &state_passing_half_variant(),
-                &params,
-                &[&cs, &table, &cstates, args.state, h16],
-                grid(dev, work.div_ceil(64))?,
-            )?,
-            None => rec.dispatch(
-                &state_passing_variant(),
-                &params,
-                &[&cs, &table, &cstates, args.state],
-                grid(dev, work.div_ceil(64))?,
-            )?,
-        }
+        let v = if direct { state_passing_half_variant() } else { state_passing_variant() };
+        let mut tensors = vec![&cs, &table, &cstates, args.state];
+        tensors.extend(hin16.as_ref());
+        rec.dispatch(&v, &params, &tensors, grid(dev, work.div_ceil(64))?)?;
     }
     let tiles = if coop || direct { 1 } else { chunk.div_ceil(64) } * d.head_dim.div_ceil(64);
     if on(8) && direct {
@@ -614,13 +603,7 @@ pub fn record_stages(
         )?;
     } else if on(8) {
         rec.dispatch(
-            &if coop {
-                chunk_scan_coop_variant()
-            } else if input == DType::F16 && dev.caps().shader_f16 {
-                chunk_scan_native_f16_variant()
-            } else {
-                chunk_scan_variant(input)
-            },
+            &if coop { chunk_scan_coop_variant() } else { chunk_scan_variant(input, native) },
             &params,
             &[args.xbc, &dts, &cs, &table, &cstates, args.heads, y],
             [tiles as u32, d.heads as u32, nchunks as u32],

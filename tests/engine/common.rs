@@ -2,6 +2,11 @@ use linseq::testing::{self, budget, compare, GuardedOutput};
 use linseq::{DType, Device};
 use std::sync::OnceLock;
 
+/// The values rounded to f16 and back, so an f64 reference sees exactly what f16 inputs hold.
+pub fn round_f16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect()
+}
+
 /// All adapters, opened once for the whole binary.
 pub fn devices() -> &'static [Device] {
     static DEVS: OnceLock<Vec<Device>> = OnceLock::new();

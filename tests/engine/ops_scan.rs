@@ -2,7 +2,7 @@
 //! groups, flags, ragged packed batches with resets, chunked prefill and prefill → decode
 //! hand-over, and negative eigenvalues.
 
-use crate::common::devices;
+use crate::common::{devices, round_f16};
 use linseq::ops::conv1d::{self, ConvArgs, ConvFlags};
 use linseq::ops::selective_scan::{
     self as ss, ScanArgs, ScanFlags, ScanKernel, ScanRef, ScanShape, Sequences,
@@ -93,27 +93,9 @@ fn gpu_scan_as(
     step: bool,
     input: DType,
 ) -> (Vec<f32>, Vec<f32>) {
-    let t = seqs.total();
-    let s = seqs.count();
-    let u = Tensor::from_f32(dev, &[t, c.dim], &h.u, input).unwrap();
-    let delta = Tensor::from_f32(dev, &[t, c.dim], &h.delta, input).unwrap();
-    let bc = Tensor::from_f32(dev, &[t, 2, c.groups, c.n], &h.bc, input).unwrap();
-    let z = h.z.as_ref().map(|z| Tensor::from_f32(dev, &[t, c.dim], z, input).unwrap());
-    let chan = Tensor::from_slice(dev, &[c.dim, c.n + 2], &h.chan).unwrap();
-    let state = GuardedOutput::new(dev, &[s, c.dim, c.n], DType::F32).unwrap();
-    state.tensor.write(dev, &h.state).unwrap();
-    let y = GuardedOutput::new(dev, &[t, c.dim], DType::F32).unwrap();
-    let args = ScanArgs {
-        u: &u,
-        delta: &delta,
-        bc: &bc,
-        z: z.as_ref(),
-        chan: &chan,
-        seqs,
-        state: &state.tensor,
-        groups: c.groups,
-        flags: c.flags,
-    };
+    let up = Uploaded::new(dev, c, h, seqs, input);
+    let y = GuardedOutput::new(dev, &[seqs.total(), c.dim], DType::F32).unwrap();
+    let args = up.args(c, seqs);
     let mut rec = Recorder::new(dev);
     if step {
         ss::selective_scan_step(&mut rec, &args, &y.tensor).unwrap();
@@ -121,7 +103,48 @@ fn gpu_scan_as(
         ss::selective_scan(&mut rec, kernel, &args, &y.tensor).unwrap();
     }
     rec.run().unwrap();
-    (y.read_f32(dev).unwrap(), state.read_f32(dev).unwrap())
+    (y.read_f32(dev).unwrap(), up.state.read_f32(dev).unwrap())
+}
+
+/// A case's host inputs on the device, as `input` (f32 or f16), with a guarded state holding
+/// the initial state.
+struct Uploaded {
+    u: Tensor,
+    delta: Tensor,
+    bc: Tensor,
+    z: Option<Tensor>,
+    chan: Tensor,
+    state: GuardedOutput,
+}
+
+impl Uploaded {
+    fn new(dev: &Device, c: &Case, h: &Host, seqs: &Sequences, input: DType) -> Self {
+        let t = seqs.total();
+        let state = GuardedOutput::new(dev, &[seqs.count(), c.dim, c.n], DType::F32).unwrap();
+        state.tensor.write(dev, &h.state).unwrap();
+        Self {
+            u: Tensor::from_f32(dev, &[t, c.dim], &h.u, input).unwrap(),
+            delta: Tensor::from_f32(dev, &[t, c.dim], &h.delta, input).unwrap(),
+            bc: Tensor::from_f32(dev, &[t, 2, c.groups, c.n], &h.bc, input).unwrap(),
+            z: h.z.as_ref().map(|z| Tensor::from_f32(dev, &[t, c.dim], z, input).unwrap()),
+            chan: Tensor::from_slice(dev, &[c.dim, c.n + 2], &h.chan).unwrap(),
+            state,
+        }
+    }
+
+    fn args<'a>(&'a self, c: &Case, seqs: &'a Sequences) -> ScanArgs<'a> {
+        ScanArgs {
+            u: &self.u,
+            delta: &self.delta,
+            bc: &self.bc,
+            z: self.z.as_ref(),
+            chan: &self.chan,
+            seqs,
+            state: &self.state.tensor,
+            groups: c.groups,
+            flags: c.flags,
+        }
+    }
 }
 
 fn reference(c: &Case, h: &Host, cu: &[usize], resets: Option<&[bool]>) -> (Vec<f64>, Vec<f64>) {
@@ -460,7 +483,6 @@ fn conv_decode_steps_continue_a_prefill() {
 fn scan_with_f16_inputs() {
     // f16 u, delta, B, C and z with f32 state and sums: the reference sees the same f16-rounded
     // inputs; mamba_ssm's f16 tolerance (rtol 3e-3, atol 5e-3) applies.
-    let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
     for dev in devices() {
         let mut rng = Rng::new(46);
         let flags = ScanFlags {
@@ -472,10 +494,10 @@ fn scan_with_f16_inputs() {
         };
         let c = Case { dim: 128, n: 16, groups: 2, lens: vec![3, 700, 1], resets: None, flags, z: true };
         let mut h = host_inputs(&mut rng, &c);
-        h.u = round(&h.u);
-        h.delta = round(&h.delta);
-        h.bc = round(&h.bc);
-        h.z = h.z.as_deref().map(round);
+        h.u = round_f16(&h.u);
+        h.delta = round_f16(&h.delta);
+        h.bc = round_f16(&h.bc);
+        h.z = h.z.as_deref().map(round_f16);
         let seqs = Sequences::new(dev, &c.lens, None).unwrap();
         let (want_y, want_s) = reference(&c, &h, seqs.cu_seqlens(), None);
         for kernel in ScanKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), shape(&c))) {
@@ -556,23 +578,8 @@ fn ceiling_probe_computes_the_scan_with_the_recurrence_cut() {
             }
         }
         let seqs = Sequences::new(dev, &c.lens, None).unwrap();
-        let u = Tensor::from_slice(dev, &[t, dim], &h.u).unwrap();
-        let delta = Tensor::from_slice(dev, &[t, dim], &h.delta).unwrap();
-        let bc = Tensor::from_slice(dev, &[t, 2, g, n], &h.bc).unwrap();
-        let z = Tensor::from_slice(dev, &[t, dim], h.z.as_ref().unwrap()).unwrap();
-        let chan = Tensor::from_slice(dev, &[dim, n + 2], &h.chan).unwrap();
-        let state = Tensor::empty(dev, &[1, dim, n], DType::F32).unwrap();
-        let args = ScanArgs {
-            u: &u,
-            delta: &delta,
-            bc: &bc,
-            z: Some(&z),
-            chan: &chan,
-            seqs: &seqs,
-            state: &state,
-            groups: g,
-            flags,
-        };
+        let up = Uploaded::new(dev, &c, &h, &seqs, DType::F32);
+        let args = up.args(&c, &seqs);
         for probe in [ss::CeilingProbe::Full, ss::CeilingProbe::Poly] {
             let y = GuardedOutput::new(dev, &[t, dim], DType::F32).unwrap();
             let mut rec = Recorder::new(dev);

@@ -3,7 +3,7 @@
 //! chunked prefill then decode, and f16 inputs. Bound: relative RMSE ≤ 1e-3 (f32), 5e-3 (f16
 //! inputs), for y and the final state (fla's and the metric).
 
-use crate::common::devices;
+use crate::common::{devices, round_f16};
 use linseq::ops::selective_scan::Sequences;
 use linseq::ops::ssd::{self, SsdArgs, SsdDims, SsdFlags, SsdKernel, SsdRef};
 use linseq::ops::Recorder;
@@ -47,6 +47,14 @@ fn host_inputs(rng: &mut Rng, c: &Case) -> Host {
         ),
         state: rng.vec(c.lens.len() * d.heads * d.head_dim * d.n, -0.5, 0.5),
     }
+}
+
+/// [`host_inputs`] with x/B/C and dt rounded to f16 values (for runs with f16 inputs).
+fn host_inputs_f16(rng: &mut Rng, c: &Case) -> Host {
+    let mut h = host_inputs(rng, c);
+    h.xbc = round_f16(&h.xbc);
+    h.dt = round_f16(&h.dt);
+    h
 }
 
 fn reference(c: &Case, h: &Host, cu: &[usize]) -> (Vec<f64>, Vec<f64>) {
@@ -212,15 +220,12 @@ fn ssd_chunked_prefill_then_decode_continues() {
 
 #[test]
 fn ssd_with_f16_inputs() {
-    let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
     for dev in devices() {
         let mut rng = Rng::new(55);
         let dims = SsdDims { heads: 4, head_dim: 16, groups: 2, n: 32 };
         let flags = SsdFlags { init_state: true, ..SsdFlags::default() };
         let c = Case { dims, lens: vec![3, 700, 1], resets: None, flags };
-        let mut h = host_inputs(&mut rng, &c);
-        h.xbc = round(&h.xbc);
-        h.dt = round(&h.dt);
+        let h = host_inputs_f16(&mut rng, &c);
         let (want_y, want_s) = reference(&c, &h, &[0, 3, 703, 704]);
         for kernel in SsdKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), DType::F16)) {
             let (y, st) = gpu(dev, kernel, &c, &h, false, DType::F16);
@@ -233,10 +238,7 @@ fn ssd_with_f16_inputs() {
 /// f16 inputs (rounded on the host, so the reference sees the same values) through every kernel
 /// that takes them, chunk 64 and the tensor-core kernel where the adapter has one.
 fn check_f16(dev: &Device, rng: &mut Rng, c: &Case, what: &str) -> usize {
-    let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
-    let mut h = host_inputs(rng, c);
-    h.xbc = round(&h.xbc);
-    h.dt = round(&h.dt);
+    let h = host_inputs_f16(rng, c);
     let cu: Vec<usize> = std::iter::once(0)
         .chain(c.lens.iter().scan(0, |a, &l| {
             *a += l;
@@ -401,14 +403,11 @@ fn ssd_non_finite_input_stays_in_its_sequence() {
     // tensor-core kernel, which must not let them into its product. (Within its own chunk a
     // NaN also reaches the tokens before it: the chunked forms multiply masked zeros by the
     // chunk's whole x, as fla's and mamba_ssm's chunked kernels do.)
-    let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
     for dev in devices() {
         let mut rng = Rng::new(57);
         let dims = SsdDims { heads: 2, head_dim: 64, groups: 1, n: 32 };
         let c = Case { dims, lens: vec![70, 30], resets: None, flags: SsdFlags::default() };
-        let mut h = host_inputs(&mut rng, &c);
-        h.xbc = round(&h.xbc);
-        h.dt = round(&h.dt);
+        let mut h = host_inputs_f16(&mut rng, &c);
         h.xbc[40 * dims.width() + 3] = f32::NAN;
         let (want_y, _) = reference(&c, &h, &[0, 70, 100]);
         let hp = dims.heads * dims.head_dim;
