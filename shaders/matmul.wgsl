@@ -177,7 +177,9 @@ fn gemv(
     let s1 = subgroupAdd(acc1);
     let s2 = subgroupAdd(acc2);
     let s3 = subgroupAdd(acc3);
+#if IN_STEP
     let s4 = subgroupAdd(sumsq);
+#endif
     if (sg_lane == 0u) {
         red[sg_id] = s0;
         red[WG + sg_id] = s1;

@@ -240,9 +240,18 @@ fn ssd_chunk_state(
     let k = lid.y;
     let j = lid.x * 4u;
     for (var k0 = 0u; k0 < len; k0 += 16u) {
-        let pre = stage_load(t0, len, k0, k, j, i0, n0, h, g, cs_last);
-        xs[k][lid.x] = pre.x;
-        bs[k][lid.x] = pre.b;
+        var xv = vec4<f32>(0.0);
+        var bv = vec4<f32>(0.0);
+        if (k0 + k < len) {
+            let t = t0 + k0 + k;
+            let w = exp(cs_last - cs[t * p.heads + h]) * dts[t * p.heads + h];
+            for (var q = 0u; q < 4u; q++) {
+                if (i0 + j + q < p.hdim) { xv[q] = ld_x(x_ix(t, h, i0 + j + q)); }
+                if (n0 + j + q < p.nstate) { bv[q] = w * ld_x(b_ix(t, g, n0 + j + q)); }
+            }
+        }
+        xs[k][lid.x] = xv;
+        bs[k][lid.x] = bv;
         workgroupBarrier();
         for (var kk = 0u; kk < 16u; kk++) {
             let xr = xs[kk][lid.y];
@@ -259,23 +268,6 @@ fn ssd_chunk_state(
     store_row(out, i0 + lid.y * 4u + 1u, n0 + lid.x * 4u, acc1);
     store_row(out, i0 + lid.y * 4u + 2u, n0 + lid.x * 4u, acc2);
     store_row(out, i0 + lid.y * 4u + 3u, n0 + lid.x * 4u, acc3);
-}
-
-struct Staged { x: vec4<f32>, b: vec4<f32> }
-
-// Token k0 + k of the chunk: x at channels i0 + j … + 3 and w·B at states n0 + j … + 3 (zero
-// past the chunk, P or N).
-fn stage_load(t0: u32, len: u32, k0: u32, k: u32, j: u32, i0: u32, n0: u32, h: u32, g: u32, cs_last: f32) -> Staged {
-    var s = Staged(vec4<f32>(0.0), vec4<f32>(0.0));
-    if (k0 + k < len) {
-        let t = t0 + k0 + k;
-        let w = exp(cs_last - cs[t * p.heads + h]) * dts[t * p.heads + h];
-        for (var q = 0u; q < 4u; q++) {
-            if (i0 + j + q < p.hdim) { s.x[q] = ld_x(x_ix(t, h, i0 + j + q)); }
-            if (n0 + j + q < p.nstate) { s.b[q] = w * ld_x(b_ix(t, g, n0 + j + q)); }
-        }
-    }
-    return s;
 }
 
 fn store_row(out: u32, i: u32, n: u32, v: vec4<f32>) {
