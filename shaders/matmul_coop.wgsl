@@ -5,6 +5,7 @@
 // Operands stream straight from storage: A tiles are row-major x rows (stride K); B = Wᵀ is
 // column-major with stride K, so W needs no transpose. Needs M % BM == 0, N % 64 == 0,
 // K % 16 == 0; the op falls back to the tiled kernel otherwise.
+#if !PROBE
 struct Params { m: u32, n: u32, k: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, {{ACT}}> x: array<f16>;
@@ -122,3 +123,87 @@ fn gemm_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     store_tile(c13, m0 + 16u, n0 + 48u, lane);
 #endif
 }
+#endif
+
+#if PROBE
+// Bench probe, not a GEMM: the rate of 16×16×16 f16 multiply-adds through cooperative matrices,
+// by where the operands come from. Four subgroups per workgroup; each keeps four accumulators
+// and per step feeds them from one A and four B fragments (the SSD chunk scan's pattern):
+//   REGS: loaded once, before the loop (the multiply-add rate alone);
+//   WG: from workgroup memory each step;
+//   WG22: from workgroup memory, two A and two B per step (2 × 2 blocking, fewer loads);
+//   STORAGE: from a 64 × 64 block in storage each step (cache-resident, as in the direct scan).
+// Workgroup memory holds the block in rows of STRIDE halves (64, or padded to 72 so that the
+// eight rows a fragment load touches at once fall in different banks); B fragments load
+// row-major (coopLoadT) or column-major (coopLoad) as LOADB says.
+struct Params { iters: u32, pad0: u32, pad1: u32, pad2: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f16>; // 64 × 64
+@group(0) @binding(2) var<storage, read_write> y: array<f32>; // one value per workgroup
+
+var<workgroup> ops: array<f16, {{STRIDE}} * 64>; // rows of STRIDE (64, or padded)
+const S: u32 = {{STRIDE}}u;
+var<workgroup> out: array<f32, 1024>;
+
+@compute @workgroup_size(128)
+fn coop_probe(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let band = lid / 32u;
+    for (var i = lid; i < 4096u; i += 128u) { ops[(i / 64u) * S + i % 64u] = x[i]; }
+    workgroupBarrier();
+    var c0: coop_mat16x16<f32, C>;
+    var c1: coop_mat16x16<f32, C>;
+    var c2: coop_mat16x16<f32, C>;
+    var c3: coop_mat16x16<f32, C>;
+#if REGS
+    let a = coopLoadT<coop_mat16x16<f16, A>>(&ops[band * 16u * S], S);
+    let b0 = coopLoadT<coop_mat16x16<f16, B>>(&ops[0], S);
+    let b1 = coopLoadT<coop_mat16x16<f16, B>>(&ops[16], S);
+    let b2 = coopLoadT<coop_mat16x16<f16, B>>(&ops[32], S);
+    let b3 = coopLoadT<coop_mat16x16<f16, B>>(&ops[48], S);
+    for (var it = 0u; it < p.iters; it++) {
+        c0 = coopMultiplyAdd(a, b0, c0);
+        c1 = coopMultiplyAdd(a, b1, c1);
+        c2 = coopMultiplyAdd(a, b2, c2);
+        c3 = coopMultiplyAdd(a, b3, c3);
+    }
+#endif
+#if WG
+    for (var it = 0u; it < p.iters; it++) {
+        let k = (it % 4u) * 16u;
+        let a = coopLoadT<coop_mat16x16<f16, A>>(&ops[band * 16u * S + k], S);
+        c0 = coopMultiplyAdd(a, {{LOADB}}<coop_mat16x16<f16, B>>(&ops[k * S], S), c0);
+        c1 = coopMultiplyAdd(a, {{LOADB}}<coop_mat16x16<f16, B>>(&ops[k * S + 16u], S), c1);
+        c2 = coopMultiplyAdd(a, {{LOADB}}<coop_mat16x16<f16, B>>(&ops[k * S + 32u], S), c2);
+        c3 = coopMultiplyAdd(a, {{LOADB}}<coop_mat16x16<f16, B>>(&ops[k * S + 48u], S), c3);
+    }
+#endif
+#if WG22
+    for (var it = 0u; it < p.iters; it++) {
+        let k = (it % 4u) * 16u;
+        let a0 = coopLoadT<coop_mat16x16<f16, A>>(&ops[(band % 2u) * 32u * S + k], S);
+        let a1 = coopLoadT<coop_mat16x16<f16, A>>(&ops[(band % 2u) * 32u * S + 16u * S + k], S);
+        let b0 = {{LOADB}}<coop_mat16x16<f16, B>>(&ops[k * S + (band / 2u) * 32u], S);
+        let b1 = {{LOADB}}<coop_mat16x16<f16, B>>(&ops[k * S + (band / 2u) * 32u + 16u], S);
+        c0 = coopMultiplyAdd(a0, b0, c0);
+        c1 = coopMultiplyAdd(a0, b1, c1);
+        c2 = coopMultiplyAdd(a1, b0, c2);
+        c3 = coopMultiplyAdd(a1, b1, c3);
+    }
+#endif
+#if STORAGE
+    for (var it = 0u; it < p.iters; it++) {
+        let k = (it % 4u) * 16u;
+        let a = coopLoadT<coop_mat16x16<f16, A>>(&x[band * 1024u + k], 64u);
+        c0 = coopMultiplyAdd(a, coopLoadT<coop_mat16x16<f16, B>>(&x[k * 64u], 64u), c0);
+        c1 = coopMultiplyAdd(a, coopLoadT<coop_mat16x16<f16, B>>(&x[k * 64u + 16u], 64u), c1);
+        c2 = coopMultiplyAdd(a, coopLoadT<coop_mat16x16<f16, B>>(&x[k * 64u + 32u], 64u), c2);
+        c3 = coopMultiplyAdd(a, coopLoadT<coop_mat16x16<f16, B>>(&x[k * 64u + 48u], 64u), c3);
+    }
+#endif
+    coopStoreT(c0 + c1 + c2 + c3, &out[band * 256u], 16u);
+    workgroupBarrier();
+    if (lid == 0u) {
+        y[wid.x + wid.y * 65535u] = out[0] + out[256] + out[512] + out[768];
+    }
+}
+#endif

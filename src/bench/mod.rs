@@ -325,6 +325,34 @@ pub fn run_core(dev: &Device, cfg: BenchConfig, variants: &Variants) -> Result<V
         }
         rows.push(bench_linear(dev, name, &inputs[&key], cfg, roof)?);
     }
+    rows.extend(coop_probes(dev, cfg, variants)?);
+    Ok(rows)
+}
+
+/// The cooperative-matrix probes (where the adapter has 16×16×16 f16 tiles): the tensor-core
+/// rate with operands from registers, workgroup memory and storage. No agreement to check:
+/// they compute nothing of use, on purpose.
+pub fn coop_probes(dev: &Device, cfg: BenchConfig, variants: &Variants) -> Result<Vec<BenchRow>> {
+    use matmul::CoopProbe;
+    let mut rows = Vec::new();
+    if !dev.caps().coop_f16_16x16_f32() {
+        return Ok(rows);
+    }
+    let (workgroups, iters) = if cfg.quick { (8, 64) } else { (2048, 4096) };
+    let x = Tensor::from_f32(dev, &[64, 64], &Rng::new(3).vec(4096, -0.01, 0.01), DType::F16)?;
+    let y = Tensor::empty(dev, &[workgroups], DType::F32)?;
+    for probe in CoopProbe::ALL {
+        let name = probe.name;
+        if !variants.matches(name) {
+            continue;
+        }
+        let mut rec = Recorder::new(dev);
+        matmul::coop_probe(&mut rec, probe, &x, &y, workgroups, iters)?;
+        let stats = measure(&rec.finish(), 1, cfg)?;
+        let work = Work { bytes: 0.0, flops: CoopProbe::flops(workgroups, iters) };
+        let shape = format!("{workgroups} workgroups × {iters} steps");
+        rows.push(row("coop-probe", name, shape, stats, work, 0.0, None));
+    }
     Ok(rows)
 }
 

@@ -181,7 +181,78 @@ pub fn variants() -> Vec<Variant> {
     }
     v.push(coop_variant(32));
     v.push(coop_variant(64));
+    v.extend(CoopProbe::ALL.map(CoopProbe::variant));
     v
+}
+
+/// Bench probes of the cooperative-matrix (tensor-core) rate, by where the operands come from
+/// (see `coop_probe` in shaders/matmul_coop.wgsl): they bound what a kernel built on
+/// 16×16×16 tiles can reach on the adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoopProbe {
+    pub name: &'static str,
+    /// REGS (fragments loaded once: the multiply-add rate alone), WG (one A and four B
+    /// fragments from workgroup memory per four multiply-adds), WG22 (two A and two B) or
+    /// STORAGE (one A and four B from cache-resident storage).
+    source: &'static str,
+    /// Row stride of the operand block in workgroup memory, in halves (64, or 72 padded).
+    stride: u32,
+    /// B fragments load column-major (`coopLoad`) rather than row-major.
+    b_col_major: bool,
+}
+
+impl CoopProbe {
+    const fn new(name: &'static str, source: &'static str, stride: u32, b_col_major: bool) -> Self {
+        Self { name, source, stride, b_col_major }
+    }
+
+    pub const ALL: [CoopProbe; 7] = [
+        Self::new("matmul.coop_probe.regs", "REGS", 64, false),
+        Self::new("matmul.coop_probe.wg", "WG", 64, false),
+        Self::new("matmul.coop_probe.wg.pad", "WG", 72, false),
+        Self::new("matmul.coop_probe.wg.pad.bcol", "WG", 72, true),
+        Self::new("matmul.coop_probe.wg22", "WG22", 64, false),
+        Self::new("matmul.coop_probe.wg22.pad", "WG22", 72, false),
+        Self::new("matmul.coop_probe.storage", "STORAGE", 64, false),
+    ];
+
+    pub fn variant(self) -> Variant {
+        Variant::new(self.name, "matmul_coop", "coop_probe")
+            .define("PROBE", 1)
+            .define(self.source, 1)
+            .define("STRIDE", self.stride)
+            .define("LOADB", if self.b_col_major { "coopLoad" } else { "coopLoadT" })
+            .needs_coop_matrix()
+    }
+
+    /// Floating-point operations of one [`coop_probe`] dispatch.
+    pub fn flops(workgroups: usize, iters: usize) -> f64 {
+        // 4 subgroups × 4 multiply-adds of 16 × 16 × 16 per step.
+        (workgroups * iters * 16) as f64 * 2.0 * 4096.0
+    }
+}
+
+/// Runs a [`CoopProbe`] on `workgroups` workgroups of `iters` steps each. `x` is a 64 × 64 f16
+/// operand block; `y` gets one f32 per workgroup (so that nothing is optimised away).
+pub fn coop_probe(
+    rec: &mut Recorder,
+    probe: CoopProbe,
+    x: &Tensor,
+    y: &Tensor,
+    workgroups: usize,
+    iters: usize,
+) -> Result<()> {
+    super::expect("x", x, &[64, 64], DType::F16)?;
+    super::expect("y", y, &[workgroups], DType::F32)?;
+    let v = probe.variant();
+    if !v.supported(rec.device().caps()) {
+        return Err(Error::UnsupportedVariant(format!("{} needs {}", v.name, v.requires.describe())));
+    }
+    let grid = [workgroups.min(65535) as u32, workgroups.div_ceil(65535) as u32, 1];
+    if workgroups > 65535 && !workgroups.is_multiple_of(65535) {
+        return Err(Error::Invalid("more than 65535 probe workgroups must be a multiple of 65535".into()));
+    }
+    rec.dispatch(&v, &Params::new().u(iters).u(0).u(0).u(0), &[x, y], grid)
 }
 
 pub(crate) fn weight_mode(caps: &Capabilities, wdtype: DType) -> WeightMode {
