@@ -330,6 +330,7 @@ pub fn ssd(
             (SsdKernel::Chunked(64), true),
             (SsdKernel::Coop64, true),
             (SsdKernel::Coop64Direct, true),
+            (SsdKernel::Coop64Fused, true),
         ]);
         runs.retain(|&(k, f16)| k.runs(dev.caps(), if f16 { DType::F16 } else { DType::F32 }));
         for (kernel, f16) in runs {
@@ -363,6 +364,9 @@ pub fn ssd(
                 for (stage, bit) in sd::STAGES {
                     let mut rec = Recorder::new(dev);
                     sd::record_stages(&mut rec, if f16 { &args16 } else { &args }, &y, kernel, bit)?;
+                    if rec.is_empty() {
+                        continue; // a stage the kernel folds into another
+                    }
                     let stats = measure(&rec.finish(), 1, cfg)?;
                     rows.push(row(
                         "ssd-stage",

@@ -44,6 +44,11 @@ impl Params {
         self.0.push(v.to_bits());
         self
     }
+    /// Overwrites field `i` (a u32) of the fields appended so far.
+    pub fn set(mut self, i: usize, v: usize) -> Self {
+        self.0[i] = v as u32;
+        self
+    }
     fn bytes(&self) -> Vec<u8> {
         let mut w = self.0.clone();
         w.resize(w.len().div_ceil(4).max(1) * 4, 0); // uniform structs round to 16 bytes

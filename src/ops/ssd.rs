@@ -32,6 +32,9 @@ use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
+/// Workgroup memory of `Coop64Fused`'s chunk scan (its largest kernel).
+const FUSED_WORKGROUP_BYTES: u32 = 64 * 68 * 4 + 3 * 64 * 72 * 2 + 2 * 64 * 4;
+
 /// Largest state size N.
 pub const MAX_STATE: usize = 256;
 const SEQ_WG: usize = 64;
@@ -54,10 +57,16 @@ pub enum SsdKernel {
     /// other sequences' tokens; x is therefore staged with the window's other rows zeroed, so
     /// inputs never cross between sequences, even non-finite ones.
     Coop64Direct,
+    /// Chunk 64 on cooperative matrices fed from workgroup memory, f16 inputs, in three
+    /// dispatches: the cumsum; a state scan that walks each sequence's chunks with the state
+    /// carried on chip, handing every chunk its entering state as f16 (the chunk states and the
+    /// state passing in one); and the chunk scan. Shapes it cannot take
+    /// ([`SsdKernel::fused_fits`]) run as chunk 64.
+    Coop64Fused,
 }
 
 impl SsdKernel {
-    pub const ALL: [SsdKernel; 7] = [
+    pub const ALL: [SsdKernel; 8] = [
         SsdKernel::Sequential,
         SsdKernel::Chunked(32),
         SsdKernel::Chunked(64),
@@ -65,6 +74,7 @@ impl SsdKernel {
         SsdKernel::Chunked(256),
         SsdKernel::Coop64,
         SsdKernel::Coop64Direct,
+        SsdKernel::Coop64Fused,
     ];
 
     pub fn name(self) -> String {
@@ -73,6 +83,7 @@ impl SsdKernel {
             SsdKernel::Chunked(c) => format!("ssd.chunked{c}"),
             SsdKernel::Coop64 => "ssd.coop64".into(),
             SsdKernel::Coop64Direct => "ssd.coop64.direct".into(),
+            SsdKernel::Coop64Fused => "ssd.coop64.fused".into(),
         }
     }
 
@@ -81,16 +92,23 @@ impl SsdKernel {
         match self {
             SsdKernel::Sequential => None,
             SsdKernel::Chunked(c) => Some(c),
-            SsdKernel::Coop64 | SsdKernel::Coop64Direct => Some(64),
+            SsdKernel::Coop64 | SsdKernel::Coop64Direct | SsdKernel::Coop64Fused => Some(64),
         }
     }
 
     /// Whether the kernel runs inputs of this dtype on this device. `Coop64` needs f16 inputs,
     /// 16×16×16 f16 → f32 cooperative matrices, subgroups of exactly 32 lanes (its four
     /// subgroups each own a 16-row band) and 41 KB of workgroup memory; so does `Coop64Direct`
-    /// (40.5 KB).
+    /// (40.5 KB), and `Coop64Fused` (44.5 KB).
     pub fn runs(self, caps: &crate::device::Capabilities, input: DType) -> bool {
         match self {
+            SsdKernel::Coop64Fused => {
+                input == DType::F16
+                    && caps.coop_f16_16x16_f32()
+                    && caps.subgroup_min_size == 32
+                    && caps.subgroup_max_size == 32
+                    && caps.max_compute_workgroup_storage_size >= FUSED_WORKGROUP_BYTES
+            }
             SsdKernel::Coop64 | SsdKernel::Coop64Direct => {
                 input == DType::F16
                     && caps.coop_f16_16x16_f32()
@@ -107,6 +125,12 @@ impl SsdKernel {
     /// multiple of 64, N of 16, and the call must hold at least 64 tokens.
     pub fn direct_fits(dims: SsdDims, tokens: usize) -> bool {
         dims.head_dim.is_multiple_of(64) && dims.n.is_multiple_of(16) && tokens >= 64
+    }
+
+    /// Whether `Coop64Fused` takes this shape: its tiles are 64 channels wide and its loads
+    /// 8 halves long, so P must be a multiple of 64 and N of 8.
+    pub fn fused_fits(dims: SsdDims) -> bool {
+        dims.head_dim.is_multiple_of(64) && dims.n.is_multiple_of(8)
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -214,6 +238,23 @@ fn chunk_scan_direct_variant(heads: usize) -> Variant {
         .needs_coop_matrix()
 }
 
+fn tc_variant(name: String, entry: &'static str, define: &'static str) -> Variant {
+    Variant::new(name, "ssd", entry)
+        .define(crate::shader::BOUNDED_LOOPS, 1)
+        .define("TC", 1)
+        .define(define, 1)
+        .needs_coop_matrix()
+}
+/// `Coop64Fused`'s state scan (chunk states and state passing in one).
+fn state_scan_variant() -> Variant {
+    tc_variant("ssd.state_scan.coop".into(), "ssd_state_scan", "STATE_SCAN")
+}
+/// `Coop64Fused`'s chunk scan with `heads` heads of one group per workgroup (they share C·Bᵀ).
+fn chunk_scan_tc_variant(heads: usize) -> Variant {
+    tc_variant(format!("ssd.chunk_scan.tc.h{heads}"), "ssd_chunk_scan_tc", "CHUNK_SCAN_TC")
+        .define("HEADS_WG", heads)
+}
+
 /// Every shader variant of the family (for validation and listing).
 pub fn variants() -> Vec<Variant> {
     let mut out = vec![
@@ -225,6 +266,11 @@ pub fn variants() -> Vec<Variant> {
         chunk_scan_direct_variant(2),
         chunk_scan_direct_variant(4),
         chunk_scan_direct_variant(8),
+        state_scan_variant(),
+        chunk_scan_tc_variant(1),
+        chunk_scan_tc_variant(2),
+        chunk_scan_tc_variant(4),
+        chunk_scan_tc_variant(8),
         chunk_state_variant(DType::F16, true),
         chunk_scan_variant(DType::F16, true),
     ];
@@ -432,6 +478,9 @@ pub fn ssd_step_row(
     rec.dispatch(&decode_variant(DType::F32), &params, &tensors, wg)
 }
 
+/// The Params field (`seq_chunks` in shaders/ssd.wgsl) with the most chunks of any sequence.
+const SEQ_CHUNKS_FIELD: usize = 17;
+
 const FRESH: u32 = 1;
 const FIRST: u32 = 2;
 
@@ -496,7 +545,9 @@ pub fn ssd(rec: &mut Recorder, kernel: SsdKernel, args: &SsdArgs, y: &Tensor) ->
             Ok(())
         }
         SsdKernel::Chunked(chunk) => record_chunked(rec, args, y, chunk, ALL_STAGES),
-        SsdKernel::Coop64 | SsdKernel::Coop64Direct => record_stages(rec, args, y, kernel, ALL_STAGES),
+        SsdKernel::Coop64 | SsdKernel::Coop64Direct | SsdKernel::Coop64Fused => {
+            record_stages(rec, args, y, kernel, ALL_STAGES)
+        }
     }
 }
 
@@ -546,8 +597,11 @@ pub fn record_stages(
     if direct && !SsdKernel::direct_fits(d, t) {
         return record_stages(rec, args, y, SsdKernel::Chunked(64), stages);
     }
-    let (table, nchunks) = chunk_table(args.seqs, chunk);
-    let table = Tensor::from_slice(dev, &[table.len()], &table)?;
+    if kernel == SsdKernel::Coop64Fused && !SsdKernel::fused_fits(d) {
+        return record_stages(rec, args, y, SsdKernel::Chunked(64), stages);
+    }
+    let (table_host, nchunks) = chunk_table(args.seqs, chunk);
+    let table = Tensor::from_slice(dev, &[table_host.len()], &table_host)?;
     let dts = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
     let cs = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
     let cstates = Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F32)?;
@@ -565,6 +619,9 @@ pub fn record_stages(
             &[args.dt, args.heads, &table, &dts, &cs],
             grid(dev, (nchunks * d.heads).div_ceil(64))?,
         )?;
+    }
+    if kernel == SsdKernel::Coop64Fused {
+        return record_fused(rec, args, y, (&table, &table_host, nchunks), &dts, &cs, stages);
     }
     let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
     if on(2) {
@@ -607,6 +664,55 @@ pub fn record_stages(
             &params,
             &[args.xbc, &dts, &cs, &table, &cstates, args.heads, y],
             [tiles as u32, d.heads as u32, nchunks as u32],
+        )?;
+    }
+    Ok(())
+}
+
+/// `Coop64Fused` after the cumsum: the state scan (stage bit 2; bit 4 has nothing left to do)
+/// and the tensor-core chunk scan (bit 8).
+fn record_fused(
+    rec: &mut Recorder,
+    args: &SsdArgs,
+    y: &Tensor,
+    (table, table_host, nchunks): (&Tensor, &[u32], usize),
+    dts: &Tensor,
+    cs: &Tensor,
+    stages: u32,
+) -> Result<()> {
+    let dev = rec.device();
+    let d = args.dims;
+    let s = args.seqs.count();
+    let max = dev.caps().max_compute_workgroups_per_dimension as usize;
+    if s > max {
+        return Err(Error::Limit(format!("{s} sequences exceed the dispatch grid ({max})")));
+    }
+    // The state scan's loop runs as many steps as the longest sequence has chunks, a bound from
+    // the uniform buffer: on the H200, cooperative-matrix results inside a loop bounded by a
+    // value from storage (even one made uniform by workgroupUniformLoad) came out wrong.
+    let offsets = &table_host[nchunks * 4..];
+    let seq_chunks = offsets.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
+    let params = args.params(args.flags.init_state, (0, 0), (nchunks, 64)).set(SEQ_CHUNKS_FIELD, seq_chunks);
+    // The state entering each chunk, f16, [chunk, H, P, N].
+    let hin16 = Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F16)?;
+    if stages & 2 != 0 {
+        let tiles = (d.head_dim / 64) * d.n.div_ceil(64);
+        rec.dispatch(
+            &state_scan_variant(),
+            &params,
+            &[args.xbc, dts, cs, table, args.state, &hin16],
+            [tiles as u32, d.heads as u32, s as u32],
+        )?;
+    }
+    if stages & 8 != 0 {
+        // Heads of one group share C·Bᵀ: up to eight per workgroup.
+        let per_group = d.heads / d.groups;
+        let hw = [8, 4, 2, 1].into_iter().find(|k| per_group.is_multiple_of(*k)).unwrap_or(1);
+        rec.dispatch(
+            &chunk_scan_tc_variant(hw),
+            &params,
+            &[args.xbc, dts, cs, table, &hin16, args.heads, y],
+            [(d.head_dim / 64) as u32, (d.heads / hw) as u32, nchunks as u32],
         )?;
     }
     Ok(())

@@ -247,7 +247,8 @@ fn check_f16(dev: &Device, rng: &mut Rng, c: &Case, what: &str) -> usize {
         .collect();
     let (want_y, want_s) = reference(c, &h, &cu);
     let mut ran = 0;
-    for kernel in [SsdKernel::Chunked(64), SsdKernel::Coop64, SsdKernel::Coop64Direct] {
+    for kernel in [SsdKernel::Chunked(64), SsdKernel::Coop64, SsdKernel::Coop64Direct, SsdKernel::Coop64Fused]
+    {
         if !kernel.runs(dev.caps(), DType::F16) {
             continue;
         }
@@ -297,6 +298,15 @@ fn ssd_f16_kernels_on_edge_shapes_ragged_batches_and_resets() {
         let dims = SsdDims { heads: 4, head_dim: 64, groups: 1, n: 16 };
         ran +=
             check_f16(dev, &mut rng, &Case { dims, lens: vec![64], resets: None, flags }, "L=64 P=64 N=16");
+        // Shapes the fused tensor-core kernel takes (P a multiple of 64, N of 8), at the
+        // issue's lengths, with 8, 4, 2 and 1 heads per group (heads per workgroup in its chunk
+        // scan) and N = 24 (a partial 64-wide block, not a multiple of 16).
+        for (k, &l) in [1usize, 63, 65, 1000].iter().enumerate() {
+            let dims = SsdDims { heads: 8, head_dim: 64, groups: [1, 2, 4, 8][k], n: 24 };
+            let flags = SsdFlags { init_state: k % 2 == 0, ..SsdFlags::default() };
+            let c = Case { dims, lens: vec![l], resets: None, flags };
+            ran += check_f16(dev, &mut rng, &c, &format!("L={l} P=64 N=24 G={}", dims.groups));
+        }
         // Ragged packed batch with resets.
         let lens = vec![5usize, 300, 1, 1030, 64];
         let t: usize = lens.iter().sum();
@@ -307,7 +317,7 @@ fn ssd_f16_kernels_on_edge_shapes_ragged_batches_and_resets() {
         let flags = SsdFlags { init_state: true, ..SsdFlags::default() };
         ran +=
             check_f16(dev, &mut rng, &Case { dims, lens, resets: Some(resets), flags }, "ragged with resets");
-        assert!(ran >= 19, "only {ran} f16 SSD runs on {}", dev.describe());
+        assert!(ran >= 23, "only {ran} f16 SSD runs on {}", dev.describe());
     }
 }
 
@@ -321,7 +331,7 @@ fn ssd_coop_kernel_is_refused_where_it_cannot_run() {
     let state = Tensor::empty(dev, &[1, 2, 8, 16], DType::F32).unwrap();
     let y = Tensor::empty(dev, &[10, 16], DType::F32).unwrap();
     let heads = Tensor::empty(dev, &[2, 4], DType::F32).unwrap();
-    for (kernel, input) in [SsdKernel::Coop64, SsdKernel::Coop64Direct]
+    for (kernel, input) in [SsdKernel::Coop64, SsdKernel::Coop64Direct, SsdKernel::Coop64Fused]
         .into_iter()
         .flat_map(|k| [(k, DType::F32), (k, DType::F16)])
     {
@@ -412,7 +422,9 @@ fn ssd_non_finite_input_stays_in_its_sequence() {
         let (want_y, _) = reference(&c, &h, &[0, 70, 100]);
         let hp = dims.heads * dims.head_dim;
         assert!(want_y[40 * hp + 3].is_nan() && want_y[70 * hp..].iter().all(|v| v.is_finite()));
-        for kernel in [SsdKernel::Chunked(64), SsdKernel::Coop64, SsdKernel::Coop64Direct] {
+        for kernel in
+            [SsdKernel::Chunked(64), SsdKernel::Coop64, SsdKernel::Coop64Direct, SsdKernel::Coop64Fused]
+        {
             if !kernel.runs(dev.caps(), DType::F16) {
                 continue;
             }
