@@ -287,14 +287,6 @@ fn store_row(out: u32, i: u32, n: u32, v: vec4<f32>) {
 @group(0) @binding(2) var<storage, read> chunks: array<u32>;
 @group(0) @binding(3) var<storage, read_write> cstates: array<f32>;
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
-#if HALF_COPY
-// The tensor-core chunk scan reads the entering states as f16 from here (saturated to the f16
-// range), and the f32 copy is not written back.
-@group(0) @binding(5) var<storage, read_write> hin16: array<f16>;
-fn put_entering(i: u32, v: f32) { hin16[i] = f16(clamp(v, -65504.0, 65504.0)); }
-#else
-fn put_entering(i: u32, v: f32) { cstates[i] = v; }
-#endif
 
 @compute @workgroup_size(64)
 fn ssd_state_passing(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -314,14 +306,14 @@ fn ssd_state_passing(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
         let a = vec4<f32>(chunk_decay(c, h), chunk_decay(c + 1u, h), chunk_decay(c + 2u, h), chunk_decay(c + 3u, h));
         for (var q = 0u; q < 4u; q++) {
             if ((chunks[(c + q) * 4u + 3u] & FRESH) != 0u) { carry = 0.0; }
-            put_entering((c + q) * per_seq + r, carry);
+            cstates[(c + q) * per_seq + r] = carry;
             carry = a[q] * carry + o[q];
         }
     }
     for (; c < end; c++) {
         if ((chunks[c * 4u + 3u] & FRESH) != 0u) { carry = 0.0; }
         let own = cstates[c * per_seq + r];
-        put_entering(c * per_seq + r, carry);
+        cstates[c * per_seq + r] = carry;
         carry = chunk_decay(c, h) * carry + own;
     }
     state[idx] = carry;
@@ -515,487 +507,6 @@ fn store_y(t0: u32, len: u32, h: u32, r: u32, i: u32, v: vec4<f32>, d_h: f32) {
 }
 #endif
 
-#if COOP
-// Steps 2 and 4–5 on cooperative matrices (tensor cores: f16 operands, f32 accumulation),
-// chunk 64, f16 inputs. Each workgroup is four subgroups of 32 lanes; subgroup b = lid / 32
-// owns the 16-row band b of every 64 × 64 output block. Operands are staged in workgroup
-// memory as f16 with bounds checks (rows past the chunk and columns past P or N are zero),
-// eight elements per lane and step with loop counts fixed at compile time, so each lane's
-// loads are in flight together (one element per step left every lane waiting out a full
-// memory latency per element: the first version ran 6× slower than the SIMT kernels).
-// Results leave through an f32 staging block (naga cannot store a cooperative matrix with a
-// run-time stride).
-@group(0) @binding(1) var<storage, {{ACT}}> xbc: array<u32>; // f16 packed two per word
-fn ld_x(i: u32) -> f32 { return unpack2x16float(xbc[i >> 1u])[i & 1u]; }
-
-// Eight consecutive inputs from element i, of which the first `valid` are real (zero after).
-struct Eight { lo: vec4<f32>, hi: vec4<f32> }
-fn load8(i: u32, valid: u32) -> Eight {
-    if (valid >= 8u && (i & 1u) == 0u) {
-        let w = i >> 1u;
-        let a = xbc[w];
-        let b = xbc[w + 1u];
-        let c = xbc[w + 2u];
-        let d = xbc[w + 3u];
-        return Eight(vec4<f32>(unpack2x16float(a), unpack2x16float(b)), vec4<f32>(unpack2x16float(c), unpack2x16float(d)));
-    }
-    var lo = vec4<f32>(0.0);
-    var hi = vec4<f32>(0.0);
-    for (var k = 0u; k < 4u; k++) {
-        if (k < valid) { lo[k] = ld_x(i + k); }
-        if (k + 4u < valid) { hi[k] = ld_x(i + 4u + k); }
-    }
-    return Eight(lo, hi);
-}
-
-// 16 × 16 f32 tiles, block (r, c) of a 64 × 64 result at st[(4r + c)·256], row-major inside.
-var<workgroup> st: array<f32, 4096>;
-fn st_at(r: u32, c: u32) -> f32 { return st[((r / 16u) * 4u + c / 16u) * 256u + (r % 16u) * 16u + c % 16u]; }
-
-// Columns left of `limit` from column `col` (0 … 8).
-fn valid8(col: u32, limit: u32) -> u32 { return select(min(limit - col, 8u), 0u, col >= limit); }
-#endif
-
-#if CHUNK_STATE_COOP
-// Step 2: S_c = Xᵀ·(w ⊙ B) per (chunk, head, 64 channels i, 64 states n), w_j = exp(cs_last − cs_j)·dt_j.
-@group(0) @binding(2) var<storage, read> dts: array<f32>;
-@group(0) @binding(3) var<storage, read> cs: array<f32>;
-@group(0) @binding(4) var<storage, read> chunks: array<u32>;
-@group(0) @binding(5) var<storage, read_write> cstates: array<f32>;
-
-var<workgroup> x_h: array<f16, 4096>; // [token j][channel i]
-var<workgroup> wb_h: array<f16, 4096>; // [token j][state n], weighted
-
-@compute @workgroup_size(128)
-fn ssd_chunk_state_coop(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let tiles_n = (p.nstate + 63u) / 64u;
-    let i0 = (wid.x / tiles_n) * 64u;
-    let n0 = (wid.x % tiles_n) * 64u;
-    let h = wid.y;
-    let c = wid.z;
-    let g = group_of(h);
-    let t0 = chunks[c * 4u];
-    let len = chunks[c * 4u + 1u];
-    let cs_last = cs[(t0 + len - 1u) * p.heads + h];
-    // 64 rows × 8 groups of 8 columns = 512 groups, four per lane; all loads first.
-    var xv: array<Eight, 4>;
-    var bv: array<Eight, 4>;
-    var wv: vec4<f32>;
-    for (var s = 0u; s < 4u; s++) {
-        let e = (lid + s * 128u) * 8u;
-        let j = e / 64u;
-        let q = e % 64u;
-        let t = t0 + min(j, len - 1u);
-        let live = j < len;
-        xv[s] = load8(x_ix(t, h, i0 + q), select(0u, valid8(i0 + q, p.hdim), live));
-        bv[s] = load8(b_ix(t, g, n0 + q), select(0u, valid8(n0 + q, p.nstate), live));
-        wv[s] = exp(cs_last - cs[t * p.heads + h]) * dts[t * p.heads + h];
-    }
-    for (var s = 0u; s < 4u; s++) {
-        let e = (lid + s * 128u) * 8u;
-        for (var k = 0u; k < 4u; k++) {
-            x_h[e + k] = f16(xv[s].lo[k]);
-            x_h[e + 4u + k] = f16(xv[s].hi[k]);
-            wb_h[e + k] = f16(bv[s].lo[k] * wv[s]);
-            wb_h[e + 4u + k] = f16(bv[s].hi[k] * wv[s]);
-        }
-    }
-    workgroupBarrier();
-    let band = lid / 32u;
-    var a0: coop_mat16x16<f32, C>;
-    var a1: coop_mat16x16<f32, C>;
-    var a2: coop_mat16x16<f32, C>;
-    var a3: coop_mat16x16<f32, C>;
-    for (var k = 0u; k < 64u; k += 16u) {
-        // A = Xᵀ (row i, column j): x_h is its column-major form.
-        let xa = coopLoad<coop_mat16x16<f16, A>>(&x_h[k * 64u + band * 16u], 64u);
-        a0 = coopMultiplyAdd(xa, coopLoadT<coop_mat16x16<f16, B>>(&wb_h[k * 64u], 64u), a0);
-        a1 = coopMultiplyAdd(xa, coopLoadT<coop_mat16x16<f16, B>>(&wb_h[k * 64u + 16u], 64u), a1);
-        a2 = coopMultiplyAdd(xa, coopLoadT<coop_mat16x16<f16, B>>(&wb_h[k * 64u + 32u], 64u), a2);
-        a3 = coopMultiplyAdd(xa, coopLoadT<coop_mat16x16<f16, B>>(&wb_h[k * 64u + 48u], 64u), a3);
-    }
-    coopStoreT(a0, &st[(band * 4u) * 256u], 16u);
-    coopStoreT(a1, &st[(band * 4u + 1u) * 256u], 16u);
-    coopStoreT(a2, &st[(band * 4u + 2u) * 256u], 16u);
-    coopStoreT(a3, &st[(band * 4u + 3u) * 256u], 16u);
-    workgroupBarrier();
-    // Rows i, columns n: 64 × 16 groups of 4, eight per lane, as vec4 stores where they fit.
-    let out = (c * p.heads + h) * p.hdim;
-    for (var s = 0u; s < 8u; s++) {
-        let e = (lid + s * 128u) * 4u;
-        let i = e / 64u;
-        let n = e % 64u;
-        if (i0 + i < p.hdim) {
-            for (var k = 0u; k < 4u; k++) {
-                if (n0 + n + k < p.nstate) { cstates[(out + i0 + i) * p.nstate + n0 + n + k] = st_at(i, n + k); }
-            }
-        }
-    }
-}
-#endif
-
-#if CHUNK_SCAN_COOP
-// Steps 4–5 per (chunk, head, 64 channels): S = C·Bᵀ (64 × 64, N in slices of 32), masked
-// before the exp into M = S ⊙ exp(cs_t − cs_j)·dt_j (j ≤ t) as f16, then
-// Y = M·X + (exp(cs) ⊙ C)·h_inᵀ and y = Y + D·x.
-@group(0) @binding(2) var<storage, read> dts: array<f32>;
-@group(0) @binding(3) var<storage, read> cs: array<f32>;
-@group(0) @binding(4) var<storage, read> chunks: array<u32>;
-@group(0) @binding(5) var<storage, read> cstates: array<f32>;
-@group(0) @binding(6) var<storage, read> heads: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;
-
-var<workgroup> cs_s: array<f32, 64>;
-var<workgroup> dt_s: array<f32, 64>;
-var<workgroup> c_h: array<f16, 2048>; // [row t][state slice n]
-var<workgroup> b_h: array<f16, 2048>; // [token j][state slice n]; later h_in [channel i][n]
-var<workgroup> m_h: array<f16, 4096>; // [row t][token j]
-var<workgroup> x_h: array<f16, 4096>; // [token j][channel i]
-
-fn store8(dst: u32, v: Eight, scale: f32, which: u32) {
-    for (var k = 0u; k < 4u; k++) {
-        let a = f16(v.lo[k] * scale);
-        let b = f16(v.hi[k] * scale);
-        if (which == 0u) { c_h[dst + k] = a; c_h[dst + 4u + k] = b; }
-        if (which == 1u) { b_h[dst + k] = a; b_h[dst + 4u + k] = b; }
-        if (which == 2u) { x_h[dst + k] = a; x_h[dst + 4u + k] = b; }
-    }
-}
-
-// Stages C (scaled by exp(cs_t) when `off`) into c_h and B, or h_in when `off`, into b_h, for
-// states n0 … n0 + 31: 64 rows × 4 groups of 8, two per lane, loads first.
-fn stage_slice(t0: u32, len: u32, h: u32, g: u32, i0: u32, n0: u32, lid: u32, off: bool, st_base: u32) {
-    var cv: array<Eight, 2>;
-    var bv: array<Eight, 2>;
-    for (var s = 0u; s < 2u; s++) {
-        let e = (lid + s * 128u) * 8u;
-        let r = e / 32u;
-        let n = n0 + e % 32u;
-        let t = t0 + min(r, len - 1u);
-        let live = r < len;
-        cv[s] = load8(c_ix(t, g, n), select(0u, valid8(n, p.nstate), live));
-        if (off) {
-            var hv = Eight(vec4<f32>(0.0), vec4<f32>(0.0));
-            if (i0 + r < p.hdim) {
-                let base = st_base + (i0 + r) * p.nstate + n;
-                let v = valid8(n, p.nstate);
-                for (var k = 0u; k < 4u; k++) {
-                    if (k < v) { hv.lo[k] = cstates[base + k]; }
-                    if (k + 4u < v) { hv.hi[k] = cstates[base + 4u + k]; }
-                }
-            }
-            bv[s] = hv;
-        } else {
-            bv[s] = load8(b_ix(t, g, n), select(0u, valid8(n, p.nstate), live));
-        }
-    }
-    for (var s = 0u; s < 2u; s++) {
-        let e = (lid + s * 128u) * 8u;
-        let scale = select(1.0, exp(cs_s[e / 32u]), off);
-        store8(e, cv[s], scale, 0u);
-        store8(e, bv[s], 1.0, 1u);
-    }
-}
-
-@compute @workgroup_size(128)
-fn ssd_chunk_scan_coop(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let i0 = wid.x * 64u;
-    let h = wid.y;
-    let c = wid.z;
-    let g = group_of(h);
-    let t0 = chunks[c * 4u];
-    let len = chunks[c * 4u + 1u];
-    let band = lid / 32u;
-    let st_base = (c * p.heads + h) * p.hdim * p.nstate;
-    if (lid < 64u) {
-        let r = t0 + min(lid, len - 1u);
-        cs_s[lid] = cs[r * p.heads + h];
-        dt_s[lid] = dts[r * p.heads + h];
-    }
-    {
-        var xv: array<Eight, 4>;
-        for (var s = 0u; s < 4u; s++) {
-            let e = (lid + s * 128u) * 8u;
-            let j = e / 64u;
-            let q = e % 64u;
-            xv[s] = load8(x_ix(t0 + min(j, len - 1u), h, i0 + q), select(0u, valid8(i0 + q, p.hdim), j < len));
-        }
-        for (var s = 0u; s < 4u; s++) { store8((lid + s * 128u) * 8u, xv[s], 1.0, 2u); }
-    }
-    // S = C·Bᵀ for this band's rows, all four column blocks.
-    var s0: coop_mat16x16<f32, C>;
-    var s1: coop_mat16x16<f32, C>;
-    var s2: coop_mat16x16<f32, C>;
-    var s3: coop_mat16x16<f32, C>;
-    for (var n0 = 0u; n0 < p.nstate; n0 += 32u) {
-        workgroupBarrier();
-        stage_slice(t0, len, h, g, i0, n0, lid, false, st_base);
-        workgroupBarrier();
-        for (var k = 0u; k < 32u; k += 16u) {
-            let ca = coopLoadT<coop_mat16x16<f16, A>>(&c_h[band * 512u + k], 32u);
-            // B operand = Bᵀ (row n, column j): b_h is its column-major form.
-            s0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[k], 32u), s0);
-            s1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[512u + k], 32u), s1);
-            s2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[1024u + k], 32u), s2);
-            s3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[1536u + k], 32u), s3);
-        }
-    }
-    coopStoreT(s0, &st[(band * 4u) * 256u], 16u);
-    coopStoreT(s1, &st[(band * 4u + 1u) * 256u], 16u);
-    coopStoreT(s2, &st[(band * 4u + 2u) * 256u], 16u);
-    coopStoreT(s3, &st[(band * 4u + 3u) * 256u], 16u);
-    workgroupBarrier();
-    // Mask first, then decay and dt: exp only ever sees cs_t − cs_j ≤ 0.
-    for (var s = 0u; s < 32u; s++) {
-        let e = lid + s * 128u;
-        let t = e / 64u;
-        let j = e % 64u;
-        var m = 0.0;
-        if (j <= t && t < len) { m = st_at(t, j) * exp(cs_s[t] - cs_s[j]) * dt_s[j]; }
-        m_h[e] = f16(m);
-    }
-    workgroupBarrier();
-    var y0: coop_mat16x16<f32, C>;
-    var y1: coop_mat16x16<f32, C>;
-    var y2: coop_mat16x16<f32, C>;
-    var y3: coop_mat16x16<f32, C>;
-    for (var k = 0u; k < 64u; k += 16u) {
-        let ma = coopLoadT<coop_mat16x16<f16, A>>(&m_h[band * 1024u + k], 64u);
-        y0 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u], 64u), y0);
-        y1 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 16u], 64u), y1);
-        y2 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 32u], 64u), y2);
-        y3 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 48u], 64u), y3);
-    }
-    // Off-diagonal part: (exp(cs) ⊙ C)·h_inᵀ, h_in = the state entering the chunk.
-    for (var n0 = 0u; n0 < p.nstate; n0 += 32u) {
-        workgroupBarrier();
-        stage_slice(t0, len, h, g, i0, n0, lid, true, st_base);
-        workgroupBarrier();
-        for (var k = 0u; k < 32u; k += 16u) {
-            let ca = coopLoadT<coop_mat16x16<f16, A>>(&c_h[band * 512u + k], 32u);
-            // B operand = h_inᵀ (row n, column i): b_h [i][n] is its column-major form.
-            y0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[k], 32u), y0);
-            y1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[512u + k], 32u), y1);
-            y2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[1024u + k], 32u), y2);
-            y3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[1536u + k], 32u), y3);
-        }
-    }
-    workgroupBarrier();
-    coopStoreT(y0, &st[(band * 4u) * 256u], 16u);
-    coopStoreT(y1, &st[(band * 4u + 1u) * 256u], 16u);
-    coopStoreT(y2, &st[(band * 4u + 2u) * 256u], 16u);
-    coopStoreT(y3, &st[(band * 4u + 3u) * 256u], 16u);
-    workgroupBarrier();
-    // y = Y + D·x, the D·x from the staged x (the f16 input values themselves).
-    let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
-    for (var s = 0u; s < 32u; s++) {
-        let e = lid + s * 128u;
-        let t = e / 64u;
-        let i = e % 64u;
-        if (t < len && i0 + i < p.hdim) {
-            y[(t0 + t) * p.heads * p.hdim + h * p.hdim + i0 + i] = st_at(t, i) + d_h * f32(x_h[e]);
-        }
-    }
-}
-#endif
-
-#if CHUNK_SCAN_DIRECT
-// Steps 4–5 on cooperative matrices with C, B and h_in streamed from global memory straight
-// into fragments: per (chunk, HEADS_WG heads of one group, 64 channels), four subgroups of 32
-// lanes, band b = lid / 32 owning rows 16b … 16b + 15.
-//   S  = C·Bᵀ, once for all the workgroup's heads (it depends on the group only), kept as f16
-//        in workgroup memory (its tile-layout f32 copy shares yo's space); per head
-//   Yo = C·h_inᵀ;
-//   M  = S masked before the exp, ⊙ exp(cs_t − cs_j)·dt_j, plus D on the diagonal (so M·X
-//        carries D·x), as f16 in workgroup memory; Yo's rows scaled by exp(cs_t) in the same pass;
-//   y  = M·X accumulated onto the scaled Yo.
-// The 64-row window starts at tb = min(t0, T − 64) so that every fragment load stays inside
-// xbc (the host runs this kernel only for T ≥ 64, P a multiple of 64, N of 16); the chunk sits
-// at rows o … o + len − 1 of the window and every other row and column is masked out. Its x
-// rows are staged with the window's other rows zeroed, so the tokens around a short chunk
-// (another sequence's, even non-finite ones) never enter its product. h_in comes from the
-// state passing's f16 copy.
-@group(0) @binding(1) var<storage, {{ACT}}> xbc: array<f16>;
-@group(0) @binding(2) var<storage, read> dts: array<f32>;
-@group(0) @binding(3) var<storage, read> cs: array<f32>;
-@group(0) @binding(4) var<storage, read> chunks: array<u32>;
-@group(0) @binding(5) var<storage, read> hin16: array<f16>;
-@group(0) @binding(6) var<storage, read> heads: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;
-
-var<workgroup> cs_s: array<f32, 64>;
-var<workgroup> dt_s: array<f32, 64>;
-var<workgroup> yo: array<f32, 4096>; // S, then Yo, then y: 16 × 16 tiles, tile (r, c) at (4r + c)·256
-var<workgroup> s_h: array<f16, 4096>; // S, [row t][token j]
-var<workgroup> m_h: array<f16, 4096>; // M, [row t][token j]
-var<workgroup> x_h: array<f16, 4096>; // x of the chunk, [token j][channel i]
-const HEADS_WG: u32 = {{HEADS_WG}}u;
-// Element (r, c) of a 64 × 64 block stored as 16 × 16 tiles; c % 4 == 0 starts four in a row.
-fn tile_at(r: u32, c: u32) -> u32 { return ((r / 16u) * 4u + c / 16u) * 256u + (r % 16u) * 16u + c % 16u; }
-
-// S (in yo, tiled) to s_h as f16, four columns per lane and step.
-fn keep_s(lid: u32) {
-    let j0 = (lid % 16u) * 4u;
-    for (var s = 0u; s < 8u; s++) {
-        let t = lid / 16u + s * 8u;
-        let k = tile_at(t, j0);
-        let e = t * 64u + j0;
-        s_h[e] = f16(yo[k]);
-        s_h[e + 1u] = f16(yo[k + 1u]);
-        s_h[e + 2u] = f16(yo[k + 2u]);
-        s_h[e + 3u] = f16(yo[k + 3u]);
-    }
-}
-
-@compute @workgroup_size(128)
-fn ssd_chunk_scan_direct(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let i0 = wid.x * 64u;
-    let h_first = wid.y * HEADS_WG;
-    let c = wid.z;
-    let g = group_of(h_first);
-    let t0 = chunks[c * 4u];
-    let len = chunks[c * 4u + 1u];
-    let tb = min(t0, p.total - 64u);
-    let o = t0 - tb;
-    let band = lid / 32u;
-    let w = p.width;
-    let crow = c_ix(tb + band * 16u, g, 0u);
-    // S = C·Bᵀ, once for the HEADS_WG heads of this workgroup (they share the group): in a pass
-    // of its own, or (one head) in the head's pass over the state size, where the C fragment
-    // serves both products. (naga's uniformity analysis rejects the cooperative ops under an
-    // `if (hh == 0u)`, so the two forms are chosen at compile time.)
-    var s0: coop_mat16x16<f32, C>;
-    var s1: coop_mat16x16<f32, C>;
-    var s2: coop_mat16x16<f32, C>;
-    var s3: coop_mat16x16<f32, C>;
-#if SEPARATE_S
-    for (var k = 0u; k < p.nstate; k += 16u) {
-        let ca = coopLoadT<coop_mat16x16<f16, A>>(&xbc[crow + k], w);
-        s0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb, g, k)], w), s0);
-        s1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 16u, g, k)], w), s1);
-        s2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 32u, g, k)], w), s2);
-        s3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 48u, g, k)], w), s3);
-    }
-    coopStoreT(s0, &yo[(band * 4u) * 256u], 16u);
-    coopStoreT(s1, &yo[(band * 4u + 1u) * 256u], 16u);
-    coopStoreT(s2, &yo[(band * 4u + 2u) * 256u], 16u);
-    coopStoreT(s3, &yo[(band * 4u + 3u) * 256u], 16u);
-    workgroupBarrier();
-    keep_s(lid);
-#endif
-    let j0 = (lid % 16u) * 4u;
-    let jj = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
-    for (var hh = 0u; hh < HEADS_WG; hh++) {
-        let h = h_first + hh;
-        // The previous head's readers of cs_s, m_h and yo are done.
-        workgroupBarrier();
-        if (lid < 64u) {
-            let live = lid >= o && lid < o + len;
-            let r = (tb + lid) * p.heads + h;
-            cs_s[lid] = select(0.0, cs[r], live);
-            dt_s[lid] = select(0.0, dts[r], live);
-        }
-        // Yo = C·h_inᵀ; h_inᵀ (row n, column i) is the column-major form of h_in [i][n].
-        let hb = (c * p.heads + h) * p.hdim * p.nstate + i0 * p.nstate;
-        var o0: coop_mat16x16<f32, C>;
-        var o1: coop_mat16x16<f32, C>;
-        var o2: coop_mat16x16<f32, C>;
-        var o3: coop_mat16x16<f32, C>;
-        for (var k = 0u; k < p.nstate; k += 16u) {
-            // A = C rows of this band (row-major, stride W).
-            let ca = coopLoadT<coop_mat16x16<f16, A>>(&xbc[crow + k], w);
-#if !SEPARATE_S
-            // Bᵀ (row n, column j) is column-major in xbc with stride W.
-            s0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb, g, k)], w), s0);
-            s1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 16u, g, k)], w), s1);
-            s2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 32u, g, k)], w), s2);
-            s3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&xbc[b_ix(tb + 48u, g, k)], w), s3);
-#endif
-            o0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + k], p.nstate), o0);
-            o1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 16u * p.nstate + k], p.nstate), o1);
-            o2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 32u * p.nstate + k], p.nstate), o2);
-            o3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&hin16[hb + 48u * p.nstate + k], p.nstate), o3);
-        }
-#if !SEPARATE_S
-        coopStoreT(s0, &yo[(band * 4u) * 256u], 16u);
-        coopStoreT(s1, &yo[(band * 4u + 1u) * 256u], 16u);
-        coopStoreT(s2, &yo[(band * 4u + 2u) * 256u], 16u);
-        coopStoreT(s3, &yo[(band * 4u + 3u) * 256u], 16u);
-        workgroupBarrier();
-        keep_s(lid);
-        workgroupBarrier();
-#endif
-        coopStoreT(o0, &yo[(band * 4u) * 256u], 16u);
-        coopStoreT(o1, &yo[(band * 4u + 1u) * 256u], 16u);
-        coopStoreT(o2, &yo[(band * 4u + 2u) * 256u], 16u);
-        coopStoreT(o3, &yo[(band * 4u + 3u) * 256u], 16u);
-        workgroupBarrier();
-        // Four consecutive columns per lane and step. Mask first, then decay and dt: exp only
-        // ever sees cs_t − cs_j ≤ 0, and rows or columns outside the chunk are zero.
-        let d_h = select(0.0, heads[h * 4u + 1u], flag(HAS_D));
-        let cj = vec4<f32>(cs_s[j0], cs_s[j0 + 1u], cs_s[j0 + 2u], cs_s[j0 + 3u]);
-        let dj = vec4<f32>(dt_s[j0], dt_s[j0 + 1u], dt_s[j0 + 2u], dt_s[j0 + 3u]);
-        for (var s = 0u; s < 8u; s++) {
-            let t = lid / 16u + s * 8u;
-            let k = tile_at(t, j0);
-            let live = jj <= vec4<u32>(t) & jj >= vec4<u32>(o) & vec4<bool>(t < o + len);
-            let dec = exp(select(vec4<f32>(-1e30), vec4<f32>(cs_s[t]) - cj, live));
-            let e = t * 64u + j0;
-            let sv = vec4<f32>(f32(s_h[e]), f32(s_h[e + 1u]), f32(s_h[e + 2u]), f32(s_h[e + 3u]));
-            var m = select(vec4<f32>(0.0), sv * dec * dj, live);
-            m += select(vec4<f32>(0.0), vec4<f32>(d_h), jj == vec4<u32>(t) & live);
-            m_h[e] = f16(m.x);
-            m_h[e + 1u] = f16(m.y);
-            m_h[e + 2u] = f16(m.z);
-            m_h[e + 3u] = f16(m.w);
-            let ecs = exp(cs_s[t]);
-            yo[k] *= ecs;
-            yo[k + 1u] *= ecs;
-            yo[k + 2u] *= ecs;
-            yo[k + 3u] *= ecs;
-            // x of token t (channels j0 … j0 + 3), zero outside the chunk: the tokens around a
-            // short chunk (another sequence's, even non-finite ones) never enter its product.
-            let xi = x_ix(tb + t, h, i0 + j0);
-            let in_chunk = t >= o && t < o + len;
-            x_h[e] = select(f16(0.0), xbc[xi], in_chunk);
-            x_h[e + 1u] = select(f16(0.0), xbc[xi + 1u], in_chunk);
-            x_h[e + 2u] = select(f16(0.0), xbc[xi + 2u], in_chunk);
-            x_h[e + 3u] = select(f16(0.0), xbc[xi + 3u], in_chunk);
-        }
-        workgroupBarrier();
-        // y = M·X accumulated onto the scaled Yo (each band loads and stores its own rows), X
-        // from the staged x_h.
-        var y0 = coopLoadT<coop_mat16x16<f32, C>>(&yo[(band * 4u) * 256u], 16u);
-        var y1 = coopLoadT<coop_mat16x16<f32, C>>(&yo[(band * 4u + 1u) * 256u], 16u);
-        var y2 = coopLoadT<coop_mat16x16<f32, C>>(&yo[(band * 4u + 2u) * 256u], 16u);
-        var y3 = coopLoadT<coop_mat16x16<f32, C>>(&yo[(band * 4u + 3u) * 256u], 16u);
-        for (var k = 0u; k < 64u; k += 16u) {
-            let ma = coopLoadT<coop_mat16x16<f16, A>>(&m_h[band * 1024u + k], 64u);
-            y0 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u], 64u), y0);
-            y1 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 16u], 64u), y1);
-            y2 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 32u], 64u), y2);
-            y3 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&x_h[k * 64u + 48u], 64u), y3);
-        }
-        coopStoreT(y0, &yo[(band * 4u) * 256u], 16u);
-        coopStoreT(y1, &yo[(band * 4u + 1u) * 256u], 16u);
-        coopStoreT(y2, &yo[(band * 4u + 2u) * 256u], 16u);
-        coopStoreT(y3, &yo[(band * 4u + 3u) * 256u], 16u);
-        workgroupBarrier();
-        for (var s = 0u; s < 8u; s++) {
-            let t = lid / 16u + s * 8u;
-            if (t >= o && t < o + len) {
-                let k = tile_at(t, j0);
-                let dst = (tb + t) * p.heads * p.hdim + h * p.hdim + i0 + j0;
-                y[dst] = yo[k];
-                y[dst + 1u] = yo[k + 1u];
-                y[dst + 2u] = yo[k + 2u];
-                y[dst + 3u] = yo[k + 3u];
-            }
-        }
-    }
-}
-#endif
-
 #if TC
 // The tensor-core path (`ssd.coop64.fused`, f16 inputs, chunk 64): two kernels after the
 // cumsum, each on 16×16×16 cooperative matrices fed from workgroup memory, four subgroups of
@@ -1024,6 +535,11 @@ fn half8(v: vec4<u32>, w: f32) -> array<f16, 8> {
     return out;
 }
 
+// Four packed halves as a vector (naga has no bitcast from vec2<u32> to vec4<f16>).
+fn halves4(w: vec2<u32>) -> vec4<f16> {
+    return vec4<f16>(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)));
+}
+
 // 16-byte load of halves i … i + 7 of xbc (i a multiple of 8), or zeros.
 fn xbc8(i: u32, live: bool) -> vec4<u32> {
     if (!live) { return vec4<u32>(0u); }
@@ -1044,8 +560,9 @@ fn xbc8(i: u32, live: bool) -> vec4<u32> {
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 @group(0) @binding(6) var<storage, read_write> hin16: array<vec2<u32>>; // 4 halves per element
 
-var<workgroup> xt: array<f16, 4608>; // x of the chunk transposed, [channel][token]
-var<workgroup> bs: array<f16, 4608>; // w ⊙ B, [token][state]
+const HV: u32 = 18u; // row stride in vec4<f16> (72 halves)
+var<workgroup> xv: array<vec4<f16>, 1152>; // x of the chunk, [token][channel]
+var<workgroup> bv: array<vec4<f16>, 1152>; // w ⊙ B, [token][state]
 var<workgroup> sc: array<f32, 4352>; // the chunk's own part of the state tile, [channel][state]
 
 // One chunk's operands, fetched a step ahead: for rows j = lid / 8 + 16k, 8 channels of x and
@@ -1107,11 +624,13 @@ fn ssd_state_scan(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         // The previous step's fragment loads from xt / bs and reads of sc are done.
         workgroupBarrier();
         for (var k = 0u; k < 4u; k++) {
-            let j = lid / 8u + 16u * k;
-            let x8 = half8(cur.x[k], 1.0);
-            for (var m = 0u; m < 8u; m++) { xt[(q8 + m) * HS + j] = x8[m]; }
-            let b8 = half8(cur.b[k], cur.w[k]);
-            for (var m = 0u; m < 8u; m++) { bs[j * HS + q8 + m] = b8[m]; }
+            let e = (lid / 8u + 16u * k) * HV + q8 / 4u;
+            xv[e] = halves4(cur.x[k].xy);
+            xv[e + 1u] = halves4(cur.x[k].zw);
+            let b = cur.b[k];
+            let w = cur.w[k];
+            bv[e] = vec4<f16>(vec4<f32>(unpack2x16float(b.x), unpack2x16float(b.y)) * w);
+            bv[e + 1u] = vec4<f16>(vec4<f32>(unpack2x16float(b.z), unpack2x16float(b.w)) * w);
         }
         if (c + 1u < cr.y) { next = fetch(c + 1u, lid, h, g, i0, n0); }
         workgroupBarrier();
@@ -1121,12 +640,13 @@ fn ssd_state_scan(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         var s2: coop_mat16x16<f32, C>;
         var s3: coop_mat16x16<f32, C>;
         for (var k = 0u; k < 64u; k += 16u) {
-            // A = Xᵀ (row i, column t), row-major in xt.
-            let a = coopLoadT<coop_mat16x16<f16, A>>(&xt[band * 16u * HS + k], HS);
-            s0 = coopMultiplyAdd(a, coopLoadT<coop_mat16x16<f16, B>>(&bs[k * HS], HS), s0);
-            s1 = coopMultiplyAdd(a, coopLoadT<coop_mat16x16<f16, B>>(&bs[k * HS + 16u], HS), s1);
-            s2 = coopMultiplyAdd(a, coopLoadT<coop_mat16x16<f16, B>>(&bs[k * HS + 32u], HS), s2);
-            s3 = coopMultiplyAdd(a, coopLoadT<coop_mat16x16<f16, B>>(&bs[k * HS + 48u], HS), s3);
+            // A = Xᵀ (row i, column t): xv [t][i] is its column-major form. Strides and
+            // offsets count vec4s.
+            let a = coopLoad<coop_mat16x16<f16, A>>(&xv[k * HV + band * 4u], HV);
+            s0 = coopMultiplyAdd(a, coopLoadT<coop_mat16x16<f16, B>>(&bv[k * HV], HV), s0);
+            s1 = coopMultiplyAdd(a, coopLoadT<coop_mat16x16<f16, B>>(&bv[k * HV + 4u], HV), s1);
+            s2 = coopMultiplyAdd(a, coopLoadT<coop_mat16x16<f16, B>>(&bv[k * HV + 8u], HV), s2);
+            s3 = coopMultiplyAdd(a, coopLoadT<coop_mat16x16<f16, B>>(&bv[k * HV + 12u], HV), s3);
         }
         coopStoreT(s0, &sc[band * 16u * FS], FS);
         coopStoreT(s1, &sc[band * 16u * FS + 16u], FS);
@@ -1160,7 +680,8 @@ fn ssd_state_scan(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 #endif
 
 #if CHUNK_SCAN_TC
-// Steps 4–5 per (chunk, HEADS_WG heads of one group, 64 channels):
+// Steps 4–5 per (chunk, HEADS_WG heads of one group, 64 channels; with one head, all of its
+// channels, 64 at a time, ALL_BLOCKS):
 //   S = C·Bᵀ, once for the workgroup's heads (it depends on the group only), kept as f16;
 //   per head, M = S masked before the exp, ⊙ exp(cs_t − cs_j)·dt_j, with D on the diagonal
 //   (so M·X carries D·x), and y = M·X + (exp(cs) ⊙ C)·h_inᵀ, the entering state h_in from
@@ -1172,11 +693,11 @@ fn ssd_state_scan(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 
 var<workgroup> cs_s: array<f32, 64>;
 var<workgroup> dt_s: array<f32, 64>;
+const HEADS_WG: u32 = {{HEADS_WG}}u;
 var<workgroup> fs: array<f32, 4352>; // S, then y: [row t][column]
 var<workgroup> s_h: array<f16, 4608>; // S as f16, [row t][token j]
 var<workgroup> a_h: array<f16, 4608>; // A operands: C, then M, then exp(cs) ⊙ C
 var<workgroup> b_h: array<f16, 4608>; // B operands: B, then x, then h_in
-const HEADS_WG: u32 = {{HEADS_WG}}u;
 
 @compute @workgroup_size(128)
 fn ssd_chunk_scan_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -1246,67 +767,89 @@ fn ssd_chunk_scan_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgro
             let sv = vec4<f32>(f32(s_h[e]), f32(s_h[e + 1u]), f32(s_h[e + 2u]), f32(s_h[e + 3u]));
             var m = select(vec4<f32>(0.0), sv * dec * dj, live);
             m += select(vec4<f32>(0.0), vec4<f32>(d_h), jj == vec4<u32>(t) & live);
+#if ALL_BLOCKS
+            s_h[e] = f16(m.x);
+            s_h[e + 1u] = f16(m.y);
+            s_h[e + 2u] = f16(m.z);
+            s_h[e + 3u] = f16(m.w);
+#else
             a_h[e] = f16(m.x);
             a_h[e + 1u] = f16(m.y);
             a_h[e + 2u] = f16(m.z);
             a_h[e + 3u] = f16(m.w);
+#endif
         }
-        for (var k = 0u; k < 4u; k++) {
-            let j = lid / 8u + 16u * k;
-            let t = t0 + min(j, len - 1u);
-            let b_h8 = half8(xbc8(x_ix(t, h, i0 + q8), j < len), 1.0);
-            for (var m = 0u; m < 8u; m++) { b_h[j * HS + q8 + m] = b_h8[m]; }
-        }
-        workgroupBarrier();
-        var y0: coop_mat16x16<f32, C>;
-        var y1: coop_mat16x16<f32, C>;
-        var y2: coop_mat16x16<f32, C>;
-        var y3: coop_mat16x16<f32, C>;
-        for (var k = 0u; k < 64u; k += 16u) {
-            let ma = coopLoadT<coop_mat16x16<f16, A>>(&a_h[band * 16u * HS + k], HS);
-            y0 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&b_h[k * HS], HS), y0);
-            y1 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&b_h[k * HS + 16u], HS), y1);
-            y2 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&b_h[k * HS + 32u], HS), y2);
-            y3 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&b_h[k * HS + 48u], HS), y3);
-        }
-        // Off-diagonal part: (exp(cs) ⊙ C)·h_inᵀ, exp(cs_t) ≤ 1 folded into the staged C rows.
-        let hb = (c * p.heads + h) * p.hdim + i0;
-        for (var n0 = 0u; n0 < p.nstate; n0 += 64u) {
+#if ALL_BLOCKS
+        // One head per workgroup: M replaced S in s_h and serves every 64-channel block.
+        let blocks = p.hdim / 64u;
+#else
+        let blocks = 1u;
+#endif
+        for (var ib = 0u; ib < blocks; ib++) {
+            let i0 = i0 + ib * 64u;
+            // The previous block's readers of b_h and fs are done.
             workgroupBarrier();
             for (var k = 0u; k < 4u; k++) {
                 let j = lid / 8u + 16u * k;
-                let live_n = n0 + q8 < p.nstate;
                 let t = t0 + min(j, len - 1u);
-                let a_h8 = half8(xbc8(c_ix(t, g, n0 + q8), j < len && live_n), exp(cs_s[j]));
-                for (var m = 0u; m < 8u; m++) { a_h[j * HS + q8 + m] = a_h8[m]; }
-                // h_in rows are channels i0 + j.
-                let hi = (hb + j) * p.nstate + n0 + q8;
-                var hv = vec4<u32>(0u);
-                if (live_n) { hv = hin16[hi / 8u]; }
-                let b_h8 = half8(hv, 1.0);
+                let b_h8 = half8(xbc8(x_ix(t, h, i0 + q8), j < len), 1.0);
                 for (var m = 0u; m < 8u; m++) { b_h[j * HS + q8 + m] = b_h8[m]; }
             }
             workgroupBarrier();
-            for (var k = 0u; k < 64u && n0 + k < p.nstate; k += 16u) {
-                let ca = coopLoadT<coop_mat16x16<f16, A>>(&a_h[band * 16u * HS + k], HS);
-                // B operand = h_inᵀ (row n, column i): b_h [i][n] is its column-major form.
-                y0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[k], HS), y0);
-                y1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[16u * HS + k], HS), y1);
-                y2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[32u * HS + k], HS), y2);
-                y3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[48u * HS + k], HS), y3);
+            var y0: coop_mat16x16<f32, C>;
+            var y1: coop_mat16x16<f32, C>;
+            var y2: coop_mat16x16<f32, C>;
+            var y3: coop_mat16x16<f32, C>;
+            for (var k = 0u; k < 64u; k += 16u) {
+    #if ALL_BLOCKS
+                let ma = coopLoadT<coop_mat16x16<f16, A>>(&s_h[band * 16u * HS + k], HS);
+    #else
+                let ma = coopLoadT<coop_mat16x16<f16, A>>(&a_h[band * 16u * HS + k], HS);
+    #endif
+                y0 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&b_h[k * HS], HS), y0);
+                y1 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&b_h[k * HS + 16u], HS), y1);
+                y2 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&b_h[k * HS + 32u], HS), y2);
+                y3 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&b_h[k * HS + 48u], HS), y3);
             }
-        }
-        coopStoreT(y0, &fs[band * 16u * FS], FS);
-        coopStoreT(y1, &fs[band * 16u * FS + 16u], FS);
-        coopStoreT(y2, &fs[band * 16u * FS + 32u], FS);
-        coopStoreT(y3, &fs[band * 16u * FS + 48u], FS);
-        workgroupBarrier();
-        for (var k = 0u; k < 8u; k++) {
-            let t = lid / 16u + 8u * k;
-            if (t < len) {
-                let f = t * FS + cq;
-                y[((t0 + t) * p.heads * p.hdim + h * p.hdim + i0 + cq) / 4u] =
-                    vec4<f32>(fs[f], fs[f + 1u], fs[f + 2u], fs[f + 3u]);
+            // Off-diagonal part: (exp(cs) ⊙ C)·h_inᵀ, exp(cs_t) ≤ 1 folded into the staged C rows.
+            let hb = (c * p.heads + h) * p.hdim + i0;
+            for (var n0 = 0u; n0 < p.nstate; n0 += 64u) {
+                workgroupBarrier();
+                for (var k = 0u; k < 4u; k++) {
+                    let j = lid / 8u + 16u * k;
+                    let live_n = n0 + q8 < p.nstate;
+                    let t = t0 + min(j, len - 1u);
+                    let a_h8 = half8(xbc8(c_ix(t, g, n0 + q8), j < len && live_n), exp(cs_s[j]));
+                    for (var m = 0u; m < 8u; m++) { a_h[j * HS + q8 + m] = a_h8[m]; }
+                    // h_in rows are channels i0 + j.
+                    let hi = (hb + j) * p.nstate + n0 + q8;
+                    var hv = vec4<u32>(0u);
+                    if (live_n) { hv = hin16[hi / 8u]; }
+                    let b_h8 = half8(hv, 1.0);
+                    for (var m = 0u; m < 8u; m++) { b_h[j * HS + q8 + m] = b_h8[m]; }
+                }
+                workgroupBarrier();
+                for (var k = 0u; k < 64u && n0 + k < p.nstate; k += 16u) {
+                    let ca = coopLoadT<coop_mat16x16<f16, A>>(&a_h[band * 16u * HS + k], HS);
+                    // B operand = h_inᵀ (row n, column i): b_h [i][n] is its column-major form.
+                    y0 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[k], HS), y0);
+                    y1 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[16u * HS + k], HS), y1);
+                    y2 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[32u * HS + k], HS), y2);
+                    y3 = coopMultiplyAdd(ca, coopLoad<coop_mat16x16<f16, B>>(&b_h[48u * HS + k], HS), y3);
+                }
+            }
+            coopStoreT(y0, &fs[band * 16u * FS], FS);
+            coopStoreT(y1, &fs[band * 16u * FS + 16u], FS);
+            coopStoreT(y2, &fs[band * 16u * FS + 32u], FS);
+            coopStoreT(y3, &fs[band * 16u * FS + 48u], FS);
+            workgroupBarrier();
+            for (var k = 0u; k < 8u; k++) {
+                let t = lid / 16u + 8u * k;
+                if (t < len) {
+                    let f = t * FS + cq;
+                    y[((t0 + t) * p.heads * p.hdim + h * p.hdim + i0 + cq) / 4u] =
+                        vec4<f32>(fs[f], fs[f + 1u], fs[f + 2u], fs[f + 3u]);
+                }
             }
         }
     }

@@ -252,17 +252,14 @@ impl Tensor {
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
+        dev.wait()?;
         // Another thread polling the same device may be the one that runs this callback, a
-        // moment after our own poll returned: wait for it, polling again, before giving up.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            dev.wait()?;
-            match rx.recv_timeout(std::time::Duration::from_millis(5)) {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => return Err(Error::Readback(e.to_string())),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if std::time::Instant::now() < deadline => {}
-                Err(_) => return Err(Error::Readback("map callback did not run (device lost?)".into())),
-            }
+        // moment after our own poll returned: give it time rather than fail at once. (Polling
+        // again here instead contends for the GL backend's context lock.)
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Readback(e.to_string())),
+            Err(_) => return Err(Error::Readback("map callback did not run (device lost?)".into())),
         }
         let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
         let mut out = view.to_vec();

@@ -326,12 +326,7 @@ pub fn ssd(
         // (kernel, f16 inputs): every kernel with f32 inputs, chunk 64 and the tensor-core
         // kernel with f16 inputs where they run.
         let mut runs: Vec<(SsdKernel, bool)> = SsdKernel::ALL.iter().map(|&k| (k, false)).collect();
-        runs.extend([
-            (SsdKernel::Chunked(64), true),
-            (SsdKernel::Coop64, true),
-            (SsdKernel::Coop64Direct, true),
-            (SsdKernel::Coop64Fused, true),
-        ]);
+        runs.extend([(SsdKernel::Chunked(64), true), (SsdKernel::Coop64Fused, true)]);
         runs.retain(|&(k, f16)| k.runs(dev.caps(), if f16 { DType::F16 } else { DType::F32 }));
         for (kernel, f16) in runs {
             let name = if f16 { format!("{}.f16", kernel.name()) } else { kernel.name() };

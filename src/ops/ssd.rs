@@ -21,10 +21,10 @@
 //! Chunks never cross a sequence or a reset: the chunk table is built on the host, and a chunk
 //! that starts at a reset starts from zero.
 //!
-//! With f16 inputs and 16×16×16 cooperative matrices, chunk 64 also runs on tensor cores:
-//! [`SsdKernel::Coop64`] stages its operands in workgroup memory; [`SsdKernel::Coop64Direct`]
-//! streams most of them from global memory into fragments (the fastest SSD kernel on the
-//! H200; see BENCHMARKS.md).
+//! With f16 inputs and 16×16×16 cooperative matrices, [`SsdKernel::Coop64Fused`] runs chunk 64
+//! on tensor cores in three dispatches: the cumsum, a state scan that walks each sequence's
+//! chunks with the state on chip (the chunk states and the state passing in one), and the chunk
+//! scan (the fastest SSD kernel on the H200; see BENCHMARKS.md).
 
 use super::selective_scan::Sequences;
 use super::{grid, Params, Recorder};
@@ -46,17 +46,6 @@ pub enum SsdKernel {
     Sequential,
     /// The chunked SSD algorithm with this chunk size (32, 64, 128 or 256).
     Chunked(usize),
-    /// Chunk 64 with the chunk states and the chunk scan on cooperative matrices (tensor
-    /// cores: f16 operands, f32 accumulation); f16 inputs only (see [`SsdKernel::runs`]).
-    /// Operands are staged in workgroup memory.
-    Coop64,
-    /// Chunk 64 with the chunk scan on cooperative matrices, C, B and the entering states
-    /// (handed over as f16 by the state passing) fed straight from global memory, and the
-    /// SIMT chunk states; f16 inputs. Shapes it cannot take ([`SsdKernel::direct_fits`])
-    /// run as chunk 64. Fragments load 64-token windows, which around a short chunk hold
-    /// other sequences' tokens; x is therefore staged with the window's other rows zeroed, so
-    /// inputs never cross between sequences, even non-finite ones.
-    Coop64Direct,
     /// Chunk 64 on cooperative matrices fed from workgroup memory, f16 inputs, in three
     /// dispatches: the cumsum; a state scan that walks each sequence's chunks with the state
     /// carried on chip, handing every chunk its entering state as f16 (the chunk states and the
@@ -66,14 +55,12 @@ pub enum SsdKernel {
 }
 
 impl SsdKernel {
-    pub const ALL: [SsdKernel; 8] = [
+    pub const ALL: [SsdKernel; 6] = [
         SsdKernel::Sequential,
         SsdKernel::Chunked(32),
         SsdKernel::Chunked(64),
         SsdKernel::Chunked(128),
         SsdKernel::Chunked(256),
-        SsdKernel::Coop64,
-        SsdKernel::Coop64Direct,
         SsdKernel::Coop64Fused,
     ];
 
@@ -81,8 +68,6 @@ impl SsdKernel {
         match self {
             SsdKernel::Sequential => "ssd.sequential".into(),
             SsdKernel::Chunked(c) => format!("ssd.chunked{c}"),
-            SsdKernel::Coop64 => "ssd.coop64".into(),
-            SsdKernel::Coop64Direct => "ssd.coop64.direct".into(),
             SsdKernel::Coop64Fused => "ssd.coop64.fused".into(),
         }
     }
@@ -92,14 +77,13 @@ impl SsdKernel {
         match self {
             SsdKernel::Sequential => None,
             SsdKernel::Chunked(c) => Some(c),
-            SsdKernel::Coop64 | SsdKernel::Coop64Direct | SsdKernel::Coop64Fused => Some(64),
+            SsdKernel::Coop64Fused => Some(64),
         }
     }
 
-    /// Whether the kernel runs inputs of this dtype on this device. `Coop64` needs f16 inputs,
-    /// 16×16×16 f16 → f32 cooperative matrices, subgroups of exactly 32 lanes (its four
-    /// subgroups each own a 16-row band) and 41 KB of workgroup memory; so does `Coop64Direct`
-    /// (40.5 KB), and `Coop64Fused` (44.5 KB).
+    /// Whether the kernel runs inputs of this dtype on this device. `Coop64Fused` needs f16
+    /// inputs, 16×16×16 f16 → f32 cooperative matrices, subgroups of exactly 32 lanes (its four
+    /// subgroups each own a 16-row band) and 44.5 KB of workgroup memory.
     pub fn runs(self, caps: &crate::device::Capabilities, input: DType) -> bool {
         match self {
             SsdKernel::Coop64Fused => {
@@ -109,22 +93,8 @@ impl SsdKernel {
                     && caps.subgroup_max_size == 32
                     && caps.max_compute_workgroup_storage_size >= FUSED_WORKGROUP_BYTES
             }
-            SsdKernel::Coop64 | SsdKernel::Coop64Direct => {
-                input == DType::F16
-                    && caps.coop_f16_16x16_f32()
-                    && caps.subgroup_min_size == 32
-                    && caps.subgroup_max_size == 32
-                    && caps.max_compute_workgroup_storage_size >= 41 * 1024
-            }
             _ => true,
         }
-    }
-
-    /// Whether `Coop64Direct`'s tensor-core chunk scan takes this shape: its fragments load
-    /// 64 channels and 16 states at a time from a 64-token window of `xbc`, so P must be a
-    /// multiple of 64, N of 16, and the call must hold at least 64 tokens.
-    pub fn direct_fits(dims: SsdDims, tokens: usize) -> bool {
-        dims.head_dim.is_multiple_of(64) && dims.n.is_multiple_of(16) && tokens >= 64
     }
 
     /// Whether `Coop64Fused` takes this shape: its tiles are 64 channels wide and its loads
@@ -209,35 +179,6 @@ fn state_passing_variant() -> Variant {
 fn chunk_scan_variant(input: DType, native: bool) -> Variant {
     simt_variant("ssd.chunk_scan", "ssd_chunk_scan", "CHUNK_SCAN", input, native)
 }
-fn coop_variant(name: &str, entry: &'static str, define: &'static str) -> Variant {
-    Variant::new(name, "ssd", entry)
-        .define(crate::shader::BOUNDED_LOOPS, 1)
-        .define("COOP", 1)
-        .define(define, 1)
-        .needs_coop_matrix()
-}
-fn chunk_state_coop_variant() -> Variant {
-    coop_variant("ssd.chunk_state.coop", "ssd_chunk_state_coop", "CHUNK_STATE_COOP")
-}
-fn chunk_scan_coop_variant() -> Variant {
-    coop_variant("ssd.chunk_scan.coop", "ssd_chunk_scan_coop", "CHUNK_SCAN_COOP")
-}
-/// State passing that hands the entering states to the direct chunk scan as f16.
-fn state_passing_half_variant() -> Variant {
-    variant("ssd.state_passing.h16", "ssd_state_passing", "STATE_PASSING", DType::F32)
-        .define("HALF_COPY", 1)
-        .needs_f16()
-}
-/// `heads` heads of one group per workgroup (they share C·Bᵀ): 1, 2, 4 or 8.
-fn chunk_scan_direct_variant(heads: usize) -> Variant {
-    Variant::new(format!("ssd.chunk_scan.direct.h{heads}"), "ssd", "ssd_chunk_scan_direct")
-        .define(crate::shader::BOUNDED_LOOPS, 1)
-        .define("CHUNK_SCAN_DIRECT", 1)
-        .define("HEADS_WG", heads)
-        .define("SEPARATE_S", (heads > 1) as u32)
-        .needs_coop_matrix()
-}
-
 fn tc_variant(name: String, entry: &'static str, define: &'static str) -> Variant {
     Variant::new(name, "ssd", entry)
         .define(crate::shader::BOUNDED_LOOPS, 1)
@@ -250,27 +191,25 @@ fn state_scan_variant() -> Variant {
     tc_variant("ssd.state_scan.coop".into(), "ssd_state_scan", "STATE_SCAN")
 }
 /// `Coop64Fused`'s chunk scan with `heads` heads of one group per workgroup (they share C·Bᵀ).
+/// With one head, a workgroup takes every 64-channel block of it, so C·Bᵀ and the masked M
+/// are computed once per (chunk, head) rather than once per block.
 fn chunk_scan_tc_variant(heads: usize) -> Variant {
     tc_variant(format!("ssd.chunk_scan.tc.h{heads}"), "ssd_chunk_scan_tc", "CHUNK_SCAN_TC")
         .define("HEADS_WG", heads)
+        .define("ALL_BLOCKS", (heads == 1) as u32)
 }
 
 /// Every shader variant of the family (for validation and listing).
 pub fn variants() -> Vec<Variant> {
     let mut out = vec![
         state_passing_variant(),
-        state_passing_half_variant(),
-        chunk_state_coop_variant(),
-        chunk_scan_coop_variant(),
-        chunk_scan_direct_variant(1),
-        chunk_scan_direct_variant(2),
-        chunk_scan_direct_variant(4),
-        chunk_scan_direct_variant(8),
         state_scan_variant(),
         chunk_scan_tc_variant(1),
         chunk_scan_tc_variant(2),
         chunk_scan_tc_variant(4),
         chunk_scan_tc_variant(8),
+        chunk_scan_tc_variant(12),
+        chunk_scan_tc_variant(24),
         chunk_state_variant(DType::F16, true),
         chunk_scan_variant(DType::F16, true),
     ];
@@ -545,9 +484,7 @@ pub fn ssd(rec: &mut Recorder, kernel: SsdKernel, args: &SsdArgs, y: &Tensor) ->
             Ok(())
         }
         SsdKernel::Chunked(chunk) => record_chunked(rec, args, y, chunk, ALL_STAGES),
-        SsdKernel::Coop64 | SsdKernel::Coop64Direct | SsdKernel::Coop64Fused => {
-            record_stages(rec, args, y, kernel, ALL_STAGES)
-        }
+        SsdKernel::Coop64Fused => record_stages(rec, args, y, kernel, ALL_STAGES),
     }
 }
 
@@ -571,7 +508,7 @@ pub fn record_chunked(
     record_stages(rec, args, y, SsdKernel::Chunked(chunk), stages)
 }
 
-/// [`record_chunked`] for any chunked kernel (`Chunked(c)`, `Coop64` or `Coop64Direct`).
+/// [`record_chunked`] for any chunked kernel (`Chunked(c)` or `Coop64Fused`).
 pub fn record_stages(
     rec: &mut Recorder,
     args: &SsdArgs,
@@ -584,7 +521,6 @@ pub fn record_stages(
     let input = args.xbc.dtype();
     let d = args.dims;
     let chunk = kernel.chunk().ok_or_else(|| Error::Invalid("the sequential SSD has no stages".into()))?;
-    let coop = kernel == SsdKernel::Coop64;
     if !kernel.runs(dev.caps(), input) {
         return Err(Error::UnsupportedVariant(format!(
             "{} needs f16 inputs, f16 cooperative matrices, 32-lane subgroups and 41 KB of workgroup memory (inputs {input:?}, adapter {})",
@@ -593,10 +529,6 @@ pub fn record_stages(
         )));
     }
     let t = args.seqs.total();
-    let direct = kernel == SsdKernel::Coop64Direct;
-    if direct && !SsdKernel::direct_fits(d, t) {
-        return record_stages(rec, args, y, SsdKernel::Chunked(64), stages);
-    }
     if kernel == SsdKernel::Coop64Fused && !SsdKernel::fused_fits(d) {
         return record_stages(rec, args, y, SsdKernel::Chunked(64), stages);
     }
@@ -626,44 +558,23 @@ pub fn record_stages(
     let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
     if on(2) {
         rec.dispatch(
-            &if coop { chunk_state_coop_variant() } else { chunk_state_variant(input, native) },
+            &chunk_state_variant(input, native),
             &params,
             &[args.xbc, &dts, &cs, &table, &cstates],
             [tiles as u32, d.heads as u32, nchunks as u32],
         )?;
     }
     let work = args.seqs.count() * d.heads * d.head_dim * d.n;
-    // The direct chunk scan reads the entering states as f16 from their own buffer.
-    let hin16 = if direct {
-        Some(Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F16)?)
-    } else {
-        None
-    };
     if on(4) {
-        let v = if direct { state_passing_half_variant() } else { state_passing_variant() };
-        let mut tensors = vec![&cs, &table, &cstates, args.state];
-        tensors.extend(hin16.as_ref());
-        rec.dispatch(&v, &params, &tensors, grid(dev, work.div_ceil(64))?)?;
+        let tensors = [&cs, &table, &cstates, args.state];
+        rec.dispatch(&state_passing_variant(), &params, &tensors, grid(dev, work.div_ceil(64))?)?;
     }
-    let tiles = if coop || direct { 1 } else { chunk.div_ceil(64) } * d.head_dim.div_ceil(64);
-    if on(8) && direct {
-        let h16 = hin16.as_ref().expect("allocated for the direct kernel");
-        // Heads of one group share C·Bᵀ: up to eight per workgroup (on the H200, Mamba-2's
-        // 24 heads per group ran 2.21 ms with 8, 2.31 with 4, 2.47 with 2, 2.79 with 1).
-        let per_group = d.heads / d.groups;
-        let hw = [8, 4, 2, 1].into_iter().find(|k| per_group.is_multiple_of(*k)).unwrap_or(1);
+    if on(8) {
         rec.dispatch(
-            &chunk_scan_direct_variant(hw),
-            &params,
-            &[args.xbc, &dts, &cs, &table, h16, args.heads, y],
-            [tiles as u32, (d.heads / hw) as u32, nchunks as u32],
-        )?;
-    } else if on(8) {
-        rec.dispatch(
-            &if coop { chunk_scan_coop_variant() } else { chunk_scan_variant(input, native) },
+            &chunk_scan_variant(input, native),
             &params,
             &[args.xbc, &dts, &cs, &table, &cstates, args.heads, y],
-            [tiles as u32, d.heads as u32, nchunks as u32],
+            [(chunk.div_ceil(64) * d.head_dim.div_ceil(64)) as u32, d.heads as u32, nchunks as u32],
         )?;
     }
     Ok(())
@@ -705,17 +616,29 @@ fn record_fused(
         )?;
     }
     if stages & 8 != 0 {
-        // Heads of one group share C·Bᵀ: up to eight per workgroup.
+        // Heads of one group share C·Bᵀ.
         let per_group = d.heads / d.groups;
-        let hw = [8, 4, 2, 1].into_iter().find(|k| per_group.is_multiple_of(*k)).unwrap_or(1);
+        let hw = heads_per_workgroup(d, per_group, nchunks);
         rec.dispatch(
             &chunk_scan_tc_variant(hw),
             &params,
             &[args.xbc, dts, cs, table, &hin16, args.heads, y],
-            [(d.head_dim / 64) as u32, (d.heads / hw) as u32, nchunks as u32],
+            [if hw == 1 { 1 } else { (d.head_dim / 64) as u32 }, (d.heads / hw) as u32, nchunks as u32],
         )?;
     }
     Ok(())
+}
+
+/// Heads per workgroup of `Coop64Fused`'s chunk scan: the most (of 24, 12, 8, 4, 2, 1, dividing
+/// the heads per group) that still leave 512 workgroups (about four per SM on the H200), or
+/// the most of all when none does (a small call, where fewer, fuller workgroups cost nothing).
+/// They share C·Bᵀ: on the H200, Mamba-2's 24 heads per group at 16K tokens ran the chunk
+/// scan in 2.89 ms with 24 per workgroup, 2.95 with 12 and 2.99 with 8.
+fn heads_per_workgroup(d: SsdDims, per_group: usize, nchunks: usize) -> usize {
+    let fits: Vec<usize> =
+        [24, 12, 8, 4, 2, 1].into_iter().filter(|k| per_group.is_multiple_of(*k)).collect();
+    let workgroups = |hw: usize| nchunks * (d.heads / hw) * if hw == 1 { 1 } else { d.head_dim / 64 };
+    fits.iter().copied().find(|&hw| workgroups(hw) >= 512).unwrap_or(fits[0])
 }
 
 /// Records one decode step: `args.seqs` must be [`Sequences::decode`] (one token per

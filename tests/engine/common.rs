@@ -21,6 +21,12 @@ pub fn devices() -> &'static [Device] {
     })
 }
 
+/// Devices of the caller's own, for tests that count a device's objects or submits: the shared
+/// ones from [`devices`] are used by other tests running in parallel.
+pub fn private_devices() -> Vec<Device> {
+    testing::devices().unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Reads a guarded f32 output, compares it with the reference under the op's budget and
 /// prints the per-case figures. Panics with the figures on failure.
 pub fn check(dev: &Device, op: &str, dtype: DType, case: &str, out: &GuardedOutput, want: &[f64]) {

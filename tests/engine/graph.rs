@@ -1,7 +1,7 @@
 //! Graph executor: planner properties on random graphs, planned vs naive execution, the f64
 //! graph interpreter, binding-limit splitting, bucketed plan caching and decode replay.
 
-use crate::common::devices;
+use crate::common::{devices, private_devices};
 use linseq::graph::synthetic::{mamba_stack, MixerKind, SyntheticConfig};
 use linseq::graph::{plan, reference, Executable, Graph, PlanCache, PlanOptions, Role, TensorId};
 use linseq::ops::elementwise::{Binary, Unary};
@@ -257,7 +257,7 @@ fn plans_are_cached_per_power_of_two_bucket() {
 
 #[test]
 fn decode_replay_submits_once_and_creates_nothing() {
-    for dev in devices() {
+    for dev in &private_devices() {
         // One token for each of 3 sequences through 4 gated blocks, a head, and sampling.
         let cfg = SyntheticConfig { mixer: MixerKind::GateOnly, ..SyntheticConfig::mamba(4, 64, 1, 3) };
         let (mut g, hidden) = mamba_stack(&cfg).unwrap();

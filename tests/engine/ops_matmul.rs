@@ -54,7 +54,8 @@ fn every_matmul_variant_on_edge_shapes() {
         for v in matmul::variants() {
             // The fused in_proj step has its own test (ops_fused).
             let in_step = v.defines.get("IN_STEP").is_some_and(|d| d == "1");
-            if !v.supported(dev.caps()) || v.entry == "gemm_coop" || in_step {
+            // The cooperative-matrix kernels have tests of their own.
+            if !v.supported(dev.caps()) || v.entry == "gemm_coop" || v.entry == "coop_probe" || in_step {
                 continue;
             }
             let shapes = if v.entry == "gemv" { &GEMV_SHAPES } else { &GEMM_SHAPES };
@@ -162,6 +163,61 @@ fn cooperative_matrix_gemm_matches_reference_or_is_refused() {
                 rec.run().unwrap();
                 let want = matmul::linear_ref(&xs, &ws, None, m, n, k);
                 check(dev, "matmul_coop", DType::F16, &format!("{} M={m} N={n} K={k}", v.name), &out, &want);
+            }
+        }
+    }
+}
+
+#[test]
+fn cooperative_matrix_probes_compute_their_products_or_are_refused() {
+    // Each probe's one output per workgroup is element (0, 0) of the sum of its subgroups'
+    // accumulators: recomputed here from the operand block, per step.
+    let (workgroups, iters) = (2, 8);
+    for dev in devices() {
+        let xs = f16_round(&Rng::new(15).vec(64 * 64, -1.0, 1.0));
+        let x = Tensor::from_f32(dev, &[64, 64], &xs, DType::F16).unwrap();
+        let y = Tensor::empty(dev, &[workgroups], DType::F32).unwrap();
+        let at = |r: usize, c: usize| xs[r * 64 + c] as f64;
+        for probe in matmul::CoopProbe::ALL {
+            let mut rec = Recorder::new(dev);
+            let r = matmul::coop_probe(&mut rec, probe, &x, &y, workgroups, iters);
+            if !probe.variant().supported(dev.caps()) {
+                assert!(
+                    matches!(r, Err(Error::UnsupportedVariant(_))),
+                    "{} ran without the feature",
+                    probe.name
+                );
+                continue;
+            }
+            r.unwrap();
+            rec.run().unwrap();
+            // (row of A, column of B) pairs whose dot products over the step's 16 k add up.
+            let pairs = |band: usize| -> Vec<(usize, usize)> {
+                if probe.name.contains("wg22") {
+                    let (r0, c0) = ((band % 2) * 32, (band / 2) * 32);
+                    vec![(r0, c0), (r0, c0 + 16), (r0 + 16, c0), (r0 + 16, c0 + 16)]
+                } else {
+                    (0..4).map(|q| (band * 16, q * 16)).collect()
+                }
+            };
+            let mut want = 0.0;
+            for it in 0..iters {
+                let k = if probe.name.ends_with(".regs") { 0 } else { (it % 4) * 16 };
+                for band in 0..4 {
+                    for (row, col) in pairs(band) {
+                        for r in 0..16 {
+                            // B (r, 0) is x[k + r][col] row-major; column-major it is x[k][col + r].
+                            let b =
+                                if probe.name.ends_with(".bcol") { at(k, col + r) } else { at(k + r, col) };
+                            want += at(row, k + r) * b;
+                        }
+                    }
+                }
+            }
+            let got = y.read::<f32>(dev).unwrap();
+            for (w, &g) in got.iter().enumerate() {
+                let err = (g as f64 - want).abs();
+                assert!(err <= 1e-3 * (1.0 + want.abs()), "{} workgroup {w}: {g} against {want}", probe.name);
             }
         }
     }
