@@ -621,7 +621,7 @@ fn ssd_state_scan(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         let c = cr.x + step;
         let on = c < cr.y;
         let cur = next;
-        // The previous step's fragment loads from xt / bs and reads of sc are done.
+        // The previous step's fragment loads from xv / bv and reads of sc are done.
         workgroupBarrier();
         for (var k = 0u; k < 4u; k++) {
             let e = (lid / 8u + 16u * k) * HV + q8 / 4u;
@@ -801,11 +801,11 @@ fn ssd_chunk_scan_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgro
             var y2: coop_mat16x16<f32, C>;
             var y3: coop_mat16x16<f32, C>;
             for (var k = 0u; k < 64u; k += 16u) {
-    #if ALL_BLOCKS
+#if ALL_BLOCKS
                 let ma = coopLoadT<coop_mat16x16<f16, A>>(&s_h[band * 16u * HS + k], HS);
-    #else
+#else
                 let ma = coopLoadT<coop_mat16x16<f16, A>>(&a_h[band * 16u * HS + k], HS);
-    #endif
+#endif
                 y0 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&b_h[k * HS], HS), y0);
                 y1 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&b_h[k * HS + 16u], HS), y1);
                 y2 = coopMultiplyAdd(ma, coopLoadT<coop_mat16x16<f16, B>>(&b_h[k * HS + 32u], HS), y2);

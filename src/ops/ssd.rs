@@ -523,7 +523,7 @@ pub fn record_stages(
     let chunk = kernel.chunk().ok_or_else(|| Error::Invalid("the sequential SSD has no stages".into()))?;
     if !kernel.runs(dev.caps(), input) {
         return Err(Error::UnsupportedVariant(format!(
-            "{} needs f16 inputs, f16 cooperative matrices, 32-lane subgroups and 41 KB of workgroup memory (inputs {input:?}, adapter {})",
+            "{} needs f16 inputs, f16 cooperative matrices, 32-lane subgroups and {FUSED_WORKGROUP_BYTES} bytes of workgroup memory (inputs {input:?}, adapter {})",
             kernel.name(),
             dev.caps().adapter
         )));
@@ -536,8 +536,13 @@ pub fn record_stages(
     let table = Tensor::from_slice(dev, &[table_host.len()], &table_host)?;
     let dts = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
     let cs = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
-    let cstates = Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F32)?;
-    let params = args.params(args.flags.init_state, (0, 0), (nchunks, chunk));
+    // The fused state scan loops as many steps as the longest sequence has chunks, a bound from
+    // the uniform buffer: on the H200, cooperative-matrix results inside a loop bounded by a
+    // value from storage (even one made uniform by workgroupUniformLoad) came out wrong.
+    let offsets = &table_host[nchunks * 4..];
+    let seq_chunks = offsets.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
+    let params =
+        args.params(args.flags.init_state, (0, 0), (nchunks, chunk)).set(SEQ_CHUNKS_FIELD, seq_chunks);
     let max = dev.caps().max_compute_workgroups_per_dimension as usize;
     if nchunks > max || d.heads > max {
         return Err(Error::Limit(format!("{nchunks} chunks × {} heads exceed the dispatch grid", d.heads)));
@@ -553,8 +558,10 @@ pub fn record_stages(
         )?;
     }
     if kernel == SsdKernel::Coop64Fused {
-        return record_fused(rec, args, y, (&table, &table_host, nchunks), &dts, &cs, stages);
+        return record_fused(rec, args, y, &params, (&table, nchunks), (&dts, &cs), stages);
     }
+    // Per-chunk states in f32 (the fused kernel has no such buffer).
+    let cstates = Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F32)?;
     let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
     if on(2) {
         rec.dispatch(
@@ -586,9 +593,9 @@ fn record_fused(
     rec: &mut Recorder,
     args: &SsdArgs,
     y: &Tensor,
-    (table, table_host, nchunks): (&Tensor, &[u32], usize),
-    dts: &Tensor,
-    cs: &Tensor,
+    params: &Params,
+    (table, nchunks): (&Tensor, usize),
+    (dts, cs): (&Tensor, &Tensor),
     stages: u32,
 ) -> Result<()> {
     let dev = rec.device();
@@ -598,30 +605,22 @@ fn record_fused(
     if s > max {
         return Err(Error::Limit(format!("{s} sequences exceed the dispatch grid ({max})")));
     }
-    // The state scan's loop runs as many steps as the longest sequence has chunks, a bound from
-    // the uniform buffer: on the H200, cooperative-matrix results inside a loop bounded by a
-    // value from storage (even one made uniform by workgroupUniformLoad) came out wrong.
-    let offsets = &table_host[nchunks * 4..];
-    let seq_chunks = offsets.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
-    let params = args.params(args.flags.init_state, (0, 0), (nchunks, 64)).set(SEQ_CHUNKS_FIELD, seq_chunks);
     // The state entering each chunk, f16, [chunk, H, P, N].
     let hin16 = Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F16)?;
     if stages & 2 != 0 {
         let tiles = (d.head_dim / 64) * d.n.div_ceil(64);
         rec.dispatch(
             &state_scan_variant(),
-            &params,
+            params,
             &[args.xbc, dts, cs, table, args.state, &hin16],
             [tiles as u32, d.heads as u32, s as u32],
         )?;
     }
     if stages & 8 != 0 {
-        // Heads of one group share C·Bᵀ.
-        let per_group = d.heads / d.groups;
-        let hw = heads_per_workgroup(d, per_group, nchunks);
+        let hw = heads_per_workgroup(d, nchunks);
         rec.dispatch(
             &chunk_scan_tc_variant(hw),
-            &params,
+            params,
             &[args.xbc, dts, cs, table, &hin16, args.heads, y],
             [if hw == 1 { 1 } else { (d.head_dim / 64) as u32 }, (d.heads / hw) as u32, nchunks as u32],
         )?;
@@ -634,7 +633,8 @@ fn record_fused(
 /// the most of all when none does (a small call, where fewer, fuller workgroups cost nothing).
 /// They share C·Bᵀ: on the H200, Mamba-2's 24 heads per group at 16K tokens ran the chunk
 /// scan in 2.89 ms with 24 per workgroup, 2.95 with 12 and 2.99 with 8.
-fn heads_per_workgroup(d: SsdDims, per_group: usize, nchunks: usize) -> usize {
+fn heads_per_workgroup(d: SsdDims, nchunks: usize) -> usize {
+    let per_group = d.heads / d.groups;
     let fits: Vec<usize> =
         [24, 12, 8, 4, 2, 1].into_iter().filter(|k| per_group.is_multiple_of(*k)).collect();
     let workgroups = |hw: usize| nchunks * (d.heads / hw) * if hw == 1 { 1 } else { d.head_dim / 64 };
