@@ -3,8 +3,9 @@
 //! GPU time is measured by `linseq bench`, not here.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use linseq::ops as shader;
 use linseq::ops::{elementwise, Recorder};
-use linseq::shader::{self, validate};
+use linseq::shader::validate;
 use linseq::{DType, Device, Tensor};
 use std::hint::black_box;
 
@@ -20,8 +21,8 @@ fn shader_costs(c: &mut Criterion) {
 fn recording_costs(c: &mut Criterion) {
     let dev = Device::new().unwrap_or_else(|e| panic!("{e}"));
     let v = shader::find("elementwise.exp").unwrap();
-    dev.pipeline(&v).unwrap();
-    c.bench_function("pipeline cache hit", |b| b.iter(|| black_box(dev.pipeline(&v).unwrap())));
+    v.pipeline(&dev).unwrap();
+    c.bench_function("pipeline cache hit", |b| b.iter(|| black_box(v.pipeline(&dev).unwrap())));
     let a = Tensor::empty(&dev, &[4096], DType::F32).unwrap();
     let o = Tensor::empty(&dev, &[4096], DType::F32).unwrap();
     c.bench_function("record 64 dispatches (params + bind group each)", |b| {

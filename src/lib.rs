@@ -34,6 +34,7 @@ pub mod shader;
 pub mod tensor;
 pub mod testing;
 pub mod tune;
+pub mod tuning;
 
 pub use device::Device;
 pub use error::{Error, Result};

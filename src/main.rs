@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use linseq::shader::validate::{self, Outcome};
-use linseq::{device, shader, Device};
+use linseq::{device, Device};
 use std::process::ExitCode;
 
 mod bench_cmds;
@@ -277,9 +277,9 @@ fn shaders(
     show: Option<&str>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let variants: Vec<_> =
-        shader::registry().into_iter().filter(|v| filter.is_none_or(|f| v.name.contains(f))).collect();
+        linseq::ops::registry().into_iter().filter(|v| filter.is_none_or(|f| v.name.contains(f))).collect();
     if let Some(name) = show {
-        print!("{}", shader::find(name)?.wgsl()?);
+        print!("{}", linseq::ops::find(name)?.wgsl()?);
         return Ok(ExitCode::SUCCESS);
     }
     if list {

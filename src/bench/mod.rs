@@ -234,7 +234,7 @@ pub fn bench_linear(
     cfg: BenchConfig,
     roofline: f64,
 ) -> Result<BenchRow> {
-    let v = crate::shader::find(variant)?;
+    let v = crate::ops::find(variant)?;
     let LinearInputs { m, n, k, xdt, wdt, ref xs, ref ws, ref x, ref w } = *inputs;
     if linear_dtypes(&v) != (xdt, wdt) {
         return Err(crate::Error::Invalid(format!("{variant} does not take {xdt:?} x and {wdt:?} W")));
@@ -312,7 +312,7 @@ pub fn run_core(dev: &Device, cfg: BenchConfig, variants: &Variants) -> Result<V
         if !variants.matches(name) {
             continue;
         }
-        let v = crate::shader::find(name)?;
+        let v = crate::ops::find(name)?;
         if !v.supported(&caps) {
             log::info!("skipping {name}: needs {}", v.requires.describe());
             continue;

@@ -11,7 +11,8 @@ mod capabilities;
 pub use capabilities::{Capabilities, CoopMatrixShape};
 
 use crate::error::{Error, Result};
-use crate::shader::PipelineCache;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -150,7 +151,7 @@ struct ErrorSink {
     lost: Option<String>,
 }
 
-/// An open GPU device with its queue, capabilities and pipeline cache.
+/// An open GPU device with its queue, capabilities and tuning table.
 ///
 /// wgpu's default uncaptured-error handler panics; linseq installs its own that records the
 /// first error, and every submit/readback path calls [`Device::check`] so the error comes back
@@ -161,10 +162,12 @@ pub struct Device {
     info: wgpu::AdapterInfo,
     caps: Capabilities,
     sink: Arc<Mutex<ErrorSink>>,
-    pub(crate) pipelines: PipelineCache,
+    /// Per-device state owned by the layers above (the shader layer's pipeline cache), keyed by
+    /// type, so this layer needs to know none of them ([`Device::local`]).
+    locals: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     counters: Counters,
-    /// Tuned variant choices for this adapter (see [`crate::tune`]).
-    tuning: std::sync::RwLock<crate::tune::TuneTable>,
+    /// Tuned variant choices for this adapter (see [`crate::tuning`]).
+    tuning: std::sync::RwLock<crate::tuning::TuneTable>,
 }
 
 impl std::fmt::Debug for Device {
@@ -234,14 +237,14 @@ impl Device {
             });
         }
         let caps = Capabilities::new(&info, device.features(), device.limits(), &coop);
-        let tuning = std::sync::RwLock::new(crate::tune::load_for(&info));
+        let tuning = std::sync::RwLock::new(crate::tuning::load_for(&info));
         Ok(Self {
             device,
             queue,
             info,
             caps,
             sink,
-            pipelines: PipelineCache::default(),
+            locals: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             tuning,
         })
@@ -253,20 +256,20 @@ impl Device {
         t.get(op, bucket).map(|e| e.variant.clone())
     }
 
-    /// This device's tuning table (loaded at start-up from the cache file, see [`crate::tune`]).
-    pub fn tuning(&self) -> crate::tune::TuneTable {
+    /// This device's tuning table (loaded at start-up from the cache file, see [`crate::tuning`]).
+    pub fn tuning(&self) -> crate::tuning::TuneTable {
         self.tuning.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Replaces the tuning table (for example with a fresh `tune::tune_ops` result).
-    pub fn set_tuning(&self, table: crate::tune::TuneTable) {
+    pub fn set_tuning(&self, table: crate::tuning::TuneTable) {
         *self.tuning.write().unwrap_or_else(|p| p.into_inner()) = table;
     }
 
     /// Uses the table of a cache shipped with an application, if it has one for this adapter,
     /// driver and linseq version; returns whether it had.
-    pub fn install_tuning(&self, file: &crate::tune::TuneFile) -> bool {
-        let key = crate::tune::TuneKey::of(&self.info);
+    pub fn install_tuning(&self, file: &crate::tuning::TuneFile) -> bool {
+        let key = crate::tuning::TuneKey::of(&self.info);
         match file.table(&key) {
             Some(t) => {
                 self.set_tuning(t.clone());
@@ -356,17 +359,12 @@ impl Device {
         s.lost.get_or_insert_with(|| "destroyed by the application".into());
     }
 
-    /// The compiled pipeline for a variant (compiled on first use, then cached).
-    pub fn pipeline(
-        &self,
-        variant: &crate::shader::Variant,
-    ) -> Result<std::sync::Arc<crate::shader::Pipeline>> {
-        self.pipelines.get(self, variant)
-    }
-
-    /// How many distinct pipelines this device has compiled.
-    pub fn pipeline_count(&self) -> usize {
-        self.pipelines.len()
+    /// This device's instance of `T`, made with `T::default()` on first use: where a layer
+    /// above keeps per-device state (the shader layer's pipeline cache is one).
+    pub fn local<T: Any + Send + Sync + Default>(&self) -> Arc<T> {
+        let mut map = self.locals.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = map.entry(TypeId::of::<T>()).or_insert_with(|| Arc::new(T::default()));
+        slot.clone().downcast::<T>().expect("a local's slot holds its own type")
     }
 
     /// A one-line description: name, backend, type, driver.

@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
+/// The family's WGSL (`shaders/causal_conv1d.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("causal_conv1d");
+
 const WG: u32 = 256;
 
 /// Conv switches.
@@ -20,9 +23,8 @@ pub struct ConvFlags {
 }
 
 fn variant(entry: &'static str) -> Variant {
-    let v =
-        Variant::new(format!("causal_conv1d.{}", entry.trim_start_matches("conv_")), "causal_conv1d", entry)
-            .define("WG", WG);
+    let v = Variant::new(format!("causal_conv1d.{}", entry.trim_start_matches("conv_")), &SHADER, entry)
+        .define("WG", WG);
     match entry {
         "conv_step" => v.define("STEP", 1),
         _ => v.define("PREFILL", 1),

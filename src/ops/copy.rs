@@ -5,10 +5,13 @@ use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
+/// The family's WGSL (`shaders/copy.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("copy");
+
 const WG: u32 = 256;
 
 pub fn variants() -> Vec<Variant> {
-    vec![Variant::new("copy.vec4", "copy", "copy_vec4").define("WG", WG)]
+    vec![Variant::new("copy.vec4", &SHADER, "copy_vec4").define("WG", WG)]
 }
 
 /// Records `dst = src` for f32 tensors whose length is a multiple of 4.

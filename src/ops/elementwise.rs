@@ -5,6 +5,9 @@ use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
+/// The family's WGSL (`shaders/elementwise.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("elementwise");
+
 const WG: u32 = 256;
 
 /// Unary functions.
@@ -64,7 +67,7 @@ impl Unary {
         }
     }
     fn variant(self) -> Variant {
-        Variant::new(format!("elementwise.{}", self.name()), "elementwise", "unary")
+        Variant::new(format!("elementwise.{}", self.name()), &SHADER, "unary")
             .define("WG", WG)
             .define("UNARY", 1)
             .define("EXPR", self.expr())
@@ -96,7 +99,7 @@ impl Binary {
         }
     }
     fn variant(self) -> Variant {
-        Variant::new(format!("elementwise.{}", self.name()), "elementwise", "binary")
+        Variant::new(format!("elementwise.{}", self.name()), &SHADER, "binary")
             .define("WG", WG)
             .define("BINARY", 1)
             .define("EXPR", self.expr())
@@ -104,9 +107,7 @@ impl Binary {
 }
 
 fn residual_variant() -> Variant {
-    Variant::new("elementwise.residual_add", "elementwise", "residual_add")
-        .define("WG", WG)
-        .define("INPLACE", 1)
+    Variant::new("elementwise.residual_add", &SHADER, "residual_add").define("WG", WG).define("INPLACE", 1)
 }
 
 pub fn variants() -> Vec<Variant> {

@@ -5,11 +5,13 @@ use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
+/// The family's WGSL (`shaders/embedding.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("embedding");
+
 const WG: u32 = 256;
 
 fn variant(dtype: DType) -> Variant {
-    let v =
-        Variant::new(format!("embedding.gather.{}", dtype.name()), "embedding", "gather").define("WG", WG);
+    let v = Variant::new(format!("embedding.gather.{}", dtype.name()), &SHADER, "gather").define("WG", WG);
     match dtype {
         DType::F16 => v.define("F16P", 1).define("TTYPE", "u32"),
         _ => v.define("F16P", 0).define("TTYPE", "f32"),

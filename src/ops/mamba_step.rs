@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
+/// The family's WGSL (`shaders/mamba_step.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("mamba_step");
+
 /// Tensors of one fused step; layouts as in the shader's header.
 pub struct MambaStepArgs<'a> {
     /// `[S, X]`: the conv'd x at columns `[0, D)`, the gate z at `[z_col, z_col + D)`.
@@ -31,7 +34,7 @@ pub struct MambaStepArgs<'a> {
 }
 
 fn variant(mode: WeightMode) -> Variant {
-    let v = Variant::new(format!("mamba_step.{}", mode.tag()), "mamba_step", "mamba_step")
+    let v = Variant::new(format!("mamba_step.{}", mode.tag()), &SHADER, "mamba_step")
         .define(mode.flag(), 1)
         .define("WTYPE", mode.wgsl(false).0);
     mode.with_requirement(v)

@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
+/// The family's WGSL (`shaders/matmul.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("matmul");
+/// The family's WGSL (`shaders/matmul_coop.wgsl`).
+pub const COOP_SHADER: crate::shader::Source = crate::wgsl_source!("matmul_coop");
+
 /// Largest M served by the GEMV kernel.
 pub const GEMV_MAX_M: usize = 8;
 const GEMV_WG: u32 = 256;
@@ -83,7 +88,7 @@ fn gemv_variant(mode: WeightMode, vec: bool, subgroups: bool, in_step: bool) -> 
     }
     // The fused form reduces a fifth value per invocation: the sum of squares of x.
     let reduced = GEMV_ROWS + in_step as u32;
-    let v = Variant::new(name, "matmul", "gemv")
+    let v = Variant::new(name, &SHADER, "gemv")
         .define("GEMV", 1)
         .define(mode.flag(), 1)
         .define("VEC", vec as u32)
@@ -108,7 +113,7 @@ fn skinny_variant(mode: WeightMode) -> Option<Variant> {
     if mode == WeightMode::F16Packed {
         return None;
     }
-    let v = Variant::new(format!("matmul.skinny.{}", mode.tag()), "matmul", "gemv_skinny")
+    let v = Variant::new(format!("matmul.skinny.{}", mode.tag()), &SHADER, "gemv_skinny")
         .define("SKINNY", 1)
         .define(mode.flag(), 1)
         .define("VEC", 1)
@@ -136,7 +141,7 @@ fn gemm_variant(mode: WeightMode, tile: (&str, u32, u32), vec: bool) -> Variant 
         (m, false) => m.wgsl(false).0,
     };
     let name = format!("matmul.gemm.{}.{}{}", tname, mode.tag(), if vec { "" } else { ".scalar" });
-    let v = Variant::new(name, "matmul", "gemm")
+    let v = Variant::new(name, &SHADER, "gemm")
         .define("GEMM", 1)
         .define("VEC", vec as u32)
         .define(mode.flag(), 1)
@@ -155,7 +160,7 @@ fn gemm_variant(mode: WeightMode, tile: (&str, u32, u32), vec: bool) -> Variant 
 fn coop_variant(bm: u32) -> Variant {
     let name =
         if bm == 32 { "matmul.gemm_coop.f16".to_string() } else { format!("matmul.gemm_coop.f16.m{bm}") };
-    Variant::new(name, "matmul_coop", "gemm_coop")
+    Variant::new(name, &COOP_SHADER, "gemm_coop")
         .define("WG", 32)
         .define("BM", bm)
         .define("ROWS64", (bm == 64) as u32)
@@ -217,7 +222,7 @@ impl CoopProbe {
     ];
 
     pub fn variant(self) -> Variant {
-        Variant::new(self.name, "matmul_coop", "coop_probe")
+        Variant::new(self.name, &COOP_SHADER, "coop_probe")
             .define("PROBE", 1)
             .define(self.source, 1)
             .define("STRIDE", self.stride)

@@ -1,6 +1,6 @@
-//! Ops: each family is one module beside its WGSL file in `shaders/`, with its registered
-//! variants, its host-side entry points and its f64 CPU reference (`reference` submodule or
-//! functions named `*_ref`).
+//! Ops: each family is one module (or folder) that owns its WGSL sources in `shaders/`, its
+//! registered variants, its host-side entry points and its f64 CPU reference (`reference`
+//! submodule or functions named `*_ref`). [`FAMILIES`] lists them once.
 //!
 //! Ops record into a [`Recorder`], which puts every dispatch of a batch of work into a single
 //! compute pass of a single command encoder (one pass per dispatch costs ~18 µs on an H200,
@@ -20,10 +20,51 @@ pub mod ssd;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::shader::{Pipeline, Variant};
+use crate::shader::{Pipeline, Source, Variant};
 use crate::tensor::Tensor;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// One op family: its name, its WGSL sources and every variant it registers.
+pub struct OpFamily {
+    pub name: &'static str,
+    pub sources: &'static [Source],
+    pub variants: fn() -> Vec<Variant>,
+}
+
+/// Every op family: the one list. A new family is a folder (or module) plus one line here.
+pub const FAMILIES: &[OpFamily] = &[
+    OpFamily { name: "copy", sources: &[copy::SHADER], variants: copy::variants },
+    OpFamily { name: "elementwise", sources: &[elementwise::SHADER], variants: elementwise::variants },
+    OpFamily { name: "matmul", sources: &[matmul::SHADER, matmul::COOP_SHADER], variants: matmul::variants },
+    OpFamily { name: "norm", sources: &[norm::SHADER], variants: norm::variants },
+    OpFamily { name: "embedding", sources: &[embedding::SHADER], variants: embedding::variants },
+    OpFamily { name: "softmax", sources: &[softmax::SHADER], variants: softmax::variants },
+    OpFamily { name: "sampling", sources: &[sampling::SHADER], variants: sampling::variants },
+    OpFamily {
+        name: "selective_scan",
+        sources: &[selective_scan::SHADER],
+        variants: selective_scan::variants,
+    },
+    OpFamily { name: "mamba_step", sources: &[mamba_step::SHADER], variants: mamba_step::variants },
+    OpFamily { name: "ssd", sources: &[ssd::SHADER], variants: ssd::variants },
+    OpFamily { name: "causal_conv1d", sources: &[conv1d::SHADER], variants: conv1d::variants },
+];
+
+/// Every registered variant of every family, each in its plain and arena (`.rw`) form: what
+/// `linseq shaders --list/--validate` and the benchmarks iterate.
+pub fn registry() -> Vec<Variant> {
+    let base: Vec<Variant> = FAMILIES.iter().flat_map(|f| (f.variants)()).collect();
+    let arena: Vec<Variant> = base.iter().map(Variant::arena).collect();
+    base.into_iter().chain(arena).collect()
+}
+
+/// Finds a registered variant by its exact name.
+pub fn find(name: &str) -> Result<Variant> {
+    registry().into_iter().find(|v| v.name == name).ok_or_else(|| {
+        Error::UnsupportedVariant(format!("no variant named {name:?}; `linseq shaders --list` lists them"))
+    })
+}
 
 /// Uniform parameters of a dispatch: a list of 32-bit words (u32, i32 or f32 bits), laid out
 /// to match a WGSL struct of scalar fields in the same order.
@@ -128,7 +169,7 @@ impl<'d> Recorder<'d> {
         } else {
             variant
         };
-        let pipeline = self.dev.pipelines.get(self.dev, variant)?;
+        let pipeline = variant.pipeline(self.dev)?;
         let mut uniform = None;
         let mut entries = Vec::with_capacity(tensors.len() + 1);
         let mut next = 0;

@@ -6,6 +6,9 @@ use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
+/// The family's WGSL (`shaders/norm.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("norm");
+
 const WG: u32 = 256;
 
 /// Which normalisation.
@@ -34,7 +37,7 @@ impl NormKind {
 fn variant(centred: bool, subgroups: bool) -> Variant {
     let name =
         format!("norm.{}{}", if centred { "layer" } else { "rms" }, if subgroups { ".sg" } else { "" });
-    Variant::new(name, "norm", "norm")
+    Variant::new(name, &SHADER, "norm")
         .define("WG", WG)
         .define("CENTER", centred as u32)
         .with_subgroups(subgroups)

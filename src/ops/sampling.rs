@@ -7,6 +7,9 @@ use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
+/// The family's WGSL (`shaders/sampling.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("sampling");
+
 const WG: u32 = 256;
 
 /// Sampling settings. `temperature == 0` means greedy (argmax).
@@ -40,7 +43,7 @@ impl SamplingParams {
 }
 
 fn variant(subgroups: bool) -> Variant {
-    Variant::new(format!("sampling.sample{}", if subgroups { ".sg" } else { "" }), "sampling", "sample")
+    Variant::new(format!("sampling.sample{}", if subgroups { ".sg" } else { "" }), &SHADER, "sample")
         .define("WG", WG)
         .with_subgroups(subgroups)
 }

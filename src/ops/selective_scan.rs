@@ -35,6 +35,9 @@ use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
+/// The family's WGSL (`shaders/selective_scan.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("selective_scan");
+
 /// Largest state size supported (mamba_ssm's limit too).
 pub const MAX_STATE: usize = 256;
 const SEQ_WG: u32 = 64;
@@ -183,28 +186,26 @@ impl ScanKernel {
     fn base_variant(self) -> Variant {
         let nmax = MAX_STATE;
         match self {
-            ScanKernel::Sequential => {
-                Variant::new("selective_scan.sequential", "selective_scan", "scan_sequential")
-                    .define("SEQUENTIAL", 1)
-                    .define("WG", SEQ_WG)
-                    .define("NMAX", nmax)
-            }
-            ScanKernel::Lanes => Variant::new("selective_scan.lanes", "selective_scan", "scan_lanes")
+            ScanKernel::Sequential => Variant::new("selective_scan.sequential", &SHADER, "scan_sequential")
+                .define("SEQUENTIAL", 1)
+                .define("WG", SEQ_WG)
+                .define("NMAX", nmax),
+            ScanKernel::Lanes => Variant::new("selective_scan.lanes", &SHADER, "scan_lanes")
                 .define("LANES", 1)
                 .define("WG", LANES_WG)
                 .define("NMAX", nmax)
                 .with_subgroups(true),
-            ScanKernel::Tiled => Variant::new("selective_scan.tiled", "selective_scan", "scan_tiled")
+            ScanKernel::Tiled => Variant::new("selective_scan.tiled", &SHADER, "scan_tiled")
                 .define("TILED", 1)
                 .define("TILES", 1)
                 .define("NEGC", 0)
                 .define("RSTC", 0)
                 .with_subgroups(true),
-            ScanKernel::Solo => Variant::new("selective_scan.solo", "selective_scan", "scan_solo")
+            ScanKernel::Solo => Variant::new("selective_scan.solo", &SHADER, "scan_solo")
                 .define("SOLO", 1)
                 .define("NEGC", 0)
                 .define("RSTC", 0),
-            ScanKernel::Paired => Variant::new("selective_scan.paired", "selective_scan", "scan_paired")
+            ScanKernel::Paired => Variant::new("selective_scan.paired", &SHADER, "scan_paired")
                 .define("PAIRED", 1)
                 .define("TILES", 1)
                 .define("NEGC", 0)
@@ -213,7 +214,7 @@ impl ScanKernel {
             ScanKernel::Chunked | ScanKernel::ChunkedSubgroups => {
                 let sg = self == ScanKernel::ChunkedSubgroups;
                 let name = if sg { "selective_scan.chunked.sg" } else { "selective_scan.chunked" };
-                Variant::new(name, "selective_scan", "scan_chunked")
+                Variant::new(name, &SHADER, "scan_chunked")
                     .define("CHUNKED", 1)
                     .define("WG", CHUNK_WG)
                     .define("NB", NB)
@@ -331,7 +332,7 @@ impl CeilingProbe {
             CeilingProbe::Poly => "selective_scan.ceiling.poly",
             CeilingProbe::ComputeOnly => "selective_scan.ceiling.compute",
         };
-        Variant::new(name, "selective_scan", "scan_ceiling")
+        Variant::new(name, &SHADER, "scan_ceiling")
             .define("CEILING", 1)
             .define("POLY", (self == CeilingProbe::Poly) as u32)
             .define("COMPUTE_ONLY", (self == CeilingProbe::ComputeOnly) as u32)

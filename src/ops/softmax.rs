@@ -5,11 +5,14 @@ use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
+/// The family's WGSL (`shaders/softmax.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("softmax");
+
 const WG: u32 = 256;
 
 fn variant(softmax: bool, subgroups: bool) -> Variant {
     let entry = if softmax { "softmax" } else { "argmax" };
-    Variant::new(format!("softmax.{entry}{}", if subgroups { ".sg" } else { "" }), "softmax", entry)
+    Variant::new(format!("softmax.{entry}{}", if subgroups { ".sg" } else { "" }), &SHADER, entry)
         .define("WG", WG)
         .define("ENTRY", entry)
         .define("SOFTMAX", softmax as u32)

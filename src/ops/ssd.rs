@@ -32,6 +32,9 @@ use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
+/// The family's WGSL (`shaders/ssd.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("ssd");
+
 /// Workgroup memory of `Coop64Fused`'s chunk scan (its largest kernel).
 const FUSED_WORKGROUP_BYTES: u32 = 64 * 68 * 4 + 3 * 64 * 72 * 2 + 2 * 64 * 4;
 
@@ -132,7 +135,7 @@ impl SsdKernel {
 
 fn variant(name: &str, entry: &'static str, define: &'static str, input: DType) -> Variant {
     let f16 = input == DType::F16;
-    let mut v = Variant::new(if f16 { format!("{name}.f16") } else { name.to_string() }, "ssd", entry)
+    let mut v = Variant::new(if f16 { format!("{name}.f16") } else { name.to_string() }, &SHADER, entry)
         .define(crate::shader::BOUNDED_LOOPS, 1)
         .define(define, 1)
         .define("F16IN", f16 as u32)
@@ -180,7 +183,7 @@ fn chunk_scan_variant(input: DType, native: bool) -> Variant {
     simt_variant("ssd.chunk_scan", "ssd_chunk_scan", "CHUNK_SCAN", input, native)
 }
 fn tc_variant(name: String, entry: &'static str, define: &'static str) -> Variant {
-    Variant::new(name, "ssd", entry)
+    Variant::new(name, &SHADER, entry)
         .define(crate::shader::BOUNDED_LOOPS, 1)
         .define("TC", 1)
         .define(define, 1)

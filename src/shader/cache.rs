@@ -22,6 +22,11 @@ pub struct PipelineCache {
 }
 
 impl PipelineCache {
+    /// The cache of `device` (one per device, kept in [`crate::Device::local`]).
+    pub fn of(device: &crate::Device) -> std::sync::Arc<Self> {
+        device.local::<Self>()
+    }
+
     /// Number of pipelines compiled so far.
     pub fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -43,7 +48,7 @@ impl PipelineCache {
                 device.caps().adapter
             )));
         }
-        let key: Key = (variant.family, variant.entry, variant.defines.clone(), variant.requires);
+        let key: Key = (variant.source.name, variant.entry, variant.defines.clone(), variant.requires);
         if let Some(p) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(p.clone());
         }

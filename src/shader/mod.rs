@@ -1,6 +1,7 @@
 //! Shader variant system.
 //!
-//! A WGSL source lives in `shaders/<family>.wgsl`. A *variant* is that source plus a key of
+//! A WGSL source lives in `shaders/<family>.wgsl` (or a folder of the family's name) and is
+//! owned by its op family in `ops`, which also registers the variants; this layer knows no op. A *variant* is that source plus a key of
 //! specialisations (dtype, workgroup size, tile sizes, subgroups, f16, cooperative matrices),
 //! applied by a tiny preprocessor:
 //! - `{{NAME}}` is replaced by the value of define `NAME`;
@@ -19,65 +20,88 @@ pub use preprocess::preprocess;
 
 use crate::device::Capabilities;
 use crate::error::{Error, Result};
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// A WGSL source file of one op family, embedded at compile time.
+/// One WGSL file: an op family's shader, or a library pulled in with `#include NAME`. Op
+/// families own their sources (declared with [`wgsl_source!`]); this layer only expands and
+/// compiles them. Compared and hashed by name: names are unique.
 #[derive(Debug, Clone, Copy)]
-pub struct Family {
+pub struct Source {
     pub name: &'static str,
-    pub source: &'static str,
+    pub text: &'static str,
+    /// Family-private libraries that `#include` may name besides the shared [`LIBRARIES`].
+    pub parts: &'static [Source],
 }
 
-macro_rules! family {
-    ($name:literal) => {
-        Family { name: $name, source: include_str!(concat!("../../shaders/", $name, ".wgsl")) }
+impl PartialEq for Source {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for Source {}
+impl std::hash::Hash for Source {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.name.hash(h)
+    }
+}
+impl PartialOrd for Source {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Source {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name.cmp(other.name)
+    }
+}
+
+/// Declares a [`Source`] from `shaders/<path>.wgsl`, embedded at compile time:
+/// `wgsl_source!("ssd/ssd")` or `wgsl_source!("ssd/ssd", parts: [SSD_COMMON])`.
+#[macro_export]
+macro_rules! wgsl_source {
+    ($path:literal) => {
+        $crate::wgsl_source!($path, parts: [])
+    };
+    ($path:literal, parts: [$($part:expr),*]) => {
+        $crate::shader::Source {
+            name: $path,
+            text: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $path, ".wgsl")),
+            parts: &[$($part),*],
+        }
     };
 }
 
-/// Every shader family shipped with linseq.
-pub const FAMILIES: &[Family] = &[
-    family!("copy"),
-    family!("elementwise"),
-    family!("matmul"),
-    family!("matmul_coop"),
-    family!("norm"),
-    family!("embedding"),
-    family!("softmax"),
-    family!("sampling"),
-    family!("selective_scan"),
-    family!("mamba_step"),
-    family!("ssd"),
-    family!("causal_conv1d"),
-];
+/// Shared WGSL libraries, available to every family's `#include NAME`; not variants themselves.
+pub const LIBRARIES: &[Source] = &[wgsl_source!("reduce")];
 
-/// WGSL libraries pulled into families with `#include NAME`; not variants themselves.
-pub const LIBRARIES: &[Family] = &[family!("reduce")];
-
-/// Replaces `#include NAME` lines with the library's text (one level deep).
-fn expand_includes(src: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(src.len());
-    for line in src.lines() {
-        if let Some(name) = line.trim_start().strip_prefix("#include ") {
-            let lib = LIBRARIES
-                .iter()
-                .find(|l| l.name == name.trim())
-                .ok_or(format!("#include {}: no such library", name.trim()))?;
-            out.push_str(lib.source);
-        } else {
-            out.push_str(line);
+/// Replaces `#include NAME` lines with the library's text, recursively (a library may include
+/// another; a cycle is an error).
+fn expand_includes(src: &Source) -> Result<String, String> {
+    fn expand(text: &str, parts: &[Source], depth: usize, out: &mut String) -> Result<(), String> {
+        if depth > 8 {
+            return Err("#include nested more than 8 deep (a cycle?)".into());
         }
-        out.push('\n');
+        for line in text.lines() {
+            if let Some(name) = line.trim_start().strip_prefix("#include ") {
+                let name = name.trim();
+                let lib = parts
+                    .iter()
+                    .chain(LIBRARIES)
+                    .find(|l| l.name == name || l.name.rsplit('/').next() == Some(name))
+                    .ok_or(format!("#include {name}: no such library"))?;
+                expand(lib.text, parts, depth + 1, out)?;
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        Ok(())
     }
+    let mut out = String::with_capacity(src.text.len());
+    expand(src.text, src.parts, 0, &mut out)?;
     Ok(out)
-}
-
-/// Looks up a family by name.
-pub fn family(name: &str) -> Result<&'static Family> {
-    FAMILIES
-        .iter()
-        .find(|f| f.name == name)
-        .ok_or_else(|| Error::UnsupportedVariant(format!("no shader family {name:?}")))
 }
 
 /// Device features a variant needs.
@@ -127,7 +151,8 @@ pub const BOUNDED_LOOPS: &str = "BOUNDED_LOOPS";
 pub struct Variant {
     /// Unique dotted name: `<family>.<kernel>[.<specialisation>...]`.
     pub name: String,
-    pub family: &'static str,
+    /// The WGSL file, owned by the op family.
+    pub source: &'static Source,
     pub entry: &'static str,
     /// Preprocessor defines; together with family and entry this is the cache key.
     pub defines: BTreeMap<&'static str, String>,
@@ -137,10 +162,10 @@ pub struct Variant {
 impl Variant {
     /// A variant of `family` with entry point `entry`. Activation inputs are bound read-only
     /// (`ACT = read`) unless [`Variant::arena`] is applied.
-    pub fn new(name: impl Into<String>, family: &'static str, entry: &'static str) -> Self {
+    pub fn new(name: impl Into<String>, source: &'static Source, entry: &'static str) -> Self {
         let mut defines = BTreeMap::new();
         defines.insert("ACT", "read".to_string());
-        Self { name: name.into(), family, entry, defines, requires: Requirements::default() }
+        Self { name: name.into(), source, entry, defines, requires: Requirements::default() }
     }
 
     /// The arena form of this variant: activation inputs declared `read_write`, so that a
@@ -202,9 +227,13 @@ impl Variant {
         self.requires.met_by(caps)
     }
 
+    /// The compiled pipeline of this variant on `dev` (compiled on first use, then cached).
+    pub fn pipeline(&self, dev: &crate::Device) -> Result<std::sync::Arc<Pipeline>> {
+        PipelineCache::of(dev).get(dev, self)
+    }
+
     /// The final WGSL text: enable directives, then the preprocessed family source.
     pub fn wgsl(&self) -> Result<String> {
-        let fam = family(self.family)?;
         let mut out = String::new();
         if self.requires.f16 {
             out.push_str("enable f16;\n");
@@ -213,41 +242,11 @@ impl Variant {
             out.push_str("enable wgpu_cooperative_matrix;\n");
         }
         // Subgroup built-ins need no directive in naga 30 (it rejects `enable subgroups;`).
-        let body = expand_includes(fam.source)
+        let body = expand_includes(self.source)
             .and_then(|src| preprocess(&src, &self.defines))
             .map_err(|message| Error::Shader { variant: self.name.clone(), message })?;
         let _ = writeln!(out, "// variant {}", self.name);
         out.push_str(&body);
         Ok(out)
     }
-}
-
-/// Every registered variant, from every op family, each in its plain and arena (`.rw`) form.
-pub fn registry() -> Vec<Variant> {
-    let base = base_variants();
-    let arena: Vec<Variant> = base.iter().map(Variant::arena).collect();
-    base.into_iter().chain(arena).collect()
-}
-
-fn base_variants() -> Vec<Variant> {
-    let mut all = Vec::new();
-    all.extend(crate::ops::copy::variants());
-    all.extend(crate::ops::elementwise::variants());
-    all.extend(crate::ops::matmul::variants());
-    all.extend(crate::ops::norm::variants());
-    all.extend(crate::ops::embedding::variants());
-    all.extend(crate::ops::softmax::variants());
-    all.extend(crate::ops::sampling::variants());
-    all.extend(crate::ops::selective_scan::variants());
-    all.extend(crate::ops::mamba_step::variants());
-    all.extend(crate::ops::ssd::variants());
-    all.extend(crate::ops::conv1d::variants());
-    all
-}
-
-/// Finds a registered variant by its exact name.
-pub fn find(name: &str) -> Result<Variant> {
-    registry().into_iter().find(|v| v.name == name).ok_or_else(|| {
-        Error::UnsupportedVariant(format!("no variant named {name:?}; `linseq shaders --list` lists them"))
-    })
 }

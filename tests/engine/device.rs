@@ -2,8 +2,9 @@
 
 use crate::common::devices;
 use linseq::device::{parse_backend, AdapterSelection};
+use linseq::ops::{self as shader};
 use linseq::ops::{Params, Recorder};
-use linseq::shader::{self, Variant};
+use linseq::shader::{PipelineCache, Variant};
 use linseq::{DType, Device, Error, Tensor};
 
 #[test]
@@ -92,28 +93,29 @@ fn sizes_beyond_device_limits_are_errors() {
 fn pipelines_are_cached_by_key() {
     for dev in devices() {
         let v = shader::find("elementwise.exp").unwrap();
-        dev.pipeline(&v).unwrap();
-        let before = dev.pipeline_count();
-        dev.pipeline(&v).unwrap();
+        v.pipeline(dev).unwrap();
+        let before = PipelineCache::of(dev).len();
+        v.pipeline(dev).unwrap();
         // Same key under another name shares the pipeline.
         let mut renamed = v.clone();
         renamed.name = "elementwise.exp.alias".into();
-        dev.pipeline(&renamed).unwrap();
-        assert_eq!(dev.pipeline_count(), before);
+        renamed.pipeline(dev).unwrap();
+        assert_eq!(PipelineCache::of(dev).len(), before);
     }
 }
 
 #[test]
 fn shader_and_requirement_errors_are_results() {
     for dev in devices() {
-        let missing_define = Variant::new("test.missing", "copy", "copy_vec4");
-        let e = dev.pipeline(&missing_define).unwrap_err();
+        let missing_define = Variant::new("test.missing", &linseq::ops::copy::SHADER, "copy_vec4");
+        let e = missing_define.pipeline(dev).unwrap_err();
         assert!(matches!(e, Error::Shader { .. }) && e.to_string().contains("WG"), "{e}");
-        let bad_entry = Variant::new("test.bad_entry", "copy", "no_such_entry").define("WG", 64);
-        assert!(matches!(dev.pipeline(&bad_entry), Err(Error::Shader { .. })));
+        let bad_entry =
+            Variant::new("test.bad_entry", &linseq::ops::copy::SHADER, "no_such_entry").define("WG", 64);
+        assert!(matches!(bad_entry.pipeline(dev), Err(Error::Shader { .. })));
         let coop = shader::find("matmul.gemm_coop.f16").unwrap();
         if !dev.caps().coop_f16_16x16_f32() {
-            assert!(matches!(dev.pipeline(&coop), Err(Error::UnsupportedVariant(_))));
+            assert!(matches!(coop.pipeline(dev), Err(Error::UnsupportedVariant(_))));
         }
         dev.check().unwrap();
     }

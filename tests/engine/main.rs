@@ -6,6 +6,7 @@
 mod common;
 mod device;
 mod graph;
+mod layers;
 mod model;
 mod ops_core;
 mod ops_fused;

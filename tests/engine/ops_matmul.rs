@@ -128,7 +128,7 @@ fn matmul_errors_are_clear() {
     let w = Tensor::empty(dev, &[4, 8], DType::F32).unwrap();
     let bad_y = Tensor::empty(dev, &[2, 5], DType::F32).unwrap();
     assert!(matches!(matmul::linear(&mut rec, &x, &w, None, &bad_y), Err(Error::Shape(_))));
-    let coop = shader::find("matmul.gemm_coop.f16").unwrap();
+    let coop = linseq::ops::find("matmul.gemm_coop.f16").unwrap();
     if !coop.supported(dev.caps()) {
         let e = matmul::linear_using(&mut rec, &coop, &x, &w, None, &y).unwrap_err();
         assert!(matches!(e, Error::UnsupportedVariant(_)), "{e}");

@@ -1,12 +1,12 @@
 //! Every registered variant validates with naga and translates to each target its features
 //! allow: f32 to all four, f16 to SPIR-V/MSL/HLSL, cooperative matrices to SPIR-V/MSL.
 
+use linseq::ops::{self as shader, FAMILIES};
 use linseq::shader::validate::{self, Outcome, Target};
-use linseq::shader::{self, FAMILIES};
 
 #[test]
 fn every_variant_reaches_every_target_its_features_allow() {
-    let reports = validate::quietly(validate::check_all);
+    let reports = validate::quietly(|| validate::check_all(&shader::registry()));
     assert!(reports.len() >= 40, "only {} variants registered", reports.len());
     let mut failures = Vec::new();
     for r in &reports {
@@ -45,7 +45,14 @@ fn variant_names_are_unique_and_every_family_is_used() {
     names.dedup();
     assert_eq!(n, names.len(), "duplicate variant names");
     for f in FAMILIES {
-        assert!(all.iter().any(|v| v.family == f.name), "family {} has no variant", f.name);
+        for src in f.sources {
+            assert!(all.iter().any(|v| v.source == src), "{}: source {} has no variant", f.name, src.name);
+        }
+        assert!(
+            (f.variants)().iter().all(|v| f.sources.contains(v.source)),
+            "{} registers a foreign source",
+            f.name
+        );
     }
     assert!(shader::find("no.such.variant").is_err());
 }
