@@ -16,24 +16,10 @@ struct Params { channels: u32, total: u32, width: u32, nseq: u32, flags: u32 }
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
-const HAS_BIAS: u32 = 1u;
-const SILU: u32 = 2u;
-const INIT: u32 = 4u;
-const RESET: u32 = 8u;
+// Flag constants (HAS_BIAS, SILU, INIT, RESET) come from Rust (`conv1d::conv_flags`).
 
-fn flag(f: u32) -> bool { return (p.flags & f) != 0u; }
-fn is_reset(t: u32) -> bool { return flag(RESET) && seqs[p.nseq + 1u + t] != 0u; }
-
-// Sequence holding token t (binary search over cu_seqlens).
-fn seq_of(t: u32) -> u32 {
-    var lo = 0u;
-    var hi = p.nseq;
-    while (hi - lo > 1u) {
-        let mid = (lo + hi) / 2u;
-        if (seqs[mid] <= t) { lo = mid; } else { hi = mid; }
-    }
-    return lo;
-}
+#include flags
+#include packed_seqs
 
 // Earliest position whose input is visible from token t (after the last reset at or before t).
 fn history_start(s: u32, t: u32) -> i32 {

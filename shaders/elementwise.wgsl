@@ -3,13 +3,7 @@
 struct Params { n: u32, nb: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 
-fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
-fn silu(x: f32) -> f32 { return x * sigmoid(x); }
-// softplus with PyTorch's threshold: linear above 20, and log1p form to keep precision.
-fn softplus(x: f32) -> f32 {
-    if (x > 20.0) { return x; }
-    return log(1.0 + exp(x));
-}
+#include activations
 
 fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * {{WG}}u; }
 

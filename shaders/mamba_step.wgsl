@@ -11,7 +11,7 @@
 // decode step: h = exp(dt·A)·h + dt·B·x (NEG_EIG: 2a − 1), y = (Σ h·C + D·x)·silu(z).
 // A workgroup takes 64 channels of one sequence with 4 invocations per channel: each sums a
 // quarter of dt's dot product and updates the states n ≡ q (mod 4).
-struct Params { dim: u32, nstate: u32, rank: u32, nseq: u32, flags: u32, xs: u32, zc: u32, pad: u32 }
+struct Params { dim: u32, nstate: u32, rank: u32, nseq: u32, flags: u32, xs: u32, zc: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, {{ACT}}> xz: array<f32>;
 @group(0) @binding(2) var<storage, {{ACT}}> xdbl: array<f32>;
@@ -20,13 +20,9 @@ struct Params { dim: u32, nstate: u32, rank: u32, nseq: u32, flags: u32, xs: u32
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
-const SOFTPLUS: u32 = 1u;
-const HAS_BIAS: u32 = 2u;
-const HAS_D: u32 = 4u;
-const HAS_Z: u32 = 8u;
-const NEG_EIG: u32 = 16u;
+// Flag constants come from Rust (`selective_scan::scan_flags`, INIT and RESET unused here).
 
-fn flag(f: u32) -> bool { return (p.flags & f) != 0u; }
+#include flags
 
 fn wload(e: u32) -> f32 {
 #if W_F32

@@ -4,9 +4,9 @@
 //   W_F16P     f16 packed in u32 words, read with unpack2x16float: runs on every adapter
 //              (VEC: array<vec4<u32>>, 8 halves per load, K % 8 == 0)
 //   W_F16N     native f16 storage (needs SHADER_F16; VEC: array<vec4<f16>>, K % 4 == 0)
-// flags: bit 0 a bias is bound; bit 1 accumulate (y += x·Wᵀ + b: a residual add fused into
-// the store, each element read and written by the same invocation); bit 2 (IN_STEP) a conv
-// bias is bound.
+// flags (constants from Rust's `matmul_flags`): HAS_BIAS a bias is bound; ACCUMULATE
+// y += x·Wᵀ + b (a residual add fused into the store, each element read and written by the
+// same invocation); CONV_BIAS (IN_STEP) a conv bias is bound.
 // xs: the row stride of x in elements (GEMV; = k unless x rows are longer than K, as when a
 // GEMV reads the first K columns of a wider activation).
 //
@@ -35,13 +35,13 @@ struct Params { m: u32, n: u32, k: u32, flags: u32, xs: u32 }
 #endif
 
 fn bias_at(n: u32) -> f32 {
-    return select(0.0, bias[min(n, arrayLength(&bias) - 1u)], (p.flags & 1u) != 0u);
+    return select(0.0, bias[min(n, arrayLength(&bias) - 1u)], (p.flags & HAS_BIAS) != 0u);
 }
 
 // Stores output element i (column n): the sum, the bias, and the old value when accumulating.
 fn store(i: u32, n: u32, v: f32) {
     var r = v + bias_at(n);
-    if ((p.flags & 2u) != 0u) { r += y[i]; }
+    if ((p.flags & ACCUMULATE) != 0u) { r += y[i]; }
 #if IN_STEP
     if (n >= p.conv_lo && n < p.conv_hi) { r = conv_step(i / p.n, n - p.conv_lo, r); }
 #endif
@@ -61,7 +61,7 @@ fn conv_step(m: u32, c: u32, v: f32) -> f32 {
         if (k > 0u) { conv_state[sb + k - 1u] = h; }
     }
     conv_state[sb + wd - 2u] = v;
-    if ((p.flags & 4u) != 0u) { acc += conv_b[c]; }
+    if ((p.flags & CONV_BIAS) != 0u) { acc += conv_b[c]; }
     return acc / (1.0 + exp(-acc));
 }
 #endif

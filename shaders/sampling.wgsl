@@ -12,6 +12,9 @@ struct Params { n: u32, rows: u32, inv_temp: f32, top_k: u32, top_p: f32, seed: 
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
 #include reduce
+#include finite
+// A row with a NaN or ±Inf logit gets the id NONFINITE (from Rust's
+// `sampling::NONFINITE_ID`) instead of a draw: the host reports it, naming the step.
 
 var<workgroup> chunk_mass: array<f32, {{WG}}>;
 var<workgroup> pick: u32;
@@ -41,8 +44,17 @@ fn sample(inv: RowInvocation) {
     if (row >= p.rows) { return; } // workgroup-uniform
     let base = row * p.n;
     var m = -3.4028235e38;
-    for (var i = lid; i < p.n; i += {{WG}}u) { m = max(m, logits[base + i]); }
+    var bad = 0u;
+    for (var i = lid; i < p.n; i += {{WG}}u) {
+        let v = logits[base + i];
+        m = max(m, v);
+        bad += u32(nonfinite(v));
+    }
     m = reduce_max(m, l);
+    if (reduce_count(bad, l) > 0u) { // workgroup-uniform
+        if (lid == 0u) { out[row] = NONFINITE; }
+        return;
+    }
 
     // Top-k threshold on keys.
     var tk = 0u;

@@ -9,6 +9,7 @@ struct Params { n: u32, rows: u32, scale: f32 }
 #endif
 
 #include reduce
+#include finite
 
 @compute @workgroup_size({{WG}})
 fn {{ENTRY}}(inv: RowInvocation) {
@@ -27,13 +28,17 @@ fn {{ENTRY}}(inv: RowInvocation) {
     for (var i = lid; i < p.n; i += {{WG}}u) { y[base + i] = exp(x[base + i] * p.scale - m) * inv_sum; }
 #else
     // Ties go to the lowest index, as torch.argmax does.
+    // A row with a NaN or ±Inf value gets NONFINITE (Rust's `sampling::NONFINITE_ID`).
     var best = -3.4028235e38;
     var best_i = 0xffffffffu;
+    var bad = 0u;
     for (var i = lid; i < p.n; i += {{WG}}u) {
         let v = x[base + i];
+        bad += u32(nonfinite(v));
         if (v > best || best_i == 0xffffffffu) { best = v; best_i = i; }
     }
     let r = reduce_argmax(best, best_i, l);
-    if (lid == 0u) { y[row] = r; }
+    let any_bad = reduce_count(bad, l) > 0u;
+    if (lid == 0u) { y[row] = select(r, NONFINITE, any_bad); }
 #endif
 }

@@ -127,7 +127,9 @@ fn scaling_report(
 
 pub fn bench(a: BenchArgs) -> CmdResult {
     if let Some(path) = &a.replot {
-        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        let doc: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        )?;
         let series = bench::plot::series_from_json(&doc, "scan");
         let dim = doc["rows"]
             .as_array()
@@ -188,7 +190,8 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             rows
         }
         ("ssd", false) => {
-            let cases: Vec<SsdCase> = SsdCase::grid(cfg).into_iter().filter(|c| keep(&c.label())).collect();
+            let cases: Vec<SsdCase> =
+                SsdCase::bench_grid(cfg.quick).into_iter().filter(|c| keep(&c.label())).collect();
             let mut rows = bench::ssd(&dev, cfg, &variants, &cases, true)?;
             let steps = bench::ssd_step(&dev, cfg, &variants)?;
             rows.extend(steps.into_iter().skip(1).filter(|r| keep(&r.shape)));
@@ -201,6 +204,14 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             .into())
         }
     };
+    if rows.iter().all(|r| r.case == "copy") && (a.what != "core" || !variants.matches("copy.vec4")) {
+        return Err(format!(
+            "nothing matched --variants {:?}{}; `linseq shaders --list` names the variants",
+            a.variants,
+            a.shape.as_deref().map(|s| format!(" and --shape {s:?}")).unwrap_or_default()
+        )
+        .into());
+    }
     print!("{}", bench::table(&rows));
     if let Some(path) = a.json {
         let doc = serde_json::json!({ "adapter": dev.describe(), "caps": dev.caps(), "rows": rows });
@@ -247,6 +258,11 @@ pub fn tune(a: TuneArgs) -> CmdResult {
         eprintln!("CPU adapter: tuning on --quick shapes");
     }
     let path = a.cache.or_else(tune::default_path);
+    if let (Some(path), false) = (&path, a.dry_run) {
+        // Refuse an unreadable or unwritable cache before the run, not after it.
+        tune::TuneFile::load(path)?;
+        tune::TuneFile::check_writable(path)?;
+    }
     let ops: Vec<&str> = a.ops.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

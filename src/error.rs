@@ -28,6 +28,8 @@ pub enum Error {
     Readback(String),
     /// An invalid argument that is not about shapes.
     Invalid(String),
+    /// A computation produced NaN or Inf where a result must be finite (logits before sampling).
+    NonFinite(String),
     /// A model checkpoint or config could not be read or does not match its architecture
     /// (missing or mis-shaped tensors, truncated files, unknown `model_type`).
     Model(String),
@@ -48,6 +50,7 @@ impl fmt::Display for Error {
             Error::Readback(m) => write!(f, "readback failed: {m}"),
             Error::Invalid(m) => write!(f, "invalid argument: {m}"),
             Error::Model(m) => write!(f, "model: {m}"),
+            Error::NonFinite(m) => write!(f, "non-finite result: {m}"),
         }
     }
 }

@@ -279,8 +279,13 @@ fn shaders(
     let variants: Vec<_> =
         linseq::ops::registry().into_iter().filter(|v| filter.is_none_or(|f| v.name.contains(f))).collect();
     if let Some(name) = show {
-        print!("{}", linseq::ops::find(name)?.wgsl()?);
-        return Ok(ExitCode::SUCCESS);
+        // A closed pipe (`| head`) ends the output quietly instead of panicking in print!.
+        use std::io::Write;
+        let text = linseq::ops::find(name)?.wgsl()?;
+        return match std::io::stdout().write_all(text.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+            r => r.map(|_| ExitCode::SUCCESS).map_err(Into::into),
+        };
     }
     if list {
         for v in &variants {
@@ -372,7 +377,7 @@ fn conformance(dir: &std::path::Path) -> Result<ExitCode, Box<dyn std::error::Er
     }
     let dev = Device::new()?;
     eprintln!("adapter: {}", dev.describe());
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     let (mut failed, mut checked) = (0, 0);
     for path in entries.iter().filter(|p| p.join("reference_logits.safetensors").exists()) {
@@ -422,12 +427,13 @@ fn logits(
     let dev = Device::new()?;
     let model = model_cmds::load(&dev, model_dir, dtype)?;
     let tok = linseq::model::tokenizer::Tokenizer::for_model(model_dir, model.vocab())?;
-    let ids = tok.encode_bytes(&std::fs::read(input)?)?;
+    let ids = tok.encode_bytes(&std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?)?;
     if ids.is_empty() {
         return Err(format!("{}: no tokens", input.display()).into());
     }
     let mut state = model.new_state(&dev, 1)?;
     let logits = model.forward_ids(&dev, &ids, &[ids.len()], &mut state)?;
+    linseq::model::check_finite(&logits, model.vocab(), "the input")?;
     let data: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view =
         safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![ids.len(), model.vocab()], &data)?;

@@ -124,7 +124,7 @@ pub fn generate(o: Generate) -> CliResult {
 /// `linseq eval`: bits per byte and perplexity of a text under the model, in chunks that carry
 /// the state.
 pub fn eval(dir: &Path, text: &Path, dtype: DType, chunk: usize) -> CliResult {
-    let bytes = std::fs::read(text)?;
+    let bytes = std::fs::read(text).map_err(|e| format!("{}: {e}", text.display()))?;
     let dev = Device::new()?;
     eprintln!("adapter: {}", dev.describe());
     let model = load(&dev, dir, dtype)?;
@@ -144,6 +144,7 @@ pub fn eval(dir: &Path, text: &Path, dtype: DType, chunk: usize) -> CliResult {
     let chunk = chunk.max(1);
     for (c, piece) in ids.chunks(chunk).enumerate() {
         let logits = model.forward_ids(&dev, piece, &[piece.len()], &mut state)?;
+        model::check_finite(&logits, vocab, &format!("the chunk at token {}", c * chunk))?;
         for (i, row) in logits.chunks(vocab).enumerate() {
             let pos = c * chunk + i + 1; // the token this row predicts
             if pos >= ids.len() {
@@ -193,7 +194,7 @@ pub fn inspect(dir: &Path, seq_len: usize, batch: usize, dtype: DType) -> CliRes
     let params = model.parameters();
     let wbytes = |p: usize| p * if dtype == DType::F16 { 2 } else { 4 };
     let state = model.new_state(&dev, batch)?;
-    let state_bytes: usize = state.snapshot(&dev)?.tensors.iter().map(|t| t.2.len() * 4).sum();
+    let state_bytes = state.bytes() as usize;
     println!(
         "  parameters: {params} ({:.2} M); held as {dtype:?}: ~{} MiB",
         params as f64 / 1e6,

@@ -8,7 +8,7 @@ use crate::bench::{self, BenchConfig, BenchRow, ScanCase, SsdCase, Variants};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::selective_scan::ScanKernel;
-use crate::ops::ssd::{SsdDims, SsdKernel};
+use crate::ops::ssd::SsdKernel;
 
 /// Picks the fastest candidate of one bucket's rows, provided every candidate agreed with the
 /// reference (a variant that is fast but wrong on this adapter must not be cached, and a
@@ -55,12 +55,7 @@ fn jobs(ops: &[&str], quick: bool) -> Result<Vec<Job>> {
                 out.extend(dims.into_iter().map(|dim| Job::Scan(ScanCase { batch, dim, len })));
             }
             "ssd" => {
-                let (batch, dims, lens) = if quick {
-                    (2, SsdDims { heads: 4, head_dim: 16, groups: 1, n: 16 }, vec![256])
-                } else {
-                    (4, SsdDims { heads: 24, head_dim: 64, groups: 1, n: 128 }, vec![1024, 4096, 16384])
-                };
-                out.extend(lens.into_iter().map(|len| Job::Ssd(SsdCase { batch, len, dims })));
+                out.extend(SsdCase::tune_grid(quick).into_iter().map(Job::Ssd));
             }
             other => {
                 return Err(Error::Invalid(format!(
@@ -96,9 +91,10 @@ pub fn tune_ops(
                 ("selective_scan", bucket, rows)
             }
             Job::Ssd(case) => {
-                let bucket = SsdKernel::bucket(case.dims, case.batch * case.len);
+                let bucket = SsdKernel::bucket(case.dims, case.tokens());
                 progress(i, jobs.len(), &format!("ssd/{bucket}"));
-                let rows = bench::ssd(dev, cfg, &Variants::parse("chunked"), &[*case], false)?;
+                let rows =
+                    bench::ssd(dev, cfg, &Variants::parse("chunked"), std::slice::from_ref(case), false)?;
                 // The runtimes feed the scan f32 activations: f16-input rows are not candidates.
                 let f32_rows = rows.into_iter().filter(|r| r.case == "ssd" && !r.variant.ends_with(".f16"));
                 ("ssd", bucket, f32_rows.collect())

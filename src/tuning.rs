@@ -120,6 +120,17 @@ impl TuneFile {
         std::fs::rename(&tmp, path).map_err(io)
     }
 
+    /// Errors unless `path` can be written (its directory created, a file made beside it).
+    pub fn check_writable(path: &Path) -> Result<()> {
+        let io = |e: std::io::Error| Error::Invalid(format!("{}: cannot write the tuning cache: {e}", path.display()));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let probe = path.with_extension("json.probe");
+        std::fs::write(&probe, b"").map_err(io)?;
+        std::fs::remove_file(&probe).map_err(io)
+    }
+
     pub fn table(&self, key: &TuneKey) -> Option<&TuneTable> {
         self.tables.iter().find(|t| &t.key == key)
     }

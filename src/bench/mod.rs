@@ -19,7 +19,8 @@ use std::time::Instant;
 pub mod model;
 pub mod plot;
 pub mod scan;
-pub use scan::{selective_scan, selective_scan_step, ssd, ssd_step, ScanCase, SsdCase};
+pub use crate::ops::ssd::cases::SsdCase;
+pub use scan::{selective_scan, selective_scan_step, ssd, ssd_step, ScanCase};
 
 /// Timing statistics per dispatch, in seconds.
 #[derive(Debug, Clone, Copy, Serialize)]

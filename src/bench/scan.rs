@@ -7,7 +7,8 @@ use crate::error::{Error, Result};
 use crate::ops::selective_scan::{
     self as ss, ScanArgs, ScanFlags, ScanKernel, ScanRef, ScanShape, Sequences,
 };
-use crate::ops::ssd::{self as sd, SsdArgs, SsdDims, SsdFlags, SsdKernel, SsdRef};
+use crate::ops::ssd::cases::{SsdCase, SsdInputs, MAMBA2_DIMS};
+use crate::ops::ssd::{self as sd, SsdArgs, SsdDims, SsdFlags, SsdKernel};
 use crate::ops::Recorder;
 use crate::tensor::{DType, Tensor};
 use crate::testing::{compare, Rng};
@@ -238,40 +239,6 @@ pub fn selective_scan_step(dev: &Device, cfg: BenchConfig, variants: &Variants) 
     Ok(rows)
 }
 
-/// One SSD problem: `batch` sequences of `len` tokens with these head dimensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SsdCase {
-    pub batch: usize,
-    pub len: usize,
-    pub dims: SsdDims,
-}
-
-impl SsdCase {
-    pub fn label(&self) -> String {
-        let d = self.dims;
-        format!("B={} L={} H={} P={} N={} G={}", self.batch, self.len, d.heads, d.head_dim, d.n, d.groups)
-    }
-
-    /// fla's `chunk_simple_gla` comparison shape (B 8, T 4096, H 16, K = V = 128: heads 16,
-    /// P 128, N 128, groups 16) and Mamba-2-130M's layer shape (heads 24, P 64, N 128, groups
-    /// 1) at L = 4K and 16K (small on --quick).
-    pub fn grid(cfg: BenchConfig) -> Vec<SsdCase> {
-        if cfg.quick {
-            return vec![SsdCase {
-                batch: 2,
-                len: 200,
-                dims: SsdDims { heads: 4, head_dim: 16, groups: 2, n: 16 },
-            }];
-        }
-        let m2 = SsdDims { heads: 24, head_dim: 64, groups: 1, n: 128 };
-        vec![
-            SsdCase { batch: 8, len: 4096, dims: SsdDims { heads: 16, head_dim: 128, groups: 16, n: 128 } },
-            SsdCase { batch: 8, len: 4096, dims: m2 },
-            SsdCase { batch: 8, len: 16384, dims: m2 },
-        ]
-    }
-}
-
 /// Every SSD kernel on each case, after the copy roofline; with `stages`, chunk 64's four
 /// dispatches are also timed alone. Agreement: the first sequence against the f64 recurrence
 /// (relative RMSE ≤ 1e-3).
@@ -285,24 +252,20 @@ pub fn ssd(
     let copy = copy_roofline(dev, cfg)?;
     let roof = copy.gb_per_s;
     let mut rows = vec![copy];
-    let flags = SsdFlags::default();
     let mut rng = Rng::new(21);
     for case in cases {
-        let SsdCase { batch, len: l, dims: d } = *case;
+        let (batch, l, d, flags) = (case.batch(), case.len(), case.dims, case.flags);
         let shape = case.label();
-        let t = batch * l;
-        let xbc_host = rng.vec(t * d.width(), -1.0, 1.0);
-        let dt_host = rng.vec(t * d.heads, -4.0, 0.0);
-        let a = rng.vec(d.heads, -4.0, -0.5);
-        let heads_host =
-            sd::pack_head_params(&a, Some(&rng.vec(d.heads, -1.0, 1.0)), Some(&vec![0.0; d.heads]));
+        let t = case.tokens();
+        let host = SsdInputs::random(&mut rng, case);
+        let (xbc_host, dt_host, heads_host) = (&host.xbc, &host.dt, &host.heads);
         let xbc = Tensor::from_slice(dev, &[t, d.width()], &xbc_host)?;
         let dt = Tensor::from_slice(dev, &[t, d.heads], &dt_host)?;
         // f16 inputs for the chunk-64 kernels (the tensor-core kernel takes only these).
         let xbc16 = Tensor::from_f32(dev, &[t, d.width()], &xbc_host, DType::F16)?;
         let dt16 = Tensor::from_f32(dev, &[t, d.heads], &dt_host, DType::F16)?;
         let heads = Tensor::from_slice(dev, &[d.heads, 4], &heads_host)?;
-        let seqs = Sequences::new(dev, &vec![l; batch], None)?;
+        let seqs = Sequences::new(dev, &case.lens, case.resets.as_deref())?;
         let state = Tensor::empty(dev, &[batch, d.heads, d.head_dim, d.n], DType::F32)?;
         let y = Tensor::empty(dev, &[t, d.heads * d.head_dim], DType::F32)?;
         let args = SsdArgs { xbc: &xbc, dt: &dt, heads: &heads, seqs: &seqs, state: &state, dims: d, flags };
@@ -312,17 +275,7 @@ pub fn ssd(
         let bytes = ((t * d.width() + t * d.heads + t * hp) * 4 + state_bytes) as f64;
         let bytes16 = ((t * d.width() + t * d.heads) * 2 + t * hp * 4 + state_bytes) as f64;
         // The first sequence's f64 reference, once per shape.
-        let want = sd::ssd_ref(&SsdRef {
-            xbc: &xbc_host[..l * d.width()],
-            dt: &dt_host[..l * d.heads],
-            heads: &heads_host,
-            cu: &[0, l],
-            resets: None,
-            state: &[],
-            dims: d,
-            flags,
-        })
-        .0;
+        let want = host.reference(case, &[0, l]).0;
         // (kernel, f16 inputs): every kernel with f32 inputs, chunk 64 and the tensor-core
         // kernel with f16 inputs where they run.
         let mut runs: Vec<(SsdKernel, bool)> = SsdKernel::ALL.iter().map(|&k| (k, false)).collect();
@@ -356,16 +309,16 @@ pub fn ssd(
             let work = Work { bytes: if f16 { bytes16 } else { bytes }, flops };
             rows.push(row("ssd", &name, shape.clone(), stats, work, roof, Some(ok)));
             if stages && kernel.chunk() == Some(64) {
-                for (stage, bit) in sd::STAGES {
+                for stage in sd::Stage::ALL {
                     let mut rec = Recorder::new(dev);
-                    sd::record_stages(&mut rec, if f16 { &args16 } else { &args }, &y, kernel, bit)?;
+                    sd::record_stages(&mut rec, if f16 { &args16 } else { &args }, &y, kernel, &[stage])?;
                     if rec.is_empty() {
                         continue; // a stage the kernel folds into another
                     }
                     let stats = measure(&rec.finish(), 1, cfg)?;
                     rows.push(row(
                         "ssd-stage",
-                        &format!("{name}/{stage}"),
+                        &format!("{name}/{}", stage.name()),
                         shape.clone(),
                         stats,
                         Work { bytes: 0.0, flops: 0.0 },
@@ -387,11 +340,7 @@ pub fn ssd_step(dev: &Device, cfg: BenchConfig, variants: &Variants) -> Result<V
     if !variants.matches("ssd.step") {
         return Ok(rows);
     }
-    let d = if cfg.quick {
-        SsdDims { heads: 4, head_dim: 16, groups: 1, n: 16 }
-    } else {
-        SsdDims { heads: 24, head_dim: 64, groups: 1, n: 128 }
-    };
+    let d = if cfg.quick { SsdDims { heads: 4, head_dim: 16, groups: 1, n: 16 } } else { MAMBA2_DIMS };
     let flags = SsdFlags::default();
     for s in [1usize, 64] {
         let shape = format!("S={s} H={} P={} N={}", d.heads, d.head_dim, d.n);

@@ -125,10 +125,29 @@ pub fn select_adapter(sel: &AdapterSelection) -> Result<wgpu::Adapter> {
         let info = a.get_info();
         (device_type_rank(info.device_type), (info.backend == wgpu::Backend::Gl) as u32)
     });
-    adapters
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::NoAdapter(format!("backends {backends:?}: {INSTALL_HINT}")))
+    adapters.into_iter().next().ok_or_else(|| Error::NoAdapter(no_adapter_hint(backends)))
+}
+
+/// What to do when `backends` offer no adapter: the install hint fits a request that Vulkan
+/// could serve; a backend this platform does not have is named as such.
+fn no_adapter_hint(backends: wgpu::Backends) -> String {
+    let native = if cfg!(any(target_os = "macos", target_os = "ios")) {
+        wgpu::Backends::METAL | wgpu::Backends::VULKAN | wgpu::Backends::GL
+    } else if cfg!(windows) {
+        wgpu::Backends::DX12 | wgpu::Backends::VULKAN | wgpu::Backends::GL
+    } else {
+        wgpu::Backends::VULKAN | wgpu::Backends::GL
+    };
+    if !backends.intersects(native) {
+        return format!(
+            "backends {backends:?} do not exist on this platform (it has {native:?}); set LINSEQ_BACKEND to one of them or to `any`"
+        );
+    }
+    if backends.contains(wgpu::Backends::VULKAN) {
+        format!("backends {backends:?}: {INSTALL_HINT}")
+    } else {
+        format!("backends {backends:?}: no adapter; `linseq adapters` lists what this machine has")
+    }
 }
 
 /// Features linseq asks for when the adapter offers them.

@@ -168,7 +168,7 @@ impl<'d> Executable<'d> {
                 if params.temperature > 0.0 {
                     let logits = &self.tensors[node.inputs[0].0];
                     let n = *logits.shape().last().expect("logits have a last dim");
-                    let p = sampling::params(n, logits.numel() / n, params, step);
+                    let p = sampling::params(n, logits.numel() / n, params, step)?;
                     self.recording.set_params(range.start, &p)?;
                 }
             }

@@ -175,15 +175,17 @@ pub fn plan(g: &Graph, opts: &PlanOptions) -> Result<Plan> {
     order.sort_by_key(|&i| (std::cmp::Reverse(groups[i].size), groups[i].start));
     let mut place: Vec<Option<Placement>> = vec![None; groups.len()];
     let mut buffers: Vec<u64> = Vec::new();
+    let mut index = TimeIndex::new(n_nodes + 1, groups.len());
     for &gi in &order {
         let gr = &groups[gi];
-        let p = if opts.reuse { best_fit(gi, &groups, &place, &buffers, opts.max_buffer) } else { None };
+        let p = if opts.reuse { best_fit(gi, &groups, &place, &buffers, opts.max_buffer, &mut index) } else { None };
         let p = p.unwrap_or_else(|| {
             buffers.push(0);
             Placement { buffer: buffers.len() - 1, offset: 0 }
         });
         buffers[p.buffer] = buffers[p.buffer].max(p.offset + gr.size);
         place[gi] = Some(p);
+        index.insert(gi, gr.start, gr.end);
     }
     let mut placements = vec![None; nt];
     for (gi, gr) in groups.iter().enumerate() {
@@ -192,11 +194,19 @@ pub fn plan(g: &Graph, opts: &PlanOptions) -> Result<Plan> {
         }
     }
     // Report.
-    let mut lower = 0;
-    for step in 0..=n_nodes {
-        let live: u64 = groups.iter().filter(|gr| gr.start <= step && step <= gr.end).map(|gr| gr.size).sum();
+    // Live bytes over time by a sweep: each group adds its size at its start and removes it
+    // after its end.
+    let mut delta = vec![0i128; n_nodes + 2];
+    for gr in &groups {
+        delta[gr.start] += gr.size as i128;
+        delta[gr.end.min(n_nodes) + 1] -= gr.size as i128;
+    }
+    let (mut live, mut lower) = (0i128, 0i128);
+    for d in &delta {
+        live += d;
         lower = lower.max(live);
     }
+    let lower = lower as u64;
     let sum_role = |r: Role| g.tensors.iter().filter(|t| t.role == r).map(|t| t.bytes()).sum::<u64>();
     let activations: Vec<usize> = (0..nt).filter(|&t| g.tensors[t].role == Role::Activation).collect();
     let report = MemoryReport {
@@ -213,6 +223,47 @@ pub fn plan(g: &Graph, opts: &PlanOptions) -> Result<Plan> {
     Ok(Plan { placements, buffers, lifetimes: life, inplace, report })
 }
 
+/// Placed groups by the stretch of time they live in, so that a placement looks only at the
+/// groups whose lifetimes can overlap its own (planning stays near-linear in the node count:
+/// most activations live for a few nodes). Time is cut into buckets of [`TimeIndex::WIDTH`]
+/// nodes; a group is listed in every bucket its lifetime touches.
+struct TimeIndex {
+    buckets: Vec<Vec<usize>>,
+    /// Per group, the last query that saw it (to list each candidate once).
+    seen: Vec<usize>,
+    query: usize,
+}
+
+impl TimeIndex {
+    const WIDTH: usize = 32;
+
+    fn new(steps: usize, groups: usize) -> Self {
+        Self { buckets: vec![Vec::new(); steps.div_ceil(Self::WIDTH) + 1], seen: vec![usize::MAX; groups], query: 0 }
+    }
+
+    fn insert(&mut self, group: usize, start: usize, end: usize) {
+        for b in start / Self::WIDTH..=end / Self::WIDTH {
+            self.buckets[b].push(group);
+        }
+    }
+
+    /// Placed groups listed in the buckets that [start, end] touches (a superset of those that
+    /// overlap it), each once.
+    fn candidates(&mut self, start: usize, end: usize) -> Vec<usize> {
+        self.query += 1;
+        let mut out = Vec::new();
+        for b in start / Self::WIDTH..=end / Self::WIDTH {
+            for &g in &self.buckets[b] {
+                if self.seen[g] != self.query {
+                    self.seen[g] = self.query;
+                    out.push(g);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Best-fit placement of group `gi` among already placed groups with overlapping lifetimes.
 fn best_fit(
     gi: usize,
@@ -220,18 +271,17 @@ fn best_fit(
     place: &[Option<Placement>],
     buffers: &[u64],
     cap: u64,
+    index: &mut TimeIndex,
 ) -> Option<Placement> {
     let gr = &groups[gi];
+    let near = index.candidates(gr.start, gr.end);
     for b in 0..buffers.len() {
         // Address intervals used during this group's lifetime in buffer b, sorted.
-        let mut used: Vec<(u64, u64)> = groups
+        let mut used: Vec<(u64, u64)> = near
             .iter()
-            .zip(place)
-            .filter_map(|(o, p)| match p {
-                Some(p) if p.buffer == b && o.start <= gr.end && gr.start <= o.end => {
-                    Some((p.offset, p.offset + o.size))
-                }
-                _ => None,
+            .filter_map(|&o| {
+                let (og, p) = (&groups[o], place[o]?);
+                (p.buffer == b && og.start <= gr.end && gr.start <= og.end).then_some((p.offset, p.offset + og.size))
             })
             .collect();
         used.sort_unstable();

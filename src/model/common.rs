@@ -44,6 +44,14 @@ impl Head {
     }
 
     pub fn load(dev: &Device, w: &Weights, vocab: usize, d: usize, tie: bool, dtype: DType) -> Result<Self> {
+        if !tie && !w.has("lm_head.weight") {
+            return Err(Error::Model(
+                "tie_word_embeddings is false but the checkpoint has no lm_head.weight".into(),
+            ));
+        }
+        if tie && w.has("lm_head.weight") {
+            log::warn!("tie_word_embeddings is true: the checkpoint's lm_head.weight is ignored, as transformers does");
+        }
         let (embed, _) = w.f32("backbone.embeddings.weight", Some(&[vocab, d]))?;
         // The table is held as `dtype` like the other matrices; tied, the LM head is the same
         // device tensor (one copy of the largest matrix of a small model).
@@ -59,6 +67,34 @@ impl Head {
             norm_f: Tensor::from_f32(dev, &[d], &w.f32("backbone.norm_f.weight", Some(&[d]))?.0, DType::F32)?,
         })
     }
+}
+
+/// Checks config values every runtime shares before anything is allocated: the layer count
+/// against the checkpoint's `{prefix}{i}.` tensors (a larger count would allocate for layers
+/// that do not exist, a smaller one would run a truncated model), and the norm's epsilon.
+pub(crate) fn check_config(w: &Weights, prefix: &str, layers: usize, eps: f64) -> Result<()> {
+    let mut found = std::collections::BTreeSet::new();
+    for name in w.names() {
+        if let Some(i) = name.strip_prefix(prefix).and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()) {
+            found.insert(i);
+        }
+    }
+    let count = found.len();
+    if layers != count || found.last().is_some_and(|&last| last + 1 != count) {
+        return Err(Error::Model(format!(
+            "num_hidden_layers is {layers} but the checkpoint has {count} layers under `{prefix}N.`{}",
+            if found.last().is_some_and(|&l| l + 1 != count) { " (not numbered 0..N)" } else { "" }
+        )));
+    }
+    check_eps(eps)
+}
+
+/// A norm epsilon must be a positive finite number.
+pub(crate) fn check_eps(eps: f64) -> Result<()> {
+    if !(eps > 0.0 && eps.is_finite() && eps < 1.0) {
+        return Err(Error::Model(format!("layer_norm_epsilon {eps} must be a small positive number")));
+    }
+    Ok(())
 }
 
 /// Rows `[lo, hi)` of a matrix (or vector) uploaded whole as `full` from `host`: a view of the
@@ -81,24 +117,37 @@ pub struct RecurrentState {
     pub sequences: usize,
     /// False until the first tokens went through (prefill then starts from zero).
     pub started: bool,
+    /// Which model and configuration the state belongs to ([`crate::model::Model::identity`]);
+    /// snapshots carry it, and restoring one into another model's state is refused.
+    pub owner: String,
 }
 
 impl RecurrentState {
     /// Zeros: `layers` conv states of `conv` and SSM states of `ssm` (shapes with S first).
+    /// wgpu zero-initialises buffers, so nothing is built on the host; sizes are checked
+    /// against the device's binding limit before anything is allocated.
     pub fn zeros(dev: &Device, layers: usize, conv: &[usize], ssm: &[usize]) -> Result<Self> {
-        let zeros = |shape: &[usize]| Tensor::from_slice(dev, shape, &vec![0f32; shape.iter().product()]);
-        let mut out = Self { conv: Vec::new(), ssm: Vec::new(), sequences: conv[0], started: false };
+        if conv[0] == 0 {
+            return Err(Error::Invalid("a state needs at least one sequence".into()));
+        }
+        let mut out =
+            Self { conv: Vec::new(), ssm: Vec::new(), sequences: conv[0], started: false, owner: String::new() };
         for _ in 0..layers {
-            out.conv.push(zeros(conv)?);
-            out.ssm.push(zeros(ssm)?);
+            out.conv.push(Tensor::empty(dev, conv, DType::F32)?);
+            out.ssm.push(Tensor::empty(dev, ssm, DType::F32)?);
         }
         Ok(out)
+    }
+
+    /// Bytes of every state tensor.
+    pub fn bytes(&self) -> u64 {
+        self.conv.iter().chain(&self.ssm).map(|t| (t.numel() * 4) as u64).sum()
     }
 
     /// Checks a forward call's ids and lengths against this state and the vocabulary; returns
     /// (tokens, whether this is a decode step: one token per sequence of a started state).
     pub(crate) fn check_batch(&self, ids: &[u32], lens: &[usize], vocab: usize) -> Result<(usize, bool)> {
-        let t: usize = lens.iter().sum();
+        let t = total_tokens(lens)?;
         if lens.len() != self.sequences || t != ids.len() || t == 0 {
             return Err(Error::Invalid(format!(
                 "{} ids for sequence lengths {lens:?} and a state of {} sequences",
@@ -109,6 +158,13 @@ impl RecurrentState {
         embedding::check_ids(ids, vocab)?;
         Ok((t, self.started && lens.iter().all(|&l| l == 1)))
     }
+}
+
+/// The sum of sequence lengths, or an error when it overflows (lengths come from callers).
+pub(crate) fn total_tokens(lens: &[usize]) -> Result<usize> {
+    lens.iter()
+        .try_fold(0usize, |t, &l| t.checked_add(l))
+        .ok_or_else(|| Error::Limit(format!("sequence lengths {lens:?} overflow the token count")))
 }
 
 /// What one recorded forward pass runs: the ids tensor, each sequence's length, whether it is

@@ -93,9 +93,14 @@ impl Config {
             .ok_or_else(|| self.missing("model_type", "a string"))
     }
 
-    /// A non-negative integer.
+    /// A non-negative integer below 2³¹ (no real model size is larger, and the bound keeps
+    /// products of a few sizes from overflowing).
     pub fn usize(&self, key: &str) -> Result<usize> {
-        self.json[key].as_u64().map(|v| v as usize).ok_or_else(|| self.missing(key, "a non-negative integer"))
+        let v = self.json[key].as_u64().ok_or_else(|| self.missing(key, "a non-negative integer"))?;
+        if v >= 1 << 31 {
+            return Err(Error::Model(format!("{}: `{key}` = {v} is implausibly large", self.source)));
+        }
+        Ok(v as usize)
     }
 
     pub fn usize_or(&self, key: &str, default: usize) -> Result<usize> {

@@ -63,6 +63,7 @@ impl MambaConfig {
             use_conv_bias: c.bool_or("use_conv_bias", true)?,
             tie_embeddings: c.bool_or("tie_word_embeddings", true)?,
         };
+        common::check_eps(cfg.eps)?;
         if !(2..=4).contains(&cfg.conv_kernel) {
             return Err(Error::Model(format!("conv_kernel {} is not supported (2–4)", cfg.conv_kernel)));
         }
@@ -121,6 +122,7 @@ impl Mamba {
         let up = |data: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, data, dt);
         let rows = |full: &Tensor, host: &[f32], lo: usize, hi: usize| common::rows(dev, full, host, lo, hi);
         let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
+        common::check_config(w, "backbone.layers.", c.layers, c.eps)?;
         let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {

@@ -69,7 +69,8 @@ impl Mamba2Config {
             use_conv_bias: c.bool_or("use_conv_bias", true)?,
             tie_embeddings: c.bool_or("tie_word_embeddings", true)?,
         };
-        if heads * head_dim != d_inner {
+        common::check_eps(cfg.eps)?;
+        if heads.checked_mul(head_dim) != Some(d_inner) {
             return Err(Error::Model(format!(
                 "num_heads {heads} × head_dim {head_dim} must equal expand × hidden_size = {d_inner}"
             )));
@@ -152,6 +153,7 @@ impl Mamba2 {
         let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
         let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
         let proj = 2 * di + 2 * c.groups * c.d_state + h;
+        common::check_config(w, "backbone.layers.", c.layers, c.eps)?;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             progress(i, c.layers);
@@ -234,7 +236,7 @@ impl Mamba2 {
             init_state: state.started,
             dt_limit: (c.dt_limit.0 as f32, c.dt_limit.1 as f32),
         };
-        let kernel = SsdKernel::choose(dev, c.dims(), batch.seqs.total(), c.kernel());
+        let kernel = SsdKernel::choose(dev, c.dims(), batch.seqs.total(), DType::F32, c.kernel());
         // The gated norm folds into out_proj's GEMV only as one RMS over the whole row.
         let fused_step = batch.step && batch.lens.len() <= GEMV_MAX_M && c.groups == 1;
         let mut h = self.head.embed(b, batch.ids)?;

@@ -42,6 +42,18 @@ pub fn sample(logits: &[f32], params: &SamplingParams, step: u32) -> u32 {
     crate::ops::sampling::sample_ref(logits, params, step, 0)
 }
 
+/// Errors when a row of `logits` (`[rows, vocab]`) holds NaN or Inf, naming the first such row
+/// and `what` produced it (a forward pass over non-finite weights or inputs).
+pub fn check_finite(logits: &[f32], vocab: usize, what: &str) -> Result<()> {
+    match logits.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::NonFinite(format!(
+            "the logits of row {} of {what} hold NaN or Inf (non-finite weights or activations)",
+            i / vocab.max(1)
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// −log p(target) in nats under one row of logits (log-sum-exp in f64).
 pub fn cross_entropy(logits: &[f32], target: u32) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
@@ -117,10 +129,24 @@ impl Model {
 
     /// A zero state for `sequences` sequences.
     pub fn new_state(&self, dev: &Device, sequences: usize) -> Result<State> {
-        match self {
-            Model::Mamba(m) => Ok(State::Mamba(m.new_state(dev, sequences)?)),
-            Model::Mamba2(m) => Ok(State::Mamba2(m.new_state(dev, sequences)?)),
-        }
+        let mut state = match self {
+            Model::Mamba(m) => State::Mamba(m.new_state(dev, sequences)?),
+            Model::Mamba2(m) => State::Mamba2(m.new_state(dev, sequences)?),
+        };
+        state.inner_mut().owner = self.identity();
+        Ok(state)
+    }
+
+    /// The architecture and a fingerprint of its configuration (`mamba2/9c0e…`): what a state
+    /// snapshot records, so that it is only restored into a state of the same model.
+    pub fn identity(&self) -> String {
+        let (kind, cfg) = match self {
+            Model::Mamba(m) => ("mamba", format!("{:?}", m.cfg)),
+            Model::Mamba2(m) => ("mamba2", format!("{:?}", m.cfg)),
+        };
+        // FNV-1a: stable across builds and platforms (std's hashers are not).
+        let hash = cfg.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        format!("{kind}/{hash:016x}")
     }
 
     /// Feeds packed tokens (`lens[s]` for sequence s) and returns logits `[T, vocab]`.
@@ -194,7 +220,7 @@ impl Model {
         state: &State,
         lens: &[usize],
     ) -> Result<crate::graph::MemoryReport> {
-        let t: usize = lens.iter().sum();
+        let t = common::total_tokens(lens)?;
         if lens.len() != state.sequences() || lens.contains(&0) {
             return Err(Error::Invalid(format!(
                 "lengths {lens:?} for a state of {} sequences",
@@ -235,6 +261,8 @@ pub struct Snapshot {
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
     pub sequences: usize,
     pub started: bool,
+    /// The model it was taken from ([`Model::identity`]).
+    pub model: String,
 }
 
 impl State {
@@ -257,7 +285,7 @@ impl State {
 
     /// Copies the state to the host.
     pub fn snapshot(&self, dev: &Device) -> Result<Snapshot> {
-        let RecurrentState { conv, ssm, sequences, started } = self.inner();
+        let RecurrentState { conv, ssm, sequences, started, owner } = self.inner();
         let (sequences, started) = (*sequences, *started);
         let mut tensors = Vec::new();
         for (kind, list) in [("conv", conv), ("ssm", ssm)] {
@@ -265,12 +293,26 @@ impl State {
                 tensors.push((format!("{kind}.{i}"), t.shape().to_vec(), t.read::<f32>(dev)?));
             }
         }
-        Ok(Snapshot { tensors, sequences, started })
+        Ok(Snapshot { tensors, sequences, started, model: owner.clone() })
+    }
+
+    /// Bytes the state holds on the device.
+    pub fn bytes(&self) -> u64 {
+        self.inner().bytes()
     }
 
     /// Overwrites this state with a snapshot taken from a state of the same model and size.
+    /// Everything is checked before anything is written: a refused snapshot leaves the state
+    /// as it was.
     pub fn restore(&mut self, dev: &Device, snap: &Snapshot) -> Result<()> {
         let inner = self.inner_mut();
+        if snap.model != inner.owner {
+            return Err(Error::Invalid(format!(
+                "the snapshot belongs to model {}, this state to {}",
+                if snap.model.is_empty() { "(unrecorded)" } else { &snap.model },
+                inner.owner
+            )));
+        }
         let sequences = inner.sequences;
         let targets: Vec<&crate::tensor::Tensor> = inner.conv.iter().chain(&inner.ssm).collect();
         if sequences != snap.sequences || targets.len() != snap.tensors.len() {
@@ -282,12 +324,15 @@ impl State {
             )));
         }
         for (t, (name, shape, data)) in targets.iter().zip(&snap.tensors) {
-            if t.shape() != shape.as_slice() {
+            if t.shape() != shape.as_slice() || data.len() != t.numel() {
                 return Err(Error::Invalid(format!(
-                    "snapshot tensor {name} is {shape:?}, the state's is {:?}",
+                    "snapshot tensor {name} is {shape:?} with {} values, the state's is {:?}",
+                    data.len(),
                     t.shape()
                 )));
             }
+        }
+        for (t, (_, _, data)) in targets.iter().zip(&snap.tensors) {
             t.write(dev, data)?;
         }
         inner.started = snap.started;
@@ -317,6 +362,7 @@ impl Snapshot {
         let meta = std::collections::HashMap::from([
             ("sequences".to_string(), self.sequences.to_string()),
             ("started".to_string(), self.started.to_string()),
+            ("model".to_string(), self.model.clone()),
         ]);
         safetensors::serialize_to_file(views, Some(meta), path)
             .map_err(|e| Error::Model(format!("{}: {e}", path.display())))
@@ -334,6 +380,7 @@ impl Snapshot {
             Error::Model(format!("{}: not a linseq state snapshot (no `sequences`)", path.display()))
         })?;
         let started = info.get("started").is_some_and(|s| s == "true");
+        let model = info.get("model").cloned().unwrap_or_default();
         let mut tensors = Vec::new();
         for kind in ["conv", "ssm"] {
             for i in 0.. {
@@ -344,7 +391,7 @@ impl Snapshot {
                 tensors.push((name, t.shape().to_vec(), v));
             }
         }
-        Ok(Self { tensors, sequences, started })
+        Ok(Self { tensors, sequences, started, model })
     }
 }
 
@@ -385,7 +432,9 @@ impl Decoder<'_> {
         crate::ops::embedding::check_ids(ids, self.vocab)?;
         self.ids.write(self.dev, ids)?;
         self.exe.run()?;
-        self.exe.read_output::<f32>(self.logits)
+        let logits = self.exe.read_output::<f32>(self.logits)?;
+        check_finite(&logits, self.vocab, "a decode step")?;
+        Ok(logits)
     }
 
     /// Dispatches per step.
@@ -497,6 +546,13 @@ impl Generator<'_> {
         }
         self.dev.wait()?;
         let all: Vec<u32> = self.history.read(self.dev)?;
+        if let Some(i) = all[..steps * s].iter().position(|&id| id == crate::ops::sampling::NONFINITE_ID) {
+            return Err(Error::NonFinite(format!(
+                "the logits of sequence {} at generation step {} hold NaN or Inf (non-finite weights or activations)",
+                i % s,
+                step0 as usize + i / s
+            )));
+        }
         Ok((0..s).map(|q| (0..steps).map(|k| all[k * s + q]).collect()).collect())
     }
 

@@ -22,9 +22,21 @@ pub struct ConvFlags {
     pub init_state: bool,
 }
 
+crate::uniform! {
+    /// The conv kernels' parameters.
+    pub struct ConvParams { pub channels: u32, pub total: u32, pub width: u32, pub nseq: u32, pub flags: u32 }
+}
+
+crate::flags! {
+    /// Bits of [`ConvParams::flags`].
+    pub mod conv_flags { HAS_BIAS = 1, SILU = 2, INIT = 4, RESET = 8 }
+}
+
 fn variant(entry: &'static str) -> Variant {
     let v = Variant::new(format!("causal_conv1d.{}", entry.trim_start_matches("conv_")), &SHADER, entry)
-        .define("WG", WG);
+        .define("WG", WG)
+        .with_params::<ConvParams>()
+        .with_flags(conv_flags::SET);
     match entry {
         "conv_step" => v.define("STEP", 1),
         _ => v.define("PREFILL", 1),
@@ -63,12 +75,19 @@ fn check(
     Ok((c, width))
 }
 
-fn params(c: usize, width: usize, seqs: &Sequences, bias: bool, flags: ConvFlags) -> Params {
-    let bits = bias as usize
-        | (flags.silu as usize) << 1
-        | (flags.init_state as usize) << 2
-        | (seqs.resets().is_some() as usize) << 3;
-    Params::new().u(c).u(seqs.total()).u(width).u(seqs.count()).u(bits)
+fn params(c: usize, width: usize, seqs: &Sequences, bias: bool, flags: ConvFlags) -> Result<Params> {
+    use conv_flags::*;
+    let bits = if bias { HAS_BIAS } else { 0 }
+        | if flags.silu { SILU } else { 0 }
+        | if flags.init_state { INIT } else { 0 }
+        | if seqs.resets().is_some() { RESET } else { 0 };
+    Ok(Params::of(&ConvParams {
+        channels: super::word("channels", c)?,
+        total: super::word("tokens", seqs.total())?,
+        width: width as u32,
+        nseq: super::word("sequences", seqs.count())?,
+        flags: bits,
+    }))
 }
 
 /// The tensors of one conv (layout in the module docs).
@@ -84,7 +103,7 @@ pub struct ConvArgs<'a> {
 /// Records the prefill conv and the state update (two dispatches in the same pass).
 pub fn causal_conv1d(rec: &mut Recorder, a: &ConvArgs, flags: ConvFlags, out: &Tensor) -> Result<()> {
     let (c, width) = check(a.x, a.weight, a.bias, a.seqs, a.state, out)?;
-    let p = params(c, width, a.seqs, a.bias.is_some(), flags);
+    let p = params(c, width, a.seqs, a.bias.is_some(), flags)?;
     let tensors = [a.x, a.weight, a.bias.unwrap_or(a.weight), &a.seqs.table, a.state, out];
     let wg = grid(rec.device(), (c * a.seqs.total()).div_ceil(WG as usize))?;
     rec.dispatch(&variant("conv_prefill"), &p, &tensors, wg)?;
@@ -98,7 +117,7 @@ pub fn causal_conv1d_step(rec: &mut Recorder, a: &ConvArgs, silu: bool, out: &Te
         return Err(Error::Invalid("a decode step takes one token per sequence (Sequences::decode)".into()));
     }
     let (c, width) = check(a.x, a.weight, a.bias, a.seqs, a.state, out)?;
-    let p = params(c, width, a.seqs, a.bias.is_some(), ConvFlags { silu, init_state: true });
+    let p = params(c, width, a.seqs, a.bias.is_some(), ConvFlags { silu, init_state: true })?;
     let tensors = [a.x, a.weight, a.bias.unwrap_or(a.weight), &a.seqs.table, a.state, out];
     let wg = grid(rec.device(), (c * a.seqs.count()).div_ceil(WG as usize))?;
     rec.dispatch(&variant("conv_step"), &p, &tensors, wg)

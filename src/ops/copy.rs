@@ -10,8 +10,13 @@ pub const SHADER: crate::shader::Source = crate::wgsl_source!("copy");
 
 const WG: u32 = 256;
 
+crate::uniform! {
+    /// `copy_vec4`'s parameters.
+    pub struct CopyParams { pub n4: u32 }
+}
+
 pub fn variants() -> Vec<Variant> {
-    vec![Variant::new("copy.vec4", &SHADER, "copy_vec4").define("WG", WG)]
+    vec![Variant::new("copy.vec4", &SHADER, "copy_vec4").define("WG", WG).with_params::<CopyParams>()]
 }
 
 /// Records `dst = src` for f32 tensors whose length is a multiple of 4.
@@ -29,5 +34,10 @@ pub fn copy(rec: &mut Recorder, src: &Tensor, dst: &Tensor) -> Result<()> {
     }
     let n4 = src.numel() / 4;
     let wg = grid(rec.device(), n4.div_ceil(WG as usize))?;
-    rec.dispatch(&variants()[0], &Params::new().u(n4), &[src, dst], wg)
+    rec.dispatch(
+        &variants()[0],
+        &Params::of(&CopyParams { n4: super::word("elements / 4", n4)? }),
+        &[src, dst],
+        wg,
+    )
 }

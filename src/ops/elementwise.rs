@@ -71,6 +71,7 @@ impl Unary {
             .define("WG", WG)
             .define("UNARY", 1)
             .define("EXPR", self.expr())
+            .with_params::<ElementwiseParams>()
     }
 }
 
@@ -103,11 +104,28 @@ impl Binary {
             .define("WG", WG)
             .define("BINARY", 1)
             .define("EXPR", self.expr())
+            .with_params::<ElementwiseParams>()
     }
 }
 
+crate::uniform! {
+    /// Parameters of the elementwise kernels: `n` elements, `b` repeating every `nb`.
+    pub struct ElementwiseParams { pub n: u32, pub nb: u32, pub scale: f32 }
+}
+
+fn params(n: usize, nb: usize, scale: f32) -> Result<Params> {
+    Ok(Params::of(&ElementwiseParams {
+        n: super::word("elements", n)?,
+        nb: super::word("elements", nb)?,
+        scale,
+    }))
+}
+
 fn residual_variant() -> Variant {
-    Variant::new("elementwise.residual_add", &SHADER, "residual_add").define("WG", WG).define("INPLACE", 1)
+    Variant::new("elementwise.residual_add", &SHADER, "residual_add")
+        .define("WG", WG)
+        .define("INPLACE", 1)
+        .with_params::<ElementwiseParams>()
 }
 
 pub fn variants() -> Vec<Variant> {
@@ -142,7 +160,7 @@ pub fn unary(rec: &mut Recorder, op: Unary, a: &Tensor, scale: f32, out: &Tensor
     super::expect("out", out, a.shape(), DType::F32)?;
     let n = a.numel();
     let wg = grid(rec.device(), n.div_ceil(WG as usize))?;
-    rec.dispatch(&op.variant(), &Params::new().u(n).u(n).f(scale), &[a, out], wg)
+    rec.dispatch(&op.variant(), &params(n, n, scale)?, &[a, out], wg)
 }
 
 /// Records `out = a ∘ b`, with `b` repeating over `a` (its length must divide a's).
@@ -153,7 +171,7 @@ pub fn binary(rec: &mut Recorder, op: Binary, a: &Tensor, b: &Tensor, out: &Tens
     super::expect("out", out, a.shape(), DType::F32)?;
     let n = a.numel();
     let wg = grid(rec.device(), n.div_ceil(WG as usize))?;
-    rec.dispatch(&op.variant(), &Params::new().u(n).u(b.numel()).f(0.0), &[a, b, out], wg)
+    rec.dispatch(&op.variant(), &params(n, b.numel(), 0.0)?, &[a, b, out], wg)
 }
 
 /// Records the fused residual add `acc += scale · b`, in place.
@@ -163,5 +181,5 @@ pub fn residual_add(rec: &mut Recorder, acc: &Tensor, b: &Tensor, scale: f32) ->
     check_broadcast(acc, b)?;
     let n = acc.numel();
     let wg = grid(rec.device(), n.div_ceil(WG as usize))?;
-    rec.dispatch(&residual_variant(), &Params::new().u(n).u(b.numel()).f(scale), &[acc, b], wg)
+    rec.dispatch(&residual_variant(), &params(n, b.numel(), scale)?, &[acc, b], wg)
 }

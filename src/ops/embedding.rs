@@ -10,8 +10,15 @@ pub const SHADER: crate::shader::Source = crate::wgsl_source!("embedding");
 
 const WG: u32 = 256;
 
+crate::uniform! {
+    /// `gather`'s parameters.
+    pub struct EmbeddingParams { pub tokens: u32, pub dim: u32, pub vocab: u32 }
+}
+
 fn variant(dtype: DType) -> Variant {
-    let v = Variant::new(format!("embedding.gather.{}", dtype.name()), &SHADER, "gather").define("WG", WG);
+    let v = Variant::new(format!("embedding.gather.{}", dtype.name()), &SHADER, "gather")
+        .define("WG", WG)
+        .with_params::<EmbeddingParams>();
     match dtype {
         DType::F16 => v.define("F16P", 1).define("TTYPE", "u32"),
         _ => v.define("F16P", 0).define("TTYPE", "f32"),
@@ -43,7 +50,11 @@ pub fn embedding(rec: &mut Recorder, ids: &Tensor, table: &Tensor, out: &Tensor)
     let wg = grid(rec.device(), n.div_ceil(WG as usize))?;
     rec.dispatch(
         &variant(table.dtype()),
-        &Params::new().u(ids.numel()).u(dim).u(vocab),
+        &Params::of(&EmbeddingParams {
+            tokens: super::word("tokens", ids.numel())?,
+            dim: super::word("dim", dim)?,
+            vocab: super::word("vocab", vocab)?,
+        }),
         &[ids, table, out],
         wg,
     )

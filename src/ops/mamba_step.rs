@@ -6,7 +6,7 @@
 //! per-dispatch latency, not by the bytes it moves.
 
 use super::matmul::{weight_mode, WeightMode};
-use super::selective_scan::ScanFlags;
+use super::selective_scan::{scan_flags, ScanFlags};
 use super::{grid, Params, Recorder};
 use crate::error::{Error, Result};
 use crate::shader::Variant;
@@ -33,8 +33,23 @@ pub struct MambaStepArgs<'a> {
     pub flags: ScanFlags,
 }
 
+crate::uniform! {
+    /// `mamba_step`'s parameters: x at columns [0, dim) and z at [zc, zc + dim) of rows of `xs`.
+    pub struct MambaStepParams {
+        pub dim: u32,
+        pub nstate: u32,
+        pub rank: u32,
+        pub nseq: u32,
+        pub flags: u32,
+        pub xs: u32,
+        pub zc: u32,
+    }
+}
+
 fn variant(mode: WeightMode) -> Variant {
     let v = Variant::new(format!("mamba_step.{}", mode.tag()), &SHADER, "mamba_step")
+        .with_params::<MambaStepParams>()
+        .with_flags(scan_flags::SET)
         .define(mode.flag(), 1)
         .define("WTYPE", mode.wgsl(false).0);
     mode.with_requirement(v)
@@ -70,12 +85,16 @@ pub fn mamba_step(rec: &mut Recorder, a: &MambaStepArgs, y: &Tensor) -> Result<(
     super::expect("state", a.state, &[s, d, n], DType::F32)?;
     super::expect("y", y, &[s, d], DType::F32)?;
     let f = a.flags;
-    let bits = f.delta_softplus as usize
-        | (f.delta_bias as usize) << 1
-        | (f.d_skip as usize) << 2
-        | 1 << 3 // the z gate
-        | (f.neg_eigen as usize) << 4;
-    let params = Params::new().u(d).u(n).u(r).u(s).u(bits).u(xs).u(a.z_col).u(0);
+    let f = ScanFlags { init_state: false, ..f };
+    let params = Params::of(&MambaStepParams {
+        dim: super::word("channels", d)?,
+        nstate: n as u32,
+        rank: super::word("dt rank", r)?,
+        nseq: super::word("sequences", s)?,
+        flags: f.bits(true),
+        xs: super::word("row stride", xs)?,
+        zc: super::word("z column", a.z_col)?,
+    });
     let v = variant(weight_mode(rec.device().caps(), a.w_dt.dtype()));
     let wg = grid(rec.device(), s * d.div_ceil(64))?;
     rec.dispatch(&v, &params, &[a.xz, a.xdbl, a.w_dt, a.chan, a.state, y], wg)

@@ -74,6 +74,43 @@ impl WeightMode {
     }
 }
 
+crate::uniform! {
+    /// The GEMV, skinny and tiled GEMM kernels' parameters (`xs`: x's row stride).
+    pub struct MatmulParams { pub m: u32, pub n: u32, pub k: u32, pub flags: u32, pub xs: u32 }
+}
+
+crate::uniform! {
+    /// The fused in_proj step's parameters: [`MatmulParams`], then the conv band
+    /// `[conv_lo, conv_hi)`, its width and the RMSNorm's eps.
+    pub struct InStepParams {
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+        pub flags: u32,
+        pub xs: u32,
+        pub conv_lo: u32,
+        pub conv_hi: u32,
+        pub width: u32,
+        pub eps: f32,
+    }
+}
+
+crate::uniform! {
+    /// The cooperative-matrix GEMM's parameters.
+    pub struct CoopGemmParams { pub m: u32, pub n: u32, pub k: u32 }
+}
+
+crate::uniform! {
+    /// The cooperative-matrix probes' parameters.
+    pub struct ProbeParams { pub iters: u32, pub pad0: u32, pub pad1: u32, pub pad2: u32 }
+}
+
+crate::flags! {
+    /// Bits of [`MatmulParams::flags`]: a bias is bound; y += x·Wᵀ + b (a residual add fused
+    /// into the epilogue); the in_proj step's conv band has a bias.
+    pub mod matmul_flags { HAS_BIAS = 1, ACCUMULATE = 2, CONV_BIAS = 4 }
+}
+
 fn gemv_variant(mode: WeightMode, vec: bool, subgroups: bool, in_step: bool) -> Variant {
     let (wty, chunk) = mode.wgsl(vec);
     let mut name = format!("matmul.gemv.{}", mode.tag());
@@ -100,7 +137,9 @@ fn gemv_variant(mode: WeightMode, vec: bool, subgroups: bool, in_step: bool) -> 
         .define("CHUNK", chunk)
         .define("WG", GEMV_WG)
         .define("REDROWS", reduced)
-        .define("RED", GEMV_WG * reduced);
+        .define("RED", GEMV_WG * reduced)
+        .with_flags(matmul_flags::SET);
+    let v = if in_step { v.with_params::<InStepParams>() } else { v.with_params::<MatmulParams>() };
     mode.with_requirement(v)
 }
 
@@ -122,7 +161,9 @@ fn skinny_variant(mode: WeightMode) -> Option<Variant> {
         .define("WG", GEMV_WG)
         // 8 sums per subgroup; room for subgroups of 4 lanes or more.
         .define("REDV", GEMV_WG / 4 * 8)
-        .needs_subgroups();
+        .needs_subgroups()
+        .with_params::<MatmulParams>()
+        .with_flags(matmul_flags::SET);
     Some(mode.with_requirement(v))
 }
 
@@ -152,7 +193,9 @@ fn gemm_variant(mode: WeightMode, tile: (&str, u32, u32), vec: bool) -> Variant 
         .define("BK", bk)
         .define("NT", nt)
         .define("AS4", bk * (b + 4) / 4)
-        .define("BS4", bk * (b + 4) / 4);
+        .define("BS4", bk * (b + 4) / 4)
+        .with_params::<MatmulParams>()
+        .with_flags(matmul_flags::SET);
     mode.with_requirement(v)
 }
 
@@ -165,6 +208,7 @@ fn coop_variant(bm: u32) -> Variant {
         .define("BM", bm)
         .define("ROWS64", (bm == 64) as u32)
         .needs_coop_matrix()
+        .with_params::<CoopGemmParams>()
 }
 
 pub fn variants() -> Vec<Variant> {
@@ -228,6 +272,7 @@ impl CoopProbe {
             .define("STRIDE", self.stride)
             .define("LOADB", if self.b_col_major { "coopLoad" } else { "coopLoadT" })
             .needs_coop_matrix()
+            .with_params::<ProbeParams>()
     }
 
     /// Floating-point operations of one [`coop_probe`] dispatch.
@@ -254,7 +299,12 @@ pub fn coop_probe(
         return Err(Error::Invalid("more than 65535 probe workgroups must be a multiple of 65535".into()));
     }
     // The pipeline cache refuses the probe where the adapter lacks cooperative matrices.
-    rec.dispatch(&probe.variant(), &Params::new().u(iters).u(0).u(0).u(0), &[x, y], grid)
+    rec.dispatch(
+        &probe.variant(),
+        &Params::of(&ProbeParams { iters: super::word("iterations", iters)?, ..Default::default() }),
+        &[x, y],
+        grid,
+    )
 }
 
 pub(crate) fn weight_mode(caps: &Capabilities, wdtype: DType) -> WeightMode {
@@ -534,7 +584,11 @@ fn record(
         if b.is_some() || accumulate || xs != k {
             return unsupported("has no bias, accumulation or strided x".into());
         }
-        let params = Params::new().u(m).u(n).u(k);
+        let params = Params::of(&CoopGemmParams {
+            m: super::word("M", m)?,
+            n: super::word("N", n)?,
+            k: super::word("K", k)?,
+        });
         return rec.dispatch(v, &params, &[x, w, y], [(n / 64) as u32, (m / 32) as u32, 1]);
     }
     if x.dtype() != DType::F32 {
@@ -553,8 +607,22 @@ fn record(
         }
     };
     let conv_bias = matches!(epilogue, Epilogue::InStep { conv: Some(ConvBand { bias: Some(_), .. }), .. });
-    let flags = b.is_some() as usize | (accumulate as usize) << 1 | (conv_bias as usize) << 2;
-    let mut params = Params::new().u(m).u(n).u(k).u(flags).u(xs);
+    let flags = [
+        (b.is_some(), matmul_flags::HAS_BIAS),
+        (accumulate, matmul_flags::ACCUMULATE),
+        (conv_bias, matmul_flags::CONV_BIAS),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |acc, (_, bit)| acc | bit);
+    let base = MatmulParams {
+        m: super::word("M", m)?,
+        n: super::word("N", n)?,
+        k: super::word("K", k)?,
+        flags,
+        xs: super::word("row stride", xs)?,
+    };
+    let mut params = Params::of(&base);
     let (conv_placeholder, state_placeholder);
     let mut tensors = vec![x, w, bias, y];
     if let Epilogue::InStep { norm_w, eps, conv, width, .. } = &epilogue {
@@ -562,7 +630,17 @@ fn record(
         // written state one of its own: a buffer cannot be bound read-only and writable at once);
         // without a conv bias, flag bit 2 is clear and the bias binding is a placeholder.
         let (lo, hi) = conv.map_or((0, 0), |cv| (cv.lo, cv.lo + cv.weight.shape()[0]));
-        params = params.u(lo).u(hi).u(*width).f(*eps as f32);
+        params = Params::of(&InStepParams {
+            m: base.m,
+            n: base.n,
+            k: base.k,
+            flags: base.flags,
+            xs: base.xs,
+            conv_lo: super::word("conv band", lo)?,
+            conv_hi: super::word("conv band", hi)?,
+            width: super::word("conv width", *width)?,
+            eps: *eps as f32,
+        });
         let (cw, cb, cs) = match conv {
             Some(ConvBand { weight, bias: Some(cb), state, .. }) => (*weight, *cb, *state),
             Some(ConvBand { weight, bias: None, state, .. }) => {

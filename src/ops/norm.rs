@@ -34,6 +34,11 @@ impl NormKind {
     }
 }
 
+crate::uniform! {
+    /// `norm`'s parameters: `count` segments of `seg` channels, `groups` segments per row.
+    pub struct NormParams { pub seg: u32, pub groups: u32, pub eps: f32, pub has_bias: u32, pub count: u32 }
+}
+
 fn variant(centred: bool, subgroups: bool) -> Variant {
     let name =
         format!("norm.{}{}", if centred { "layer" } else { "rms" }, if subgroups { ".sg" } else { "" });
@@ -41,6 +46,7 @@ fn variant(centred: bool, subgroups: bool) -> Variant {
         .define("WG", WG)
         .define("CENTER", centred as u32)
         .with_subgroups(subgroups)
+        .with_params::<NormParams>()
 }
 
 pub fn variants() -> Vec<Variant> {
@@ -80,7 +86,13 @@ pub fn norm(
     let v = variant(kind.centred(), rec.device().caps().subgroups);
     let count = x.numel() / (c / groups);
     let wg = grid(rec.device(), count)?;
-    let params = Params::new().u(c / groups).u(groups).f(eps).u(bias.is_some() as usize).u(count);
+    let params = Params::of(&NormParams {
+        seg: super::word("segment", c / groups)?,
+        groups: super::word("groups", groups)?,
+        eps,
+        has_bias: bias.is_some() as u32,
+        count: super::word("segments", count)?,
+    });
     rec.dispatch(&v, &params, &[x, weight, bias.unwrap_or(weight), y], wg)
 }
 

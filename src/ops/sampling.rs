@@ -12,6 +12,15 @@ pub const SHADER: crate::shader::Source = crate::wgsl_source!("sampling");
 
 const WG: u32 = 256;
 
+/// The id the sampler and the argmax write for a row with a NaN or ±Inf logit (never a real
+/// token: vocabularies are far smaller). Generation reports it as an error naming the step.
+pub const NONFINITE_ID: u32 = u32::MAX;
+
+crate::flags! {
+    /// The constants the row kernels receive (the non-finite marker).
+    pub mod row_consts { NONFINITE = u32::MAX }
+}
+
 /// Sampling settings. `temperature == 0` means greedy (argmax).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingParams {
@@ -35,6 +44,12 @@ impl SamplingParams {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err(Error::Invalid(format!("temperature {} must be finite and ≥ 0", self.temperature)));
         }
+        if self.temperature > 0.0 && !(1.0 / self.temperature).is_finite() {
+            return Err(Error::Invalid(format!(
+                "temperature {:e} is too small: 1/T overflows f32 (use 0 for greedy)",
+                self.temperature
+            )));
+        }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(Error::Invalid(format!("top_p {} must be in (0, 1]", self.top_p)));
         }
@@ -42,10 +57,25 @@ impl SamplingParams {
     }
 }
 
+crate::uniform! {
+    /// `sample`'s parameters.
+    pub struct SampleParams {
+        pub n: u32,
+        pub rows: u32,
+        pub inv_temp: f32,
+        pub top_k: u32,
+        pub top_p: f32,
+        pub seed: u32,
+        pub step: u32,
+    }
+}
+
 fn variant(subgroups: bool) -> Variant {
     Variant::new(format!("sampling.sample{}", if subgroups { ".sg" } else { "" }), &SHADER, "sample")
         .define("WG", WG)
         .with_subgroups(subgroups)
+        .with_params::<SampleParams>()
+        .with_flags(row_consts::SET)
 }
 
 pub fn variants() -> Vec<Variant> {
@@ -70,21 +100,24 @@ pub fn sample(
     if params.temperature == 0.0 {
         return super::softmax::argmax(rec, logits, ids);
     }
-    let p = self::params(n, rows, params, step);
+    let p = self::params(n, rows, params, step)?;
     let v = variant(rec.device().caps().subgroups);
     rec.dispatch(&v, &p, &[logits, ids], grid(rec.device(), rows)?)
 }
 
 /// The uniform parameters of a sampling dispatch (for replayed recordings that change `step`).
-pub fn params(n: usize, rows: usize, params: &SamplingParams, step: u32) -> Params {
-    Params::new()
-        .u(n)
-        .u(rows)
-        .f(1.0 / params.temperature)
-        .u(params.top_k)
-        .f(params.top_p)
-        .u(params.seed as usize)
-        .u(step as usize)
+/// A top-k of n or more keeps every logit, as 0 (off) does: it is clamped to n so the GPU's
+/// 32-bit word means what the host's `usize` does.
+pub fn params(n: usize, rows: usize, params: &SamplingParams, step: u32) -> Result<Params> {
+    Ok(Params::of(&SampleParams {
+        n: super::word("vocabulary", n)?,
+        rows: super::word("rows", rows)?,
+        inv_temp: 1.0 / params.temperature,
+        top_k: params.top_k.min(n) as u32,
+        top_p: params.top_p,
+        seed: params.seed,
+        step,
+    }))
 }
 
 /// The shader's PCG hash.

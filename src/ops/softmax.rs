@@ -10,6 +10,15 @@ pub const SHADER: crate::shader::Source = crate::wgsl_source!("softmax");
 
 const WG: u32 = 256;
 
+crate::uniform! {
+    /// Parameters of the row kernels: `rows` rows of `n`, logits scaled by `scale`.
+    pub struct RowParams { pub n: u32, pub rows: u32, pub scale: f32 }
+}
+
+fn params(n: usize, rows: usize, scale: f32) -> Result<Params> {
+    Ok(Params::of(&RowParams { n: super::word("row length", n)?, rows: super::word("rows", rows)?, scale }))
+}
+
 fn variant(softmax: bool, subgroups: bool) -> Variant {
     let entry = if softmax { "softmax" } else { "argmax" };
     Variant::new(format!("softmax.{entry}{}", if subgroups { ".sg" } else { "" }), &SHADER, entry)
@@ -17,6 +26,8 @@ fn variant(softmax: bool, subgroups: bool) -> Variant {
         .define("ENTRY", entry)
         .define("SOFTMAX", softmax as u32)
         .with_subgroups(subgroups)
+        .with_params::<RowParams>()
+        .with_flags(super::sampling::row_consts::SET)
 }
 
 pub fn variants() -> Vec<Variant> {
@@ -40,7 +51,7 @@ pub fn softmax(rec: &mut Recorder, x: &Tensor, scale: f32, y: &Tensor) -> Result
     let (rows, n) = rows_of(x)?;
     super::expect("y", y, x.shape(), DType::F32)?;
     let v = variant(true, rec.device().caps().subgroups);
-    rec.dispatch(&v, &Params::new().u(n).u(rows).f(scale), &[x, y], grid(rec.device(), rows)?)
+    rec.dispatch(&v, &params(n, rows, scale)?, &[x, y], grid(rec.device(), rows)?)
 }
 
 /// Records `ids[r] = argmax(x[r, :])` (ties: lowest index). ids is u32 with one entry per row.
@@ -49,7 +60,7 @@ pub fn argmax(rec: &mut Recorder, x: &Tensor, ids: &Tensor) -> Result<()> {
     super::expect("ids", ids, &[rows], DType::U32)?;
     // The argmax reduction pairs values with indices in workgroup memory; no subgroup form.
     let v = variant(false, false);
-    rec.dispatch(&v, &Params::new().u(n).u(rows).f(1.0), &[x, ids], grid(rec.device(), rows)?)
+    rec.dispatch(&v, &params(n, rows, 1.0)?, &[x, ids], grid(rec.device(), rows)?)
 }
 
 /// f64 reference softmax of one row.

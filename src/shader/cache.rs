@@ -13,7 +13,7 @@ pub struct Pipeline {
     pub layout: wgpu::BindGroupLayout,
 }
 
-type Key = (&'static str, &'static str, BTreeMap<&'static str, String>, Requirements);
+type Key = (&'static str, &'static str, BTreeMap<&'static str, String>, Requirements, Vec<super::FlagSet>);
 
 /// Compiles each variant once per device. Two variants with equal keys share one pipeline.
 #[derive(Default)]
@@ -48,7 +48,13 @@ impl PipelineCache {
                 device.caps().adapter
             )));
         }
-        let key: Key = (variant.source.name, variant.entry, variant.defines.clone(), variant.requires);
+        let key: Key = (
+            variant.source.name,
+            variant.entry,
+            variant.defines.clone(),
+            variant.requires,
+            variant.flags.clone(),
+        );
         if let Some(p) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(p.clone());
         }

@@ -13,10 +13,12 @@
 
 mod cache;
 mod preprocess;
+pub mod uniform;
 pub mod validate;
 
 pub use cache::{Pipeline, PipelineCache};
 pub use preprocess::preprocess;
+pub use uniform::{FlagSet, Uniform, UniformLayout};
 
 use crate::device::Capabilities;
 use crate::error::{Error, Result};
@@ -74,7 +76,14 @@ macro_rules! wgsl_source {
 }
 
 /// Shared WGSL libraries, available to every family's `#include NAME`; not variants themselves.
-pub const LIBRARIES: &[Source] = &[wgsl_source!("reduce")];
+pub const LIBRARIES: &[Source] = &[
+    wgsl_source!("lib/reduce"),
+    wgsl_source!("lib/flags"),
+    wgsl_source!("lib/f16_pack"),
+    wgsl_source!("lib/packed_seqs"),
+    wgsl_source!("lib/activations"),
+    wgsl_source!("lib/finite"),
+];
 
 /// Replaces `#include NAME` lines with the library's text, recursively (a library may include
 /// another; a cycle is an error).
@@ -157,6 +166,11 @@ pub struct Variant {
     /// Preprocessor defines; together with family and entry this is the cache key.
     pub defines: BTreeMap<&'static str, String>,
     pub requires: Requirements,
+    /// The Rust struct of its uniform block, checked against the WGSL's by
+    /// [`uniform::check_layout`] and against each dispatch's parameters by the recorder.
+    pub params: Option<UniformLayout>,
+    /// Named flag bits, emitted into the WGSL as constants.
+    pub flags: Vec<FlagSet>,
 }
 
 impl Variant {
@@ -165,7 +179,15 @@ impl Variant {
     pub fn new(name: impl Into<String>, source: &'static Source, entry: &'static str) -> Self {
         let mut defines = BTreeMap::new();
         defines.insert("ACT", "read".to_string());
-        Self { name: name.into(), source, entry, defines, requires: Requirements::default() }
+        Self {
+            name: name.into(),
+            source,
+            entry,
+            defines,
+            requires: Requirements::default(),
+            params: None,
+            flags: Vec::new(),
+        }
     }
 
     /// The arena form of this variant: activation inputs declared `read_write`, so that a
@@ -190,6 +212,18 @@ impl Variant {
     /// Adds a define (builder style).
     pub fn define(mut self, key: &'static str, value: impl ToString) -> Self {
         self.defines.insert(key, value.to_string());
+        self
+    }
+
+    /// Declares the uniform block's Rust type.
+    pub fn with_params<P: Uniform>(mut self) -> Self {
+        self.params = Some(P::LAYOUT);
+        self
+    }
+
+    /// Hands the WGSL a set of named flag constants.
+    pub fn with_flags(mut self, flags: FlagSet) -> Self {
+        self.flags.push(flags);
         self
     }
 
@@ -246,6 +280,9 @@ impl Variant {
             .and_then(|src| preprocess(&src, &self.defines))
             .map_err(|message| Error::Shader { variant: self.name.clone(), message })?;
         let _ = writeln!(out, "// variant {}", self.name);
+        for flags in &self.flags {
+            out.push_str(&flags.wgsl());
+        }
         out.push_str(&body);
         Ok(out)
     }

@@ -84,7 +84,9 @@ fn sizes_beyond_device_limits_are_errors() {
         let t = Tensor::empty(dev, &[4], DType::F32).unwrap();
         let mut rec = Recorder::new(dev);
         let too_many = dev.caps().max_compute_workgroups_per_dimension + 1;
-        let e = rec.dispatch(&v, &Params::new().u(1), &[&t, &t], [too_many, 1, 1]).unwrap_err();
+        let e = rec
+            .dispatch(&v, &Params::of(&linseq::ops::copy::CopyParams { n4: 1 }), &[&t, &t], [too_many, 1, 1])
+            .unwrap_err();
         assert!(matches!(e, Error::Limit(_)), "{e}");
     }
 }
@@ -133,7 +135,9 @@ fn validation_errors_come_back_as_errors() {
         let t = Tensor::empty(&dev, &[4], DType::F32).unwrap();
         // One binding short: wgpu rejects the bind group; we must get an Err, not a panic.
         let mut rec = Recorder::new(&dev);
-        let e = rec.dispatch(&v, &Params::new().u(1), &[&t], [1, 1, 1]).unwrap_err();
+        let e = rec
+            .dispatch(&v, &Params::of(&linseq::ops::copy::CopyParams { n4: 1 }), &[&t], [1, 1, 1])
+            .unwrap_err();
         assert!(matches!(e, Error::Validation(_)), "{e}");
         // The device stays usable afterwards.
         let mut rec = Recorder::new(&dev);

@@ -10,6 +10,8 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("Tensor", "tensor"),
     ("DType", "tensor"),
     ("wgsl_source", "shader"),
+    ("uniform", "shader"),
+    ("flags", "shader"),
 ];
 
 /// The layers in order, read from the marked list of the architecture document.

@@ -56,3 +56,23 @@ fn variant_names_are_unique_and_every_family_is_used() {
     }
     assert!(shader::find("no.such.variant").is_err());
 }
+
+#[test]
+fn every_kernel_declares_its_uniform_block_as_the_wgsl_lays_it_out() {
+    let failures: Vec<String> =
+        shader::registry().iter().filter_map(|v| linseq::shader::uniform::check_layout(v).err()).collect();
+    assert!(failures.is_empty(), "uniform layout mismatches:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn the_layout_check_catches_a_field_out_of_place() {
+    linseq::uniform! {
+        struct Swapped { n4: u32, extra: f32 }
+    }
+    let v = shader::find("copy.vec4").unwrap().with_params::<Swapped>();
+    let e = linseq::shader::uniform::check_layout(&v).unwrap_err();
+    assert!(e.contains("Swapped") && e.contains("extra"), "{e}");
+    let mut none = shader::find("copy.vec4").unwrap();
+    none.params = None;
+    assert!(linseq::shader::uniform::check_layout(&none).unwrap_err().contains("no Rust layout"));
+}

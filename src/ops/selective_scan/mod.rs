@@ -29,14 +29,32 @@
 //! invocations per channel stream the state in place); the sequential kernel on sequences of
 //! one token each computes the same and is its oracle.
 
+mod kernels;
+mod reference;
+
+pub use super::sequences::Sequences;
+pub use kernels::{ceiling_probe, scan_flags, variants, CeilingProbe, ScanParams};
+pub use reference::{selective_scan_ref, ScanRef};
+
 use super::{grid, Params, Recorder};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
+use kernels::decode_variant;
 
-/// The family's WGSL (`shaders/selective_scan.wgsl`).
-pub const SHADER: crate::shader::Source = crate::wgsl_source!("selective_scan");
+/// The family's WGSL (`shaders/selective_scan/`): the shared header, then one file per form.
+pub const SHADER: crate::shader::Source = crate::wgsl_source!(
+    "selective_scan/selective_scan",
+    parts: [
+        crate::wgsl_source!("selective_scan/sequential"),
+        crate::wgsl_source!("selective_scan/chunked"),
+        crate::wgsl_source!("selective_scan/lanes"),
+        crate::wgsl_source!("selective_scan/fast16"),
+        crate::wgsl_source!("selective_scan/paired"),
+        crate::wgsl_source!("selective_scan/ceiling")
+    ]
+);
 
 /// Largest state size supported (mamba_ssm's limit too).
 pub const MAX_STATE: usize = 256;
@@ -49,61 +67,6 @@ const TILED_CH: usize = 32;
 const SOLO_CH: usize = 64;
 const PAIRED_CH: usize = 64;
 
-/// Packed sequences: cu_seqlens and optional reset flags, uploaded once as one u32 table.
-#[derive(Debug, Clone)]
-pub struct Sequences {
-    pub(crate) table: Tensor,
-    cu: Vec<usize>,
-    resets: Option<Vec<bool>>,
-}
-
-impl Sequences {
-    /// Sequences of the given lengths, packed back to back, with optional per-token reset flags.
-    pub fn new(dev: &Device, lens: &[usize], resets: Option<&[bool]>) -> Result<Self> {
-        if lens.is_empty() {
-            return Err(Error::Invalid("at least one sequence is needed".into()));
-        }
-        let mut cu = vec![0usize];
-        for &l in lens {
-            cu.push(cu.last().copied().unwrap_or(0) + l);
-        }
-        let total = *cu.last().expect("non-empty");
-        if total > u32::MAX as usize / 2 {
-            return Err(Error::Limit(format!("{total} tokens exceed the u32 index range")));
-        }
-        let mut table: Vec<u32> = cu.iter().map(|&c| c as u32).collect();
-        if let Some(r) = resets {
-            if r.len() != total {
-                return Err(Error::Shape(format!("{} reset flags for {total} tokens", r.len())));
-            }
-            table.extend(r.iter().map(|&b| b as u32));
-        }
-        let table = Tensor::from_slice(dev, &[table.len()], &table)?;
-        Ok(Self { table, cu, resets: resets.map(<[bool]>::to_vec) })
-    }
-
-    /// `n` sequences of one token each: the decode step's layout.
-    pub fn decode(dev: &Device, n: usize, resets: Option<&[bool]>) -> Result<Self> {
-        Self::new(dev, &vec![1; n], resets)
-    }
-
-    pub fn count(&self) -> usize {
-        self.cu.len() - 1
-    }
-
-    pub fn total(&self) -> usize {
-        *self.cu.last().expect("non-empty")
-    }
-
-    pub fn cu_seqlens(&self) -> &[usize] {
-        &self.cu
-    }
-
-    pub fn resets(&self) -> Option<&[bool]> {
-        self.resets.as_deref()
-    }
-}
-
 /// Switches of the scan.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanFlags {
@@ -113,6 +76,24 @@ pub struct ScanFlags {
     pub neg_eigen: bool,
     /// Read `state` as the initial state (otherwise start from zero).
     pub init_state: bool,
+}
+
+impl ScanFlags {
+    /// The switches as [`scan_flags`] bits (`gate`: a z is bound).
+    pub fn bits(&self, gate: bool) -> u32 {
+        use scan_flags::*;
+        [
+            (self.delta_softplus, SOFTPLUS),
+            (self.delta_bias, HAS_BIAS),
+            (self.d_skip, HAS_D),
+            (gate, HAS_Z),
+            (self.neg_eigen, NEG_EIG),
+            (self.init_state, INIT),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |acc, (_, bit)| acc | bit)
+    }
 }
 
 /// Builds the `[D, N + 2]` per-channel table from A `[D, N]`, D `[D]` and delta_bias `[D]`.
@@ -130,6 +111,36 @@ pub fn pack_channel_params(
         out.push(delta_bias.map_or(0.0, |v| v[d]));
     }
     out
+}
+
+/// What the scan's kernel choice depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanProblem {
+    pub shape: ScanShape,
+    pub sequences: usize,
+}
+
+impl super::kernel::Kernel for ScanKernel {
+    const OP: &'static str = "selective_scan";
+    type Problem = ScanProblem;
+    fn all() -> Vec<Self> {
+        Self::ALL.to_vec()
+    }
+    fn name(&self) -> String {
+        self.variant().name
+    }
+    fn supports(&self, caps: &crate::device::Capabilities, p: &ScanProblem) -> bool {
+        self.runs(caps, p.shape)
+    }
+    fn bucket(p: &ScanProblem) -> String {
+        ScanKernel::bucket(p.shape, p.sequences)
+    }
+    fn heuristic(caps: &crate::device::Capabilities, p: &ScanProblem) -> Self {
+        ScanKernel::best(caps, p.shape, p.sequences)
+    }
+    fn from_name(name: &str) -> Option<Self> {
+        ScanKernel::from_name(name)
+    }
 }
 
 /// The kernels.
@@ -184,6 +195,10 @@ impl ScanKernel {
     }
 
     fn base_variant(self) -> Variant {
+        self.kernel_variant().with_params::<ScanParams>().with_flags(scan_flags::SET)
+    }
+
+    fn kernel_variant(self) -> Variant {
         let nmax = MAX_STATE;
         match self {
             ScanKernel::Sequential => Variant::new("selective_scan.sequential", &SHADER, "scan_sequential")
@@ -259,10 +274,7 @@ impl ScanKernel {
     /// The kernel to run: the device's tuned choice for this bucket when there is one and it
     /// runs the shape, else [`ScanKernel::best`].
     pub fn choose(dev: &Device, shape: ScanShape, sequences: usize) -> Self {
-        dev.tuned("selective_scan", &Self::bucket(shape, sequences))
-            .and_then(|name| Self::from_name(&name))
-            .filter(|k| k.runs(dev.caps(), shape))
-            .unwrap_or_else(|| Self::best(dev.caps(), shape, sequences))
+        super::kernel::choose::<Self>(dev, &ScanProblem { shape, sequences })
     }
 
     /// Kernels with the transition mapping and resets as compile-time switches.
@@ -300,75 +312,6 @@ impl ScanShape {
     pub fn new(dim: usize, n: usize, groups: usize) -> Self {
         Self { dim, n, groups }
     }
-}
-
-pub fn variants() -> Vec<Variant> {
-    [DType::F32, DType::F16]
-        .iter()
-        .flat_map(|&dt| ScanKernel::ALL.iter().map(move |k| k.variant_for(dt)).chain([decode_variant(dt)]))
-        .chain(CeilingProbe::ALL.map(CeilingProbe::variant))
-        .collect()
-}
-
-/// Bench probes that bound the selective scan from above: its per-token arithmetic with the
-/// recurrence cut (see [`ceiling_probe`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CeilingProbe {
-    /// The scan's loads, stores and transcendental ops, tokens independent.
-    Full,
-    /// `Full` with the decays of states 12…15 as a polynomial exp2 on the FMA pipe instead of
-    /// the special-function unit.
-    Poly,
-    /// `Full`'s arithmetic alone: inputs made from the index, no loads, no stores.
-    ComputeOnly,
-}
-
-impl CeilingProbe {
-    pub const ALL: [CeilingProbe; 3] = [CeilingProbe::Full, CeilingProbe::Poly, CeilingProbe::ComputeOnly];
-
-    pub fn variant(self) -> Variant {
-        let name = match self {
-            CeilingProbe::Full => "selective_scan.ceiling",
-            CeilingProbe::Poly => "selective_scan.ceiling.poly",
-            CeilingProbe::ComputeOnly => "selective_scan.ceiling.compute",
-        };
-        Variant::new(name, &SHADER, "scan_ceiling")
-            .define("CEILING", 1)
-            .define("POLY", (self == CeilingProbe::Poly) as u32)
-            .define("COMPUTE_ONLY", (self == CeilingProbe::ComputeOnly) as u32)
-            .define("F16IN", 0)
-            .define("IN", "f32")
-    }
-}
-
-/// Bench probe, not a scan: y = (Σₙ exp(dt·Aₙ)·dt·u·Bₙ·Cₙ + D·u)·silu(z) for every token, i.e.
-/// the loads, stores and transcendental ops of the N = 16 scan (softplus, 16 decays, silu per
-/// channel and token) with the recurrence cut, so tokens are independent. Its throughput
-/// bounds any kernel that computes these exps (`ComputeOnly` writes nothing; `y` keeps its
-/// contents). Needs f32 inputs, N = 16, softplus, bias, D and z, and D / G a multiple of 64.
-pub fn ceiling_probe(rec: &mut Recorder, args: &ScanArgs, y: &Tensor, probe: CeilingProbe) -> Result<()> {
-    let (dim, n) = args.dims()?;
-    super::expect("y", y, &[args.seqs.total(), dim], DType::F32)?;
-    let f = args.flags;
-    let z = args.z.ok_or_else(|| Error::Invalid("the ceiling probe needs z".into()))?;
-    if n != 16
-        || args.u.dtype() != DType::F32
-        || !(dim / args.groups).is_multiple_of(64)
-        || !(f.delta_softplus && f.delta_bias && f.d_skip)
-        || f.neg_eigen
-    {
-        return Err(Error::Invalid(
-            "the ceiling probe takes f32 inputs, N = 16, D / G a multiple of 64, softplus, bias and D".into(),
-        ));
-    }
-    let tiles = args.seqs.total().div_ceil(64); // four tiles of 16 tokens per workgroup
-    let max = rec.device().caps().max_compute_workgroups_per_dimension as usize;
-    if tiles > max {
-        return Err(Error::Limit(format!("{tiles} token tiles exceed the dispatch grid")));
-    }
-    let tensors = [args.u, args.delta, args.bc, z, args.chan, &args.seqs.table, y];
-    let params = args.params(dim, n, (0, 0), false);
-    rec.dispatch(&probe.variant(), &params, &tensors, [(dim / 64) as u32, tiles as u32, 1])
 }
 
 /// The tensors of one scan.
@@ -418,24 +361,20 @@ impl ScanArgs<'_> {
         Ok((dim, n))
     }
 
-    fn params(&self, dim: usize, n: usize, window: (usize, usize), init: bool) -> Params {
+    fn params(&self, dim: usize, n: usize, window: (usize, usize), init: bool) -> Result<Params> {
         let f = ScanFlags { init_state: init, ..self.flags };
-        let bits = f.delta_softplus as usize
-            | (f.delta_bias as usize) << 1
-            | (f.d_skip as usize) << 2
-            | (self.z.is_some() as usize) << 3
-            | (f.neg_eigen as usize) << 4
-            | (f.init_state as usize) << 5
-            | (self.seqs.resets.is_some() as usize) << 6;
-        Params::new()
-            .u(dim)
-            .u(self.seqs.total())
-            .u(n)
-            .u(self.groups)
-            .u(self.seqs.count())
-            .u(bits)
-            .u(window.0)
-            .u(window.1)
+        let bits =
+            f.bits(self.z.is_some()) | if self.seqs.resets().is_some() { scan_flags::RESET } else { 0 };
+        Ok(Params::of(&ScanParams {
+            dim: super::word("channels", dim)?,
+            total: super::word("tokens", self.seqs.total())?,
+            nstate: n as u32,
+            groups: super::word("groups", self.groups)?,
+            nseq: super::word("sequences", self.seqs.count())?,
+            flags: bits,
+            win_start: super::word("window start", window.0)?,
+            win_len: super::word("window", window.1)?,
+        }))
     }
 }
 
@@ -472,7 +411,7 @@ pub fn selective_scan(rec: &mut Recorder, kernel: ScanKernel, args: &ScanArgs, y
         k if k.specialised() => 32_768,
         _ => (4 * CHUNK_WG as usize) * (40_000 / ((n.div_ceil(NB as usize) + 1) * 240)).max(1),
     };
-    let longest = args.seqs.cu.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let longest = args.seqs.cu_seqlens().windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     let mut variant = kernel.variant_for(args.u.dtype());
     if kernel.specialised() {
         // The tiled kernels take the transition mapping and resets as compile-time switches:
@@ -481,10 +420,10 @@ pub fn selective_scan(rec: &mut Recorder, kernel: ScanKernel, args: &ScanArgs, y
         // overlapping consecutive tokens).
         variant = variant
             .define("NEGC", args.flags.neg_eigen as u32)
-            .define("RSTC", args.seqs.resets.is_some() as u32);
+            .define("RSTC", args.seqs.resets().is_some() as u32);
     }
     for k in 0..longest.div_ceil(window).max(1) {
-        let params = args.params(dim, n, (k * window, window), args.flags.init_state || k > 0);
+        let params = args.params(dim, n, (k * window, window), args.flags.init_state || k > 0)?;
         rec.dispatch(&variant, &params, &tensors, wg)?;
     }
     Ok(())
@@ -502,82 +441,6 @@ pub fn selective_scan_step(rec: &mut Recorder, args: &ScanArgs, y: &Tensor) -> R
     let z = args.z.unwrap_or(args.u); // placeholder binding when there is no gate
     let tensors = [args.u, args.delta, args.bc, z, args.chan, &args.seqs.table, y, args.state];
     let wg = grid(rec.device(), args.seqs.count() * dim.div_ceil(64))?;
-    let params = step.params(dim, n, (0, 1), true);
+    let params = step.params(dim, n, (0, 1), true)?;
     rec.dispatch(&decode_variant(args.u.dtype()), &params, &tensors, wg)
-}
-
-/// The decode-step kernel (`scan_decode`, beside the sequential one).
-fn decode_variant(input: DType) -> Variant {
-    let mut v = ScanKernel::Sequential.variant_for(input);
-    v.entry = "scan_decode";
-    v.name = v.name.replace("sequential", "decode");
-    v
-}
-
-/// Host inputs of the f64 reference, in the layout of the module docs.
-pub struct ScanRef<'a> {
-    pub u: &'a [f32],
-    pub delta: &'a [f32],
-    pub bc: &'a [f32],
-    pub z: Option<&'a [f32]>,
-    pub chan: &'a [f32],
-    pub cu: &'a [usize],
-    pub resets: Option<&'a [bool]>,
-    pub state: &'a [f32],
-    pub dim: usize,
-    pub n: usize,
-    pub groups: usize,
-    pub flags: ScanFlags,
-}
-
-/// f64 reference: returns (y `[T, D]`, final state `[S, D, N]`).
-pub fn selective_scan_ref(r: &ScanRef) -> (Vec<f64>, Vec<f64>) {
-    let (dim, n, g) = (r.dim, r.n, r.groups);
-    let t_total = *r.cu.last().expect("cu_seqlens");
-    let s_count = r.cu.len() - 1;
-    let mut y = vec![0f64; dim * t_total];
-    let mut fin = vec![0f64; s_count * dim * n];
-    for s in 0..s_count {
-        for d in 0..dim {
-            let grp = d / (dim / g);
-            let cp = &r.chan[d * (n + 2)..(d + 1) * (n + 2)];
-            let mut h: Vec<f64> = (0..n)
-                .map(|k| if r.flags.init_state { r.state[(s * dim + d) * n + k] as f64 } else { 0.0 })
-                .collect();
-            for t in r.cu[s]..r.cu[s + 1] {
-                let mut dt = r.delta[t * dim + d] as f64;
-                if r.flags.delta_bias {
-                    dt += cp[n + 1] as f64;
-                }
-                if r.flags.delta_softplus && dt <= 20.0 {
-                    dt = dt.exp().ln_1p();
-                }
-                let x = r.u[t * dim + d] as f64;
-                if r.resets.is_some_and(|rs| rs[t]) {
-                    h.iter_mut().for_each(|v| *v = 0.0);
-                }
-                let mut acc = 0.0;
-                for k in 0..n {
-                    let mut a = (dt * cp[k] as f64).exp();
-                    if r.flags.neg_eigen {
-                        a = 2.0 * a - 1.0;
-                    }
-                    let b = r.bc[(t * 2 * g + grp) * n + k] as f64;
-                    let c = r.bc[(t * 2 * g + g + grp) * n + k] as f64;
-                    h[k] = a * h[k] + dt * b * x;
-                    acc += h[k] * c;
-                }
-                if r.flags.d_skip {
-                    acc += cp[n] as f64 * x;
-                }
-                if let Some(z) = r.z {
-                    let zz = z[t * dim + d] as f64;
-                    acc *= zz / (1.0 + (-zz).exp());
-                }
-                y[t * dim + d] = acc;
-            }
-            fin[(s * dim + d) * n..(s * dim + d + 1) * n].copy_from_slice(&h);
-        }
-    }
-    (y, fin)
 }

@@ -3,9 +3,9 @@
 //! chunked prefill then decode, and f16 inputs. Bound: relative RMSE ≤ 1e-3 (f32), 5e-3 (f16
 //! inputs), for y and the final state (fla's and the metric).
 
-use crate::common::{devices, round_f16};
+use crate::common::devices;
 use linseq::ops::selective_scan::Sequences;
-use linseq::ops::ssd::{self, SsdArgs, SsdDims, SsdFlags, SsdKernel, SsdRef};
+use linseq::ops::ssd::{self, SsdArgs, SsdDims, SsdFlags, SsdKernel};
 use linseq::ops::Recorder;
 use linseq::testing::{compare, GuardedOutput, Rng};
 use linseq::{DType, Device, Tensor};
@@ -18,56 +18,19 @@ fn assert_rel(what: &str, got: &[f32], want: &[f64], bound: f64) {
     assert!(e <= bound, "{what}: relative RMSE {e:.3e} > {bound:.0e}");
 }
 
-#[derive(Clone)]
-struct Case {
-    dims: SsdDims,
-    lens: Vec<usize>,
-    resets: Option<Vec<bool>>,
-    flags: SsdFlags,
-}
-
-struct Host {
-    xbc: Vec<f32>,
-    dt: Vec<f32>,
-    heads: Vec<f32>,
-    state: Vec<f32>,
-}
+// The case and its inputs are the family's own (`ops::ssd::cases`), shared with the bench.
+use linseq::ops::ssd::cases::{SsdCase as Case, SsdInputs as Host};
 
 fn host_inputs(rng: &mut Rng, c: &Case) -> Host {
-    let t: usize = c.lens.iter().sum();
-    let d = c.dims;
-    let a = rng.vec(d.heads, -4.0, -0.2); // A = −exp(A_log)
-    Host {
-        xbc: rng.vec(t * d.width(), -1.0, 1.0),
-        dt: rng.vec(t * d.heads, -4.0, 0.5),
-        heads: ssd::pack_head_params(
-            &a,
-            Some(&rng.vec(d.heads, -1.0, 1.0)),
-            Some(&rng.vec(d.heads, -2.0, 0.0)),
-        ),
-        state: rng.vec(c.lens.len() * d.heads * d.head_dim * d.n, -0.5, 0.5),
-    }
+    Host::random(rng, c)
 }
 
-/// [`host_inputs`] with x/B/C and dt rounded to f16 values (for runs with f16 inputs).
 fn host_inputs_f16(rng: &mut Rng, c: &Case) -> Host {
-    let mut h = host_inputs(rng, c);
-    h.xbc = round_f16(&h.xbc);
-    h.dt = round_f16(&h.dt);
-    h
+    Host::random_f16(rng, c)
 }
 
 fn reference(c: &Case, h: &Host, cu: &[usize]) -> (Vec<f64>, Vec<f64>) {
-    ssd::ssd_ref(&SsdRef {
-        xbc: &h.xbc,
-        dt: &h.dt,
-        heads: &h.heads,
-        cu,
-        resets: c.resets.as_deref(),
-        state: &h.state,
-        dims: c.dims,
-        flags: c.flags,
-    })
+    h.reference(c, cu)
 }
 
 /// One prefill (or decode step) on the GPU; returns (y, final state).
@@ -128,16 +91,8 @@ fn check(dev: &Device, rng: &mut Rng, c: &Case, what: &str) {
 fn ssd_matches_reference_on_edge_lengths_and_groups() {
     for dev in devices() {
         let mut rng = Rng::new(51);
-        for (k, &l) in [1usize, 63, 64, 65, 1000, 4103].iter().enumerate() {
-            let heads = 4;
-            // Every group count at the short lengths; one per long length (lavapipe time).
-            let groups_list = if l >= 1000 { vec![[1, 2][k % 2]] } else { vec![1, 2, heads] };
-            for groups in groups_list {
-                let dims = SsdDims { heads, head_dim: 8, groups, n: 16 };
-                let flags = SsdFlags { init_state: k % 2 == 1, d_skip: k != 2, ..SsdFlags::default() };
-                let c = Case { dims, lens: vec![l], resets: None, flags };
-                check(dev, &mut rng, &c, &format!("L={l} G={groups}"));
-            }
+        for c in Case::edge_lengths() {
+            check(dev, &mut rng, &c, &format!("L={} G={}", c.len(), c.dims.groups));
         }
     }
 }

@@ -1,0 +1,86 @@
+//! Mamba-2 (Mamba2ForCausalLM): the shipped demo model and decode on random checkpoints.
+
+#![allow(unused_imports)]
+use super::*;
+use crate::common::{devices, private_devices};
+use linseq::model::{self, Model};
+
+#[test]
+fn shipped_demo_model_predicts_shakespeare() {
+    // The demo checkpoint (examples/shakespeare-mamba2, f16 safetensors trained by
+    // tools/train_demo.py; 1.80 bits/byte on held-out plays) must find a famous line far more
+    // predictable than the 8 bits/byte of a uniform guess.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shakespeare-mamba2");
+    let text = b"ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n";
+    for dev in devices() {
+        let m = model::load(dev, &dir, DType::F32).unwrap();
+        let mut s = m.new_state(dev, 1).unwrap();
+        let logits = m.forward(dev, text, &[text.len()], &mut s).unwrap();
+        let mut nats = 0f64;
+        for (i, row) in logits.chunks(VOCAB).enumerate().take(text.len() - 1) {
+            nats += model::cross_entropy(row, text[i + 1] as u32);
+        }
+        let bpb = nats / (text.len() - 1) as f64 / std::f64::consts::LN_2;
+        assert!(bpb < 3.0, "demo model: {bpb:.2} bits per byte on a line of Romeo and Juliet");
+        // Mamba-2's fused decode step (3 dispatches per layer: in_proj + conv, SSD step with the
+        // gate, gated norm + out_proj onto the residual) continues a prefill exactly as the
+        // full forward does, for one sequence and for two at once.
+        let k = 40;
+        let mut s = m.new_state(dev, 1).unwrap();
+        let mut stepped = m.forward(dev, &text[..k], &[k], &mut s).unwrap();
+        for &b in &text[k..] {
+            stepped.extend(m.forward(dev, &[b], &[1], &mut s).unwrap());
+        }
+        let e = max_abs(&stepped, &logits);
+        assert!(e < 1e-4, "demo model: prefill + fused decode differs from one forward by {e}");
+        let mut two = m.new_state(dev, 2).unwrap();
+        m.forward(dev, &[&text[..k], &text[..k - 3]].concat(), &[k, k - 3], &mut two).unwrap();
+        let both = m.forward(dev, &[text[k], text[k - 3]], &[1, 1], &mut two).unwrap();
+        assert!(max_abs(&both[..VOCAB], &logits[k * VOCAB..(k + 1) * VOCAB]) < 1e-4);
+        assert!(max_abs(&both[VOCAB..], &logits[(k - 3) * VOCAB..(k - 2) * VOCAB]) < 1e-4);
+        let layers = 4;
+        assert_eq!(m.decoder(dev, &s).unwrap().dispatches(), 3 * layers + 3, "fused Mamba-2 decode step");
+    }
+}
+
+#[test]
+fn mamba2_decode_continues_prefill_with_one_and_two_groups() {
+    // One group takes the fused decode step (3 dispatches per layer), two groups the unfused
+    // one (the gated norm is per group there); both must continue a prefill exactly as one
+    // forward does, for a single sequence and for a ragged pair.
+    let text = b"Now is the winter of our discontent made glorious summer";
+    for groups in [1usize, 2] {
+        let dir = scratch(&format!("mamba2-g{groups}"));
+        let preset = model::random::Preset {
+            name: "test",
+            model_type: "mamba2",
+            d_model: 64,
+            layers: 2,
+            d_state: 16,
+            vocab: VOCAB,
+            head_dim: 16,
+            groups,
+        };
+        preset.write(&dir, 7).unwrap();
+        for dev in devices() {
+            let m = model::load(dev, &dir, DType::F32).unwrap();
+            let mut s = m.new_state(dev, 1).unwrap();
+            let full = m.forward(dev, text, &[text.len()], &mut s).unwrap();
+            let k = 30;
+            let mut s = m.new_state(dev, 1).unwrap();
+            let mut stepped = m.forward(dev, &text[..k], &[k], &mut s).unwrap();
+            for &b in &text[k..] {
+                stepped.extend(m.forward(dev, &[b], &[1], &mut s).unwrap());
+            }
+            let e = max_abs(&stepped, &full);
+            assert!(e < 1e-4, "{groups} group(s): prefill + decode differs from one forward by {e}");
+            let mut two = m.new_state(dev, 2).unwrap();
+            m.forward(dev, &[&text[..k], &text[..k - 5]].concat(), &[k, k - 5], &mut two).unwrap();
+            let both = m.forward(dev, &[text[k], text[k - 5]], &[1, 1], &mut two).unwrap();
+            assert!(max_abs(&both[..VOCAB], &full[k * VOCAB..(k + 1) * VOCAB]) < 1e-4);
+            assert!(max_abs(&both[VOCAB..], &full[(k - 5) * VOCAB..(k - 4) * VOCAB]) < 1e-4);
+            let per_layer = if groups == 1 { 3 } else { 9 };
+            assert_eq!(m.decoder(dev, &s).unwrap().dispatches(), per_layer * 2 + 3, "{groups} group(s)");
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! One file per op family (or group of small ones), mirroring `src/ops/`.
+
+mod core;
+mod fused;
+mod matmul;
+mod sampling;
+mod selective_scan;
+mod ssd;
