@@ -377,7 +377,10 @@ fn conformance(dir: &std::path::Path) -> Result<ExitCode, Box<dyn std::error::Er
     }
     let dev = Device::new()?;
     eprintln!("adapter: {}", dev.describe());
-    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     entries.sort();
     let (mut failed, mut checked) = (0, 0);
     for path in entries.iter().filter(|p| p.join("reference_logits.safetensors").exists()) {

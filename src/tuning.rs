@@ -122,7 +122,9 @@ impl TuneFile {
 
     /// Errors unless `path` can be written (its directory created, a file made beside it).
     pub fn check_writable(path: &Path) -> Result<()> {
-        let io = |e: std::io::Error| Error::Invalid(format!("{}: cannot write the tuning cache: {e}", path.display()));
+        let io = |e: std::io::Error| {
+            Error::Invalid(format!("{}: cannot write the tuning cache: {e}", path.display()))
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }

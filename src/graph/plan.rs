@@ -178,7 +178,11 @@ pub fn plan(g: &Graph, opts: &PlanOptions) -> Result<Plan> {
     let mut index = TimeIndex::new(n_nodes + 1, groups.len());
     for &gi in &order {
         let gr = &groups[gi];
-        let p = if opts.reuse { best_fit(gi, &groups, &place, &buffers, opts.max_buffer, &mut index) } else { None };
+        let p = if opts.reuse {
+            best_fit(gi, &groups, &place, &buffers, opts.max_buffer, &mut index)
+        } else {
+            None
+        };
         let p = p.unwrap_or_else(|| {
             buffers.push(0);
             Placement { buffer: buffers.len() - 1, offset: 0 }
@@ -238,7 +242,11 @@ impl TimeIndex {
     const WIDTH: usize = 32;
 
     fn new(steps: usize, groups: usize) -> Self {
-        Self { buckets: vec![Vec::new(); steps.div_ceil(Self::WIDTH) + 1], seen: vec![usize::MAX; groups], query: 0 }
+        Self {
+            buckets: vec![Vec::new(); steps.div_ceil(Self::WIDTH) + 1],
+            seen: vec![usize::MAX; groups],
+            query: 0,
+        }
     }
 
     fn insert(&mut self, group: usize, start: usize, end: usize) {
@@ -281,7 +289,8 @@ fn best_fit(
             .iter()
             .filter_map(|&o| {
                 let (og, p) = (&groups[o], place[o]?);
-                (p.buffer == b && og.start <= gr.end && gr.start <= og.end).then_some((p.offset, p.offset + og.size))
+                (p.buffer == b && og.start <= gr.end && gr.start <= og.end)
+                    .then_some((p.offset, p.offset + og.size))
             })
             .collect();
         used.sort_unstable();

@@ -75,7 +75,9 @@ impl Head {
 pub(crate) fn check_config(w: &Weights, prefix: &str, layers: usize, eps: f64) -> Result<()> {
     let mut found = std::collections::BTreeSet::new();
     for name in w.names() {
-        if let Some(i) = name.strip_prefix(prefix).and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()) {
+        if let Some(i) =
+            name.strip_prefix(prefix).and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok())
+        {
             found.insert(i);
         }
     }
@@ -130,8 +132,13 @@ impl RecurrentState {
         if conv[0] == 0 {
             return Err(Error::Invalid("a state needs at least one sequence".into()));
         }
-        let mut out =
-            Self { conv: Vec::new(), ssm: Vec::new(), sequences: conv[0], started: false, owner: String::new() };
+        let mut out = Self {
+            conv: Vec::new(),
+            ssm: Vec::new(),
+            sequences: conv[0],
+            started: false,
+            owner: String::new(),
+        };
         for _ in 0..layers {
             out.conv.push(Tensor::empty(dev, conv, DType::F32)?);
             out.ssm.push(Tensor::empty(dev, ssm, DType::F32)?);

@@ -145,7 +145,8 @@ impl Model {
             Model::Mamba2(m) => ("mamba2", format!("{:?}", m.cfg)),
         };
         // FNV-1a: stable across builds and platforms (std's hashers are not).
-        let hash = cfg.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let hash =
+            cfg.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
         format!("{kind}/{hash:016x}")
     }
 

@@ -3,6 +3,7 @@
 //! Every GPU test runs on every adapter the machine offers (in CI: lavapipe Vulkan and llvmpipe
 //! GL). With no adapter, tests fail and say how to install lavapipe.
 
+mod bad_input;
 mod common;
 mod device;
 mod graph;

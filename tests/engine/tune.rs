@@ -104,15 +104,24 @@ fn choosers_use_the_tuned_choice_and_fall_back() {
         TuneFile { format: tune::FORMAT, tables: vec![TuneTable::new(key("elsewhere")), table.clone()] };
     assert!(dev.install_tuning(&file));
     assert_eq!(ScanKernel::choose(&dev, shape, 8), ScanKernel::Chunked);
-    assert_eq!(SsdKernel::choose(&dev, dims, 1000, DType::F32, SsdKernel::Chunked(64)), SsdKernel::Chunked(128));
+    assert_eq!(
+        SsdKernel::choose(&dev, dims, 1000, DType::F32, SsdKernel::Chunked(64)),
+        SsdKernel::Chunked(128)
+    );
     // Other buckets keep the defaults.
-    assert_eq!(SsdKernel::choose(&dev, dims, 100_000, DType::F32, SsdKernel::Chunked(64)), SsdKernel::Chunked(64));
+    assert_eq!(
+        SsdKernel::choose(&dev, dims, 100_000, DType::F32, SsdKernel::Chunked(64)),
+        SsdKernel::Chunked(64)
+    );
     // A cached tensor-core choice is skipped for f32 activations (it takes only f16), so a
     // Mamba-2 prefill falls back instead of failing.
     let mut t3 = TuneTable::new(TuneKey::of(dev.adapter_info()));
     t3.entries.insert(format!("ssd/{}", SsdKernel::bucket(dims, 1000)), entry("ssd.coop64.fused"));
     dev.set_tuning(t3);
-    assert_eq!(SsdKernel::choose(&dev, dims, 1000, DType::F32, SsdKernel::Chunked(32)), SsdKernel::Chunked(32));
+    assert_eq!(
+        SsdKernel::choose(&dev, dims, 1000, DType::F32, SsdKernel::Chunked(32)),
+        SsdKernel::Chunked(32)
+    );
     dev.install_tuning(&file);
     let other = ScanShape::new(128, 64, 1);
     assert_eq!(ScanKernel::choose(&dev, other, 8), ScanKernel::best(&caps, other, 8));

@@ -8,13 +8,13 @@ use linseq::testing::Rng;
 use linseq::DType;
 use std::path::{Path, PathBuf};
 
-const D: usize = 64;
-const DI: usize = 128;
-const N: usize = 16;
-const R: usize = 4;
-const K: usize = 4;
-const LAYERS: usize = 2;
-const VOCAB: usize = 256;
+pub const D: usize = 64;
+pub const DI: usize = 128;
+pub const N: usize = 16;
+pub const R: usize = 4;
+pub const K: usize = 4;
+pub const LAYERS: usize = 2;
+pub const VOCAB: usize = 256;
 
 pub fn config(model_type: &str) -> String {
     format!(
