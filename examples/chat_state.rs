@@ -6,25 +6,30 @@
 //! cargo run --release --example chat_state -- examples/shakespeare-mamba2
 //! ```
 
+use linseq::model::tokenizer::Tokenizer;
 use linseq::model::{self, Model, State};
 use linseq::ops::softmax::argmax_ref;
 use linseq::{DType, Device};
 
-/// Greedy continuation of `state` by `n` bytes, starting from the logits of the last token.
+/// Greedy continuation of `state` by `n` tokens, starting from the logits of the last token;
+/// the text comes through the tokenizer's incremental decoder.
 fn continue_greedy(
     m: &Model,
+    tok: &Tokenizer,
     dev: &Device,
     state: &mut State,
     mut last: Vec<f32>,
     n: usize,
 ) -> linseq::Result<String> {
-    let mut out = Vec::new();
+    let mut stream = tok.stream();
+    let mut out = String::new();
     for _ in 0..n {
-        let next = argmax_ref(&last) as u8;
-        out.push(next);
+        let next = argmax_ref(&last);
+        out.push_str(&stream.push(next)?);
         last = m.forward(dev, &[next], &[1], state)?;
     }
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    out.push_str(&stream.finish()?);
+    Ok(out)
 }
 
 fn main() -> linseq::Result<()> {
@@ -32,10 +37,12 @@ fn main() -> linseq::Result<()> {
     let dev = Device::new()?;
     let m = model::load(&dev, dir.as_ref(), DType::F32)?;
     println!("{}: {} parameters, vocab {}", dir, m.parameters(), m.vocab());
+    let tok = Tokenizer::for_model(dir.as_ref(), m.vocab())?;
 
     let mut state = m.new_state(&dev, 1)?;
-    let prompt = b"KING HENRY:\n";
-    let logits = m.forward(&dev, prompt, &[prompt.len()], &mut state)?;
+    let prompt_text = "KING HENRY:\n";
+    let prompt = tok.encode(prompt_text)?;
+    let logits = m.forward(&dev, &prompt, &[prompt.len()], &mut state)?;
     let last = logits[(prompt.len() - 1) * m.vocab()..].to_vec();
 
     // Fork: the same history, two continuations.
@@ -43,20 +50,18 @@ fn main() -> linseq::Result<()> {
     let tensors: usize = snapshot.tensors.iter().map(|t| t.2.len() * 4).sum();
     println!("state snapshot: {} tensors, {} KiB", snapshot.tensors.len(), tensors >> 10);
     let mut fork = state.try_clone(&m, &dev)?;
-    let a = continue_greedy(&m, &dev, &mut state, last.clone(), 120)?;
-    let b = continue_greedy(&m, &dev, &mut fork, last, 120)?;
-    println!("--- continuation ---\n{}{a}", String::from_utf8_lossy(prompt));
+    let a = continue_greedy(&m, &tok, &dev, &mut state, last.clone(), 120)?;
+    let b = continue_greedy(&m, &tok, &dev, &mut fork, last, 120)?;
+    println!("--- continuation ---\n{prompt_text}{a}");
     assert_eq!(a, b, "a forked state continues identically");
 
     // Restore the saved snapshot and take another path with a different nudge.
     state.restore(&dev, &snapshot)?;
-    let nudge = b"My lord, ";
-    let logits = m.forward(&dev, nudge, &[nudge.len()], &mut state)?;
-    let c = continue_greedy(&m, &dev, &mut state, logits[(nudge.len() - 1) * m.vocab()..].to_vec(), 120)?;
-    println!(
-        "--- restored, nudged ---\n{}{}{c}",
-        String::from_utf8_lossy(prompt),
-        String::from_utf8_lossy(nudge)
-    );
+    let nudge_text = "My lord, ";
+    let nudge = tok.encode(nudge_text)?;
+    let logits = m.forward(&dev, &nudge, &[nudge.len()], &mut state)?;
+    let c =
+        continue_greedy(&m, &tok, &dev, &mut state, logits[(nudge.len() - 1) * m.vocab()..].to_vec(), 120)?;
+    println!("--- restored, nudged ---\n{prompt_text}{nudge_text}{c}");
     Ok(())
 }

@@ -48,6 +48,7 @@ pub struct Generate<'a> {
     pub sampling: Option<SamplingParams>,
     pub dtype: DType,
     pub raw: bool,
+    pub stop: Vec<String>,
 }
 
 pub fn generate(o: Generate) -> CliResult {
@@ -84,27 +85,41 @@ pub fn generate(o: Generate) -> CliResult {
     // steps); each chunk's tokens are printed as it returns. Token k is drawn with step k, as
     // the host sampler would.
     const CHUNK: usize = 16;
-    let generator = model.generator(&dev, &state, &params, CHUNK)?;
+    let generator = model.generator(&dev, &mut state, &params, CHUNK)?;
     let t1 = Instant::now();
-    let mut ids = if o.max_tokens == 0 { Vec::new() } else { vec![first] };
-    let mut printed = 0;
-    loop {
-        // Stream: decode everything generated so far and print what is new.
-        let text = tok.decode(&ids)?;
-        if text.len() > printed {
-            out.write_all(&text[printed..])?;
-            out.flush()?;
-            printed = text.len();
+    // Stop at the checkpoint's eos ids and the user's stop strings; text is streamed through
+    // the tokenizer's incremental decoder, so a character split across tokens prints whole.
+    let criteria = model::StopCriteria::from_checkpoint(o.model)?.with_stop_strings(o.stop.iter().cloned());
+    let mut stop = model::BatchStop::new(criteria, 1);
+    let mut stream = tok.stream();
+    let mut pending = if o.max_tokens == 0 { Vec::new() } else { vec![first] };
+    let (mut generated, mut last) = (0usize, first);
+    let show = |out: &mut std::io::StdoutLock, text: &str| -> std::io::Result<()> {
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    };
+    'outer: loop {
+        for &id in &pending {
+            if !stop.accept_id(0, id) {
+                break 'outer;
+            }
+            generated += 1;
+            last = id;
+            let piece = stop.accept_text(0, &stream.push(id)?);
+            show(&mut out, &piece)?;
+            if stop.is_done(0) {
+                break 'outer;
+            }
         }
-        let left = o.max_tokens.saturating_sub(ids.len());
+        let left = o.max_tokens.saturating_sub(generated);
         if left == 0 {
             break;
         }
-        let last = *ids.last().expect("non-empty");
-        let chunk = generator.generate(&[last], left.min(CHUNK), ids.len() as u32)?;
-        ids.extend_from_slice(&chunk[0]);
+        pending = generator.generate(&[last], left.min(CHUNK), generated as u32)?.swap_remove(0);
     }
-    let generated = ids.len();
+    let tail = stream.finish()?;
+    let tail = stop.accept_text(0, &tail) + &stop.flush(0);
+    show(&mut out, &tail)?;
     let decode_s = t1.elapsed().as_secs_f64();
     if !o.raw {
         writeln!(out)?;
@@ -143,7 +158,7 @@ pub fn eval(dir: &Path, text: &Path, dtype: DType, chunk: usize) -> CliResult {
     let t0 = Instant::now();
     let chunk = chunk.max(1);
     for (c, piece) in ids.chunks(chunk).enumerate() {
-        let logits = model.forward_ids(&dev, piece, &[piece.len()], &mut state)?;
+        let logits = model.forward(&dev, piece, &[piece.len()], &mut state)?;
         model::check_finite(&logits, vocab, &format!("the chunk at token {}", c * chunk))?;
         for (i, row) in logits.chunks(vocab).enumerate() {
             let pos = c * chunk + i + 1; // the token this row predicts

@@ -259,12 +259,12 @@ pub fn ssd(
         let t = case.tokens();
         let host = SsdInputs::random(&mut rng, case);
         let (xbc_host, dt_host, heads_host) = (&host.xbc, &host.dt, &host.heads);
-        let xbc = Tensor::from_slice(dev, &[t, d.width()], &xbc_host)?;
-        let dt = Tensor::from_slice(dev, &[t, d.heads], &dt_host)?;
+        let xbc = Tensor::from_slice(dev, &[t, d.width()], xbc_host)?;
+        let dt = Tensor::from_slice(dev, &[t, d.heads], dt_host)?;
         // f16 inputs for the chunk-64 kernels (the tensor-core kernel takes only these).
-        let xbc16 = Tensor::from_f32(dev, &[t, d.width()], &xbc_host, DType::F16)?;
-        let dt16 = Tensor::from_f32(dev, &[t, d.heads], &dt_host, DType::F16)?;
-        let heads = Tensor::from_slice(dev, &[d.heads, 4], &heads_host)?;
+        let xbc16 = Tensor::from_f32(dev, &[t, d.width()], xbc_host, DType::F16)?;
+        let dt16 = Tensor::from_f32(dev, &[t, d.heads], dt_host, DType::F16)?;
+        let heads = Tensor::from_slice(dev, &[d.heads, 4], heads_host)?;
         let seqs = Sequences::new(dev, &case.lens, case.resets.as_deref())?;
         let state = Tensor::empty(dev, &[batch, d.heads, d.head_dim, d.n], DType::F32)?;
         let y = Tensor::empty(dev, &[t, d.heads * d.head_dim], DType::F32)?;

@@ -69,7 +69,9 @@ impl TensorDesc {
 
 /// How an [`Op::Custom`] node records itself: (recorder, input tensors, output tensor).
 pub type RecordFn = std::sync::Arc<
-    dyn Fn(&mut crate::ops::Recorder, &[&crate::tensor::Tensor], &crate::tensor::Tensor) -> Result<()>,
+    dyn Fn(&mut crate::ops::Recorder, &[&crate::tensor::Tensor], &crate::tensor::Tensor) -> Result<()>
+        + Send
+        + Sync,
 >;
 
 /// An extension op: a named recording closure over the node's activations. The closure may
@@ -469,6 +471,8 @@ impl Graph {
         shape: &[usize],
         dtype: DType,
         record: impl Fn(&mut crate::ops::Recorder, &[&crate::tensor::Tensor], &crate::tensor::Tensor) -> Result<()>
+            + Send
+            + Sync
             + 'static,
     ) -> Result<TensorId> {
         for &t in inputs {
@@ -492,6 +496,8 @@ impl Graph {
         x: TensorId,
         r: TensorId,
         record: impl Fn(&mut crate::ops::Recorder, &[&crate::tensor::Tensor], &crate::tensor::Tensor) -> Result<()>
+            + Send
+            + Sync
             + 'static,
     ) -> Result<TensorId> {
         self.check(x)?;

@@ -51,19 +51,19 @@ pub fn check(dev: &Device, dir: &Path, dtype: DType) -> Result<Report> {
         if dtype == DType::F16 { (5e-2, 32) } else { (2e-3, greedy.len() - prompt.len()) };
     // 1. Full forward from a fresh state.
     let mut state = model.new_state(dev, 1)?;
-    let got = model.forward_ids(dev, &prompt, &[prompt.len()], &mut state)?;
+    let got = model.forward(dev, &prompt, &[prompt.len()], &mut state)?;
     let full_err = max_abs(&got, &want);
     // 2. Prefill half the prompt, decode the rest token by token.
     let k = prompt.len() / 2;
     let mut state = model.new_state(dev, 1)?;
-    let mut stepped = model.forward_ids(dev, &prompt[..k], &[k], &mut state)?;
+    let mut stepped = model.forward(dev, &prompt[..k], &[k], &mut state)?;
     for &id in &prompt[k..] {
-        stepped.extend(model.forward_ids(dev, &[id], &[1], &mut state)?);
+        stepped.extend(model.forward(dev, &[id], &[1], &mut state)?);
     }
     let decode_err = max_abs(&stepped, &want);
     // 3. Greedy continuation: prefill the prompt, then decode argmax by argmax.
     let mut state = model.new_state(dev, 1)?;
-    let logits = model.forward_ids(dev, &prompt, &[prompt.len()], &mut state)?;
+    let logits = model.forward(dev, &prompt, &[prompt.len()], &mut state)?;
     let mut next = argmax_ref(&logits[(prompt.len() - 1) * vocab..]);
     let mut matched = 0;
     for &want_id in &greedy[prompt.len()..] {
@@ -71,7 +71,7 @@ pub fn check(dev: &Device, dir: &Path, dtype: DType) -> Result<Report> {
             break;
         }
         matched += 1;
-        let l = model.forward_ids(dev, &[next], &[1], &mut state)?;
+        let l = model.forward(dev, &[next], &[1], &mut state)?;
         next = argmax_ref(&l);
     }
     Ok(Report {

@@ -18,6 +18,7 @@
 pub mod common;
 pub mod config;
 pub mod conformance;
+pub mod generation;
 pub mod mamba;
 pub mod mamba2;
 pub mod random;
@@ -34,6 +35,7 @@ pub use config::Config;
 pub use weights::Weights;
 
 pub use crate::ops::sampling::SamplingParams;
+pub use generation::{BatchStop, StopCriteria};
 
 /// Picks the next token from one row of logits: seeded temperature / top-k / top-p sampling
 /// (`step` decorrelates successive draws), or the argmax when `params.temperature` is 0. The
@@ -150,12 +152,6 @@ impl Model {
         format!("{kind}/{hash:016x}")
     }
 
-    /// Feeds packed tokens (`lens[s]` for sequence s) and returns logits `[T, vocab]`.
-    pub fn forward(&self, dev: &Device, ids: &[u8], lens: &[usize], state: &mut State) -> Result<Vec<f32>> {
-        let ids: Vec<u32> = ids.iter().map(|&b| b as u32).collect();
-        self.forward_ids(dev, &ids, lens, state)
-    }
-
     /// Feeds packed tokens like [`Model::forward`] but computes the logits of each sequence's
     /// last token only (`[S, vocab]`): what generation needs after a prompt, and the only way
     /// to prefill long prompts, whose full logits would not fit a binding.
@@ -168,14 +164,9 @@ impl Model {
         self.run(dev, ids, lens, state, true)
     }
 
-    /// [`Model::forward`] with token ids.
-    pub fn forward_ids(
-        &self,
-        dev: &Device,
-        ids: &[u32],
-        lens: &[usize],
-        state: &mut State,
-    ) -> Result<Vec<f32>> {
+    /// Feeds packed token ids (`lens[s]` for sequence s; text becomes ids through the model's
+    /// tokenizer, `model::tokenizer`) and returns logits `[T, vocab]`.
+    pub fn forward(&self, dev: &Device, ids: &[u32], lens: &[usize], state: &mut State) -> Result<Vec<f32>> {
         self.run(dev, ids, lens, state, false)
     }
 
@@ -398,10 +389,13 @@ impl Snapshot {
 
 /// A decode step recorded once for a state's batch and replayed: each [`Decoder::step`]
 /// writes the token ids, submits the recorded dispatches (one compute pass, one submit, no
-/// new buffers or bind groups) and reads the logits. It updates the state it was made from,
-/// in place; use it only while that state is not fed through [`Model::forward`] as well.
-pub struct Decoder<'d> {
+/// new buffers or bind groups) and reads the logits. It updates the state it was made from in
+/// place, and borrows that state mutably for its lifetime `'s`, so the state cannot be fed
+/// through [`Model::forward`] (or restored) while a decoder runs it. `Send`: a decoder may run
+/// on another thread.
+pub struct Decoder<'d, 's> {
     dev: &'d Device,
+    _state: std::marker::PhantomData<&'s mut State>,
     exe: crate::graph::Executable<'d>,
     ids: crate::tensor::Tensor,
     logits: crate::graph::TensorId,
@@ -412,15 +406,23 @@ pub struct Decoder<'d> {
 impl Model {
     /// Records the decode step for `state` (one token per sequence); the state must have been
     /// started by a prefill.
-    pub fn decoder<'d>(&self, dev: &'d Device, state: &State) -> Result<Decoder<'d>> {
+    pub fn decoder<'d, 's>(&self, dev: &'d Device, state: &'s mut State) -> Result<Decoder<'d, 's>> {
         let (b, ids, logits) = self.build_step(dev, state)?;
         let sequences = state.sequences();
         let exe = b.finish(dev, &[logits])?;
-        Ok(Decoder { dev, exe, ids, logits, sequences, vocab: self.vocab() })
+        Ok(Decoder {
+            dev,
+            _state: std::marker::PhantomData,
+            exe,
+            ids,
+            logits,
+            sequences,
+            vocab: self.vocab(),
+        })
     }
 }
 
-impl Decoder<'_> {
+impl Decoder<'_, '_> {
     /// Feeds one token per sequence and returns the logits `[S, vocab]`.
     pub fn step(&self, ids: &[u32]) -> Result<Vec<f32>> {
         if ids.len() != self.sequences {
@@ -460,9 +462,12 @@ impl Decoder<'_> {
 /// its end writing the next token ids into the step's own input, so consecutive steps are
 /// submitted back to back with no readback in between (the CPU encodes step k + 1 while the
 /// GPU runs step k). Each step's ids are copied into a history buffer, read once at the end.
-/// Like [`Decoder`], it updates the state it was made from, in place.
-pub struct Generator<'d> {
+/// Like [`Decoder`], it updates the state it was made from in place and borrows it mutably
+/// for its lifetime; it is `Send`, and a [`CancelToken`] stops it between steps.
+pub struct Generator<'d, 's> {
     dev: &'d Device,
+    _state: std::marker::PhantomData<&'s mut State>,
+    cancel: CancelToken,
     exe: crate::graph::Executable<'d>,
     ids: crate::tensor::Tensor,
     /// The sampled ids of a step, copied into `ids` and the history after the pass.
@@ -479,13 +484,13 @@ impl Model {
     /// Records a GPU-resident generation loop for `state` (started by a prefill) that can run
     /// up to `max_steps` steps per [`Generator::generate`] call; `params.temperature == 0`
     /// is greedy (argmax).
-    pub fn generator<'d>(
+    pub fn generator<'d, 's>(
         &self,
         dev: &'d Device,
-        state: &State,
+        state: &'s mut State,
         params: &SamplingParams,
         max_steps: usize,
-    ) -> Result<Generator<'d>> {
+    ) -> Result<Generator<'d, 's>> {
         params.validate()?;
         let (mut b, ids, logits) = self.build_step(dev, state)?;
         let sequences = state.sequences();
@@ -494,6 +499,8 @@ impl Model {
         let exe = b.finish(dev, &[next])?;
         Ok(Generator {
             dev,
+            _state: std::marker::PhantomData,
+            cancel: CancelToken::default(),
             exe,
             ids,
             next,
@@ -506,9 +513,16 @@ impl Model {
     }
 }
 
-impl Generator<'_> {
+impl Generator<'_, '_> {
+    /// A token that stops [`Generator::generate`] between steps when cancelled (from any
+    /// thread); it stays cancelled until [`CancelToken::reset`].
+    pub fn cancel_token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
+
     /// Feeds `first` (one id per sequence) and generates `steps` tokens per sequence; returns
-    /// them per sequence. The sampling seed's step counter runs from `step0`.
+    /// them per sequence. The sampling seed's step counter runs from `step0`. When the cancel
+    /// token fires, the steps submitted so far are returned (possibly none).
     pub fn generate(&self, first: &[u32], steps: usize, step0: u32) -> Result<Vec<Vec<u32>>> {
         let s = self.sequences;
         if first.len() != s {
@@ -523,7 +537,12 @@ impl Generator<'_> {
         crate::ops::embedding::check_ids(first, self.vocab)?;
         self.ids.write(self.dev, first)?;
         let bytes = (s * 4) as u64;
+        let mut done = 0;
         for k in 0..steps {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            done += 1;
             if self.sampling {
                 self.exe.set_sampling_step(step0 + k as u32)?;
             }
@@ -547,6 +566,7 @@ impl Generator<'_> {
         }
         self.dev.wait()?;
         let all: Vec<u32> = self.history.read(self.dev)?;
+        let steps = done;
         if let Some(i) = all[..steps * s].iter().position(|&id| id == crate::ops::sampling::NONFINITE_ID) {
             return Err(Error::NonFinite(format!(
                 "the logits of sequence {} at generation step {} hold NaN or Inf (non-finite weights or activations)",
@@ -560,6 +580,22 @@ impl Generator<'_> {
     /// Dispatches per step.
     pub fn dispatches(&self) -> usize {
         self.exe.dispatches()
+    }
+}
+
+/// Cancels a [`Generator`] between steps; cheap to clone and to share across threads.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn reset(&self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

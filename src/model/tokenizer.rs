@@ -65,6 +65,108 @@ impl Tokenizer {
     }
 }
 
+/// Turns ids into text as they are generated, one piece per id, never cutting a character:
+/// bytes of an unfinished UTF-8 sequence (a byte-level model, or a BPE token that holds part
+/// of a character) are held until the character is whole. For a tokenizer it decodes a short
+/// window of recent ids (a prefix and the new ones), as transformers' streamer does, so the
+/// cost per id does not grow with the text.
+pub struct TextStream<'t> {
+    tok: &'t Tokenizer,
+    ids: Vec<u32>,
+    /// Start of the decoded window, and of its part already shown.
+    prefix: usize,
+    read: usize,
+    /// Byte-level: bytes not yet shown.
+    bytes: Vec<u8>,
+}
+
+impl Tokenizer {
+    /// A stream that decodes ids as they come.
+    pub fn stream(&self) -> TextStream<'_> {
+        TextStream { tok: self, ids: Vec::new(), prefix: 0, read: 0, bytes: Vec::new() }
+    }
+}
+
+impl TextStream<'_> {
+    /// Takes the next id; returns the text it completes (often empty).
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        match self.tok {
+            Tokenizer::Bytes => {
+                self.bytes.push(id.min(255) as u8);
+                Ok(self.take_valid(false))
+            }
+            Tokenizer::Hf(_) => {
+                self.ids.push(id);
+                let shown = self.text(self.prefix, self.read)?;
+                let now = self.text(self.prefix, self.ids.len())?;
+                if now.len() <= shown.len() || now.ends_with('\u{FFFD}') {
+                    return Ok(String::new()); // a character still incomplete
+                }
+                let Some(new) = now.get(shown.len()..).filter(|_| now.starts_with(&shown)) else {
+                    return Ok(String::new());
+                };
+                let new = new.to_string();
+                self.prefix = self.read;
+                self.read = self.ids.len();
+                Ok(new)
+            }
+        }
+    }
+
+    /// Whatever is left at the end (an unfinished character becomes U+FFFD).
+    pub fn finish(&mut self) -> Result<String> {
+        match self.tok {
+            Tokenizer::Bytes => Ok(self.take_valid(true)),
+            Tokenizer::Hf(_) => {
+                let shown = self.text(self.prefix, self.read)?;
+                let now = self.text(self.prefix, self.ids.len())?;
+                self.prefix = self.ids.len();
+                self.read = self.ids.len();
+                Ok(now.get(shown.len()..).unwrap_or_default().to_string())
+            }
+        }
+    }
+
+    fn text(&self, lo: usize, hi: usize) -> Result<String> {
+        let bytes = self.tok.decode(&self.ids[lo..hi])?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The longest valid UTF-8 prefix of the held bytes (invalid bytes become U+FFFD; an
+    /// incomplete sequence at the end waits, unless `all`).
+    fn take_valid(&mut self, all: bool) -> String {
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.bytes) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.bytes.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let good = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.bytes[..good]).expect("valid prefix"));
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push('\u{FFFD}');
+                            self.bytes.drain(..good + bad);
+                        }
+                        None if all => {
+                            out.push('\u{FFFD}');
+                            self.bytes.clear();
+                            return out;
+                        }
+                        None => {
+                            self.bytes.drain(..good);
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,10 +131,10 @@ fn bad_calls_are_clear_errors() {
     assert!(m.new_state(dev, 0).is_err());
     let mut s = m.new_state(dev, 2).unwrap();
     // Lengths whose sum wraps.
-    assert!(m.forward_ids(dev, &[1; 7], &[usize::MAX, 7], &mut s).is_err());
+    assert!(m.forward(dev, &[1; 7], &[usize::MAX, 7], &mut s).is_err());
     assert!(m.memory_plan(dev, &s, &[usize::MAX / 2 + 5, usize::MAX / 2 + 5]).is_err());
     // Ids outside the vocabulary.
-    assert!(m.forward_ids(dev, &[1, 999], &[1, 1], &mut s).is_err());
+    assert!(m.forward(dev, &[1, 999], &[1, 1], &mut s).is_err());
     // Sampling settings without meaning, or that would wrap on the GPU.
     let p = SamplingParams { temperature: 1e-45, ..SamplingParams::default() };
     assert!(p.validate().unwrap_err().to_string().contains("too small"));
@@ -159,10 +159,10 @@ fn a_snapshot_of_another_model_is_refused_and_the_state_is_untouched() {
     let (a, b) = (load(&a_dir).unwrap(), load(&b_dir).unwrap());
     assert_ne!(a.identity(), b.identity());
     let mut sa = a.new_state(dev, 1).unwrap();
-    a.forward_ids(dev, &[1, 2, 3], &[3], &mut sa).unwrap();
+    a.forward(dev, &[1, 2, 3], &[3], &mut sa).unwrap();
     let before = sa.snapshot(dev).unwrap();
     let mut sb = b.new_state(dev, 1).unwrap();
-    b.forward_ids(dev, &[4, 5], &[2], &mut sb).unwrap();
+    b.forward(dev, &[4, 5], &[2], &mut sb).unwrap();
     let foreign = sb.snapshot(dev).unwrap();
     let e = sa.restore(dev, &foreign).unwrap_err();
     assert!(e.to_string().contains("belongs to model"), "{e}");
@@ -200,7 +200,7 @@ fn non_finite_weights_are_reported_not_sampled() {
         assert!(last.iter().any(|v| !v.is_finite()), "the NaN weight should reach the logits");
         let params =
             SamplingParams { temperature: if greedy { 0.0 } else { 0.8 }, ..SamplingParams::default() };
-        let g = m.generator(dev, &s, &params, 4).unwrap();
+        let g = m.generator(dev, &mut s, &params, 4).unwrap();
         let e = g.generate(&[1], 4, 0).unwrap_err();
         assert!(matches!(e, Error::NonFinite(_)) && e.to_string().contains("step 0"), "{e}");
     }

@@ -6,6 +6,7 @@
 mod bad_input;
 mod common;
 mod device;
+mod generation;
 mod graph;
 mod layers;
 mod models;

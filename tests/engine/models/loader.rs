@@ -59,9 +59,9 @@ fn malformed_checkpoints_give_clear_errors() {
     let dev = &devices()[0];
     let m: Model = model::load(dev, &dir, DType::F32).unwrap();
     let mut s = m.new_state(dev, 1).unwrap();
-    assert!(m.forward_ids(dev, &[1, 2, 999], &[3], &mut s).is_err());
-    assert!(m.forward_ids(dev, &[1, 2], &[1, 1], &mut s).is_err());
-    assert!(m.forward_ids(dev, &[], &[0], &mut s).is_err());
+    assert!(m.forward(dev, &[1, 2, 999], &[3], &mut s).is_err());
+    assert!(m.forward(dev, &[1, 2], &[1, 1], &mut s).is_err());
+    assert!(m.forward(dev, &[], &[0], &mut s).is_err());
     for name in ["unknown", "missing", "shape", "truncated", "ids"] {
         let _ = std::fs::remove_dir_all(scratch(name));
     }

@@ -15,7 +15,7 @@ fn shipped_demo_model_predicts_shakespeare() {
     for dev in devices() {
         let m = model::load(dev, &dir, DType::F32).unwrap();
         let mut s = m.new_state(dev, 1).unwrap();
-        let logits = m.forward(dev, text, &[text.len()], &mut s).unwrap();
+        let logits = m.forward(dev, &ids(text), &[text.len()], &mut s).unwrap();
         let mut nats = 0f64;
         for (i, row) in logits.chunks(VOCAB).enumerate().take(text.len() - 1) {
             nats += model::cross_entropy(row, text[i + 1] as u32);
@@ -27,19 +27,19 @@ fn shipped_demo_model_predicts_shakespeare() {
         // full forward does, for one sequence and for two at once.
         let k = 40;
         let mut s = m.new_state(dev, 1).unwrap();
-        let mut stepped = m.forward(dev, &text[..k], &[k], &mut s).unwrap();
+        let mut stepped = m.forward(dev, &ids(&text[..k]), &[k], &mut s).unwrap();
         for &b in &text[k..] {
-            stepped.extend(m.forward(dev, &[b], &[1], &mut s).unwrap());
+            stepped.extend(m.forward(dev, &ids(&[b]), &[1], &mut s).unwrap());
         }
         let e = max_abs(&stepped, &logits);
         assert!(e < 1e-4, "demo model: prefill + fused decode differs from one forward by {e}");
         let mut two = m.new_state(dev, 2).unwrap();
-        m.forward(dev, &[&text[..k], &text[..k - 3]].concat(), &[k, k - 3], &mut two).unwrap();
-        let both = m.forward(dev, &[text[k], text[k - 3]], &[1, 1], &mut two).unwrap();
+        m.forward(dev, &ids(&[&text[..k], &text[..k - 3]].concat()), &[k, k - 3], &mut two).unwrap();
+        let both = m.forward(dev, &ids(&[text[k], text[k - 3]]), &[1, 1], &mut two).unwrap();
         assert!(max_abs(&both[..VOCAB], &logits[k * VOCAB..(k + 1) * VOCAB]) < 1e-4);
         assert!(max_abs(&both[VOCAB..], &logits[(k - 3) * VOCAB..(k - 2) * VOCAB]) < 1e-4);
         let layers = 4;
-        assert_eq!(m.decoder(dev, &s).unwrap().dispatches(), 3 * layers + 3, "fused Mamba-2 decode step");
+        assert_eq!(m.decoder(dev, &mut s).unwrap().dispatches(), 3 * layers + 3, "fused Mamba-2 decode step");
     }
 }
 
@@ -65,22 +65,22 @@ fn mamba2_decode_continues_prefill_with_one_and_two_groups() {
         for dev in devices() {
             let m = model::load(dev, &dir, DType::F32).unwrap();
             let mut s = m.new_state(dev, 1).unwrap();
-            let full = m.forward(dev, text, &[text.len()], &mut s).unwrap();
+            let full = m.forward(dev, &ids(text), &[text.len()], &mut s).unwrap();
             let k = 30;
             let mut s = m.new_state(dev, 1).unwrap();
-            let mut stepped = m.forward(dev, &text[..k], &[k], &mut s).unwrap();
+            let mut stepped = m.forward(dev, &ids(&text[..k]), &[k], &mut s).unwrap();
             for &b in &text[k..] {
-                stepped.extend(m.forward(dev, &[b], &[1], &mut s).unwrap());
+                stepped.extend(m.forward(dev, &ids(&[b]), &[1], &mut s).unwrap());
             }
             let e = max_abs(&stepped, &full);
             assert!(e < 1e-4, "{groups} group(s): prefill + decode differs from one forward by {e}");
             let mut two = m.new_state(dev, 2).unwrap();
-            m.forward(dev, &[&text[..k], &text[..k - 5]].concat(), &[k, k - 5], &mut two).unwrap();
-            let both = m.forward(dev, &[text[k], text[k - 5]], &[1, 1], &mut two).unwrap();
+            m.forward(dev, &ids(&[&text[..k], &text[..k - 5]].concat()), &[k, k - 5], &mut two).unwrap();
+            let both = m.forward(dev, &ids(&[text[k], text[k - 5]]), &[1, 1], &mut two).unwrap();
             assert!(max_abs(&both[..VOCAB], &full[k * VOCAB..(k + 1) * VOCAB]) < 1e-4);
             assert!(max_abs(&both[VOCAB..], &full[(k - 5) * VOCAB..(k - 4) * VOCAB]) < 1e-4);
             let per_layer = if groups == 1 { 3 } else { 9 };
-            assert_eq!(m.decoder(dev, &s).unwrap().dispatches(), per_layer * 2 + 3, "{groups} group(s)");
+            assert_eq!(m.decoder(dev, &mut s).unwrap().dispatches(), per_layer * 2 + 3, "{groups} group(s)");
         }
     }
 }

@@ -66,6 +66,11 @@ pub fn write_checkpoint(dir: &Path, cfg: &str, tensors: &[(String, Vec<usize>, V
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
 
+/// Byte-level token ids (the test models have a 256-token vocabulary).
+pub fn ids(bytes: &[u8]) -> Vec<u32> {
+    bytes.iter().map(|&b| u32::from(b)).collect()
+}
+
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("linseq-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
