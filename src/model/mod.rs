@@ -6,8 +6,8 @@
 //! let dev = Device::new()?;
 //! let m = model::load(&dev, "path/to/checkpoint".as_ref(), DType::F32)?;
 //! let mut state = m.new_state(&dev, 1)?;
-//! let logits = m.forward(&dev, b"ROMEO:", &[6], &mut state)?; // [6, vocab]
-//! let next = m.forward(&dev, &[b'\n'], &[1], &mut state)?; // one decode step
+//! let logits = m.forward(&dev, &[82, 79, 77], &[3], &mut state)?; // token ids: [3, vocab]
+//! let next = m.forward(&dev, &[10], &[1], &mut state)?; // one decode step
 //! let params = model::SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 };
 //! let token = model::sample(&next, &params, 0);
 //! let fork = state.try_clone(&m, &dev)?; // same history, independent future
