@@ -7,14 +7,13 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{Executable, Graph, PlanOptions, TensorId};
 use crate::ops::conv1d::{self, ConvArgs, ConvFlags};
-use crate::ops::embedding;
 use crate::ops::selective_scan::Sequences;
 use crate::tensor::{DType, Tensor};
 
 /// Embedding table (`dtype`, gathered), final RMSNorm weight, and LM head (`dtype`; the same
 /// tensor as the embedding when tied, as transformers does unless the checkpoint has
 /// `lm_head.weight`).
-pub(crate) struct Head {
+pub struct Head {
     pub embed: Tensor,
     pub lm_head: Tensor,
     pub norm_f: Tensor,
@@ -72,7 +71,7 @@ impl Head {
 /// Checks config values every runtime shares before anything is allocated: the layer count
 /// against the checkpoint's `{prefix}{i}.` tensors (a larger count would allocate for layers
 /// that do not exist, a smaller one would run a truncated model), and the norm's epsilon.
-pub(crate) fn check_config(w: &Weights, prefix: &str, layers: usize, eps: f64) -> Result<()> {
+pub fn check_config(w: &Weights, prefix: &str, layers: usize, eps: f64) -> Result<()> {
     let mut found = std::collections::BTreeSet::new();
     for name in w.names() {
         if let Some(i) =
@@ -92,7 +91,7 @@ pub(crate) fn check_config(w: &Weights, prefix: &str, layers: usize, eps: f64) -
 }
 
 /// A norm epsilon must be a positive finite number.
-pub(crate) fn check_eps(eps: f64) -> Result<()> {
+pub fn check_eps(eps: f64) -> Result<()> {
     if !(eps > 0.0 && eps.is_finite() && eps < 1.0) {
         return Err(Error::Model(format!("layer_norm_epsilon {eps} must be a small positive number")));
     }
@@ -101,7 +100,7 @@ pub(crate) fn check_eps(eps: f64) -> Result<()> {
 
 /// Rows `[lo, hi)` of a matrix (or vector) uploaded whole as `full` from `host`: a view of the
 /// same buffer where its offset can be bound (no second copy of the weights), else a copy.
-pub(crate) fn rows(dev: &Device, full: &Tensor, host: &[f32], lo: usize, hi: usize) -> Result<Tensor> {
+pub fn rows(dev: &Device, full: &Tensor, host: &[f32], lo: usize, hi: usize) -> Result<Tensor> {
     let cols = full.numel() / full.shape()[0];
     let mut shape = full.shape().to_vec();
     shape[0] = hi - lo;
@@ -111,64 +110,8 @@ pub(crate) fn rows(dev: &Device, full: &Tensor, host: &[f32], lo: usize, hi: usi
     }
 }
 
-/// Recurrent state of a batch of sequences: per layer the conv inputs `[S, C, W − 1]` and the
-/// SSM state. Fixed size, whatever the sequence length.
-pub struct RecurrentState {
-    pub conv: Vec<Tensor>,
-    pub ssm: Vec<Tensor>,
-    pub sequences: usize,
-    /// False until the first tokens went through (prefill then starts from zero).
-    pub started: bool,
-    /// Which model and configuration the state belongs to ([`crate::model::Model::identity`]);
-    /// snapshots carry it, and restoring one into another model's state is refused.
-    pub owner: String,
-}
-
-impl RecurrentState {
-    /// Zeros: `layers` conv states of `conv` and SSM states of `ssm` (shapes with S first).
-    /// wgpu zero-initialises buffers, so nothing is built on the host; sizes are checked
-    /// against the device's binding limit before anything is allocated.
-    pub fn zeros(dev: &Device, layers: usize, conv: &[usize], ssm: &[usize]) -> Result<Self> {
-        if conv[0] == 0 {
-            return Err(Error::Invalid("a state needs at least one sequence".into()));
-        }
-        let mut out = Self {
-            conv: Vec::new(),
-            ssm: Vec::new(),
-            sequences: conv[0],
-            started: false,
-            owner: String::new(),
-        };
-        for _ in 0..layers {
-            out.conv.push(Tensor::empty(dev, conv, DType::F32)?);
-            out.ssm.push(Tensor::empty(dev, ssm, DType::F32)?);
-        }
-        Ok(out)
-    }
-
-    /// Bytes of every state tensor.
-    pub fn bytes(&self) -> u64 {
-        self.conv.iter().chain(&self.ssm).map(|t| (t.numel() * 4) as u64).sum()
-    }
-
-    /// Checks a forward call's ids and lengths against this state and the vocabulary; returns
-    /// (tokens, whether this is a decode step: one token per sequence of a started state).
-    pub(crate) fn check_batch(&self, ids: &[u32], lens: &[usize], vocab: usize) -> Result<(usize, bool)> {
-        let t = total_tokens(lens)?;
-        if lens.len() != self.sequences || t != ids.len() || t == 0 {
-            return Err(Error::Invalid(format!(
-                "{} ids for sequence lengths {lens:?} and a state of {} sequences",
-                ids.len(),
-                self.sequences
-            )));
-        }
-        embedding::check_ids(ids, vocab)?;
-        Ok((t, self.started && lens.iter().all(|&l| l == 1)))
-    }
-}
-
 /// The sum of sequence lengths, or an error when it overflows (lengths come from callers).
-pub(crate) fn total_tokens(lens: &[usize]) -> Result<usize> {
+pub fn total_tokens(lens: &[usize]) -> Result<usize> {
     lens.iter()
         .try_fold(0usize, |t, &l| t.checked_add(l))
         .ok_or_else(|| Error::Limit(format!("sequence lengths {lens:?} overflow the token count")))
@@ -176,7 +119,7 @@ pub(crate) fn total_tokens(lens: &[usize]) -> Result<usize> {
 
 /// What one recorded forward pass runs: the ids tensor, each sequence's length, whether it is
 /// a decode step, and optionally the token rows whose logits are wanted (all when `None`).
-pub(crate) struct Batch<'a> {
+pub struct Batch<'a> {
     pub ids: &'a Tensor,
     pub lens: &'a [usize],
     pub step: bool,
@@ -228,9 +171,15 @@ impl<'a> Batch<'a> {
 
 /// A forward pass under construction: the graph, and the device tensors its weights, state
 /// and inputs are bound to (see [`Executable::with_bound`]).
-pub(crate) struct Builder {
+pub struct Builder {
     pub g: Graph,
     pub bound: Vec<(TensorId, Tensor)>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Builder {

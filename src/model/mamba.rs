@@ -13,8 +13,9 @@
 //! in_proj + conv step (`linear_in_step`), x_proj reading the conv'd columns
 //! (`linear_columns`), dt_proj + scan step + gate (`mamba_step`), out_proj + residual.
 
-use super::common::{self, Batch, Builder, Head, RecurrentState};
+use super::common::{self, Batch, Builder, Head};
 use super::config::Config;
+use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -104,9 +105,6 @@ pub struct Mamba {
     pub dtype: DType,
 }
 
-/// Recurrent state of a batch of sequences.
-pub type MambaState = RecurrentState;
-
 impl Mamba {
     /// Loads the checkpoint's tensors, checking every name and shape; matmul weights are held
     /// as `dtype` (f32 or f16), everything else as f32.
@@ -181,11 +179,18 @@ impl Mamba {
         Ok(Self { cfg: c, head, layers, dtype })
     }
 
-    /// A zero state for `sequences` sequences.
-    pub fn new_state(&self, dev: &Device, sequences: usize) -> Result<MambaState> {
+    /// Per layer: the conv window `[S, D_inner, W − 1]` and the SSM state `[S, D_inner, N]`.
+    pub fn state_slots(&self, sequences: usize) -> Vec<SlotSpec> {
         let c = &self.cfg;
         let (s, di) = (sequences, c.d_inner);
-        RecurrentState::zeros(dev, c.layers, &[s, di, c.conv_kernel - 1], &[s, di, c.d_state])
+        (0..c.layers)
+            .flat_map(|i| {
+                [
+                    SlotSpec::new(i, "conv", SlotKind::ConvWindow, &[s, di, c.conv_kernel - 1]),
+                    SlotSpec::new(i, "ssm", SlotKind::DiagonalSsm, &[s, di, c.d_state]),
+                ]
+            })
+            .collect()
     }
 
     /// Builds the forward pass of `batch` as a graph (bound to this model's weights and the
@@ -195,7 +200,7 @@ impl Mamba {
         dev: &Device,
         b: &mut Builder,
         batch: &Batch,
-        state: &MambaState,
+        state: &State,
     ) -> Result<TensorId> {
         let c = &self.cfg;
         let t = batch.ids.numel();
@@ -220,12 +225,13 @@ impl Mamba {
             let xn = b.rms_norm(&format!("{p}.norm"), h, &l.norm, c.eps)?;
             let x = b.linear(&format!("{p}.in_proj.x"), xn, &l.w_x, l.b_x.as_ref())?;
             let z = b.linear(&format!("{p}.in_proj.z"), xn, &l.w_z, l.b_z.as_ref())?;
-            let xc = batch.conv(b, x, &l.conv_w, l.conv_b.as_ref(), &state.conv[i], state.started)?;
+            let xc =
+                batch.conv(b, x, &l.conv_w, l.conv_b.as_ref(), state.slot(i, "conv")?, state.started())?;
             let dt_in = b.linear(&format!("{p}.x_proj.dt"), xc, &l.w_dt_in, None)?;
             let bc = b.linear(&format!("{p}.x_proj.bc"), xc, &l.w_bc, None)?;
             let dt = b.linear(&format!("{p}.dt_proj"), dt_in, &l.w_dt, None)?;
             let (chan, seqs, ssm, step) =
-                (l.chan.clone(), batch.seqs.clone(), state.ssm[i].clone(), batch.step);
+                (l.chan.clone(), batch.seqs.clone(), state.slot(i, "ssm")?.clone(), batch.step);
             let y = b.g.custom(
                 "selective_scan",
                 &[xc, dt, bc, z],
@@ -263,14 +269,15 @@ impl Mamba {
         b: &mut Builder,
         l: &Layer,
         h: TensorId,
-        state: &MambaState,
+        state: &State,
         i: usize,
         flags: ScanFlags,
     ) -> Result<TensorId> {
         let c = &self.cfg;
-        let (s, di, n, r) = (state.sequences, c.d_inner, c.d_state, c.dt_rank);
+        let (s, di, n, r) = (state.sequences(), c.d_inner, c.d_state, c.dt_rank);
         let (norm, w_in, b_in, eps) = (l.norm.clone(), l.w_in.clone(), l.b_in.clone(), c.eps);
-        let (conv_w, conv_b, conv_state) = (l.conv_w.clone(), l.conv_b.clone(), state.conv[i].clone());
+        let (conv_w, conv_b, conv_state) =
+            (l.conv_w.clone(), l.conv_b.clone(), state.slot(i, "conv")?.clone());
         let xz = b.g.custom("in_step", &[h], &[s, 2 * di], DType::F32, move |rec, ins, out| {
             let band = ConvBand { lo: 0, weight: &conv_w, bias: conv_b.as_ref(), state: &conv_state };
             matmul::linear_in_step(rec, ins[0], &norm, eps, &w_in, b_in.as_ref(), &band, out)
@@ -279,7 +286,7 @@ impl Mamba {
         let xdbl = b.g.custom("x_proj", &[xz], &[s, r + 2 * n], DType::F32, move |rec, ins, out| {
             matmul::linear_columns(rec, ins[0], &w_xproj, None, out)
         })?;
-        let (w_dt, chan, ssm) = (l.w_dt.clone(), l.chan.clone(), state.ssm[i].clone());
+        let (w_dt, chan, ssm) = (l.w_dt.clone(), l.chan.clone(), state.slot(i, "ssm")?.clone());
         b.g.custom("mamba_step", &[xz, xdbl], &[s, di], DType::F32, move |rec, ins, out| {
             let args = MambaStepArgs {
                 xz: ins[0],
@@ -308,5 +315,48 @@ impl Mamba {
             + c.d_inner
             + c.d_model * c.d_inner;
         c.vocab * c.d_model * if c.tie_embeddings { 1 } else { 2 } + c.layers * per_layer + c.d_model
+    }
+}
+
+/// The `mamba` architecture (transformers' `MambaForCausalLM`).
+pub struct MambaArchitecture;
+
+impl super::arch::Architecture for MambaArchitecture {
+    fn model_types(&self) -> &'static [&'static str] {
+        &["mamba"]
+    }
+    fn check_config(&self, cfg: &Config) -> Result<()> {
+        MambaConfig::from_config(cfg).map(|_| ())
+    }
+    fn load(
+        &self,
+        dev: &Device,
+        cfg: &Config,
+        w: &Weights,
+        dtype: DType,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Box<dyn super::arch::Runtime>> {
+        Ok(Box::new(Mamba::load(dev, cfg, w, dtype, progress)?))
+    }
+}
+
+impl super::arch::Runtime for Mamba {
+    fn model_type(&self) -> &'static str {
+        "mamba"
+    }
+    fn vocab(&self) -> usize {
+        self.cfg.vocab
+    }
+    fn parameters(&self) -> usize {
+        Mamba::parameters(self)
+    }
+    fn config_text(&self) -> String {
+        format!("{:?}", self.cfg)
+    }
+    fn state_slots(&self, sequences: usize) -> Vec<SlotSpec> {
+        Mamba::state_slots(self, sequences)
+    }
+    fn build(&self, dev: &Device, b: &mut Builder, batch: &Batch, state: &State) -> Result<TensorId> {
+        Mamba::build(self, dev, b, batch, state)
     }
 }

@@ -14,8 +14,9 @@
 //! gating its output (`ssd_step_row`), and the gated RMSNorm folded into out_proj, which
 //! accumulates onto the residual stream in place (`linear_normed`).
 
-use super::common::{self, Batch, Builder, Head, RecurrentState};
+use super::common::{self, Batch, Builder, Head};
 use super::config::Config;
+use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -107,7 +108,9 @@ impl Mamba2Config {
     }
 }
 
-struct Layer {
+/// One Mamba-2 block: RMSNorm, in_proj, conv, SSD, gated norm, out_proj (and the residual).
+/// Public so that hybrid architectures can use it as one of their blocks.
+pub struct Mamba2Block {
     norm: Tensor,
     /// in_proj `[z | xBC | dt, d]` and its bias; `w_z`, `w_xbc`, `w_dt` (and the biases) are
     /// its row ranges.
@@ -127,147 +130,122 @@ struct Layer {
     b_out: Option<Tensor>,
 }
 
-/// A loaded Mamba-2 model on the device.
-pub struct Mamba2 {
-    pub cfg: Mamba2Config,
-    head: Head,
-    layers: Vec<Layer>,
-    pub dtype: DType,
-}
-
-/// Recurrent state of a batch of sequences.
-pub type Mamba2State = RecurrentState;
-
-impl Mamba2 {
+impl Mamba2Block {
+    /// Loads one block: its RMSNorm weight `norm_name` and the mixer's tensors under `p`
+    /// (`backbone.layers.{i}.mixer` in a Mamba-2 checkpoint), checking names and shapes.
     pub fn load(
         dev: &Device,
-        cfg: &Config,
         w: &Weights,
+        norm_name: &str,
+        p: &str,
+        c: &Mamba2Config,
         dtype: DType,
-        progress: &dyn Fn(usize, usize),
     ) -> Result<Self> {
-        let c = Mamba2Config::from_config(cfg)?;
         let (d, di, h, k) = (c.d_model, c.d_inner, c.heads, c.conv_kernel);
         let cd = c.conv_dim();
+        let proj = 2 * di + 2 * c.groups * c.d_state + h;
         let up = |data: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, data, dt);
         let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
-        let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
-        let proj = 2 * di + 2 * c.groups * c.d_state + h;
-        common::check_config(w, "backbone.layers.", c.layers, c.eps)?;
-        let mut layers = Vec::with_capacity(c.layers);
-        for i in 0..c.layers {
-            progress(i, c.layers);
-            let p = format!("backbone.layers.{i}.mixer");
-            let in_proj = get(&format!("{p}.in_proj.weight"), &[proj, d])?;
-            let bias = if c.use_bias { Some(get(&format!("{p}.in_proj.bias"), &[proj])?) } else { None };
-            let w_in = up(&in_proj, &[proj, d], dtype)?;
-            let b_in = bias.as_ref().map(|b| up(b, &[proj], DType::F32)).transpose()?;
-            let rows =
-                |full: &Tensor, host: &[f32], lo: usize, hi: usize| common::rows(dev, full, host, lo, hi);
-            let part = |lo: usize, hi: usize| -> Result<Option<Tensor>> {
-                match (&b_in, &bias) {
-                    (Some(full), Some(host)) => rows(full, host, lo, hi).map(Some),
-                    _ => Ok(None),
-                }
-            };
-            let a: Vec<f32> = get(&format!("{p}.A_log"), &[h])?.iter().map(|v| -v.exp()).collect();
-            let heads = ssd::pack_head_params(
-                &a,
-                Some(&get(&format!("{p}.D"), &[h])?),
-                Some(&get(&format!("{p}.dt_bias"), &[h])?),
-            );
-            layers.push(Layer {
-                norm: up(&get(&format!("backbone.layers.{i}.norm.weight"), &[d])?, &[d], DType::F32)?,
-                w_z: rows(&w_in, &in_proj, 0, di)?,
-                w_xbc: rows(&w_in, &in_proj, di, di + cd)?,
-                w_dt: rows(&w_in, &in_proj, di + cd, proj)?,
-                b_z: part(0, di)?,
-                b_xbc: part(di, di + cd)?,
-                b_dt: part(di + cd, proj)?,
-                w_in,
-                b_in,
-                conv_w: up(&get(&format!("{p}.conv1d.weight"), &[cd, 1, k])?, &[cd, k], DType::F32)?,
-                conv_b: if c.use_conv_bias {
-                    Some(up(&get(&format!("{p}.conv1d.bias"), &[cd])?, &[cd], DType::F32)?)
-                } else {
-                    None
-                },
-                heads: up(&heads, &[h, 4], DType::F32)?,
-                gate_norm: up(&get(&format!("{p}.norm.weight"), &[di])?, &[di], DType::F32)?,
-                w_out: up(&get(&format!("{p}.out_proj.weight"), &[d, di])?, &[d, di], dtype)?,
-                b_out: if c.use_bias {
-                    Some(up(&get(&format!("{p}.out_proj.bias"), &[d])?, &[d], DType::F32)?)
-                } else {
-                    None
-                },
-            });
-        }
-        progress(c.layers, c.layers);
-        Ok(Self { cfg: c, head, layers, dtype })
+        let in_proj = get(&format!("{p}.in_proj.weight"), &[proj, d])?;
+        let bias = if c.use_bias { Some(get(&format!("{p}.in_proj.bias"), &[proj])?) } else { None };
+        let w_in = up(&in_proj, &[proj, d], dtype)?;
+        let b_in = bias.as_ref().map(|b| up(b, &[proj], DType::F32)).transpose()?;
+        let rows = |full: &Tensor, host: &[f32], lo: usize, hi: usize| common::rows(dev, full, host, lo, hi);
+        let part = |lo: usize, hi: usize| -> Result<Option<Tensor>> {
+            match (&b_in, &bias) {
+                (Some(full), Some(host)) => rows(full, host, lo, hi).map(Some),
+                _ => Ok(None),
+            }
+        };
+        let a: Vec<f32> = get(&format!("{p}.A_log"), &[h])?.iter().map(|v| -v.exp()).collect();
+        let heads = ssd::pack_head_params(
+            &a,
+            Some(&get(&format!("{p}.D"), &[h])?),
+            Some(&get(&format!("{p}.dt_bias"), &[h])?),
+        );
+        Ok(Mamba2Block {
+            norm: up(&get(norm_name, &[d])?, &[d], DType::F32)?,
+            w_z: rows(&w_in, &in_proj, 0, di)?,
+            w_xbc: rows(&w_in, &in_proj, di, di + cd)?,
+            w_dt: rows(&w_in, &in_proj, di + cd, proj)?,
+            b_z: part(0, di)?,
+            b_xbc: part(di, di + cd)?,
+            b_dt: part(di + cd, proj)?,
+            w_in,
+            b_in,
+            conv_w: up(&get(&format!("{p}.conv1d.weight"), &[cd, 1, k])?, &[cd, k], DType::F32)?,
+            conv_b: if c.use_conv_bias {
+                Some(up(&get(&format!("{p}.conv1d.bias"), &[cd])?, &[cd], DType::F32)?)
+            } else {
+                None
+            },
+            heads: up(&heads, &[h, 4], DType::F32)?,
+            gate_norm: up(&get(&format!("{p}.norm.weight"), &[di])?, &[di], DType::F32)?,
+            w_out: up(&get(&format!("{p}.out_proj.weight"), &[d, di])?, &[d, di], dtype)?,
+            b_out: if c.use_bias {
+                Some(up(&get(&format!("{p}.out_proj.bias"), &[d])?, &[d], DType::F32)?)
+            } else {
+                None
+            },
+        })
     }
 
-    pub fn new_state(&self, dev: &Device, sequences: usize) -> Result<Mamba2State> {
-        let c = &self.cfg;
-        let s = sequences;
-        RecurrentState::zeros(
-            dev,
-            c.layers,
-            &[s, c.conv_dim(), c.conv_kernel - 1],
-            &[s, c.heads, c.head_dim, c.d_state],
-        )
-    }
-
-    /// Builds the forward pass of `batch` as a graph (bound to this model's weights and the
-    /// state) and returns the logits tensor `[T, vocab]` (or `[rows, vocab]`).
-    pub(crate) fn build(
+    /// Adds block `i` of a forward pass to `b`: reads the residual `h`, returns the new one.
+    /// Decode steps (up to GEMV_MAX_M sequences, one group) take the fused three-dispatch path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
         &self,
         dev: &Device,
         b: &mut Builder,
         batch: &Batch,
-        state: &Mamba2State,
+        state: &State,
+        c: &Mamba2Config,
+        i: usize,
+        h: TensorId,
     ) -> Result<TensorId> {
-        let c = &self.cfg;
         let t = batch.ids.numel();
         let di = c.d_inner;
         let flags = SsdFlags {
             dt_softplus: true,
             dt_bias: true,
             d_skip: true,
-            init_state: state.started,
+            init_state: state.started(),
             dt_limit: (c.dt_limit.0 as f32, c.dt_limit.1 as f32),
         };
         let kernel = SsdKernel::choose(dev, c.dims(), batch.seqs.total(), DType::F32, c.kernel());
         // The gated norm folds into out_proj's GEMV only as one RMS over the whole row.
         let fused_step = batch.step && batch.lens.len() <= GEMV_MAX_M && c.groups == 1;
-        let mut h = self.head.embed(b, batch.ids)?;
-        for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("layers.{i}");
-            if fused_step {
-                h = self.fused_step(b, l, h, state, i, batch, flags)?;
-                continue;
-            }
-            let xn = b.rms_norm(&format!("{p}.norm"), h, &l.norm, c.eps)?;
-            let z = b.linear(&format!("{p}.in_proj.z"), xn, &l.w_z, l.b_z.as_ref())?;
-            let xbc = b.linear(&format!("{p}.in_proj.xbc"), xn, &l.w_xbc, l.b_xbc.as_ref())?;
-            let dt = b.linear(&format!("{p}.in_proj.dt"), xn, &l.w_dt, l.b_dt.as_ref())?;
-            let xbc_c = batch.conv(b, xbc, &l.conv_w, l.conv_b.as_ref(), &state.conv[i], state.started)?;
-            let (heads, seqs, ssm, step, dims) =
-                (l.heads.clone(), batch.seqs.clone(), state.ssm[i].clone(), batch.step, c.dims());
-            let y = b.g.custom("ssd", &[xbc_c, dt], &[t, di], DType::F32, move |rec, ins, out| {
-                let args =
-                    SsdArgs { xbc: ins[0], dt: ins[1], heads: &heads, seqs: &seqs, state: &ssm, dims, flags };
-                if step {
-                    ssd::ssd_step(rec, &args, out)
-                } else {
-                    ssd::ssd(rec, kernel, &args, out)
-                }
-            })?;
-            let yg = b.g.binary(Binary::MulSilu, y, z)?;
-            let gate_norm = b.weight(&format!("{p}.gate_norm"), &l.gate_norm);
-            let yn = b.g.norm(norm::NormKind::Rms { groups: c.groups }, yg, gate_norm, None, c.eps as f32)?;
-            h = b.linear_add(&format!("{p}.out_proj"), yn, &l.w_out, l.b_out.as_ref(), h)?;
+        let p = format!("layers.{i}");
+        if fused_step {
+            return self.fused_step(b, h, state, i, batch, flags, c);
         }
-        self.head.build(b, h, batch.rows, c.eps)
+        let xn = b.rms_norm(&format!("{p}.norm"), h, &self.norm, c.eps)?;
+        let z = b.linear(&format!("{p}.in_proj.z"), xn, &self.w_z, self.b_z.as_ref())?;
+        let xbc = b.linear(&format!("{p}.in_proj.xbc"), xn, &self.w_xbc, self.b_xbc.as_ref())?;
+        let dt = b.linear(&format!("{p}.in_proj.dt"), xn, &self.w_dt, self.b_dt.as_ref())?;
+        let xbc_c = batch.conv(
+            b,
+            xbc,
+            &self.conv_w,
+            self.conv_b.as_ref(),
+            state.slot(i, "conv")?,
+            state.started(),
+        )?;
+        let (heads, seqs, ssm, step, dims) =
+            (self.heads.clone(), batch.seqs.clone(), state.slot(i, "ssm")?.clone(), batch.step, c.dims());
+        let y = b.g.custom("ssd", &[xbc_c, dt], &[t, di], DType::F32, move |rec, ins, out| {
+            let args =
+                SsdArgs { xbc: ins[0], dt: ins[1], heads: &heads, seqs: &seqs, state: &ssm, dims, flags };
+            if step {
+                ssd::ssd_step(rec, &args, out)
+            } else {
+                ssd::ssd(rec, kernel, &args, out)
+            }
+        })?;
+        let yg = b.g.binary(Binary::MulSilu, y, z)?;
+        let gate_norm = b.weight(&format!("{p}.gate_norm"), &self.gate_norm);
+        let yn = b.g.norm(norm::NormKind::Rms { groups: c.groups }, yg, gate_norm, None, c.eps as f32)?;
+        b.linear_add(&format!("{p}.out_proj"), yn, &self.w_out, self.b_out.as_ref(), h)
     }
 
     /// A decode step's layer in three dispatches (RMSNorm + in_proj + conv step over the xBC
@@ -277,28 +255,29 @@ impl Mamba2 {
     fn fused_step(
         &self,
         b: &mut Builder,
-        l: &Layer,
         h: TensorId,
-        state: &Mamba2State,
+        state: &State,
         i: usize,
         batch: &Batch,
         flags: SsdFlags,
+        c: &Mamba2Config,
     ) -> Result<TensorId> {
-        let c = &self.cfg;
-        let (s, di, cd) = (state.sequences, c.d_inner, c.conv_dim());
-        let proj = l.w_in.shape()[0];
-        let (norm, w_in, b_in, eps) = (l.norm.clone(), l.w_in.clone(), l.b_in.clone(), c.eps);
-        let (conv_w, conv_b, conv_state) = (l.conv_w.clone(), l.conv_b.clone(), state.conv[i].clone());
+        let (s, di, cd) = (state.sequences(), c.d_inner, c.conv_dim());
+        let proj = self.w_in.shape()[0];
+        let (norm, w_in, b_in, eps) = (self.norm.clone(), self.w_in.clone(), self.b_in.clone(), c.eps);
+        let (conv_w, conv_b, conv_state) =
+            (self.conv_w.clone(), self.conv_b.clone(), state.slot(i, "conv")?.clone());
         let row = b.g.custom("in_step", &[h], &[s, proj], DType::F32, move |rec, ins, out| {
             let band = ConvBand { lo: di, weight: &conv_w, bias: conv_b.as_ref(), state: &conv_state };
             matmul::linear_in_step(rec, ins[0], &norm, eps, &w_in, b_in.as_ref(), &band, out)
         })?;
-        let (heads, seqs, ssm, dims) = (l.heads.clone(), batch.seqs.clone(), state.ssm[i].clone(), c.dims());
+        let (heads, seqs, ssm, dims) =
+            (self.heads.clone(), batch.seqs.clone(), state.slot(i, "ssm")?.clone(), c.dims());
         let cols = ssd::RowColumns { x: di, dt: di + cd, z: 0 };
         let y = b.g.custom("ssd_step", &[row], &[s, di], DType::F32, move |rec, ins, out| {
             ssd::ssd_step_row(rec, ins[0], cols, &heads, &seqs, &ssm, dims, flags, out)
         })?;
-        let (gate_norm, w_out, b_out) = (l.gate_norm.clone(), l.w_out.clone(), l.b_out.clone());
+        let (gate_norm, w_out, b_out) = (self.gate_norm.clone(), self.w_out.clone(), self.b_out.clone());
         // In place on the residual stream where the planner allows, like Graph::linear_add.
         b.g.custom_in_place("out_proj", y, h, move |rec, ins, out| {
             let (y, r) = (ins[0], ins[1]);
@@ -309,6 +288,109 @@ impl Mamba2 {
                 crate::ops::elementwise::residual_add(rec, out, r, 1.0)
             }
         })
+    }
+
+    /// The block's state slots for layer `layer`: the conv window over xBC and the SSD state.
+    pub fn state_slots(c: &Mamba2Config, layer: usize, sequences: usize) -> [SlotSpec; 2] {
+        let s = sequences;
+        [
+            SlotSpec::new(layer, "conv", SlotKind::ConvWindow, &[s, c.conv_dim(), c.conv_kernel - 1]),
+            SlotSpec::new(layer, "ssm", SlotKind::DiagonalSsm, &[s, c.heads, c.head_dim, c.d_state]),
+        ]
+    }
+
+    /// The block's tensors (name, shape) under `p`, its norm weight `norm_name` first: the
+    /// schema its loader checks, and what a random checkpoint of it holds.
+    pub fn schema(c: &Mamba2Config, norm_name: &str, p: &str) -> Vec<(String, Vec<usize>)> {
+        let (d, di, h, k, cd) = (c.d_model, c.d_inner, c.heads, c.conv_kernel, c.conv_dim());
+        let proj = 2 * di + 2 * c.groups * c.d_state + h;
+        let mut out = vec![
+            (norm_name.to_string(), vec![d]),
+            (format!("{p}.in_proj.weight"), vec![proj, d]),
+            (format!("{p}.conv1d.weight"), vec![cd, 1, k]),
+            (format!("{p}.A_log"), vec![h]),
+            (format!("{p}.D"), vec![h]),
+            (format!("{p}.dt_bias"), vec![h]),
+            (format!("{p}.norm.weight"), vec![di]),
+            (format!("{p}.out_proj.weight"), vec![d, di]),
+        ];
+        if c.use_conv_bias {
+            out.push((format!("{p}.conv1d.bias"), vec![cd]));
+        }
+        if c.use_bias {
+            out.push((format!("{p}.in_proj.bias"), vec![proj]));
+            out.push((format!("{p}.out_proj.bias"), vec![d]));
+        }
+        out
+    }
+}
+
+/// A loaded Mamba-2 model on the device.
+pub struct Mamba2 {
+    pub cfg: Mamba2Config,
+    head: Head,
+    layers: Vec<Mamba2Block>,
+    pub dtype: DType,
+}
+
+impl Mamba2 {
+    pub fn load(
+        dev: &Device,
+        cfg: &Config,
+        w: &Weights,
+        dtype: DType,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Self> {
+        let c = Mamba2Config::from_config(cfg)?;
+        common::check_config(w, "backbone.layers.", c.layers, c.eps)?;
+        let head = Head::load(dev, w, c.vocab, c.d_model, c.tie_embeddings, dtype)?;
+        let mut layers = Vec::with_capacity(c.layers);
+        for i in 0..c.layers {
+            progress(i, c.layers);
+            let p = format!("backbone.layers.{i}");
+            layers.push(Mamba2Block::load(
+                dev,
+                w,
+                &format!("{p}.norm.weight"),
+                &format!("{p}.mixer"),
+                &c,
+                dtype,
+            )?);
+        }
+        progress(c.layers, c.layers);
+        Ok(Self { cfg: c, head, layers, dtype })
+    }
+
+    /// Per layer: the conv window over xBC `[S, conv_dim, W − 1]` and the SSD state
+    /// `[S, H, P, N]`.
+    pub fn state_slots(&self, sequences: usize) -> Vec<SlotSpec> {
+        let c = &self.cfg;
+        let s = sequences;
+        (0..c.layers)
+            .flat_map(|i| {
+                [
+                    SlotSpec::new(i, "conv", SlotKind::ConvWindow, &[s, c.conv_dim(), c.conv_kernel - 1]),
+                    SlotSpec::new(i, "ssm", SlotKind::DiagonalSsm, &[s, c.heads, c.head_dim, c.d_state]),
+                ]
+            })
+            .collect()
+    }
+
+    /// Builds the forward pass of `batch` as a graph (bound to this model's weights and the
+    /// state) and returns the logits tensor `[T, vocab]` (or `[rows, vocab]`).
+    pub(crate) fn build(
+        &self,
+        dev: &Device,
+        b: &mut Builder,
+        batch: &Batch,
+        state: &State,
+    ) -> Result<TensorId> {
+        let c = &self.cfg;
+        let mut h = self.head.embed(b, batch.ids)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            h = l.build(dev, b, batch, state, c, i, h)?;
+        }
+        self.head.build(b, h, batch.rows, c.eps)
     }
 
     pub fn parameters(&self) -> usize {
@@ -322,5 +404,48 @@ impl Mamba2 {
             + c.d_inner
             + c.d_model * c.d_inner;
         c.vocab * c.d_model * if c.tie_embeddings { 1 } else { 2 } + c.layers * per_layer + c.d_model
+    }
+}
+
+/// The `mamba2` architecture (transformers' `Mamba2ForCausalLM`).
+pub struct Mamba2Architecture;
+
+impl super::arch::Architecture for Mamba2Architecture {
+    fn model_types(&self) -> &'static [&'static str] {
+        &["mamba2"]
+    }
+    fn check_config(&self, cfg: &Config) -> Result<()> {
+        Mamba2Config::from_config(cfg).map(|_| ())
+    }
+    fn load(
+        &self,
+        dev: &Device,
+        cfg: &Config,
+        w: &Weights,
+        dtype: DType,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Box<dyn super::arch::Runtime>> {
+        Ok(Box::new(Mamba2::load(dev, cfg, w, dtype, progress)?))
+    }
+}
+
+impl super::arch::Runtime for Mamba2 {
+    fn model_type(&self) -> &'static str {
+        "mamba2"
+    }
+    fn vocab(&self) -> usize {
+        self.cfg.vocab
+    }
+    fn parameters(&self) -> usize {
+        Mamba2::parameters(self)
+    }
+    fn config_text(&self) -> String {
+        format!("{:?}", self.cfg)
+    }
+    fn state_slots(&self, sequences: usize) -> Vec<SlotSpec> {
+        Mamba2::state_slots(self, sequences)
+    }
+    fn build(&self, dev: &Device, b: &mut Builder, batch: &Batch, state: &State) -> Result<TensorId> {
+        Mamba2::build(self, dev, b, batch, state)
     }
 }

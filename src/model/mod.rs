@@ -15,6 +15,7 @@
 //! # Ok::<(), linseq::Error>(())
 //! ```
 
+pub mod arch;
 pub mod common;
 pub mod config;
 pub mod conformance;
@@ -22,6 +23,7 @@ pub mod generation;
 pub mod mamba;
 pub mod mamba2;
 pub mod random;
+pub mod state;
 pub mod tokenizer;
 pub mod weights;
 
@@ -30,8 +32,9 @@ use crate::error::{Error, Result};
 use crate::tensor::DType;
 use std::path::Path;
 
-pub use common::RecurrentState;
+pub use arch::{Architecture, Runtime};
 pub use config::Config;
+pub use state::{Slot, SlotKind, SlotSpec, Snapshot, State};
 pub use weights::Weights;
 
 pub use crate::ops::sampling::SamplingParams;
@@ -63,19 +66,9 @@ pub fn cross_entropy(logits: &[f32], target: u32) -> f64 {
     lse - logits[target as usize] as f64
 }
 
-/// Architectures this build runs (`model_type` in config.json).
-pub const SUPPORTED: &[&str] = &["mamba", "mamba2"];
-
-/// A loaded model.
-pub enum Model {
-    Mamba(mamba::Mamba),
-    Mamba2(mamba2::Mamba2),
-}
-
-/// Recurrent state of a batch of sequences.
-pub enum State {
-    Mamba(mamba::MambaState),
-    Mamba2(mamba2::Mamba2State),
+/// A loaded model: the runtime its architecture built from the checkpoint.
+pub struct Model {
+    runtime: Box<dyn Runtime>,
 }
 
 /// Loads the checkpoint in `dir`, holding matmul weights as `dtype` (f32 or f16).
@@ -83,7 +76,9 @@ pub fn load(dev: &Device, dir: &Path, dtype: DType) -> Result<Model> {
     load_with_progress(dev, dir, dtype, &|_, _| {})
 }
 
-/// [`load`], calling `progress(layers done, layers)` while uploading.
+/// [`load`], calling `progress(layers done, layers)` while uploading. The architecture is
+/// found by `model_type` in the registry ([`arch::find`]); its config is checked before any
+/// weight is read.
 pub fn load_with_progress(
     dev: &Device,
     dir: &Path,
@@ -95,61 +90,55 @@ pub fn load_with_progress(
     }
     let cfg = Config::load(dir)?;
     let kind = cfg.model_type()?;
-    match kind.as_str() {
-        "mamba" => {
-            mamba::MambaConfig::from_config(&cfg)?; // config errors first, before the weights
-            let w = Weights::open(dir)?;
-            Ok(Model::Mamba(mamba::Mamba::load(dev, &cfg, &w, dtype, progress)?))
-        }
-        "mamba2" => {
-            mamba2::Mamba2Config::from_config(&cfg)?;
-            let w = Weights::open(dir)?;
-            Ok(Model::Mamba2(mamba2::Mamba2::load(dev, &cfg, &w, dtype, progress)?))
-        }
-        other => Err(Error::Model(format!(
-            "{}: model_type `{other}` is not supported (supported: {})",
+    let arch = arch::find(&kind).ok_or_else(|| {
+        Error::Model(format!(
+            "{}: model_type `{kind}` is not supported (supported: {})",
             dir.display(),
-            SUPPORTED.join(", ")
-        ))),
-    }
+            arch::supported().join(", ")
+        ))
+    })?;
+    arch.check_config(&cfg)?; // config errors first, before the weights
+    let w = Weights::open(dir)?;
+    Ok(Model { runtime: arch.load(dev, &cfg, &w, dtype, progress)? })
 }
 
 impl Model {
+    /// A model of a runtime built elsewhere (an architecture registered by an application).
+    pub fn from_runtime(runtime: Box<dyn Runtime>) -> Self {
+        Self { runtime }
+    }
+
     pub fn vocab(&self) -> usize {
-        match self {
-            Model::Mamba(m) => m.cfg.vocab,
-            Model::Mamba2(m) => m.cfg.vocab,
-        }
+        self.runtime.vocab()
     }
 
     pub fn parameters(&self) -> usize {
-        match self {
-            Model::Mamba(m) => m.parameters(),
-            Model::Mamba2(m) => m.parameters(),
-        }
+        self.runtime.parameters()
     }
 
-    /// A zero state for `sequences` sequences.
+    /// The architecture's `model_type`.
+    pub fn model_type(&self) -> &'static str {
+        self.runtime.model_type()
+    }
+
+    /// A zero state for `sequences` sequences: the runtime's slots.
     pub fn new_state(&self, dev: &Device, sequences: usize) -> Result<State> {
-        let mut state = match self {
-            Model::Mamba(m) => State::Mamba(m.new_state(dev, sequences)?),
-            Model::Mamba2(m) => State::Mamba2(m.new_state(dev, sequences)?),
-        };
-        state.inner_mut().owner = self.identity();
-        Ok(state)
+        if sequences == 0 {
+            return Err(Error::Invalid("a state needs at least one sequence".into()));
+        }
+        State::zeros(dev, sequences, self.runtime.state_slots(sequences), self.identity())
     }
 
     /// The architecture and a fingerprint of its configuration (`mamba2/9c0e…`): what a state
     /// snapshot records, so that it is only restored into a state of the same model.
     pub fn identity(&self) -> String {
-        let (kind, cfg) = match self {
-            Model::Mamba(m) => ("mamba", format!("{:?}", m.cfg)),
-            Model::Mamba2(m) => ("mamba2", format!("{:?}", m.cfg)),
-        };
         // FNV-1a: stable across builds and platforms (std's hashers are not).
-        let hash =
-            cfg.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        format!("{kind}/{hash:016x}")
+        let hash = self
+            .runtime
+            .config_text()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        format!("{}/{hash:016x}", self.runtime.model_type())
     }
 
     /// Feeds packed tokens like [`Model::forward`] but computes the logits of each sequence's
@@ -180,7 +169,7 @@ impl Model {
         state: &mut State,
         last_only: bool,
     ) -> Result<Vec<f32>> {
-        let (t, step) = state.inner().check_batch(ids, lens, self.vocab())?;
+        let (t, step) = state.check_batch(ids, lens, self.vocab())?;
         let ids_t = crate::tensor::Tensor::from_slice(dev, &[t], ids)?;
         let rows = if last_only {
             let ends: Vec<u32> = lens
@@ -199,7 +188,7 @@ impl Model {
         let logits = self.build(dev, &mut b, &batch, state)?;
         let exe = b.finish(dev, &[logits])?;
         exe.run()?;
-        state.inner_mut().started = true;
+        state.started = true;
         exe.read_output::<f32>(logits)
     }
 
@@ -236,154 +225,23 @@ impl Model {
         batch: &common::Batch,
         state: &State,
     ) -> Result<crate::graph::TensorId> {
-        match (self, state) {
-            (Model::Mamba(m), State::Mamba(s)) => m.build(dev, b, batch, s),
-            (Model::Mamba2(m), State::Mamba2(s)) => m.build(dev, b, batch, s),
-            _ => Err(Error::Invalid("this state belongs to a model of another architecture".into())),
+        if state.owner() != self.identity() {
+            return Err(Error::Invalid(format!(
+                "this state belongs to model {}, not {}",
+                state.owner(),
+                self.identity()
+            )));
         }
+        self.runtime.build(dev, b, batch, state)
     }
-}
-
-/// A host copy of a [`State`]: fixed size whatever the sequence length, so saving, restoring
-/// and forking a conversation is cheap (attention models would have to copy a growing KV
-/// cache).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    /// (name, shape, values) of every state tensor.
-    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
-    pub sequences: usize,
-    pub started: bool,
-    /// The model it was taken from ([`Model::identity`]).
-    pub model: String,
 }
 
 impl State {
-    fn inner(&self) -> &common::RecurrentState {
-        match self {
-            State::Mamba(s) | State::Mamba2(s) => s,
-        }
-    }
-
-    fn inner_mut(&mut self) -> &mut common::RecurrentState {
-        match self {
-            State::Mamba(s) | State::Mamba2(s) => s,
-        }
-    }
-
-    /// Number of sequences this state holds.
-    pub fn sequences(&self) -> usize {
-        self.inner().sequences
-    }
-
-    /// Copies the state to the host.
-    pub fn snapshot(&self, dev: &Device) -> Result<Snapshot> {
-        let RecurrentState { conv, ssm, sequences, started, owner } = self.inner();
-        let (sequences, started) = (*sequences, *started);
-        let mut tensors = Vec::new();
-        for (kind, list) in [("conv", conv), ("ssm", ssm)] {
-            for (i, t) in list.iter().enumerate() {
-                tensors.push((format!("{kind}.{i}"), t.shape().to_vec(), t.read::<f32>(dev)?));
-            }
-        }
-        Ok(Snapshot { tensors, sequences, started, model: owner.clone() })
-    }
-
-    /// Bytes the state holds on the device.
-    pub fn bytes(&self) -> u64 {
-        self.inner().bytes()
-    }
-
-    /// Overwrites this state with a snapshot taken from a state of the same model and size.
-    /// Everything is checked before anything is written: a refused snapshot leaves the state
-    /// as it was.
-    pub fn restore(&mut self, dev: &Device, snap: &Snapshot) -> Result<()> {
-        let inner = self.inner_mut();
-        if snap.model != inner.owner {
-            return Err(Error::Invalid(format!(
-                "the snapshot belongs to model {}, this state to {}",
-                if snap.model.is_empty() { "(unrecorded)" } else { &snap.model },
-                inner.owner
-            )));
-        }
-        let sequences = inner.sequences;
-        let targets: Vec<&crate::tensor::Tensor> = inner.conv.iter().chain(&inner.ssm).collect();
-        if sequences != snap.sequences || targets.len() != snap.tensors.len() {
-            return Err(Error::Invalid(format!(
-                "snapshot of {} sequences / {} tensors does not fit a state of {sequences} / {}",
-                snap.sequences,
-                snap.tensors.len(),
-                targets.len()
-            )));
-        }
-        for (t, (name, shape, data)) in targets.iter().zip(&snap.tensors) {
-            if t.shape() != shape.as_slice() || data.len() != t.numel() {
-                return Err(Error::Invalid(format!(
-                    "snapshot tensor {name} is {shape:?} with {} values, the state's is {:?}",
-                    data.len(),
-                    t.shape()
-                )));
-            }
-        }
-        for (t, (_, _, data)) in targets.iter().zip(&snap.tensors) {
-            t.write(dev, data)?;
-        }
-        inner.started = snap.started;
-        Ok(())
-    }
-
     /// An independent copy on the device (to fork a conversation).
     pub fn try_clone(&self, model: &Model, dev: &Device) -> Result<State> {
         let mut out = model.new_state(dev, self.sequences())?;
         out.restore(dev, &self.snapshot(dev)?)?;
         Ok(out)
-    }
-}
-
-impl Snapshot {
-    /// Writes the snapshot as a safetensors file (tensors `conv.i`, `ssm.i`; metadata
-    /// `sequences`, `started`).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes: Vec<Vec<u8>> =
-            self.tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
-        let mut views = Vec::new();
-        for ((name, shape, _), b) in self.tensors.iter().zip(&bytes) {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
-                .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
-            views.push((name.clone(), view));
-        }
-        let meta = std::collections::HashMap::from([
-            ("sequences".to_string(), self.sequences.to_string()),
-            ("started".to_string(), self.started.to_string()),
-            ("model".to_string(), self.model.clone()),
-        ]);
-        safetensors::serialize_to_file(views, Some(meta), path)
-            .map_err(|e| Error::Model(format!("{}: {e}", path.display())))
-    }
-
-    /// Reads a snapshot written by [`Snapshot::save`].
-    pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
-        let info = meta.metadata().clone().unwrap_or_default();
-        let sequences = info.get("sequences").and_then(|s| s.parse().ok()).ok_or_else(|| {
-            Error::Model(format!("{}: not a linseq state snapshot (no `sequences`)", path.display()))
-        })?;
-        let started = info.get("started").is_some_and(|s| s == "true");
-        let model = info.get("model").cloned().unwrap_or_default();
-        let mut tensors = Vec::new();
-        for kind in ["conv", "ssm"] {
-            for i in 0.. {
-                let name = format!("{kind}.{i}");
-                let Ok(t) = st.tensor(&name) else { break };
-                let v =
-                    t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-                tensors.push((name, t.shape().to_vec(), v));
-            }
-        }
-        Ok(Self { tensors, sequences, started, model })
     }
 }
 
@@ -607,7 +465,7 @@ impl Model {
         dev: &Device,
         state: &State,
     ) -> Result<(common::Builder, crate::tensor::Tensor, crate::graph::TensorId)> {
-        let RecurrentState { sequences, started, .. } = *state.inner();
+        let (sequences, started) = (state.sequences(), state.started());
         if !started {
             return Err(Error::Invalid(
                 "decoding continues a prefill: run Model::forward on the prompt first".into(),

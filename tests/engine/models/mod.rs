@@ -81,6 +81,7 @@ pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+mod hybrid;
 mod loader;
 mod mamba;
 mod mamba2;

@@ -1,0 +1,77 @@
+//! Architectures as a registry. An architecture is found by its `model_type` (or an alias),
+//! checks its config before any weight is read, and loads a [`Runtime`]: the object that says
+//! which state slots a batch needs and builds the forward pass as a graph. Hybrids are lists of
+//! blocks inside their runtime, not new enum variants; an application (or a test) can
+//! [`register`] an architecture of its own.
+
+use super::common::{Batch, Builder};
+use super::config::Config;
+use super::state::{SlotSpec, State};
+use super::weights::Weights;
+use crate::device::Device;
+use crate::error::Result;
+use crate::graph::TensorId;
+use crate::tensor::DType;
+use std::sync::RwLock;
+
+/// A loaded model of one architecture.
+pub trait Runtime: Send + Sync {
+    /// The architecture's `model_type`.
+    fn model_type(&self) -> &'static str;
+    fn vocab(&self) -> usize;
+    fn parameters(&self) -> usize;
+    /// A stable description of the configuration (a state records its fingerprint).
+    fn config_text(&self) -> String;
+    /// The state slots of `sequences` sequences.
+    fn state_slots(&self, sequences: usize) -> Vec<SlotSpec>;
+    /// Adds the forward pass of `batch` to `b` (bound to the weights and `state`'s slots) and
+    /// returns the logits `[T, vocab]` (or `[rows, vocab]`).
+    fn build(&self, dev: &Device, b: &mut Builder, batch: &Batch, state: &State) -> Result<TensorId>;
+}
+
+/// An architecture: how a checkpoint of its `model_type` becomes a [`Runtime`].
+pub trait Architecture: Sync {
+    /// `model_type` values it loads (the first is its name).
+    fn model_types(&self) -> &'static [&'static str];
+    /// Checks config.json before any weight is read.
+    fn check_config(&self, cfg: &Config) -> Result<()>;
+    /// Loads the checkpoint, checking every tensor's name and shape; matmul weights as `dtype`.
+    fn load(
+        &self,
+        dev: &Device,
+        cfg: &Config,
+        w: &Weights,
+        dtype: DType,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Box<dyn Runtime>>;
+}
+
+/// The architectures of this build: one line each.
+static BUILT_IN: &[&dyn Architecture] =
+    &[&super::mamba::MambaArchitecture, &super::mamba2::Mamba2Architecture];
+
+/// Architectures registered at run time.
+static REGISTERED: RwLock<Vec<&'static dyn Architecture>> = RwLock::new(Vec::new());
+
+/// Adds an architecture (found by its `model_type`s after the built-in ones).
+pub fn register(arch: &'static dyn Architecture) {
+    let mut r = REGISTERED.write().unwrap_or_else(|p| p.into_inner());
+    if !r.iter().any(|a| std::ptr::addr_eq(*a, arch)) {
+        r.push(arch);
+    }
+}
+
+fn all() -> Vec<&'static dyn Architecture> {
+    let r = REGISTERED.read().unwrap_or_else(|p| p.into_inner());
+    BUILT_IN.iter().copied().chain(r.iter().copied()).collect()
+}
+
+/// The architecture that loads `model_type`.
+pub fn find(model_type: &str) -> Option<&'static dyn Architecture> {
+    all().into_iter().find(|a| a.model_types().contains(&model_type))
+}
+
+/// Every `model_type` this process loads.
+pub fn supported() -> Vec<&'static str> {
+    all().iter().flat_map(|a| a.model_types().iter().copied()).collect()
+}
