@@ -42,8 +42,8 @@ fn ssd_cumsum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 // S_c[i, n] = Σ_t exp(cs_last − cs_t)·dt_t·x_t[i]·B_t[n], as a 64 × 64 output tile per
 // workgroup (16 × 16 invocations, 4 × 4 each) with tokens staged 16 at a time.
 @group(0) @binding(1) var<storage, {{ACT}}> xbc: array<{{IN}}>;
-@group(0) @binding(2) var<storage, read> dts: array<f32>;
-@group(0) @binding(3) var<storage, read> cs: array<f32>;
+@group(0) @binding(2) var<storage, {{ACT}}> dts: array<f32>;
+@group(0) @binding(3) var<storage, {{ACT}}> cs: array<f32>;
 @group(0) @binding(4) var<storage, read> chunks: array<u32>;
 @group(0) @binding(5) var<storage, read_write> cstates: array<f32>;
 
@@ -130,7 +130,7 @@ fn store_row(out: u32, i: u32, n: u32, v: vec4<f32>) {
 // chunk's own state with the state entering it, and carry exp(cs_last)·carry + S_c on.
 // Chunks go four at a time with their loads issued before any store (the loads do not depend
 // on the carry): one chunk at a time, each iteration waited a full memory latency.
-@group(0) @binding(1) var<storage, read> cs: array<f32>;
+@group(0) @binding(1) var<storage, {{ACT}}> cs: array<f32>;
 @group(0) @binding(2) var<storage, read> chunks: array<u32>;
 @group(0) @binding(3) var<storage, read_write> cstates: array<f32>;
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
@@ -183,10 +183,10 @@ fn chunk_decay(c: u32, h: u32) -> f32 {
 // vec4. The state size goes 16 at a time; C·h_in rides along the first column block's C·Bᵀ
 // (same staged C); M·X goes 32 column tokens at a time (28 KB of workgroup memory in all).
 @group(0) @binding(1) var<storage, {{ACT}}> xbc: array<{{IN}}>;
-@group(0) @binding(2) var<storage, read> dts: array<f32>;
-@group(0) @binding(3) var<storage, read> cs: array<f32>;
+@group(0) @binding(2) var<storage, {{ACT}}> dts: array<f32>;
+@group(0) @binding(3) var<storage, {{ACT}}> cs: array<f32>;
 @group(0) @binding(4) var<storage, read> chunks: array<u32>;
-@group(0) @binding(5) var<storage, read> cstates: array<f32>;
+@group(0) @binding(5) var<storage, {{ACT}}> cstates: array<f32>;
 @group(0) @binding(6) var<storage, read> heads: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 

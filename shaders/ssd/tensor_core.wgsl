@@ -8,8 +8,8 @@
 // rows of 64 the eight rows one fragment load touches share banks, and on the H200 loads were
 // 5× slower (the `matmul.coop_probe.wg` vs `.wg.pad` probes).
 @group(0) @binding(1) var<storage, {{ACT}}> xbc: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> dts: array<f32>;
-@group(0) @binding(3) var<storage, read> cs: array<f32>;
+@group(0) @binding(2) var<storage, {{ACT}}> dts: array<f32>;
+@group(0) @binding(3) var<storage, {{ACT}}> cs: array<f32>;
 @group(0) @binding(4) var<storage, read> chunks: array<u32>;
 
 const HS: u32 = 72u; // f16 row stride in workgroup memory
@@ -179,7 +179,7 @@ fn ssd_state_scan(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 //   (so M·X carries D·x), and y = M·X + (exp(cs) ⊙ C)·h_inᵀ, the entering state h_in from
 //   the state scan (f16). The state size goes 64 at a time. Rows and columns outside the
 //   chunk are staged as zeros, so other sequences' tokens never enter a product.
-@group(0) @binding(5) var<storage, read> hin16: array<vec4<u32>>; // 8 halves per element
+@group(0) @binding(5) var<storage, {{ACT}}> hin16: array<vec4<u32>>; // 8 halves per element
 @group(0) @binding(6) var<storage, read> heads: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<vec4<f32>>;
 

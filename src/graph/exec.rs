@@ -43,12 +43,6 @@ impl<'d> Executable<'d> {
         opts: &PlanOptions,
         bound: Vec<(TensorId, Tensor)>,
     ) -> Result<Self> {
-        if let Some(n) = graph.nodes.iter().find(|n| !n.op.executable()) {
-            return Err(Error::UnsupportedVariant(format!(
-                "{} is not wired into graphs yet (its kernel is in ops::; the Mamba runtime wires it in); the graph can be planned but not run",
-                n.op.name()
-            )));
-        }
         let plan = plan(&graph, opts)?;
         let arenas: Vec<Arc<wgpu::Buffer>> = plan
             .buffers
@@ -95,7 +89,8 @@ impl<'d> Executable<'d> {
         for node in &graph.nodes {
             let start = rec.len();
             let ins: Vec<&Tensor> = node.inputs.iter().map(|t| &tensors[t.0]).collect();
-            record_node(&mut rec, &node.op, &ins, &tensors[node.output.0]).map_err(|e| {
+            let scratch: Vec<&Tensor> = node.scratch.iter().map(|t| &tensors[t.0]).collect();
+            record_node(&mut rec, &node.op, &ins, &scratch, &tensors[node.output.0]).map_err(|e| {
                 Error::Invalid(format!("recording {}: {e}", graph.tensors[node.output.0].name))
             })?;
             node_dispatches.push(start..rec.len());
@@ -237,7 +232,13 @@ impl<'d> Executable<'d> {
     }
 }
 
-fn record_node(rec: &mut Recorder, op: &Op, ins: &[&Tensor], out: &Tensor) -> Result<()> {
+fn record_node(
+    rec: &mut Recorder,
+    op: &Op,
+    ins: &[&Tensor],
+    scratch: &[&Tensor],
+    out: &Tensor,
+) -> Result<()> {
     match op {
         Op::Linear => matmul::linear(rec, ins[0], ins[1], ins.get(2).copied(), out),
         Op::LinearAdd => {
@@ -256,9 +257,7 @@ fn record_node(rec: &mut Recorder, op: &Op, ins: &[&Tensor], out: &Tensor) -> Re
         Op::Softmax { scale } => softmax::softmax(rec, ins[0], *scale, out),
         Op::Argmax => softmax::argmax(rec, ins[0], out),
         Op::Sample { params } => sampling::sample(rec, ins[0], params, 0, out),
-        Op::CausalConv1d { .. } | Op::SelectiveScan { .. } => {
-            Err(Error::UnsupportedVariant(format!("{} is not wired into graphs yet", op.name())))
-        }
+        Op::Node(n) => n.0.record(rec, ins, scratch, out),
         Op::Custom(c) => (c.record)(rec, ins, out),
     }
 }

@@ -21,6 +21,7 @@
 //! ```
 
 mod exec;
+pub mod nodes;
 mod plan;
 pub mod reference;
 pub mod synthetic;
@@ -32,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::ops::elementwise::{Binary, Unary};
 use crate::ops::norm::NormKind;
 use crate::ops::sampling::SamplingParams;
-use crate::tensor::DType;
+use crate::tensor::{DType, Tensor};
 
 /// Index of a tensor in its graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,16 +131,11 @@ pub enum Op {
     Sample {
         params: SamplingParams,
     },
-    /// Depthwise causal conv over tokens with rolling state: shape-only until its
-    /// kernel is wired into graphs; the executor refuses it.
-    CausalConv1d {
-        width: usize,
-    },
-    /// Selective scan with state: shape-only in graphs for now; the executor refuses it.
-    SelectiveScan {
-        d_state: usize,
-    },
-    /// An extension op (see [`CustomOp`]).
+    /// An op declared through [`NodeOp`] (the sequence mixers: conv, scans): weights and state
+    /// are its inputs, its scratch is planned with everything else.
+    Node(NodeRef),
+    /// A recording closure (see [`CustomOp`]): for fused decode-step kernels that read the
+    /// rows of one another's outputs; prefer [`NodeOp`].
     Custom(CustomOp),
 }
 
@@ -156,8 +152,7 @@ impl Op {
             Op::Softmax { .. } => "softmax".into(),
             Op::Argmax => "argmax".into(),
             Op::Sample { .. } => "sample".into(),
-            Op::CausalConv1d { .. } => "causal_conv1d".into(),
-            Op::SelectiveScan { .. } => "selective_scan".into(),
+            Op::Node(n) => n.0.name().into(),
             Op::Custom(c) => c.name.clone(),
         }
     }
@@ -172,13 +167,51 @@ impl Op {
             // The matmul's store reads and writes each element of r in the same invocation.
             Op::LinearAdd => Some(2),
             Op::Custom(c) => c.inplace,
+            Op::Node(n) => n.0.inplace_input(),
             _ => None,
         }
     }
+}
 
-    /// Whether the executor has a kernel for this op yet.
-    pub fn executable(&self) -> bool {
-        !matches!(self, Op::CausalConv1d { .. } | Op::SelectiveScan { .. })
+/// A graph op declared as a type: its name, the output it makes of its inputs, its in-place
+/// contract, the scratch it needs (placed by the planner with every other activation, live
+/// during the node only), how it records, and optionally its f64 reference (so that
+/// [`reference::evaluate`] can run a whole model on the CPU). Weights and recurrent state are
+/// inputs with their roles, not captures; host-side choices (kernel, flags, the sequence
+/// table) are the op's fields.
+pub trait NodeOp: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &str;
+    /// The output's shape and dtype, checking the inputs' descriptions.
+    fn output(&self, inputs: &[&TensorDesc]) -> Result<(Vec<usize>, DType)>;
+    /// The input whose storage the output may take (see [`Op::inplace_input`]).
+    fn inplace_input(&self) -> Option<usize> {
+        None
+    }
+    /// Scratch tensors (shape, dtype) the node needs while it runs.
+    fn scratch(&self, _inputs: &[&TensorDesc]) -> Vec<(Vec<usize>, DType)> {
+        Vec::new()
+    }
+    /// Records the node's dispatches.
+    fn record(
+        &self,
+        rec: &mut crate::ops::Recorder,
+        inputs: &[&Tensor],
+        scratch: &[&Tensor],
+        out: &Tensor,
+    ) -> Result<()>;
+    /// The f64 reference of the output from the inputs' values (`None`: the op has none).
+    fn reference(&self, _inputs: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        None
+    }
+}
+
+/// A shared [`NodeOp`] in a graph (compared by identity).
+#[derive(Debug, Clone)]
+pub struct NodeRef(pub std::sync::Arc<dyn NodeOp>);
+
+impl PartialEq for NodeRef {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -188,6 +221,8 @@ pub struct Node {
     pub op: Op,
     pub inputs: Vec<TensorId>,
     pub output: TensorId,
+    /// Activations the op uses only while it runs ([`NodeOp::scratch`]).
+    pub scratch: Vec<TensorId>,
 }
 
 /// A graph under construction or ready for planning. Nodes run in insertion order, which is a
@@ -259,8 +294,26 @@ impl Graph {
     fn node(&mut self, op: Op, inputs: &[TensorId], shape: &[usize], dtype: DType) -> TensorId {
         let name = format!("{}#{}", op.name(), self.nodes.len());
         let output = self.add_tensor(name, shape, dtype, Role::Activation);
-        self.nodes.push(Node { op, inputs: inputs.to_vec(), output });
+        self.nodes.push(Node { op, inputs: inputs.to_vec(), output, scratch: Vec::new() });
         output
+    }
+
+    /// Adds a [`NodeOp`] node over `inputs`; its output and scratch tensors are activations.
+    pub fn op(&mut self, op: impl NodeOp + 'static, inputs: &[TensorId]) -> Result<TensorId> {
+        let descs: Vec<&TensorDesc> = inputs.iter().map(|&t| self.check(t)).collect::<Result<_>>()?;
+        let (shape, dtype) = op.output(&descs)?;
+        let scratch_shapes = op.scratch(&descs);
+        let name = op.name().to_string();
+        let scratch: Vec<TensorId> = scratch_shapes
+            .iter()
+            .enumerate()
+            .map(|(k, (sh, dt))| {
+                self.add_tensor(format!("{name}#{}.scratch{k}", self.nodes.len()), sh, *dt, Role::Activation)
+            })
+            .collect();
+        let output = self.node(Op::Node(NodeRef(std::sync::Arc::new(op))), inputs, &shape, dtype);
+        self.nodes.last_mut().expect("just added").scratch = scratch;
+        Ok(output)
     }
 
     fn check(&self, t: TensorId) -> Result<&TensorDesc> {
@@ -447,21 +500,6 @@ impl Graph {
         Ok(self.node(Op::Sample { params }, &[logits], &[rows], DType::U32))
     }
 
-    /// Depthwise causal conv1d of x [T, C] with weight [C, width] and state [B, C, width−1]
-    /// (shape-only in graphs for now).
-    pub fn causal_conv1d(&mut self, x: TensorId, w: TensorId, state: TensorId) -> Result<TensorId> {
-        let xd = self.expect_f32("causal_conv1d", x)?.clone();
-        let (wd, sd) = (self.check(w)?.clone(), self.check(state)?.clone());
-        let c = *xd.shape.last().unwrap_or(&0);
-        if wd.shape.len() != 2 || wd.shape[0] != c || sd.role != Role::State {
-            return Err(Error::Shape(format!(
-                "causal_conv1d: weight {:?} / state {} do not fit x {:?}",
-                wd.shape, sd.name, xd.shape
-            )));
-        }
-        Ok(self.node(Op::CausalConv1d { width: wd.shape[1] }, &[x, w, state], &xd.shape, DType::F32))
-    }
-
     /// An extension node: `record` runs with the node's input tensors and its output (of
     /// `shape` and `dtype`) when the graph is made executable.
     pub fn custom(
@@ -508,27 +546,5 @@ impl Graph {
             inplace: Some(1),
         });
         Ok(self.node(op, &[x, r], &rd.shape, DType::F32))
-    }
-
-    /// Selective scan of x [T, C] with projections `dbc` [T, R+2N], A [C, N] and state
-    /// [B, C, N] (shape-only in graphs for now).
-    pub fn selective_scan(
-        &mut self,
-        x: TensorId,
-        dbc: TensorId,
-        a: TensorId,
-        state: TensorId,
-    ) -> Result<TensorId> {
-        let xd = self.expect_f32("selective_scan", x)?.clone();
-        let (ad, sd) = (self.check(a)?.clone(), self.check(state)?.clone());
-        self.check(dbc)?;
-        let c = *xd.shape.last().unwrap_or(&0);
-        if ad.shape.len() != 2 || ad.shape[0] != c || sd.role != Role::State {
-            return Err(Error::Shape(format!(
-                "selective_scan: A {:?} / state {} do not fit x {:?}",
-                ad.shape, sd.name, xd.shape
-            )));
-        }
-        Ok(self.node(Op::SelectiveScan { d_state: ad.shape[1] }, &[x, dbc, a, state], &xd.shape, DType::F32))
     }
 }

@@ -108,7 +108,7 @@ pub fn plan(g: &Graph, opts: &PlanOptions) -> Result<Plan> {
     let n_nodes = g.nodes.len();
     let nt = g.tensors.len();
     for (i, node) in g.nodes.iter().enumerate() {
-        if node.inputs.iter().any(|t| t.0 >= nt) || node.output.0 >= nt {
+        if node.inputs.iter().chain(&node.scratch).any(|t| t.0 >= nt) || node.output.0 >= nt {
             return Err(Error::Invalid(format!("node {i} refers to a tensor outside the graph")));
         }
     }
@@ -116,6 +116,9 @@ pub fn plan(g: &Graph, opts: &PlanOptions) -> Result<Plan> {
     let mut life: Vec<Option<(usize, usize)>> = vec![None; nt];
     for (i, node) in g.nodes.iter().enumerate() {
         life[node.output.0] = Some((i, i));
+        for t in &node.scratch {
+            life[t.0] = Some((i, i)); // scratch lives while its node runs
+        }
         for t in &node.inputs {
             if let Some((s, e)) = life[t.0] {
                 life[t.0] = Some((s, e.max(i)));
@@ -133,6 +136,10 @@ pub fn plan(g: &Graph, opts: &PlanOptions) -> Result<Plan> {
     let mut groups: Vec<Group> = Vec::new();
     let mut inplace = vec![false; n_nodes];
     for (i, node) in g.nodes.iter().enumerate() {
+        for t in &node.scratch {
+            groups.push(Group { members: vec![t.0], size: size(t.0), start: i, end: i });
+            group_of[t.0] = Some(groups.len() - 1);
+        }
         let out = node.output.0;
         let (s, e) = life[out].expect("outputs have lifetimes");
         let src = node.op.inplace_input().map(|k| node.inputs[k].0);

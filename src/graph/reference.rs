@@ -71,8 +71,22 @@ pub fn evaluate(g: &Graph, host: &HashMap<String, Vec<f32>>) -> Result<Vec<Vec<f
                     .map(|(r, row)| sampling::sample_ref(row, params, 0, r as u32) as f64)
                     .collect()
             }
-            Op::CausalConv1d { .. } | Op::SelectiveScan { .. } | Op::Custom(_) => {
-                return Err(Error::UnsupportedVariant(format!("{} has no reference yet", node.op.name())))
+            Op::Node(n) => {
+                let shapes: Vec<&[usize]> =
+                    node.inputs.iter().map(|t| g.tensors[t.0].shape.as_slice()).collect();
+                let ins: Vec<&[f64]> = ins.iter().map(|v| v.as_slice()).collect();
+                match n.0.reference(&ins, &shapes) {
+                    Some(r) => r?,
+                    None => {
+                        return Err(Error::UnsupportedVariant(format!("{} has no reference", n.0.name())))
+                    }
+                }
+            }
+            Op::Custom(_) => {
+                return Err(Error::UnsupportedVariant(format!(
+                    "{} (a recording closure) has no reference",
+                    node.op.name()
+                )))
             }
         };
         vals[node.output.0] = out;

@@ -1,21 +1,24 @@
 //! Synthetic Mamba-style stacks for planning reports, executor tests and benchmarks.
 //!
 //! Each block is pre-norm residual: RMSNorm → in-projection (x and z halves, d_inner = 2·d)
-//! → causal conv1d (width 4, with state) → x-projection (dt rank + 2·N) → selective scan
-//! (N = 16, with state) → gate y·silu(z) → out-projection → residual add. The conv and scan
-//! nodes are shape-only in graphs for now, so [`MixerKind::GateOnly`] builds an
-//! executable block without them (norm → in-proj → gate → out-proj → residual).
+//! → causal conv1d + silu (width 4, with state) → x-projection (dt rank, then B and C) →
+//! dt projection → selective scan (N = 16, with state, gated by silu(z)) → out-projection →
+//! residual add: the real conv and scan nodes ([`super::nodes`]), so the stack executes.
+//! [`MixerKind::GateOnly`] leaves the sequence mixer out (norm → in-proj → gate → out-proj →
+//! residual).
 
+use super::nodes::{ConvNode, ScanNode, SeqSpec};
 use super::{Graph, TensorId};
 use crate::error::Result;
+use crate::ops::selective_scan::{ScanFlags, ScanKernel};
 use crate::tensor::DType;
 
 /// Which token mixer the synthetic block has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MixerKind {
-    /// Conv1d + selective scan (plannable, not yet executable).
+    /// Conv1d + selective scan.
     ConvScan,
-    /// No sequence mixer: the gated projection only (executable today).
+    /// No sequence mixer: the gated projection only.
     GateOnly,
 }
 
@@ -54,6 +57,8 @@ pub fn mamba_stack(cfg: &SyntheticConfig) -> Result<(Graph, TensorId)> {
     let wdt = cfg.weight_dtype;
     let mut g = Graph::new();
     let mut r = g.input("x", &[tokens, d], DType::F32);
+    let seqs_spec = SeqSpec::uniform(cfg.batch, cfg.seq_len);
+    let seqs = g.input("seqs", &[cfg.batch + 1], DType::U32);
     for l in 0..cfg.layers {
         let p = |s: &str| format!("layers.{l}.{s}");
         let w_norm = g.weight(&p("norm.weight"), &[d], DType::F32);
@@ -63,20 +68,37 @@ pub fn mamba_stack(cfg: &SyntheticConfig) -> Result<(Graph, TensorId)> {
         let h = g.rms_norm(r, w_norm, 1e-5)?;
         let x = g.linear(h, w_x, None)?;
         let z = g.linear(h, w_z, None)?;
-        let y = match cfg.mixer {
+        let gated = match cfg.mixer {
             MixerKind::ConvScan => {
                 let w_conv = g.weight(&p("conv1d.weight"), &[di, 4], DType::F32);
                 let conv_state = g.state(&p("conv_state"), &[cfg.batch, di, 3]);
-                let w_xproj = g.weight(&p("x_proj.weight"), &[rank + 2 * n, di], wdt);
-                let a = g.weight(&p("A"), &[di, n], DType::F32);
+                let w_dt_in = g.weight(&p("x_proj.dt.weight"), &[rank, di], wdt);
+                let w_bc = g.weight(&p("x_proj.bc.weight"), &[2 * n, di], wdt);
+                let w_dt = g.weight(&p("dt_proj.weight"), &[di, rank], wdt);
+                let chan = g.weight(&p("chan"), &[di, n + 2], DType::F32);
                 let ssm_state = g.state(&p("ssm_state"), &[cfg.batch, di, n]);
-                let xc = g.causal_conv1d(x, w_conv, conv_state)?;
-                let dbc = g.linear(xc, w_xproj, None)?;
-                g.selective_scan(xc, dbc, a, ssm_state)?
+                let conv = ConvNode { seqs: seqs_spec.clone(), step: false, silu: true, init: false };
+                let xc = g.op(conv, &[x, w_conv, conv_state, seqs])?;
+                let dt_in = g.linear(xc, w_dt_in, None)?;
+                let bc = g.linear(xc, w_bc, None)?;
+                let dt = g.linear(dt_in, w_dt, None)?;
+                let flags = ScanFlags {
+                    delta_softplus: true,
+                    delta_bias: true,
+                    d_skip: true,
+                    ..ScanFlags::default()
+                };
+                let scan = ScanNode {
+                    seqs: seqs_spec.clone(),
+                    kernel: ScanKernel::Chunked,
+                    flags,
+                    groups: 1,
+                    step: false,
+                };
+                g.op(scan, &[xc, dt, bc, chan, ssm_state, seqs, z])?
             }
-            MixerKind::GateOnly => x,
+            MixerKind::GateOnly => g.gate(x, z)?,
         };
-        let gated = g.gate(y, z)?;
         let o = g.linear(gated, w_out, None)?;
         r = g.add(r, o)?;
     }

@@ -5,8 +5,8 @@
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::graph::nodes::{ConvNode, SeqSpec};
 use crate::graph::{Executable, Graph, PlanOptions, TensorId};
-use crate::ops::conv1d::{self, ConvArgs, ConvFlags};
 use crate::ops::selective_scan::Sequences;
 use crate::tensor::{DType, Tensor};
 
@@ -152,20 +152,15 @@ impl<'a> Batch<'a> {
         state: &Tensor,
         started: bool,
     ) -> Result<TensorId> {
-        let (weight, bias) = (weight.clone(), bias.cloned());
-        let seqs = self.seqs.clone();
-        let state = state.clone();
-        let step = self.step;
-        let shape = b.g.tensors()[x.0].shape.clone();
-        b.g.custom("causal_conv1d", &[x], &shape, DType::F32, move |rec, ins, out| {
-            let args =
-                ConvArgs { x: ins[0], weight: &weight, bias: bias.as_ref(), seqs: &seqs, state: &state };
-            if step {
-                conv1d::causal_conv1d_step(rec, &args, true, out)
-            } else {
-                conv1d::causal_conv1d(rec, &args, ConvFlags { silu: true, init_state: started }, out)
-            }
-        })
+        let k = b.g.nodes().len();
+        let mut ins =
+            vec![x, b.weight(&format!("conv{k}.weight"), weight), b.state(&format!("conv{k}.state"), state)];
+        ins.push(b.seqs(&self.seqs));
+        if let Some(bias) = bias {
+            ins.push(b.weight(&format!("conv{k}.bias"), bias));
+        }
+        let node = ConvNode { seqs: SeqSpec::of(&self.seqs), step: self.step, silu: true, init: started };
+        b.g.op(node, &ins)
     }
 }
 
@@ -192,6 +187,26 @@ impl Builder {
         let id = self.g.weight(name, t.shape(), t.dtype());
         self.bound.push((id, t.clone()));
         id
+    }
+
+    /// Recurrent state bound to `t` (f32; read and written in place by the nodes).
+    pub fn state(&mut self, name: &str, t: &Tensor) -> TensorId {
+        let id = self.g.state(name, t.shape());
+        self.bound.push((id, t.clone()));
+        id
+    }
+
+    /// The packed-sequence table of the batch, one graph input however many nodes read it.
+    pub fn seqs(&mut self, seqs: &Sequences) -> TensorId {
+        let table = seqs.table();
+        if let Some(&(id, _)) = self.bound.iter().find(|(id, t)| {
+            self.g.desc(*id).name == "seqs"
+                && std::ptr::eq(t.buffer(), table.buffer())
+                && t.offset() == table.offset()
+        }) {
+            return id;
+        }
+        self.input("seqs", table)
     }
 
     /// An input of the graph bound to `t` (written by the caller before each run).

@@ -19,10 +19,11 @@ use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::graph::nodes::{ScanNode, SeqSpec};
 use crate::graph::TensorId;
 use crate::ops::mamba_step::{self, MambaStepArgs};
 use crate::ops::matmul::{self, ConvBand, GEMV_MAX_M};
-use crate::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, ScanShape};
+use crate::ops::selective_scan::{self as ss, ScanFlags, ScanKernel, ScanShape};
 use crate::tensor::{DType, Tensor};
 
 /// Sizes from config.json.
@@ -203,7 +204,6 @@ impl Mamba {
         state: &State,
     ) -> Result<TensorId> {
         let c = &self.cfg;
-        let t = batch.ids.numel();
         let (di, n) = (c.d_inner, c.d_state);
         let kernel = ScanKernel::choose(dev, ScanShape::new(di, n, 1), batch.lens.len());
         let flags = ScanFlags {
@@ -230,33 +230,12 @@ impl Mamba {
             let dt_in = b.linear(&format!("{p}.x_proj.dt"), xc, &l.w_dt_in, None)?;
             let bc = b.linear(&format!("{p}.x_proj.bc"), xc, &l.w_bc, None)?;
             let dt = b.linear(&format!("{p}.dt_proj"), dt_in, &l.w_dt, None)?;
-            let (chan, seqs, ssm, step) =
-                (l.chan.clone(), batch.seqs.clone(), state.slot(i, "ssm")?.clone(), batch.step);
-            let y = b.g.custom(
-                "selective_scan",
-                &[xc, dt, bc, z],
-                &[t, di],
-                DType::F32,
-                move |rec, ins, out| {
-                    let bc4 = ins[2].reshape(&[t, 2, 1, n])?;
-                    let args = ScanArgs {
-                        u: ins[0],
-                        delta: ins[1],
-                        bc: &bc4,
-                        z: Some(ins[3]),
-                        chan: &chan,
-                        seqs: &seqs,
-                        state: &ssm,
-                        groups: 1,
-                        flags,
-                    };
-                    if step {
-                        ss::selective_scan_step(rec, &args, out)
-                    } else {
-                        ss::selective_scan(rec, kernel, &args, out)
-                    }
-                },
-            )?;
+            let chan = b.weight(&format!("{p}.chan"), &l.chan);
+            let ssm = b.state(&format!("{p}.ssm_state"), state.slot(i, "ssm")?);
+            let seqs = b.seqs(&batch.seqs);
+            let scan =
+                ScanNode { seqs: SeqSpec::of(&batch.seqs), kernel, flags, groups: 1, step: batch.step };
+            let y = b.g.op(scan, &[xc, dt, bc, chan, ssm, seqs, z])?;
             h = b.linear_add(&format!("{p}.out_proj"), y, &l.w_out, l.b_out.as_ref(), h)?;
         }
         self.head.build(b, h, batch.rows, c.eps)

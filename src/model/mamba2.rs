@@ -20,11 +20,12 @@ use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::graph::nodes::{SeqSpec, SsdNode};
 use crate::graph::TensorId;
 use crate::ops::elementwise::Binary;
 use crate::ops::matmul::{self, ConvBand, GEMV_MAX_M};
 use crate::ops::norm;
-use crate::ops::ssd::{self, SsdArgs, SsdDims, SsdFlags, SsdKernel};
+use crate::ops::ssd::{self, SsdDims, SsdFlags, SsdKernel};
 use crate::tensor::{DType, Tensor};
 
 /// Sizes from config.json.
@@ -203,8 +204,6 @@ impl Mamba2Block {
         i: usize,
         h: TensorId,
     ) -> Result<TensorId> {
-        let t = batch.ids.numel();
-        let di = c.d_inner;
         let flags = SsdFlags {
             dt_softplus: true,
             dt_bias: true,
@@ -231,17 +230,12 @@ impl Mamba2Block {
             state.slot(i, "conv")?,
             state.started(),
         )?;
-        let (heads, seqs, ssm, step, dims) =
-            (self.heads.clone(), batch.seqs.clone(), state.slot(i, "ssm")?.clone(), batch.step, c.dims());
-        let y = b.g.custom("ssd", &[xbc_c, dt], &[t, di], DType::F32, move |rec, ins, out| {
-            let args =
-                SsdArgs { xbc: ins[0], dt: ins[1], heads: &heads, seqs: &seqs, state: &ssm, dims, flags };
-            if step {
-                ssd::ssd_step(rec, &args, out)
-            } else {
-                ssd::ssd(rec, kernel, &args, out)
-            }
-        })?;
+        let heads = b.weight(&format!("{p}.heads"), &self.heads);
+        let ssm = b.state(&format!("{p}.ssm_state"), state.slot(i, "ssm")?);
+        let seqs = b.seqs(&batch.seqs);
+        let node =
+            SsdNode { seqs: SeqSpec::of(&batch.seqs), kernel, dims: c.dims(), flags, step: batch.step };
+        let y = b.g.op(node, &[xbc_c, dt, heads, ssm, seqs])?;
         let yg = b.g.binary(Binary::MulSilu, y, z)?;
         let gate_norm = b.weight(&format!("{p}.gate_norm"), &self.gate_norm);
         let yn = b.g.norm(norm::NormKind::Rms { groups: c.groups }, yg, gate_norm, None, c.eps as f32)?;

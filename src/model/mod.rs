@@ -159,6 +159,35 @@ impl Model {
         self.run(dev, ids, lens, state, false)
     }
 
+    /// The f64 reference of [`Model::forward`] (logits `[T, vocab]`): the same graph evaluated
+    /// on the CPU by [`crate::graph::reference`], every weight and state read back from the
+    /// device (f16 weights as their f16 values). The oracle of a whole model; prefill graphs
+    /// (decode steps of a few sequences use fused kernels without a reference). The state is
+    /// not changed.
+    pub fn forward_reference(
+        &self,
+        dev: &Device,
+        ids: &[u32],
+        lens: &[usize],
+        state: &State,
+    ) -> Result<Vec<f64>> {
+        let (t, step) = state.check_batch(ids, lens, self.vocab())?;
+        let ids_t = crate::tensor::Tensor::from_slice(dev, &[t], ids)?;
+        let batch = common::Batch::new(dev, &ids_t, lens, step, None)?;
+        let mut b = common::Builder::new();
+        let logits = self.build(dev, &mut b, &batch, state)?;
+        let mut host = std::collections::HashMap::new();
+        for (id, t) in &b.bound {
+            let v = match t.dtype() {
+                DType::U32 => t.read::<u32>(dev)?.into_iter().map(|x| x as f32).collect(),
+                _ => t.read_f32(dev)?,
+            };
+            host.insert(b.g.desc(*id).name.clone(), v);
+        }
+        let mut vals = crate::graph::reference::evaluate(&b.g, &host)?;
+        Ok(std::mem::take(&mut vals[logits.0]))
+    }
+
     /// One forward pass: checks the batch, records, submits, marks the state started and
     /// reads the logits (of every token, or of each sequence's last token).
     fn run(

@@ -44,9 +44,34 @@ impl Sequences {
         Ok(Self { table, cu, resets: resets.map(<[bool]>::to_vec) })
     }
 
+    /// Sequences whose table is already on the device (a graph input): `table` must hold
+    /// `cu` (cu_seqlens) and, with resets, one flag per token, as [`Sequences::new`] builds it.
+    pub fn from_parts(table: &Tensor, cu: &[usize], resets: Option<&[bool]>) -> Result<Self> {
+        let total = *cu.last().ok_or_else(|| Error::Invalid("cu_seqlens needs at least one entry".into()))?;
+        let want = cu.len() + resets.map_or(0, |r| r.len());
+        if cu.len() < 2 || table.numel() != want || table.dtype() != crate::tensor::DType::U32 {
+            return Err(Error::Shape(format!(
+                "sequence table {:?} {:?} does not hold cu_seqlens of {} sequences{}",
+                table.shape(),
+                table.dtype(),
+                cu.len().saturating_sub(1),
+                if resets.is_some() { " and their reset flags" } else { "" }
+            )));
+        }
+        if resets.is_some_and(|r| r.len() != total) {
+            return Err(Error::Shape(format!("reset flags for {total} tokens expected")));
+        }
+        Ok(Self { table: table.clone(), cu: cu.to_vec(), resets: resets.map(<[bool]>::to_vec) })
+    }
+
     /// `n` sequences of one token each: the decode step's layout.
     pub fn decode(dev: &Device, n: usize, resets: Option<&[bool]>) -> Result<Self> {
         Self::new(dev, &vec![1; n], resets)
+    }
+
+    /// The device table: cu_seqlens, then (with resets) one flag per token.
+    pub fn table(&self) -> &Tensor {
+        &self.table
     }
 
     pub fn count(&self) -> usize {

@@ -142,7 +142,12 @@ fn execute(
 ) -> Vec<Vec<f32>> {
     let exe = Executable::new(dev, g.clone(), opts).unwrap();
     for t in g.tensors().iter().filter(|t| t.role != Role::Activation) {
-        exe.write_f32(&t.name, &host[&t.name]).unwrap();
+        match t.dtype {
+            DType::U32 => {
+                exe.write(&t.name, &host[&t.name].iter().map(|&v| v as u32).collect::<Vec<_>>()).unwrap()
+            }
+            _ => exe.write_f32(&t.name, &host[&t.name]).unwrap(),
+        }
     }
     exe.run().unwrap();
     g.outputs().iter().map(|&o| exe.read_output::<f32>(o).unwrap()).collect()
@@ -210,14 +215,35 @@ fn synthetic_stack_meets_the_memory_targets() {
 }
 
 #[test]
-fn plan_only_ops_are_refused_by_the_executor() {
-    let dev = &devices()[0];
-    let (g, _) = mamba_stack(&SyntheticConfig::mamba(1, 32, 4, 1)).unwrap();
-    let e = Executable::new(dev, g, &PlanOptions::for_device(dev.caps())).err().expect("must refuse");
-    assert!(
-        matches!(e, Error::UnsupportedVariant(_)) && e.to_string().contains("not wired into graphs yet"),
-        "{e}"
-    );
+fn synthetic_stacks_with_conv_and_scan_nodes_run_and_match_the_reference() {
+    // The conv and selective-scan nodes (no longer shape-only) execute in graphs, and have
+    // f64 references, so the whole synthetic stack runs against graph::reference.
+    for dev in devices() {
+        let cfg = SyntheticConfig { weight_dtype: DType::F32, ..SyntheticConfig::mamba(2, 32, 37, 2) };
+        let (g, _) = mamba_stack(&cfg).unwrap();
+        let mut rng = Rng::new(34);
+        let mut host = HashMap::new();
+        for t in g.tensors().iter().filter(|t| t.role != Role::Activation) {
+            let n: usize = t.shape.iter().product();
+            let v = if t.name == "seqs" {
+                (0..=cfg.batch).map(|s| (s * cfg.seq_len) as f32).collect()
+            } else if t.name.ends_with("chan") {
+                // A in [−2, −0.5), then D and the dt bias per channel.
+                (0..n)
+                    .map(|k| if k % 18 < 16 { rng.uniform(-2.0, -0.5) } else { rng.uniform(-0.5, 0.5) })
+                    .collect()
+            } else if t.name.ends_with("norm.weight") || t.name.ends_with("norm_f.weight") {
+                rng.vec(n, 0.8, 1.2)
+            } else {
+                rng.vec(n, -0.3, 0.3)
+            };
+            host.insert(t.name.clone(), v);
+        }
+        let got = execute(dev, &g, &host, &PlanOptions::for_device(dev.caps()));
+        let want = reference::evaluate(&g, &host).unwrap();
+        let c = compare(&got[0], &want[g.outputs()[0].0]);
+        assert!(c.nmse < 1e-8 && c.nonfinite_mismatches == 0, "[{}] {c:?}", dev.caps().backend);
+    }
 }
 
 #[test]

@@ -178,11 +178,15 @@ pub fn variants() -> Vec<Variant> {
 /// The chunk table: per chunk (first token, length, sequence, flags), then per-sequence chunk
 /// offsets. Chunks split every sequence at its reset flags and every `chunk` tokens.
 pub fn chunk_table(seqs: &Sequences, chunk: usize) -> (Vec<u32>, usize) {
-    let cu = seqs.cu_seqlens();
-    let resets = seqs.resets();
+    chunk_table_of(seqs.cu_seqlens(), seqs.resets(), chunk)
+}
+
+/// [`chunk_table`] of host cu_seqlens and reset flags.
+pub fn chunk_table_of(cu: &[usize], resets: Option<&[bool]>, chunk: usize) -> (Vec<u32>, usize) {
+    let count = cu.len().saturating_sub(1);
     let mut entries = Vec::new();
     let mut offsets = vec![0u32];
-    for s in 0..seqs.count() {
+    for s in 0..count {
         let (start, end) = (cu[s], cu[s + 1]);
         let mut t = start;
         while t < end {
@@ -233,6 +237,60 @@ pub fn record_stages(
     kernel: SsdKernel,
     stages: &[Stage],
 ) -> Result<()> {
+    record_stages_in(rec, args, y, kernel, stages, None)
+}
+
+/// The chunked path's working buffers: dt after softplus and the chunk cumsum of dt·A (both
+/// `[T, H]` f32), and the per-chunk states (`[chunks, H, P, N]`: f32 for the SIMT kernels, the
+/// f16 entering states for `Coop64Fused`). A graph node declares them as scratch
+/// ([`scratch_shapes`]) so the planner places them; a direct call allocates its own.
+pub struct SsdScratch<'a> {
+    pub dts: &'a Tensor,
+    pub cs: &'a Tensor,
+    pub states: &'a Tensor,
+}
+
+/// The kernel that actually runs the chunked path for these dims (`Coop64Fused` falls back to
+/// chunk 64 for shapes it cannot take).
+fn effective(kernel: SsdKernel, d: SsdDims) -> SsdKernel {
+    if kernel == SsdKernel::Coop64Fused && !SsdKernel::fused_fits(d) {
+        SsdKernel::Chunked(64)
+    } else {
+        kernel
+    }
+}
+
+/// The scratch (shape, dtype) of the chunked path for this problem: [`SsdScratch`]'s three
+/// buffers, none for the sequential kernel.
+pub fn scratch_shapes(
+    kernel: SsdKernel,
+    d: SsdDims,
+    cu: &[usize],
+    resets: Option<&[bool]>,
+    _input: DType,
+) -> Vec<(Vec<usize>, DType)> {
+    let kernel = effective(kernel, d);
+    let Some(chunk) = kernel.chunk() else { return Vec::new() };
+    let (_, nchunks) = chunk_table_of(cu, resets, chunk);
+    let t = cu.last().copied().unwrap_or(0);
+    let states = if kernel == SsdKernel::Coop64Fused { DType::F16 } else { DType::F32 };
+    vec![
+        (vec![t, d.heads], DType::F32),
+        (vec![t, d.heads], DType::F32),
+        (vec![nchunks.max(1), d.heads, d.head_dim, d.n], states),
+    ]
+}
+
+/// [`record_stages`] with the working buffers given (or allocated when `None`, or when they do
+/// not fit what the kernel needs).
+pub fn record_stages_in(
+    rec: &mut Recorder,
+    args: &SsdArgs,
+    y: &Tensor,
+    kernel: SsdKernel,
+    stages: &[Stage],
+    scratch: Option<&SsdScratch>,
+) -> Result<()> {
     args.check(y)?;
     let dev = rec.device();
     let input = args.xbc.dtype();
@@ -247,12 +305,26 @@ pub fn record_stages(
     }
     let t = args.seqs.total();
     if kernel == SsdKernel::Coop64Fused && !SsdKernel::fused_fits(d) {
-        return record_stages(rec, args, y, SsdKernel::Chunked(64), stages);
+        return record_stages_in(rec, args, y, SsdKernel::Chunked(64), stages, scratch);
     }
     let (table_host, nchunks) = chunk_table(args.seqs, chunk);
     let table = Tensor::from_slice(dev, &[table_host.len()], &table_host)?;
-    let dts = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
-    let cs = Tensor::empty(dev, &[t, d.heads], DType::F32)?;
+    let states_dtype = if kernel == SsdKernel::Coop64Fused { DType::F16 } else { DType::F32 };
+    let states_shape = [nchunks.max(1), d.heads, d.head_dim, d.n];
+    let given = scratch.filter(|s| {
+        s.dts.shape() == [t, d.heads]
+            && s.cs.shape() == [t, d.heads]
+            && s.states.shape() == states_shape
+            && s.states.dtype() == states_dtype
+    });
+    let (dts, cs, states) = match given {
+        Some(s) => (s.dts.clone(), s.cs.clone(), s.states.clone()),
+        None => (
+            Tensor::empty(dev, &[t, d.heads], DType::F32)?,
+            Tensor::empty(dev, &[t, d.heads], DType::F32)?,
+            Tensor::empty(dev, &states_shape, states_dtype)?,
+        ),
+    };
     // The fused state scan loops as many steps as the longest sequence has chunks, a bound from
     // the uniform buffer: on the H200, cooperative-matrix results inside a loop bounded by a
     // value from storage (even one made uniform by workgroupUniformLoad) came out wrong.
@@ -277,10 +349,10 @@ pub fn record_stages(
         )?;
     }
     if kernel == SsdKernel::Coop64Fused {
-        return record_fused(rec, args, y, &params, (&table, nchunks), (&dts, &cs), stages);
+        return record_fused(rec, args, y, &params, (&table, nchunks), (&dts, &cs, &states), stages);
     }
     // Per-chunk states in f32 (the fused kernel has no such buffer).
-    let cstates = Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F32)?;
+    let cstates = states;
     let tiles = d.head_dim.div_ceil(64) * d.n.div_ceil(64);
     if on(Stage::ChunkState) {
         rec.dispatch(
@@ -314,7 +386,7 @@ fn record_fused(
     y: &Tensor,
     params: &Params,
     (table, nchunks): (&Tensor, usize),
-    (dts, cs): (&Tensor, &Tensor),
+    (dts, cs, hin16): (&Tensor, &Tensor, &Tensor),
     stages: &[Stage],
 ) -> Result<()> {
     let dev = rec.device();
@@ -325,13 +397,13 @@ fn record_fused(
         return Err(Error::Limit(format!("{s} sequences exceed the dispatch grid ({max})")));
     }
     // The state entering each chunk, f16, [chunk, H, P, N].
-    let hin16 = Tensor::empty(dev, &[nchunks.max(1), d.heads, d.head_dim, d.n], DType::F16)?;
+    // `hin16`: the state entering each chunk, f16, [chunk, H, P, N].
     if stages.contains(&Stage::ChunkState) {
         let tiles = (d.head_dim / 64) * d.n.div_ceil(64);
         rec.dispatch(
             &state_scan_variant(),
             params,
-            &[args.xbc, dts, cs, table, args.state, &hin16],
+            &[args.xbc, dts, cs, table, args.state, hin16],
             [tiles as u32, d.heads as u32, s as u32],
         )?;
     }
@@ -340,7 +412,7 @@ fn record_fused(
         rec.dispatch(
             &chunk_scan_tc_variant(hw),
             params,
-            &[args.xbc, dts, cs, table, &hin16, args.heads, y],
+            &[args.xbc, dts, cs, table, hin16, args.heads, y],
             [if hw == 1 { 1 } else { (d.head_dim / 64) as u32 }, (d.heads / hw) as u32, nchunks as u32],
         )?;
     }

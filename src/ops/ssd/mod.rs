@@ -31,7 +31,8 @@ mod kernels;
 mod reference;
 
 pub use kernels::{
-    chunk_flags, chunk_table, record_chunked, record_stages, ssd_flags, variants, SsdParams, Stage,
+    chunk_flags, chunk_table, record_chunked, record_stages, record_stages_in, scratch_shapes, ssd_flags,
+    variants, SsdParams, SsdScratch, Stage,
 };
 pub use reference::{ssd_ref, SsdRef};
 
@@ -378,6 +379,21 @@ pub fn ssd_step_row(
     let wg = grid(rec.device(), s * dims.heads * dims.head_dim.div_ceil(64))?;
     let tensors = [row, &dt_placeholder, heads, &seqs.table, y, state];
     rec.dispatch(&decode_variant(DType::F32), &params, &tensors, wg)
+}
+
+/// [`ssd`] with the chunked path's working buffers given (a graph node's planned scratch).
+pub fn ssd_with_scratch(
+    rec: &mut Recorder,
+    kernel: SsdKernel,
+    args: &SsdArgs,
+    y: &Tensor,
+    scratch: &SsdScratch,
+) -> Result<()> {
+    match kernel {
+        SsdKernel::Sequential => ssd(rec, kernel, args, y),
+        SsdKernel::Chunked(c) if !matches!(c, 32 | 64 | 128 | 256) => ssd(rec, kernel, args, y),
+        _ => record_stages_in(rec, args, y, kernel, &Stage::ALL, Some(scratch)),
+    }
 }
 
 /// Records a prefill: `y` is `[T, H·P]` f32; `state` ends as the final state.

@@ -84,3 +84,36 @@ fn mamba2_decode_continues_prefill_with_one_and_two_groups() {
         }
     }
 }
+
+#[test]
+fn whole_models_evaluate_on_the_cpu_through_the_graph_reference() {
+    // The graph of a prefill is made of nodes with f64 references (the conv, scan and SSD
+    // nodes included), so graph::reference runs the whole model: the GPU must agree with it,
+    // for a fresh state and for one continued from a prefill.
+    let dev = &devices()[0];
+    for (kind, dir) in
+        [("mamba", scratch("ref-mamba")), ("mamba2", std::path::PathBuf::from("examples/shakespeare-mamba2"))]
+    {
+        if kind == "mamba" {
+            write_checkpoint(&dir, &config("mamba"), &tensors(&mut Rng::new(98)));
+        }
+        let m = model::load(dev, &dir, DType::F32).unwrap();
+        let text = ids(b"To be, or not to be");
+        let mut s = m.new_state(dev, 2).unwrap();
+        let lens = [12, text.len() - 12];
+        let want = m.forward_reference(dev, &text, &lens, &s).unwrap();
+        let got = m.forward(dev, &text, &lens, &mut s).unwrap();
+        let e = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+        assert!(e < 2e-3, "{kind}: GPU and graph reference differ by {e}");
+        // Continued from the prefilled state (state read back from the device).
+        let more = ids(b" that is");
+        let lens = [3, more.len() - 3];
+        let want = m.forward_reference(dev, &more, &lens, &s).unwrap();
+        let got = m.forward(dev, &more, &lens, &mut s).unwrap();
+        let e = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+        assert!(e < 2e-3, "{kind} continued: GPU and graph reference differ by {e}");
+        if kind == "mamba" {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}

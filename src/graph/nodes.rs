@@ -1,0 +1,229 @@
+//! The sequence mixers as graph nodes ([`NodeOp`]): the causal conv, Mamba's selective scan and
+//! Mamba-2's SSD. Their weights, recurrent state and packed-sequence table are node inputs
+//! (graph tensors with the roles `Weight`, `State` and `Input`); the host-side choices (kernel,
+//! switches, the host copy of cu_seqlens) are fields. Each has an f64 reference from its op family, so [`super::reference`]
+//! evaluates graphs that use them, and the SSD declares its chunked path's scratch, which the
+//! planner places in the arenas with every other activation.
+
+use super::{NodeOp, Role, TensorDesc};
+use crate::error::{Error, Result};
+use crate::ops::conv1d::{self, ConvArgs, ConvFlags};
+use crate::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, Sequences};
+
+/// The host side of a packed batch (cu_seqlens and reset flags); the device table is the
+/// node's `seqs` input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeqSpec {
+    pub cu: Vec<usize>,
+    pub resets: Option<Vec<bool>>,
+}
+
+impl SeqSpec {
+    pub fn of(seqs: &Sequences) -> Self {
+        Self { cu: seqs.cu_seqlens().to_vec(), resets: seqs.resets().map(<[bool]>::to_vec) }
+    }
+    /// `batch` sequences of `len` tokens.
+    pub fn uniform(batch: usize, len: usize) -> Self {
+        Self { cu: (0..=batch).map(|s| s * len).collect(), resets: None }
+    }
+    fn bind(&self, table: &Tensor) -> Result<Sequences> {
+        Sequences::from_parts(table, &self.cu, self.resets.as_deref())
+    }
+}
+use crate::ops::ssd::{self, SsdArgs, SsdDims, SsdFlags, SsdKernel, SsdScratch};
+use crate::ops::Recorder;
+use crate::tensor::{DType, Tensor};
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+fn expect_state(what: &str, d: &TensorDesc) -> Result<()> {
+    if d.role != Role::State {
+        return Err(Error::Shape(format!("{what}: its state input {} is not a State tensor", d.name)));
+    }
+    Ok(())
+}
+
+/// Depthwise causal conv + optional silu over packed sequences. Inputs: x `[T, C]`, weight
+/// `[C, W]`, state `[S, C, W − 1]`, the sequence table, then an optional bias `[C]`. A decode step (`step`) rolls
+/// the state in place; a prefill continues it when `init` and leaves the last inputs in it.
+#[derive(Debug)]
+pub struct ConvNode {
+    pub seqs: SeqSpec,
+    pub step: bool,
+    pub silu: bool,
+    pub init: bool,
+}
+
+impl NodeOp for ConvNode {
+    fn name(&self) -> &str {
+        "causal_conv1d"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if !(4..=5).contains(&ins.len()) {
+            return Err(Error::Shape("causal_conv1d takes x, weight, state, seqs [, bias]".into()));
+        }
+        expect_state("causal_conv1d", ins[2])?;
+        Ok((ins[0].shape.clone(), DType::F32))
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+        let seqs = self.seqs.bind(ins[3])?;
+        let args =
+            ConvArgs { x: ins[0], weight: ins[1], bias: ins.get(4).copied(), seqs: &seqs, state: ins[2] };
+        if self.step {
+            conv1d::causal_conv1d_step(rec, &args, self.silu, out)
+        } else {
+            conv1d::causal_conv1d(rec, &args, ConvFlags { silu: self.silu, init_state: self.init }, out)
+        }
+    }
+    fn reference(&self, ins: &[&[f64]], shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let (c, width) = (shapes[1][0], shapes[1][1]);
+        let bias = ins.get(4).map(|b| f32s(b));
+        let flags = ConvFlags { silu: self.silu, init_state: self.init || self.step };
+        let cu = &self.seqs.cu;
+        let (y, _) = conv1d::causal_conv1d_ref(
+            &f32s(ins[0]),
+            &f32s(ins[1]),
+            bias.as_deref(),
+            cu,
+            self.seqs.resets.as_deref(),
+            &f32s(ins[2]),
+            c,
+            width,
+            flags,
+        );
+        Some(Ok(y))
+    }
+}
+
+/// Mamba's selective scan. Inputs: u `[T, D]`, delta `[T, D]`, bc `[T, 2·G·N]` (B then C per
+/// token), chan `[D, N + 2]`, state `[S, D, N]`, the sequence table, then an optional gate z
+/// `[T, D]`.
+#[derive(Debug)]
+pub struct ScanNode {
+    pub seqs: SeqSpec,
+    pub kernel: ScanKernel,
+    pub flags: ScanFlags,
+    pub groups: usize,
+    pub step: bool,
+}
+
+impl NodeOp for ScanNode {
+    fn name(&self) -> &str {
+        "selective_scan"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if !(6..=7).contains(&ins.len()) {
+            return Err(Error::Shape("selective_scan takes u, delta, bc, chan, state, seqs [, z]".into()));
+        }
+        expect_state("selective_scan", ins[4])?;
+        Ok((ins[0].shape.clone(), DType::F32))
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+        let (t, n) = (ins[0].shape()[0], ins[3].shape()[1] - 2);
+        let bc4 = ins[2].reshape(&[t, 2, self.groups, n])?;
+        let seqs = self.seqs.bind(ins[5])?;
+        let args = ScanArgs {
+            u: ins[0],
+            delta: ins[1],
+            bc: &bc4,
+            z: ins.get(6).copied(),
+            chan: ins[3],
+            seqs: &seqs,
+            state: ins[4],
+            groups: self.groups,
+            flags: self.flags,
+        };
+        if self.step {
+            ss::selective_scan_step(rec, &args, out)
+        } else {
+            ss::selective_scan(rec, self.kernel, &args, out)
+        }
+    }
+    fn reference(&self, ins: &[&[f64]], shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let (dim, n) = (shapes[0][1], shapes[3][1] - 2);
+        let z = ins.get(6).map(|z| f32s(z));
+        let flags = ScanFlags { init_state: self.flags.init_state || self.step, ..self.flags };
+        let (y, _) = ss::selective_scan_ref(&ss::ScanRef {
+            u: &f32s(ins[0]),
+            delta: &f32s(ins[1]),
+            bc: &f32s(ins[2]),
+            z: z.as_deref(),
+            chan: &f32s(ins[3]),
+            cu: &self.seqs.cu,
+            resets: self.seqs.resets.as_deref(),
+            state: &f32s(ins[4]),
+            dim,
+            n,
+            groups: self.groups,
+            flags,
+        });
+        Some(Ok(y))
+    }
+}
+
+/// Mamba-2's SSD. Inputs: xbc `[T, H·P + 2·G·N]`, dt `[T, H]`, heads `[H, 4]`, state
+/// `[S, H, P, N]`, the sequence table. The chunked kernels' dt, cumsum and per-chunk state buffers are scratch.
+#[derive(Debug)]
+pub struct SsdNode {
+    pub seqs: SeqSpec,
+    pub kernel: SsdKernel,
+    pub dims: SsdDims,
+    pub flags: SsdFlags,
+    pub step: bool,
+}
+
+impl NodeOp for SsdNode {
+    fn name(&self) -> &str {
+        "ssd"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if ins.len() != 5 {
+            return Err(Error::Shape("ssd takes xbc, dt, heads, state, seqs".into()));
+        }
+        expect_state("ssd", ins[3])?;
+        Ok((vec![ins[0].shape[0], self.dims.heads * self.dims.head_dim], DType::F32))
+    }
+    fn scratch(&self, ins: &[&TensorDesc]) -> Vec<(Vec<usize>, DType)> {
+        if self.step {
+            return Vec::new();
+        }
+        ssd::scratch_shapes(self.kernel, self.dims, &self.seqs.cu, self.seqs.resets.as_deref(), ins[0].dtype)
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+        let seqs = self.seqs.bind(ins[4])?;
+        let args = SsdArgs {
+            xbc: ins[0],
+            dt: ins[1],
+            heads: ins[2],
+            seqs: &seqs,
+            state: ins[3],
+            dims: self.dims,
+            flags: self.flags,
+        };
+        if self.step {
+            return ssd::ssd_step(rec, &args, out);
+        }
+        match scratch {
+            [dts, cs, states] => {
+                ssd::ssd_with_scratch(rec, self.kernel, &args, out, &SsdScratch { dts, cs, states })
+            }
+            _ => ssd::ssd(rec, self.kernel, &args, out),
+        }
+    }
+    fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let flags = SsdFlags { init_state: self.flags.init_state || self.step, ..self.flags };
+        let (y, _) = ssd::ssd_ref(&ssd::SsdRef {
+            xbc: &f32s(ins[0]),
+            dt: &f32s(ins[1]),
+            heads: &f32s(ins[2]),
+            cu: &self.seqs.cu,
+            resets: self.seqs.resets.as_deref(),
+            state: &f32s(ins[3]),
+            dims: self.dims,
+            flags,
+        });
+        Some(Ok(y))
+    }
+}
