@@ -206,15 +206,11 @@ fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             shaders(list, validate, filter.as_deref(), show.as_deref())
         }
         Command::Plan { synthetic, model, layers, d_model, seq_len, batch, max_buffer_mib, json } => {
-            if model.is_some() {
-                return Err(
-                    "--model needs the model runtimes, which have not landed yet; use --synthetic".into()
-                );
+            match (model, synthetic) {
+                (Some(dir), false) => plan_model(&dir, seq_len, batch, json),
+                (None, true) => plan_synthetic(layers, d_model, seq_len, batch, max_buffer_mib, json),
+                _ => Err("pass either --synthetic or --model DIR".into()),
             }
-            if !synthetic {
-                return Err("pass --synthetic (or, once model runtimes exist, --model DIR)".into());
-            }
-            plan_synthetic(layers, d_model, seq_len, batch, max_buffer_mib, json)
         }
         Command::Bench(args) => bench_cmds::bench(args),
         Command::Tune(args) => bench_cmds::tune(args),
@@ -333,6 +329,29 @@ fn shaders(
     }
     println!("{} variants, {failures} failure(s)", variants.len());
     Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The memory plan of a checkpoint's prefill of `batch` × `seq_len` tokens on this device.
+fn plan_model(dir: &std::path::Path, seq_len: usize, batch: usize, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if seq_len == 0 || batch == 0 {
+        return Err("--seq-len and --batch must be positive".into());
+    }
+    let dev = Device::new()?;
+    let model = model_cmds::load(&dev, dir, linseq::DType::F16)?;
+    let state = model.new_state(&dev, batch)?;
+    let r = model.memory_plan(&dev, &state, &vec![seq_len; batch])?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    println!("{} ({}): prefill of {batch} × {seq_len} tokens, f16 weights", dir.display(), model.model_type());
+    println!("naive (one buffer per activation) {:>12.1} MiB", mib(r.naive_bytes));
+    println!("planned arenas                    {:>12.1} MiB  ({} buffer(s))", mib(r.planned_bytes), r.arena_buffers);
+    println!("lower bound (peak live bytes)     {:>12.1} MiB", mib(r.lower_bound_bytes));
+    println!("weights                           {:>12.1} MiB", mib(r.weight_bytes));
+    println!("state                             {:>12.1} MiB", mib(r.state_bytes));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn plan_synthetic(
