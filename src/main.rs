@@ -332,7 +332,12 @@ fn shaders(
 }
 
 /// The memory plan of a checkpoint's prefill of `batch` × `seq_len` tokens on this device.
-fn plan_model(dir: &std::path::Path, seq_len: usize, batch: usize, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn plan_model(
+    dir: &std::path::Path,
+    seq_len: usize,
+    batch: usize,
+    json: bool,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if seq_len == 0 || batch == 0 {
         return Err("--seq-len and --batch must be positive".into());
     }
@@ -345,9 +350,17 @@ fn plan_model(dir: &std::path::Path, seq_len: usize, batch: usize, json: bool) -
         return Ok(ExitCode::SUCCESS);
     }
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    println!("{} ({}): prefill of {batch} × {seq_len} tokens, f16 weights", dir.display(), model.model_type());
+    println!(
+        "{} ({}): prefill of {batch} × {seq_len} tokens, f16 weights",
+        dir.display(),
+        model.model_type()
+    );
     println!("naive (one buffer per activation) {:>12.1} MiB", mib(r.naive_bytes));
-    println!("planned arenas                    {:>12.1} MiB  ({} buffer(s))", mib(r.planned_bytes), r.arena_buffers);
+    println!(
+        "planned arenas                    {:>12.1} MiB  ({} buffer(s))",
+        mib(r.planned_bytes),
+        r.arena_buffers
+    );
     println!("lower bound (peak live bytes)     {:>12.1} MiB", mib(r.lower_bound_bytes));
     println!("weights                           {:>12.1} MiB", mib(r.weight_bytes));
     println!("state                             {:>12.1} MiB", mib(r.state_bytes));

@@ -75,3 +75,60 @@ pub fn find(model_type: &str) -> Option<&'static dyn Architecture> {
 pub fn supported() -> Vec<&'static str> {
     all().iter().flat_map(|a| a.model_types().iter().copied()).collect()
 }
+
+/// Declares an architecture whose runtime is one type with a `cfg` field (of a `Debug` config
+/// type with `vocab`) and inherent `load`, `parameters`, `state_slots` and `build` methods: the
+/// `Architecture` and `Runtime` impls that Mamba and Mamba-2 would otherwise both spell out.
+macro_rules! single_runtime_architecture {
+    ($(#[$meta:meta])* $arch:ident : $runtime:ty, $config:ty, $name:literal) => {
+        $(#[$meta])*
+        pub struct $arch;
+
+        impl $crate::model::arch::Architecture for $arch {
+            fn model_types(&self) -> &'static [&'static str] {
+                &[$name]
+            }
+            fn check_config(&self, cfg: &$crate::model::config::Config) -> $crate::error::Result<()> {
+                <$config>::from_config(cfg).map(|_| ())
+            }
+            fn load(
+                &self,
+                dev: &$crate::device::Device,
+                cfg: &$crate::model::config::Config,
+                w: &$crate::model::weights::Weights,
+                dtype: $crate::tensor::DType,
+                progress: &dyn Fn(usize, usize),
+            ) -> $crate::error::Result<Box<dyn $crate::model::arch::Runtime>> {
+                Ok(Box::new(<$runtime>::load(dev, cfg, w, dtype, progress)?))
+            }
+        }
+
+        impl $crate::model::arch::Runtime for $runtime {
+            fn model_type(&self) -> &'static str {
+                $name
+            }
+            fn vocab(&self) -> usize {
+                self.cfg.vocab
+            }
+            fn parameters(&self) -> usize {
+                <$runtime>::parameters(self)
+            }
+            fn config_text(&self) -> String {
+                format!("{:?}", self.cfg)
+            }
+            fn state_slots(&self, sequences: usize) -> Vec<$crate::model::state::SlotSpec> {
+                <$runtime>::state_slots(self, sequences)
+            }
+            fn build(
+                &self,
+                dev: &$crate::device::Device,
+                b: &mut $crate::model::common::Builder,
+                batch: &$crate::model::common::Batch,
+                state: &$crate::model::state::State,
+            ) -> $crate::error::Result<$crate::graph::TensorId> {
+                <$runtime>::build(self, dev, b, batch, state)
+            }
+        }
+    };
+}
+pub(crate) use single_runtime_architecture;

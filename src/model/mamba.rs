@@ -297,45 +297,7 @@ impl Mamba {
     }
 }
 
-/// The `mamba` architecture (transformers' `MambaForCausalLM`).
-pub struct MambaArchitecture;
-
-impl super::arch::Architecture for MambaArchitecture {
-    fn model_types(&self) -> &'static [&'static str] {
-        &["mamba"]
-    }
-    fn check_config(&self, cfg: &Config) -> Result<()> {
-        MambaConfig::from_config(cfg).map(|_| ())
-    }
-    fn load(
-        &self,
-        dev: &Device,
-        cfg: &Config,
-        w: &Weights,
-        dtype: DType,
-        progress: &dyn Fn(usize, usize),
-    ) -> Result<Box<dyn super::arch::Runtime>> {
-        Ok(Box::new(Mamba::load(dev, cfg, w, dtype, progress)?))
-    }
-}
-
-impl super::arch::Runtime for Mamba {
-    fn model_type(&self) -> &'static str {
-        "mamba"
-    }
-    fn vocab(&self) -> usize {
-        self.cfg.vocab
-    }
-    fn parameters(&self) -> usize {
-        Mamba::parameters(self)
-    }
-    fn config_text(&self) -> String {
-        format!("{:?}", self.cfg)
-    }
-    fn state_slots(&self, sequences: usize) -> Vec<SlotSpec> {
-        Mamba::state_slots(self, sequences)
-    }
-    fn build(&self, dev: &Device, b: &mut Builder, batch: &Batch, state: &State) -> Result<TensorId> {
-        Mamba::build(self, dev, b, batch, state)
-    }
+super::arch::single_runtime_architecture! {
+    /// The `mamba` architecture (transformers' `MambaForCausalLM`).
+    MambaArchitecture: Mamba, MambaConfig, "mamba"
 }

@@ -401,45 +401,7 @@ impl Mamba2 {
     }
 }
 
-/// The `mamba2` architecture (transformers' `Mamba2ForCausalLM`).
-pub struct Mamba2Architecture;
-
-impl super::arch::Architecture for Mamba2Architecture {
-    fn model_types(&self) -> &'static [&'static str] {
-        &["mamba2"]
-    }
-    fn check_config(&self, cfg: &Config) -> Result<()> {
-        Mamba2Config::from_config(cfg).map(|_| ())
-    }
-    fn load(
-        &self,
-        dev: &Device,
-        cfg: &Config,
-        w: &Weights,
-        dtype: DType,
-        progress: &dyn Fn(usize, usize),
-    ) -> Result<Box<dyn super::arch::Runtime>> {
-        Ok(Box::new(Mamba2::load(dev, cfg, w, dtype, progress)?))
-    }
-}
-
-impl super::arch::Runtime for Mamba2 {
-    fn model_type(&self) -> &'static str {
-        "mamba2"
-    }
-    fn vocab(&self) -> usize {
-        self.cfg.vocab
-    }
-    fn parameters(&self) -> usize {
-        Mamba2::parameters(self)
-    }
-    fn config_text(&self) -> String {
-        format!("{:?}", self.cfg)
-    }
-    fn state_slots(&self, sequences: usize) -> Vec<SlotSpec> {
-        Mamba2::state_slots(self, sequences)
-    }
-    fn build(&self, dev: &Device, b: &mut Builder, batch: &Batch, state: &State) -> Result<TensorId> {
-        Mamba2::build(self, dev, b, batch, state)
-    }
+super::arch::single_runtime_architecture! {
+    /// The `mamba2` architecture (transformers' `Mamba2ForCausalLM`).
+    Mamba2Architecture: Mamba2, Mamba2Config, "mamba2"
 }
