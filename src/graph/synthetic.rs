@@ -58,7 +58,8 @@ pub fn mamba_stack(cfg: &SyntheticConfig) -> Result<(Graph, TensorId)> {
     let mut g = Graph::new();
     let mut r = g.input("x", &[tokens, d], DType::F32);
     let seqs_spec = SeqSpec::uniform(cfg.batch, cfg.seq_len);
-    let seqs = g.input("seqs", &[cfg.batch + 1], DType::U32);
+    // The packed-sequence table, an input of the conv and scan nodes only.
+    let seqs = (cfg.mixer == MixerKind::ConvScan).then(|| g.input("seqs", &[cfg.batch + 1], DType::U32));
     for l in 0..cfg.layers {
         let p = |s: &str| format!("layers.{l}.{s}");
         let w_norm = g.weight(&p("norm.weight"), &[d], DType::F32);
@@ -78,6 +79,7 @@ pub fn mamba_stack(cfg: &SyntheticConfig) -> Result<(Graph, TensorId)> {
                 let chan = g.weight(&p("chan"), &[di, n + 2], DType::F32);
                 let ssm_state = g.state(&p("ssm_state"), &[cfg.batch, di, n]);
                 let conv = ConvNode { seqs: seqs_spec.clone(), step: false, silu: true, init: false };
+                let seqs = seqs.expect("declared for ConvScan");
                 let xc = g.op(conv, &[x, w_conv, conv_state, seqs])?;
                 let dt_in = g.linear(xc, w_dt_in, None)?;
                 let bc = g.linear(xc, w_bc, None)?;
