@@ -183,7 +183,8 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             bench::model::model(&dev, cfg, &a.preset, dtype, &dir, &plan)?
         }
         ("selective-scan" | "scan", false) => {
-            let cases: Vec<ScanCase> = ScanCase::grid(cfg).into_iter().filter(|c| keep(&c.label())).collect();
+            let cases: Vec<ScanCase> =
+                ScanCase::bench_grid(cfg.quick).into_iter().filter(|c| keep(&c.label())).collect();
             let mut rows = bench::selective_scan(&dev, cfg, &variants, &cases)?;
             let steps = bench::selective_scan_step(&dev, cfg, &variants)?;
             rows.extend(steps.into_iter().skip(1).filter(|r| keep(&r.shape)));

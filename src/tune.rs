@@ -46,13 +46,7 @@ fn jobs(ops: &[&str], quick: bool) -> Result<Vec<Job>> {
     for &op in ops {
         match op {
             "selective-scan" | "scan" => {
-                // One case per S·D bucket: batch 8 (2 on --quick), L = 4096 (512).
-                let (batch, len, dims): (usize, usize, Vec<usize>) = if quick {
-                    (2, 512, vec![64])
-                } else {
-                    (8, 4096, vec![128, 256, 512, 1024, 2048, 4096, 8192])
-                };
-                out.extend(dims.into_iter().map(|dim| Job::Scan(ScanCase { batch, dim, len })));
+                out.extend(ScanCase::tune_grid(quick).into_iter().map(Job::Scan));
             }
             "ssd" => {
                 out.extend(SsdCase::tune_grid(quick).into_iter().map(Job::Ssd));

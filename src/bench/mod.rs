@@ -19,8 +19,9 @@ use std::time::Instant;
 pub mod model;
 pub mod plot;
 pub mod scan;
+pub use crate::ops::selective_scan::cases::ScanCase;
 pub use crate::ops::ssd::cases::SsdCase;
-pub use scan::{selective_scan, selective_scan_step, ssd, ssd_step, ScanCase};
+pub use scan::{selective_scan, selective_scan_step, ssd, ssd_step};
 
 /// Timing statistics per dispatch, in seconds.
 #[derive(Debug, Clone, Copy, Serialize)]

@@ -4,49 +4,14 @@
 use super::{copy_roofline, measure, row, BenchConfig, BenchRow, Variants, Work};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::selective_scan::{
-    self as ss, ScanArgs, ScanFlags, ScanKernel, ScanRef, ScanShape, Sequences,
-};
+use crate::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, ScanRef, Sequences};
 use crate::ops::ssd::cases::{SsdCase, SsdInputs, MAMBA2_DIMS};
 use crate::ops::ssd::{self as sd, SsdArgs, SsdDims, SsdFlags, SsdKernel};
 use crate::ops::Recorder;
 use crate::tensor::{DType, Tensor};
 use crate::testing::{compare, Rng};
 
-/// State size of the selective-scan benchmarks (Mamba-1's).
-const SCAN_N: usize = 16;
-
-/// One selective-scan problem: `batch` sequences of `len` tokens, `dim` channels, N = 16.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScanCase {
-    pub batch: usize,
-    pub dim: usize,
-    pub len: usize,
-}
-
-impl ScanCase {
-    pub fn label(&self) -> String {
-        format!("B={} d={} L={} N={SCAN_N}", self.batch, self.dim, self.len)
-    }
-
-    pub fn shape(&self) -> ScanShape {
-        ScanShape::new(self.dim, SCAN_N, 1)
-    }
-
-    /// The grid: batch 8, d ∈ {1536, 2048, 5120}, L from 2K to 64K (small on --quick).
-    pub fn grid(cfg: BenchConfig) -> Vec<ScanCase> {
-        if cfg.quick {
-            return vec![ScanCase { batch: 2, dim: 64, len: 1024 }];
-        }
-        let mut out = Vec::new();
-        for dim in [1536, 2048, 5120] {
-            for len in [2048, 4096, 8192, 16384, 32768, 65536] {
-                out.push(ScanCase { batch: 8, dim, len });
-            }
-        }
-        out
-    }
-}
+use crate::ops::selective_scan::cases::{ScanCase, SCAN_N};
 
 /// Every selective-scan kernel on each case, after the copy roofline.
 pub fn selective_scan(

@@ -29,6 +29,7 @@
 //! invocations per channel stream the state in place); the sequential kernel on sequences of
 //! one token each computes the same and is its oracle.
 
+pub mod cases;
 mod kernels;
 mod reference;
 

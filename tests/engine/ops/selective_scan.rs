@@ -4,9 +4,7 @@
 
 use crate::common::{devices, round_f16};
 use linseq::ops::conv1d::{self, ConvArgs, ConvFlags};
-use linseq::ops::selective_scan::{
-    self as ss, ScanArgs, ScanFlags, ScanKernel, ScanRef, ScanShape, Sequences,
-};
+use linseq::ops::selective_scan::{self as ss, ScanArgs, ScanFlags, ScanKernel, ScanShape, Sequences};
 use linseq::ops::Recorder;
 use linseq::testing::{compare, GuardedOutput, Rng};
 use linseq::{DType, Device, Tensor};
@@ -28,43 +26,11 @@ fn assert_close(what: &str, got: &[f32], want: &[f64]) {
     );
 }
 
-#[derive(Clone)]
-struct Case {
-    dim: usize,
-    n: usize,
-    groups: usize,
-    lens: Vec<usize>,
-    resets: Option<Vec<bool>>,
-    flags: ScanFlags,
-    z: bool,
-}
-
-struct Host {
-    u: Vec<f32>,
-    delta: Vec<f32>,
-    bc: Vec<f32>,
-    z: Option<Vec<f32>>,
-    chan: Vec<f32>,
-    state: Vec<f32>,
-}
+// The case and its inputs are the family's own (`ops::selective_scan::cases`).
+use linseq::ops::selective_scan::cases::{RaggedScanCase as Case, ScanInputs as Host};
 
 fn host_inputs(rng: &mut Rng, c: &Case) -> Host {
-    let t: usize = c.lens.iter().sum();
-    let s = c.lens.len();
-    let a: Vec<f32> = rng.vec(c.dim * c.n, -2.0, -0.1); // A = −exp(A_log) < 0
-    let d_skip = rng.vec(c.dim, -1.0, 1.0);
-    // Without softplus, dt = delta + bias must stay positive (it is a step size), else
-    // exp(dt·A) > 1 and the state overflows f32.
-    let (lo, blo) = if c.flags.delta_softplus { (-3.0, -1.0) } else { (0.01, 0.0) };
-    let bias = rng.vec(c.dim, blo, 0.5);
-    Host {
-        u: rng.vec(c.dim * t, -1.0, 1.0),
-        delta: rng.vec(c.dim * t, lo, 1.0),
-        bc: rng.vec(2 * c.groups * c.n * t, -1.0, 1.0),
-        z: c.z.then(|| rng.vec(c.dim * t, -2.0, 2.0)),
-        chan: ss::pack_channel_params(&a, Some(&d_skip), Some(&bias), c.dim, c.n),
-        state: rng.vec(s * c.dim * c.n, -0.5, 0.5),
-    }
+    Host::random(rng, c)
 }
 
 /// Runs one scan on the GPU; returns (y, final state).
@@ -148,20 +114,7 @@ impl Uploaded {
 }
 
 fn reference(c: &Case, h: &Host, cu: &[usize], resets: Option<&[bool]>) -> (Vec<f64>, Vec<f64>) {
-    ss::selective_scan_ref(&ScanRef {
-        u: &h.u,
-        delta: &h.delta,
-        bc: &h.bc,
-        z: h.z.as_deref(),
-        chan: &h.chan,
-        cu,
-        resets,
-        state: &h.state,
-        dim: c.dim,
-        n: c.n,
-        groups: c.groups,
-        flags: c.flags,
-    })
+    h.reference(c, cu, resets)
 }
 
 fn check_case(dev: &Device, rng: &mut Rng, c: &Case, label: &str) {
