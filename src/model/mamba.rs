@@ -15,6 +15,7 @@
 
 use super::common::{self, Batch, Builder, Head};
 use super::config::Config;
+use super::schema::{Init, WeightSpec};
 use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
@@ -43,6 +44,41 @@ pub struct MambaConfig {
 }
 
 impl MambaConfig {
+    /// Every tensor of a `MambaForCausalLM` checkpoint of this configuration.
+    pub fn schema(&self) -> Vec<WeightSpec> {
+        let (d, di, n, r, k, v) =
+            (self.d_model, self.d_inner, self.d_state, self.dt_rank, self.conv_kernel, self.vocab);
+        let mut t = vec![
+            WeightSpec::new("backbone.embeddings.weight", &[v, d], Init::Uniform(-0.1, 0.1)),
+            WeightSpec::new("backbone.norm_f.weight", &[d], Init::Uniform(0.9, 1.1)),
+        ];
+        if !self.tie_embeddings {
+            t.push(WeightSpec::new("lm_head.weight", &[v, d], Init::Uniform(-0.1, 0.1)));
+        }
+        for i in 0..self.layers {
+            let p = format!("backbone.layers.{i}");
+            let m = format!("{p}.mixer");
+            t.push(WeightSpec::new(format!("{p}.norm.weight"), &[d], Init::Uniform(0.9, 1.1)));
+            t.push(WeightSpec::new(format!("{m}.in_proj.weight"), &[2 * di, d], Init::FanIn));
+            t.push(WeightSpec::new(format!("{m}.conv1d.weight"), &[di, 1, k], Init::Uniform(-0.5, 0.5)));
+            if self.use_conv_bias {
+                t.push(WeightSpec::new(format!("{m}.conv1d.bias"), &[di], Init::Uniform(-0.1, 0.1)));
+            }
+            t.push(WeightSpec::new(format!("{m}.x_proj.weight"), &[r + 2 * n, di], Init::FanIn));
+            t.push(WeightSpec::new(format!("{m}.dt_proj.weight"), &[di, r], Init::FanIn));
+            // dt = softplus(bias) ≈ 0.001–0.1, as in trained checkpoints.
+            t.push(WeightSpec::new(format!("{m}.dt_proj.bias"), &[di], Init::Uniform(-6.9, -2.3)));
+            t.push(WeightSpec::new(format!("{m}.A_log"), &[di, n], Init::S4dLog(n)));
+            t.push(WeightSpec::new(format!("{m}.D"), &[di], Init::Uniform(0.9, 1.1)));
+            t.push(WeightSpec::new(format!("{m}.out_proj.weight"), &[d, di], Init::FanIn));
+            if self.use_bias {
+                t.push(WeightSpec::new(format!("{m}.in_proj.bias"), &[2 * di], Init::Uniform(-0.1, 0.1)));
+                t.push(WeightSpec::new(format!("{m}.out_proj.bias"), &[d], Init::Uniform(-0.1, 0.1)));
+            }
+        }
+        t
+    }
+
     pub fn from_config(c: &Config) -> Result<Self> {
         let d_model = c.usize("hidden_size")?;
         let expand = c.usize_or("expand", 2)?;
@@ -123,6 +159,7 @@ impl Mamba {
         let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
         common::check_config(w, "backbone.layers.", c.layers, c.eps)?;
         let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
+        super::schema::check(w, &c.schema())?;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             progress(i, c.layers);

@@ -16,6 +16,7 @@
 
 use super::common::{self, Batch, Builder, Head};
 use super::config::Config;
+use super::schema::{Init, WeightSpec};
 use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
@@ -49,6 +50,23 @@ pub struct Mamba2Config {
 }
 
 impl Mamba2Config {
+    /// Every tensor of a `Mamba2ForCausalLM` checkpoint of this configuration.
+    pub fn schema(&self) -> Vec<WeightSpec> {
+        let (d, v) = (self.d_model, self.vocab);
+        let mut t = vec![
+            WeightSpec::new("backbone.embeddings.weight", &[v, d], Init::Uniform(-0.1, 0.1)),
+            WeightSpec::new("backbone.norm_f.weight", &[d], Init::Uniform(0.9, 1.1)),
+        ];
+        if !self.tie_embeddings {
+            t.push(WeightSpec::new("lm_head.weight", &[v, d], Init::Uniform(-0.1, 0.1)));
+        }
+        for i in 0..self.layers {
+            let p = format!("backbone.layers.{i}");
+            t.extend(Mamba2Block::schema(self, &format!("{p}.norm.weight"), &format!("{p}.mixer")));
+        }
+        t
+    }
+
     pub fn from_config(c: &Config) -> Result<Self> {
         let d_model = c.usize("hidden_size")?;
         let head_dim = c.usize_or("head_dim", 64)?;
@@ -293,27 +311,28 @@ impl Mamba2Block {
         ]
     }
 
-    /// The block's tensors (name, shape) under `p`, its norm weight `norm_name` first: the
-    /// schema its loader checks, and what a random checkpoint of it holds.
-    pub fn schema(c: &Mamba2Config, norm_name: &str, p: &str) -> Vec<(String, Vec<usize>)> {
+    /// The block's tensors under `p`, its norm weight `norm_name` first: the schema its
+    /// loader checks, and what a random checkpoint of it holds.
+    pub fn schema(c: &Mamba2Config, norm_name: &str, p: &str) -> Vec<WeightSpec> {
         let (d, di, h, k, cd) = (c.d_model, c.d_inner, c.heads, c.conv_kernel, c.conv_dim());
         let proj = 2 * di + 2 * c.groups * c.d_state + h;
         let mut out = vec![
-            (norm_name.to_string(), vec![d]),
-            (format!("{p}.in_proj.weight"), vec![proj, d]),
-            (format!("{p}.conv1d.weight"), vec![cd, 1, k]),
-            (format!("{p}.A_log"), vec![h]),
-            (format!("{p}.D"), vec![h]),
-            (format!("{p}.dt_bias"), vec![h]),
-            (format!("{p}.norm.weight"), vec![di]),
-            (format!("{p}.out_proj.weight"), vec![d, di]),
+            WeightSpec::new(norm_name, &[d], Init::Uniform(0.9, 1.1)),
+            WeightSpec::new(format!("{p}.in_proj.weight"), &[proj, d], Init::FanIn),
+            WeightSpec::new(format!("{p}.conv1d.weight"), &[cd, 1, k], Init::Uniform(-0.5, 0.5)),
+            // A = −exp(A_log) in [−16, −1]; dt = softplus(dt_bias) ≈ 0.001–0.1.
+            WeightSpec::new(format!("{p}.A_log"), &[h], Init::Uniform(0.0, 2.77)),
+            WeightSpec::new(format!("{p}.D"), &[h], Init::Uniform(0.9, 1.1)),
+            WeightSpec::new(format!("{p}.dt_bias"), &[h], Init::Uniform(-6.9, -2.3)),
+            WeightSpec::new(format!("{p}.norm.weight"), &[di], Init::Uniform(0.9, 1.1)),
+            WeightSpec::new(format!("{p}.out_proj.weight"), &[d, di], Init::FanIn),
         ];
         if c.use_conv_bias {
-            out.push((format!("{p}.conv1d.bias"), vec![cd]));
+            out.push(WeightSpec::new(format!("{p}.conv1d.bias"), &[cd], Init::Uniform(-0.1, 0.1)));
         }
         if c.use_bias {
-            out.push((format!("{p}.in_proj.bias"), vec![proj]));
-            out.push((format!("{p}.out_proj.bias"), vec![d]));
+            out.push(WeightSpec::new(format!("{p}.in_proj.bias"), &[proj], Init::Uniform(-0.1, 0.1)));
+            out.push(WeightSpec::new(format!("{p}.out_proj.bias"), &[d], Init::Uniform(-0.1, 0.1)));
         }
         out
     }
@@ -338,6 +357,7 @@ impl Mamba2 {
         let c = Mamba2Config::from_config(cfg)?;
         common::check_config(w, "backbone.layers.", c.layers, c.eps)?;
         let head = Head::load(dev, w, c.vocab, c.d_model, c.tie_embeddings, dtype)?;
+        super::schema::check(w, &c.schema())?;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             progress(i, c.layers);

@@ -23,6 +23,7 @@ pub mod generation;
 pub mod mamba;
 pub mod mamba2;
 pub mod random;
+pub mod schema;
 pub mod state;
 pub mod tokenizer;
 pub mod weights;

@@ -3,8 +3,11 @@
 //! on them unchanged. The values are random but in the ranges trained checkpoints have (unit norms, S4D-style
 //! A_log, dt biases that give dt ≈ 0.001–0.1), so the arithmetic stays finite.
 
+use super::config::Config;
+use super::mamba::MambaConfig;
+use super::mamba2::Mamba2Config;
+use super::schema::{random_tensors, WeightSpec};
 use crate::error::{Error, Result};
-use crate::testing::Rng;
 use half::f16;
 use std::path::Path;
 
@@ -89,53 +92,19 @@ impl Preset {
         }
     }
 
-    /// (name, shape, value range or fixed generator) of every tensor.
-    fn tensors(&self) -> Vec<(String, Vec<usize>, Init)> {
-        let (d, n, v) = (self.d_model, self.d_state, self.vocab);
-        let di = 2 * d;
-        let s = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
-        let mut t = vec![
-            ("backbone.embeddings.weight".to_string(), vec![v, d], Init::Uniform(-0.1, 0.1)),
-            ("backbone.norm_f.weight".to_string(), vec![d], Init::Uniform(0.9, 1.1)),
-        ];
-        for i in 0..self.layers {
-            let p = format!("backbone.layers.{i}");
-            t.push((format!("{p}.norm.weight"), vec![d], Init::Uniform(0.9, 1.1)));
-            let m = format!("{p}.mixer");
-            if self.model_type == "mamba" {
-                let r = d.div_ceil(16);
-                t.push((format!("{m}.in_proj.weight"), vec![2 * di, d], Init::Uniform(-s(d), s(d))));
-                t.push((format!("{m}.conv1d.weight"), vec![di, 1, 4], Init::Uniform(-0.5, 0.5)));
-                t.push((format!("{m}.conv1d.bias"), vec![di], Init::Uniform(-0.1, 0.1)));
-                t.push((format!("{m}.x_proj.weight"), vec![r + 2 * n, di], Init::Uniform(-s(di), s(di))));
-                t.push((format!("{m}.dt_proj.weight"), vec![di, r], Init::Uniform(-s(r), s(r))));
-                t.push((format!("{m}.dt_proj.bias"), vec![di], Init::Uniform(-6.9, -2.3)));
-                t.push((format!("{m}.A_log"), vec![di, n], Init::S4dLog(n)));
-                t.push((format!("{m}.D"), vec![di], Init::Uniform(0.9, 1.1)));
-                t.push((format!("{m}.out_proj.weight"), vec![d, di], Init::Uniform(-s(di), s(di))));
-            } else {
-                let h = di / self.head_dim;
-                let cd = di + 2 * self.groups * n;
-                t.push((
-                    format!("{m}.in_proj.weight"),
-                    vec![2 * di + 2 * self.groups * n + h, d],
-                    Init::Uniform(-s(d), s(d)),
-                ));
-                t.push((format!("{m}.conv1d.weight"), vec![cd, 1, 4], Init::Uniform(-0.5, 0.5)));
-                t.push((format!("{m}.conv1d.bias"), vec![cd], Init::Uniform(-0.1, 0.1)));
-                t.push((format!("{m}.dt_bias"), vec![h], Init::Uniform(-6.9, -2.3)));
-                t.push((format!("{m}.A_log"), vec![h], Init::Uniform(0.0, 2.77)));
-                t.push((format!("{m}.D"), vec![h], Init::Uniform(0.9, 1.1)));
-                t.push((format!("{m}.norm.weight"), vec![di], Init::Uniform(0.9, 1.1)));
-                t.push((format!("{m}.out_proj.weight"), vec![d, di], Init::Uniform(-s(di), s(di))));
-            }
+    /// Every tensor, from the architecture's schema (one place for the loader's checks, these
+    /// presets and the tests).
+    fn tensors(&self) -> Vec<WeightSpec> {
+        let cfg = Config::parse(&self.config_json(), self.name).expect("preset configs parse");
+        match self.model_type {
+            "mamba" => MambaConfig::from_config(&cfg).expect("preset config").schema(),
+            _ => Mamba2Config::from_config(&cfg).expect("preset config").schema(),
         }
-        t
     }
 
     /// Parameters of the checkpoint.
     pub fn parameters(&self) -> usize {
-        self.tensors().iter().map(|(_, s, _)| s.iter().product::<usize>()).sum()
+        self.tensors().iter().map(|t| t.shape.iter().product::<usize>()).sum()
     }
 
     /// Writes config.json and an f16 model.safetensors into `dir`.
@@ -143,18 +112,10 @@ impl Preset {
         let io = |e: std::io::Error| Error::Model(format!("{}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(io)?;
         std::fs::write(dir.join("config.json"), self.config_json()).map_err(io)?;
-        let mut rng = Rng::new(seed);
-        let specs = self.tensors();
+        let specs = random_tensors(&self.tensors(), seed);
         let data: Vec<Vec<u8>> = specs
             .iter()
-            .map(|(_, shape, init)| {
-                let count: usize = shape.iter().product();
-                let vals: Vec<f32> = match *init {
-                    Init::Uniform(lo, hi) => rng.vec(count, lo, hi),
-                    Init::S4dLog(n) => (0..count).map(|k| (((k % n) + 1) as f32).ln()).collect(),
-                };
-                vals.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect()
-            })
+            .map(|(_, _, vals)| vals.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect())
             .collect();
         let mut views = Vec::with_capacity(specs.len());
         for ((name, shape, _), bytes) in specs.iter().zip(&data) {
@@ -165,11 +126,4 @@ impl Preset {
         safetensors::serialize_to_file(views, None, &dir.join("model.safetensors"))
             .map_err(|e| Error::Model(format!("{}: {e}", dir.display())))
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Init {
-    Uniform(f32, f32),
-    /// ln(1 … N) per row (S4D-real initialisation of A = −exp(A_log)).
-    S4dLog(usize),
 }

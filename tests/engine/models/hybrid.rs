@@ -10,10 +10,10 @@ use linseq::graph::TensorId;
 use linseq::model::common::{check_config, Batch, Builder, Head};
 use linseq::model::config::Config;
 use linseq::model::mamba2::{Mamba2Block, Mamba2Config};
+use linseq::model::schema::{self, Init, WeightSpec};
 use linseq::model::weights::Weights;
 use linseq::model::{self, Architecture, Runtime, SlotKind, SlotSpec, State};
 use linseq::ops::elementwise::Binary;
-use linseq::testing::Rng;
 use linseq::{DType, Error, Result, Tensor};
 
 const MODEL_TYPE: &str = "linseq_test_hybrid";
@@ -58,12 +58,13 @@ fn blocks(cfg: &Config) -> Result<Vec<String>> {
         .collect()
 }
 
-/// Every tensor of the checkpoint (name, shape): what the loader reads and the test writes.
-fn schema(c: &Mamba2Config, inter: usize, kinds: &[String]) -> Vec<(String, Vec<usize>)> {
+/// Every tensor of the checkpoint: what the loader checks and the test writes.
+fn schema(c: &Mamba2Config, inter: usize, kinds: &[String]) -> Vec<WeightSpec> {
     let d = c.d_model;
+    let norm = |p: &str| WeightSpec::new(format!("{p}.norm.weight"), &[d], Init::Uniform(0.9, 1.1));
     let mut out = vec![
-        ("backbone.embeddings.weight".to_string(), vec![c.vocab, d]),
-        ("backbone.norm_f.weight".into(), vec![d]),
+        WeightSpec::new("backbone.embeddings.weight", &[c.vocab, d], Init::Uniform(-0.1, 0.1)),
+        WeightSpec::new("backbone.norm_f.weight", &[d], Init::Uniform(0.9, 1.1)),
     ];
     for (i, kind) in kinds.iter().enumerate() {
         let p = format!("backbone.layers.{i}");
@@ -72,15 +73,15 @@ fn schema(c: &Mamba2Config, inter: usize, kinds: &[String]) -> Vec<(String, Vec<
                 out.extend(Mamba2Block::schema(c, &format!("{p}.norm.weight"), &format!("{p}.mixer")))
             }
             "mlp" => out.extend([
-                (format!("{p}.norm.weight"), vec![d]),
-                (format!("{p}.mlp.gate_proj.weight"), vec![inter, d]),
-                (format!("{p}.mlp.up_proj.weight"), vec![inter, d]),
-                (format!("{p}.mlp.down_proj.weight"), vec![d, inter]),
+                norm(&p),
+                WeightSpec::new(format!("{p}.mlp.gate_proj.weight"), &[inter, d], Init::FanIn),
+                WeightSpec::new(format!("{p}.mlp.up_proj.weight"), &[inter, d], Init::FanIn),
+                WeightSpec::new(format!("{p}.mlp.down_proj.weight"), &[d, inter], Init::FanIn),
             ]),
             _ => out.extend([
-                (format!("{p}.norm.weight"), vec![d]),
-                (format!("{p}.shift.mix"), vec![d, 1, 2]),
-                (format!("{p}.shift.out_proj.weight"), vec![d, d]),
+                norm(&p),
+                WeightSpec::new(format!("{p}.shift.mix"), &[d, 1, 2], Init::Uniform(-0.5, 0.5)),
+                WeightSpec::new(format!("{p}.shift.out_proj.weight"), &[d, d], Init::FanIn),
             ]),
         }
     }
@@ -107,6 +108,7 @@ impl Architecture for HybridArchitecture {
         let kinds = blocks(cfg)?;
         let inter = cfg.usize("intermediate_size")?;
         check_config(w, "backbone.layers.", kinds.len(), c.eps)?;
+        schema::check(w, &schema(&c, inter, &kinds))?;
         let get = |name: &str, shape: &[usize], dt: DType| {
             let (v, _) = w.f32(name, Some(shape))?;
             Tensor::from_f32(dev, shape, &v, dt)
@@ -198,31 +200,6 @@ impl Runtime for Hybrid {
     }
 }
 
-/// Random values suited to each tensor (norms near 1, Mamba-2's A_log, D and dt_bias in their
-/// usual ranges, matrices scaled by their fan-in).
-fn random_tensors(rng: &mut Rng, schema: &[(String, Vec<usize>)]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    schema
-        .iter()
-        .map(|(name, shape)| {
-            let n: usize = shape.iter().product();
-            let v = if name.ends_with("norm.weight") || name.ends_with("norm_f.weight") {
-                rng.vec(n, 0.8, 1.2)
-            } else if name.ends_with("A_log") {
-                (0..n).map(|k| ((k % 8) as f32 + 1.0).ln()).collect()
-            } else if name.ends_with(".D") {
-                vec![1.0; n]
-            } else if name.ends_with("dt_bias") {
-                rng.vec(n, -4.0, -2.0)
-            } else {
-                let fan_in = *shape.last().unwrap() as f32;
-                let a = 1.0 / fan_in.sqrt();
-                rng.vec(n, -a, a)
-            };
-            (name.clone(), shape.clone(), v)
-        })
-        .collect()
-}
-
 #[test]
 fn a_registered_hybrid_runs_prefill_and_decode_as_one_forward() {
     model::arch::register(&HYBRID); // the one registry line
@@ -236,7 +213,7 @@ fn a_registered_hybrid_runs_prefill_and_decode_as_one_forward() {
     })
     .to_string();
     let c = Mamba2Config::from_config(&Config::parse(&cfg_text, "test").unwrap()).unwrap();
-    write_checkpoint(&dir, &cfg_text, &random_tensors(&mut Rng::new(97), &schema(&c, 96, &kinds)));
+    write_checkpoint(&dir, &cfg_text, &schema::random_tensors(&schema(&c, 96, &kinds), 97));
     let text = b"Now is the winter of our discontent made glorious summer";
     let ids: Vec<u32> = text.iter().map(|&b| u32::from(b)).collect();
     for dev in devices() {

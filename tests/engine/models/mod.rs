@@ -25,30 +25,12 @@ pub fn config(model_type: &str) -> String {
     )
 }
 
+/// Random tensors of the test configuration, from the architecture's own schema (the one the
+/// loader checks and the benchmark presets use).
 pub fn tensors(rng: &mut Rng) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut t = vec![
-        ("backbone.embeddings.weight".to_string(), vec![VOCAB, D], rng.vec(VOCAB * D, -0.5, 0.5)),
-        ("backbone.norm_f.weight".to_string(), vec![D], rng.vec(D, 0.8, 1.2)),
-    ];
-    for i in 0..LAYERS {
-        let p = format!("backbone.layers.{i}");
-        t.push((format!("{p}.norm.weight"), vec![D], rng.vec(D, 0.8, 1.2)));
-        t.push((format!("{p}.mixer.in_proj.weight"), vec![2 * DI, D], rng.vec(2 * DI * D, -0.15, 0.15)));
-        t.push((format!("{p}.mixer.conv1d.weight"), vec![DI, 1, K], rng.vec(DI * K, -0.5, 0.5)));
-        t.push((format!("{p}.mixer.conv1d.bias"), vec![DI], rng.vec(DI, -0.1, 0.1)));
-        t.push((
-            format!("{p}.mixer.x_proj.weight"),
-            vec![R + 2 * N, DI],
-            rng.vec((R + 2 * N) * DI, -0.1, 0.1),
-        ));
-        t.push((format!("{p}.mixer.dt_proj.weight"), vec![DI, R], rng.vec(DI * R, -0.5, 0.5)));
-        t.push((format!("{p}.mixer.dt_proj.bias"), vec![DI], rng.vec(DI, -4.0, -2.0)));
-        let a_log: Vec<f32> = (0..DI * N).map(|k| (((k % N) + 1) as f32).ln()).collect();
-        t.push((format!("{p}.mixer.A_log"), vec![DI, N], a_log));
-        t.push((format!("{p}.mixer.D"), vec![DI], vec![1.0; DI]));
-        t.push((format!("{p}.mixer.out_proj.weight"), vec![D, DI], rng.vec(D * DI, -0.1, 0.1)));
-    }
-    t
+    let cfg = linseq::model::config::Config::parse(&config("mamba"), "test").unwrap();
+    let schema = linseq::model::mamba::MambaConfig::from_config(&cfg).unwrap().schema();
+    linseq::model::schema::random_tensors(&schema, rng.next_u64())
 }
 
 pub fn write_checkpoint(dir: &Path, cfg: &str, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
