@@ -51,12 +51,11 @@ impl Head {
         if tie && w.has("lm_head.weight") {
             log::warn!("tie_word_embeddings is true: the checkpoint's lm_head.weight is ignored, as transformers does");
         }
-        let (embed, _) = w.f32("backbone.embeddings.weight", Some(&[vocab, d]))?;
         // The table is held as `dtype` like the other matrices; tied, the LM head is the same
         // device tensor (one copy of the largest matrix of a small model).
-        let embed = Tensor::from_f32(dev, &[vocab, d], &embed, dtype)?;
+        let embed = w.upload(dev, "backbone.embeddings.weight", &[vocab, d], &[vocab, d], dtype)?;
         let lm_head = if w.has("lm_head.weight") && !tie {
-            Tensor::from_f32(dev, &[vocab, d], &w.f32("lm_head.weight", Some(&[vocab, d]))?.0, dtype)?
+            w.upload(dev, "lm_head.weight", &[vocab, d], &[vocab, d], dtype)?
         } else {
             embed.clone()
         };
@@ -100,13 +99,14 @@ pub fn check_eps(eps: f64) -> Result<()> {
 
 /// Rows `[lo, hi)` of a matrix (or vector) uploaded whole as `full` from `host`: a view of the
 /// same buffer where its offset can be bound (no second copy of the weights), else a copy.
-pub fn rows(dev: &Device, full: &Tensor, host: &[f32], lo: usize, hi: usize) -> Result<Tensor> {
+pub fn rows(dev: &Device, full: &Tensor, lo: usize, hi: usize) -> Result<Tensor> {
     let cols = full.numel() / full.shape()[0];
     let mut shape = full.shape().to_vec();
     shape[0] = hi - lo;
     match full.view(dev, lo * cols, &shape) {
         Ok(v) => Ok(v),
-        Err(_) => Tensor::from_f32(dev, &shape, &host[lo * cols..hi * cols], full.dtype()),
+        // The offset cannot be bound: copy the rows out (read back once, at load time).
+        Err(_) => Tensor::from_f32(dev, &shape, &full.read_f32(dev)?[lo * cols..hi * cols], full.dtype()),
     }
 }
 

@@ -155,7 +155,9 @@ impl Mamba {
         let c = MambaConfig::from_config(cfg)?;
         let (d, di, n, r, k) = (c.d_model, c.d_inner, c.d_state, c.dt_rank, c.conv_kernel);
         let up = |data: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, data, dt);
-        let rows = |full: &Tensor, host: &[f32], lo: usize, hi: usize| common::rows(dev, full, host, lo, hi);
+        let rows = |full: &Tensor, lo: usize, hi: usize| common::rows(dev, full, lo, hi);
+        // Matrices go to the device dtype straight from the checkpoint's bytes.
+        let mat = |name: &str, shape: &[usize]| w.upload(dev, name, shape, shape, dtype);
         let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
         common::check_config(w, "backbone.layers.", c.layers, c.eps)?;
         let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
@@ -164,18 +166,16 @@ impl Mamba {
         for i in 0..c.layers {
             progress(i, c.layers);
             let p = format!("backbone.layers.{i}");
-            let in_proj = get(&format!("{p}.mixer.in_proj.weight"), &[2 * di, d])?;
-            let w_in = up(&in_proj, &[2 * di, d], dtype)?;
+            let w_in = mat(&format!("{p}.mixer.in_proj.weight"), &[2 * di, d])?;
             let (b_in, bx, bz) = if c.use_bias {
                 let b = get(&format!("{p}.mixer.in_proj.bias"), &[2 * di])?;
                 let full = up(&b, &[2 * di], DType::F32)?;
-                let (bx, bz) = (rows(&full, &b, 0, di)?, rows(&full, &b, di, 2 * di)?);
+                let (bx, bz) = (rows(&full, 0, di)?, rows(&full, di, 2 * di)?);
                 (Some(full), Some(bx), Some(bz))
             } else {
                 (None, None, None)
             };
-            let x_proj = get(&format!("{p}.mixer.x_proj.weight"), &[r + 2 * n, di])?;
-            let w_xproj = up(&x_proj, &[r + 2 * n, di], dtype)?;
+            let w_xproj = mat(&format!("{p}.mixer.x_proj.weight"), &[r + 2 * n, di])?;
             let a_log = get(&format!("{p}.mixer.A_log"), &[di, n])?;
             let a: Vec<f32> = a_log.iter().map(|v| -v.exp()).collect();
             let d_skip = get(&format!("{p}.mixer.D"), &[di])?;
@@ -192,24 +192,24 @@ impl Mamba {
             };
             layers.push(Layer {
                 norm: up(&get(&format!("{p}.norm.weight"), &[d])?, &[d], DType::F32)?,
-                w_x: rows(&w_in, &in_proj, 0, di)?,
-                w_z: rows(&w_in, &in_proj, di, 2 * di)?,
+                w_x: rows(&w_in, 0, di)?,
+                w_z: rows(&w_in, di, 2 * di)?,
                 w_in,
                 b_in,
                 b_x: bx,
                 b_z: bz,
                 conv_w: up(&get(&format!("{p}.mixer.conv1d.weight"), &[di, 1, k])?, &[di, k], DType::F32)?,
                 conv_b,
-                w_dt_in: rows(&w_xproj, &x_proj, 0, r)?,
-                w_bc: rows(&w_xproj, &x_proj, r, r + 2 * n)?,
+                w_dt_in: rows(&w_xproj, 0, r)?,
+                w_bc: rows(&w_xproj, r, r + 2 * n)?,
                 w_xproj,
-                w_dt: up(&get(&format!("{p}.mixer.dt_proj.weight"), &[di, r])?, &[di, r], dtype)?,
+                w_dt: mat(&format!("{p}.mixer.dt_proj.weight"), &[di, r])?,
                 chan: up(
                     &ss::pack_channel_params(&a, Some(&d_skip), Some(&dt_bias), di, n),
                     &[di, n + 2],
                     DType::F32,
                 )?,
-                w_out: up(&get(&format!("{p}.mixer.out_proj.weight"), &[d, di])?, &[d, di], dtype)?,
+                w_out: mat(&format!("{p}.mixer.out_proj.weight"), &[d, di])?,
                 b_out,
             });
         }

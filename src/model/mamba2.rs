@@ -165,15 +165,18 @@ impl Mamba2Block {
         let proj = 2 * di + 2 * c.groups * c.d_state + h;
         let up = |data: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, data, dt);
         let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
-        let in_proj = get(&format!("{p}.in_proj.weight"), &[proj, d])?;
-        let bias = if c.use_bias { Some(get(&format!("{p}.in_proj.bias"), &[proj])?) } else { None };
-        let w_in = up(&in_proj, &[proj, d], dtype)?;
-        let b_in = bias.as_ref().map(|b| up(b, &[proj], DType::F32)).transpose()?;
-        let rows = |full: &Tensor, host: &[f32], lo: usize, hi: usize| common::rows(dev, full, host, lo, hi);
+        // Matrices go to the device dtype straight from the checkpoint's bytes.
+        let w_in = w.upload(dev, &format!("{p}.in_proj.weight"), &[proj, d], &[proj, d], dtype)?;
+        let b_in = if c.use_bias {
+            Some(w.upload(dev, &format!("{p}.in_proj.bias"), &[proj], &[proj], DType::F32)?)
+        } else {
+            None
+        };
+        let rows = |full: &Tensor, lo: usize, hi: usize| common::rows(dev, full, lo, hi);
         let part = |lo: usize, hi: usize| -> Result<Option<Tensor>> {
-            match (&b_in, &bias) {
-                (Some(full), Some(host)) => rows(full, host, lo, hi).map(Some),
-                _ => Ok(None),
+            match &b_in {
+                Some(full) => rows(full, lo, hi).map(Some),
+                None => Ok(None),
             }
         };
         let a: Vec<f32> = get(&format!("{p}.A_log"), &[h])?.iter().map(|v| -v.exp()).collect();
@@ -184,9 +187,9 @@ impl Mamba2Block {
         );
         Ok(Mamba2Block {
             norm: up(&get(norm_name, &[d])?, &[d], DType::F32)?,
-            w_z: rows(&w_in, &in_proj, 0, di)?,
-            w_xbc: rows(&w_in, &in_proj, di, di + cd)?,
-            w_dt: rows(&w_in, &in_proj, di + cd, proj)?,
+            w_z: rows(&w_in, 0, di)?,
+            w_xbc: rows(&w_in, di, di + cd)?,
+            w_dt: rows(&w_in, di + cd, proj)?,
             b_z: part(0, di)?,
             b_xbc: part(di, di + cd)?,
             b_dt: part(di + cd, proj)?,
@@ -200,7 +203,7 @@ impl Mamba2Block {
             },
             heads: up(&heads, &[h, 4], DType::F32)?,
             gate_norm: up(&get(&format!("{p}.norm.weight"), &[di])?, &[di], DType::F32)?,
-            w_out: up(&get(&format!("{p}.out_proj.weight"), &[d, di])?, &[d, di], dtype)?,
+            w_out: w.upload(dev, &format!("{p}.out_proj.weight"), &[d, di], &[d, di], dtype)?,
             b_out: if c.use_bias {
                 Some(up(&get(&format!("{p}.out_proj.bias"), &[d])?, &[d], DType::F32)?)
             } else {

@@ -130,6 +130,78 @@ impl Weights {
         )))
     }
 
+    /// Tensor `name`, checked against `shape`, uploaded as `dtype` (f32 or f16) straight from
+    /// the mapped bytes: f16 to f16 is a copy, bf16 or f32 to f16 and f16 or bf16 to f32 are
+    /// converted element by element, and no host f32 copy of the tensor is made unless f32 is
+    /// what the device holds. The device shape may differ from the stored one when the element
+    /// count agrees (a conv1d weight `[C, 1, W]` held as `[C, W]`).
+    pub fn upload(
+        &self,
+        dev: &crate::device::Device,
+        name: &str,
+        shape: &[usize],
+        device_shape: &[usize],
+        dtype: crate::tensor::DType,
+    ) -> Result<crate::tensor::Tensor> {
+        use crate::tensor::{DType, Tensor};
+        use half::{bf16, f16};
+        for (path, map) in &self.files {
+            let st = SafeTensors::deserialize(map)
+                .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+            let Ok(t) = st.tensor(name) else { continue };
+            if t.shape() != shape {
+                return Err(Error::Model(format!(
+                    "{}: tensor `{name}` has shape {:?}, expected {shape:?}",
+                    path.display(),
+                    t.shape()
+                )));
+            }
+            let b = t.data();
+            let half = |i: usize| [b[2 * i], b[2 * i + 1]];
+            let word = |i: usize| [b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]];
+            let n = shape.iter().product::<usize>();
+            return match (t.dtype(), dtype) {
+                (Dtype::F16, DType::F16) => Tensor::from_slice(
+                    dev,
+                    device_shape,
+                    &(0..n).map(|i| f16::from_le_bytes(half(i))).collect::<Vec<_>>(),
+                ),
+                (Dtype::BF16, DType::F16) => Tensor::from_slice(
+                    dev,
+                    device_shape,
+                    &(0..n).map(|i| f16::from_f32(bf16::from_le_bytes(half(i)).to_f32())).collect::<Vec<_>>(),
+                ),
+                (Dtype::F32, DType::F16) => Tensor::from_slice(
+                    dev,
+                    device_shape,
+                    &(0..n).map(|i| f16::from_f32(f32::from_le_bytes(word(i)))).collect::<Vec<_>>(),
+                ),
+                (Dtype::F32, DType::F32) => Tensor::from_slice(
+                    dev,
+                    device_shape,
+                    &(0..n).map(|i| f32::from_le_bytes(word(i))).collect::<Vec<_>>(),
+                ),
+                (Dtype::F16, DType::F32) => Tensor::from_slice(
+                    dev,
+                    device_shape,
+                    &(0..n).map(|i| f16::from_le_bytes(half(i)).to_f32()).collect::<Vec<_>>(),
+                ),
+                (Dtype::BF16, DType::F32) => Tensor::from_slice(
+                    dev,
+                    device_shape,
+                    &(0..n).map(|i| bf16::from_le_bytes(half(i)).to_f32()).collect::<Vec<_>>(),
+                ),
+                (other, _) => Err(Error::Model(format!(
+                    "{}: tensor `{name}` is {other:?}; f32, f16 or bf16 expected",
+                    path.display()
+                ))),
+            };
+        }
+        Err(Error::Model(format!(
+            "tensor `{name}` is missing from the checkpoint (expected shape {shape:?})"
+        )))
+    }
+
     /// An i32 tensor (token ids in reference files), any shape.
     pub fn i32(&self, name: &str) -> Result<Vec<i32>> {
         for (path, map) in &self.files {

@@ -66,3 +66,39 @@ fn malformed_checkpoints_give_clear_errors() {
         let _ = std::fs::remove_dir_all(scratch(name));
     }
 }
+
+#[test]
+fn weights_upload_straight_to_the_device_dtype() {
+    use linseq::model::weights::Weights;
+    let dir = scratch("upload");
+    std::fs::create_dir_all(&dir).unwrap();
+    let vals = [1.0f32, -2.5, 0.333, 65504.0, 1e-3, 3.0];
+    let f32b: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f16b: Vec<u8> = vals.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+    let bf16b: Vec<u8> = vals.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+    use safetensors::{tensor::TensorView, Dtype};
+    let views = vec![
+        ("a.f32".to_string(), TensorView::new(Dtype::F32, vec![2, 3], &f32b).unwrap()),
+        ("a.f16".to_string(), TensorView::new(Dtype::F16, vec![2, 3], &f16b).unwrap()),
+        ("a.bf16".to_string(), TensorView::new(Dtype::BF16, vec![2, 3], &bf16b).unwrap()),
+    ];
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    let w = Weights::open(&dir).unwrap();
+    let dev = &devices()[0];
+    for (name, exact) in [
+        ("a.f32", vals.to_vec()),
+        ("a.f16", vals.map(|v| half::f16::from_f32(v).to_f32()).to_vec()),
+        ("a.bf16", vals.map(|v| half::bf16::from_f32(v).to_f32()).to_vec()),
+    ] {
+        // As f32: the stored values exactly; as f16: those rounded to f16; any device shape of
+        // the same element count.
+        let t = w.upload(dev, name, &[2, 3], &[6], DType::F32).unwrap();
+        assert_eq!(t.read_f32(dev).unwrap(), exact, "{name} as f32");
+        let t = w.upload(dev, name, &[2, 3], &[3, 2], DType::F16).unwrap();
+        let want: Vec<f32> = exact.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        assert_eq!(t.read_f32(dev).unwrap(), want, "{name} as f16");
+        assert!(w.upload(dev, name, &[3, 2], &[6], DType::F32).unwrap_err().to_string().contains("expected"));
+    }
+    assert!(w.upload(dev, "absent", &[1], &[1], DType::F32).unwrap_err().to_string().contains("missing"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
