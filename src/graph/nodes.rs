@@ -227,3 +227,163 @@ impl NodeOp for SsdNode {
         Some(Ok(y))
     }
 }
+
+/// Picks `ins[k]` when `present`, advancing `k` (for nodes with optional trailing inputs).
+fn optional<'a>(ins: &[&'a Tensor], k: &mut usize, present: bool) -> Option<&'a Tensor> {
+    present.then(|| {
+        let t = ins[*k];
+        *k += 1;
+        t
+    })
+}
+
+/// A decode step's input side in one dispatch (`matmul::linear_in_step`): RMSNorm of x, the
+/// in_proj GEMV, and the conv step + silu over the output columns `[lo, lo + C)` with the conv
+/// state rolled in place. Inputs: x `[S, d]`, norm weight `[d]`, in_proj `[N, d]`, conv weight
+/// `[C, W]`, conv state `[S, C, W − 1]`, then the in_proj bias (`bias`) and the conv bias
+/// (`conv_bias`) when present.
+#[derive(Debug)]
+pub struct InStepNode {
+    pub lo: usize,
+    pub eps: f64,
+    pub bias: bool,
+    pub conv_bias: bool,
+}
+
+impl NodeOp for InStepNode {
+    fn name(&self) -> &str {
+        "in_step"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if ins.len() != 5 + self.bias as usize + self.conv_bias as usize {
+            return Err(Error::Shape(
+                "in_step takes x, norm, w_in, conv_w, conv_state [, b_in] [, conv_b]".into(),
+            ));
+        }
+        expect_state("in_step", ins[4])?;
+        Ok((vec![ins[0].shape[0], ins[2].shape[0]], DType::F32))
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+        let mut k = 5;
+        let b_in = optional(ins, &mut k, self.bias);
+        let conv_b = optional(ins, &mut k, self.conv_bias);
+        let band = crate::ops::matmul::ConvBand { lo: self.lo, weight: ins[3], bias: conv_b, state: ins[4] };
+        crate::ops::matmul::linear_in_step(rec, ins[0], ins[1], self.eps, ins[2], b_in, &band, out)
+    }
+}
+
+/// x_proj of a decode step reading the first K columns of a wider row (`matmul::linear_columns`).
+/// Inputs: x `[S, X]` (X ≥ K), weight `[N, K]`.
+#[derive(Debug)]
+pub struct ColumnsNode;
+
+impl NodeOp for ColumnsNode {
+    fn name(&self) -> &str {
+        "x_proj"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if ins.len() != 2 {
+            return Err(Error::Shape("x_proj takes x, w".into()));
+        }
+        Ok((vec![ins[0].shape[0], ins[1].shape[0]], DType::F32))
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+        crate::ops::matmul::linear_columns(rec, ins[0], ins[1], None, out)
+    }
+}
+
+/// Mamba's fused decode step (`ops::mamba_step`): dt_proj, softplus, the scan step, D skip and
+/// the silu(z) gate. Inputs: xz `[S, X]` (x at columns [0, D), z at [z_col, z_col + D)), xdbl
+/// `[S, R + 2N]`, dt_proj weight `[D, R]`, chan `[D, N + 2]`, state `[S, D, N]`.
+#[derive(Debug)]
+pub struct MambaStepNode {
+    pub z_col: usize,
+    pub flags: ScanFlags,
+}
+
+impl NodeOp for MambaStepNode {
+    fn name(&self) -> &str {
+        "mamba_step"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if ins.len() != 5 {
+            return Err(Error::Shape("mamba_step takes xz, xdbl, w_dt, chan, state".into()));
+        }
+        expect_state("mamba_step", ins[4])?;
+        Ok((vec![ins[0].shape[0], ins[2].shape[0]], DType::F32))
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+        let args = crate::ops::mamba_step::MambaStepArgs {
+            xz: ins[0],
+            z_col: self.z_col,
+            xdbl: ins[1],
+            w_dt: ins[2],
+            chan: ins[3],
+            state: ins[4],
+            flags: self.flags,
+        };
+        crate::ops::mamba_step::mamba_step(rec, &args, out)
+    }
+}
+
+/// Mamba-2's decode step reading x/B/C, dt and the gate z out of one fused in_proj row
+/// (`ssd::ssd_step_row`). Inputs: row `[S, R]`, heads `[H, 4]`, state `[S, H, P, N]`, the
+/// sequence table.
+#[derive(Debug)]
+pub struct SsdStepRowNode {
+    pub seqs: SeqSpec,
+    pub cols: ssd::RowColumns,
+    pub dims: SsdDims,
+    pub flags: SsdFlags,
+}
+
+impl NodeOp for SsdStepRowNode {
+    fn name(&self) -> &str {
+        "ssd_step"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if ins.len() != 4 {
+            return Err(Error::Shape("ssd_step takes row, heads, state, seqs".into()));
+        }
+        expect_state("ssd_step", ins[2])?;
+        Ok((vec![ins[0].shape[0], self.dims.heads * self.dims.head_dim], DType::F32))
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+        let seqs = self.seqs.bind(ins[3])?;
+        ssd::ssd_step_row(rec, ins[0], self.cols, ins[1], &seqs, ins[2], self.dims, self.flags, out)
+    }
+}
+
+/// The gated RMSNorm folded into out_proj, accumulated onto the residual, in place where the
+/// planner allows (`matmul::linear_normed`). Inputs: y `[S, K]`, the residual `[S, N]`, norm
+/// weight `[K]`, out_proj `[N, K]`, then its bias when `bias`.
+#[derive(Debug)]
+pub struct NormedOutNode {
+    pub eps: f64,
+    pub bias: bool,
+}
+
+impl NodeOp for NormedOutNode {
+    fn name(&self) -> &str {
+        "out_proj"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if ins.len() != 4 + self.bias as usize {
+            return Err(Error::Shape("out_proj takes y, residual, norm, w_out [, b_out]".into()));
+        }
+        Ok((ins[1].shape.clone(), DType::F32))
+    }
+    fn inplace_input(&self) -> Option<usize> {
+        Some(1)
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+        let (y, r, norm, w) = (ins[0], ins[1], ins[2], ins[3]);
+        let b = ins.get(4).copied();
+        if std::ptr::eq(r.buffer(), out.buffer()) && r.offset() == out.offset() {
+            crate::ops::matmul::linear_normed(rec, y, norm, self.eps, w, b, true, out)
+        } else {
+            crate::ops::matmul::linear_normed(rec, y, norm, self.eps, w, b, false, out)?;
+            crate::ops::elementwise::residual_add(rec, out, r, 1.0)
+        }
+    }
+}

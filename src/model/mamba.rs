@@ -20,10 +20,9 @@ use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::graph::nodes::{ScanNode, SeqSpec};
+use crate::graph::nodes::{ColumnsNode, InStepNode, MambaStepNode, ScanNode, SeqSpec};
 use crate::graph::TensorId;
-use crate::ops::mamba_step::{self, MambaStepArgs};
-use crate::ops::matmul::{self, ConvBand, GEMV_MAX_M};
+use crate::ops::matmul::GEMV_MAX_M;
 use crate::ops::selective_scan::{self as ss, ScanFlags, ScanKernel, ScanShape};
 use crate::tensor::{DType, Tensor};
 
@@ -291,30 +290,29 @@ impl Mamba {
     ) -> Result<TensorId> {
         let c = &self.cfg;
         let (s, di, n, r) = (state.sequences(), c.d_inner, c.d_state, c.dt_rank);
-        let (norm, w_in, b_in, eps) = (l.norm.clone(), l.w_in.clone(), l.b_in.clone(), c.eps);
-        let (conv_w, conv_b, conv_state) =
-            (l.conv_w.clone(), l.conv_b.clone(), state.slot(i, "conv")?.clone());
-        let xz = b.g.custom("in_step", &[h], &[s, 2 * di], DType::F32, move |rec, ins, out| {
-            let band = ConvBand { lo: 0, weight: &conv_w, bias: conv_b.as_ref(), state: &conv_state };
-            matmul::linear_in_step(rec, ins[0], &norm, eps, &w_in, b_in.as_ref(), &band, out)
-        })?;
-        let w_xproj = l.w_xproj.clone();
-        let xdbl = b.g.custom("x_proj", &[xz], &[s, r + 2 * n], DType::F32, move |rec, ins, out| {
-            matmul::linear_columns(rec, ins[0], &w_xproj, None, out)
-        })?;
-        let (w_dt, chan, ssm) = (l.w_dt.clone(), l.chan.clone(), state.slot(i, "ssm")?.clone());
-        b.g.custom("mamba_step", &[xz, xdbl], &[s, di], DType::F32, move |rec, ins, out| {
-            let args = MambaStepArgs {
-                xz: ins[0],
-                z_col: di,
-                xdbl: ins[1],
-                w_dt: &w_dt,
-                chan: &chan,
-                state: &ssm,
-                flags,
-            };
-            mamba_step::mamba_step(rec, &args, out)
-        })
+        let p = format!("layers.{i}");
+        let mut ins = vec![
+            h,
+            b.weight(&format!("{p}.norm"), &l.norm),
+            b.weight(&format!("{p}.in_proj"), &l.w_in),
+            b.weight(&format!("{p}.conv1d"), &l.conv_w),
+            b.state(&format!("{p}.conv_state"), state.slot(i, "conv")?),
+        ];
+        if let Some(bias) = &l.b_in {
+            ins.push(b.weight(&format!("{p}.in_proj.bias"), bias));
+        }
+        if let Some(cb) = &l.conv_b {
+            ins.push(b.weight(&format!("{p}.conv1d.bias"), cb));
+        }
+        let in_step = InStepNode { lo: 0, eps: c.eps, bias: l.b_in.is_some(), conv_bias: l.conv_b.is_some() };
+        let xz = b.g.op(in_step, &ins)?;
+        let w_xproj = b.weight(&format!("{p}.x_proj"), &l.w_xproj);
+        let xdbl = b.g.op(ColumnsNode, &[xz, w_xproj])?;
+        let w_dt = b.weight(&format!("{p}.dt_proj"), &l.w_dt);
+        let chan = b.weight(&format!("{p}.chan"), &l.chan);
+        let ssm = b.state(&format!("{p}.ssm_state"), state.slot(i, "ssm")?);
+        debug_assert_eq!((s, r + 2 * n), (state.sequences(), l.w_xproj.shape()[0]));
+        b.g.op(MambaStepNode { z_col: di, flags }, &[xz, xdbl, w_dt, chan, ssm])
     }
 
     /// Number of parameters (as in the checkpoint, tied embeddings counted once).

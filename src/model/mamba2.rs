@@ -21,10 +21,10 @@ use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::graph::nodes::{SeqSpec, SsdNode};
+use crate::graph::nodes::{InStepNode, NormedOutNode, SeqSpec, SsdNode, SsdStepRowNode};
 use crate::graph::TensorId;
 use crate::ops::elementwise::Binary;
-use crate::ops::matmul::{self, ConvBand, GEMV_MAX_M};
+use crate::ops::matmul::GEMV_MAX_M;
 use crate::ops::norm;
 use crate::ops::ssd::{self, SsdDims, SsdFlags, SsdKernel};
 use crate::tensor::{DType, Tensor};
@@ -278,31 +278,41 @@ impl Mamba2Block {
         c: &Mamba2Config,
     ) -> Result<TensorId> {
         let (s, di, cd) = (state.sequences(), c.d_inner, c.conv_dim());
-        let proj = self.w_in.shape()[0];
-        let (norm, w_in, b_in, eps) = (self.norm.clone(), self.w_in.clone(), self.b_in.clone(), c.eps);
-        let (conv_w, conv_b, conv_state) =
-            (self.conv_w.clone(), self.conv_b.clone(), state.slot(i, "conv")?.clone());
-        let row = b.g.custom("in_step", &[h], &[s, proj], DType::F32, move |rec, ins, out| {
-            let band = ConvBand { lo: di, weight: &conv_w, bias: conv_b.as_ref(), state: &conv_state };
-            matmul::linear_in_step(rec, ins[0], &norm, eps, &w_in, b_in.as_ref(), &band, out)
-        })?;
-        let (heads, seqs, ssm, dims) =
-            (self.heads.clone(), batch.seqs.clone(), state.slot(i, "ssm")?.clone(), c.dims());
+        debug_assert_eq!(s, batch.lens.len());
+        let p = format!("layers.{i}");
+        let mut ins = vec![
+            h,
+            b.weight(&format!("{p}.norm"), &self.norm),
+            b.weight(&format!("{p}.in_proj"), &self.w_in),
+            b.weight(&format!("{p}.conv1d"), &self.conv_w),
+            b.state(&format!("{p}.conv_state"), state.slot(i, "conv")?),
+        ];
+        if let Some(bias) = &self.b_in {
+            ins.push(b.weight(&format!("{p}.in_proj.bias"), bias));
+        }
+        if let Some(cb) = &self.conv_b {
+            ins.push(b.weight(&format!("{p}.conv1d.bias"), cb));
+        }
+        let in_step =
+            InStepNode { lo: di, eps: c.eps, bias: self.b_in.is_some(), conv_bias: self.conv_b.is_some() };
+        let row = b.g.op(in_step, &ins)?;
+        let heads = b.weight(&format!("{p}.heads"), &self.heads);
+        let ssm = b.state(&format!("{p}.ssm_state"), state.slot(i, "ssm")?);
+        let seqs = b.seqs(&batch.seqs);
         let cols = ssd::RowColumns { x: di, dt: di + cd, z: 0 };
-        let y = b.g.custom("ssd_step", &[row], &[s, di], DType::F32, move |rec, ins, out| {
-            ssd::ssd_step_row(rec, ins[0], cols, &heads, &seqs, &ssm, dims, flags, out)
-        })?;
-        let (gate_norm, w_out, b_out) = (self.gate_norm.clone(), self.w_out.clone(), self.b_out.clone());
+        let step = SsdStepRowNode { seqs: SeqSpec::of(&batch.seqs), cols, dims: c.dims(), flags };
+        let y = b.g.op(step, &[row, heads, ssm, seqs])?;
         // In place on the residual stream where the planner allows, like Graph::linear_add.
-        b.g.custom_in_place("out_proj", y, h, move |rec, ins, out| {
-            let (y, r) = (ins[0], ins[1]);
-            if std::ptr::eq(r.buffer(), out.buffer()) && r.offset() == out.offset() {
-                matmul::linear_normed(rec, y, &gate_norm, eps, &w_out, b_out.as_ref(), true, out)
-            } else {
-                matmul::linear_normed(rec, y, &gate_norm, eps, &w_out, b_out.as_ref(), false, out)?;
-                crate::ops::elementwise::residual_add(rec, out, r, 1.0)
-            }
-        })
+        let mut ins = vec![
+            y,
+            h,
+            b.weight(&format!("{p}.gate_norm"), &self.gate_norm),
+            b.weight(&format!("{p}.out_proj"), &self.w_out),
+        ];
+        if let Some(bias) = &self.b_out {
+            ins.push(b.weight(&format!("{p}.out_proj.bias"), bias));
+        }
+        b.g.op(NormedOutNode { eps: c.eps, bias: self.b_out.is_some() }, &ins)
     }
 
     /// The block's state slots for layer `layer`: the conv window over xBC and the SSD state.
