@@ -189,6 +189,38 @@ impl Builder {
         id
     }
 
+    /// A decode step's fused input side ([`crate::graph::nodes::InStepNode`]) of layer `p`:
+    /// RMSNorm of `h`, in_proj (`w_in`, `b_in`) and the conv step over the output columns from
+    /// `lo` (`conv_w`, `conv_b`, the conv state slot `conv_state`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn in_step(
+        &mut self,
+        p: &str,
+        h: TensorId,
+        (norm, eps): (&Tensor, f64),
+        (w_in, b_in): (&Tensor, Option<&Tensor>),
+        (conv_w, conv_b): (&Tensor, Option<&Tensor>),
+        conv_state: &Tensor,
+        lo: usize,
+    ) -> Result<TensorId> {
+        let mut ins = vec![
+            h,
+            self.weight(&format!("{p}.norm"), norm),
+            self.weight(&format!("{p}.in_proj"), w_in),
+            self.weight(&format!("{p}.conv1d"), conv_w),
+            self.state(&format!("{p}.conv_state"), conv_state),
+        ];
+        if let Some(bias) = b_in {
+            ins.push(self.weight(&format!("{p}.in_proj.bias"), bias));
+        }
+        if let Some(cb) = conv_b {
+            ins.push(self.weight(&format!("{p}.conv1d.bias"), cb));
+        }
+        let node =
+            crate::graph::nodes::InStepNode { lo, eps, bias: b_in.is_some(), conv_bias: conv_b.is_some() };
+        self.g.op(node, &ins)
+    }
+
     /// Recurrent state bound to `t` (f32; read and written in place by the nodes).
     pub fn state(&mut self, name: &str, t: &Tensor) -> TensorId {
         let id = self.g.state(name, t.shape());

@@ -20,7 +20,7 @@ use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::graph::nodes::{ColumnsNode, InStepNode, MambaStepNode, ScanNode, SeqSpec};
+use crate::graph::nodes::{ColumnsNode, MambaStepNode, ScanNode, SeqSpec};
 use crate::graph::TensorId;
 use crate::ops::matmul::GEMV_MAX_M;
 use crate::ops::selective_scan::{self as ss, ScanFlags, ScanKernel, ScanShape};
@@ -291,21 +291,9 @@ impl Mamba {
         let c = &self.cfg;
         let (s, di, n, r) = (state.sequences(), c.d_inner, c.d_state, c.dt_rank);
         let p = format!("layers.{i}");
-        let mut ins = vec![
-            h,
-            b.weight(&format!("{p}.norm"), &l.norm),
-            b.weight(&format!("{p}.in_proj"), &l.w_in),
-            b.weight(&format!("{p}.conv1d"), &l.conv_w),
-            b.state(&format!("{p}.conv_state"), state.slot(i, "conv")?),
-        ];
-        if let Some(bias) = &l.b_in {
-            ins.push(b.weight(&format!("{p}.in_proj.bias"), bias));
-        }
-        if let Some(cb) = &l.conv_b {
-            ins.push(b.weight(&format!("{p}.conv1d.bias"), cb));
-        }
-        let in_step = InStepNode { lo: 0, eps: c.eps, bias: l.b_in.is_some(), conv_bias: l.conv_b.is_some() };
-        let xz = b.g.op(in_step, &ins)?;
+        let conv = (&l.conv_w, l.conv_b.as_ref());
+        let xz =
+            b.in_step(&p, h, (&l.norm, c.eps), (&l.w_in, l.b_in.as_ref()), conv, state.slot(i, "conv")?, 0)?;
         let w_xproj = b.weight(&format!("{p}.x_proj"), &l.w_xproj);
         let xdbl = b.g.op(ColumnsNode, &[xz, w_xproj])?;
         let w_dt = b.weight(&format!("{p}.dt_proj"), &l.w_dt);

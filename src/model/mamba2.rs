@@ -21,7 +21,7 @@ use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::graph::nodes::{InStepNode, NormedOutNode, SeqSpec, SsdNode, SsdStepRowNode};
+use crate::graph::nodes::{NormedOutNode, SeqSpec, SsdNode, SsdStepRowNode};
 use crate::graph::TensorId;
 use crate::ops::elementwise::Binary;
 use crate::ops::matmul::GEMV_MAX_M;
@@ -280,22 +280,9 @@ impl Mamba2Block {
         let (s, di, cd) = (state.sequences(), c.d_inner, c.conv_dim());
         debug_assert_eq!(s, batch.lens.len());
         let p = format!("layers.{i}");
-        let mut ins = vec![
-            h,
-            b.weight(&format!("{p}.norm"), &self.norm),
-            b.weight(&format!("{p}.in_proj"), &self.w_in),
-            b.weight(&format!("{p}.conv1d"), &self.conv_w),
-            b.state(&format!("{p}.conv_state"), state.slot(i, "conv")?),
-        ];
-        if let Some(bias) = &self.b_in {
-            ins.push(b.weight(&format!("{p}.in_proj.bias"), bias));
-        }
-        if let Some(cb) = &self.conv_b {
-            ins.push(b.weight(&format!("{p}.conv1d.bias"), cb));
-        }
-        let in_step =
-            InStepNode { lo: di, eps: c.eps, bias: self.b_in.is_some(), conv_bias: self.conv_b.is_some() };
-        let row = b.g.op(in_step, &ins)?;
+        let conv = (&self.conv_w, self.conv_b.as_ref());
+        let proj = (&self.w_in, self.b_in.as_ref());
+        let row = b.in_step(&p, h, (&self.norm, c.eps), proj, conv, state.slot(i, "conv")?, di)?;
         let heads = b.weight(&format!("{p}.heads"), &self.heads);
         let ssm = b.state(&format!("{p}.ssm_state"), state.slot(i, "ssm")?);
         let seqs = b.seqs(&batch.seqs);
