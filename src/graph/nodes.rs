@@ -185,11 +185,11 @@ impl NodeOp for SsdNode {
         expect_state("ssd", ins[3])?;
         Ok((vec![ins[0].shape[0], self.dims.heads * self.dims.head_dim], DType::F32))
     }
-    fn scratch(&self, ins: &[&TensorDesc]) -> Vec<(Vec<usize>, DType)> {
+    fn scratch(&self, _ins: &[&TensorDesc]) -> Vec<(Vec<usize>, DType)> {
         if self.step {
             return Vec::new();
         }
-        ssd::scratch_shapes(self.kernel, self.dims, &self.seqs.cu, self.seqs.resets.as_deref(), ins[0].dtype)
+        ssd::scratch_shapes(self.kernel, self.dims, &self.seqs.cu, self.seqs.resets.as_deref())
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], scratch: &[&Tensor], out: &Tensor) -> Result<()> {
         let seqs = self.seqs.bind(ins[4])?;
@@ -205,12 +205,11 @@ impl NodeOp for SsdNode {
         if self.step {
             return ssd::ssd_step(rec, &args, out);
         }
-        match scratch {
-            [dts, cs, states] => {
-                ssd::ssd_with_scratch(rec, self.kernel, &args, out, &SsdScratch { dts, cs, states })
-            }
-            _ => ssd::ssd(rec, self.kernel, &args, out),
-        }
+        let scratch = match scratch {
+            [dts, cs, states] => Some(SsdScratch { dts, cs, states }),
+            _ => None,
+        };
+        ssd::ssd_in(rec, self.kernel, &args, out, scratch.as_ref())
     }
     fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
         let flags = SsdFlags { init_state: self.flags.init_state || self.step, ..self.flags };

@@ -77,10 +77,12 @@ fn check(
 
 fn params(c: usize, width: usize, seqs: &Sequences, bias: bool, flags: ConvFlags) -> Result<Params> {
     use conv_flags::*;
-    let bits = if bias { HAS_BIAS } else { 0 }
-        | if flags.silu { SILU } else { 0 }
-        | if flags.init_state { INIT } else { 0 }
-        | if seqs.resets().is_some() { RESET } else { 0 };
+    let bits = crate::shader::uniform::bits(&[
+        (bias, HAS_BIAS),
+        (flags.silu, SILU),
+        (flags.init_state, INIT),
+        (seqs.resets().is_some(), RESET),
+    ]);
     Ok(Params::of(&ConvParams {
         channels: super::word("channels", c)?,
         total: super::word("tokens", seqs.total())?,

@@ -14,6 +14,7 @@
 use super::{grid, Params, Recorder};
 use crate::device::Capabilities;
 use crate::error::{Error, Result};
+use crate::shader::uniform::bits;
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
@@ -607,14 +608,11 @@ fn record(
         }
     };
     let conv_bias = matches!(epilogue, Epilogue::InStep { conv: Some(ConvBand { bias: Some(_), .. }), .. });
-    let flags = [
+    let flags = bits(&[
         (b.is_some(), matmul_flags::HAS_BIAS),
         (accumulate, matmul_flags::ACCUMULATE),
         (conv_bias, matmul_flags::CONV_BIAS),
-    ]
-    .into_iter()
-    .filter(|(on, _)| *on)
-    .fold(0, |acc, (_, bit)| acc | bit);
+    ]);
     let base = MatmulParams {
         m: super::word("M", m)?,
         n: super::word("N", n)?,

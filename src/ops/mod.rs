@@ -83,10 +83,6 @@ pub struct Params {
 }
 
 impl Params {
-    /// No uniform block.
-    pub fn none() -> Self {
-        Self::default()
-    }
     /// The parameters of `value`.
     pub fn of<P: Uniform>(value: &P) -> Self {
         Self { bytes: bytemuck::bytes_of(value).to_vec(), layout: Some(P::LAYOUT.name) }

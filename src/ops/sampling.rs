@@ -14,7 +14,7 @@ const WG: u32 = 256;
 
 /// The id the sampler and the argmax write for a row with a NaN or ±Inf logit (never a real
 /// token: vocabularies are far smaller). Generation reports it as an error naming the step.
-pub const NONFINITE_ID: u32 = u32::MAX;
+pub const NONFINITE_ID: u32 = row_consts::NONFINITE;
 
 crate::flags! {
     /// The constants the row kernels receive (the non-finite marker).

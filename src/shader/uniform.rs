@@ -93,6 +93,11 @@ impl FlagSet {
     }
 }
 
+/// The word of the flags that are on: `bits(&[(has_bias, HAS_BIAS), (init, INIT)])`.
+pub fn bits(flags: &[(bool, u32)]) -> u32 {
+    flags.iter().filter(|(on, _)| *on).fold(0, |acc, (_, bit)| acc | bit)
+}
+
 /// Declares flag constants and their [`FlagSet`]:
 /// `flags! { pub mod scan_flags { SOFTPLUS = 1, HAS_BIAS = 2 } }` gives `scan_flags::SOFTPLUS`
 /// and `scan_flags::SET`.

@@ -83,17 +83,14 @@ impl ScanFlags {
     /// The switches as [`scan_flags`] bits (`gate`: a z is bound).
     pub fn bits(&self, gate: bool) -> u32 {
         use scan_flags::*;
-        [
+        crate::shader::uniform::bits(&[
             (self.delta_softplus, SOFTPLUS),
             (self.delta_bias, HAS_BIAS),
             (self.d_skip, HAS_D),
             (gate, HAS_Z),
             (self.neg_eigen, NEG_EIG),
             (self.init_state, INIT),
-        ]
-        .into_iter()
-        .filter(|(on, _)| *on)
-        .fold(0, |acc, (_, bit)| acc | bit)
+        ])
     }
 }
 

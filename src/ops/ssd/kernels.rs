@@ -223,10 +223,16 @@ pub fn record_chunked(
     chunk: usize,
     stages: &[Stage],
 ) -> Result<()> {
+    check_chunk(chunk)?;
+    record_stages(rec, args, y, SsdKernel::Chunked(chunk), stages)
+}
+
+/// The chunk sizes the chunked kernels take.
+pub(super) fn check_chunk(chunk: usize) -> Result<()> {
     if !matches!(chunk, 32 | 64 | 128 | 256) {
         return Err(Error::Invalid(format!("SSD chunk size {chunk}: use 32, 64, 128 or 256")));
     }
-    record_stages(rec, args, y, SsdKernel::Chunked(chunk), stages)
+    Ok(())
 }
 
 /// [`record_chunked`] for any chunked kernel (`Chunked(c)` or `Coop64Fused`).
@@ -267,14 +273,18 @@ pub fn scratch_shapes(
     d: SsdDims,
     cu: &[usize],
     resets: Option<&[bool]>,
-    _input: DType,
 ) -> Vec<(Vec<usize>, DType)> {
     let kernel = effective(kernel, d);
     let Some(chunk) = kernel.chunk() else { return Vec::new() };
     let (_, nchunks) = chunk_table_of(cu, resets, chunk);
-    let t = cu.last().copied().unwrap_or(0);
+    scratch_of(kernel, d, cu.last().copied().unwrap_or(0), nchunks).to_vec()
+}
+
+/// [`SsdScratch`]'s buffers for `kernel` (already [`effective`]) over `t` tokens in `nchunks`
+/// chunks: dt and the cumsum `[T, H]` f32, then the per-chunk states.
+fn scratch_of(kernel: SsdKernel, d: SsdDims, t: usize, nchunks: usize) -> [(Vec<usize>, DType); 3] {
     let states = if kernel == SsdKernel::Coop64Fused { DType::F16 } else { DType::F32 };
-    vec![
+    [
         (vec![t, d.heads], DType::F32),
         (vec![t, d.heads], DType::F32),
         (vec![nchunks.max(1), d.heads, d.head_dim, d.n], states),
@@ -304,25 +314,20 @@ pub fn record_stages_in(
         )));
     }
     let t = args.seqs.total();
-    if kernel == SsdKernel::Coop64Fused && !SsdKernel::fused_fits(d) {
-        return record_stages_in(rec, args, y, SsdKernel::Chunked(64), stages, scratch);
-    }
+    let kernel = effective(kernel, d);
     let (table_host, nchunks) = chunk_table(args.seqs, chunk);
     let table = Tensor::from_slice(dev, &[table_host.len()], &table_host)?;
-    let states_dtype = if kernel == SsdKernel::Coop64Fused { DType::F16 } else { DType::F32 };
-    let states_shape = [nchunks.max(1), d.heads, d.head_dim, d.n];
-    let given = scratch.filter(|s| {
-        s.dts.shape() == [t, d.heads]
-            && s.cs.shape() == [t, d.heads]
-            && s.states.shape() == states_shape
-            && s.states.dtype() == states_dtype
-    });
+    let want = scratch_of(kernel, d, t, nchunks);
+    let fits = |t: &Tensor, (shape, dtype): &(Vec<usize>, DType)| {
+        t.shape() == shape.as_slice() && t.dtype() == *dtype
+    };
+    let given = scratch.filter(|s| fits(s.dts, &want[0]) && fits(s.cs, &want[1]) && fits(s.states, &want[2]));
     let (dts, cs, states) = match given {
         Some(s) => (s.dts.clone(), s.cs.clone(), s.states.clone()),
         None => (
-            Tensor::empty(dev, &[t, d.heads], DType::F32)?,
-            Tensor::empty(dev, &[t, d.heads], DType::F32)?,
-            Tensor::empty(dev, &states_shape, states_dtype)?,
+            Tensor::empty(dev, &want[0].0, want[0].1)?,
+            Tensor::empty(dev, &want[1].0, want[1].1)?,
+            Tensor::empty(dev, &want[2].0, want[2].1)?,
         ),
     };
     // The fused state scan loops as many steps as the longest sequence has chunks, a bound from

@@ -289,17 +289,14 @@ impl SsdArgs<'_> {
     ) -> Result<SsdParams> {
         use ssd_flags::*;
         let f = self.flags;
-        let flags = [
+        let flags = crate::shader::uniform::bits(&[
             (f.dt_softplus, SOFTPLUS),
             (f.dt_bias, HAS_BIAS),
             (f.d_skip, HAS_D),
             (init, INIT),
             (self.seqs.resets().is_some(), RESET),
             (row.is_some(), ROW_IO),
-        ]
-        .into_iter()
-        .filter(|(on, _)| *on)
-        .fold(0, |acc, (_, bit)| acc | bit);
+        ]);
         let d = self.dims;
         let (width, cols) = row.unwrap_or((d.width(), RowColumns { x: 0, dt: 0, z: 0 }));
         let w = super::word;
@@ -381,23 +378,20 @@ pub fn ssd_step_row(
     rec.dispatch(&decode_variant(DType::F32), &params, &tensors, wg)
 }
 
-/// [`ssd`] with the chunked path's working buffers given (a graph node's planned scratch).
-pub fn ssd_with_scratch(
+/// Records a prefill: `y` is `[T, H·P]` f32; `state` ends as the final state.
+pub fn ssd(rec: &mut Recorder, kernel: SsdKernel, args: &SsdArgs, y: &Tensor) -> Result<()> {
+    ssd_in(rec, kernel, args, y, None)
+}
+
+/// [`ssd`] with the chunked path's working buffers given (a graph node's planned scratch), or
+/// allocated here when `None`.
+pub fn ssd_in(
     rec: &mut Recorder,
     kernel: SsdKernel,
     args: &SsdArgs,
     y: &Tensor,
-    scratch: &SsdScratch,
+    scratch: Option<&SsdScratch>,
 ) -> Result<()> {
-    match kernel {
-        SsdKernel::Sequential => ssd(rec, kernel, args, y),
-        SsdKernel::Chunked(c) if !matches!(c, 32 | 64 | 128 | 256) => ssd(rec, kernel, args, y),
-        _ => record_stages_in(rec, args, y, kernel, &Stage::ALL, Some(scratch)),
-    }
-}
-
-/// Records a prefill: `y` is `[T, H·P]` f32; `state` ends as the final state.
-pub fn ssd(rec: &mut Recorder, kernel: SsdKernel, args: &SsdArgs, y: &Tensor) -> Result<()> {
     args.check(y)?;
     let dev = rec.device();
     let input = args.xbc.dtype();
@@ -422,8 +416,11 @@ pub fn ssd(rec: &mut Recorder, kernel: SsdKernel, args: &SsdArgs, y: &Tensor) ->
             }
             Ok(())
         }
-        SsdKernel::Chunked(chunk) => record_chunked(rec, args, y, chunk, &Stage::ALL),
-        SsdKernel::Coop64Fused => record_stages(rec, args, y, kernel, &Stage::ALL),
+        SsdKernel::Chunked(chunk) => {
+            kernels::check_chunk(chunk)?;
+            record_stages_in(rec, args, y, kernel, &Stage::ALL, scratch)
+        }
+        SsdKernel::Coop64Fused => record_stages_in(rec, args, y, kernel, &Stage::ALL, scratch),
     }
 }
 
