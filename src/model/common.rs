@@ -169,6 +169,8 @@ impl<'a> Batch<'a> {
 pub struct Builder {
     pub g: Graph,
     pub bound: Vec<(TensorId, Tensor)>,
+    /// The sequence table's input, once bound ([`Builder::seqs`]).
+    seqs: Option<(TensorId, Tensor)>,
 }
 
 impl Default for Builder {
@@ -179,7 +181,7 @@ impl Default for Builder {
 
 impl Builder {
     pub fn new() -> Self {
-        Self { g: Graph::new(), bound: Vec::new() }
+        Self { g: Graph::new(), bound: Vec::new(), seqs: None }
     }
 
     /// A weight of the graph bound to `t`.
@@ -231,14 +233,14 @@ impl Builder {
     /// The packed-sequence table of the batch, one graph input however many nodes read it.
     pub fn seqs(&mut self, seqs: &Sequences) -> TensorId {
         let table = seqs.table();
-        if let Some(&(id, _)) = self.bound.iter().find(|(id, t)| {
-            self.g.desc(*id).name == "seqs"
-                && std::ptr::eq(t.buffer(), table.buffer())
-                && t.offset() == table.offset()
-        }) {
-            return id;
+        match &self.seqs {
+            Some((id, t)) if std::ptr::eq(t.buffer(), table.buffer()) && t.offset() == table.offset() => *id,
+            _ => {
+                let id = self.input("seqs", table);
+                self.seqs = Some((id, table.clone()));
+                id
+            }
         }
-        self.input("seqs", table)
     }
 
     /// An input of the graph bound to `t` (written by the caller before each run).

@@ -159,8 +159,9 @@ impl Mamba {
         let mat = |name: &str, shape: &[usize]| w.upload(dev, name, shape, shape, dtype);
         let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
         common::check_config(w, "backbone.layers.", c.layers, c.eps)?;
-        let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
+        // Every tensor's name and shape before anything is uploaded.
         super::schema::check(w, &c.schema())?;
+        let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             progress(i, c.layers);

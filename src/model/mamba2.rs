@@ -356,8 +356,9 @@ impl Mamba2 {
     ) -> Result<Self> {
         let c = Mamba2Config::from_config(cfg)?;
         common::check_config(w, "backbone.layers.", c.layers, c.eps)?;
-        let head = Head::load(dev, w, c.vocab, c.d_model, c.tie_embeddings, dtype)?;
+        // Every tensor's name and shape before anything is uploaded.
         super::schema::check(w, &c.schema())?;
+        let head = Head::load(dev, w, c.vocab, c.d_model, c.tie_embeddings, dtype)?;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             progress(i, c.layers);
@@ -378,16 +379,7 @@ impl Mamba2 {
     /// Per layer: the conv window over xBC `[S, conv_dim, W − 1]` and the SSD state
     /// `[S, H, P, N]`.
     pub fn state_slots(&self, sequences: usize) -> Vec<SlotSpec> {
-        let c = &self.cfg;
-        let s = sequences;
-        (0..c.layers)
-            .flat_map(|i| {
-                [
-                    SlotSpec::new(i, "conv", SlotKind::ConvWindow, &[s, c.conv_dim(), c.conv_kernel - 1]),
-                    SlotSpec::new(i, "ssm", SlotKind::DiagonalSsm, &[s, c.heads, c.head_dim, c.d_state]),
-                ]
-            })
-            .collect()
+        (0..self.cfg.layers).flat_map(|i| Mamba2Block::state_slots(&self.cfg, i, sequences)).collect()
     }
 
     /// Builds the forward pass of `batch` as a graph (bound to this model's weights and the

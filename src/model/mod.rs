@@ -70,6 +70,8 @@ pub fn cross_entropy(logits: &[f32], target: u32) -> f64 {
 /// A loaded model: the runtime its architecture built from the checkpoint.
 pub struct Model {
     runtime: Box<dyn Runtime>,
+    /// [`Model::identity`], computed once.
+    identity: String,
 }
 
 /// Loads the checkpoint in `dir`, holding matmul weights as `dtype` (f32 or f16).
@@ -100,13 +102,19 @@ pub fn load_with_progress(
     })?;
     arch.check_config(&cfg)?; // config errors first, before the weights
     let w = Weights::open(dir)?;
-    Ok(Model { runtime: arch.load(dev, &cfg, &w, dtype, progress)? })
+    Ok(Model::from_runtime(arch.load(dev, &cfg, &w, dtype, progress)?))
 }
 
 impl Model {
     /// A model of a runtime built elsewhere (an architecture registered by an application).
     pub fn from_runtime(runtime: Box<dyn Runtime>) -> Self {
-        Self { runtime }
+        // FNV-1a: stable across builds and platforms (std's hashers are not).
+        let hash = runtime
+            .config_text()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let identity = format!("{}/{hash:016x}", runtime.model_type());
+        Self { runtime, identity }
     }
 
     pub fn vocab(&self) -> usize {
@@ -124,22 +132,13 @@ impl Model {
 
     /// A zero state for `sequences` sequences: the runtime's slots.
     pub fn new_state(&self, dev: &Device, sequences: usize) -> Result<State> {
-        if sequences == 0 {
-            return Err(Error::Invalid("a state needs at least one sequence".into()));
-        }
-        State::zeros(dev, sequences, self.runtime.state_slots(sequences), self.identity())
+        State::zeros(dev, sequences, self.runtime.state_slots(sequences), self.identity.clone())
     }
 
     /// The architecture and a fingerprint of its configuration (`mamba2/9c0e…`): what a state
     /// snapshot records, so that it is only restored into a state of the same model.
-    pub fn identity(&self) -> String {
-        // FNV-1a: stable across builds and platforms (std's hashers are not).
-        let hash = self
-            .runtime
-            .config_text()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        format!("{}/{hash:016x}", self.runtime.model_type())
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// Feeds packed tokens like [`Model::forward`] but computes the logits of each sequence's
@@ -172,11 +171,7 @@ impl Model {
         lens: &[usize],
         state: &State,
     ) -> Result<Vec<f64>> {
-        let (t, step) = state.check_batch(ids, lens, self.vocab())?;
-        let ids_t = crate::tensor::Tensor::from_slice(dev, &[t], ids)?;
-        let batch = common::Batch::new(dev, &ids_t, lens, step, None)?;
-        let mut b = common::Builder::new();
-        let logits = self.build(dev, &mut b, &batch, state)?;
+        let (b, logits) = self.forward_graph(dev, ids, lens, state, false)?;
         let mut host = std::collections::HashMap::new();
         for (id, t) in &b.bound {
             let v = match t.dtype() {
@@ -199,6 +194,23 @@ impl Model {
         state: &mut State,
         last_only: bool,
     ) -> Result<Vec<f32>> {
+        let (b, logits) = self.forward_graph(dev, ids, lens, state, last_only)?;
+        let exe = b.finish(dev, &[logits])?;
+        exe.run()?;
+        state.started = true;
+        exe.read_output::<f32>(logits)
+    }
+
+    /// The graph of a forward pass over `ids` (checked against the state and the vocabulary):
+    /// the builder holding it and its logits, of every token or of each sequence's last.
+    fn forward_graph(
+        &self,
+        dev: &Device,
+        ids: &[u32],
+        lens: &[usize],
+        state: &State,
+        last_only: bool,
+    ) -> Result<(common::Builder, crate::graph::TensorId)> {
         let (t, step) = state.check_batch(ids, lens, self.vocab())?;
         let ids_t = crate::tensor::Tensor::from_slice(dev, &[t], ids)?;
         let rows = if last_only {
@@ -216,10 +228,7 @@ impl Model {
         let batch = common::Batch::new(dev, &ids_t, lens, step, rows.as_ref())?;
         let mut b = common::Builder::new();
         let logits = self.build(dev, &mut b, &batch, state)?;
-        let exe = b.finish(dev, &[logits])?;
-        exe.run()?;
-        state.started = true;
-        exe.read_output::<f32>(logits)
+        Ok((b, logits))
     }
 
     /// The graph executor's memory plan of a prefill of `lens` tokens per sequence (last-token
@@ -255,7 +264,7 @@ impl Model {
         batch: &common::Batch,
         state: &State,
     ) -> Result<crate::graph::TensorId> {
-        if state.owner() != self.identity() {
+        if state.owner() != self.identity {
             return Err(Error::Invalid(format!(
                 "this state belongs to model {}, not {}",
                 state.owner(),

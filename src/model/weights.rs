@@ -89,8 +89,9 @@ impl Weights {
         self.info(name).is_some()
     }
 
-    /// Tensor `name` as f32, checked against `shape` (any shape when `None`).
-    pub fn f32(&self, name: &str, shape: Option<&[usize]>) -> Result<(Vec<f32>, Vec<usize>)> {
+    /// The stored dtype, shape and bytes of tensor `name` and the file holding it, checked
+    /// against `shape` (any shape when `None`).
+    fn raw(&self, name: &str, shape: Option<&[usize]>) -> Result<(Dtype, Vec<usize>, &[u8], &Path)> {
         for (path, map) in &self.files {
             let st = SafeTensors::deserialize(map)
                 .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
@@ -104,30 +105,34 @@ impl Weights {
                     )));
                 }
             }
-            let bytes = t.data();
-            let data: Vec<f32> = match t.dtype() {
-                Dtype::F32 => {
-                    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-                }
-                Dtype::F16 => {
-                    bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-                }
-                Dtype::BF16 => {
-                    bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-                }
-                other => {
-                    return Err(Error::Model(format!(
-                        "{}: tensor `{name}` is {other:?}; f32, f16 or bf16 expected",
-                        path.display()
-                    )))
-                }
-            };
-            return Ok((data, t.shape().to_vec()));
+            return Ok((t.dtype(), t.shape().to_vec(), t.data(), path.as_path()));
         }
         Err(Error::Model(format!(
             "tensor `{name}` is missing from the checkpoint{}",
             shape.map(|s| format!(" (expected shape {s:?})")).unwrap_or_default()
         )))
+    }
+
+    fn not_float(name: &str, dtype: Dtype, path: &Path) -> Error {
+        Error::Model(format!("{}: tensor `{name}` is {dtype:?}; f32, f16 or bf16 expected", path.display()))
+    }
+
+    /// Tensor `name` as f32, checked against `shape` (any shape when `None`).
+    pub fn f32(&self, name: &str, shape: Option<&[usize]>) -> Result<(Vec<f32>, Vec<usize>)> {
+        let (dtype, shape, bytes, path) = self.raw(name, shape)?;
+        let data: Vec<f32> = match dtype {
+            Dtype::F32 => {
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+            Dtype::F16 => {
+                bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            Dtype::BF16 => {
+                bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            other => return Err(Self::not_float(name, other, path)),
+        };
+        Ok((data, shape))
     }
 
     /// Tensor `name`, checked against `shape`, uploaded as `dtype` (f32 or f16) straight from
@@ -145,83 +150,42 @@ impl Weights {
     ) -> Result<crate::tensor::Tensor> {
         use crate::tensor::{DType, Tensor};
         use half::{bf16, f16};
-        for (path, map) in &self.files {
-            let st = SafeTensors::deserialize(map)
-                .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
-            let Ok(t) = st.tensor(name) else { continue };
-            if t.shape() != shape {
-                return Err(Error::Model(format!(
-                    "{}: tensor `{name}` has shape {:?}, expected {shape:?}",
-                    path.display(),
-                    t.shape()
-                )));
+        let (stored, _, b, path) = self.raw(name, Some(shape))?;
+        let half = |i: usize| [b[2 * i], b[2 * i + 1]];
+        let word = |i: usize| [b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]];
+        let n = shape.iter().product::<usize>();
+        let up16 = |v: Vec<f16>| Tensor::from_slice(dev, device_shape, &v);
+        let up32 = |v: Vec<f32>| Tensor::from_slice(dev, device_shape, &v);
+        match (stored, dtype) {
+            (Dtype::F16, DType::F16) => up16((0..n).map(|i| f16::from_le_bytes(half(i))).collect()),
+            (Dtype::BF16, DType::F16) => {
+                up16((0..n).map(|i| f16::from_f32(bf16::from_le_bytes(half(i)).to_f32())).collect())
             }
-            let b = t.data();
-            let half = |i: usize| [b[2 * i], b[2 * i + 1]];
-            let word = |i: usize| [b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]];
-            let n = shape.iter().product::<usize>();
-            return match (t.dtype(), dtype) {
-                (Dtype::F16, DType::F16) => Tensor::from_slice(
-                    dev,
-                    device_shape,
-                    &(0..n).map(|i| f16::from_le_bytes(half(i))).collect::<Vec<_>>(),
-                ),
-                (Dtype::BF16, DType::F16) => Tensor::from_slice(
-                    dev,
-                    device_shape,
-                    &(0..n).map(|i| f16::from_f32(bf16::from_le_bytes(half(i)).to_f32())).collect::<Vec<_>>(),
-                ),
-                (Dtype::F32, DType::F16) => Tensor::from_slice(
-                    dev,
-                    device_shape,
-                    &(0..n).map(|i| f16::from_f32(f32::from_le_bytes(word(i)))).collect::<Vec<_>>(),
-                ),
-                (Dtype::F32, DType::F32) => Tensor::from_slice(
-                    dev,
-                    device_shape,
-                    &(0..n).map(|i| f32::from_le_bytes(word(i))).collect::<Vec<_>>(),
-                ),
-                (Dtype::F16, DType::F32) => Tensor::from_slice(
-                    dev,
-                    device_shape,
-                    &(0..n).map(|i| f16::from_le_bytes(half(i)).to_f32()).collect::<Vec<_>>(),
-                ),
-                (Dtype::BF16, DType::F32) => Tensor::from_slice(
-                    dev,
-                    device_shape,
-                    &(0..n).map(|i| bf16::from_le_bytes(half(i)).to_f32()).collect::<Vec<_>>(),
-                ),
-                (other, _) => Err(Error::Model(format!(
-                    "{}: tensor `{name}` is {other:?}; f32, f16 or bf16 expected",
-                    path.display()
-                ))),
-            };
+            (Dtype::F32, DType::F16) => {
+                up16((0..n).map(|i| f16::from_f32(f32::from_le_bytes(word(i)))).collect())
+            }
+            (Dtype::F32, DType::F32) => up32((0..n).map(|i| f32::from_le_bytes(word(i))).collect()),
+            (Dtype::F16, DType::F32) => up32((0..n).map(|i| f16::from_le_bytes(half(i)).to_f32()).collect()),
+            (Dtype::BF16, DType::F32) => {
+                up32((0..n).map(|i| bf16::from_le_bytes(half(i)).to_f32()).collect())
+            }
+            (Dtype::F16 | Dtype::BF16 | Dtype::F32, other) => {
+                Err(Error::Invalid(format!("`{name}` can be held as f32 or f16, not {other:?}")))
+            }
+            (other, _) => Err(Self::not_float(name, other, path)),
         }
-        Err(Error::Model(format!(
-            "tensor `{name}` is missing from the checkpoint (expected shape {shape:?})"
-        )))
     }
 
     /// An i32 tensor (token ids in reference files), any shape.
     pub fn i32(&self, name: &str) -> Result<Vec<i32>> {
-        for (path, map) in &self.files {
-            let st = SafeTensors::deserialize(map)
-                .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
-            let Ok(t) = st.tensor(name) else { continue };
-            if t.dtype() != Dtype::I32 {
-                return Err(Error::Model(format!(
-                    "{}: tensor `{name}` is {:?}, i32 expected",
-                    path.display(),
-                    t.dtype()
-                )));
-            }
-            return Ok(t
-                .data()
-                .chunks_exact(4)
-                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect());
+        let (dtype, _, bytes, path) = self.raw(name, None)?;
+        if dtype != Dtype::I32 {
+            return Err(Error::Model(format!(
+                "{}: tensor `{name}` is {dtype:?}, i32 expected",
+                path.display()
+            )));
         }
-        Err(Error::Model(format!("tensor `{name}` is missing")))
+        Ok(bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
 
     /// Total bytes of the mapped files.
