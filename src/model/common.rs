@@ -67,10 +67,17 @@ impl Head {
     }
 }
 
-/// Checks config values every runtime shares before anything is allocated: the layer count
-/// against the checkpoint's `{prefix}{i}.` tensors (a larger count would allocate for layers
-/// that do not exist, a smaller one would run a truncated model), and the norm's epsilon.
-pub fn check_config(w: &Weights, prefix: &str, layers: usize, eps: f64) -> Result<()> {
+/// Checks a checkpoint before anything is allocated or uploaded: the layer count against its
+/// `{prefix}{i}.` tensors (a larger count would allocate for layers that do not exist, a
+/// smaller one would run a truncated model), the norm's epsilon, and every tensor of the
+/// architecture's `schema` (name and shape).
+pub fn check_config(
+    w: &Weights,
+    prefix: &str,
+    layers: usize,
+    eps: f64,
+    schema: &[super::schema::WeightSpec],
+) -> Result<()> {
     let mut found = std::collections::BTreeSet::new();
     for name in w.names() {
         if let Some(i) =
@@ -86,7 +93,8 @@ pub fn check_config(w: &Weights, prefix: &str, layers: usize, eps: f64) -> Resul
             if found.last().is_some_and(|&l| l + 1 != count) { " (not numbered 0..N)" } else { "" }
         )));
     }
-    check_eps(eps)
+    check_eps(eps)?;
+    super::schema::check(w, schema)
 }
 
 /// A norm epsilon must be a positive finite number.

@@ -158,9 +158,7 @@ impl Mamba {
         // Matrices go to the device dtype straight from the checkpoint's bytes.
         let mat = |name: &str, shape: &[usize]| w.upload(dev, name, shape, shape, dtype);
         let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
-        common::check_config(w, "backbone.layers.", c.layers, c.eps)?;
-        // Every tensor's name and shape before anything is uploaded.
-        super::schema::check(w, &c.schema())?;
+        common::check_config(w, "backbone.layers.", c.layers, c.eps, &c.schema())?;
         let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {

@@ -355,9 +355,7 @@ impl Mamba2 {
         progress: &dyn Fn(usize, usize),
     ) -> Result<Self> {
         let c = Mamba2Config::from_config(cfg)?;
-        common::check_config(w, "backbone.layers.", c.layers, c.eps)?;
-        // Every tensor's name and shape before anything is uploaded.
-        super::schema::check(w, &c.schema())?;
+        common::check_config(w, "backbone.layers.", c.layers, c.eps, &c.schema())?;
         let head = Head::load(dev, w, c.vocab, c.d_model, c.tie_embeddings, dtype)?;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {

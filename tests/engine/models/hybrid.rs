@@ -107,8 +107,7 @@ impl Architecture for HybridArchitecture {
         let c = Mamba2Config::from_config(cfg)?;
         let kinds = blocks(cfg)?;
         let inter = cfg.usize("intermediate_size")?;
-        check_config(w, "backbone.layers.", kinds.len(), c.eps)?;
-        schema::check(w, &schema(&c, inter, &kinds))?;
+        check_config(w, "backbone.layers.", kinds.len(), c.eps, &schema(&c, inter, &kinds))?;
         let get = |name: &str, shape: &[usize], dt: DType| {
             let (v, _) = w.f32(name, Some(shape))?;
             Tensor::from_f32(dev, shape, &v, dt)
