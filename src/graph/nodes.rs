@@ -38,6 +38,36 @@ fn f32s(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
+/// Columns `[lo, lo + n)` of a row-major `[rows, width]` matrix, as f32 (the references'
+/// view of a fused kernel's row slices).
+fn columns(v: &[f64], width: usize, lo: usize, n: usize) -> Vec<f32> {
+    v.chunks(width).flat_map(|row| row[lo..lo + n].iter().map(|&x| x as f32)).collect()
+}
+
+/// RMSNorm of each row of `x` `[rows, width]` by `w`, then `· Wᵀ + b` (`w_lin` `[N, width]`):
+/// the f64 reference of the fused norm + GEMV kernels.
+fn normed_linear_ref(x: &[f64], norm_w: &[f64], eps: f64, w_lin: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+    let k = norm_w.len();
+    let (rows, n) = (x.len() / k.max(1), w_lin.len() / k.max(1));
+    let xn = crate::ops::norm::norm_ref(
+        crate::ops::norm::NormKind::Rms { groups: 1 },
+        &f32s(x),
+        k,
+        &f32s(norm_w),
+        None,
+        eps,
+    );
+    let b = b.map(f32s);
+    crate::ops::matmul::linear_ref(&f32s(&xn), &f32s(w_lin), b.as_deref(), rows, n, k)
+}
+
+/// y ⊙ silu(z), the gate the fused step kernels apply.
+fn silu_gate(y: &mut [f64], z: &[f32]) {
+    for (y, &z) in y.iter_mut().zip(z) {
+        *y *= z as f64 / (1.0 + (-(z as f64)).exp());
+    }
+}
+
 fn expect_state(what: &str, d: &TensorDesc) -> Result<()> {
     if d.role != Role::State {
         return Err(Error::Shape(format!("{what}: its state input {} is not a State tensor", d.name)));
@@ -269,6 +299,32 @@ impl NodeOp for InStepNode {
         let band = crate::ops::matmul::ConvBand { lo: self.lo, weight: ins[3], bias: conv_b, state: ins[4] };
         crate::ops::matmul::linear_in_step(rec, ins[0], ins[1], self.eps, ins[2], b_in, &band, out)
     }
+    fn reference(&self, ins: &[&[f64]], shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let b_in = self.bias.then(|| ins[5]);
+        let conv_b = self.conv_bias.then(|| f32s(ins[5 + self.bias as usize]));
+        let mut row = normed_linear_ref(ins[0], ins[1], self.eps, ins[2], b_in);
+        let (s, width, (c, kw)) = (shapes[0][0], shapes[2][0], (shapes[3][0], shapes[3][1]));
+        // The conv step over the band: one token per sequence, continuing the state.
+        let cu: Vec<usize> = (0..=s).collect();
+        let band = columns(&row, width, self.lo, c);
+        let flags = ConvFlags { silu: true, init_state: true };
+        let state = f32s(ins[4]);
+        let (y, _) = conv1d::causal_conv1d_ref(
+            &band,
+            &f32s(ins[3]),
+            conv_b.as_deref(),
+            &cu,
+            None,
+            &state,
+            c,
+            kw,
+            flags,
+        );
+        for (r, yr) in row.chunks_mut(width).zip(y.chunks(c)) {
+            r[self.lo..self.lo + c].copy_from_slice(yr);
+        }
+        Some(Ok(row))
+    }
 }
 
 /// x_proj of a decode step reading the first K columns of a wider row (`matmul::linear_columns`).
@@ -288,6 +344,11 @@ impl NodeOp for ColumnsNode {
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
         crate::ops::matmul::linear_columns(rec, ins[0], ins[1], None, out)
+    }
+    fn reference(&self, ins: &[&[f64]], shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let (rows, width, (n, k)) = (shapes[0][0], shapes[0][1], (shapes[1][0], shapes[1][1]));
+        let x = columns(ins[0], width, 0, k);
+        Some(Ok(crate::ops::matmul::linear_ref(&x, &f32s(ins[1]), None, rows, n, k)))
     }
 }
 
@@ -323,6 +384,25 @@ impl NodeOp for MambaStepNode {
         };
         crate::ops::mamba_step::mamba_step(rec, &args, out)
     }
+    fn reference(&self, ins: &[&[f64]], shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let (sequences, xs, (dim, rank), n) =
+            (shapes[0][0], shapes[0][1], (shapes[2][0], shapes[2][1]), shapes[3][1] - 2);
+        let (y, _) = crate::ops::mamba_step::mamba_step_ref(&crate::ops::mamba_step::MambaStepRef {
+            xz: &f32s(ins[0]),
+            xs,
+            z_col: self.z_col,
+            xdbl: &f32s(ins[1]),
+            w_dt: &f32s(ins[2]),
+            chan: &f32s(ins[3]),
+            state: &f32s(ins[4]),
+            sequences,
+            dim,
+            rank,
+            n,
+            flags: self.flags,
+        });
+        Some(Ok(y))
+    }
 }
 
 /// Mamba-2's decode step reading x/B/C, dt and the gate z out of one fused in_proj row
@@ -350,6 +430,22 @@ impl NodeOp for SsdStepRowNode {
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
         let seqs = self.seqs.bind(ins[3])?;
         ssd::ssd_step_row(rec, ins[0], self.cols, ins[1], &seqs, ins[2], self.dims, self.flags, out)
+    }
+    fn reference(&self, ins: &[&[f64]], shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let (r, d) = (shapes[0][1], self.dims);
+        let flags = SsdFlags { init_state: true, ..self.flags };
+        let (mut y, _) = ssd::ssd_ref(&ssd::SsdRef {
+            xbc: &columns(ins[0], r, self.cols.x, d.width()),
+            dt: &columns(ins[0], r, self.cols.dt, d.heads),
+            heads: &f32s(ins[1]),
+            cu: &self.seqs.cu,
+            resets: self.seqs.resets.as_deref(),
+            state: &f32s(ins[2]),
+            dims: d,
+            flags,
+        });
+        silu_gate(&mut y, &columns(ins[0], r, self.cols.z, d.heads * d.head_dim));
+        Some(Ok(y))
     }
 }
 
@@ -384,5 +480,9 @@ impl NodeOp for NormedOutNode {
             crate::ops::matmul::linear_normed(rec, y, norm, self.eps, w, b, false, out)?;
             crate::ops::elementwise::residual_add(rec, out, r, 1.0)
         }
+    }
+    fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let y = normed_linear_ref(ins[0], ins[2], self.eps, ins[3], ins.get(4).copied());
+        Some(Ok(y.iter().zip(ins[1]).map(|(a, r)| a + r).collect()))
     }
 }

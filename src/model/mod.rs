@@ -161,9 +161,9 @@ impl Model {
 
     /// The f64 reference of [`Model::forward`] (logits `[T, vocab]`): the same graph evaluated
     /// on the CPU by [`crate::graph::reference`], every weight and state read back from the
-    /// device (f16 weights as their f16 values). The oracle of a whole model; prefill graphs
-    /// (decode steps of a few sequences use fused kernels without a reference). The state is
-    /// not changed.
+    /// device (f16 weights as their f16 values). The oracle of a whole model, prefill or
+    /// decode step (the fused decode-step nodes have references too). The state is not
+    /// changed.
     pub fn forward_reference(
         &self,
         dev: &Device,

@@ -87,9 +87,10 @@ fn mamba2_decode_continues_prefill_with_one_and_two_groups() {
 
 #[test]
 fn whole_models_evaluate_on_the_cpu_through_the_graph_reference() {
-    // The graph of a prefill is made of nodes with f64 references (the conv, scan and SSD
-    // nodes included), so graph::reference runs the whole model: the GPU must agree with it,
-    // for a fresh state and for one continued from a prefill.
+    // The graphs of a prefill and of a fused decode step are made of nodes with f64 references
+    // (the conv, scan, SSD and fused step nodes included), so graph::reference runs the whole
+    // model: the GPU must agree with it, for a fresh state, one continued from a prefill, and
+    // a decode step.
     let dev = &devices()[0];
     for (kind, dir) in
         [("mamba", scratch("ref-mamba")), ("mamba2", std::path::PathBuf::from("examples/shakespeare-mamba2"))]
@@ -112,6 +113,12 @@ fn whole_models_evaluate_on_the_cpu_through_the_graph_reference() {
         let got = m.forward(dev, &more, &lens, &mut s).unwrap();
         let e = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
         assert!(e < 2e-3, "{kind} continued: GPU and graph reference differ by {e}");
+        // A decode step of both sequences: the fused step nodes' references.
+        let step = ids(b"!?");
+        let want = m.forward_reference(dev, &step, &[1, 1], &s).unwrap();
+        let got = m.forward(dev, &step, &[1, 1], &mut s).unwrap();
+        let e = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+        assert!(e < 2e-3, "{kind} decode step: GPU and graph reference differ by {e}");
         if kind == "mamba" {
             let _ = std::fs::remove_dir_all(&dir);
         }
