@@ -1,9 +1,42 @@
 //! `config.json` of a Hugging Face checkpoint, with the non-standard numbers that Python's json
 //! writes: bare `Infinity`, `-Infinity` and `NaN`, and transformers' `{"__float__": "Infinity"}`.
+//!
+//! An architecture reads it as a typed serde struct in transformers' own field names
+//! ([`Config::typed`]), with [`Size`] and [`Float`] for the fields that need bounds or Python's
+//! special floats, then resolves defaults and checks the values in its own config type.
 
 use crate::error::{Error, Result};
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
+
+/// A size field: a non-negative integer below 2³¹ (no real model size is larger, and the
+/// bound keeps products of a few sizes from overflowing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub usize);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        if v >= 1 << 31 {
+            return Err(serde::de::Error::custom(format!("{v} is implausibly large")));
+        }
+        Ok(Size(v as usize))
+    }
+}
+
+/// A float field: a JSON number or one of Python's specials (`Infinity`, `NaN`, or
+/// transformers' `{"__float__": "Infinity"}`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Float(pub f64);
+
+impl<'de> Deserialize<'de> for Float {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        as_f64(&v).map(Float).ok_or_else(|| serde::de::Error::custom(format!("expected a number, got {v}")))
+    }
+}
 
 /// A parsed config with typed, error-reporting accessors.
 #[derive(Debug, Clone)]
@@ -80,6 +113,15 @@ impl Config {
             return Err(Error::Model(format!("{source}: expected a JSON object")));
         }
         Ok(Self { json, source: source.to_string() })
+    }
+
+    /// The config as the typed struct `T` (transformers' field names); an error names the
+    /// file and the field.
+    pub fn typed<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_path_to_error::deserialize(&self.json).map_err(|e| {
+            let path = e.path().to_string();
+            Error::Model(format!("{}: `{path}`: {}", self.source, e.into_inner()))
+        })
     }
 
     fn missing(&self, key: &str, what: &str) -> Error {
@@ -165,6 +207,33 @@ mod tests {
         let e = c.usize("s").unwrap_err().to_string();
         assert!(e.contains("`s`") && e.contains("integer"), "{e}");
         assert!(Config::parse("[1, 2]", "x").is_err());
+        #[derive(Deserialize, Debug)]
+        struct Typed {
+            n: Size,
+            a: Float,
+            c: Float,
+            absent: Option<Size>,
+        }
+        let t: Typed = c.typed().unwrap();
+        assert_eq!((t.n, t.a, t.absent), (Size(3), Float(f64::INFINITY), None));
+        assert!(t.c.0.is_nan());
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Wrong {
+            s: Size,
+        }
+        let e = c.typed::<Wrong>().unwrap_err().to_string();
+        assert!(e.contains("test: `s`"), "{e}");
+        let big = Config::parse(r#"{"n": 4294967296}"#, "big").unwrap();
+        let e = big.typed::<Wrong>().unwrap_err().to_string();
+        assert!(e.contains("`s`") && e.contains("missing"), "{e}");
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct N {
+            n: Size,
+        }
+        let e = big.typed::<N>().unwrap_err().to_string();
+        assert!(e.contains("`n`") && e.contains("implausibly large"), "{e}");
         assert!(Config::parse("{\"a\": ", "x").is_err());
     }
 }

@@ -14,7 +14,7 @@
 //! (`linear_columns`), dt_proj + scan step + gate (`mamba_step`), out_proj + residual.
 
 use super::common::{self, Batch, Builder, Head};
-use super::config::Config;
+use super::config::{Config, Float, Size};
 use super::schema::{Init, WeightSpec};
 use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
@@ -26,7 +26,39 @@ use crate::ops::matmul::GEMV_MAX_M;
 use crate::ops::selective_scan::{self as ss, ScanFlags, ScanKernel, ScanShape};
 use crate::tensor::{DType, Tensor};
 
-/// Sizes from config.json.
+/// config.json of a `MambaForCausalLM` checkpoint, in transformers' names (absent and
+/// `null` fields take transformers' defaults in [`MambaConfig::from_config`]).
+#[derive(Debug, serde::Deserialize)]
+struct HfMambaConfig {
+    hidden_size: Size,
+    expand: Option<Size>,
+    intermediate_size: Option<Size>,
+    time_step_rank: Option<TimeStepRank>,
+    state_size: Size,
+    conv_kernel: Option<Size>,
+    num_hidden_layers: Size,
+    vocab_size: Size,
+    layer_norm_epsilon: Option<Float>,
+    use_bias: Option<bool>,
+    use_conv_bias: Option<bool>,
+    tie_word_embeddings: Option<bool>,
+}
+
+/// `time_step_rank`: a number, or `"auto"` for ceil(hidden_size / 16).
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum TimeStepRank {
+    Rank(Size),
+    Auto(AutoRank),
+}
+
+#[derive(Debug, serde::Deserialize)]
+enum AutoRank {
+    #[serde(rename = "auto")]
+    Auto,
+}
+
+/// Sizes from config.json, resolved and checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MambaConfig {
     pub d_model: usize,
@@ -79,26 +111,25 @@ impl MambaConfig {
     }
 
     pub fn from_config(c: &Config) -> Result<Self> {
-        let d_model = c.usize("hidden_size")?;
-        let expand = c.usize_or("expand", 2)?;
-        let d_inner = c.usize_or("intermediate_size", expand * d_model)?;
-        // `time_step_rank` may be "auto": ceil(d_model / 16).
-        let dt_rank = match c.json.get("time_step_rank").and_then(|v| v.as_str()) {
-            Some("auto") => d_model.div_ceil(16),
-            _ => c.usize("time_step_rank")?,
+        let j: HfMambaConfig = c.typed()?;
+        let d_model = j.hidden_size.0;
+        let d_inner = j.intermediate_size.map_or(j.expand.map_or(2, |e| e.0) * d_model, |s| s.0);
+        let dt_rank = match j.time_step_rank {
+            Some(TimeStepRank::Auto(_)) | None => d_model.div_ceil(16),
+            Some(TimeStepRank::Rank(r)) => r.0,
         };
         let cfg = Self {
             d_model,
             d_inner,
-            d_state: c.usize("state_size")?,
+            d_state: j.state_size.0,
             dt_rank,
-            conv_kernel: c.usize_or("conv_kernel", 4)?,
-            layers: c.usize("num_hidden_layers")?,
-            vocab: c.usize("vocab_size")?,
-            eps: c.f64_or("layer_norm_epsilon", 1e-5)?,
-            use_bias: c.bool_or("use_bias", false)?,
-            use_conv_bias: c.bool_or("use_conv_bias", true)?,
-            tie_embeddings: c.bool_or("tie_word_embeddings", true)?,
+            conv_kernel: j.conv_kernel.map_or(4, |k| k.0),
+            layers: j.num_hidden_layers.0,
+            vocab: j.vocab_size.0,
+            eps: j.layer_norm_epsilon.map_or(1e-5, |e| e.0),
+            use_bias: j.use_bias.unwrap_or(false),
+            use_conv_bias: j.use_conv_bias.unwrap_or(true),
+            tie_embeddings: j.tie_word_embeddings.unwrap_or(true),
         };
         common::check_eps(cfg.eps)?;
         if !(2..=4).contains(&cfg.conv_kernel) {

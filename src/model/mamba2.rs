@@ -15,7 +15,7 @@
 //! accumulates onto the residual stream in place (`linear_normed`).
 
 use super::common::{self, Batch, Builder, Head};
-use super::config::Config;
+use super::config::{Config, Float, Size};
 use super::schema::{Init, WeightSpec};
 use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
@@ -29,7 +29,28 @@ use crate::ops::norm;
 use crate::ops::ssd::{self, SsdDims, SsdFlags, SsdKernel};
 use crate::tensor::{DType, Tensor};
 
-/// Sizes from config.json.
+/// config.json of a `Mamba2ForCausalLM` checkpoint, in transformers' names (absent and
+/// `null` fields take transformers' defaults in [`Mamba2Config::from_config`]).
+#[derive(Debug, serde::Deserialize)]
+struct HfMamba2Config {
+    hidden_size: Size,
+    head_dim: Option<Size>,
+    expand: Option<Size>,
+    num_heads: Option<Size>,
+    n_groups: Option<Size>,
+    state_size: Size,
+    conv_kernel: Option<Size>,
+    num_hidden_layers: Size,
+    vocab_size: Size,
+    layer_norm_epsilon: Option<Float>,
+    chunk_size: Option<Size>,
+    time_step_limit: Option<[Float; 2]>,
+    use_bias: Option<bool>,
+    use_conv_bias: Option<bool>,
+    tie_word_embeddings: Option<bool>,
+}
+
+/// Sizes from config.json, resolved and checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mamba2Config {
     pub d_model: usize,
@@ -68,26 +89,28 @@ impl Mamba2Config {
     }
 
     pub fn from_config(c: &Config) -> Result<Self> {
-        let d_model = c.usize("hidden_size")?;
-        let head_dim = c.usize_or("head_dim", 64)?;
-        let d_inner = c.usize_or("expand", 2)? * d_model;
-        let heads = c.usize_or("num_heads", d_inner / head_dim.max(1))?;
+        let j: HfMamba2Config = c.typed()?;
+        let d_model = j.hidden_size.0;
+        let head_dim = j.head_dim.map_or(64, |h| h.0);
+        let d_inner = j.expand.map_or(2, |e| e.0) * d_model;
+        let heads = j.num_heads.map_or(d_inner / head_dim.max(1), |h| h.0);
+        let dt_limit = j.time_step_limit.map_or((0.0, f64::INFINITY), |[lo, hi]| (lo.0, hi.0));
         let cfg = Self {
             d_model,
             d_inner,
             heads,
             head_dim,
-            groups: c.usize_or("n_groups", 1)?,
-            d_state: c.usize("state_size")?,
-            conv_kernel: c.usize_or("conv_kernel", 4)?,
-            layers: c.usize("num_hidden_layers")?,
-            vocab: c.usize("vocab_size")?,
-            eps: c.f64_or("layer_norm_epsilon", 1e-5)?,
-            chunk: c.usize_or("chunk_size", 64)?,
-            dt_limit: c.pair_or("time_step_limit", (0.0, f64::INFINITY))?,
-            use_bias: c.bool_or("use_bias", false)?,
-            use_conv_bias: c.bool_or("use_conv_bias", true)?,
-            tie_embeddings: c.bool_or("tie_word_embeddings", true)?,
+            groups: j.n_groups.map_or(1, |g| g.0),
+            d_state: j.state_size.0,
+            conv_kernel: j.conv_kernel.map_or(4, |k| k.0),
+            layers: j.num_hidden_layers.0,
+            vocab: j.vocab_size.0,
+            eps: j.layer_norm_epsilon.map_or(1e-5, |e| e.0),
+            chunk: j.chunk_size.map_or(64, |c| c.0),
+            dt_limit,
+            use_bias: j.use_bias.unwrap_or(false),
+            use_conv_bias: j.use_conv_bias.unwrap_or(true),
+            tie_embeddings: j.tie_word_embeddings.unwrap_or(true),
         };
         common::check_eps(cfg.eps)?;
         if heads.checked_mul(head_dim) != Some(d_inner) {
