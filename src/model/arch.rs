@@ -77,9 +77,10 @@ pub fn supported() -> Vec<&'static str> {
 }
 
 /// Declares an architecture whose runtime is one type with a `cfg` field (of a `Debug` config
-/// type with `vocab`) and inherent `load`, `parameters`, `state_slots` and `build` methods: the
-/// `Architecture` and `Runtime` impls that Mamba and Mamba-2 would otherwise both spell out.
-macro_rules! single_runtime_architecture {
+/// type with `vocab` and `from_config`), a [`super::blocks::Stack`] field `stack`, and an
+/// inherent `load`: the `Architecture` and `Runtime` impls that every block-stack model would
+/// otherwise spell out.
+macro_rules! stack_architecture {
     ($(#[$meta:meta])* $arch:ident : $runtime:ty, $config:ty, $name:literal) => {
         $(#[$meta])*
         pub struct $arch;
@@ -111,13 +112,13 @@ macro_rules! single_runtime_architecture {
                 self.cfg.vocab
             }
             fn parameters(&self) -> usize {
-                <$runtime>::parameters(self)
+                self.stack.parameters()
             }
             fn config_text(&self) -> String {
                 format!("{:?}", self.cfg)
             }
             fn state_slots(&self, sequences: usize) -> Vec<$crate::model::state::SlotSpec> {
-                <$runtime>::state_slots(self, sequences)
+                self.stack.state_slots(sequences)
             }
             fn build(
                 &self,
@@ -126,9 +127,9 @@ macro_rules! single_runtime_architecture {
                 batch: &$crate::model::common::Batch,
                 state: &$crate::model::state::State,
             ) -> $crate::error::Result<$crate::graph::TensorId> {
-                <$runtime>::build(self, dev, b, batch, state)
+                self.stack.build(dev, b, batch, state)
             }
         }
     };
 }
-pub(crate) use single_runtime_architecture;
+pub(crate) use stack_architecture;

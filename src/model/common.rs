@@ -42,6 +42,12 @@ impl Head {
         b.g.linear(src, lm_head, None)
     }
 
+    /// Parameters: the embedding, the final norm, and the LM head unless it is the embedding.
+    pub fn parameters(&self) -> usize {
+        let tied = std::ptr::eq(self.embed.buffer(), self.lm_head.buffer());
+        self.embed.numel() + self.norm_f.numel() + if tied { 0 } else { self.lm_head.numel() }
+    }
+
     pub fn load(dev: &Device, w: &Weights, vocab: usize, d: usize, tie: bool, dtype: DType) -> Result<Self> {
         if !tie && !w.has("lm_head.weight") {
             return Err(Error::Model(

@@ -13,6 +13,7 @@
 //! in_proj + conv step (`linear_in_step`), x_proj reading the conv'd columns
 //! (`linear_columns`), dt_proj + scan step + gate (`mamba_step`), out_proj + residual.
 
+use super::blocks::{Block, Stack, Sublayer};
 use super::common::{self, Batch, Builder, Head};
 use super::config::{Config, Float, Size};
 use super::schema::{Init, WeightSpec};
@@ -142,7 +143,10 @@ impl MambaConfig {
     }
 }
 
-struct Layer {
+/// One Mamba layer's mixer: RMSNorm, in_proj, conv, x_proj, dt_proj, the selective scan,
+/// out_proj onto the residual (a [`Block::mixer`]).
+pub struct MambaMixer {
+    c: MambaConfig,
     norm: Tensor,
     /// in_proj `[2·D_inner, d]` and its bias; `w_x`, `w_z`, `b_x`, `b_z` are its row halves.
     w_in: Tensor,
@@ -163,13 +167,160 @@ struct Layer {
     b_out: Option<Tensor>,
 }
 
-/// A loaded Mamba model on the device.
+impl MambaMixer {
+    /// Loads layer `p` (`backbone.layers.{i}`: its norm and `mixer.*`), checking names and
+    /// shapes; matrices as `dtype`.
+    pub fn load(dev: &Device, w: &Weights, p: &str, c: &MambaConfig, dtype: DType) -> Result<Self> {
+        let (d, di, n, r, k) = (c.d_model, c.d_inner, c.d_state, c.dt_rank, c.conv_kernel);
+        let up = |data: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, data, dt);
+        let rows = |full: &Tensor, lo: usize, hi: usize| common::rows(dev, full, lo, hi);
+        // Matrices go to the device dtype straight from the checkpoint's bytes.
+        let mat = |name: &str, shape: &[usize]| w.upload(dev, name, shape, shape, dtype);
+        let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
+        let w_in = mat(&format!("{p}.mixer.in_proj.weight"), &[2 * di, d])?;
+        let (b_in, b_x, b_z) = if c.use_bias {
+            let b = get(&format!("{p}.mixer.in_proj.bias"), &[2 * di])?;
+            let full = up(&b, &[2 * di], DType::F32)?;
+            let (bx, bz) = (rows(&full, 0, di)?, rows(&full, di, 2 * di)?);
+            (Some(full), Some(bx), Some(bz))
+        } else {
+            (None, None, None)
+        };
+        let w_xproj = mat(&format!("{p}.mixer.x_proj.weight"), &[r + 2 * n, di])?;
+        let a_log = get(&format!("{p}.mixer.A_log"), &[di, n])?;
+        let a: Vec<f32> = a_log.iter().map(|v| -v.exp()).collect();
+        let d_skip = get(&format!("{p}.mixer.D"), &[di])?;
+        let dt_bias = get(&format!("{p}.mixer.dt_proj.bias"), &[di])?;
+        let conv_b = if c.use_conv_bias {
+            Some(up(&get(&format!("{p}.mixer.conv1d.bias"), &[di])?, &[di], DType::F32)?)
+        } else {
+            None
+        };
+        let b_out = if c.use_bias {
+            Some(up(&get(&format!("{p}.mixer.out_proj.bias"), &[d])?, &[d], DType::F32)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            c: c.clone(),
+            norm: up(&get(&format!("{p}.norm.weight"), &[d])?, &[d], DType::F32)?,
+            w_x: rows(&w_in, 0, di)?,
+            w_z: rows(&w_in, di, 2 * di)?,
+            w_in,
+            b_in,
+            b_x,
+            b_z,
+            conv_w: up(&get(&format!("{p}.mixer.conv1d.weight"), &[di, 1, k])?, &[di, k], DType::F32)?,
+            conv_b,
+            w_dt_in: rows(&w_xproj, 0, r)?,
+            w_bc: rows(&w_xproj, r, r + 2 * n)?,
+            w_xproj,
+            w_dt: mat(&format!("{p}.mixer.dt_proj.weight"), &[di, r])?,
+            chan: up(
+                &ss::pack_channel_params(&a, Some(&d_skip), Some(&dt_bias), di, n),
+                &[di, n + 2],
+                DType::F32,
+            )?,
+            w_out: mat(&format!("{p}.mixer.out_proj.weight"), &[d, di])?,
+            b_out,
+        })
+    }
+
+    /// A decode step's layer from the RMSNorm to the gated scan output, in three dispatches
+    /// (see the module docs); returns y `[S, D_inner]`.
+    fn fused_step(
+        &self,
+        b: &mut Builder,
+        h: TensorId,
+        state: &State,
+        i: usize,
+        flags: ScanFlags,
+    ) -> Result<TensorId> {
+        let c = &self.c;
+        let (s, di, n, r) = (state.sequences(), c.d_inner, c.d_state, c.dt_rank);
+        let p = format!("layers.{i}");
+        let conv = (&self.conv_w, self.conv_b.as_ref());
+        let proj = (&self.w_in, self.b_in.as_ref());
+        let xz = b.in_step(&p, h, (&self.norm, c.eps), proj, conv, state.slot(i, "conv")?, 0)?;
+        let w_xproj = b.weight(&format!("{p}.x_proj"), &self.w_xproj);
+        let xdbl = b.g.op(ColumnsNode, &[xz, w_xproj])?;
+        let w_dt = b.weight(&format!("{p}.dt_proj"), &self.w_dt);
+        let chan = b.weight(&format!("{p}.chan"), &self.chan);
+        let ssm = b.state(&format!("{p}.ssm_state"), state.slot(i, "ssm")?);
+        debug_assert_eq!((s, r + 2 * n), (state.sequences(), self.w_xproj.shape()[0]));
+        b.g.op(MambaStepNode { z_col: di, flags }, &[xz, xdbl, w_dt, chan, ssm])
+    }
+}
+
+impl Sublayer for MambaMixer {
+    /// The conv window `[S, D_inner, W − 1]` and the SSM state `[S, D_inner, N]`.
+    fn state_slots(&self, layer: usize, s: usize) -> Vec<SlotSpec> {
+        let c = &self.c;
+        vec![
+            SlotSpec::new(layer, "conv", SlotKind::ConvWindow, &[s, c.d_inner, c.conv_kernel - 1]),
+            SlotSpec::new(layer, "ssm", SlotKind::DiagonalSsm, &[s, c.d_inner, c.d_state]),
+        ]
+    }
+
+    fn build(
+        &self,
+        dev: &Device,
+        b: &mut Builder,
+        batch: &Batch,
+        state: &State,
+        i: usize,
+        h: TensorId,
+    ) -> Result<TensorId> {
+        let c = &self.c;
+        let flags = ScanFlags {
+            delta_softplus: true,
+            delta_bias: true,
+            d_skip: true,
+            neg_eigen: false,
+            init_state: state.started,
+        };
+        let p = format!("layers.{i}");
+        if batch.step && batch.lens.len() <= GEMV_MAX_M {
+            let y = self.fused_step(b, h, state, i, flags)?;
+            return b.linear_add(&format!("{p}.out_proj"), y, &self.w_out, self.b_out.as_ref(), h);
+        }
+        let kernel = ScanKernel::choose(dev, ScanShape::new(c.d_inner, c.d_state, 1), batch.lens.len());
+        let xn = b.rms_norm(&format!("{p}.norm"), h, &self.norm, c.eps)?;
+        let x = b.linear(&format!("{p}.in_proj.x"), xn, &self.w_x, self.b_x.as_ref())?;
+        let z = b.linear(&format!("{p}.in_proj.z"), xn, &self.w_z, self.b_z.as_ref())?;
+        let conv = (&self.conv_w, self.conv_b.as_ref());
+        let xc = batch.conv(b, x, conv.0, conv.1, state.slot(i, "conv")?, state.started())?;
+        let dt_in = b.linear(&format!("{p}.x_proj.dt"), xc, &self.w_dt_in, None)?;
+        let bc = b.linear(&format!("{p}.x_proj.bc"), xc, &self.w_bc, None)?;
+        let dt = b.linear(&format!("{p}.dt_proj"), dt_in, &self.w_dt, None)?;
+        let chan = b.weight(&format!("{p}.chan"), &self.chan);
+        let ssm = b.state(&format!("{p}.ssm_state"), state.slot(i, "ssm")?);
+        let seqs = b.seqs(&batch.seqs);
+        let scan = ScanNode { seqs: SeqSpec::of(&batch.seqs), kernel, flags, groups: 1, step: batch.step };
+        let y = b.g.op(scan, &[xc, dt, bc, chan, ssm, seqs, z])?;
+        b.linear_add(&format!("{p}.out_proj"), y, &self.w_out, self.b_out.as_ref(), h)
+    }
+
+    /// As the checkpoint counts them (biases of `use_bias` aside).
+    fn parameters(&self) -> usize {
+        let c = &self.c;
+        c.d_model
+            + 2 * c.d_inner * c.d_model
+            + c.d_inner * c.conv_kernel
+            + if c.use_conv_bias { c.d_inner } else { 0 }
+            + (c.dt_rank + 2 * c.d_state) * c.d_inner
+            + c.d_inner * c.dt_rank
+            + c.d_inner
+            + c.d_inner * c.d_state
+            + c.d_inner
+            + c.d_model * c.d_inner
+    }
+}
+
+/// A loaded Mamba model on the device: one [`MambaMixer`] block per layer.
 pub struct Mamba {
     pub cfg: MambaConfig,
-    head: Head,
-    layers: Vec<Layer>,
-    /// Weight dtype of the matmuls (f32 or f16).
-    pub dtype: DType,
+    stack: Stack,
 }
 
 impl Mamba {
@@ -183,174 +334,19 @@ impl Mamba {
         progress: &dyn Fn(usize, usize),
     ) -> Result<Self> {
         let c = MambaConfig::from_config(cfg)?;
-        let (d, di, n, r, k) = (c.d_model, c.d_inner, c.d_state, c.dt_rank, c.conv_kernel);
-        let up = |data: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, data, dt);
-        let rows = |full: &Tensor, lo: usize, hi: usize| common::rows(dev, full, lo, hi);
-        // Matrices go to the device dtype straight from the checkpoint's bytes.
-        let mat = |name: &str, shape: &[usize]| w.upload(dev, name, shape, shape, dtype);
-        let get = |name: &str, shape: &[usize]| w.f32(name, Some(shape)).map(|v| v.0);
         common::check_config(w, "backbone.layers.", c.layers, c.eps, &c.schema())?;
-        let head = Head::load(dev, w, c.vocab, d, c.tie_embeddings, dtype)?;
-        let mut layers = Vec::with_capacity(c.layers);
+        let head = Head::load(dev, w, c.vocab, c.d_model, c.tie_embeddings, dtype)?;
+        let mut blocks = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             progress(i, c.layers);
-            let p = format!("backbone.layers.{i}");
-            let w_in = mat(&format!("{p}.mixer.in_proj.weight"), &[2 * di, d])?;
-            let (b_in, bx, bz) = if c.use_bias {
-                let b = get(&format!("{p}.mixer.in_proj.bias"), &[2 * di])?;
-                let full = up(&b, &[2 * di], DType::F32)?;
-                let (bx, bz) = (rows(&full, 0, di)?, rows(&full, di, 2 * di)?);
-                (Some(full), Some(bx), Some(bz))
-            } else {
-                (None, None, None)
-            };
-            let w_xproj = mat(&format!("{p}.mixer.x_proj.weight"), &[r + 2 * n, di])?;
-            let a_log = get(&format!("{p}.mixer.A_log"), &[di, n])?;
-            let a: Vec<f32> = a_log.iter().map(|v| -v.exp()).collect();
-            let d_skip = get(&format!("{p}.mixer.D"), &[di])?;
-            let dt_bias = get(&format!("{p}.mixer.dt_proj.bias"), &[di])?;
-            let conv_b = if c.use_conv_bias {
-                Some(up(&get(&format!("{p}.mixer.conv1d.bias"), &[di])?, &[di], DType::F32)?)
-            } else {
-                None
-            };
-            let b_out = if c.use_bias {
-                Some(up(&get(&format!("{p}.mixer.out_proj.bias"), &[d])?, &[d], DType::F32)?)
-            } else {
-                None
-            };
-            layers.push(Layer {
-                norm: up(&get(&format!("{p}.norm.weight"), &[d])?, &[d], DType::F32)?,
-                w_x: rows(&w_in, 0, di)?,
-                w_z: rows(&w_in, di, 2 * di)?,
-                w_in,
-                b_in,
-                b_x: bx,
-                b_z: bz,
-                conv_w: up(&get(&format!("{p}.mixer.conv1d.weight"), &[di, 1, k])?, &[di, k], DType::F32)?,
-                conv_b,
-                w_dt_in: rows(&w_xproj, 0, r)?,
-                w_bc: rows(&w_xproj, r, r + 2 * n)?,
-                w_xproj,
-                w_dt: mat(&format!("{p}.mixer.dt_proj.weight"), &[di, r])?,
-                chan: up(
-                    &ss::pack_channel_params(&a, Some(&d_skip), Some(&dt_bias), di, n),
-                    &[di, n + 2],
-                    DType::F32,
-                )?,
-                w_out: mat(&format!("{p}.mixer.out_proj.weight"), &[d, di])?,
-                b_out,
-            });
+            blocks.push(Block::mixer(MambaMixer::load(dev, w, &format!("backbone.layers.{i}"), &c, dtype)?));
         }
         progress(c.layers, c.layers);
-        Ok(Self { cfg: c, head, layers, dtype })
-    }
-
-    /// Per layer: the conv window `[S, D_inner, W − 1]` and the SSM state `[S, D_inner, N]`.
-    pub fn state_slots(&self, sequences: usize) -> Vec<SlotSpec> {
-        let c = &self.cfg;
-        let (s, di) = (sequences, c.d_inner);
-        (0..c.layers)
-            .flat_map(|i| {
-                [
-                    SlotSpec::new(i, "conv", SlotKind::ConvWindow, &[s, di, c.conv_kernel - 1]),
-                    SlotSpec::new(i, "ssm", SlotKind::DiagonalSsm, &[s, di, c.d_state]),
-                ]
-            })
-            .collect()
-    }
-
-    /// Builds the forward pass of `batch` as a graph (bound to this model's weights and the
-    /// state) and returns the logits tensor `[T, vocab]` (or `[rows, vocab]`).
-    pub(crate) fn build(
-        &self,
-        dev: &Device,
-        b: &mut Builder,
-        batch: &Batch,
-        state: &State,
-    ) -> Result<TensorId> {
-        let c = &self.cfg;
-        let (di, n) = (c.d_inner, c.d_state);
-        let kernel = ScanKernel::choose(dev, ScanShape::new(di, n, 1), batch.lens.len());
-        let flags = ScanFlags {
-            delta_softplus: true,
-            delta_bias: true,
-            d_skip: true,
-            neg_eigen: false,
-            init_state: state.started,
-        };
-        let mut h = self.head.embed(b, batch.ids)?;
-        let fused_step = batch.step && batch.lens.len() <= GEMV_MAX_M;
-        for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("layers.{i}");
-            if fused_step {
-                let y = self.fused_step(b, l, h, state, i, flags)?;
-                h = b.linear_add(&format!("{p}.out_proj"), y, &l.w_out, l.b_out.as_ref(), h)?;
-                continue;
-            }
-            let xn = b.rms_norm(&format!("{p}.norm"), h, &l.norm, c.eps)?;
-            let x = b.linear(&format!("{p}.in_proj.x"), xn, &l.w_x, l.b_x.as_ref())?;
-            let z = b.linear(&format!("{p}.in_proj.z"), xn, &l.w_z, l.b_z.as_ref())?;
-            let xc =
-                batch.conv(b, x, &l.conv_w, l.conv_b.as_ref(), state.slot(i, "conv")?, state.started())?;
-            let dt_in = b.linear(&format!("{p}.x_proj.dt"), xc, &l.w_dt_in, None)?;
-            let bc = b.linear(&format!("{p}.x_proj.bc"), xc, &l.w_bc, None)?;
-            let dt = b.linear(&format!("{p}.dt_proj"), dt_in, &l.w_dt, None)?;
-            let chan = b.weight(&format!("{p}.chan"), &l.chan);
-            let ssm = b.state(&format!("{p}.ssm_state"), state.slot(i, "ssm")?);
-            let seqs = b.seqs(&batch.seqs);
-            let scan =
-                ScanNode { seqs: SeqSpec::of(&batch.seqs), kernel, flags, groups: 1, step: batch.step };
-            let y = b.g.op(scan, &[xc, dt, bc, chan, ssm, seqs, z])?;
-            h = b.linear_add(&format!("{p}.out_proj"), y, &l.w_out, l.b_out.as_ref(), h)?;
-        }
-        self.head.build(b, h, batch.rows, c.eps)
-    }
-
-    /// A decode step's layer from the RMSNorm to the gated scan output, in three dispatches
-    /// (see the module docs); returns y `[S, D_inner]`.
-    fn fused_step(
-        &self,
-        b: &mut Builder,
-        l: &Layer,
-        h: TensorId,
-        state: &State,
-        i: usize,
-        flags: ScanFlags,
-    ) -> Result<TensorId> {
-        let c = &self.cfg;
-        let (s, di, n, r) = (state.sequences(), c.d_inner, c.d_state, c.dt_rank);
-        let p = format!("layers.{i}");
-        let conv = (&l.conv_w, l.conv_b.as_ref());
-        let xz =
-            b.in_step(&p, h, (&l.norm, c.eps), (&l.w_in, l.b_in.as_ref()), conv, state.slot(i, "conv")?, 0)?;
-        let w_xproj = b.weight(&format!("{p}.x_proj"), &l.w_xproj);
-        let xdbl = b.g.op(ColumnsNode, &[xz, w_xproj])?;
-        let w_dt = b.weight(&format!("{p}.dt_proj"), &l.w_dt);
-        let chan = b.weight(&format!("{p}.chan"), &l.chan);
-        let ssm = b.state(&format!("{p}.ssm_state"), state.slot(i, "ssm")?);
-        debug_assert_eq!((s, r + 2 * n), (state.sequences(), l.w_xproj.shape()[0]));
-        b.g.op(MambaStepNode { z_col: di, flags }, &[xz, xdbl, w_dt, chan, ssm])
-    }
-
-    /// Number of parameters (as in the checkpoint, tied embeddings counted once).
-    pub fn parameters(&self) -> usize {
-        let c = &self.cfg;
-        let per_layer = c.d_model
-            + 2 * c.d_inner * c.d_model
-            + c.d_inner * c.conv_kernel
-            + if c.use_conv_bias { c.d_inner } else { 0 }
-            + (c.dt_rank + 2 * c.d_state) * c.d_inner
-            + c.d_inner * c.dt_rank
-            + c.d_inner
-            + c.d_inner * c.d_state
-            + c.d_inner
-            + c.d_model * c.d_inner;
-        c.vocab * c.d_model * if c.tie_embeddings { 1 } else { 2 } + c.layers * per_layer + c.d_model
+        Ok(Self { stack: Stack { head, blocks, eps: c.eps }, cfg: c })
     }
 }
 
-super::arch::single_runtime_architecture! {
+super::arch::stack_architecture! {
     /// The `mamba` architecture (transformers' `MambaForCausalLM`).
     MambaArchitecture: Mamba, MambaConfig, "mamba"
 }

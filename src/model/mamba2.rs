@@ -14,6 +14,7 @@
 //! gating its output (`ssd_step_row`), and the gated RMSNorm folded into out_proj, which
 //! accumulates onto the residual stream in place (`linear_normed`).
 
+use super::blocks::{Block, Stack, Sublayer};
 use super::common::{self, Batch, Builder, Head};
 use super::config::{Config, Float, Size};
 use super::schema::{Init, WeightSpec};
@@ -83,7 +84,7 @@ impl Mamba2Config {
         }
         for i in 0..self.layers {
             let p = format!("backbone.layers.{i}");
-            t.extend(Mamba2Block::schema(self, &format!("{p}.norm.weight"), &format!("{p}.mixer")));
+            t.extend(Mamba2Mixer::schema(self, &format!("{p}.norm.weight"), &format!("{p}.mixer")));
         }
         t
     }
@@ -118,7 +119,7 @@ impl Mamba2Config {
                 "num_heads {heads} × head_dim {head_dim} must equal expand × hidden_size = {d_inner}"
             )));
         }
-        if cfg.groups == 0 || heads % cfg.groups != 0 {
+        if cfg.groups == 0 || !heads.is_multiple_of(cfg.groups) {
             return Err(Error::Model(format!("n_groups {} must divide num_heads {heads}", cfg.groups)));
         }
         if !(2..=4).contains(&cfg.conv_kernel) {
@@ -150,9 +151,10 @@ impl Mamba2Config {
     }
 }
 
-/// One Mamba-2 block: RMSNorm, in_proj, conv, SSD, gated norm, out_proj (and the residual).
-/// Public so that hybrid architectures can use it as one of their blocks.
-pub struct Mamba2Block {
+/// One Mamba-2 layer's mixer: RMSNorm, in_proj, conv, SSD, gated norm, out_proj onto the
+/// residual (a [`Block::mixer`]; hybrids use it as one of their blocks).
+pub struct Mamba2Mixer {
+    c: Mamba2Config,
     norm: Tensor,
     /// in_proj `[z | xBC | dt, d]` and its bias; `w_z`, `w_xbc`, `w_dt` (and the biases) are
     /// its row ranges.
@@ -172,7 +174,7 @@ pub struct Mamba2Block {
     b_out: Option<Tensor>,
 }
 
-impl Mamba2Block {
+impl Mamba2Mixer {
     /// Loads one block: its RMSNorm weight `norm_name` and the mixer's tensors under `p`
     /// (`backbone.layers.{i}.mixer` in a Mamba-2 checkpoint), checking names and shapes.
     pub fn load(
@@ -208,7 +210,8 @@ impl Mamba2Block {
             Some(&get(&format!("{p}.D"), &[h])?),
             Some(&get(&format!("{p}.dt_bias"), &[h])?),
         );
-        Ok(Mamba2Block {
+        Ok(Mamba2Mixer {
+            c: c.clone(),
             norm: up(&get(norm_name, &[d])?, &[d], DType::F32)?,
             w_z: rows(&w_in, 0, di)?,
             w_xbc: rows(&w_in, di, di + cd)?,
@@ -235,61 +238,9 @@ impl Mamba2Block {
         })
     }
 
-    /// Adds block `i` of a forward pass to `b`: reads the residual `h`, returns the new one.
-    /// Decode steps (up to GEMV_MAX_M sequences, one group) take the fused three-dispatch path.
-    #[allow(clippy::too_many_arguments)]
-    pub fn build(
-        &self,
-        dev: &Device,
-        b: &mut Builder,
-        batch: &Batch,
-        state: &State,
-        c: &Mamba2Config,
-        i: usize,
-        h: TensorId,
-    ) -> Result<TensorId> {
-        let flags = SsdFlags {
-            dt_softplus: true,
-            dt_bias: true,
-            d_skip: true,
-            init_state: state.started(),
-            dt_limit: (c.dt_limit.0 as f32, c.dt_limit.1 as f32),
-        };
-        let kernel = SsdKernel::choose(dev, c.dims(), batch.seqs.total(), DType::F32, c.kernel());
-        // The gated norm folds into out_proj's GEMV only as one RMS over the whole row.
-        let fused_step = batch.step && batch.lens.len() <= GEMV_MAX_M && c.groups == 1;
-        let p = format!("layers.{i}");
-        if fused_step {
-            return self.fused_step(b, h, state, i, batch, flags, c);
-        }
-        let xn = b.rms_norm(&format!("{p}.norm"), h, &self.norm, c.eps)?;
-        let z = b.linear(&format!("{p}.in_proj.z"), xn, &self.w_z, self.b_z.as_ref())?;
-        let xbc = b.linear(&format!("{p}.in_proj.xbc"), xn, &self.w_xbc, self.b_xbc.as_ref())?;
-        let dt = b.linear(&format!("{p}.in_proj.dt"), xn, &self.w_dt, self.b_dt.as_ref())?;
-        let xbc_c = batch.conv(
-            b,
-            xbc,
-            &self.conv_w,
-            self.conv_b.as_ref(),
-            state.slot(i, "conv")?,
-            state.started(),
-        )?;
-        let heads = b.weight(&format!("{p}.heads"), &self.heads);
-        let ssm = b.state(&format!("{p}.ssm_state"), state.slot(i, "ssm")?);
-        let seqs = b.seqs(&batch.seqs);
-        let node =
-            SsdNode { seqs: SeqSpec::of(&batch.seqs), kernel, dims: c.dims(), flags, step: batch.step };
-        let y = b.g.op(node, &[xbc_c, dt, heads, ssm, seqs])?;
-        let yg = b.g.binary(Binary::MulSilu, y, z)?;
-        let gate_norm = b.weight(&format!("{p}.gate_norm"), &self.gate_norm);
-        let yn = b.g.norm(norm::NormKind::Rms { groups: c.groups }, yg, gate_norm, None, c.eps as f32)?;
-        b.linear_add(&format!("{p}.out_proj"), yn, &self.w_out, self.b_out.as_ref(), h)
-    }
-
     /// A decode step's layer in three dispatches (RMSNorm + in_proj + conv step over the xBC
     /// band; the SSD step reading that row, gated by silu(z); the gated RMSNorm folded into
     /// out_proj, which accumulates onto the residual `h`). Returns the new residual.
-    #[allow(clippy::too_many_arguments)]
     fn fused_step(
         &self,
         b: &mut Builder,
@@ -298,8 +249,8 @@ impl Mamba2Block {
         i: usize,
         batch: &Batch,
         flags: SsdFlags,
-        c: &Mamba2Config,
     ) -> Result<TensorId> {
+        let c = &self.c;
         let (s, di, cd) = (state.sequences(), c.d_inner, c.conv_dim());
         debug_assert_eq!(s, batch.lens.len());
         let p = format!("layers.{i}");
@@ -326,7 +277,7 @@ impl Mamba2Block {
     }
 
     /// The block's state slots for layer `layer`: the conv window over xBC and the SSD state.
-    pub fn state_slots(c: &Mamba2Config, layer: usize, sequences: usize) -> [SlotSpec; 2] {
+    pub fn slots(c: &Mamba2Config, layer: usize, sequences: usize) -> [SlotSpec; 2] {
         let s = sequences;
         [
             SlotSpec::new(layer, "conv", SlotKind::ConvWindow, &[s, c.conv_dim(), c.conv_kernel - 1]),
@@ -361,12 +312,77 @@ impl Mamba2Block {
     }
 }
 
-/// A loaded Mamba-2 model on the device.
+impl Sublayer for Mamba2Mixer {
+    fn state_slots(&self, layer: usize, sequences: usize) -> Vec<SlotSpec> {
+        Mamba2Mixer::slots(&self.c, layer, sequences).to_vec()
+    }
+
+    /// Decode steps (up to GEMV_MAX_M sequences, one group) take the fused three-dispatch path.
+    fn build(
+        &self,
+        dev: &Device,
+        b: &mut Builder,
+        batch: &Batch,
+        state: &State,
+        i: usize,
+        h: TensorId,
+    ) -> Result<TensorId> {
+        let c = &self.c;
+        let flags = SsdFlags {
+            dt_softplus: true,
+            dt_bias: true,
+            d_skip: true,
+            init_state: state.started(),
+            dt_limit: (c.dt_limit.0 as f32, c.dt_limit.1 as f32),
+        };
+        let kernel = SsdKernel::choose(dev, c.dims(), batch.seqs.total(), DType::F32, c.kernel());
+        // The gated norm folds into out_proj's GEMV only as one RMS over the whole row.
+        let fused_step = batch.step && batch.lens.len() <= GEMV_MAX_M && c.groups == 1;
+        let p = format!("layers.{i}");
+        if fused_step {
+            return self.fused_step(b, h, state, i, batch, flags);
+        }
+        let xn = b.rms_norm(&format!("{p}.norm"), h, &self.norm, c.eps)?;
+        let z = b.linear(&format!("{p}.in_proj.z"), xn, &self.w_z, self.b_z.as_ref())?;
+        let xbc = b.linear(&format!("{p}.in_proj.xbc"), xn, &self.w_xbc, self.b_xbc.as_ref())?;
+        let dt = b.linear(&format!("{p}.in_proj.dt"), xn, &self.w_dt, self.b_dt.as_ref())?;
+        let xbc_c = batch.conv(
+            b,
+            xbc,
+            &self.conv_w,
+            self.conv_b.as_ref(),
+            state.slot(i, "conv")?,
+            state.started(),
+        )?;
+        let heads = b.weight(&format!("{p}.heads"), &self.heads);
+        let ssm = b.state(&format!("{p}.ssm_state"), state.slot(i, "ssm")?);
+        let seqs = b.seqs(&batch.seqs);
+        let node =
+            SsdNode { seqs: SeqSpec::of(&batch.seqs), kernel, dims: c.dims(), flags, step: batch.step };
+        let y = b.g.op(node, &[xbc_c, dt, heads, ssm, seqs])?;
+        let yg = b.g.binary(Binary::MulSilu, y, z)?;
+        let gate_norm = b.weight(&format!("{p}.gate_norm"), &self.gate_norm);
+        let yn = b.g.norm(norm::NormKind::Rms { groups: c.groups }, yg, gate_norm, None, c.eps as f32)?;
+        b.linear_add(&format!("{p}.out_proj"), yn, &self.w_out, self.b_out.as_ref(), h)
+    }
+
+    fn parameters(&self) -> usize {
+        let c = &self.c;
+        let proj = 2 * c.d_inner + 2 * c.groups * c.d_state + c.heads;
+        c.d_model
+            + proj * c.d_model
+            + c.conv_dim() * c.conv_kernel
+            + if c.use_conv_bias { c.conv_dim() } else { 0 }
+            + 3 * c.heads
+            + c.d_inner
+            + c.d_model * c.d_inner
+    }
+}
+
+/// A loaded Mamba-2 model on the device: one [`Mamba2Mixer`] block per layer.
 pub struct Mamba2 {
     pub cfg: Mamba2Config,
-    head: Head,
-    layers: Vec<Mamba2Block>,
-    pub dtype: DType,
+    stack: Stack,
 }
 
 impl Mamba2 {
@@ -380,61 +396,19 @@ impl Mamba2 {
         let c = Mamba2Config::from_config(cfg)?;
         common::check_config(w, "backbone.layers.", c.layers, c.eps, &c.schema())?;
         let head = Head::load(dev, w, c.vocab, c.d_model, c.tie_embeddings, dtype)?;
-        let mut layers = Vec::with_capacity(c.layers);
+        let mut blocks = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             progress(i, c.layers);
             let p = format!("backbone.layers.{i}");
-            layers.push(Mamba2Block::load(
-                dev,
-                w,
-                &format!("{p}.norm.weight"),
-                &format!("{p}.mixer"),
-                &c,
-                dtype,
-            )?);
+            let norm = format!("{p}.norm.weight");
+            blocks.push(Block::mixer(Mamba2Mixer::load(dev, w, &norm, &format!("{p}.mixer"), &c, dtype)?));
         }
         progress(c.layers, c.layers);
-        Ok(Self { cfg: c, head, layers, dtype })
-    }
-
-    /// Per layer: the conv window over xBC `[S, conv_dim, W − 1]` and the SSD state
-    /// `[S, H, P, N]`.
-    pub fn state_slots(&self, sequences: usize) -> Vec<SlotSpec> {
-        (0..self.cfg.layers).flat_map(|i| Mamba2Block::state_slots(&self.cfg, i, sequences)).collect()
-    }
-
-    /// Builds the forward pass of `batch` as a graph (bound to this model's weights and the
-    /// state) and returns the logits tensor `[T, vocab]` (or `[rows, vocab]`).
-    pub(crate) fn build(
-        &self,
-        dev: &Device,
-        b: &mut Builder,
-        batch: &Batch,
-        state: &State,
-    ) -> Result<TensorId> {
-        let c = &self.cfg;
-        let mut h = self.head.embed(b, batch.ids)?;
-        for (i, l) in self.layers.iter().enumerate() {
-            h = l.build(dev, b, batch, state, c, i, h)?;
-        }
-        self.head.build(b, h, batch.rows, c.eps)
-    }
-
-    pub fn parameters(&self) -> usize {
-        let c = &self.cfg;
-        let proj = 2 * c.d_inner + 2 * c.groups * c.d_state + c.heads;
-        let per_layer = c.d_model
-            + proj * c.d_model
-            + c.conv_dim() * c.conv_kernel
-            + if c.use_conv_bias { c.conv_dim() } else { 0 }
-            + 3 * c.heads
-            + c.d_inner
-            + c.d_model * c.d_inner;
-        c.vocab * c.d_model * if c.tie_embeddings { 1 } else { 2 } + c.layers * per_layer + c.d_model
+        Ok(Self { stack: Stack { head, blocks, eps: c.eps }, cfg: c })
     }
 }
 
-super::arch::single_runtime_architecture! {
+super::arch::stack_architecture! {
     /// The `mamba2` architecture (transformers' `Mamba2ForCausalLM`).
     Mamba2Architecture: Mamba2, Mamba2Config, "mamba2"
 }

@@ -16,12 +16,14 @@
 //! ```
 
 pub mod arch;
+pub mod blocks;
 pub mod common;
 pub mod config;
 pub mod conformance;
 pub mod generation;
 pub mod mamba;
 pub mod mamba2;
+pub mod mlp;
 pub mod random;
 pub mod schema;
 pub mod state;

@@ -99,6 +99,14 @@ fn whole_models_evaluate_on_the_cpu_through_the_graph_reference() {
             write_checkpoint(&dir, &config("mamba"), &tensors(&mut Rng::new(98)));
         }
         let m = model::load(dev, &dir, DType::F32).unwrap();
+        // The block stack counts what the checkpoint holds (no biases in these configs).
+        let cfg = model::Config::load(&dir).unwrap();
+        let schema = match kind {
+            "mamba" => model::mamba::MambaConfig::from_config(&cfg).unwrap().schema(),
+            _ => model::mamba2::Mamba2Config::from_config(&cfg).unwrap().schema(),
+        };
+        let held: usize = schema.iter().map(|t| t.shape.iter().product::<usize>()).sum();
+        assert_eq!(m.parameters(), held, "{kind}: parameters against the schema");
         let text = ids(b"To be, or not to be");
         let mut s = m.new_state(dev, 2).unwrap();
         let lens = [12, text.len() - 12];

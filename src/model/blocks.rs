@@ -1,0 +1,86 @@
+//! Layers as blocks. A block is an optional sequence mixer and an optional MLP, each a
+//! residual [`Sublayer`] (its pre-norm inside, reading the residual stream and returning the
+//! new one), so that a hybrid is a list of blocks, not a new enum: Mamba is `[mixer, none]`
+//! per layer, a transformer `[attention, MLP]`, and a test's hybrid mixes them freely.
+//! A [`Stack`] is the whole model: embedding, blocks, final norm and LM head.
+
+use super::common::{Batch, Builder, Head};
+use super::state::{SlotSpec, State};
+use crate::device::Device;
+use crate::error::Result;
+use crate::graph::TensorId;
+
+/// One residual part of a block: a sequence mixer (with state slots) or an MLP (without).
+pub trait Sublayer: Send + Sync {
+    /// The state slots of `sequences` sequences that the sublayer of layer `layer` keeps.
+    fn state_slots(&self, _layer: usize, _sequences: usize) -> Vec<SlotSpec> {
+        Vec::new()
+    }
+    /// Adds the sublayer of layer `layer` to `b`: reads the residual `h`, returns the new one.
+    fn build(
+        &self,
+        dev: &Device,
+        b: &mut Builder,
+        batch: &Batch,
+        state: &State,
+        layer: usize,
+        h: TensorId,
+    ) -> Result<TensorId>;
+    /// Parameters, as the checkpoint counts them.
+    fn parameters(&self) -> usize;
+}
+
+/// One layer: a mixer, then an MLP; either may be absent.
+#[derive(Default)]
+pub struct Block {
+    pub mixer: Option<Box<dyn Sublayer>>,
+    pub mlp: Option<Box<dyn Sublayer>>,
+}
+
+impl Block {
+    /// A block of only a mixer (Mamba, Mamba-2).
+    pub fn mixer(m: impl Sublayer + 'static) -> Self {
+        Self { mixer: Some(Box::new(m)), mlp: None }
+    }
+    /// A block of only an MLP.
+    pub fn mlp(m: impl Sublayer + 'static) -> Self {
+        Self { mixer: None, mlp: Some(Box::new(m)) }
+    }
+    fn parts(&self) -> impl Iterator<Item = &dyn Sublayer> {
+        self.mixer.iter().chain(self.mlp.iter()).map(|p| p.as_ref())
+    }
+}
+
+/// A model as embedding → blocks → final norm → LM head.
+pub struct Stack {
+    pub head: Head,
+    pub blocks: Vec<Block>,
+    /// The final norm's epsilon.
+    pub eps: f64,
+}
+
+impl Stack {
+    /// Every block's state slots, in layer order.
+    pub fn state_slots(&self, sequences: usize) -> Vec<SlotSpec> {
+        let per_block = self.blocks.iter().enumerate();
+        per_block.flat_map(|(i, b)| b.parts().flat_map(move |p| p.state_slots(i, sequences))).collect()
+    }
+
+    /// Adds the forward pass of `batch` to `b` and returns the logits `[T, vocab]` (or
+    /// `[rows, vocab]`).
+    pub fn build(&self, dev: &Device, b: &mut Builder, batch: &Batch, state: &State) -> Result<TensorId> {
+        let mut h = self.head.embed(b, batch.ids)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            for part in block.parts() {
+                h = part.build(dev, b, batch, state, i, h)?;
+            }
+        }
+        self.head.build(b, h, batch.rows, self.eps)
+    }
+
+    /// Parameters (tied embeddings counted once).
+    pub fn parameters(&self) -> usize {
+        self.head.parameters()
+            + self.blocks.iter().flat_map(Block::parts).map(|p| p.parameters()).sum::<usize>()
+    }
+}
