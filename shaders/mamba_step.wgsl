@@ -9,8 +9,9 @@
 //   y     : [S, D]
 // Per channel: dt = softplus(dt_in · w_dt[d] + bias) (threshold 20); then the selective scan's
 // decode step: h = exp(dt·A)·h + dt·B·x (NEG_EIG: 2a − 1), y = (Σ h·C + D·x)·silu(z).
-// A workgroup takes 64 channels of one sequence with 4 invocations per channel: each sums a
-// quarter of dt's dot product and updates the states n ≡ q (mod 4).
+// The decode-step skeleton (lib/decode_step): 64 channels of one sequence per workgroup, 4
+// invocations per channel; each sums a quarter of dt's dot product and updates the states
+// n ≡ q (mod 4).
 struct Params { dim: u32, nstate: u32, rank: u32, nseq: u32, flags: u32, xs: u32, zc: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, {{ACT}}> xz: array<f32>;
@@ -36,8 +37,7 @@ fn wload(e: u32) -> f32 {
 #endif
 }
 
-var<workgroup> dtpart: array<f32, 256>;
-var<workgroup> ypart: array<f32, 256>;
+#include decode_step
 
 @compute @workgroup_size(256)
 fn mamba_step(
@@ -45,22 +45,19 @@ fn mamba_step(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let blocks = (p.dim + 63u) / 64u;
-    let idx = wid.x + wid.y * nwg.x;
-    if (idx >= p.nseq * blocks) { return; } // workgroup-uniform
-    let s = idx / blocks;
-    let d = min((idx % blocks) * 64u + lid / 4u, p.dim - 1u); // lanes past D compute, never store
-    let live = (idx % blocks) * 64u + lid / 4u < p.dim;
+    let idx = step_workgroup(wid, nwg);
+    if (idx >= p.nseq * step_blocks(p.dim)) { return; } // workgroup-uniform
+    let s = idx / step_blocks(p.dim);
+    let c = step_channel(idx, p.dim, lid);
+    let d = min(c, p.dim - 1u); // lanes past D compute, never store
+    let live = c < p.dim;
     let q = lid % 4u;
     let row = s * (p.rank + 2u * p.nstate);
     let np2 = p.nstate + 2u;
     // dt_proj: this lane's quarter of the dot product (neighbouring lanes, neighbouring elements).
     var part = 0.0;
     for (var r = q; r < p.rank; r += 4u) { part += xdbl[row + r] * wload(d * p.rank + r); }
-    dtpart[lid] = part;
-    workgroupBarrier();
-    let c0 = lid & ~3u;
-    var dt = dtpart[c0] + dtpart[c0 + 1u] + dtpart[c0 + 2u] + dtpart[c0 + 3u];
+    var dt = quad_sum(lid, part, 0u);
     if (flag(HAS_BIAS)) { dt += chan[d * np2 + p.nstate + 1u]; }
     if (flag(SOFTPLUS) && dt <= 20.0) { dt = log(1.0 + exp(dt)); }
     let x = xz[s * p.xs + d];
@@ -73,10 +70,8 @@ fn mamba_step(
         if (live) { state[base + n] = h; }
         acc += h * xdbl[row + p.rank + p.nstate + n];
     }
-    ypart[lid] = acc;
-    workgroupBarrier();
+    var out = quad_sum(lid, acc, 1u);
     if (live && q == 0u) {
-        var out = ypart[lid] + ypart[lid + 1u] + ypart[lid + 2u] + ypart[lid + 3u];
         if (flag(HAS_D)) { out += chan[d * np2 + p.nstate] * x; }
         if (flag(HAS_Z)) {
             let z = xz[s * p.xs + p.zc + d];

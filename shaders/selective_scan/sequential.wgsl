@@ -31,11 +31,11 @@ fn scan_sequential(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     }
 }
 
-// Decode step (one token per sequence; `seqs` from Sequences::decode). A workgroup takes 64
-// channels of one sequence with 4 invocations per channel; invocation (c, q) updates states
-// n ≡ q (mod 4) of its channel in place (no private state array), and the channel's y is the
-// sum of the four partials in workgroup memory, then D skip and the silu(z) gate.
-var<workgroup> ypart: array<f32, 256>;
+// Decode step (one token per sequence; `seqs` from Sequences::decode), on the decode-step
+// skeleton: 64 channels of one sequence per workgroup, 4 invocations per channel; invocation
+// (c, q) updates states n ≡ q (mod 4) of its channel in place, and the channel's y is the sum
+// of the four partials, then D skip and the silu(z) gate.
+#include decode_step
 
 @compute @workgroup_size(256)
 fn scan_decode(
@@ -43,11 +43,10 @@ fn scan_decode(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let blocks = (p.dim + 63u) / 64u;
-    let idx = wid.x + wid.y * nwg.x;
-    if (idx >= p.nseq * blocks) { return; } // workgroup-uniform
-    let s = idx / blocks;
-    let d = (idx % blocks) * 64u + lid / 4u;
+    let idx = step_workgroup(wid, nwg);
+    if (idx >= p.nseq * step_blocks(p.dim)) { return; } // workgroup-uniform
+    let s = idx / step_blocks(p.dim);
+    let d = step_channel(idx, p.dim, lid);
     let q = lid % 4u;
     let t = seqs[s];
     let live = d < p.dim;
@@ -66,10 +65,9 @@ fn scan_decode(
             acc += hn * c_at(g, n, t);
         }
     }
-    ypart[lid] = acc;
-    workgroupBarrier();
+    let sum = quad_sum(lid, acc, 0u);
     if (live && q == 0u) {
-        y[ix(d, t)] = finish(d, t, x, ypart[lid] + ypart[lid + 1u] + ypart[lid + 2u] + ypart[lid + 3u]);
+        y[ix(d, t)] = finish(d, t, x, sum);
     }
 }
 #endif

@@ -56,11 +56,11 @@ fn ssd_sequential(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     }
 }
 
-// Decode step (one token per sequence; `seqs` from Sequences::decode). A workgroup takes 64
-// channels of one (sequence, head) with 4 invocations per channel; invocation (i, q) updates
-// states n ≡ q (mod 4) of channel i in place, so the state is streamed once with no private
-// array, and the channel's y is the sum of the four partials in workgroup memory.
-var<workgroup> ypart: array<f32, 256>;
+// Decode step (one token per sequence; `seqs` from Sequences::decode), on the decode-step
+// skeleton: 64 channels of one (sequence, head) per workgroup, 4 invocations per channel;
+// invocation (i, q) updates states n ≡ q (mod 4) of channel i in place, so the state is
+// streamed once with no private array, and the channel's y is the sum of the four partials.
+#include decode_step
 
 @compute @workgroup_size(256)
 fn ssd_decode(
@@ -68,12 +68,12 @@ fn ssd_decode(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let blocks = (p.hdim + 63u) / 64u;
-    let idx = wid.x + wid.y * nwg.x;
+    let blocks = step_blocks(p.hdim);
+    let idx = step_workgroup(wid, nwg);
     if (idx >= p.nseq * p.heads * blocks) { return; } // workgroup-uniform
     let s = idx / (p.heads * blocks);
     let h = (idx / blocks) % p.heads;
-    let i = (idx % blocks) * 64u + lid / 4u;
+    let i = step_channel(idx, p.hdim, lid);
     let q = lid % 4u;
     let t = seqs[s];
     let g = group_of(h);
@@ -99,10 +99,9 @@ fn ssd_decode(
             acc += hn * ld_x(c_ix(t, g, n));
         }
     }
-    ypart[lid] = acc;
-    workgroupBarrier();
+    let sum = quad_sum(lid, acc, 0u);
     if (live && q == 0u) {
-        var yv = ypart[lid] + ypart[lid + 1u] + ypart[lid + 2u] + ypart[lid + 3u] + d_h * xv;
+        var yv = sum + d_h * xv;
         if (flag(ROW_IO)) {
             let z = ld_x(t * p.width + p.z_col + h * p.hdim + i);
             yv *= z / (1.0 + exp(-z));

@@ -83,6 +83,7 @@ pub const LIBRARIES: &[Source] = &[
     wgsl_source!("lib/packed_seqs"),
     wgsl_source!("lib/activations"),
     wgsl_source!("lib/finite"),
+    wgsl_source!("lib/decode_step"),
 ];
 
 /// Replaces `#include NAME` lines with the library's text, recursively (a library may include
