@@ -301,6 +301,15 @@ impl Tensor {
 }
 
 impl Tensor {
+    /// The same bytes as a flat tensor of `dtype` (of any size that divides the byte length).
+    pub fn as_flat(&self, dtype: DType) -> Result<Tensor> {
+        let bytes = self.byte_len() as usize;
+        if !bytes.is_multiple_of(dtype.size()) {
+            return Err(Error::Invalid(format!("{bytes} bytes are not a whole number of {dtype:?}")));
+        }
+        Ok(Tensor { dtype, shape: vec![bytes / dtype.size()], ..self.clone() })
+    }
+
     /// The same bytes reinterpreted as another dtype of the same size (f32 ↔ u32 ↔ i32).
     pub fn reinterpret(&self, dtype: DType) -> Result<Tensor> {
         if dtype.size() != self.dtype.size() {

@@ -29,6 +29,8 @@ pub fn budget(op: &str, dtype: DType) -> Budget {
         ("matmul", _) => Budget { nmse: 1e-10, max_abs: 1e-3 },
         ("matmul_coop", _) => Budget { nmse: 1e-6, max_abs: 5e-2 },
         ("norm", _) | ("softmax", _) => Budget { nmse: 1e-10, max_abs: 1e-4 },
+        // f16 outputs: the rounding of the store (2⁻¹¹ relative), on either side.
+        ("elementwise", DType::F16) => Budget { nmse: 1e-6, max_abs: 2e-3 },
         ("elementwise", _) => Budget { nmse: 1e-11, max_abs: 1e-4 },
         _ => Budget { nmse: 1e-7, max_abs: 1e-3 },
     }
@@ -96,16 +98,25 @@ pub struct GuardedOutput {
 
 impl GuardedOutput {
     /// Allocates `shape` with at least 1024 guard words on each side, all set to [`SENTINEL`].
+    /// 32-bit dtypes, or f16 (two per word; the pad half of an odd length's last word is the
+    /// output's own, as its binding rounds up to whole words).
     pub fn new(dev: &Device, shape: &[usize], dtype: DType) -> Result<Self> {
-        if dtype.size() != 4 {
-            return Err(Error::Invalid("guarded outputs are 32-bit".into()));
-        }
+        let per_word = match dtype.size() {
+            4 => 1,
+            2 => 2,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "guarded outputs hold 32-bit dtypes or f16, not {dtype:?}"
+                )))
+            }
+        };
         let align = dev.caps().min_storage_buffer_offset_alignment as usize / 4;
         let guard = 1024usize.div_ceil(align.max(1)) * align.max(1);
         let n: usize = shape.iter().product();
-        let whole = Tensor::from_slice(dev, &[guard + n + guard], &vec![SENTINEL; 2 * guard + n])?;
-        let whole_typed = whole.reinterpret(dtype)?;
-        let tensor = whole_typed.view(dev, guard, shape)?;
+        let words = n.div_ceil(per_word);
+        let whole = Tensor::from_slice(dev, &[guard + words + guard], &vec![SENTINEL; 2 * guard + words])?;
+        let whole_typed = whole.as_flat(dtype)?;
+        let tensor = whole_typed.view(dev, guard * per_word, shape)?;
         Ok(Self { whole: whole_typed, guard, tensor })
     }
 
@@ -127,9 +138,14 @@ impl GuardedOutput {
         Ok(body.to_vec())
     }
 
-    /// Reads an f32 output (guards checked).
+    /// Reads an f32 or f16 output as f32 (guards checked).
     pub fn read_f32(&self, dev: &Device) -> Result<Vec<f32>> {
-        Ok(self.read_words(dev)?.into_iter().map(f32::from_bits).collect())
+        let words = self.read_words(dev)?;
+        if self.tensor.dtype() == DType::F16 {
+            let halves: Vec<half::f16> = bytemuck::pod_collect_to_vec(&words);
+            return Ok(halves[..self.tensor.numel()].iter().map(|h| h.to_f32()).collect());
+        }
+        Ok(words.into_iter().map(f32::from_bits).collect())
     }
 }
 

@@ -253,6 +253,7 @@ fn record_node(
         Op::Norm { kind, eps } => norm::norm(rec, *kind, ins[0], ins[1], ins.get(2).copied(), *eps, out),
         Op::Unary { op, scale } => elementwise::unary(rec, *op, ins[0], *scale, out),
         Op::Binary { op } => elementwise::binary(rec, *op, ins[0], ins[1], out),
+        Op::Cast { .. } => elementwise::cast(rec, ins[0], out),
         Op::Embedding => embedding::embedding(rec, ins[0], ins[1], out),
         Op::Softmax { scale } => softmax::softmax(rec, ins[0], *scale, out),
         Op::Argmax => softmax::argmax(rec, ins[0], out),

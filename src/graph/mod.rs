@@ -122,6 +122,10 @@ pub enum Op {
     Binary {
         op: Binary,
     },
+    /// x converted to another float dtype (f32 ↔ f16).
+    Cast {
+        to: DType,
+    },
     /// inputs ids (u32), table.
     Embedding,
     Softmax {
@@ -148,6 +152,7 @@ impl Op {
             Op::Norm { kind, .. } => format!("norm.{kind:?}"),
             Op::Unary { op, .. } => op.name().into(),
             Op::Binary { op } => op.name().into(),
+            Op::Cast { to } => format!("cast.{}", to.name()),
             Op::Embedding => "embedding".into(),
             Op::Softmax { .. } => "softmax".into(),
             Op::Argmax => "argmax".into(),
@@ -320,6 +325,15 @@ impl Graph {
         self.tensors.get(t.0).ok_or_else(|| Error::Invalid(format!("tensor {} is not in this graph", t.0)))
     }
 
+    /// An activation operand of an op that takes f32 or f16.
+    fn expect_float(&self, what: &str, t: TensorId) -> Result<&TensorDesc> {
+        let d = self.check(t)?;
+        if !matches!(d.dtype, DType::F32 | DType::F16) {
+            return Err(Error::Shape(format!("{what}: {} must be f32 or f16, is {:?}", d.name, d.dtype)));
+        }
+        Ok(d)
+    }
+
     fn expect_f32(&self, what: &str, t: TensorId) -> Result<&TensorDesc> {
         let d = self.check(t)?;
         if d.dtype != DType::F32 {
@@ -422,20 +436,33 @@ impl Graph {
         self.norm(NormKind::Rms { groups: 1 }, x, w, None, eps)
     }
 
-    /// Unary elementwise op.
+    /// Unary elementwise op; f32 or f16 `x`, and the output of x's dtype.
     pub fn unary(&mut self, op: Unary, x: TensorId, scale: f32) -> Result<TensorId> {
-        let shape = self.expect_f32(op.name(), x)?.shape.clone();
-        Ok(self.node(Op::Unary { op, scale }, &[x], &shape, DType::F32))
+        let d = self.expect_float(op.name(), x)?.clone();
+        Ok(self.node(Op::Unary { op, scale }, &[x], &d.shape, d.dtype))
+    }
+
+    /// `x` as `dtype` (f32 or f16): x itself when it already is.
+    pub fn cast(&mut self, x: TensorId, dtype: DType) -> Result<TensorId> {
+        let d = self.expect_float("cast", x)?.clone();
+        if !matches!(dtype, DType::F32 | DType::F16) {
+            return Err(Error::Shape(format!("cast: {} can become f32 or f16, not {dtype:?}", d.name)));
+        }
+        if d.dtype == dtype {
+            return Ok(x);
+        }
+        Ok(self.node(Op::Cast { to: dtype }, &[x], &d.shape, dtype))
     }
 
     pub fn silu(&mut self, x: TensorId) -> Result<TensorId> {
         self.unary(Unary::Silu, x, 1.0)
     }
 
-    /// Binary elementwise op; `b`'s length must divide `a`'s.
+    /// Binary elementwise op; `b`'s length must divide `a`'s. Either may be f32 or f16; the
+    /// output has a's dtype.
     pub fn binary(&mut self, op: Binary, a: TensorId, b: TensorId) -> Result<TensorId> {
-        let ad = self.expect_f32(op.name(), a)?.clone();
-        let bd = self.expect_f32(op.name(), b)?;
+        let ad = self.expect_float(op.name(), a)?.clone();
+        let bd = self.expect_float(op.name(), b)?;
         let (n, nb) = (ad.shape.iter().product::<usize>(), bd.shape.iter().product::<usize>());
         if nb == 0 || n % nb != 0 {
             return Err(Error::Shape(format!(
@@ -446,7 +473,7 @@ impl Graph {
                 ad.shape
             )));
         }
-        Ok(self.node(Op::Binary { op }, &[a, b], &ad.shape, DType::F32))
+        Ok(self.node(Op::Binary { op }, &[a, b], &ad.shape, ad.dtype))
     }
 
     /// a + b (a residual add when `a` dies here: the planner then runs it in place).

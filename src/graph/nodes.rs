@@ -68,6 +68,21 @@ fn silu_gate(y: &mut [f64], z: &[f32]) {
     }
 }
 
+/// The activation inputs `ins` of node `what`: all of one dtype, one of `allowed`; returns it.
+fn activations(what: &str, ins: &[&TensorDesc], allowed: &[DType]) -> Result<DType> {
+    let dtype = ins[0].dtype;
+    if let Some(bad) = ins.iter().find(|d| d.dtype != dtype || !allowed.contains(&d.dtype)) {
+        return Err(Error::Shape(format!(
+            "{what}: activation {} is {:?}; its activations must all be one of {allowed:?} ({} is {dtype:?})",
+            bad.name, bad.dtype, ins[0].name
+        )));
+    }
+    Ok(dtype)
+}
+
+const F32: &[DType] = &[DType::F32];
+const FLOATS: &[DType] = &[DType::F32, DType::F16];
+
 fn expect_state(what: &str, d: &TensorDesc) -> Result<()> {
     if d.role != Role::State {
         return Err(Error::Shape(format!("{what}: its state input {} is not a State tensor", d.name)));
@@ -95,6 +110,7 @@ impl NodeOp for ConvNode {
             return Err(Error::Shape("causal_conv1d takes x, weight, state, seqs [, bias]".into()));
         }
         expect_state("causal_conv1d", ins[2])?;
+        activations("causal_conv1d", &ins[..1], F32)?;
         Ok((ins[0].shape.clone(), DType::F32))
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
@@ -148,6 +164,9 @@ impl NodeOp for ScanNode {
             return Err(Error::Shape("selective_scan takes u, delta, bc, chan, state, seqs [, z]".into()));
         }
         expect_state("selective_scan", ins[4])?;
+        // u, delta, bc and z: f32 or f16 (the kernels' f16-input forms); y is f32.
+        let acts: Vec<&TensorDesc> = [0, 1, 2, 6].iter().filter_map(|&i| ins.get(i).copied()).collect();
+        activations("selective_scan", &acts, FLOATS)?;
         Ok((ins[0].shape.clone(), DType::F32))
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
@@ -213,6 +232,8 @@ impl NodeOp for SsdNode {
             return Err(Error::Shape("ssd takes xbc, dt, heads, state, seqs".into()));
         }
         expect_state("ssd", ins[3])?;
+        // xbc and dt: f32 or f16 (coop64.fused takes f16); y is f32.
+        activations("ssd", &ins[..2], FLOATS)?;
         Ok((vec![ins[0].shape[0], self.dims.heads * self.dims.head_dim], DType::F32))
     }
     fn scratch(&self, _ins: &[&TensorDesc]) -> Vec<(Vec<usize>, DType)> {
@@ -290,6 +311,7 @@ impl NodeOp for InStepNode {
             ));
         }
         expect_state("in_step", ins[4])?;
+        activations("in_step", &ins[..1], F32)?;
         Ok((vec![ins[0].shape[0], ins[2].shape[0]], DType::F32))
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
@@ -340,6 +362,7 @@ impl NodeOp for ColumnsNode {
         if ins.len() != 2 {
             return Err(Error::Shape("x_proj takes x, w".into()));
         }
+        activations("x_proj", &ins[..1], F32)?;
         Ok((vec![ins[0].shape[0], ins[1].shape[0]], DType::F32))
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
@@ -370,6 +393,7 @@ impl NodeOp for MambaStepNode {
             return Err(Error::Shape("mamba_step takes xz, xdbl, w_dt, chan, state".into()));
         }
         expect_state("mamba_step", ins[4])?;
+        activations("mamba_step", &ins[..2], F32)?;
         Ok((vec![ins[0].shape[0], ins[2].shape[0]], DType::F32))
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
@@ -425,6 +449,7 @@ impl NodeOp for SsdStepRowNode {
             return Err(Error::Shape("ssd_step takes row, heads, state, seqs".into()));
         }
         expect_state("ssd_step", ins[2])?;
+        activations("ssd_step", &ins[..1], F32)?;
         Ok((vec![ins[0].shape[0], self.dims.heads * self.dims.head_dim], DType::F32))
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
@@ -466,6 +491,7 @@ impl NodeOp for NormedOutNode {
         if ins.len() != 4 + self.bias as usize {
             return Err(Error::Shape("out_proj takes y, residual, norm, w_out [, b_out]".into()));
         }
+        activations("out_proj", &ins[..2], F32)?;
         Ok((ins[1].shape.clone(), DType::F32))
     }
     fn inplace_input(&self) -> Option<usize> {

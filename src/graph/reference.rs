@@ -1,9 +1,11 @@
 //! f64 CPU interpreter of a graph, built from each op's reference: the oracle for executor
-//! tests. Weights and inputs are given as f32 (f16 tensors: the f16-rounded values).
+//! tests. Weights and inputs are given as f32 (f16 tensors: the f16-rounded values); an f16
+//! activation is rounded to f16 as it is stored, as on the GPU.
 
 use super::{Graph, Op, Role};
 use crate::error::{Error, Result};
-use crate::ops::{embedding, matmul, norm, sampling, softmax};
+use crate::ops::{elementwise, embedding, matmul, norm, sampling, softmax};
+use crate::tensor::DType;
 use std::collections::HashMap;
 
 /// Evaluates every node; returns all tensor values (f64; u32 ids as their value). `host`
@@ -51,6 +53,7 @@ pub fn evaluate(g: &Graph, host: &HashMap<String, Vec<f32>>) -> Result<Vec<Vec<f
                 let nb = ins[1].len();
                 ins[0].iter().enumerate().map(|(i, &a)| op.reference(a, ins[1][i % nb])).collect()
             }
+            Op::Cast { to } => elementwise::cast_ref(ins[0], *to),
             Op::Embedding => {
                 let ids: Vec<u32> = ins[0].iter().map(|&v| v as u32).collect();
                 embedding::embedding_ref(&ids, &f32s(ins[1]), in_shape(1)[1])
@@ -89,7 +92,10 @@ pub fn evaluate(g: &Graph, host: &HashMap<String, Vec<f32>>) -> Result<Vec<Vec<f
                 )))
             }
         };
-        vals[node.output.0] = out;
+        vals[node.output.0] = match g.tensors[node.output.0].dtype {
+            DType::F16 => elementwise::cast_ref(&out, DType::F16),
+            _ => out,
+        };
     }
     Ok(vals)
 }

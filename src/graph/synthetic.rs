@@ -5,7 +5,8 @@
 //! dt projection → selective scan (N = 16, with state, gated by silu(z)) → out-projection →
 //! residual add: the real conv and scan nodes ([`super::nodes`]), so the stack executes.
 //! [`MixerKind::GateOnly`] leaves the sequence mixer out (norm → in-proj → gate → out-proj →
-//! residual).
+//! residual). With `activation_dtype` f16, the scan's inputs (or the gate) are cast to f16,
+//! which the scan kernels and the elementwise ops take, and back to f32 where an op needs it.
 
 use super::nodes::{ConvNode, ScanNode, SeqSpec};
 use super::{Graph, TensorId};
@@ -32,6 +33,8 @@ pub struct SyntheticConfig {
     pub d_state: usize,
     pub mixer: MixerKind,
     pub weight_dtype: DType,
+    /// The dtype of the mixer's activations (f32 or f16); state and accumulation stay f32.
+    pub activation_dtype: DType,
 }
 
 impl SyntheticConfig {
@@ -44,6 +47,7 @@ impl SyntheticConfig {
             d_state: 16,
             mixer: MixerKind::ConvScan,
             weight_dtype: DType::F16,
+            activation_dtype: DType::F32,
         }
     }
 }
@@ -54,7 +58,7 @@ pub fn mamba_stack(cfg: &SyntheticConfig) -> Result<(Graph, TensorId)> {
     let (d, di, n) = (cfg.d_model, 2 * cfg.d_model, cfg.d_state);
     let rank = d.div_ceil(16);
     let tokens = cfg.batch * cfg.seq_len;
-    let wdt = cfg.weight_dtype;
+    let (wdt, act) = (cfg.weight_dtype, cfg.activation_dtype);
     let mut g = Graph::new();
     let mut r = g.input("x", &[tokens, d], DType::F32);
     let seqs_spec = SeqSpec::uniform(cfg.batch, cfg.seq_len);
@@ -97,9 +101,15 @@ pub fn mamba_stack(cfg: &SyntheticConfig) -> Result<(Graph, TensorId)> {
                     groups: 1,
                     step: false,
                 };
-                g.op(scan, &[xc, dt, bc, chan, ssm_state, seqs, z])?
+                let ins = [g.cast(xc, act)?, g.cast(dt, act)?, g.cast(bc, act)?];
+                let z = g.cast(z, act)?;
+                g.op(scan, &[ins[0], ins[1], ins[2], chan, ssm_state, seqs, z])?
             }
-            MixerKind::GateOnly => g.gate(x, z)?,
+            MixerKind::GateOnly => {
+                let (x, z) = (g.cast(x, act)?, g.cast(z, act)?);
+                let gated = g.gate(x, z)?;
+                g.cast(gated, DType::F32)?
+            }
         };
         let o = g.linear(gated, w_out, None)?;
         r = g.add(r, o)?;

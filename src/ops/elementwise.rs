@@ -1,4 +1,7 @@
-//! Elementwise ops: unary activations, broadcasting binary ops and the fused residual add.
+//! Elementwise ops: unary activations, broadcasting binary ops, dtype casts and the fused
+//! residual add. Unary and binary ops take f32 or f16 activations (the output has the first
+//! operand's dtype; a binary op's second operand may be either); arithmetic is f32. f16 is
+//! packed two per u32 word, so no variant needs SHADER_F16.
 
 use super::{grid, Params, Recorder};
 use crate::error::{Error, Result};
@@ -66,12 +69,18 @@ impl Unary {
             Unary::Scale => x * scale,
         }
     }
-    fn variant(self) -> Variant {
-        Variant::new(format!("elementwise.{}", self.name()), &SHADER, "unary")
-            .define("WG", WG)
-            .define("UNARY", 1)
-            .define("EXPR", self.expr())
-            .with_params::<ElementwiseParams>()
+    fn variant(self, dtype: DType) -> Variant {
+        let f16 = dtype == DType::F16;
+        Variant::new(
+            format!("elementwise.{}{}", self.name(), if f16 { ".f16" } else { "" }),
+            &SHADER,
+            "unary",
+        )
+        .define("WG", WG)
+        .define("UNARY", 1)
+        .define("F16", f16 as u32)
+        .define("EXPR", self.expr())
+        .with_params::<ElementwiseParams>()
     }
 }
 
@@ -99,13 +108,35 @@ impl Binary {
             Binary::MulSilu => x * y / (1.0 + (-y).exp()),
         }
     }
-    fn variant(self) -> Variant {
-        Variant::new(format!("elementwise.{}", self.name()), &SHADER, "binary")
+    /// The variant for an `a` (and output) of `a` and a second operand of `b`: named
+    /// `elementwise.<op>` for f32, `.f16` for f16 a and b, `.f16.b32` for f16 a and f32 b.
+    fn variant(self, a: DType, b: DType) -> Variant {
+        let (a16, b16) = (a == DType::F16, b == DType::F16);
+        let tag = match (a16, b16) {
+            (false, false) => "",
+            (true, true) => ".f16",
+            (true, false) => ".f16.b32",
+            (false, true) => ".b16",
+        };
+        Variant::new(format!("elementwise.{}{tag}", self.name()), &SHADER, "binary")
             .define("WG", WG)
             .define("BINARY", 1)
+            .define("F16", a16 as u32)
+            .define("B16", b16 as u32)
             .define("EXPR", self.expr())
             .with_params::<ElementwiseParams>()
     }
+}
+
+/// The cast kernel to `to` (f16 or f32) from the other float dtype.
+fn cast_variant(to: DType) -> Variant {
+    let f16 = to == DType::F16;
+    Variant::new(format!("elementwise.cast.{}", to.name()), &SHADER, "convert")
+        .define("WG", WG)
+        .define("F16", f16 as u32)
+        .define("CAST_F16", f16 as u32)
+        .define("CAST_F32", !f16 as u32)
+        .with_params::<ElementwiseParams>()
 }
 
 crate::uniform! {
@@ -129,17 +160,38 @@ fn residual_variant() -> Variant {
 }
 
 pub fn variants() -> Vec<Variant> {
-    let mut v: Vec<Variant> = Unary::ALL.iter().map(|u| u.variant()).collect();
-    v.extend(Binary::ALL.iter().map(|b| b.variant()));
+    let floats = [DType::F32, DType::F16];
+    let mut v: Vec<Variant> =
+        floats.iter().flat_map(|&d| Unary::ALL.iter().map(move |u| u.variant(d))).collect();
+    for a in floats {
+        for b in floats {
+            v.extend(Binary::ALL.iter().map(|op| op.variant(a, b)));
+        }
+    }
+    v.extend(floats.map(cast_variant));
     v.push(residual_variant());
     v
 }
 
 fn check_f32(name: &str, t: &Tensor) -> Result<()> {
     if t.dtype() != DType::F32 {
-        return Err(Error::Shape(format!("{name}: elementwise ops take f32, got {:?}", t.dtype())));
+        return Err(Error::Shape(format!("{name}: the residual add takes f32, got {:?}", t.dtype())));
     }
     Ok(())
+}
+
+/// An activation operand: f32 or f16.
+fn check_float(name: &str, t: &Tensor) -> Result<()> {
+    if !matches!(t.dtype(), DType::F32 | DType::F16) {
+        return Err(Error::Shape(format!("{name}: elementwise ops take f32 or f16, got {:?}", t.dtype())));
+    }
+    Ok(())
+}
+
+/// Workgroups over `n` elements of `dtype` (f16: one invocation per word of two).
+fn elementwise_grid(rec: &Recorder, n: usize, dtype: DType) -> Result<[u32; 3]> {
+    let items = if dtype == DType::F16 { n.div_ceil(2) } else { n };
+    grid(rec.device(), items.div_ceil(WG as usize))
 }
 
 fn check_broadcast(a: &Tensor, b: &Tensor) -> Result<()> {
@@ -154,24 +206,52 @@ fn check_broadcast(a: &Tensor, b: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Records `out = f(a)`.
+/// Records `out = f(a)` (out of a's shape and dtype).
 pub fn unary(rec: &mut Recorder, op: Unary, a: &Tensor, scale: f32, out: &Tensor) -> Result<()> {
-    check_f32("a", a)?;
-    super::expect("out", out, a.shape(), DType::F32)?;
+    check_float("a", a)?;
+    super::expect("out", out, a.shape(), a.dtype())?;
     let n = a.numel();
-    let wg = grid(rec.device(), n.div_ceil(WG as usize))?;
-    rec.dispatch(&op.variant(), &params(n, n, scale)?, &[a, out], wg)
+    let wg = elementwise_grid(rec, n, a.dtype())?;
+    rec.dispatch(&op.variant(a.dtype()), &params(n, n, scale)?, &[a, out], wg)
 }
 
-/// Records `out = a ∘ b`, with `b` repeating over `a` (its length must divide a's).
+/// Records `out = a ∘ b`, with `b` repeating over `a` (its length must divide a's); out has
+/// a's shape and dtype.
 pub fn binary(rec: &mut Recorder, op: Binary, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
-    check_f32("a", a)?;
-    check_f32("b", b)?;
+    check_float("a", a)?;
+    check_float("b", b)?;
     check_broadcast(a, b)?;
-    super::expect("out", out, a.shape(), DType::F32)?;
+    super::expect("out", out, a.shape(), a.dtype())?;
     let n = a.numel();
-    let wg = grid(rec.device(), n.div_ceil(WG as usize))?;
-    rec.dispatch(&op.variant(), &params(n, b.numel(), 0.0)?, &[a, b, out], wg)
+    let wg = elementwise_grid(rec, n, a.dtype())?;
+    rec.dispatch(&op.variant(a.dtype(), b.dtype()), &params(n, b.numel(), 0.0)?, &[a, b, out], wg)
+}
+
+/// Records `out = a` converted to out's dtype, f32 → f16 (rounding to nearest) or f16 → f32
+/// (exact).
+pub fn cast(rec: &mut Recorder, a: &Tensor, out: &Tensor) -> Result<()> {
+    check_float("a", a)?;
+    check_float("out", out)?;
+    if out.shape() != a.shape() || out.dtype() == a.dtype() {
+        return Err(Error::Shape(format!(
+            "cast: out must have a's shape {:?} and the other float dtype, got {:?} {:?} from {:?}",
+            a.shape(),
+            out.shape(),
+            out.dtype(),
+            a.dtype()
+        )));
+    }
+    let n = a.numel();
+    let wg = elementwise_grid(rec, n, out.dtype())?;
+    rec.dispatch(&cast_variant(out.dtype()), &params(n, n, 0.0)?, &[a, out], wg)
+}
+
+/// The f64 reference of [`cast`] to `to`: f16 rounds each value (round to nearest even).
+pub fn cast_ref(a: &[f64], to: DType) -> Vec<f64> {
+    match to {
+        DType::F16 => a.iter().map(|&v| half::f16::from_f64(v).to_f64()).collect(),
+        _ => a.to_vec(),
+    }
 }
 
 /// Records the fused residual add `acc += scale · b`, in place.

@@ -60,14 +60,71 @@ fn binary_ops_with_broadcast_and_residual() {
 }
 
 #[test]
+fn f16_activations_through_unary_binary_and_casts() {
+    // f16 activations are packed two per word, one invocation per word: odd lengths end in a
+    // pad half, and the guards catch a write past it.
+    for dev in devices() {
+        let mut rng = Rng::new(3);
+        for &(n, nb) in &[(1, 1), (7, 7), (257, 257), (1000, 10), (4097, 1)] {
+            let xs = f16_round(&rng.vec(n, -4.0, 4.0));
+            let ys = f16_round(&rng.vec(nb, -4.0, 4.0));
+            let x = Tensor::from_f32(dev, &[n], &xs, DType::F16).unwrap();
+            let round = |v: Vec<f64>| elementwise::cast_ref(&v, DType::F16);
+            for op in Unary::ALL {
+                let out = GuardedOutput::new(dev, &[n], DType::F16).unwrap();
+                let mut rec = Recorder::new(dev);
+                elementwise::unary(&mut rec, op, &x, 0.37, &out.tensor).unwrap();
+                rec.run().unwrap();
+                let want = round(xs.iter().map(|&v| op.reference(v as f64, 0.37f32 as f64)).collect());
+                check(dev, "elementwise", DType::F16, &format!("{}.f16 n={n}", op.name()), &out, &want);
+            }
+            for b_dtype in [DType::F16, DType::F32] {
+                let y = Tensor::from_f32(dev, &[nb], &ys, b_dtype).unwrap();
+                for op in Binary::ALL {
+                    let out = GuardedOutput::new(dev, &[n], DType::F16).unwrap();
+                    let mut rec = Recorder::new(dev);
+                    elementwise::binary(&mut rec, op, &x, &y, &out.tensor).unwrap();
+                    rec.run().unwrap();
+                    let want = round((0..n).map(|i| op.reference(xs[i] as f64, ys[i % nb] as f64)).collect());
+                    let case = format!("{}.f16 b {b_dtype:?} n={n} nb={nb}", op.name());
+                    check(dev, "elementwise", DType::F16, &case, &out, &want);
+                }
+            }
+            // f32 → f16 rounds to nearest; f16 → f32 is exact.
+            let wide = rng.vec(n, -60000.0, 60000.0); // f16 is finite to 65504; WGSL leaves overflow undefined
+            let wide_t = Tensor::from_slice(dev, &[n], &wide).unwrap();
+            let half = GuardedOutput::new(dev, &[n], DType::F16).unwrap();
+            let back = GuardedOutput::new(dev, &[n], DType::F32).unwrap();
+            let mut rec = Recorder::new(dev);
+            elementwise::cast(&mut rec, &wide_t, &half.tensor).unwrap();
+            elementwise::cast(&mut rec, &half.tensor, &back.tensor).unwrap();
+            rec.run().unwrap();
+            let want = elementwise::cast_ref(&wide.iter().map(|&v| v as f64).collect::<Vec<_>>(), DType::F16);
+            check(dev, "elementwise", DType::F16, &format!("cast.f16 n={n}"), &half, &want);
+            check(dev, "elementwise", DType::F16, &format!("cast.f32 n={n}"), &back, &want);
+        }
+        // Outputs must have the input's dtype; a cast must change it.
+        let a = Tensor::empty(dev, &[8], DType::F32).unwrap();
+        let h = Tensor::empty(dev, &[8], DType::F16).unwrap();
+        let mut rec = Recorder::new(dev);
+        assert!(matches!(
+            elementwise::unary(&mut rec, Unary::Exp, &h, 1.0, &a),
+            Err(linseq::Error::Shape(_))
+        ));
+        assert!(matches!(elementwise::cast(&mut rec, &a, &a), Err(linseq::Error::Shape(_))));
+        assert!(rec.is_empty());
+    }
+}
+
+#[test]
 fn elementwise_rejects_bad_shapes() {
     let dev = &devices()[0];
     let a = Tensor::empty(dev, &[10], DType::F32).unwrap();
     let b = Tensor::empty(dev, &[3], DType::F32).unwrap();
-    let h = Tensor::empty(dev, &[10], DType::F16).unwrap();
+    let ids = Tensor::empty(dev, &[10], DType::U32).unwrap();
     let mut rec = Recorder::new(dev);
     assert!(matches!(elementwise::binary(&mut rec, Binary::Add, &a, &b, &a), Err(linseq::Error::Shape(_))));
-    assert!(matches!(elementwise::unary(&mut rec, Unary::Exp, &h, 1.0, &a), Err(linseq::Error::Shape(_))));
+    assert!(matches!(elementwise::unary(&mut rec, Unary::Exp, &ids, 1.0, &a), Err(linseq::Error::Shape(_))));
     assert!(matches!(elementwise::unary(&mut rec, Unary::Exp, &a, 1.0, &b), Err(linseq::Error::Shape(_))));
     assert!(rec.is_empty());
 }
