@@ -60,6 +60,21 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// Loads `layers` blocks with `load(i)`, reporting `progress(i, layers)` as it goes.
+    pub fn load_blocks(
+        layers: usize,
+        progress: &dyn Fn(usize, usize),
+        mut load: impl FnMut(usize) -> Result<Block>,
+    ) -> Result<Vec<Block>> {
+        let mut blocks = Vec::with_capacity(layers);
+        for i in 0..layers {
+            progress(i, layers);
+            blocks.push(load(i)?);
+        }
+        progress(layers, layers);
+        Ok(blocks)
+    }
+
     /// Every block's state slots, in layer order.
     pub fn state_slots(&self, sequences: usize) -> Vec<SlotSpec> {
         let per_block = self.blocks.iter().enumerate();

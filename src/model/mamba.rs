@@ -336,12 +336,9 @@ impl Mamba {
         let c = MambaConfig::from_config(cfg)?;
         common::check_config(w, "backbone.layers.", c.layers, c.eps, &c.schema())?;
         let head = Head::load(dev, w, c.vocab, c.d_model, c.tie_embeddings, dtype)?;
-        let mut blocks = Vec::with_capacity(c.layers);
-        for i in 0..c.layers {
-            progress(i, c.layers);
-            blocks.push(Block::mixer(MambaMixer::load(dev, w, &format!("backbone.layers.{i}"), &c, dtype)?));
-        }
-        progress(c.layers, c.layers);
+        let blocks = Stack::load_blocks(c.layers, progress, |i| {
+            Ok(Block::mixer(MambaMixer::load(dev, w, &format!("backbone.layers.{i}"), &c, dtype)?))
+        })?;
         Ok(Self { stack: Stack { head, blocks, eps: c.eps }, cfg: c })
     }
 }

@@ -396,14 +396,11 @@ impl Mamba2 {
         let c = Mamba2Config::from_config(cfg)?;
         common::check_config(w, "backbone.layers.", c.layers, c.eps, &c.schema())?;
         let head = Head::load(dev, w, c.vocab, c.d_model, c.tie_embeddings, dtype)?;
-        let mut blocks = Vec::with_capacity(c.layers);
-        for i in 0..c.layers {
-            progress(i, c.layers);
+        let blocks = Stack::load_blocks(c.layers, progress, |i| {
             let p = format!("backbone.layers.{i}");
             let norm = format!("{p}.norm.weight");
-            blocks.push(Block::mixer(Mamba2Mixer::load(dev, w, &norm, &format!("{p}.mixer"), &c, dtype)?));
-        }
-        progress(c.layers, c.layers);
+            Ok(Block::mixer(Mamba2Mixer::load(dev, w, &norm, &format!("{p}.mixer"), &c, dtype)?))
+        })?;
         Ok(Self { stack: Stack { head, blocks, eps: c.eps }, cfg: c })
     }
 }
