@@ -284,6 +284,11 @@ impl Graph {
         self.add_tensor(name.into(), shape, DType::F32, Role::State)
     }
 
+    /// Declares recurrent state of another dtype (the u32 positions of a KV cache).
+    pub fn state_of(&mut self, name: &str, shape: &[usize], dtype: DType) -> TensorId {
+        self.add_tensor(name.into(), shape, dtype, Role::State)
+    }
+
     /// Declares a host-written input.
     pub fn input(&mut self, name: &str, shape: &[usize], dtype: DType) -> TensorId {
         self.add_tensor(name.into(), shape, dtype, Role::Input)

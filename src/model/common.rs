@@ -237,9 +237,10 @@ impl Builder {
         self.g.op(node, &ins)
     }
 
-    /// Recurrent state bound to `t` (f32; read and written in place by the nodes).
+    /// Recurrent state bound to `t` (f32, or the u32 positions; read and written in place by
+    /// the nodes).
     pub fn state(&mut self, name: &str, t: &Tensor) -> TensorId {
-        let id = self.g.state(name, t.shape());
+        let id = self.g.state_of(name, t.shape(), t.dtype());
         self.bound.push((id, t.clone()));
         id
     }

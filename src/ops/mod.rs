@@ -6,6 +6,7 @@
 //! compute pass of a single command encoder (one pass per dispatch costs ~18 µs on an H200,
 //! against ~2 µs inside one pass).
 
+pub mod attention;
 pub mod cases;
 pub mod conv1d;
 pub mod copy;
@@ -15,6 +16,7 @@ pub mod kernel;
 pub mod mamba_step;
 pub mod matmul;
 pub mod norm;
+pub mod rope;
 pub mod sampling;
 pub mod selective_scan;
 pub mod sequences;
@@ -52,6 +54,8 @@ pub const FAMILIES: &[OpFamily] = &[
     OpFamily { name: "mamba_step", sources: &[mamba_step::SHADER], variants: mamba_step::variants },
     OpFamily { name: "ssd", sources: &[ssd::SHADER], variants: ssd::variants },
     OpFamily { name: "causal_conv1d", sources: &[conv1d::SHADER], variants: conv1d::variants },
+    OpFamily { name: "attention", sources: &[attention::SHADER], variants: attention::variants },
+    OpFamily { name: "rope", sources: &[rope::SHADER], variants: rope::variants },
 ];
 
 /// Every registered variant of every family, each in its plain and arena (`.rw`) form: what

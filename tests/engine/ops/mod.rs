@@ -1,5 +1,6 @@
 //! One file per op family (or group of small ones), mirroring `src/ops/`.
 
+mod attention;
 mod core;
 mod fused;
 mod matmul;

@@ -5,6 +5,9 @@
 //! evaluates graphs that use them, and the SSD declares its chunked path's scratch, which the
 //! planner places in the arenas with every other activation.
 
+mod attention;
+pub use attention::{AdvanceNode, AttentionNode, RopeNode};
+
 use super::{NodeOp, Role, TensorDesc};
 use crate::error::{Error, Result};
 use crate::ops::conv1d::{self, ConvArgs, ConvFlags};
@@ -26,7 +29,7 @@ impl SeqSpec {
     pub fn uniform(batch: usize, len: usize) -> Self {
         Self { cu: (0..=batch).map(|s| s * len).collect(), resets: None }
     }
-    fn bind(&self, table: &Tensor) -> Result<Sequences> {
+    pub(crate) fn bind(&self, table: &Tensor) -> Result<Sequences> {
         Sequences::from_parts(table, &self.cu, self.resets.as_deref())
     }
 }
@@ -69,7 +72,7 @@ fn silu_gate(y: &mut [f64], z: &[f32]) {
 }
 
 /// The activation inputs `ins` of node `what`: all of one dtype, one of `allowed`; returns it.
-fn activations(what: &str, ins: &[&TensorDesc], allowed: &[DType]) -> Result<DType> {
+pub(crate) fn activations(what: &str, ins: &[&TensorDesc], allowed: &[DType]) -> Result<DType> {
     let dtype = ins[0].dtype;
     if let Some(bad) = ins.iter().find(|d| d.dtype != dtype || !allowed.contains(&d.dtype)) {
         return Err(Error::Shape(format!(
@@ -83,7 +86,7 @@ fn activations(what: &str, ins: &[&TensorDesc], allowed: &[DType]) -> Result<DTy
 const F32: &[DType] = &[DType::F32];
 const FLOATS: &[DType] = &[DType::F32, DType::F16];
 
-fn expect_state(what: &str, d: &TensorDesc) -> Result<()> {
+pub(crate) fn expect_state(what: &str, d: &TensorDesc) -> Result<()> {
     if d.role != Role::State {
         return Err(Error::Shape(format!("{what}: its state input {} is not a State tensor", d.name)));
     }

@@ -1,0 +1,106 @@
+// Prefill (included by attention.wgsl): a workgroup takes BQ = 64 queries of one sequence and
+// one query head, one query per invocation (q and the output accumulator in registers), and
+// walks the keys its queries see in tiles of BK staged in workgroup memory (K and V, f32;
+// BK·D = 2048 floats each, 16 KiB in all). Tiles wholly outside every query's window or
+// causal range are never visited, so a window costs O(L·W), not O(L²). The `.rolled` forms
+// bound the inner loops by uniforms (p.d4, p.bk) instead of constants: Mesa's GL compiler
+// unrolls the constant ones into minutes of compile time.
+#if PREFILL
+// qkv and kv as vec4 words: every head starts at a multiple of D (≥ 64) floats.
+@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> kv: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> seqs: array<u32>;
+@group(0) @binding(4) var<storage, read> pos: array<u32>;
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+
+const BQ: u32 = 64u;
+const BK: u32 = {{BK}}u;
+const D4: u32 = D / 4u;
+var<workgroup> kt: array<vec4<f32>, {{BKD4}}>;
+var<workgroup> vt: array<vec4<f32>, {{BKD4}}>;
+
+@compute @workgroup_size(64)
+fn attn_prefill(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    // Workgroup index: (sequence · tiles + tile) · heads + head.
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.nseq * p.tiles * p.heads) { return; } // workgroup-uniform
+    let h = idx % p.heads;
+    let tile = (idx / p.heads) % p.tiles;
+    let s = idx / (p.heads * p.tiles);
+    let t0 = seqs[s];
+    let len = seqs[s + 1u] - t0;
+    if (tile * BQ >= len) { return; } // workgroup-uniform
+    let kvh = h / (p.heads / p.kv_heads);
+    let pos0 = pos[s];
+    let qi = tile * BQ + lid;          // this query's index within the sequence
+    let live = qi < len;
+    let i = pos0 + min(qi, len - 1u);  // its position (lanes past the end act as the last)
+    let width4 = row_width() / 4u;
+    var q: array<vec4<f32>, D4>;
+    var o: array<vec4<f32>, D4>;
+    let qrow = (t0 + min(qi, len - 1u)) * width4 + h * D4;
+    for (var d = 0u; d < {{D4N}}; d++) {
+        q[d] = qkv[qrow + d] * p.scale;
+        o[d] = vec4<f32>(0.0);
+    }
+    var m = -3.0e38;
+    var l = 0.0;
+    // Keys from the first one the tile's first query sees to the tile's last query.
+    let last = pos0 + min(tile * BQ + BQ, len) - 1u;
+    let lo = first_key(pos0 + tile * BQ);
+    let first = first_key(i);
+    for (var j0 = lo; j0 <= last; j0 += BK) {
+        // Stage K and V of keys j0 .. j0 + BK (cache or new tokens).
+        for (var e = lid; e < BK * D4; e += 64u) {
+            let jj = e / D4;
+            let d = e % D4;
+            let j = min(j0 + jj, last);
+            if (j < pos0) {
+                kt[e] = kv[cache_ix(s, j, 0u, kvh, 0u) / 4u + d];
+                vt[e] = kv[cache_ix(s, j, 1u, kvh, 0u) / 4u + d];
+            } else {
+                let r = (t0 + j - pos0) * width4;
+                kt[e] = qkv[r + k_col(kvh) / 4u + d];
+                vt[e] = qkv[r + v_col(kvh) / 4u + d];
+            }
+        }
+        workgroupBarrier();
+        var sc: array<f32, BK>;
+        var tmax = m;
+        for (var jj = 0u; jj < {{BKN}}; jj++) {
+            let j = j0 + jj;
+            var sv = 0.0;
+            if (j <= i && j >= first) {
+                var acc = vec4<f32>(0.0);
+                for (var d = 0u; d < {{D4N}}; d++) { acc += q[d] * kt[jj * D4 + d]; }
+                sv = capped(acc.x + acc.y + acc.z + acc.w);
+                tmax = max(tmax, sv);
+            }
+            sc[jj] = sv;
+        }
+        // Rescale what was accumulated to the new max once per tile, then add the tile. (The
+        // mask is tested by position, not by a sentinel score, so a NaN score stays NaN.)
+        let corr = exp(m - tmax);
+        l *= corr;
+        for (var d = 0u; d < {{D4N}}; d++) { o[d] *= corr; }
+        for (var jj = 0u; jj < {{BKN}}; jj++) {
+            if (j0 + jj <= i && j0 + jj >= first) {
+                let pj = exp(sc[jj] - tmax);
+                l += pj;
+                for (var d = 0u; d < {{D4N}}; d++) { o[d] += pj * vt[jj * D4 + d]; }
+            }
+        }
+        m = tmax;
+        workgroupBarrier();
+    }
+    if (live) {
+        let orow = (t0 + qi) * p.heads * D4 + h * D4;
+        let inv = 1.0 / l;
+        for (var d = 0u; d < {{D4N}}; d++) { out[orow + d] = o[d] * inv; }
+    }
+}
+#endif

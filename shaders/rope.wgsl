@@ -1,0 +1,52 @@
+// Rotary position embedding, in place on the q and k parts of fused qkv rows (ops::rope):
+//   qkv      : [T, (H + 2·Hkv)·D]  q heads, then k heads, then v heads (v untouched)
+//   seqs     : cu_seqlens [S + 1]
+//   pos      : [S] u32             the position of each sequence's first new token
+//   inv_freq : [R / 2] f32         θ^(−2i/R), as transformers computes it in f32
+// Each head's first R dims rotate as pairs (i, i + R/2) (rotate_half); the rest pass. The
+// angle is f32(position)·inv_freq[i], as in transformers, reduced to [−π, π] in two steps
+// before cos and sin (GPU cos/sin are only accurate near zero).
+struct Params { nseq: u32, heads: u32, kv_heads: u32, dim: u32, rot: u32, total: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read> seqs: array<u32>;
+@group(0) @binding(3) var<storage, read> pos: array<u32>;
+@group(0) @binding(4) var<storage, read> inv_freq: array<f32>;
+
+// Binary search of cu_seqlens (as lib/packed_seqs, without its reset flags).
+fn seq_of(t: u32) -> u32 {
+    var lo = 0u;
+    var hi = p.nseq;
+    while (hi - lo > 1u) {
+        let mid = (lo + hi) / 2u;
+        if (seqs[mid] <= t) { lo = mid; } else { hi = mid; }
+    }
+    return lo;
+}
+
+// x − 2π·round(x / 2π), with 2π split in three so the product is exact for |x| < 2²⁴.
+fn reduce_angle(x: f32) -> f32 {
+    let k = round(x * 0.15915494309189535);
+    return ((x - k * 6.28125) - k * 1.9353071693331003e-3) - k * 1.0253131677018246e-11;
+}
+
+@compute @workgroup_size(64)
+fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let half = p.rot / 2u;
+    let e = gid.x + gid.y * nwg.x * 64u;
+    let heads = p.heads + p.kv_heads; // rotated heads per token: q, then k
+    if (e >= p.total * heads * half) { return; }
+    let i = e % half;
+    let head = (e / half) % heads;
+    let t = e / (half * heads);
+    let s = seq_of(t);
+    let position = pos[s] + t - seqs[s];
+    let angle = reduce_angle(f32(position) * inv_freq[i]);
+    let c = cos(angle);
+    let sn = sin(angle);
+    let base = t * (p.heads + 2u * p.kv_heads) * p.dim + head * p.dim;
+    let x1 = qkv[base + i];
+    let x2 = qkv[base + i + half];
+    qkv[base + i] = x1 * c - x2 * sn;
+    qkv[base + i + half] = x2 * c + x1 * sn;
+}

@@ -1,0 +1,161 @@
+//! The attention family as graph nodes: RoPE in place on the fused qkv rows, attention with
+//! its cache append, and the position advance that ends a forward pass. The cache and the
+//! positions are `State` inputs; the decode partials are planned scratch.
+
+use super::super::{NodeOp, TensorDesc};
+use super::{expect_state, SeqSpec};
+use crate::error::{Error, Result};
+use crate::ops::attention::{self as attn, AttnArgs, AttnDims, RingRef};
+use crate::ops::{rope, Recorder};
+use crate::tensor::{DType, Tensor};
+
+fn usizes(v: &[f64]) -> Vec<usize> {
+    v.iter().map(|&x| x as usize).collect()
+}
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// RoPE of `rot` dims on the q and k heads of qkv `[T, row]`, in place where the planner
+/// allows. Inputs: qkv, inv_freq `[rot / 2]`, positions `[S]` (state), the sequence table.
+#[derive(Debug)]
+pub struct RopeNode {
+    pub seqs: SeqSpec,
+    pub dims: AttnDims,
+    pub rot: usize,
+}
+
+impl NodeOp for RopeNode {
+    fn name(&self) -> &str {
+        "rope"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if ins.len() != 4 {
+            return Err(Error::Shape("rope takes qkv, inv_freq, positions, seqs".into()));
+        }
+        expect_state("rope", ins[2])?;
+        super::activations("rope", &ins[..1], &[DType::F32])?;
+        Ok((ins[0].shape.clone(), DType::F32))
+    }
+    fn inplace_input(&self) -> Option<usize> {
+        Some(0)
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+        let seqs = self.seqs.bind(ins[3])?;
+        if !(std::ptr::eq(ins[0].buffer(), out.buffer()) && ins[0].offset() == out.offset()) {
+            crate::ops::copy::copy(rec, ins[0], out)?;
+        }
+        rope::rope(rec, out, self.dims, self.rot, ins[1], &seqs, ins[2])
+    }
+    fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let out =
+            rope::rope_ref(&f32s(ins[0]), self.dims, self.rot, &f32s(ins[1]), &self.seqs.cu, &usizes(ins[2]));
+        Some(Ok(out))
+    }
+}
+
+/// Attention of the new tokens and the append of their K and V to the ring. Inputs: qkv
+/// `[T, row]` (RoPE'd), the cache `[S, cap, 2, Hkv, D]` and positions `[S]` (state), the
+/// sequence table. A decode step (`step`) takes the flash-decoding kernels, whose partials
+/// are scratch.
+#[derive(Debug)]
+pub struct AttentionNode {
+    pub seqs: SeqSpec,
+    pub dims: AttnDims,
+    pub window: Option<usize>,
+    pub cap: usize,
+    pub scale: f32,
+    pub softcap: Option<f32>,
+    pub step: bool,
+}
+
+impl AttentionNode {
+    fn span(&self) -> usize {
+        self.window.unwrap_or(self.cap).min(self.cap)
+    }
+}
+
+impl NodeOp for AttentionNode {
+    fn name(&self) -> &str {
+        "attention"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if ins.len() != 4 {
+            return Err(Error::Shape("attention takes qkv, kv cache, positions, seqs".into()));
+        }
+        expect_state("attention", ins[1])?;
+        expect_state("attention", ins[2])?;
+        super::activations("attention", &ins[..1], &[DType::F32])?;
+        Ok((vec![ins[0].shape[0], self.dims.heads * self.dims.head_dim], DType::F32))
+    }
+    fn scratch(&self, _ins: &[&TensorDesc]) -> Vec<(Vec<usize>, DType)> {
+        if !self.step {
+            return Vec::new();
+        }
+        vec![(attn::partial_shape(self.dims, self.seqs.cu.len() - 1, self.span()), DType::F32)]
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+        let seqs = self.seqs.bind(ins[3])?;
+        let a = AttnArgs {
+            qkv: ins[0],
+            kv: ins[1],
+            pos: ins[2],
+            seqs: &seqs,
+            dims: self.dims,
+            window: self.window,
+            cap: self.cap,
+            scale: self.scale,
+            softcap: self.softcap,
+        };
+        match (self.step, scratch) {
+            (true, [part]) => attn::attention_decode(rec, &a, part, out)?,
+            (true, _) => return Err(Error::Invalid("attention decode needs its partials scratch".into())),
+            (false, _) => attn::attention_prefill(rec, &a, out)?,
+        }
+        attn::kv_append(rec, &a)
+    }
+    fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let (qkv, kv) = (f32s(ins[0]), f32s(ins[1]));
+        let (out, _) = attn::ring_attention_ref(&RingRef {
+            qkv: &qkv,
+            kv: &kv,
+            pos: &usizes(ins[2]),
+            cu: &self.seqs.cu,
+            dims: self.dims,
+            window: self.window,
+            cap: self.cap,
+            scale: self.scale as f64,
+            softcap: self.softcap.map(f64::from),
+        });
+        Some(Ok(out))
+    }
+}
+
+/// `pos[s] += len_s`: the last node of a forward pass with attention. Inputs: positions `[S]`
+/// (state), the sequence table, then any tensors it must follow (so it is placed after every
+/// reader of the positions). Its output `[1]` is a marker.
+#[derive(Debug)]
+pub struct AdvanceNode {
+    pub seqs: SeqSpec,
+}
+
+impl NodeOp for AdvanceNode {
+    fn name(&self) -> &str {
+        "advance_positions"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if ins.len() < 2 {
+            return Err(Error::Shape("advance_positions takes positions, seqs [, after…]".into()));
+        }
+        expect_state("advance_positions", ins[0])?;
+        Ok((vec![1], DType::F32))
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], _out: &Tensor) -> Result<()> {
+        let seqs = self.seqs.bind(ins[1])?;
+        attn::advance_positions(rec, &seqs, ins[0])
+    }
+    fn reference(&self, _ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        Some(Ok(vec![0.0]))
+    }
+}

@@ -1,0 +1,104 @@
+//! Rotary position embedding (RoPE, transformers' `rotate_half` form, full or partial), in
+//! place on the q and k heads of fused `qkv` rows `[T, (H + 2·Hkv)·D]` (see
+//! [`super::attention`]). Positions come from the cache's per-sequence counts, so a decode
+//! step replayed from a recording rotates each token at its own position.
+
+use super::attention::AttnDims;
+use super::sequences::Sequences;
+use super::{grid, word, Params, Recorder};
+use crate::error::{Error, Result};
+use crate::shader::Variant;
+use crate::tensor::{DType, Tensor};
+
+/// The family's WGSL (`shaders/rope.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("rope");
+
+crate::uniform! {
+    /// The RoPE kernel's parameters.
+    pub struct RopeParams { pub nseq: u32, pub heads: u32, pub kv_heads: u32, pub dim: u32, pub rot: u32, pub total: u32 }
+}
+
+fn variant() -> Variant {
+    Variant::new("rope.qk", &SHADER, "rope").with_params::<RopeParams>()
+}
+
+pub fn variants() -> Vec<Variant> {
+    vec![variant()]
+}
+
+/// The rotary dims of a head of `head_dim` with `partial` of it rotated (transformers:
+/// `int(head_dim · partial_rotary_factor)`), checked to be even and positive.
+pub fn rotary_dims(head_dim: usize, partial: f64) -> Result<usize> {
+    let r = (head_dim as f64 * partial) as usize;
+    if !(partial > 0.0 && partial <= 1.0) || r == 0 || !r.is_multiple_of(2) {
+        return Err(Error::Invalid(format!(
+            "partial_rotary_factor {partial} of head dim {head_dim} must give an even number of rotary dims"
+        )));
+    }
+    Ok(r)
+}
+
+/// θ^(−2i/R) for i < R/2, in f32 as transformers computes it (`1 / θ^(arange(0, R, 2) / R)`).
+pub fn inv_freq(rot: usize, theta: f64) -> Vec<f32> {
+    (0..rot / 2).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / rot as f32)).collect()
+}
+
+/// Records RoPE of `rot` dims on the q and k heads of `qkv`, in place; `inv_freq` `[rot / 2]`.
+pub fn rope(
+    rec: &mut Recorder,
+    qkv: &Tensor,
+    dims: AttnDims,
+    rot: usize,
+    inv_freq: &Tensor,
+    seqs: &Sequences,
+    pos: &Tensor,
+) -> Result<()> {
+    let t = seqs.total();
+    super::expect("qkv", qkv, &[t, dims.row()], DType::F32)?;
+    super::expect("inv_freq", inv_freq, &[rot / 2], DType::F32)?;
+    super::expect("positions", pos, &[seqs.count()], DType::U32)?;
+    if rot == 0 || !rot.is_multiple_of(2) || rot > dims.head_dim {
+        return Err(Error::Shape(format!("{rot} rotary dims of a head of {}", dims.head_dim)));
+    }
+    let p = Params::of(&RopeParams {
+        nseq: word("sequences", seqs.count())?,
+        heads: word("heads", dims.heads)?,
+        kv_heads: word("kv heads", dims.kv_heads)?,
+        dim: word("head dim", dims.head_dim)?,
+        rot: word("rotary dims", rot)?,
+        total: word("tokens", t)?,
+    });
+    let n = t * (dims.heads + dims.kv_heads) * (rot / 2);
+    let wg = grid(rec.device(), n.div_ceil(64))?;
+    rec.dispatch(&variant(), &p, &[qkv, seqs.table(), pos, inv_freq], wg)
+}
+
+/// f64 reference: `qkv` with its q and k heads rotated, token t of sequence s at position
+/// `pos[s] + t − cu[s]`. The angle is rounded to f32 as the kernel (and transformers) forms it.
+pub fn rope_ref(
+    qkv: &[f32],
+    dims: AttnDims,
+    rot: usize,
+    inv_freq: &[f32],
+    cu: &[usize],
+    pos: &[usize],
+) -> Vec<f64> {
+    let row = dims.row();
+    let d = dims.head_dim;
+    let mut out: Vec<f64> = qkv.iter().map(|&x| x as f64).collect();
+    for s in 0..cu.len() - 1 {
+        for t in cu[s]..cu[s + 1] {
+            let position = pos[s] + t - cu[s];
+            for head in 0..dims.heads + dims.kv_heads {
+                let base = t * row + head * d;
+                for (i, &f) in inv_freq.iter().enumerate().take(rot / 2) {
+                    let angle = (position as f32 * f) as f64;
+                    let (x1, x2) = (qkv[base + i] as f64, qkv[base + i + rot / 2] as f64);
+                    out[base + i] = x1 * angle.cos() - x2 * angle.sin();
+                    out[base + i + rot / 2] = x2 * angle.cos() + x1 * angle.sin();
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,249 @@
+//! Attention (prefill, decode, ring cache) and RoPE against their f64 references: window edges,
+//! GQA group sizes, head dims, lengths around the tiles, ragged batches, a cached prefix,
+//! decode after prefill across several ring wrap-arounds, and NaN containment.
+
+use crate::common::devices;
+use linseq::ops::attention::{self as attn, AttnArgs, AttnDims};
+use linseq::ops::sequences::Sequences;
+use linseq::ops::{rope, Recorder};
+use linseq::testing::{compare, GuardedOutput, Rng};
+use linseq::{DType, Device, Tensor};
+
+/// A batch of sequences on the device: the ring cache and positions, and each sequence's
+/// whole K/V history on the host (the oracle's input).
+struct Session {
+    dims: AttnDims,
+    window: Option<usize>,
+    cap: usize,
+    softcap: Option<f32>,
+    kv: Tensor,
+    pos: Tensor,
+    /// Per sequence: K and V of every position so far, `[positions, Hkv, D]` each.
+    hist: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl Session {
+    fn new(dev: &Device, s: usize, dims: AttnDims, window: Option<usize>, cap: usize) -> Self {
+        let kv = Tensor::empty(dev, &[s, cap, 2, dims.kv_heads, dims.head_dim], DType::F32).unwrap();
+        let pos = Tensor::from_slice(dev, &[s], &vec![0u32; s]).unwrap();
+        Self { dims, window, cap, softcap: None, kv, pos, hist: vec![(Vec::new(), Vec::new()); s] }
+    }
+
+    /// Feeds `lens[s]` new tokens per sequence (rows `qkv`); returns (GPU output, reference).
+    fn feed(&mut self, dev: &Device, lens: &[usize], qkv: &[f32], step: bool) -> (Vec<f32>, Vec<f64>) {
+        let d = self.dims;
+        let (row, hd) = (d.row(), d.heads * d.head_dim);
+        let seqs = Sequences::new(dev, lens, None).unwrap();
+        let t = seqs.total();
+        let qkv_t = Tensor::from_slice(dev, &[t, row], qkv).unwrap();
+        let out = GuardedOutput::new(dev, &[t, hd], DType::F32).unwrap();
+        let a = AttnArgs {
+            qkv: &qkv_t,
+            kv: &self.kv,
+            pos: &self.pos,
+            seqs: &seqs,
+            dims: d,
+            window: self.window,
+            cap: self.cap,
+            scale: 1.0 / (d.head_dim as f32).sqrt(),
+            softcap: self.softcap,
+        };
+        let mut rec = Recorder::new(dev);
+        if step {
+            let part = Tensor::empty(dev, &attn::partial_shape(d, lens.len(), a.span()), DType::F32).unwrap();
+            attn::attention_decode(&mut rec, &a, &part, &out.tensor).unwrap();
+        } else {
+            attn::attention_prefill(&mut rec, &a, &out.tensor).unwrap();
+        }
+        attn::kv_append(&mut rec, &a).unwrap();
+        attn::advance_positions(&mut rec, &seqs, &self.pos).unwrap();
+        rec.run().unwrap();
+        // The oracle: each sequence's queries over its whole history.
+        let mut want = Vec::new();
+        let mut t0 = 0;
+        for (s, &l) in lens.iter().enumerate() {
+            let (k, v) = &mut self.hist[s];
+            let p0 = k.len() / (d.kv_heads * d.head_dim);
+            let mut q = Vec::new();
+            for r in &qkv[t0 * row..(t0 + l) * row].chunks(row).collect::<Vec<_>>() {
+                q.extend_from_slice(&r[..hd]);
+                k.extend_from_slice(&r[hd..hd + d.kv_heads * d.head_dim]);
+                v.extend_from_slice(&r[hd + d.kv_heads * d.head_dim..]);
+            }
+            let scale = 1.0 / (d.head_dim as f64).sqrt();
+            let cap = self.softcap.map(f64::from);
+            want.extend(attn::attention_ref(&q, k, v, p0, d, self.window, scale, cap));
+            t0 += l;
+        }
+        (out.read_f32(dev).unwrap(), want)
+    }
+}
+
+fn check(dev: &Device, what: &str, got: &[f32], want: &[f64]) {
+    let c = compare(got, want);
+    eprintln!("[{}] attention {what}: nmse {:.2e} max_abs {:.2e}", dev.caps().backend, c.nmse, c.max_abs);
+    assert!(
+        c.nonfinite_mismatches == 0 && c.nmse < 1e-10 && c.max_abs < 1e-4,
+        "[{}] {what}: {c:?}",
+        dev.describe()
+    );
+}
+
+fn dims(heads: usize, kv_heads: usize, head_dim: usize) -> AttnDims {
+    AttnDims { heads, kv_heads, head_dim }
+}
+
+#[test]
+fn prefill_matches_the_reference_over_windows_groups_dims_and_lengths() {
+    let cases: &[(&[usize], AttnDims, Option<usize>)] = &[
+        (&[1], dims(4, 1, 64), None),
+        (&[63, 64, 65], dims(4, 4, 64), None),
+        (&[100], dims(8, 1, 64), Some(1)), // W = 1: each query sees itself
+        (&[64], dims(4, 1, 64), Some(64)), // W = L
+        (&[63, 65], dims(4, 1, 64), Some(64)), // L = W ± 1
+        (&[40], dims(4, 1, 64), Some(100)), // W > L
+        (&[1000], dims(8, 2, 64), Some(64)), // group 4
+        (&[200, 17], dims(8, 1, 128), Some(96)), // group 8, D = 128
+        (&[3], dims(1, 1, 256), None),     // D = 256
+        (&[9], dims(1, 1, 256), None),     // D = 256
+        (&[130], dims(2, 2, 256), None),   // D = 256
+        (&[4103], dims(2, 1, 64), Some(48)), // long, windowed
+    ];
+    for dev in devices() {
+        let mut rng = Rng::new(61);
+        for &(lens, d, window) in cases {
+            let cap = window.unwrap_or(lens.iter().copied().max().unwrap());
+            let mut s = Session::new(dev, lens.len(), d, window, cap);
+            let t: usize = lens.iter().sum();
+            let qkv = rng.vec(t * d.row(), -1.0, 1.0);
+            let (got, want) = s.feed(dev, lens, &qkv, false);
+            check(dev, &format!("prefill {lens:?} {d:?} W={window:?}"), &got, &want);
+        }
+    }
+}
+
+#[test]
+fn soft_capped_scores_match_the_reference() {
+    for dev in devices() {
+        let mut rng = Rng::new(62);
+        let d = dims(4, 2, 64);
+        let mut s = Session::new(dev, 1, d, Some(32), 32);
+        s.softcap = Some(2.0);
+        // Large scores, so that the cap matters.
+        let qkv: Vec<f32> = rng.vec(70 * d.row(), -4.0, 4.0);
+        let (got, want) = s.feed(dev, &[70], &qkv, false);
+        check(dev, "soft cap 2", &got, &want);
+    }
+}
+
+#[test]
+fn a_cached_prefix_then_decode_wraps_the_ring_several_times() {
+    // Two sequences of different lengths: a prefill longer than the ring, a second prefill
+    // continuing from the cache, then decode steps across several wrap-arounds of a ring of
+    // 16 positions; every output against attention over the whole history.
+    for dev in devices() {
+        let mut rng = Rng::new(63);
+        for (d, window) in [(dims(4, 1, 64), Some(16)), (dims(8, 2, 128), Some(16)), (dims(4, 4, 64), None)] {
+            let cap = window.unwrap_or(200);
+            let mut s = Session::new(dev, 2, d, window, cap);
+            let mut feed = |s: &mut Session, lens: &[usize], step: bool, what: &str| {
+                let t: usize = lens.iter().sum();
+                let qkv = rng.vec(t * d.row(), -1.0, 1.0);
+                let (got, want) = s.feed(dev, lens, &qkv, step);
+                check(dev, &format!("{what} {d:?} W={window:?}"), &got, &want);
+            };
+            feed(&mut s, &[37, 5], false, "prefill");
+            feed(&mut s, &[9, 30], false, "cached prefix + prefill");
+            for k in 0..50 {
+                feed(&mut s, &[1, 1], true, &format!("decode step {k}"));
+            }
+            let pos = s.pos.read::<u32>(dev).unwrap();
+            assert_eq!(pos, vec![37 + 9 + 50, 5 + 30 + 50], "positions advance by each call's tokens");
+        }
+    }
+}
+
+#[test]
+fn nan_in_one_sequence_stays_in_that_sequence() {
+    for dev in devices() {
+        let d = dims(4, 1, 64);
+        let mut rng = Rng::new(64);
+        let mut s = Session::new(dev, 2, d, Some(8), 8);
+        let mut qkv = rng.vec(40 * d.row(), -1.0, 1.0);
+        qkv[3 * d.row() + 5] = f32::NAN; // a query element of sequence 0
+        qkv[4 * d.row() + d.heads * 64 + 1] = f32::INFINITY; // a key of sequence 0
+        let (got, _) = s.feed(dev, &[20, 20], &qkv, false);
+        let hd = d.heads * d.head_dim;
+        assert!(got[20 * hd..].iter().all(|v| v.is_finite()), "sequence 1 is untouched");
+        assert!(got[..20 * hd].iter().any(|v| !v.is_finite()), "sequence 0 reports its NaN");
+        // Decode steps keep the poison in sequence 0's ring only.
+        let step = rng.vec(2 * d.row(), -1.0, 1.0);
+        let (got, _) = s.feed(dev, &[1, 1], &step, true);
+        assert!(got[hd..].iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn bad_attention_calls_are_clear_errors() {
+    let dev = &devices()[0];
+    let d = dims(4, 1, 64);
+    let seqs = Sequences::new(dev, &[3], None).unwrap();
+    let qkv = Tensor::empty(dev, &[3, d.row()], DType::F32).unwrap();
+    let kv = Tensor::empty(dev, &[1, 8, 2, 1, 64], DType::F32).unwrap();
+    let pos = Tensor::from_slice(dev, &[1], &[0u32]).unwrap();
+    let out = Tensor::empty(dev, &[3, 256], DType::F32).unwrap();
+    let a = AttnArgs {
+        qkv: &qkv,
+        kv: &kv,
+        pos: &pos,
+        seqs: &seqs,
+        dims: d,
+        window: Some(8),
+        cap: 8,
+        scale: 0.125,
+        softcap: None,
+    };
+    let mut rec = Recorder::new(dev);
+    for (bad, what) in [
+        (AttnArgs { dims: dims(6, 4, 64), ..a }, "heads not a multiple of kv heads"),
+        (AttnArgs { dims: dims(4, 1, 96), ..a }, "head dim without kernels"),
+        (AttnArgs { window: Some(9), ..a }, "window larger than the ring"),
+        (AttnArgs { window: Some(0), ..a }, "empty window"),
+        (AttnArgs { cap: 16, ..a }, "cache of another shape"),
+        (AttnArgs { softcap: Some(f32::NAN), ..a }, "NaN soft cap"),
+    ] {
+        let e = attn::attention_prefill(&mut rec, &bad, &out).expect_err(what);
+        assert!(!e.to_string().is_empty(), "{what}");
+    }
+    // A decode call with more than one token per sequence.
+    let part = Tensor::empty(dev, &attn::partial_shape(d, 1, 8), DType::F32).unwrap();
+    assert!(attn::attention_decode(&mut rec, &a, &part, &out).is_err());
+    assert!(rec.is_empty());
+}
+
+#[test]
+fn rope_rotates_q_and_k_at_each_sequence_position() {
+    for dev in devices() {
+        let mut rng = Rng::new(65);
+        for (d, rot, theta) in
+            [(dims(4, 1, 64), 64, 10000.0), (dims(4, 1, 64), 32, 10000.0), (dims(2, 2, 128), 32, 1e6)]
+        {
+            let lens = [5usize, 9];
+            let seqs = Sequences::new(dev, &lens, None).unwrap();
+            let pos_host = [70000usize, 3];
+            let pos = Tensor::from_slice(dev, &[2], &[70000u32, 3]).unwrap();
+            let x = rng.vec(14 * d.row(), -1.0, 1.0);
+            let qkv = Tensor::from_slice(dev, &[14, d.row()], &x).unwrap();
+            let freqs = rope::inv_freq(rot, theta);
+            let f = Tensor::from_slice(dev, &[rot / 2], &freqs).unwrap();
+            let mut rec = Recorder::new(dev);
+            rope::rope(&mut rec, &qkv, d, rot, &f, &seqs, &pos).unwrap();
+            rec.run().unwrap();
+            let got = qkv.read_f32(dev).unwrap();
+            let want = rope::rope_ref(&x, d, rot, &freqs, seqs.cu_seqlens(), &pos_host);
+            let c = compare(&got, &want);
+            // Position 70 000: the f32 angle is the same on both sides; what differs is cos/sin.
+            assert!(c.nmse < 1e-11 && c.max_abs < 2e-5, "[{}] rope {d:?} rot {rot}: {c:?}", dev.describe());
+        }
+    }
+}
