@@ -47,8 +47,11 @@ pub trait Architecture: Sync {
 }
 
 /// The architectures of this build: one line each.
-static BUILT_IN: &[&dyn Architecture] =
-    &[&super::mamba::MambaArchitecture, &super::mamba2::Mamba2Architecture];
+static BUILT_IN: &[&dyn Architecture] = &[
+    &super::mamba::MambaArchitecture,
+    &super::mamba2::Mamba2Architecture,
+    &super::mistral::MistralArchitecture,
+];
 
 /// Architectures registered at run time.
 static REGISTERED: RwLock<Vec<&'static dyn Architecture>> = RwLock::new(Vec::new());

@@ -28,6 +28,11 @@ pub trait Sublayer: Send + Sync {
     ) -> Result<TensorId>;
     /// Parameters, as the checkpoint counts them.
     fn parameters(&self) -> usize;
+    /// Whether it reads the state's positions (RoPE, KV caches): the stack then keeps a
+    /// positions slot and advances it at the end of every forward pass.
+    fn uses_positions(&self) -> bool {
+        false
+    }
 }
 
 /// One layer: a mixer, then an MLP; either may be absent.
@@ -75,10 +80,15 @@ impl Stack {
         Ok(blocks)
     }
 
-    /// Every block's state slots, in layer order.
+    /// Every block's state slots, in layer order, then the positions when a part uses them.
     pub fn state_slots(&self, sequences: usize) -> Vec<SlotSpec> {
         let per_block = self.blocks.iter().enumerate();
-        per_block.flat_map(|(i, b)| b.parts().flat_map(move |p| p.state_slots(i, sequences))).collect()
+        let mut slots: Vec<SlotSpec> =
+            per_block.flat_map(|(i, b)| b.parts().flat_map(move |p| p.state_slots(i, sequences))).collect();
+        if self.blocks.iter().flat_map(Block::parts).any(|p| p.uses_positions()) {
+            slots.push(SlotSpec::positions(sequences));
+        }
+        slots
     }
 
     /// Adds the forward pass of `batch` to `b` and returns the logits `[T, vocab]` (or
@@ -90,7 +100,16 @@ impl Stack {
                 h = part.build(dev, b, batch, state, i, h)?;
             }
         }
-        self.head.build(b, h, batch.rows, self.eps)
+        let logits = self.head.build(b, h, batch.rows, self.eps)?;
+        if let Some(pos) = state.positions() {
+            // After every reader of the positions (the logits depend on all of them).
+            let pos = b.state("positions", pos);
+            let seqs = b.seqs(&batch.seqs);
+            let node =
+                crate::graph::nodes::AdvanceNode { seqs: crate::graph::nodes::SeqSpec::of(&batch.seqs) };
+            b.g.op(node, &[pos, seqs, logits])?;
+        }
+        Ok(logits)
     }
 
     /// Parameters (tied embeddings counted once).

@@ -17,6 +17,37 @@ pub struct Head {
     pub embed: Tensor,
     pub lm_head: Tensor,
     pub norm_f: Tensor,
+    /// Multiplies the embeddings (Gemma: √hidden, rounded as bf16).
+    pub embed_scale: Option<f32>,
+    /// Soft-caps the logits: cap·tanh(logits / cap).
+    pub soft_cap: Option<f32>,
+}
+
+/// Where a checkpoint keeps the embedding, the final norm and the LM head.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadNames {
+    pub embed: &'static str,
+    pub norm: &'static str,
+    pub lm_head: &'static str,
+    /// The final norm scales by (1 + w) (Gemma).
+    pub norm_plus_one: bool,
+}
+
+impl HeadNames {
+    /// Mamba and Mamba-2 (`backbone.*`).
+    pub const BACKBONE: HeadNames = HeadNames {
+        embed: "backbone.embeddings.weight",
+        norm: "backbone.norm_f.weight",
+        lm_head: "lm_head.weight",
+        norm_plus_one: false,
+    };
+    /// Llama-style models (`model.embed_tokens`, `model.norm`).
+    pub const MODEL: HeadNames = HeadNames {
+        embed: "model.embed_tokens.weight",
+        norm: "model.norm.weight",
+        lm_head: "lm_head.weight",
+        norm_plus_one: false,
+    };
 }
 
 impl Head {
@@ -24,7 +55,11 @@ impl Head {
     pub fn embed(&self, b: &mut Builder, ids: &Tensor) -> Result<TensorId> {
         let ids = b.input("ids", ids);
         let table = b.weight("embed", &self.embed);
-        b.g.embedding(ids, table)
+        let x = b.g.embedding(ids, table)?;
+        match self.embed_scale {
+            Some(s) => b.g.unary(crate::ops::elementwise::Unary::Scale, x, s),
+            None => Ok(x),
+        }
     }
 
     /// Adds the final RMSNorm of `h` and the LM head: logits of every token, or only of the
@@ -39,7 +74,11 @@ impl Head {
             None => xn,
         };
         let lm_head = b.weight("lm_head", &self.lm_head);
-        b.g.linear(src, lm_head, None)
+        let logits = b.g.linear(src, lm_head, None)?;
+        match self.soft_cap {
+            Some(cap) => b.g.unary(crate::ops::elementwise::Unary::SoftCap, logits, cap),
+            None => Ok(logits),
+        }
     }
 
     /// Parameters: the embedding, the final norm, and the LM head unless it is the embedding.
@@ -48,28 +87,37 @@ impl Head {
         self.embed.numel() + self.norm_f.numel() + if tied { 0 } else { self.lm_head.numel() }
     }
 
+    /// Mamba's and Mamba-2's head (`backbone.*`).
     pub fn load(dev: &Device, w: &Weights, vocab: usize, d: usize, tie: bool, dtype: DType) -> Result<Self> {
-        if !tie && !w.has("lm_head.weight") {
-            return Err(Error::Model(
-                "tie_word_embeddings is false but the checkpoint has no lm_head.weight".into(),
-            ));
+        Self::load_named(dev, w, HeadNames::BACKBONE, vocab, d, tie, dtype)
+    }
+
+    /// The head under `names`; no embedding scale or logit cap (set the fields after).
+    pub fn load_named(
+        dev: &Device,
+        w: &Weights,
+        names: HeadNames,
+        vocab: usize,
+        d: usize,
+        tie: bool,
+        dtype: DType,
+    ) -> Result<Self> {
+        if !tie && !w.has(names.lm_head) {
+            return Err(Error::Model(format!(
+                "tie_word_embeddings is false but the checkpoint has no {}",
+                names.lm_head
+            )));
         }
-        if tie && w.has("lm_head.weight") {
+        if tie && w.has(names.lm_head) {
             log::warn!("tie_word_embeddings is true: the checkpoint's lm_head.weight is ignored, as transformers does");
         }
         // The table is held as `dtype` like the other matrices; tied, the LM head is the same
         // device tensor (one copy of the largest matrix of a small model).
-        let embed = w.upload(dev, "backbone.embeddings.weight", &[vocab, d], &[vocab, d], dtype)?;
-        let lm_head = if w.has("lm_head.weight") && !tie {
-            w.upload(dev, "lm_head.weight", &[vocab, d], &[vocab, d], dtype)?
-        } else {
-            embed.clone()
-        };
-        Ok(Self {
-            embed,
-            lm_head,
-            norm_f: Tensor::from_f32(dev, &[d], &w.f32("backbone.norm_f.weight", Some(&[d]))?.0, DType::F32)?,
-        })
+        let embed = w.upload(dev, names.embed, &[vocab, d], &[vocab, d], dtype)?;
+        let lm_head =
+            if !tie { w.upload(dev, names.lm_head, &[vocab, d], &[vocab, d], dtype)? } else { embed.clone() };
+        let norm_f = w.norm(dev, names.norm, d, names.norm_plus_one)?;
+        Ok(Self { embed, lm_head, norm_f, embed_scale: None, soft_cap: None })
     }
 }
 

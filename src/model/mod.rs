@@ -16,6 +16,7 @@
 //! ```
 
 pub mod arch;
+pub mod attention;
 pub mod blocks;
 pub mod common;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod conformance;
 pub mod generation;
 pub mod mamba;
 pub mod mamba2;
+pub mod mistral;
 pub mod mlp;
 pub mod random;
 pub mod schema;

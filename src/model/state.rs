@@ -24,6 +24,8 @@ pub enum SlotKind {
     KvBlocks { block: usize },
     /// The previous token's activations, `[S, C]` (token shift).
     TokenShift,
+    /// Positions cached per sequence, `[S]` u32 (what RoPE and the KV caches index by).
+    Positions,
 }
 
 /// A slot a runtime asks for: its layer, its name within the layer and its shape (S first).
@@ -38,6 +40,19 @@ pub struct SlotSpec {
 impl SlotSpec {
     pub fn new(layer: usize, name: &'static str, kind: SlotKind, shape: &[usize]) -> Self {
         Self { layer, name, kind, shape: shape.to_vec() }
+    }
+
+    /// The positions slot of `sequences` sequences (one per model, keyed `0.positions`).
+    pub fn positions(sequences: usize) -> Self {
+        Self::new(0, "positions", SlotKind::Positions, &[sequences])
+    }
+
+    /// The dtype of the slot's tensors: u32 positions, f32 everything else.
+    pub fn dtype(&self) -> DType {
+        match self.kind {
+            SlotKind::Positions => DType::U32,
+            _ => DType::F32,
+        }
     }
 
     /// `layer.name`, the slot's key in snapshots.
@@ -94,7 +109,7 @@ impl State {
         for spec in specs {
             let tensors = match spec.kind {
                 SlotKind::KvBlocks { .. } => Vec::new(), // blocks are added as the cache grows
-                _ => vec![Tensor::empty(dev, &spec.shape, DType::F32)?],
+                _ => vec![Tensor::empty(dev, &spec.shape, spec.dtype())?],
             };
             slots.push(Slot { spec, tensors });
         }
@@ -129,6 +144,11 @@ impl State {
             .ok_or_else(|| Error::Invalid(format!("this state has no slot {layer}.{name}")))
     }
 
+    /// The positions tensor `[S]` u32, when the model keeps one (attention layers).
+    pub fn positions(&self) -> Option<&Tensor> {
+        self.slots.iter().find(|s| s.spec.kind == SlotKind::Positions).and_then(|s| s.tensors.first())
+    }
+
     /// Bytes the state holds on the device.
     pub fn bytes(&self) -> u64 {
         self.slots.iter().flat_map(|s| &s.tensors).map(|t| (t.numel() * 4) as u64).sum()
@@ -155,7 +175,8 @@ impl State {
         for s in &self.slots {
             for (b, t) in s.tensors.iter().enumerate() {
                 let name = if s.tensors.len() > 1 { format!("{}.{b}", s.spec.key()) } else { s.spec.key() };
-                tensors.push((name, t.shape().to_vec(), t.read::<f32>(dev)?));
+                // u32 positions travel as their bits in f32 words, as every slot does.
+                tensors.push((name, t.shape().to_vec(), t.reinterpret(DType::F32)?.read::<f32>(dev)?));
             }
         }
         Ok(Snapshot { tensors, sequences: self.sequences, started: self.started, model: self.owner.clone() })
@@ -191,7 +212,7 @@ impl State {
             }
         }
         for (t, (_, _, data)) in targets.iter().zip(&snap.tensors) {
-            t.write(dev, data)?;
+            t.reinterpret(DType::F32)?.write(dev, data)?;
         }
         self.started = snap.started;
         Ok(())

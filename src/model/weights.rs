@@ -176,6 +176,51 @@ impl Weights {
         }
     }
 
+    /// Matrices `parts` (name, `[rows, cols]`, all of one `cols`) stacked by rows into one
+    /// device tensor of `dtype` (f32 or f16): fused projections such as q, k and v. Each part
+    /// is converted on its own (no host copy of the whole checkpoint).
+    pub fn upload_rows(
+        &self,
+        dev: &crate::device::Device,
+        parts: &[(&str, [usize; 2])],
+        dtype: crate::tensor::DType,
+    ) -> Result<crate::tensor::Tensor> {
+        use crate::tensor::{DType, Tensor};
+        let cols = parts.first().map_or(0, |p| p.1[1]);
+        let rows: usize = parts.iter().map(|p| p.1[0]).sum();
+        if parts.iter().any(|p| p.1[1] != cols) {
+            return Err(Error::Model(format!("fused rows {parts:?} must share their column count")));
+        }
+        let mut host = Vec::with_capacity(rows * cols);
+        for (name, shape) in parts {
+            host.extend(self.f32(name, Some(shape))?.0);
+        }
+        match dtype {
+            DType::F32 => Tensor::from_slice(dev, &[rows, cols], &host),
+            DType::F16 => {
+                let h: Vec<half::f16> = host.iter().map(|&v| half::f16::from_f32(v)).collect();
+                Tensor::from_slice(dev, &[rows, cols], &h)
+            }
+            other => Err(Error::Invalid(format!("fused matrices can be held as f32 or f16, not {other:?}"))),
+        }
+    }
+
+    /// A norm weight `[d]` as f32; `plus_one`: stored as w for a norm that scales by (1 + w)
+    /// (Gemma's), so the device holds 1 + w.
+    pub fn norm(
+        &self,
+        dev: &crate::device::Device,
+        name: &str,
+        d: usize,
+        plus_one: bool,
+    ) -> Result<crate::tensor::Tensor> {
+        let (mut v, _) = self.f32(name, Some(&[d]))?;
+        if plus_one {
+            v.iter_mut().for_each(|x| *x += 1.0);
+        }
+        crate::tensor::Tensor::from_slice(dev, &[d], &v)
+    }
+
     /// An i32 tensor (token ids in reference files), any shape.
     pub fn i32(&self, name: &str) -> Result<Vec<i32>> {
         let (dtype, _, bytes, path) = self.raw(name, None)?;

@@ -22,6 +22,10 @@ pub enum Unary {
     Sigmoid,
     /// x · scale
     Scale,
+    /// GELU, tanh approximation (transformers' `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// scale · tanh(x / scale): Gemma's logit soft cap (scale = the cap).
+    SoftCap,
 }
 
 /// Binary functions; the second operand broadcasts with a period.
@@ -29,12 +33,22 @@ pub enum Unary {
 pub enum Binary {
     Add,
     Mul,
-    /// a · silu(b): the gate of Mamba blocks.
+    /// a · silu(b): the gate of Mamba blocks (and SwiGLU).
     MulSilu,
+    /// a · gelu_tanh(b): GeGLU.
+    MulGeluTanh,
 }
 
 impl Unary {
-    pub const ALL: [Unary; 5] = [Unary::Silu, Unary::Softplus, Unary::Exp, Unary::Sigmoid, Unary::Scale];
+    pub const ALL: [Unary; 7] = [
+        Unary::Silu,
+        Unary::Softplus,
+        Unary::Exp,
+        Unary::Sigmoid,
+        Unary::Scale,
+        Unary::GeluTanh,
+        Unary::SoftCap,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Unary::Silu => "silu",
@@ -42,6 +56,8 @@ impl Unary {
             Unary::Exp => "exp",
             Unary::Sigmoid => "sigmoid",
             Unary::Scale => "scale",
+            Unary::GeluTanh => "gelu_tanh",
+            Unary::SoftCap => "soft_cap",
         }
     }
     fn expr(self) -> &'static str {
@@ -51,6 +67,8 @@ impl Unary {
             Unary::Exp => "exp(x)",
             Unary::Sigmoid => "sigmoid(x)",
             Unary::Scale => "x * p.scale",
+            Unary::GeluTanh => "gelu_tanh(x)",
+            Unary::SoftCap => "p.scale * tanh(x / p.scale)",
         }
     }
     /// f64 reference.
@@ -67,6 +85,8 @@ impl Unary {
             Unary::Exp => x.exp(),
             Unary::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Unary::Scale => x * scale,
+            Unary::GeluTanh => gelu_tanh_ref(x),
+            Unary::SoftCap => scale * (x / scale).tanh(),
         }
     }
     fn variant(self, dtype: DType) -> Variant {
@@ -85,12 +105,13 @@ impl Unary {
 }
 
 impl Binary {
-    pub const ALL: [Binary; 3] = [Binary::Add, Binary::Mul, Binary::MulSilu];
+    pub const ALL: [Binary; 4] = [Binary::Add, Binary::Mul, Binary::MulSilu, Binary::MulGeluTanh];
     pub fn name(self) -> &'static str {
         match self {
             Binary::Add => "add",
             Binary::Mul => "mul",
             Binary::MulSilu => "mul_silu",
+            Binary::MulGeluTanh => "mul_gelu_tanh",
         }
     }
     fn expr(self) -> &'static str {
@@ -98,6 +119,7 @@ impl Binary {
             Binary::Add => "x + y",
             Binary::Mul => "x * y",
             Binary::MulSilu => "x * silu(y)",
+            Binary::MulGeluTanh => "x * gelu_tanh(y)",
         }
     }
     /// f64 reference.
@@ -106,6 +128,7 @@ impl Binary {
             Binary::Add => x + y,
             Binary::Mul => x * y,
             Binary::MulSilu => x * y / (1.0 + (-y).exp()),
+            Binary::MulGeluTanh => x * gelu_tanh_ref(y),
         }
     }
     /// The variant for an `a` (and output) of `a` and a second operand of `b`: named
@@ -126,6 +149,11 @@ impl Binary {
             .define("EXPR", self.expr())
             .with_params::<ElementwiseParams>()
     }
+}
+
+/// GELU's tanh approximation in f64.
+pub fn gelu_tanh_ref(x: f64) -> f64 {
+    0.5 * x * (1.0 + (0.7978845608028654 * (x + 0.044715 * x * x * x)).tanh())
 }
 
 /// The cast kernel to `to` (f16 or f32) from the other float dtype.

@@ -16,6 +16,7 @@ pub mod kernel;
 pub mod mamba_step;
 pub mod matmul;
 pub mod norm;
+pub mod rg_lru;
 pub mod rope;
 pub mod sampling;
 pub mod selective_scan;
@@ -56,6 +57,7 @@ pub const FAMILIES: &[OpFamily] = &[
     OpFamily { name: "causal_conv1d", sources: &[conv1d::SHADER], variants: conv1d::variants },
     OpFamily { name: "attention", sources: &[attention::SHADER], variants: attention::variants },
     OpFamily { name: "rope", sources: &[rope::SHADER], variants: rope::variants },
+    OpFamily { name: "rg_lru", sources: &[rg_lru::SHADER], variants: rg_lru::variants },
 ];
 
 /// Every registered variant of every family, each in its plain and arena (`.rw`) form: what

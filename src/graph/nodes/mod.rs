@@ -6,7 +6,9 @@
 //! planner places in the arenas with every other activation.
 
 mod attention;
+mod rg_lru;
 pub use attention::{AdvanceNode, AttentionNode, RopeNode};
+pub use rg_lru::RgLruNode;
 
 use super::{NodeOp, Role, TensorDesc};
 use crate::error::{Error, Result};

@@ -12,7 +12,7 @@ use linseq::model::blocks::{Block, Stack, Sublayer};
 use linseq::model::common::{check_config, Batch, Builder, Head};
 use linseq::model::config::{Config, Size};
 use linseq::model::mamba2::{Mamba2Config, Mamba2Mixer};
-use linseq::model::mlp::GatedMlp;
+use linseq::model::mlp::{GatedMlp, MlpSpec};
 use linseq::model::schema::{self, Init, WeightSpec};
 use linseq::model::weights::Weights;
 use linseq::model::{self, Architecture, Runtime, SlotKind, SlotSpec, State};
@@ -89,7 +89,9 @@ fn schema(c: &Mamba2Config, h: &HybridConfig) -> Vec<WeightSpec> {
         let norm = format!("{p}.norm.weight");
         match kind {
             BlockKind::Mamba2 => out.extend(Mamba2Mixer::schema(c, &norm, &format!("{p}.mixer"))),
-            BlockKind::Mlp => out.extend(GatedMlp::schema(d, inter, &norm, &format!("{p}.mlp"))),
+            BlockKind::Mlp => {
+                out.extend(GatedMlp::schema(&MlpSpec::swiglu(d, inter, c.eps), &norm, &format!("{p}.mlp")))
+            }
             BlockKind::Shift => out.extend([
                 WeightSpec::new(norm, &[d], Init::Uniform(0.9, 1.1)),
                 WeightSpec::new(format!("{p}.shift.mix"), &[d, 1, 2], Init::Uniform(-0.5, 0.5)),
@@ -129,7 +131,8 @@ impl Architecture for HybridArchitecture {
                     Block::mixer(Mamba2Mixer::load(dev, w, &norm, &format!("{p}.mixer"), &c, dtype)?)
                 }
                 BlockKind::Mlp => {
-                    Block::mlp(GatedMlp::load(dev, w, (d, inter), &norm, &format!("{p}.mlp"), c.eps, dtype)?)
+                    let spec = MlpSpec::swiglu(d, inter, c.eps);
+                    Block::mlp(GatedMlp::load(dev, w, &spec, &norm, &format!("{p}.mlp"), dtype)?)
                 }
                 BlockKind::Shift => Block::mixer(Shift {
                     norm: w.upload(dev, &norm, &[d], &[d], DType::F32)?,

@@ -1,0 +1,241 @@
+//! The softmax-attention block part shared by the attention architectures: pre-RMSNorm, one
+//! fused q/k/v projection (the checkpoint's three matrices stacked by rows at load time), RoPE
+//! on q and k in place, attention over the KV ring with its append, and o_proj onto the
+//! residual. The KV cache is a `KvRing` slot of the window (or of `max_positions` for full
+//! attention); the stack keeps the positions.
+
+use super::blocks::Sublayer;
+use super::common::{Batch, Builder};
+use super::schema::{Init, WeightSpec};
+use super::state::{SlotKind, SlotSpec, State};
+use super::weights::Weights;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::graph::nodes::{AttentionNode, RopeNode, SeqSpec};
+use crate::graph::TensorId;
+use crate::ops::attention::AttnDims;
+use crate::ops::rope;
+use crate::tensor::{DType, Tensor};
+
+/// An attention layer's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionSpec {
+    pub d_model: usize,
+    pub dims: AttnDims,
+    /// Sliding window W (None: full attention).
+    pub window: Option<usize>,
+    /// Cache positions of full attention (`max_position_embeddings`).
+    pub max_positions: usize,
+    pub rope_theta: f64,
+    pub partial_rotary: f64,
+    pub eps: f64,
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    /// The pre-norm scales by (1 + w) (Gemma).
+    pub norm_plus_one: bool,
+    pub softcap: Option<f32>,
+}
+
+impl AttentionSpec {
+    /// Checks what a config can get wrong: head counts, head dim, window, rotary dims.
+    pub fn check(&self) -> Result<()> {
+        self.dims.check().map_err(|e| Error::Model(format!("attention: {e}")))?;
+        if self.window == Some(0) {
+            return Err(Error::Model("sliding_window 0 leaves a query nothing to attend to".into()));
+        }
+        rope::rotary_dims(self.dims.head_dim, self.partial_rotary)?;
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return Err(Error::Model(format!(
+                "rope_theta {} must be a finite number above 1",
+                self.rope_theta
+            )));
+        }
+        Ok(())
+    }
+
+    /// Ring positions per sequence: the window, or every position of full attention.
+    pub fn cap(&self) -> usize {
+        self.window.unwrap_or(self.max_positions)
+    }
+
+    fn rot(&self) -> usize {
+        (self.dims.head_dim as f64 * self.partial_rotary) as usize
+    }
+}
+
+/// Where the checkpoint keeps the projections, relative to the layer's attention prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionNames {
+    pub q: &'static str,
+    pub k: &'static str,
+    pub v: &'static str,
+    pub o: &'static str,
+}
+
+impl AttentionNames {
+    pub const HF: AttentionNames = AttentionNames { q: "q_proj", k: "k_proj", v: "v_proj", o: "o_proj" };
+}
+
+/// One attention layer, loaded.
+pub struct AttentionMixer {
+    c: AttentionSpec,
+    norm: Tensor,
+    w_qkv: Tensor,
+    b_qkv: Option<Tensor>,
+    w_o: Tensor,
+    b_o: Option<Tensor>,
+    inv_freq: Tensor,
+}
+
+impl AttentionMixer {
+    /// The tensors: the norm `norm_name`, then `{p}.{q,k,v,o}_proj.*`.
+    pub fn schema(c: &AttentionSpec, norm_name: &str, p: &str, n: AttentionNames) -> Vec<WeightSpec> {
+        let AttnDims { heads, kv_heads, head_dim } = c.dims;
+        let (d, hd, kvd) = (c.d_model, heads * head_dim, kv_heads * head_dim);
+        let mut out = vec![
+            WeightSpec::new(norm_name, &[d], Init::Uniform(0.9, 1.1)),
+            WeightSpec::new(format!("{p}.{}.weight", n.q), &[hd, d], Init::FanIn),
+            WeightSpec::new(format!("{p}.{}.weight", n.k), &[kvd, d], Init::FanIn),
+            WeightSpec::new(format!("{p}.{}.weight", n.v), &[kvd, d], Init::FanIn),
+            WeightSpec::new(format!("{p}.{}.weight", n.o), &[d, hd], Init::FanIn),
+        ];
+        if c.qkv_bias {
+            for (name, rows) in [(n.q, hd), (n.k, kvd), (n.v, kvd)] {
+                out.push(WeightSpec::new(format!("{p}.{name}.bias"), &[rows], Init::Uniform(-0.1, 0.1)));
+            }
+        }
+        if c.o_bias {
+            out.push(WeightSpec::new(format!("{p}.{}.bias", n.o), &[d], Init::Uniform(-0.1, 0.1)));
+        }
+        out
+    }
+
+    /// Loads the layer under `p` with its norm `norm_name`; matrices as `dtype`.
+    pub fn load(
+        dev: &Device,
+        w: &Weights,
+        c: &AttentionSpec,
+        norm_name: &str,
+        p: &str,
+        n: AttentionNames,
+        dtype: DType,
+    ) -> Result<Self> {
+        c.check()?;
+        let AttnDims { heads, kv_heads, head_dim } = c.dims;
+        let (d, hd, kvd) = (c.d_model, heads * head_dim, kv_heads * head_dim);
+        let (q, k, v) = (format!("{p}.{}", n.q), format!("{p}.{}", n.k), format!("{p}.{}", n.v));
+        let w_qkv = w.upload_rows(
+            dev,
+            &[
+                (&format!("{q}.weight"), [hd, d]),
+                (&format!("{k}.weight"), [kvd, d]),
+                (&format!("{v}.weight"), [kvd, d]),
+            ],
+            dtype,
+        )?;
+        let b_qkv = if c.qkv_bias {
+            let parts = [(format!("{q}.bias"), hd), (format!("{k}.bias"), kvd), (format!("{v}.bias"), kvd)];
+            let mut host = Vec::with_capacity(hd + 2 * kvd);
+            for (name, rows) in &parts {
+                host.extend(w.f32(name, Some(&[*rows]))?.0);
+            }
+            Some(Tensor::from_slice(dev, &[hd + 2 * kvd], &host)?)
+        } else {
+            None
+        };
+        let o = format!("{p}.{}", n.o);
+        let rot = c.rot();
+        Ok(Self {
+            c: c.clone(),
+            norm: w.norm(dev, norm_name, d, c.norm_plus_one)?,
+            w_qkv,
+            b_qkv,
+            w_o: w.upload(dev, &format!("{o}.weight"), &[d, hd], &[d, hd], dtype)?,
+            b_o: if c.o_bias {
+                Some(w.upload(dev, &format!("{o}.bias"), &[d], &[d], DType::F32)?)
+            } else {
+                None
+            },
+            inv_freq: Tensor::from_slice(dev, &[rot / 2], &rope::inv_freq(rot, c.rope_theta))?,
+        })
+    }
+}
+
+impl Sublayer for AttentionMixer {
+    /// The ring `[S, cap, 2, Hkv, D]`.
+    fn state_slots(&self, layer: usize, s: usize) -> Vec<SlotSpec> {
+        let AttnDims { kv_heads, head_dim, .. } = self.c.dims;
+        let cap = self.c.cap();
+        vec![SlotSpec::new(layer, "kv", SlotKind::KvRing { window: cap }, &[s, cap, 2, kv_heads, head_dim])]
+    }
+
+    fn uses_positions(&self) -> bool {
+        true
+    }
+
+    fn build(
+        &self,
+        _dev: &Device,
+        b: &mut Builder,
+        batch: &Batch,
+        state: &State,
+        i: usize,
+        h: TensorId,
+    ) -> Result<TensorId> {
+        let c = &self.c;
+        let p = format!("layers.{i}.attn");
+        let pos = state
+            .positions()
+            .ok_or_else(|| Error::Invalid("attention needs the state's positions".into()))?;
+        let xn = b.rms_norm(&format!("{p}.norm"), h, &self.norm, c.eps)?;
+        let qkv = b.linear(&format!("{p}.qkv"), xn, &self.w_qkv, self.b_qkv.as_ref())?;
+        let freqs = b.weight(&format!("{p}.inv_freq"), &self.inv_freq);
+        let pos = b.state("positions", pos);
+        let seqs = b.seqs(&batch.seqs);
+        let spec = SeqSpec::of(&batch.seqs);
+        let qkv =
+            b.g.op(RopeNode { seqs: spec.clone(), dims: c.dims, rot: c.rot() }, &[qkv, freqs, pos, seqs])?;
+        let kv = b.state(&format!("{p}.kv"), state.slot(i, "kv")?);
+        let node = AttentionNode {
+            seqs: spec,
+            dims: c.dims,
+            window: c.window,
+            cap: c.cap(),
+            scale: 1.0 / (c.dims.head_dim as f32).sqrt(),
+            softcap: c.softcap,
+            step: batch.step,
+        };
+        let y = b.g.op(node, &[qkv, kv, pos, seqs])?;
+        b.linear_add(&format!("{p}.o_proj"), y, &self.w_o, self.b_o.as_ref(), h)
+    }
+
+    fn parameters(&self) -> usize {
+        let extra = self.b_qkv.iter().chain(self.b_o.iter()).map(Tensor::numel).sum::<usize>();
+        self.norm.numel() + self.w_qkv.numel() + self.w_o.numel() + extra
+    }
+}
+
+/// transformers' `rope_parameters` (or the older top-level `rope_theta`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct RopeParameters {
+    pub rope_theta: Option<super::config::Float>,
+    pub partial_rotary_factor: Option<super::config::Float>,
+    pub rope_type: Option<String>,
+}
+
+impl RopeParameters {
+    /// (θ, partial rotary factor) from `rope_parameters`, falling back to the top-level
+    /// fields; RoPE scaling types other than `default` are refused.
+    pub fn resolve(
+        p: Option<&RopeParameters>,
+        theta: Option<super::config::Float>,
+        partial: Option<super::config::Float>,
+    ) -> Result<(f64, f64)> {
+        if let Some(t) = p.and_then(|p| p.rope_type.as_deref()).filter(|t| *t != "default") {
+            return Err(Error::Model(format!("rope_type `{t}` is not supported (only `default`)")));
+        }
+        let theta = p.and_then(|p| p.rope_theta).or(theta).map_or(10000.0, |f| f.0);
+        let partial = p.and_then(|p| p.partial_rotary_factor).or(partial).map_or(1.0, |f| f.0);
+        Ok((theta, partial))
+    }
+}
