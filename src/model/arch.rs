@@ -51,6 +51,7 @@ static BUILT_IN: &[&dyn Architecture] = &[
     &super::mamba::MambaArchitecture,
     &super::mamba2::Mamba2Architecture,
     &super::mistral::MistralArchitecture,
+    &super::recurrent_gemma::RecurrentGemmaArchitecture,
 ];
 
 /// Architectures registered at run time.

@@ -214,6 +214,19 @@ impl<'a> Batch<'a> {
         state: &Tensor,
         started: bool,
     ) -> Result<TensorId> {
+        self.conv_act(b, x, (weight, bias), state, started, true)
+    }
+
+    /// [`Batch::conv`] with the silu optional (Griffin's conv has none).
+    pub fn conv_act(
+        &self,
+        b: &mut Builder,
+        x: TensorId,
+        (weight, bias): (&Tensor, Option<&Tensor>),
+        state: &Tensor,
+        started: bool,
+        silu: bool,
+    ) -> Result<TensorId> {
         let k = b.g.nodes().len();
         let mut ins =
             vec![x, b.weight(&format!("conv{k}.weight"), weight), b.state(&format!("conv{k}.state"), state)];
@@ -221,7 +234,7 @@ impl<'a> Batch<'a> {
         if let Some(bias) = bias {
             ins.push(b.weight(&format!("conv{k}.bias"), bias));
         }
-        let node = ConvNode { seqs: SeqSpec::of(&self.seqs), step: self.step, silu: true, init: started };
+        let node = ConvNode { seqs: SeqSpec::of(&self.seqs), step: self.step, silu, init: started };
         b.g.op(node, &ins)
     }
 }

@@ -27,6 +27,7 @@ pub mod mamba2;
 pub mod mistral;
 pub mod mlp;
 pub mod random;
+pub mod recurrent_gemma;
 pub mod schema;
 pub mod state;
 pub mod tokenizer;
