@@ -63,7 +63,71 @@ pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+/// The runtime checks every architecture's test shares, on a random checkpoint in `dir`:
+/// prefill then decode (one token at a time, and through the recorded decoder after a snapshot
+/// restore) equals one forward; a ragged batch of two equals each alone; the graph reference
+/// agrees with a prefill and a decode step. `tol`: the f32 tolerance of a recomputation.
+pub fn check_runtime(dir: &Path, text: &[u8], split: usize, tol: f32) {
+    use crate::common::devices;
+    use linseq::model;
+    let ids = ids(text);
+    for dev in devices() {
+        let m = model::load(dev, dir, DType::F32).unwrap();
+        let vocab = m.vocab();
+        let mut s = m.new_state(dev, 1).unwrap();
+        let full = m.forward(dev, &ids, &[ids.len()], &mut s).unwrap();
+        assert!(full.iter().all(|v| v.is_finite()), "{}: non-finite logits", m.model_type());
+        let mut s = m.new_state(dev, 1).unwrap();
+        let mut stepped = m.forward(dev, &ids[..split], &[split], &mut s).unwrap();
+        let snap = s.snapshot(dev).unwrap();
+        for &id in &ids[split..] {
+            stepped.extend(m.forward(dev, &[id], &[1], &mut s).unwrap());
+        }
+        let e = max_abs(&full, &stepped);
+        assert!(
+            e < tol,
+            "{} on {}: prefill + decode differs from one forward by {e}",
+            m.model_type(),
+            dev.describe()
+        );
+        // The recorded decoder continues a restored snapshot the same way.
+        s.restore(dev, &snap).unwrap();
+        {
+            let dec = m.decoder(dev, &mut s).unwrap();
+            for (j, &id) in ids[split..split + 4].iter().enumerate() {
+                let got = dec.step(&[id]).unwrap();
+                let want = &full[(split + j) * vocab..(split + j + 1) * vocab];
+                assert!(max_abs(&got, want) < tol, "{}: decoder step {j}", m.model_type());
+            }
+        }
+        // The graph reference agrees with a prefill continued from a state, and a decode step.
+        let mut s = m.new_state(dev, 2).unwrap();
+        let both: Vec<u32> = ids[..split].iter().chain(&ids[..7]).copied().collect();
+        m.forward(dev, &both, &[split, 7], &mut s).unwrap();
+        for (chunk, lens) in [(&ids[split..split + 5], [3, 2]), (&ids[split..split + 2], [1, 1])] {
+            let want = m.forward_reference(dev, chunk, &lens, &s).unwrap();
+            let got = m.forward(dev, chunk, &lens, &mut s).unwrap();
+            let e = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+            assert!(
+                e < tol as f64,
+                "{}: GPU and graph reference differ by {e} at lens {lens:?}",
+                m.model_type()
+            );
+        }
+        // A ragged batch of two equals each alone.
+        let mut two = m.new_state(dev, 2).unwrap();
+        let both: Vec<u32> = ids.iter().chain(&ids[..9]).copied().collect();
+        let batched = m.forward(dev, &both, &[ids.len(), 9], &mut two).unwrap();
+        let mut one = m.new_state(dev, 1).unwrap();
+        let alone = m.forward(dev, &ids[..9], &[9], &mut one).unwrap();
+        assert!(max_abs(&batched[ids.len() * vocab..], &alone) < tol, "{}: ragged batch", m.model_type());
+        assert!(max_abs(&batched[..ids.len() * vocab], &full) < tol, "{}: ragged batch", m.model_type());
+    }
+}
+
 mod hybrid;
 mod loader;
 mod mamba;
 mod mamba2;
+mod mistral;
+mod recurrent_gemma;
