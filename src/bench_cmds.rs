@@ -11,7 +11,9 @@ type CmdResult = Result<ExitCode, Box<dyn std::error::Error>>;
 #[derive(Args)]
 pub struct BenchArgs {
     /// What to benchmark: `core` (copy roofline, GEMV, GEMM), `selective-scan` (every scan
-    /// kernel and the decode step), `ssd` (Mamba-2's SSD kernels and decode step), `model`
+    /// kernel and the decode step), `ssd` (Mamba-2's SSD kernels and decode step), `attention`
+    /// (prefill on the peer shapes, the sliding window's scaling in L, the ring decode against
+    /// the position), `model`
     /// (prefill and decode tokens/s of --preset on random weights) or `decode` (CPU and GPU
     /// cost of replaying a 24-layer decode-step graph).
     #[arg(default_value = "core")]
@@ -38,7 +40,7 @@ pub struct BenchArgs {
     /// Scaling report: where to write the plot.
     #[arg(long, value_name = "FILE", default_value = "scaling-selective-scan.svg")]
     svg: PathBuf,
-    /// Model benchmark: mamba-130m, mamba2-130m or mamba-1.4b (random weights of the real
+    /// Model benchmark: mamba-130m, mamba2-130m, mamba-1.4b, recurrentgemma-2b or mistral-7b-8l (random weights of the real
     /// configuration, written once to --model-dir).
     #[arg(long, default_value = "mamba-130m")]
     preset: String,
@@ -198,9 +200,53 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             rows.extend(steps.into_iter().skip(1).filter(|r| keep(&r.shape)));
             rows
         }
+        ("attention", false) => {
+            let cases: Vec<_> = linseq::ops::attention::cases::AttnCase::bench(cfg.quick)
+                .into_iter()
+                .filter(|c| keep(&c.describe()))
+                .collect();
+            let mut rows = bench::attention::prefill(&dev, cfg, &variants, &cases)?;
+            // The window's scaling in L, and the ring decode against the position.
+            let (max_len, positions) = if cfg.quick {
+                (4096, vec![1024, 4096])
+            } else {
+                (262_144, vec![4096, 16384, 65536, 262_144])
+            };
+            let window = if cfg.quick { 256 } else { 2048 };
+            if variants.matches("attention.prefill.d128") {
+                let scaling = bench::attention::window_scaling(&dev, cfg, max_len, window)?;
+                rows.extend(scaling.into_iter().skip(1).filter(|r| keep(&r.shape)));
+            }
+            if variants.matches("attention.decode.d128") {
+                let decode = bench::attention::ring_decode(
+                    &dev,
+                    cfg,
+                    &positions,
+                    if cfg.quick { 64 } else { 4096 },
+                    1,
+                )?;
+                rows.extend(decode.into_iter().skip(1).filter(|r| keep(&r.shape)));
+            }
+            let pts: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| {
+                    r.case == "attention"
+                        && r.shape.starts_with("B=1 ")
+                        && r.shape.contains(&format!("W={window}"))
+                })
+                .filter_map(|r| {
+                    let l: f64 = bench::plot::shape_field(&r.shape, "L=")?.parse().ok()?;
+                    Some((l, r.stats.median))
+                })
+                .collect();
+            if let Some(e) = bench::plot::fitted_exponent(&pts, 4096.0) {
+                eprintln!("attention.prefill W={window}: time ∝ L^{e:.3} (fit over L ≥ 4096)");
+            }
+            rows
+        }
         (other, false) => {
             return Err(format!(
-                "unknown benchmark {other:?}; available: core, decode, model, selective-scan, ssd"
+                "unknown benchmark {other:?}; available: attention, core, decode, model, selective-scan, ssd"
             )
             .into())
         }

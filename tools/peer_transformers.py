@@ -14,7 +14,8 @@ import time
 
 import torch
 import transformers
-from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
+from transformers import (Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM, MistralConfig,
+                          MistralForCausalLM, RecurrentGemmaConfig, RecurrentGemmaForCausalLM)
 
 from peer_common import report, row, time_s, write
 
@@ -28,6 +29,14 @@ CONFIGS = {
     "mamba-1.4b": lambda: MambaForCausalLM(MambaConfig(
         hidden_size=2048, num_hidden_layers=48, state_size=16, vocab_size=50280, expand=2, conv_kernel=4,
         residual_in_fp32=True)),
+    # The configurations of linseq's `recurrentgemma-2b` and `mistral-7b-8l` presets.
+    "recurrentgemma-2b": lambda: RecurrentGemmaForCausalLM(RecurrentGemmaConfig(
+        hidden_size=2560, intermediate_size=15360, num_attention_heads=10, num_key_value_heads=1, head_dim=256,
+        lru_width=2560, conv1d_width=4, attention_window_size=2048, block_types=["recurrent", "recurrent", "attention"],
+        num_hidden_layers=26, vocab_size=256000, logits_soft_cap=30.0, partial_rotary_factor=0.5)),
+    "mistral-7b-8l": lambda: MistralForCausalLM(MistralConfig(
+        hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+        num_hidden_layers=8, vocab_size=32000, sliding_window=4096, max_position_embeddings=32768)),
 }
 
 

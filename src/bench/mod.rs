@@ -16,6 +16,7 @@ use crate::testing::{compare, Rng};
 use serde::Serialize;
 use std::time::Instant;
 
+pub mod attention;
 pub mod model;
 pub mod plot;
 pub mod scan;

@@ -24,10 +24,26 @@ pub struct Preset {
     pub head_dim: usize,
     /// Mamba-2 B/C groups (`n_groups`; unused for Mamba).
     pub groups: usize,
+    /// The whole config.json, for architectures other than Mamba and Mamba-2.
+    pub config: Option<&'static str>,
 }
 
-/// Mamba-130M, Mamba-2-130M and Mamba-1.4B (the state-spaces checkpoints' configurations).
-pub const PRESETS: [Preset; 3] = [
+/// RecurrentGemma-2B (google/recurrentgemma-2b's configuration).
+const RECURRENT_GEMMA_2B: &str = r#"{"model_type": "recurrent_gemma", "hidden_size": 2560, "intermediate_size": 15360,
+  "num_attention_heads": 10, "num_key_value_heads": 1, "head_dim": 256, "lru_width": 2560, "conv1d_width": 4,
+  "attention_window_size": 2048, "block_types": ["recurrent", "recurrent", "attention"], "num_hidden_layers": 26,
+  "vocab_size": 256000, "rms_norm_eps": 1e-6, "logits_soft_cap": 30.0, "partial_rotary_factor": 0.5,
+  "rope_theta": 10000.0, "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": true}"#;
+
+/// Mistral-7B-v0.1's configuration (sliding window 4096) cut to 8 layers.
+const MISTRAL_7B_8L: &str = r#"{"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336,
+  "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "num_hidden_layers": 8, "vocab_size": 32000,
+  "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "sliding_window": 4096, "max_position_embeddings": 32768,
+  "tie_word_embeddings": false}"#;
+
+/// Mamba-130M, Mamba-2-130M and Mamba-1.4B (the state-spaces checkpoints' configurations),
+/// RecurrentGemma-2B and a Mistral-7B cut to 8 layers.
+pub const PRESETS: [Preset; 5] = [
     Preset {
         name: "mamba-130m",
         model_type: "mamba",
@@ -37,6 +53,7 @@ pub const PRESETS: [Preset; 3] = [
         vocab: 50280,
         head_dim: 0,
         groups: 1,
+        config: None,
     },
     Preset {
         name: "mamba2-130m",
@@ -47,6 +64,7 @@ pub const PRESETS: [Preset; 3] = [
         vocab: 50288,
         head_dim: 64,
         groups: 1,
+        config: None,
     },
     Preset {
         name: "mamba-1.4b",
@@ -57,6 +75,29 @@ pub const PRESETS: [Preset; 3] = [
         vocab: 50280,
         head_dim: 0,
         groups: 1,
+        config: None,
+    },
+    Preset {
+        name: "recurrentgemma-2b",
+        model_type: "recurrent_gemma",
+        d_model: 2560,
+        layers: 26,
+        d_state: 0,
+        vocab: 256000,
+        head_dim: 256,
+        groups: 1,
+        config: Some(RECURRENT_GEMMA_2B),
+    },
+    Preset {
+        name: "mistral-7b-8l",
+        model_type: "mistral",
+        d_model: 4096,
+        layers: 8,
+        d_state: 0,
+        vocab: 32000,
+        head_dim: 128,
+        groups: 1,
+        config: Some(MISTRAL_7B_8L),
     },
 ];
 
@@ -70,7 +111,9 @@ pub fn preset(name: &str) -> Result<Preset> {
 impl Preset {
     fn config_json(&self) -> String {
         let (d, n, l, v) = (self.d_model, self.d_state, self.layers, self.vocab);
-        if self.model_type == "mamba" {
+        if let Some(json) = self.config {
+            json.to_string()
+        } else if self.model_type == "mamba" {
             format!(
                 r#"{{"model_type": "mamba", "hidden_size": {d}, "intermediate_size": {}, "state_size": {n},
   "time_step_rank": "auto", "conv_kernel": 4, "num_hidden_layers": {l}, "vocab_size": {v},
@@ -98,6 +141,10 @@ impl Preset {
         let cfg = Config::parse(&self.config_json(), self.name).expect("preset configs parse");
         match self.model_type {
             "mamba" => MambaConfig::from_config(&cfg).expect("preset config").schema(),
+            "mistral" => super::mistral::MistralConfig::from_config(&cfg).expect("preset config").schema(),
+            "recurrent_gemma" => super::recurrent_gemma::RecurrentGemmaConfig::from_config(&cfg)
+                .expect("preset config")
+                .schema(),
             _ => Mamba2Config::from_config(&cfg).expect("preset config").schema(),
         }
     }
