@@ -60,6 +60,7 @@ fn mamba2_decode_continues_prefill_with_one_and_two_groups() {
             vocab: VOCAB,
             head_dim: 16,
             groups,
+            config: None,
         };
         preset.write(&dir, 7).unwrap();
         for dev in devices() {
