@@ -135,7 +135,14 @@ pub fn model(
         rows.push(r);
     }
     for &batch in &plan.decode_batches {
-        let mut state = m.new_state(dev, batch)?;
+        let mut state = match m.new_state(dev, batch) {
+            Ok(s) => s,
+            Err(e @ (Error::Limit(_) | Error::OutOfMemory(_))) => {
+                eprintln!("{variant} decode S={batch}: skipped, {e}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         m.prefill(dev, &ids(8 * batch), &vec![8; batch], &mut state)?;
         let dec = m.decoder(dev, &mut state)?;
         let mut step_ids = ids(batch);
