@@ -6,23 +6,16 @@
 // Each head's first R dims rotate as pairs (i, i + R/2) (rotate_half); the rest pass. The
 // angle is f32(position)·inv_freq[i], as in transformers, reduced to [−π, π] in two steps
 // before cos and sin (GPU cos/sin are only accurate near zero).
-struct Params { nseq: u32, heads: u32, kv_heads: u32, dim: u32, rot: u32, total: u32 }
+struct Params { nseq: u32, heads: u32, kv_heads: u32, dim: u32, rot: u32, total: u32, flags: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read> seqs: array<u32>;
 @group(0) @binding(3) var<storage, read> pos: array<u32>;
 @group(0) @binding(4) var<storage, read> inv_freq: array<f32>;
 
-// Binary search of cu_seqlens (as lib/packed_seqs, without its reset flags).
-fn seq_of(t: u32) -> u32 {
-    var lo = 0u;
-    var hi = p.nseq;
-    while (hi - lo > 1u) {
-        let mid = (lo + hi) / 2u;
-        if (seqs[mid] <= t) { lo = mid; } else { hi = mid; }
-    }
-    return lo;
-}
+// seq_of (RESET is never set: attention takes no reset flags).
+#include flags
+#include packed_seqs
 
 // x − 2π·round(x / 2π), with 2π split in three so the product is exact for |x| < 2²⁴.
 fn reduce_angle(x: f32) -> f32 {

@@ -15,11 +15,16 @@ pub const SHADER: crate::shader::Source = crate::wgsl_source!("rope");
 
 crate::uniform! {
     /// The RoPE kernel's parameters.
-    pub struct RopeParams { pub nseq: u32, pub heads: u32, pub kv_heads: u32, pub dim: u32, pub rot: u32, pub total: u32 }
+    pub struct RopeParams { pub nseq: u32, pub heads: u32, pub kv_heads: u32, pub dim: u32, pub rot: u32, pub total: u32, pub flags: u32 }
+}
+
+crate::flags! {
+    /// Bits of [`RopeParams::flags`] (none is set: RESET exists for lib/packed_seqs).
+    pub mod rope_flags { RESET = 1 }
 }
 
 fn variant() -> Variant {
-    Variant::new("rope.qk", &SHADER, "rope").with_params::<RopeParams>()
+    Variant::new("rope.qk", &SHADER, "rope").with_params::<RopeParams>().with_flags(rope_flags::SET)
 }
 
 pub fn variants() -> Vec<Variant> {
@@ -67,6 +72,7 @@ pub fn rope(
         dim: word("head dim", dims.head_dim)?,
         rot: word("rotary dims", rot)?,
         total: word("tokens", t)?,
+        flags: 0,
     });
     let n = t * (dims.heads + dims.kv_heads) * (rot / 2);
     let wg = grid(rec.device(), n.div_ceil(64))?;
