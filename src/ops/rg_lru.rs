@@ -1,7 +1,9 @@
 //! Griffin's real-gated linear recurrent unit (RecurrentGemma's `RecurrentGemmaRglru`), the
-//! recurrence only: the gates' block-diagonal projections are a matmul before it. One kernel
-//! serves prefill and the decode step (a step is a one-token sequence). See
-//! `shaders/rg_lru.wgsl` for the layout and the arithmetic.
+//! recurrence only: the gates' block-diagonal projections are a matmul before it. Prefill is
+//! the chunked parallel form (chunk summaries, a carry across each sequence's chunks, then the
+//! chunks rerun from their carried h: three dispatches, chunks of [`CHUNK`] tokens); the decode
+//! step (and any batch of one-token sequences) takes the sequential kernel, which is also the
+//! chunked form's GPU oracle. See `shaders/rg_lru.wgsl` for the layout and the arithmetic.
 
 use super::sequences::Sequences;
 use super::{grid, word, Params, Recorder};
@@ -12,12 +14,16 @@ use crate::tensor::{DType, Tensor};
 /// The family's WGSL (`shaders/rg_lru.wgsl`).
 pub const SHADER: crate::shader::Source = crate::wgsl_source!("rg_lru");
 
-/// Tokens per sequence per dispatch (lavapipe ends an invocation after about 65k loop steps).
+/// Tokens per sequence per dispatch of the sequential kernel (lavapipe ends an invocation after
+/// about 65k loop steps).
 const TOKENS_PER_DISPATCH: usize = 16384;
+
+/// Tokens per chunk of the parallel prefill.
+pub const CHUNK: usize = 64;
 
 crate::uniform! {
     /// The RG-LRU kernel's parameters.
-    pub struct RgLruParams { pub nseq: u32, pub dim: u32, pub t_lo: u32, pub t_hi: u32, pub flags: u32 }
+    pub struct RgLruParams { pub nseq: u32, pub dim: u32, pub t_lo: u32, pub t_hi: u32, pub flags: u32, pub nchunks: u32 }
 }
 
 crate::flags! {
@@ -25,20 +31,80 @@ crate::flags! {
     pub mod rg_lru_flags { INIT = 1, RESET = 2 }
 }
 
-fn variant() -> Variant {
-    Variant::new("rg_lru.scan", &SHADER, "rg_lru")
-        .define(crate::shader::BOUNDED_LOOPS, 1)
-        .with_params::<RgLruParams>()
-        .with_flags(rg_lru_flags::SET)
+/// The kernels: the sequential walk and the chunked form's three passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Sequential,
+    Summary,
+    Carry,
+    Apply,
+}
+
+impl Pass {
+    pub const ALL: [Pass; 4] = [Pass::Sequential, Pass::Summary, Pass::Carry, Pass::Apply];
+
+    pub fn variant(self) -> Variant {
+        let (name, entry) = match self {
+            Pass::Sequential => ("rg_lru.scan", "rg_lru"),
+            Pass::Summary => ("rg_lru.summary", "rg_lru_summary"),
+            Pass::Carry => ("rg_lru.carry", "rg_lru_carry"),
+            Pass::Apply => ("rg_lru.apply", "rg_lru_apply"),
+        };
+        Variant::new(name, &SHADER, entry)
+            .define(crate::shader::BOUNDED_LOOPS, 1)
+            .define("SEQUENTIAL", (self == Pass::Sequential) as u32)
+            .define("SUMMARY", (self == Pass::Summary) as u32)
+            .define("CARRY", (self == Pass::Carry) as u32)
+            .define("APPLY", (self == Pass::Apply) as u32)
+            .with_params::<RgLruParams>()
+            .with_flags(rg_lru_flags::SET)
+    }
 }
 
 pub fn variants() -> Vec<Variant> {
-    vec![variant()]
+    Pass::ALL.iter().map(|p| p.variant()).collect()
+}
+
+/// The chunked form's table for sequences `cu`: per chunk (sequence, first token, length),
+/// chunks of at most [`CHUNK`] tokens within one sequence, then each sequence's first chunk
+/// (S + 1 entries). Returns (table, number of chunks).
+pub fn chunk_table(cu: &[usize]) -> (Vec<u32>, usize) {
+    let mut table = Vec::new();
+    let mut firsts = vec![0u32];
+    for s in 0..cu.len() - 1 {
+        let mut t = cu[s];
+        while t < cu[s + 1] {
+            let len = CHUNK.min(cu[s + 1] - t);
+            table.extend([s as u32, t as u32, len as u32]);
+            t += len;
+        }
+        firsts.push((table.len() / 3) as u32);
+    }
+    let n = table.len() / 3;
+    table.extend(firsts);
+    (table, n)
+}
+
+/// The chunked form's scratch for sequences `cu` and `dim` channels: the summaries
+/// `[chunks, D, 2]` and the carried h `[chunks, D]` (none when the sequential kernel runs).
+pub fn scratch_shapes(cu: &[usize], dim: usize) -> Vec<Vec<usize>> {
+    if sequential(cu) {
+        return Vec::new();
+    }
+    let n = chunk_table(cu).1;
+    vec![vec![n, dim, 2], vec![n, dim]]
+}
+
+/// Whether the sequential kernel serves `cu`: no sequence is longer than one token (decode
+/// steps), so the chunked form's three passes would only add dispatches.
+fn sequential(cu: &[usize]) -> bool {
+    cu.windows(2).all(|w| w[1] - w[0] <= 1)
 }
 
 /// Records the RG-LRU of `x` `[T, D]` with `gates` `[T, 2D]` (input gate, then recurrence gate,
 /// before their sigmoids) and Λ `lam` `[D]`; `state` `[S, D]` is continued when `init` and
-/// left at each sequence's last h; `y` `[T, D]`.
+/// left at each sequence's last h; `y` `[T, D]`. `scratch`: the chunked form's buffers
+/// ([`scratch_shapes`]), allocated here when `None`.
 #[allow(clippy::too_many_arguments)]
 pub fn rg_lru(
     rec: &mut Recorder,
@@ -49,6 +115,7 @@ pub fn rg_lru(
     state: &Tensor,
     init: bool,
     y: &Tensor,
+    scratch: Option<(&Tensor, &Tensor)>,
 ) -> Result<()> {
     let (t, s) = (seqs.total(), seqs.count());
     let d = match x.shape() {
@@ -64,6 +131,47 @@ pub fn rg_lru(
     if seqs.resets().is_some() {
         flags |= rg_lru_flags::RESET;
     }
+    if sequential(seqs.cu_seqlens()) {
+        return record_sequential(rec, [x, gates, lam, seqs.table(), state, y], s, d, flags, seqs);
+    }
+    let (table, n) = chunk_table(seqs.cu_seqlens());
+    let owned;
+    let (summary, h_in) = match scratch {
+        Some(sc) => sc,
+        None => {
+            let dev = rec.device();
+            owned = (Tensor::empty(dev, &[n, d, 2], DType::F32)?, Tensor::empty(dev, &[n, d], DType::F32)?);
+            (&owned.0, &owned.1)
+        }
+    };
+    super::expect("summary", summary, &[n, d, 2], DType::F32)?;
+    super::expect("h_in", h_in, &[n, d], DType::F32)?;
+    let chunks = Tensor::from_slice(rec.device(), &[table.len()], &table)?;
+    let p = Params::of(&RgLruParams {
+        nseq: word("sequences", s)?,
+        dim: word("channels", d)?,
+        t_lo: 0,
+        t_hi: 0,
+        flags,
+        nchunks: word("chunks", n)?,
+    });
+    let per_chunk = grid(rec.device(), (n * d).div_ceil(64))?;
+    let per_seq = grid(rec.device(), (s * d).div_ceil(64))?;
+    let tseq = seqs.table();
+    rec.dispatch(&Pass::Summary.variant(), &p, &[x, gates, lam, tseq, &chunks, summary], per_chunk)?;
+    rec.dispatch(&Pass::Carry.variant(), &p, &[summary, &chunks, state, h_in], per_seq)?;
+    rec.dispatch(&Pass::Apply.variant(), &p, &[x, gates, lam, tseq, &chunks, h_in, y], per_chunk)
+}
+
+/// The sequential kernel, in pieces of [`TOKENS_PER_DISPATCH`] tokens per sequence.
+fn record_sequential(
+    rec: &mut Recorder,
+    tensors: [&Tensor; 6],
+    s: usize,
+    d: usize,
+    flags: u32,
+    seqs: &Sequences,
+) -> Result<()> {
     let longest = seqs.cu_seqlens().windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     let wg = grid(rec.device(), (s * d).div_ceil(64))?;
     for lo in (0..longest.max(1)).step_by(TOKENS_PER_DISPATCH) {
@@ -75,8 +183,9 @@ pub fn rg_lru(
             t_lo: word("tokens", lo)?,
             t_hi: word("tokens", lo + TOKENS_PER_DISPATCH)?,
             flags: f,
+            nchunks: 0,
         });
-        rec.dispatch(&variant(), &p, &[x, gates, lam, seqs.table(), state, y], wg)?;
+        rec.dispatch(&Pass::Sequential.variant(), &p, &tensors, wg)?;
     }
     Ok(())
 }

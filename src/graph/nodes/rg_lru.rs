@@ -7,7 +7,8 @@ use crate::ops::{rg_lru, Recorder};
 use crate::tensor::{DType, Tensor};
 
 /// The RG-LRU recurrence. Inputs: x `[T, D]`, gates `[T, 2D]` (input gate, recurrence gate;
-/// pre-sigmoid), Λ `[D]`, state `[S, D]`, the sequence table. `init`: continue the state.
+/// pre-sigmoid), Λ `[D]`, state `[S, D]`, the sequence table. `init`: continue the state. The
+/// chunked prefill's summaries and carried states are planned scratch.
 #[derive(Debug)]
 pub struct RgLruNode {
     pub seqs: SeqSpec,
@@ -26,9 +27,17 @@ impl NodeOp for RgLruNode {
         activations("rg_lru", &ins[..2], &[DType::F32])?;
         Ok((ins[0].shape.clone(), DType::F32))
     }
-    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+    fn scratch(&self, ins: &[&TensorDesc]) -> Vec<(Vec<usize>, DType)> {
+        let d = ins[0].shape.get(1).copied().unwrap_or(0);
+        rg_lru::scratch_shapes(&self.seqs.cu, d).into_iter().map(|s| (s, DType::F32)).collect()
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], scratch: &[&Tensor], out: &Tensor) -> Result<()> {
         let seqs = self.seqs.bind(ins[4])?;
-        rg_lru::rg_lru(rec, ins[0], ins[1], ins[2], &seqs, ins[3], self.init, out)
+        let sc = match scratch {
+            [summary, h_in] => Some((*summary, *h_in)),
+            _ => None,
+        };
+        rg_lru::rg_lru(rec, ins[0], ins[1], ins[2], &seqs, ins[3], self.init, out, sc)
     }
     fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
         let f = |v: &[f64]| -> Vec<f32> { v.iter().map(|&x| x as f32).collect() };

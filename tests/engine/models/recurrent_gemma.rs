@@ -31,14 +31,17 @@ fn recurrent_gemma_decodes_as_one_forward() {
 }
 
 #[test]
-fn rg_lru_matches_the_recurrence_over_ragged_batches_resets_and_continued_state() {
+fn rg_lru_chunked_and_sequential_match_the_recurrence_over_ragged_batches_resets_and_state() {
     for dev in devices() {
         let mut rng = Rng::new(73);
         let d = 96;
+        // One-token sequences take the sequential kernel; the others the chunked prefill
+        // (chunks of 64: lengths around a chunk, several chunks, resets inside chunks).
         for (lens, resets, init) in [
             (vec![1usize], false, false),
-            (vec![37, 5, 64], false, false),
-            (vec![50, 20], true, true),
+            (vec![1, 1, 1], false, true),
+            (vec![37, 5, 64, 65], false, false),
+            (vec![50, 130], true, true),
             (vec![3000], false, true),
         ] {
             let t: usize = lens.iter().sum();
@@ -54,7 +57,7 @@ fn rg_lru_matches_the_recurrence_over_ragged_batches_resets_and_continued_state(
             let state = Tensor::from_slice(dev, &[lens.len(), d], &st).unwrap();
             let y = linseq::testing::GuardedOutput::new(dev, &[t, d], linseq::DType::F32).unwrap();
             let mut rec = Recorder::new(dev);
-            rg_lru::rg_lru(&mut rec, &xt, &gt, &lt, &seqs, &state, init, &y.tensor).unwrap();
+            rg_lru::rg_lru(&mut rec, &xt, &gt, &lt, &seqs, &state, init, &y.tensor, None).unwrap();
             rec.run().unwrap();
             let (want_y, want_state) = rg_lru::rg_lru_ref(
                 &x,
