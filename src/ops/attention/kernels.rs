@@ -41,6 +41,8 @@ crate::flags! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Prefill,
+    /// The prefill with 4 invocations per query and subgroup shuffles.
+    PrefillSg,
     Decode,
     Reduce,
     Append,
@@ -51,6 +53,7 @@ impl Stage {
     fn entry(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Stage::Prefill => ("prefill", "attn_prefill", "PREFILL"),
+            Stage::PrefillSg => ("prefill", "attn_prefill_sg", "PREFILL_SG"),
             Stage::Decode => ("decode", "attn_decode", "DECODE"),
             Stage::Reduce => ("reduce", "attn_reduce", "REDUCE"),
             Stage::Append => ("append", "kv_append", "APPEND"),
@@ -66,10 +69,12 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
     let rolled = rolled && stage == Stage::Prefill;
     let name = match stage {
         Stage::Advance => "attention.advance".to_string(),
+        Stage::PrefillSg => format!("attention.prefill.d{d}.sg"),
         _ => format!("attention.{name}.d{d}{}", if rolled { ".rolled" } else { "" }),
     };
-    Variant::new(name, &SHADER, entry)
-        .define("D4N", if rolled { "p.d4" } else { "D4" })
+    let v = Variant::new(name, &SHADER, entry);
+    let v = if stage == Stage::PrefillSg { v.needs_subgroups() } else { v };
+    v.define("D4N", if rolled { "p.d4" } else { "D4" })
         .define("BKN", if rolled { "p.bk" } else { "BK" })
         .define(define, 1)
         .define("D", d)
@@ -87,9 +92,16 @@ pub fn variants() -> Vec<Variant> {
             v.push(variant(s, d, false));
         }
         v.push(variant(Stage::Prefill, d, true));
+        v.push(variant(Stage::PrefillSg, d, false));
     }
     v.push(variant(Stage::Advance, 64, false));
     v
+}
+
+/// Whether the prefill takes its `.sg` form (4 invocations per query): subgroups of at least
+/// 4 lanes, and not on GL (whose compiler is slow enough with the plain form).
+pub fn subgroup_prefill(caps: &crate::device::Capabilities) -> bool {
+    caps.subgroups && caps.subgroup_min_size >= 4 && !rolled_loops(caps)
 }
 
 /// Whether the prefill takes its `.rolled` form on this device: on GL, whose compiler (Mesa's,
@@ -129,7 +141,12 @@ pub fn record_prefill(rec: &mut Recorder, a: &AttnArgs, out: &Tensor) -> Result<
     let tiles = longest.div_ceil(64).max(1);
     let groups = a.seqs.count() * tiles * a.dims.heads;
     let wg = grid(rec.device(), groups)?;
-    let v = variant(Stage::Prefill, a.dims.head_dim, rolled_loops(rec.device().caps()));
+    let caps = rec.device().caps();
+    let v = if a.prefill_sg.unwrap_or_else(|| subgroup_prefill(caps)) {
+        variant(Stage::PrefillSg, a.dims.head_dim, false)
+    } else {
+        variant(Stage::Prefill, a.dims.head_dim, rolled_loops(caps))
+    };
     rec.dispatch(&v, &params(a, tiles, (1, 1))?, &[a.qkv, a.kv, a.seqs.table(), a.pos, out], wg)
 }
 

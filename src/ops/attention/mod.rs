@@ -93,6 +93,8 @@ pub struct AttnArgs<'a> {
     pub scale: f32,
     /// Soft cap of the scores.
     pub softcap: Option<f32>,
+    /// Forces the prefill's subgroup form on or off (None: [`subgroup_prefill`] decides).
+    pub prefill_sg: Option<bool>,
 }
 
 impl AttnArgs<'_> {

@@ -16,6 +16,8 @@ struct Session {
     window: Option<usize>,
     cap: usize,
     softcap: Option<f32>,
+    /// Forces the prefill's subgroup form on or off.
+    sg: Option<bool>,
     kv: Tensor,
     pos: Tensor,
     /// Per sequence: K and V of every position so far, `[positions, Hkv, D]` each.
@@ -26,7 +28,7 @@ impl Session {
     fn new(dev: &Device, s: usize, dims: AttnDims, window: Option<usize>, cap: usize) -> Self {
         let kv = Tensor::empty(dev, &[s, cap, 2, dims.kv_heads, dims.head_dim], DType::F32).unwrap();
         let pos = Tensor::from_slice(dev, &[s], &vec![0u32; s]).unwrap();
-        Self { dims, window, cap, softcap: None, kv, pos, hist: vec![(Vec::new(), Vec::new()); s] }
+        Self { dims, window, cap, softcap: None, sg: None, kv, pos, hist: vec![(Vec::new(), Vec::new()); s] }
     }
 
     /// Feeds `lens[s]` new tokens per sequence (rows `qkv`); returns (GPU output, reference).
@@ -47,6 +49,7 @@ impl Session {
             cap: self.cap,
             scale: 1.0 / (d.head_dim as f32).sqrt(),
             softcap: self.softcap,
+            prefill_sg: self.sg,
         };
         let mut rec = Recorder::new(dev);
         if step {
@@ -111,13 +114,25 @@ fn prefill_matches_the_reference_over_windows_groups_dims_and_lengths() {
     ];
     for dev in devices() {
         let mut rng = Rng::new(61);
+        // The plain form, and the subgroup form (4 invocations per query) where it runs.
+        let caps = dev.caps();
+        let forms: Vec<bool> =
+            if caps.subgroups && caps.subgroup_min_size >= 4 { vec![false, true] } else { vec![false] };
         for &(lens, d, window) in cases {
-            let cap = window.unwrap_or(lens.iter().copied().max().unwrap());
-            let mut s = Session::new(dev, lens.len(), d, window, cap);
-            let t: usize = lens.iter().sum();
-            let qkv = rng.vec(t * d.row(), -1.0, 1.0);
-            let (got, want) = s.feed(dev, lens, &qkv, false);
-            check(dev, &format!("prefill {lens:?} {d:?} W={window:?}"), &got, &want);
+            for &sg in &forms {
+                let cap = window.unwrap_or(lens.iter().copied().max().unwrap());
+                let mut s = Session::new(dev, lens.len(), d, window, cap);
+                s.sg = Some(sg);
+                let t: usize = lens.iter().sum();
+                let qkv = rng.vec(t * d.row(), -1.0, 1.0);
+                let (got, want) = s.feed(dev, lens, &qkv, false);
+                check(
+                    dev,
+                    &format!("prefill{} {lens:?} {d:?} W={window:?}", if sg { ".sg" } else { "" }),
+                    &got,
+                    &want,
+                );
+            }
         }
     }
 }
@@ -202,6 +217,7 @@ fn bad_attention_calls_are_clear_errors() {
         cap: 8,
         scale: 0.125,
         softcap: None,
+        prefill_sg: None,
     };
     let mut rec = Recorder::new(dev);
     for (bad, what) in [
