@@ -93,7 +93,7 @@ pub struct AttnArgs<'a> {
     pub scale: f32,
     /// Soft cap of the scores.
     pub softcap: Option<f32>,
-    /// Forces the prefill's subgroup form on or off (None: [`subgroup_prefill`] decides).
+    /// Forces the prefill's subgroup form on or off (None: [`subgroup_prefill`] decides: off).
     pub prefill_sg: Option<bool>,
 }
 
