@@ -5,7 +5,7 @@
 // causal range are never visited, so a window costs O(L·W), not O(L²). The `.rolled` forms
 // bound the inner loops by uniforms (p.d4, p.bk) instead of constants: Mesa's GL compiler
 // unrolls the constant ones into minutes of compile time.
-#if PREFILL
+#if PREFILL_ANY
 // qkv and kv as vec4 words: every head starts at a multiple of D (≥ 64) floats.
 @group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> kv: array<vec4<f32>>;
@@ -18,6 +18,28 @@ const BK: u32 = {{BK}}u;
 const D4: u32 = D / 4u;
 var<workgroup> kt: array<vec4<f32>, {{BKD4}}>;
 var<workgroup> vt: array<vec4<f32>, {{BKD4}}>;
+
+// Stages K and V of keys j0 … j0 + BK of sequence s (clamped to `last`) with `threads`
+// invocations: keys before pos0 from the ring, the others from the new rows.
+fn stage_kv(lid: u32, threads: u32, j0: u32, last: u32, s: u32, pos0: u32, t0: u32, kvh: u32) {
+    let width4 = row_width() / 4u;
+    for (var e = lid; e < BK * D4; e += threads) {
+        let jj = e / D4;
+        let d = e % D4;
+        let j = min(j0 + jj, last);
+        if (j < pos0) {
+            kt[e] = kv[cache_ix(s, j, 0u, kvh, 0u) / 4u + d];
+            vt[e] = kv[cache_ix(s, j, 1u, kvh, 0u) / 4u + d];
+        } else {
+            let r = (t0 + j - pos0) * width4;
+            kt[e] = qkv[r + k_col(kvh) / 4u + d];
+            vt[e] = qkv[r + v_col(kvh) / 4u + d];
+        }
+    }
+}
+#endif
+
+#if PREFILL
 
 @compute @workgroup_size(64)
 fn attn_prefill(
@@ -54,20 +76,7 @@ fn attn_prefill(
     let lo = first_key(pos0 + tile * BQ);
     let first = first_key(i);
     for (var j0 = lo; j0 <= last; j0 += BK) {
-        // Stage K and V of keys j0 .. j0 + BK (cache or new tokens).
-        for (var e = lid; e < BK * D4; e += 64u) {
-            let jj = e / D4;
-            let d = e % D4;
-            let j = min(j0 + jj, last);
-            if (j < pos0) {
-                kt[e] = kv[cache_ix(s, j, 0u, kvh, 0u) / 4u + d];
-                vt[e] = kv[cache_ix(s, j, 1u, kvh, 0u) / 4u + d];
-            } else {
-                let r = (t0 + j - pos0) * width4;
-                kt[e] = qkv[r + k_col(kvh) / 4u + d];
-                vt[e] = qkv[r + v_col(kvh) / 4u + d];
-            }
-        }
+        stage_kv(lid, 64u, j0, last, s, pos0, t0, kvh);
         workgroupBarrier();
         var sc: array<f32, BK>;
         var tmax = m;
@@ -111,18 +120,7 @@ fn attn_prefill(
 // (one query per invocation spills there). A score is the quad's partial dot products summed
 // by two subgroup shuffles; the quad keeps the softmax statistics redundantly. Needs subgroups
 // of at least 4 lanes (quads never straddle one).
-@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kv: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> seqs: array<u32>;
-@group(0) @binding(4) var<storage, read> pos: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
-
-const BQ: u32 = 64u;
-const BK: u32 = {{BK}}u;
-const D4: u32 = D / 4u;
 const DQ: u32 = D4 / 4u; // vec4s per lane
-var<workgroup> kt: array<vec4<f32>, {{BKD4}}>;
-var<workgroup> vt: array<vec4<f32>, {{BKD4}}>;
 
 @compute @workgroup_size(256)
 fn attn_prefill_sg(
@@ -158,19 +156,7 @@ fn attn_prefill_sg(
     let lo = first_key(pos0 + tile * BQ);
     let first = first_key(i);
     for (var j0 = lo; j0 <= last; j0 += BK) {
-        for (var e = lid; e < BK * D4; e += 256u) {
-            let jj = e / D4;
-            let d = e % D4;
-            let j = min(j0 + jj, last);
-            if (j < pos0) {
-                kt[e] = kv[cache_ix(s, j, 0u, kvh, 0u) / 4u + d];
-                vt[e] = kv[cache_ix(s, j, 1u, kvh, 0u) / 4u + d];
-            } else {
-                let r = (t0 + j - pos0) * width4;
-                kt[e] = qkv[r + k_col(kvh) / 4u + d];
-                vt[e] = qkv[r + v_col(kvh) / 4u + d];
-            }
-        }
+        stage_kv(lid, 256u, j0, last, s, pos0, t0, kvh);
         workgroupBarrier();
         var sc: array<f32, BK>;
         var tmax = m;

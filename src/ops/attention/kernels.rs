@@ -74,7 +74,8 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
     };
     let v = Variant::new(name, &SHADER, entry);
     let v = if stage == Stage::PrefillSg { v.needs_subgroups() } else { v };
-    v.define("D4N", if rolled { "p.d4" } else { "D4" })
+    v.define("PREFILL_ANY", matches!(stage, Stage::Prefill | Stage::PrefillSg) as u32)
+        .define("D4N", if rolled { "p.d4" } else { "D4" })
         .define("BKN", if rolled { "p.bk" } else { "BK" })
         .define(define, 1)
         .define("D", d)
