@@ -12,24 +12,8 @@
 
 var<workgroup> qs: array<f32, D>;
 var<workgroup> ps: array<f32, 64>;
-var<workgroup> red: array<f32, 64>;
-
-// Max (MAX) or sum of `v` over the workgroup; every invocation gets the result.
-fn wg_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var w = 32u; w > 0u; w >>= 1u) {
-        if (lid < w) {
-            let a = red[lid];
-            let b = red[lid + w];
-            red[lid] = select(a + b, max(a, b), is_max);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+// Workgroup max and sum (lib/reduce, its workgroup-memory form: WG = 64, SUBGROUPS = 0).
+#include reduce
 
 @compute @workgroup_size(64)
 fn attn_decode(
@@ -68,12 +52,13 @@ fn attn_decode(
             }
             sv = capped(acc);
         }
-        let tmax = max(m, wg_reduce(lid, sv, true));
+        let lane = Lane(lid, 0u, 0u, 0u);
+        let tmax = max(m, reduce_max(sv, lane));
         var pj = 0.0;
         if (visible) { pj = exp(sv - tmax); }
         ps[lid] = pj;
         let corr = exp(m - tmax);
-        l = l * corr + wg_reduce(lid, pj, false);
+        l = l * corr + reduce_sum(pj, lane);
         m = tmax;
         let n = min(64u, hi - j0);
         for (var c = 0u; c * 64u + lid < D; c++) {

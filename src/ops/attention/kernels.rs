@@ -82,6 +82,9 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
         // K and V tiles of 2048 floats each: 16 KiB, WebGPU's default workgroup memory.
         .define("BK", 2048 / d)
         .define("BKD4", 512)
+        // lib/reduce (the decode's max and sum) over the 64 invocations, without subgroups.
+        .define("WG", 64)
+        .define("SUBGROUPS", 0)
         .with_params::<AttnParams>()
         .with_flags(attn_flags::SET)
 }
