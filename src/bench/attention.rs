@@ -52,7 +52,7 @@ impl Inputs {
             cap: self.cap,
             scale: 1.0 / (c.dims.head_dim as f32).sqrt(),
             softcap: c.softcap,
-            prefill_sg: None,
+            prefill_sg: false,
         }
     }
 
@@ -158,7 +158,7 @@ pub fn ring_decode(
             cap: window,
             scale: 0.088,
             softcap: None,
-            prefill_sg: None,
+            prefill_sg: false,
         };
         let part = Tensor::empty(dev, &attn::partial_shape(d, batch, window), DType::F32)?;
         let inner = if cfg.quick { 2 } else { 50 };

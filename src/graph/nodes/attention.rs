@@ -107,7 +107,7 @@ impl NodeOp for AttentionNode {
             cap: self.cap,
             scale: self.scale,
             softcap: self.softcap,
-            prefill_sg: None,
+            prefill_sg: false,
         };
         match (self.step, scratch) {
             (true, [part]) => attn::attention_decode(rec, &a, part, out)?,

@@ -53,7 +53,7 @@ impl Stage {
     fn entry(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Stage::Prefill => ("prefill", "attn_prefill", "PREFILL"),
-            Stage::PrefillSg => ("prefill", "attn_prefill_sg", "PREFILL_SG"),
+            Stage::PrefillSg => ("prefill", "attn_prefill", "PREFILL"),
             Stage::Decode => ("decode", "attn_decode", "DECODE"),
             Stage::Reduce => ("reduce", "attn_reduce", "REDUCE"),
             Stage::Append => ("append", "kv_append", "APPEND"),
@@ -74,8 +74,11 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
     };
     let v = Variant::new(name, &SHADER, entry);
     let v = if stage == Stage::PrefillSg { v.needs_subgroups() } else { v };
-    v.define("PREFILL_ANY", matches!(stage, Stage::Prefill | Stage::PrefillSg) as u32)
-        .define("D4N", if rolled { "p.d4" } else { "D4" })
+    let lanes = if stage == Stage::PrefillSg { 4 } else { 1 };
+    v.define("SG", (stage == Stage::PrefillSg) as u32)
+        .define("LANES", lanes)
+        .define("WGSIZE", 64 * lanes)
+        .define("DQN", if rolled { "p.d4" } else { "DQ" })
         .define("BKN", if rolled { "p.bk" } else { "BK" })
         .define(define, 1)
         .define("D", d)
@@ -100,15 +103,6 @@ pub fn variants() -> Vec<Variant> {
     }
     v.push(variant(Stage::Advance, 64, false));
     v
-}
-
-/// Whether the prefill takes its `.sg` form (4 invocations per query) by default: no. It needs
-/// subgroups of at least 4 lanes, and on the H200 it measured 4–9% slower than the plain form
-/// (210 against 202 ms on B8 L4K H16 D128), so it runs only when asked for
-/// ([`super::AttnArgs::prefill_sg`]).
-pub fn subgroup_prefill(caps: &crate::device::Capabilities) -> bool {
-    let _ = caps;
-    false
 }
 
 /// Whether the `.sg` form can run on this device.
@@ -154,7 +148,7 @@ pub fn record_prefill(rec: &mut Recorder, a: &AttnArgs, out: &Tensor) -> Result<
     let groups = a.seqs.count() * tiles * a.dims.heads;
     let wg = grid(rec.device(), groups)?;
     let caps = rec.device().caps();
-    let sg = a.prefill_sg.unwrap_or_else(|| subgroup_prefill(caps));
+    let sg = a.prefill_sg;
     if sg && !subgroup_prefill_runs(caps) {
         return Err(Error::UnsupportedVariant(
             "the subgroup prefill needs subgroups of at least 4 lanes".into(),

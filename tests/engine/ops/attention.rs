@@ -16,8 +16,8 @@ struct Session {
     window: Option<usize>,
     cap: usize,
     softcap: Option<f32>,
-    /// Forces the prefill's subgroup form on or off.
-    sg: Option<bool>,
+    /// Takes the prefill's subgroup form.
+    sg: bool,
     kv: Tensor,
     pos: Tensor,
     /// Per sequence: K and V of every position so far, `[positions, Hkv, D]` each.
@@ -28,7 +28,7 @@ impl Session {
     fn new(dev: &Device, s: usize, dims: AttnDims, window: Option<usize>, cap: usize) -> Self {
         let kv = Tensor::empty(dev, &[s, cap, 2, dims.kv_heads, dims.head_dim], DType::F32).unwrap();
         let pos = Tensor::from_slice(dev, &[s], &vec![0u32; s]).unwrap();
-        Self { dims, window, cap, softcap: None, sg: None, kv, pos, hist: vec![(Vec::new(), Vec::new()); s] }
+        Self { dims, window, cap, softcap: None, sg: false, kv, pos, hist: vec![(Vec::new(), Vec::new()); s] }
     }
 
     /// Feeds `lens[s]` new tokens per sequence (rows `qkv`); returns (GPU output, reference).
@@ -122,7 +122,7 @@ fn prefill_matches_the_reference_over_windows_groups_dims_and_lengths() {
             for &sg in &forms {
                 let cap = window.unwrap_or(lens.iter().copied().max().unwrap());
                 let mut s = Session::new(dev, lens.len(), d, window, cap);
-                s.sg = Some(sg);
+                s.sg = sg;
                 let t: usize = lens.iter().sum();
                 let qkv = rng.vec(t * d.row(), -1.0, 1.0);
                 let (got, want) = s.feed(dev, lens, &qkv, false);
@@ -217,7 +217,7 @@ fn bad_attention_calls_are_clear_errors() {
         cap: 8,
         scale: 0.125,
         softcap: None,
-        prefill_sg: None,
+        prefill_sg: false,
     };
     let mut rec = Recorder::new(dev);
     for (bad, what) in [
