@@ -22,6 +22,14 @@ struct Params { nseq: u32, dim: u32, t_lo: u32, t_hi: u32, flags: u32, nchunks: 
 #include activations
 
 #if !CARRY
+// The sequential walk, the summaries and the rerun read the same inputs.
+@group(0) @binding(1) var<storage, {{ACT}}> x: array<f32>;
+@group(0) @binding(2) var<storage, {{ACT}}> gates: array<f32>;
+@group(0) @binding(3) var<storage, read> lam: array<f32>;
+@group(0) @binding(4) var<storage, read> seqs: array<u32>;
+
+#include packed_seqs
+
 // (a, b, starts) of token t, channel d, whose sequence starts at t0: h ↦ a·h + b, or b alone
 // when the token starts from zero (tested as a flag, so a NaN before a reset stays behind it).
 fn step_of(t: u32, d: u32, t0: u32) -> vec3<f32> {
@@ -38,14 +46,8 @@ fn advance(h: f32, ab: vec3<f32>) -> f32 {
 #endif
 
 #if SEQUENTIAL
-@group(0) @binding(1) var<storage, {{ACT}}> x: array<f32>;
-@group(0) @binding(2) var<storage, {{ACT}}> gates: array<f32>;
-@group(0) @binding(3) var<storage, read> lam: array<f32>;
-@group(0) @binding(4) var<storage, read> seqs: array<u32>;
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
-
-#include packed_seqs
 
 @compute @workgroup_size(64)
 fn rg_lru(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -68,14 +70,8 @@ fn rg_lru(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 #endif
 
 #if SUMMARY
-@group(0) @binding(1) var<storage, {{ACT}}> x: array<f32>;
-@group(0) @binding(2) var<storage, {{ACT}}> gates: array<f32>;
-@group(0) @binding(3) var<storage, read> lam: array<f32>;
-@group(0) @binding(4) var<storage, read> seqs: array<u32>;
 @group(0) @binding(5) var<storage, read> chunks: array<u32>;
 @group(0) @binding(6) var<storage, read_write> summary: array<vec2<f32>>; // [chunk, D]: (A, B)
-
-#include packed_seqs
 
 @compute @workgroup_size(64)
 fn rg_lru_summary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -120,15 +116,9 @@ fn rg_lru_carry(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 #endif
 
 #if APPLY
-@group(0) @binding(1) var<storage, {{ACT}}> x: array<f32>;
-@group(0) @binding(2) var<storage, {{ACT}}> gates: array<f32>;
-@group(0) @binding(3) var<storage, read> lam: array<f32>;
-@group(0) @binding(4) var<storage, read> seqs: array<u32>;
 @group(0) @binding(5) var<storage, read> chunks: array<u32>;
 @group(0) @binding(6) var<storage, {{ACT}}> h_in: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
-
-#include packed_seqs
 
 @compute @workgroup_size(64)
 fn rg_lru_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
