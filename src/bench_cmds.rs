@@ -37,7 +37,7 @@ pub struct BenchArgs {
     /// Scaling report: redraw the plot from this saved `--json` file instead of measuring.
     #[arg(long, value_name = "FILE", requires = "scaling")]
     replot: Option<PathBuf>,
-    /// Scaling report: where to write the plot.
+    /// Scaling report: where to write the plot (`scaling-attention.svg` for attention).
     #[arg(long, value_name = "FILE", default_value = "scaling-selective-scan.svg")]
     svg: PathBuf,
     /// Model benchmark: mamba-130m, mamba2-130m, mamba-1.4b, recurrentgemma-2b or mistral-7b-8l (random weights of the real
@@ -164,8 +164,29 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             scaling_report(&series, &title, fit_from, &a.svg)?;
             rows
         }
+        ("attention", true) => {
+            // The sliding-window prefill at batch 1, W = 2048 (256 quick), L = 1K doubling.
+            // At most 256K: an f32 qkv of 1M tokens would pass a 2 GiB binding.
+            let (window, max_len) =
+                if quick { (256, a.max_len.min(8192)) } else { (2048, a.max_len.min(262_144)) };
+            let rows = bench::attention::window_scaling(&dev, cfg, &variants, max_len, window)?;
+            let series = bench::plot::series(&rows, "attention");
+            let title = format!(
+                "sliding-window attention prefill, batch 1, W = {window}, H = 8/1, D = 128 — {}",
+                dev.adapter_info().name
+            );
+            let svg = if a.svg.as_os_str() == "scaling-selective-scan.svg" {
+                PathBuf::from("scaling-attention.svg")
+            } else {
+                a.svg.clone()
+            };
+            scaling_report(&series, &title, 4096.0, &svg)?;
+            rows
+        }
         (other, true) => {
-            return Err(format!("no scaling report for {other:?}; available: selective-scan").into())
+            return Err(
+                format!("no scaling report for {other:?}; available: selective-scan, attention").into()
+            )
         }
         ("core", false) => bench::run_core(&dev, cfg, &variants)?,
         ("model", false) => {
@@ -214,7 +235,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             };
             let window = if cfg.quick { 256 } else { 2048 };
             if variants.matches("attention.prefill.d128") {
-                let scaling = bench::attention::window_scaling(&dev, cfg, max_len, window)?;
+                let scaling = bench::attention::window_scaling(&dev, cfg, &variants, max_len, window)?;
                 rows.extend(scaling.into_iter().skip(1).filter(|r| keep(&r.shape)));
             }
             if variants.matches("attention.decode.d128") {

@@ -52,5 +52,6 @@ fn capped(s: f32) -> f32 {
 }
 
 #include attention/prefill
+#include attention/prefill_coop
 #include attention/decode
 #include attention/cache

@@ -41,7 +41,7 @@ impl Inputs {
         })
     }
 
-    fn args<'a>(&'a self, c: &AttnCase) -> AttnArgs<'a> {
+    fn args<'a>(&'a self, c: &AttnCase, prefill: attn::PrefillKernel) -> AttnArgs<'a> {
         AttnArgs {
             qkv: &self.qkv,
             kv: &self.kv,
@@ -52,12 +52,13 @@ impl Inputs {
             cap: self.cap,
             scale: 1.0 / (c.dims.head_dim as f32).sqrt(),
             softcap: c.softcap,
-            prefill_sg: false,
+            prefill,
         }
     }
 
-    /// Whether the last 32 queries of the first sequence agree with the f64 reference.
-    fn agrees(&self, dev: &Device, c: &AttnCase) -> Result<bool> {
+    /// Whether the last 32 queries of the first sequence agree with the f64 reference (within
+    /// `nmse`: f32 or f16 rounding, by kernel).
+    fn agrees(&self, dev: &Device, c: &AttnCase, nmse: f64) -> Result<bool> {
         let d = c.dims;
         let (row, hd, kvd) = (d.row(), d.heads * d.head_dim, d.kv_heads * d.head_dim);
         let l = c.lens[0];
@@ -70,7 +71,7 @@ impl Inputs {
         let want = attn::attention_ref(&q, &k, &v, l - n, d, c.window, scale, c.softcap.map(f64::from));
         let got = self.out.read::<f32>(dev)?;
         let c = compare(&got[(l - n) * hd..l * hd], &want);
-        Ok(c.nonfinite_mismatches == 0 && c.nmse < 1e-8)
+        Ok(c.nonfinite_mismatches == 0 && c.nmse < nmse)
     }
 }
 
@@ -86,26 +87,23 @@ pub fn prefill(
     let mut rows = vec![copy];
     let mut rng = Rng::new(31);
     for c in cases {
-        let name = format!("attention.prefill.d{}", c.dims.head_dim);
-        if !variants.matches(&name) {
-            continue;
-        }
-        let inp = Inputs::new(dev, c, &mut rng)?;
-        let mut rec = Recorder::new(dev);
-        attn::attention_prefill(&mut rec, &inp.args(c), &inp.out)?;
-        let stats = measure(&rec.finish(), 1, cfg)?;
         let d = c.dims;
-        let bytes = (c.tokens() * (d.row() + d.heads * d.head_dim) * 4) as f64;
-        let ok = inp.agrees(dev, c)?;
-        rows.push(row(
-            "attention",
-            &name,
-            c.describe(),
-            stats,
-            Work { bytes, flops: c.flops() },
-            roof,
-            Some(ok),
-        ));
+        let inp = Inputs::new(dev, c, &mut rng)?;
+        for kernel in attn::PrefillKernel::ALL.into_iter().filter(|k| k.runs(dev.caps(), d.head_dim)) {
+            let name =
+                kernel.name().replacen("attention.prefill", &format!("attention.prefill.d{}", d.head_dim), 1);
+            if !variants.matches(&name) {
+                continue;
+            }
+            let mut rec = Recorder::new(dev);
+            attn::attention_prefill(&mut rec, &inp.args(c, kernel), &inp.out)?;
+            let stats = measure(&rec.finish(), 1, cfg)?;
+            let bytes = (c.tokens() * (d.row() + d.heads * d.head_dim) * 4) as f64;
+            let f16 = matches!(kernel, attn::PrefillKernel::Coop(_));
+            let ok = inp.agrees(dev, c, if f16 { 1e-5 } else { 1e-8 })?;
+            let work = Work { bytes, flops: c.flops() };
+            rows.push(row("attention", &name, c.describe(), stats, work, roof, Some(ok)));
+        }
     }
     Ok(rows)
 }
@@ -114,6 +112,7 @@ pub fn prefill(
 pub fn window_scaling(
     dev: &Device,
     cfg: BenchConfig,
+    variants: &Variants,
     max_len: usize,
     window: usize,
 ) -> Result<Vec<BenchRow>> {
@@ -124,7 +123,7 @@ pub fn window_scaling(
         cases.push(AttnCase::new(&[l], 8, 1, 128, Some(window)));
         l *= 2;
     }
-    prefill(dev, cfg, &Variants::all(), &cases)
+    prefill(dev, cfg, variants, &cases)
 }
 
 /// The decode step of `batch` sequences at positions `positions` with a ring of `window`.
@@ -158,7 +157,7 @@ pub fn ring_decode(
             cap: window,
             scale: 0.088,
             softcap: None,
-            prefill_sg: false,
+            prefill: attn::PrefillKernel::Plain,
         };
         let part = Tensor::empty(dev, &attn::partial_shape(d, batch, window), DType::F32)?;
         let inner = if cfg.quick { 2 } else { 50 };

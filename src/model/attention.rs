@@ -13,7 +13,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::nodes::{AttentionNode, RopeNode, SeqSpec};
 use crate::graph::TensorId;
-use crate::ops::attention::AttnDims;
+use crate::ops::attention::{AttnDims, PrefillKernel};
 use crate::ops::rope;
 use crate::tensor::{DType, Tensor};
 
@@ -175,7 +175,7 @@ impl Sublayer for AttentionMixer {
 
     fn build(
         &self,
-        _dev: &Device,
+        dev: &Device,
         b: &mut Builder,
         batch: &Batch,
         state: &State,
@@ -204,6 +204,8 @@ impl Sublayer for AttentionMixer {
             scale: 1.0 / (c.dims.head_dim as f32).sqrt(),
             softcap: c.softcap,
             step: batch.step,
+            // The tensor-core prefill rounds Q, K, V and P to f16: taken for f16 weights only.
+            prefill: PrefillKernel::choose(dev, c.dims, batch.seqs.total(), self.w_qkv.dtype() == DType::F16),
         };
         let y = b.g.op(node, &[qkv, kv, pos, seqs])?;
         b.linear_add(&format!("{p}.o_proj"), y, &self.w_o, self.b_o.as_ref(), h)

@@ -68,6 +68,8 @@ pub struct AttentionNode {
     pub scale: f32,
     pub softcap: Option<f32>,
     pub step: bool,
+    /// The prefill kernel (unused by a decode step).
+    pub prefill: attn::PrefillKernel,
 }
 
 impl AttentionNode {
@@ -107,7 +109,7 @@ impl NodeOp for AttentionNode {
             cap: self.cap,
             scale: self.scale,
             softcap: self.softcap,
-            prefill_sg: false,
+            prefill: self.prefill,
         };
         match (self.step, scratch) {
             (true, [part]) => attn::attention_decode(rec, &a, part, out)?,

@@ -43,6 +43,8 @@ pub enum Stage {
     Prefill,
     /// The prefill with 4 invocations per query and subgroup shuffles.
     PrefillSg,
+    /// The tensor-core prefill with this many queries per workgroup (64 or 128).
+    PrefillCoop(usize),
     Decode,
     Reduce,
     Append,
@@ -54,6 +56,7 @@ impl Stage {
         match self {
             Stage::Prefill => ("prefill", "attn_prefill", "PREFILL"),
             Stage::PrefillSg => ("prefill", "attn_prefill", "PREFILL"),
+            Stage::PrefillCoop(_) => ("prefill", "attn_prefill_coop", "PREFILL_COOP"),
             Stage::Decode => ("decode", "attn_decode", "DECODE"),
             Stage::Reduce => ("reduce", "attn_reduce", "REDUCE"),
             Stage::Append => ("append", "kv_append", "APPEND"),
@@ -70,9 +73,21 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
     let name = match stage {
         Stage::Advance => "attention.advance".to_string(),
         Stage::PrefillSg => format!("attention.prefill.d{d}.sg"),
+        Stage::PrefillCoop(bq) => format!("attention.prefill.d{d}.coop{bq}"),
         _ => format!("attention.{name}.d{d}{}", if rolled { ".rolled" } else { "" }),
     };
     let v = Variant::new(name, &SHADER, entry);
+    if let Stage::PrefillCoop(bq) = stage {
+        return v
+            .needs_coop_matrix()
+            .needs_subgroups()
+            .define(define, 1)
+            .define("D", d)
+            .define("BQ", bq)
+            .define("WGSIZE", 2 * bq)
+            .with_params::<AttnParams>()
+            .with_flags(attn_flags::SET);
+    }
     let v = if stage == Stage::PrefillSg { v.needs_subgroups() } else { v };
     let lanes = if stage == Stage::PrefillSg { 4 } else { 1 };
     v.define("SG", (stage == Stage::PrefillSg) as u32)
@@ -100,9 +115,25 @@ pub fn variants() -> Vec<Variant> {
         }
         v.push(variant(Stage::Prefill, d, true));
         v.push(variant(Stage::PrefillSg, d, false));
+        for bq in COOP_QUERY_TILES {
+            if coop_workgroup_bytes(d, bq) <= COOP_MAX_BYTES {
+                v.push(variant(Stage::PrefillCoop(bq), d, false));
+            }
+        }
     }
     v.push(variant(Stage::Advance, 64, false));
     v
+}
+
+/// Queries per workgroup of the tensor-core prefill.
+pub const COOP_QUERY_TILES: [usize; 2] = [64, 128];
+/// The most workgroup memory a `.coop` form may take (the H200's 48 KiB).
+const COOP_MAX_BYTES: usize = 48 * 1024;
+
+/// Workgroup memory of the `.coop{bq}` prefill at head dim `d`: the f16 key tiles (64 rows of
+/// D + 8 halves), the f32 scores (BQ rows of 36) and f16 P (BQ rows of 40).
+pub fn coop_workgroup_bytes(d: usize, bq: usize) -> usize {
+    64 * (d + 8) * 2 + bq * 36 * 4 + bq * 40 * 2
 }
 
 /// Whether the `.sg` form can run on this device.
@@ -141,23 +172,127 @@ fn params(a: &AttnArgs, tiles: usize, splits: (usize, usize)) -> Result<Params> 
     }))
 }
 
+/// The prefill kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrefillKernel {
+    /// One query per invocation, f32 throughout: the default, and exact to f32 rounding.
+    #[default]
+    Plain,
+    /// Four invocations per query with subgroup shuffles (measured 4–9% slower on the H200).
+    Subgroup,
+    /// Tensor cores: f16 Q, K, V and P with f32 accumulation, this many queries per workgroup.
+    Coop(usize),
+}
+
+impl PrefillKernel {
+    pub const ALL: [PrefillKernel; 4] =
+        [PrefillKernel::Plain, PrefillKernel::Subgroup, PrefillKernel::Coop(64), PrefillKernel::Coop(128)];
+
+    pub fn name(self) -> String {
+        match self {
+            PrefillKernel::Plain => "attention.prefill".into(),
+            PrefillKernel::Subgroup => "attention.prefill.sg".into(),
+            PrefillKernel::Coop(bq) => format!("attention.prefill.coop{bq}"),
+        }
+    }
+
+    /// Whether it runs head dim `d` on this device. The `.coop` forms need 16×16×16 f16 → f32
+    /// cooperative matrices, subgroups of exactly 32 lanes (each owns 16 query rows) and their
+    /// workgroup memory ([`coop_workgroup_bytes`]).
+    pub fn runs(self, caps: &crate::device::Capabilities, d: usize) -> bool {
+        match self {
+            PrefillKernel::Plain => true,
+            PrefillKernel::Subgroup => subgroup_prefill_runs(caps),
+            PrefillKernel::Coop(bq) => {
+                COOP_QUERY_TILES.contains(&bq)
+                    && coop_workgroup_bytes(d, bq) <= COOP_MAX_BYTES
+                    && caps.coop_f16_16x16_f32()
+                    && caps.subgroup_min_size == 32
+                    && caps.subgroup_max_size == 32
+                    && caps.max_compute_workgroup_storage_size as usize >= coop_workgroup_bytes(d, bq)
+            }
+        }
+    }
+
+    /// Queries per workgroup.
+    fn queries(self) -> usize {
+        match self {
+            PrefillKernel::Coop(bq) => bq,
+            _ => 64,
+        }
+    }
+
+    /// The kernel for a prefill of `tokens` tokens: the tuned choice, else the tensor cores
+    /// where f16 arithmetic is allowed (`f16_ok`, a model with f16 weights) and the device has
+    /// them, else the plain form.
+    pub fn choose(dev: &crate::device::Device, dims: super::AttnDims, tokens: usize, f16_ok: bool) -> Self {
+        super::super::kernel::choose::<Self>(dev, &PrefillProblem { dims, tokens, f16_ok })
+    }
+}
+
+/// What the prefill's kernel choice depends on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrefillProblem {
+    pub dims: super::AttnDims,
+    pub tokens: usize,
+    /// Whether f16 operands are acceptable (the `.coop` forms round Q, K, V and P to f16).
+    pub f16_ok: bool,
+}
+
+impl super::super::kernel::Kernel for PrefillKernel {
+    const OP: &'static str = "attention.prefill";
+    type Problem = PrefillProblem;
+    fn all() -> Vec<Self> {
+        Self::ALL.to_vec()
+    }
+    fn name(&self) -> String {
+        PrefillKernel::name(*self)
+    }
+    fn supports(&self, caps: &crate::device::Capabilities, p: &PrefillProblem) -> bool {
+        self.runs(caps, p.dims.head_dim) && (p.f16_ok || !matches!(self, PrefillKernel::Coop(_)))
+    }
+    fn bucket(p: &PrefillProblem) -> String {
+        let class = if p.tokens < 1024 { "short" } else { "long" };
+        format!("d{}.g{}.{class}", p.dims.head_dim, p.dims.heads / p.dims.kv_heads)
+    }
+    fn heuristic(caps: &crate::device::Capabilities, p: &PrefillProblem) -> Self {
+        let coop = PrefillKernel::Coop(64);
+        if p.f16_ok && p.tokens >= 64 && coop.runs(caps, p.dims.head_dim) {
+            coop
+        } else {
+            PrefillKernel::Plain
+        }
+    }
+}
+
 /// Records the prefill: `out` `[T, H·D]`.
 pub fn record_prefill(rec: &mut Recorder, a: &AttnArgs, out: &Tensor) -> Result<()> {
+    let k = a.prefill;
+    let caps = rec.device().caps();
+    if !k.runs(caps, a.dims.head_dim) {
+        return Err(Error::UnsupportedVariant(format!(
+            "{} at head dim {} needs {} (adapter {})",
+            k.name(),
+            a.dims.head_dim,
+            match k {
+                PrefillKernel::Subgroup => "subgroups of at least 4 lanes".to_string(),
+                _ => format!(
+                    "16x16x16 f16 cooperative matrices, 32-lane subgroups and {} bytes of workgroup memory",
+                    coop_workgroup_bytes(a.dims.head_dim, k.queries())
+                ),
+            },
+            caps.adapter
+        )));
+    }
     let longest = a.seqs.cu_seqlens().windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-    let tiles = longest.div_ceil(64).max(1);
+    let tiles = longest.div_ceil(k.queries()).max(1);
     let groups = a.seqs.count() * tiles * a.dims.heads;
     let wg = grid(rec.device(), groups)?;
-    let caps = rec.device().caps();
-    let sg = a.prefill_sg;
-    if sg && !subgroup_prefill_runs(caps) {
-        return Err(Error::UnsupportedVariant(
-            "the subgroup prefill needs subgroups of at least 4 lanes".into(),
-        ));
-    }
-    let v = if sg {
-        variant(Stage::PrefillSg, a.dims.head_dim, false)
-    } else {
-        variant(Stage::Prefill, a.dims.head_dim, rolled_loops(caps))
+    let d = a.dims.head_dim;
+    let v = match k {
+        PrefillKernel::Plain => variant(Stage::Prefill, d, rolled_loops(caps)),
+        PrefillKernel::Subgroup => variant(Stage::PrefillSg, d, false),
+        PrefillKernel::Coop(bq) => variant(Stage::PrefillCoop(bq), d, false),
     };
     rec.dispatch(&v, &params(a, tiles, (1, 1))?, &[a.qkv, a.kv, a.seqs.table(), a.pos, out], wg)
 }

@@ -24,7 +24,8 @@ mod kernels;
 mod reference;
 
 pub use kernels::{
-    attn_flags, rolled_loops, splits, variant, variants, AttnParams, Stage, HEAD_DIMS, SPLIT_LEN,
+    attn_flags, coop_workgroup_bytes, rolled_loops, splits, variant, variants, AttnParams, PrefillKernel,
+    PrefillProblem, Stage, COOP_QUERY_TILES, HEAD_DIMS, SPLIT_LEN,
 };
 pub use reference::{attention_ref, ring_attention_ref, RingRef};
 
@@ -38,6 +39,7 @@ pub const SHADER: crate::shader::Source = crate::wgsl_source!(
     "attention/attention",
     parts: [
         crate::wgsl_source!("attention/prefill"),
+        crate::wgsl_source!("attention/prefill_coop"),
         crate::wgsl_source!("attention/decode"),
         crate::wgsl_source!("attention/cache")
     ]
@@ -93,9 +95,8 @@ pub struct AttnArgs<'a> {
     pub scale: f32,
     /// Soft cap of the scores.
     pub softcap: Option<f32>,
-    /// Takes the prefill's subgroup form (4 invocations per query). Off by default: on the
-    /// H200 it measured 4–9% slower than one query per invocation (BENCHMARKS.md).
-    pub prefill_sg: bool,
+    /// The prefill kernel ([`PrefillKernel::choose`] picks one; the decode ignores it).
+    pub prefill: PrefillKernel,
 }
 
 impl AttnArgs<'_> {
