@@ -1,73 +1,112 @@
 // The tensor-core prefill (included by attention.wgsl; the `.coop{BQ}` variants): Q·Kᵀ and
 // P·V on 16×16×16 f16 cooperative matrices with f32 accumulation, fed from workgroup memory.
 // A workgroup takes BQ queries (64 or 128) of one sequence and one query head; it has BQ / 16
-// subgroups of 32 lanes, subgroup b owning query rows 16b … 16b + 15, whose Q it holds as D / 16
-// A fragments for the whole walk. Keys go BK = 32 at a time, staged as f16 (clamped to ±65504)
-// in rows of D + 8 halves (rows of D would put the rows a fragment load touches in one bank).
+// subgroups of 32 lanes, subgroup b owning query rows 16b … 16b + 15, whose Q it holds as
+// DF = D / 16 A fragments for the whole walk. Keys go BK = 32 at a time, staged as f16 in rows
+// of D + 8 halves (rows of D would put the rows a fragment load touches in one bank); the
+// next tile's loads are issued before the current tile's products, so they overlap.
+// Fragments, fetched words and score groups are named one by one (#for) rather than held in
+// arrays indexed in loops, which the driver may leave in memory.
 //
-// Two passes over the keys, because an accumulator fragment cannot be rescaled row by row as
+// Two sweeps over the keys, because an accumulator fragment cannot be rescaled row by row as
 // FA2's online softmax would: the first computes each row's max and sum (Q·Kᵀ only), the
 // second P = exp(s − max) / sum, already normalised, into f16 and O += P·V. That costs a
-// second Q·Kᵀ (1.5× the multiply-adds of one pass) and keeps P in [0, 1], where f16 is fine.
+// second Q·Kᵀ (1.5× the multiply-adds of one sweep) and keeps P in [0, 1], where f16 is fine.
 // The scores and P pass through workgroup memory: two lanes per row, 16 keys each.
 //
-// Masked keys get P = 0, but they still enter P·V: a non-finite value in a later token's V can
-// reach the earlier queries of its 32-key tile (never another sequence: staged keys are
-// clamped to the tile's sequence).
+// Finite values beyond f16's range saturate to ±65504; NaN and ±Inf pass. Masked keys get
+// P = 0 but still enter P·V, so a non-finite value in a later token's V can reach the earlier
+// queries of its 32-key tile (never another sequence: staged keys are clamped to the tile's).
 #if PREFILL_COOP
 @group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> kv: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> seqs: array<u32>;
 @group(0) @binding(4) var<storage, read> pos: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 
 const BQ: u32 = {{BQ}}u;
 const BK: u32 = 32u;
 const D4: u32 = D / 4u;
-const DF: u32 = D / 16u;      // fragments across a head
 const HV: u32 = D4 + 2u;      // row stride of the f16 tiles, in vec4s (D + 8 halves)
-const FS: u32 = BK + 4u;      // row stride of the scores, in floats
+const FV: u32 = BK / 4u + 1u; // row stride of the scores, in vec4s (BK + 4 floats)
 const PV: u32 = BK / 4u + 2u; // row stride of P, in vec4s (BK + 8 halves)
 const WGSIZE: u32 = BQ * 2u;
+const PL: u32 = {{PL}}u;      // vec4s of a K (or V) tile each invocation stages: BK·D4 / WGSIZE
 // K at rows 0 … BK − 1, V at rows BK … 2·BK − 1; before the walk, Q 64 rows at a time.
 var<workgroup> tiles: array<vec4<f16>, 64u * HV>;
-var<workgroup> scores: array<f32, BQ * FS>;
+var<workgroup> scores: array<vec4<f32>, BQ * FV>;
 var<workgroup> probs: array<vec4<f16>, BQ * PV>;
 
 fn f16x4(v: vec4<f32>) -> vec4<f16> {
-    return vec4<f16>(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)));
+    let special = (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u);
+    return vec4<f16>(select(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)), v, special));
 }
 
-// Stages `rows` keys from j0 (clamped to `last`) into tile rows from `row0`: `which` 0 for K,
-// 1 for V; keys before pos0 from the ring, the others from the new rows.
-fn stage_keys(lid: u32, j0: u32, last: u32, s: u32, pos0: u32, t0: u32, kvh: u32, which: u32, row0: u32) {
+fn capped4(s: vec4<f32>) -> vec4<f32> {
+    if (flag(SOFTCAP)) { return p.softcap * tanh(s / p.softcap); }
+    return s;
+}
+
+// One tile's K and V words for this invocation (element lid + u·WGSIZE of the BK × D4 tile).
+struct Staged {
+#for U in 0..PL
+    k{{U}}: vec4<f32>,
+    v{{U}}: vec4<f32>,
+#endfor
+}
+
+// Loads keys j0 … j0 + BK − 1 (clamped to `last`; V only when `with_v`): keys before pos0
+// from the ring, the others from the new rows.
+fn fetch(lid: u32, j0: u32, last: u32, s: u32, pos0: u32, t0: u32, kvh: u32, with_v: bool) -> Staged {
+    var f: Staged;
     let width4 = row_width() / 4u;
-    let col4 = select(k_col(kvh), v_col(kvh), which == 1u) / 4u;
-    for (var e = lid; e < BK * D4; e += WGSIZE) {
-        let jj = e / D4;
+    let kc = k_col(kvh) / 4u;
+    let vc = v_col(kvh) / 4u;
+#for U in 0..PL
+    {
+        let e = lid + {{U}}u * WGSIZE;
+        let j = min(j0 + e / D4, last);
         let d = e % D4;
-        let j = min(j0 + jj, last);
-        var x: vec4<f32>;
-        if (j < pos0) {
-            x = kv[cache_ix(s, j, which, kvh, 0u) / 4u + d];
+        if (j >= pos0) {
+            let row = (t0 + j - pos0) * width4 + d;
+            f.k{{U}} = qkv[row + kc];
+            if (with_v) { f.v{{U}} = qkv[row + vc]; }
         } else {
-            x = qkv[(t0 + j - pos0) * width4 + col4 + d];
+            f.k{{U}} = kv[cache_ix(s, j, 0u, kvh, 0u) / 4u + d];
+            if (with_v) { f.v{{U}} = kv[cache_ix(s, j, 1u, kvh, 0u) / 4u + d]; }
         }
-        tiles[(row0 + jj) * HV + d] = f16x4(x);
     }
+#endfor
+    return f;
+}
+
+// Writes fetched words into the tiles as f16.
+fn stage(lid: u32, f: Staged, with_v: bool) {
+#for U in 0..PL
+    {
+        let e = lid + {{U}}u * WGSIZE;
+        tiles[(e / D4) * HV + e % D4] = f16x4(f.k{{U}});
+        if (with_v) { tiles[(BK + e / D4) * HV + e % D4] = f16x4(f.v{{U}}); }
+    }
+#endfor
 }
 
 // S = Q·Kᵀ of this subgroup's rows against the staged K tile, into its rows of `scores`.
-fn score_tile(q: ptr<function, array<coop_mat16x16<f16, A>, DF>>, band: u32) {
+// B = Kᵀ (row d, column j): the K rows [j][d] are its column-major form.
+fn score_tile(
+#for K in 0..DF
+    q{{K}}: coop_mat16x16<f16, A>,
+#endfor
+    band: u32,
+) {
     var s0: coop_mat16x16<f32, C>;
     var s1: coop_mat16x16<f32, C>;
-    for (var k = 0u; k < DF; k++) {
-        // B = Kᵀ (row d, column j): the K rows [j][d] are its column-major form.
-        s0 = coopMultiplyAdd((*q)[k], coopLoad<coop_mat16x16<f16, B>>(&tiles[k * 4u], HV), s0);
-        s1 = coopMultiplyAdd((*q)[k], coopLoad<coop_mat16x16<f16, B>>(&tiles[16u * HV + k * 4u], HV), s1);
-    }
-    coopStoreT(s0, &scores[band * 16u * FS], FS);
-    coopStoreT(s1, &scores[band * 16u * FS + 16u], FS);
+#for K in 0..DF
+    s0 = coopMultiplyAdd(q{{K}}, coopLoad<coop_mat16x16<f16, B>>(&tiles[{{K}}u * 4u], HV), s0);
+    s1 = coopMultiplyAdd(q{{K}}, coopLoad<coop_mat16x16<f16, B>>(&tiles[16u * HV + {{K}}u * 4u], HV), s1);
+#endfor
+    coopStoreT(s0, &scores[band * 16u * FV], FV);
+    coopStoreT(s1, &scores[band * 16u * FV + 4u], FV);
 }
 
 @compute @workgroup_size({{WGSIZE}})
@@ -89,52 +128,64 @@ fn attn_prefill_coop(
     let pos0 = pos[s];
     let band = lid / 32u;
     let lane = lid % 32u;
-    // SIMT passes: row r of the tile, keys c0 … c0 + 15 of each key tile.
+    // SIMT parts: row r of the tile, keys c0 … c0 + 15 of each key tile (4 groups of 4).
     let r = band * 16u + lane / 2u;
     let c0 = (lane % 2u) * 16u;
-    let qi = tile * BQ + r;
-    let i = pos0 + min(qi, len - 1u); // rows past the end act as the last
+    let i = pos0 + min(tile * BQ + r, len - 1u); // rows past the end act as the last
     let first = first_key(i);
     let width4 = row_width() / 4u;
 
-    // Q of the tile, scaled, 64 rows at a time through the key tiles' memory.
-    var q: array<coop_mat16x16<f16, A>, DF>;
+    // Q of the tile, scaled, 64 rows at a time through the key tiles' memory. Every subgroup
+    // loads (cooperative ops must be workgroup-uniform); the round's own keep theirs.
+#for K in 0..DF
+    var q{{K}}: coop_mat16x16<f16, A>;
+#endfor
     for (var round = 0u; round < BQ / 64u; round++) {
         workgroupBarrier();
         for (var e = lid; e < 64u * D4; e += WGSIZE) {
-            let rr = e / D4;
-            let t = t0 + min(tile * BQ + round * 64u + rr, len - 1u);
-            tiles[rr * HV + e % D4] = f16x4(qkv[t * width4 + h * D4 + e % D4] * p.scale);
+            let t = t0 + min(tile * BQ + round * 64u + e / D4, len - 1u);
+            tiles[(e / D4) * HV + e % D4] = f16x4(qkv[t * width4 + h * D4 + e % D4] * p.scale);
         }
         workgroupBarrier();
-        // Every subgroup loads (cooperative ops must be workgroup-uniform); the round's keep it.
-        for (var k = 0u; k < DF; k++) {
-            let f = coopLoadT<coop_mat16x16<f16, A>>(&tiles[(band % 4u) * 16u * HV + k * 4u], HV);
-            if (band / 4u == round) { q[k] = f; }
-        }
+        let mine = band / 4u == round;
+#for K in 0..DF
+        let f{{K}} = coopLoadT<coop_mat16x16<f16, A>>(&tiles[(band % 4u) * 16u * HV + {{K}}u * 4u], HV);
+        if (mine) { q{{K}} = f{{K}}; }
+#endfor
     }
 
     let last = pos0 + min(tile * BQ + BQ, len) - 1u;
     let lo = first_key(pos0 + tile * BQ);
-    // Pass 1: the row's max and sum over this lane's 16 keys of every tile.
+    let lanes = vec4<u32>(0u, 1u, 2u, 3u);
+    // Sweep 1: this lane's share of its row's max and sum. (Two loops rather than one with a
+    // branch per sweep: naga takes a branch on a local variable as non-uniform, and
+    // cooperative ops need uniform control flow.)
     var m = -3.0e38;
     var l = 0.0;
+    var next = fetch(lid, lo, last, s, pos0, t0, kvh, false);
     for (var j0 = lo; j0 <= last; j0 += BK) {
+        workgroupBarrier(); // the previous tile's readers are done
+        stage(lid, next, false);
+        if (j0 + BK <= last) { next = fetch(lid, j0 + BK, last, s, pos0, t0, kvh, false); }
         workgroupBarrier();
-        stage_keys(lid, j0, last, s, pos0, t0, kvh, 0u, 0u);
-        workgroupBarrier();
-        score_tile(&q, band);
+        score_tile(
+#for K in 0..DF
+            q{{K}},
+#endfor
+            band);
         workgroupBarrier();
         var tmax = m;
-        for (var c = 0u; c < 16u; c++) {
-            let j = j0 + c0 + c;
-            if (j <= i && j >= first) { tmax = max(tmax, capped(scores[r * FS + c0 + c])); }
-        }
+#for G in 0..4
+        let j{{G}} = vec4<u32>(j0 + c0 + {{G}}u * 4u) + lanes;
+        let on{{G}} = j{{G}} <= vec4<u32>(i) & j{{G}} >= vec4<u32>(first);
+        let x{{G}} = capped4(scores[r * FV + c0 / 4u + {{G}}u]);
+        let mx{{G}} = select(vec4<f32>(-3.0e38), x{{G}}, on{{G}});
+        tmax = max(tmax, max(max(mx{{G}}.x, mx{{G}}.y), max(mx{{G}}.z, mx{{G}}.w)));
+#endfor
         var sum = 0.0;
-        for (var c = 0u; c < 16u; c++) {
-            let j = j0 + c0 + c;
-            if (j <= i && j >= first) { sum += exp(capped(scores[r * FS + c0 + c]) - tmax); }
-        }
+#for G in 0..4
+        sum += dot(select(vec4<f32>(0.0), exp(x{{G}} - tmax), on{{G}}), vec4<f32>(1.0));
+#endfor
         l = l * exp(m - tmax) + sum;
         m = tmax;
     }
@@ -144,44 +195,50 @@ fn attn_prefill_coop(
     let mr = max(m, m2);
     let inv = 1.0 / (l * exp(m - mr) + l2 * exp(m2 - mr));
 
-    // Pass 2: P = exp(s − max) / sum, O += P·V.
-    var o: array<coop_mat16x16<f32, C>, DF>;
+    // Sweep 2: P = exp(s − max) / sum, O += P·V.
+#for N in 0..DF
+    var o{{N}}: coop_mat16x16<f32, C>;
+#endfor
+    next = fetch(lid, lo, last, s, pos0, t0, kvh, true);
     for (var j0 = lo; j0 <= last; j0 += BK) {
         workgroupBarrier();
-        stage_keys(lid, j0, last, s, pos0, t0, kvh, 0u, 0u);
-        stage_keys(lid, j0, last, s, pos0, t0, kvh, 1u, BK);
+        stage(lid, next, true);
+        if (j0 + BK <= last) { next = fetch(lid, j0 + BK, last, s, pos0, t0, kvh, true); }
         workgroupBarrier();
-        score_tile(&q, band);
+        score_tile(
+#for K in 0..DF
+            q{{K}},
+#endfor
+            band);
         workgroupBarrier();
-        for (var c = 0u; c < 16u; c += 4u) {
-            var pr = vec4<f32>(0.0);
-            for (var cc = 0u; cc < 4u; cc++) {
-                let j = j0 + c0 + c + cc;
-                if (j <= i && j >= first) { pr[cc] = exp(capped(scores[r * FS + c0 + c + cc]) - mr) * inv; }
-            }
-            probs[r * PV + (c0 + c) / 4u] = vec4<f16>(pr);
+#for G in 0..4
+        {
+            let j = vec4<u32>(j0 + c0 + {{G}}u * 4u) + lanes;
+            let on = j <= vec4<u32>(i) & j >= vec4<u32>(first);
+            let x = capped4(scores[r * FV + c0 / 4u + {{G}}u]);
+            probs[r * PV + c0 / 4u + {{G}}u] = vec4<f16>(select(vec4<f32>(0.0), exp(x - mr) * inv, on));
         }
+#endfor
         workgroupBarrier();
+        // O += P·V; B = V (row j, column d), row-major.
         let p0 = coopLoadT<coop_mat16x16<f16, A>>(&probs[band * 16u * PV], PV);
         let p1 = coopLoadT<coop_mat16x16<f16, A>>(&probs[band * 16u * PV + 4u], PV);
-        for (var n = 0u; n < DF; n++) {
-            // B = V (row j, column d), row-major.
-            o[n] = coopMultiplyAdd(p0, coopLoadT<coop_mat16x16<f16, B>>(&tiles[BK * HV + n * 4u], HV), o[n]);
-            o[n] = coopMultiplyAdd(p1, coopLoadT<coop_mat16x16<f16, B>>(&tiles[(BK + 16u) * HV + n * 4u], HV), o[n]);
-        }
+#for N in 0..DF
+        o{{N}} = coopMultiplyAdd(p0, coopLoadT<coop_mat16x16<f16, B>>(&tiles[BK * HV + {{N}}u * 4u], HV), o{{N}});
+        o{{N}} = coopMultiplyAdd(p1, coopLoadT<coop_mat16x16<f16, B>>(&tiles[(BK + 16u) * HV + {{N}}u * 4u], HV), o{{N}});
+#endfor
     }
     // O out, a 16 × 16 block at a time through this subgroup's rows of `scores`.
     let orow = tile * BQ + band * 16u;
-    for (var n = 0u; n < DF; n++) {
-        workgroupBarrier();
-        coopStoreT(o[n], &scores[band * 16u * FS], FS);
-        workgroupBarrier();
-        for (var e = lane; e < 256u; e += 32u) {
-            let rr = e / 16u;
-            if (orow + rr < len) {
-                out[((t0 + orow + rr) * p.heads + h) * D + n * 16u + e % 16u] = scores[(band * 16u + rr) * FS + e % 16u];
-            }
+#for N in 0..DF
+    workgroupBarrier();
+    coopStoreT(o{{N}}, &scores[band * 16u * FV], FV);
+    workgroupBarrier();
+    for (var e = lane; e < 64u; e += 32u) {
+        if (orow + e / 4u < len) {
+            out[(((t0 + orow + e / 4u) * p.heads + h) * D + {{N}}u * 16u) / 4u + e % 4u] = scores[(band * 16u + e / 4u) * FV + e % 4u];
         }
     }
+#endfor
 }
 #endif

@@ -1,19 +1,57 @@
-//! The `{{NAME}}` / `#if NAME` preprocessor applied to WGSL family sources.
+//! The `{{NAME}}` / `#if NAME` / `#for NAME in LO..HI` preprocessor applied to WGSL family
+//! sources. `#for` repeats its body (up to the matching `#endfor`) with `{{NAME}}` set to each
+//! index: it names values that must stay in registers, such as cooperative-matrix fragments,
+//! which an array indexed in a loop may leave in memory.
 
 use std::collections::BTreeMap;
 
-fn truthy(defines: &BTreeMap<&'static str, String>, name: &str) -> bool {
+fn truthy(defines: &BTreeMap<&str, String>, name: &str) -> bool {
     defines.get(name).is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
 }
 
-/// Applies conditionals and substitutions. Errors name the line at fault.
-pub fn preprocess(src: &str, defines: &BTreeMap<&'static str, String>) -> Result<String, String> {
+/// A `#for` bound: a number, or a define that holds one.
+fn bound(defines: &BTreeMap<&str, String>, b: &str, lineno: usize) -> Result<usize, String> {
+    let b = b.trim();
+    let v = defines.get(b).map_or(b, String::as_str);
+    v.parse().map_err(|_| format!("line {lineno}: #for bound {b:?} is not a number"))
+}
+
+/// Applies conditionals, loops and substitutions. Errors name the line at fault.
+pub fn preprocess(src: &str, defines: &BTreeMap<&str, String>) -> Result<String, String> {
     // Stack of (this branch active, any enclosing inactive).
     let mut stack: Vec<(bool, bool)> = Vec::new();
     let mut out = String::with_capacity(src.len());
-    for (lineno, line) in src.lines().enumerate() {
+    let lines: Vec<&str> = src.lines().collect();
+    let mut next = 0;
+    while next < lines.len() {
+        let (lineno, line) = (next, lines[next]);
+        next += 1;
         let t = line.trim_start();
         let active = stack.iter().all(|&(on, _)| on);
+        if let Some(rest) = t.strip_prefix("#for ") {
+            // The body, up to the matching #endfor.
+            let mut depth = 1;
+            let start = next;
+            while depth > 0 {
+                let l =
+                    lines.get(next).ok_or(format!("line {}: #for without #endfor", lineno + 1))?.trim_start();
+                depth += usize::from(l.starts_with("#for ")) - usize::from(l.starts_with("#endfor"));
+                next += 1;
+            }
+            let body = lines[start..next - 1].join("\n");
+            if active {
+                let err = || format!("line {}: expected `#for NAME in LO..HI`", lineno + 1);
+                let (name, range) = rest.split_once(" in ").ok_or_else(err)?;
+                let (lo, hi) = range.split_once("..").ok_or_else(err)?;
+                let (lo, hi) = (bound(defines, lo, lineno + 1)?, bound(defines, hi, lineno + 1)?);
+                let mut inner: BTreeMap<&str, String> = defines.clone();
+                for i in lo..hi {
+                    inner.insert(name.trim(), i.to_string());
+                    out.push_str(&preprocess(&body, &inner)?);
+                }
+            }
+            continue;
+        }
         if let Some(rest) = t.strip_prefix("#if ") {
             let (neg, name) = match rest.trim().strip_prefix('!') {
                 Some(n) => (true, n.trim()),
@@ -28,6 +66,9 @@ pub fn preprocess(src: &str, defines: &BTreeMap<&'static str, String>) -> Result
             top.0 = !top.0;
             out.push('\n');
             continue;
+        }
+        if t.starts_with("#endfor") {
+            return Err(format!("line {}: #endfor without #for", lineno + 1));
         }
         if t.starts_with("#endif") {
             stack.pop().ok_or(format!("line {}: #endif without #if", lineno + 1))?;
@@ -71,6 +112,21 @@ mod tests {
         let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
         assert_eq!(lines, vec!["x: f16", "a", "nb", "end"]);
         assert_eq!(out.lines().count(), src.lines().count());
+    }
+
+    #[test]
+    fn loops_repeat_their_body_with_the_index() {
+        let mut d = BTreeMap::new();
+        d.insert("N", "2".to_string());
+        d.insert("A", "1".to_string());
+        let src = "#for K in 0..N\nv{{K}}\n#for J in 1..3\n#if A\nw{{K}}{{J}}\n#endif\n#endfor\n#endfor\nend";
+        let out = preprocess(src, &d).unwrap();
+        let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines, vec!["v0", "w01", "w02", "v1", "w11", "w12", "end"]);
+        // An inactive loop needs no bounds.
+        assert_eq!(preprocess("#if B\n#for K in 0..M\nx\n#endfor\n#endif\ny", &d).unwrap().trim(), "y");
+        assert!(preprocess("#for K in 0..M\nx\n#endfor", &d).unwrap_err().contains("\"M\""));
+        assert!(preprocess("#for K in 0..2\nx", &d).unwrap_err().contains("without #endfor"));
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
             .define(define, 1)
             .define("D", d)
             .define("BQ", bq)
+            .define("DF", d / 16)
+            // vec4s of a 32-key tile per invocation.
+            .define("PL", 32 * d / 4 / (2 * bq))
             .define("WGSIZE", 2 * bq)
             .with_params::<AttnParams>()
             .with_flags(attn_flags::SET);
