@@ -28,13 +28,13 @@ const BQ: u32 = {{BQ}}u;
 const BK: u32 = 32u;
 const D4: u32 = D / 4u;
 const HV: u32 = D4 + 2u;      // row stride of the f16 tiles, in vec4s (D + 8 halves)
-const FV: u32 = BK / 4u + 1u; // row stride of the scores, in vec4s (BK + 4 floats)
+const FS: u32 = BK + 4u;      // row stride of the scores, in floats
 const PV: u32 = BK / 4u + 2u; // row stride of P, in vec4s (BK + 8 halves)
 const WGSIZE: u32 = BQ * 2u;
 const PL: u32 = {{PL}}u;      // vec4s of a K (or V) tile each invocation stages: BK·D4 / WGSIZE
 // K at rows 0 … BK − 1, V at rows BK … 2·BK − 1; before the walk, Q 64 rows at a time.
 var<workgroup> tiles: array<vec4<f16>, 64u * HV>;
-var<workgroup> scores: array<vec4<f32>, BQ * FV>;
+var<workgroup> scores: array<f32, BQ * FS>;
 var<workgroup> probs: array<vec4<f16>, BQ * PV>;
 
 fn f16x4(v: vec4<f32>) -> vec4<f16> {
@@ -42,9 +42,15 @@ fn f16x4(v: vec4<f32>) -> vec4<f16> {
     return vec4<f16>(select(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)), v, special));
 }
 
-fn capped4(s: vec4<f32>) -> vec4<f32> {
-    if (flag(SOFTCAP)) { return p.softcap * tanh(s / p.softcap); }
-    return s;
+// Whether the query at position i sees key j. (Masks, maxima and sums are scalar: the same
+// arithmetic on vec4 lanes gave wrong results on the H200, cause not found.)
+fn key_seen(j: u32, i: u32, first: u32) -> bool {
+    return j <= i && j >= first;
+}
+
+// P of key j (score k of `scores`) for a query at position i, its row max mr and 1 / sum inv.
+fn prob(j: u32, k: u32, i: u32, first: u32, mr: f32, inv: f32) -> f32 {
+    return select(0.0, exp(capped(scores[k]) - mr) * inv, key_seen(j, i, first));
 }
 
 // One tile's K and V words for this invocation (element lid + u·WGSIZE of the BK × D4 tile).
@@ -105,8 +111,8 @@ fn score_tile(
     s0 = coopMultiplyAdd(q{{K}}, coopLoad<coop_mat16x16<f16, B>>(&tiles[{{K}}u * 4u], HV), s0);
     s1 = coopMultiplyAdd(q{{K}}, coopLoad<coop_mat16x16<f16, B>>(&tiles[16u * HV + {{K}}u * 4u], HV), s1);
 #endfor
-    coopStoreT(s0, &scores[band * 16u * FV], FV);
-    coopStoreT(s1, &scores[band * 16u * FV + 4u], FV);
+    coopStoreT(s0, &scores[band * 16u * FS], FS);
+    coopStoreT(s1, &scores[band * 16u * FS + 16u], FS);
 }
 
 @compute @workgroup_size({{WGSIZE}})
@@ -156,7 +162,6 @@ fn attn_prefill_coop(
 
     let last = pos0 + min(tile * BQ + BQ, len) - 1u;
     let lo = first_key(pos0 + tile * BQ);
-    let lanes = vec4<u32>(0u, 1u, 2u, 3u);
     // Sweep 1: this lane's share of its row's max and sum. (Two loops rather than one with a
     // branch per sweep: naga takes a branch on a local variable as non-uniform, and
     // cooperative ops need uniform control flow.)
@@ -175,16 +180,14 @@ fn attn_prefill_coop(
             band);
         workgroupBarrier();
         var tmax = m;
-#for G in 0..4
-        let j{{G}} = vec4<u32>(j0 + c0 + {{G}}u * 4u) + lanes;
-        let on{{G}} = j{{G}} <= vec4<u32>(i) & j{{G}} >= vec4<u32>(first);
-        let x{{G}} = capped4(scores[r * FV + c0 / 4u + {{G}}u]);
-        let mx{{G}} = select(vec4<f32>(-3.0e38), x{{G}}, on{{G}});
-        tmax = max(tmax, max(max(mx{{G}}.x, mx{{G}}.y), max(mx{{G}}.z, mx{{G}}.w)));
+#for C in 0..16
+        let on{{C}} = key_seen(j0 + c0 + {{C}}u, i, first);
+        let x{{C}} = capped(scores[r * FS + c0 + {{C}}u]);
+        tmax = max(tmax, select(-3.0e38, x{{C}}, on{{C}}));
 #endfor
         var sum = 0.0;
-#for G in 0..4
-        sum += dot(select(vec4<f32>(0.0), exp(x{{G}} - tmax), on{{G}}), vec4<f32>(1.0));
+#for C in 0..16
+        sum += select(0.0, exp(x{{C}} - tmax), on{{C}});
 #endfor
         l = l * exp(m - tmax) + sum;
         m = tmax;
@@ -212,12 +215,11 @@ fn attn_prefill_coop(
             band);
         workgroupBarrier();
 #for G in 0..4
-        {
-            let j = vec4<u32>(j0 + c0 + {{G}}u * 4u) + lanes;
-            let on = j <= vec4<u32>(i) & j >= vec4<u32>(first);
-            let x = capped4(scores[r * FV + c0 / 4u + {{G}}u]);
-            probs[r * PV + c0 / 4u + {{G}}u] = vec4<f16>(select(vec4<f32>(0.0), exp(x - mr) * inv, on));
-        }
+        probs[r * PV + c0 / 4u + {{G}}u] = vec4<f16>(vec4<f32>(
+            prob(j0 + c0 + {{G}}u * 4u, r * FS + c0 + {{G}}u * 4u, i, first, mr, inv),
+            prob(j0 + c0 + {{G}}u * 4u + 1u, r * FS + c0 + {{G}}u * 4u + 1u, i, first, mr, inv),
+            prob(j0 + c0 + {{G}}u * 4u + 2u, r * FS + c0 + {{G}}u * 4u + 2u, i, first, mr, inv),
+            prob(j0 + c0 + {{G}}u * 4u + 3u, r * FS + c0 + {{G}}u * 4u + 3u, i, first, mr, inv)));
 #endfor
         workgroupBarrier();
         // O += P·V; B = V (row j, column d), row-major.
@@ -232,11 +234,13 @@ fn attn_prefill_coop(
     let orow = tile * BQ + band * 16u;
 #for N in 0..DF
     workgroupBarrier();
-    coopStoreT(o{{N}}, &scores[band * 16u * FV], FV);
+    coopStoreT(o{{N}}, &scores[band * 16u * FS], FS);
     workgroupBarrier();
     for (var e = lane; e < 64u; e += 32u) {
         if (orow + e / 4u < len) {
-            out[(((t0 + orow + e / 4u) * p.heads + h) * D + {{N}}u * 16u) / 4u + e % 4u] = scores[(band * 16u + e / 4u) * FV + e % 4u];
+            let k = (band * 16u + e / 4u) * FS + (e % 4u) * 4u;
+            out[(((t0 + orow + e / 4u) * p.heads + h) * D + {{N}}u * 16u) / 4u + e % 4u] =
+                vec4<f32>(scores[k], scores[k + 1u], scores[k + 2u], scores[k + 3u]);
         }
     }
 #endfor
