@@ -72,8 +72,8 @@ pub struct BenchArgs {
 
 #[derive(Args)]
 pub struct TuneArgs {
-    /// Ops to tune, comma-separated: selective-scan, ssd.
-    #[arg(long, default_value = "selective-scan,ssd")]
+    /// Ops to tune, comma-separated: selective-scan, ssd, attention (its prefill kernel).
+    #[arg(long, default_value = "selective-scan,ssd,attention")]
     ops: String,
     /// Small shapes (smoke run; the default on CPU adapters).
     #[arg(long)]

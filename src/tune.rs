@@ -7,6 +7,8 @@ pub use crate::tuning::*;
 use crate::bench::{self, BenchConfig, BenchRow, ScanCase, SsdCase, Variants};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::attention::{cases::AttnCase, PrefillKernel, PrefillProblem};
+use crate::ops::kernel::Kernel;
 use crate::ops::selective_scan::ScanKernel;
 use crate::ops::ssd::SsdKernel;
 
@@ -39,6 +41,7 @@ pub fn select(rows: &[BenchRow]) -> Result<TuneEntry> {
 enum Job {
     Scan(ScanCase),
     Ssd(SsdCase),
+    Attention(AttnCase),
 }
 
 fn jobs(ops: &[&str], quick: bool) -> Result<Vec<Job>> {
@@ -51,9 +54,12 @@ fn jobs(ops: &[&str], quick: bool) -> Result<Vec<Job>> {
             "ssd" => {
                 out.extend(SsdCase::tune_grid(quick).into_iter().map(Job::Ssd));
             }
+            "attention" => {
+                out.extend(AttnCase::tune_grid(quick).into_iter().map(Job::Attention));
+            }
             other => {
                 return Err(Error::Invalid(format!(
-                    "cannot tune {other:?}; tunable ops: selective-scan, ssd"
+                    "cannot tune {other:?}; tunable ops: selective-scan, ssd, attention"
                 )))
             }
         }
@@ -92,6 +98,21 @@ pub fn tune_ops(
                 // The runtimes feed the scan f32 activations: f16-input rows are not candidates.
                 let f32_rows = rows.into_iter().filter(|r| r.case == "ssd" && !r.variant.ends_with(".f16"));
                 ("ssd", bucket, f32_rows.collect())
+            }
+            Job::Attention(case) => {
+                let problem = PrefillProblem { dims: case.dims, tokens: case.tokens(), f16_ok: true };
+                let bucket = PrefillKernel::bucket(&problem);
+                progress(i, jobs.len(), &format!("attention.prefill/{bucket}"));
+                let rows = bench::attention::prefill(dev, cfg, &Variants::all(), std::slice::from_ref(case))?;
+                // Rows name the head dim (attention.prefill.d128.coop128); the table stores the
+                // kernel's name (attention.prefill.coop128).
+                let dim = format!(".d{}", case.dims.head_dim);
+                let rows = rows
+                    .into_iter()
+                    .filter(|r| r.case == "attention")
+                    .map(|r| BenchRow { variant: r.variant.replacen(&dim, "", 1), ..r })
+                    .collect();
+                (PrefillKernel::OP, bucket, rows)
             }
         };
         match select(&rows) {

@@ -129,7 +129,7 @@ pub fn svg(title: &str, series: &BTreeMap<String, Series>, fit_from: f64) -> Str
     );
     let _ = writeln!(
         s,
-        r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">time per scan (ms)</text>"#,
+        r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">time per call (ms)</text>"#,
         top + ph / 2.0,
         top + ph / 2.0
     );

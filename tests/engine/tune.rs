@@ -3,6 +3,8 @@
 //! smoke run in CI, not here: tuning must not slow the tests.)
 
 use linseq::bench::{BenchRow, Stats};
+use linseq::ops::attention::{AttnDims, PrefillKernel, PrefillProblem};
+use linseq::ops::kernel::Kernel;
 use linseq::ops::selective_scan::{ScanKernel, ScanShape};
 use linseq::ops::ssd::{SsdDims, SsdKernel};
 use linseq::tune::{self, TuneEntry, TuneFile, TuneKey, TuneTable};
@@ -136,6 +138,25 @@ fn choosers_use_the_tuned_choice_and_fall_back() {
     t2.entries.values_mut().for_each(|e| e.variant = "no.such.kernel".into());
     dev.set_tuning(t2);
     assert_eq!(ScanKernel::choose(&dev, odd, 8), ScanKernel::best(&caps, odd, 8));
+    // The attention prefill: a tuned subgroup choice is taken where subgroups run; a tuned
+    // tensor-core choice never reaches f32 weights (f16_ok false), nor an adapter without it.
+    let ad = AttnDims { heads: 8, kv_heads: 2, head_dim: 64 };
+    let problem = |f16_ok| PrefillProblem { dims: ad, tokens: 300, f16_ok };
+    let mut t4 = TuneTable::new(TuneKey::of(dev.adapter_info()));
+    let bucket = format!("attention.prefill/{}", PrefillKernel::bucket(&problem(true)));
+    t4.entries.insert(bucket.clone(), entry("attention.prefill.sg"));
+    dev.set_tuning(t4.clone());
+    let sg =
+        if PrefillKernel::Subgroup.runs(&caps, 64) { PrefillKernel::Subgroup } else { PrefillKernel::Plain };
+    assert_eq!(PrefillKernel::choose(&dev, ad, 300, false), sg);
+    t4.entries.insert(bucket, entry("attention.prefill.coop128"));
+    dev.set_tuning(t4);
+    assert_eq!(PrefillKernel::choose(&dev, ad, 300, false), PrefillKernel::Plain);
+    let coop = PrefillKernel::Coop(128).runs(&caps, 64);
+    assert_eq!(
+        PrefillKernel::choose(&dev, ad, 300, true),
+        if coop { PrefillKernel::Coop(128) } else { PrefillKernel::Plain }
+    );
     assert!(!dev
         .install_tuning(&TuneFile { format: tune::FORMAT, tables: vec![TuneTable::new(key("elsewhere"))] }));
 }

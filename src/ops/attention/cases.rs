@@ -64,4 +64,19 @@ impl AttnCase {
         }
         vec![AttnCase::new(&[4096; 8], 16, 16, 128, None), AttnCase::new(&[16384; 8], 16, 2, 128, Some(2048))]
     }
+
+    /// The shapes `linseq tune` measures, one per bucket of [`super::PrefillKernel`]'s chooser
+    /// (head dim, group size, short or long): the heads of Mistral (32/8, D 128) and of
+    /// RecurrentGemma (10/1, D 256) at 512 and 4096 tokens, or tiny ones for CPU adapters.
+    pub fn tune_grid(quick: bool) -> Vec<AttnCase> {
+        if quick {
+            return vec![AttnCase::new(&[64], 4, 1, 64, None), AttnCase::new(&[1100], 4, 1, 64, Some(64))];
+        }
+        let mut out = Vec::new();
+        for (h, hkv, d, w) in [(32, 8, 128, None), (10, 1, 256, Some(2048))] {
+            out.push(AttnCase::new(&[512; 4], h, hkv, d, w));
+            out.push(AttnCase::new(&[4096], h, hkv, d, w));
+        }
+        out
+    }
 }

@@ -227,7 +227,8 @@ impl PrefillKernel {
 
     /// The kernel for a prefill of `tokens` tokens: the tuned choice, else the tensor cores
     /// where f16 arithmetic is allowed (`f16_ok`, a model with f16 weights) and the device has
-    /// them, else the plain form.
+    /// them, else the plain form. (The plain form stays the f32 oracle the others are tested
+    /// against, and the only one on adapters without cooperative matrices.)
     pub fn choose(dev: &crate::device::Device, dims: super::AttnDims, tokens: usize, f16_ok: bool) -> Self {
         super::super::kernel::choose::<Self>(dev, &PrefillProblem { dims, tokens, f16_ok })
     }
@@ -258,13 +259,14 @@ impl super::super::kernel::Kernel for PrefillKernel {
         let class = if p.tokens < 1024 { "short" } else { "long" };
         format!("d{}.g{}.{class}", p.dims.head_dim, p.dims.heads / p.dims.kv_heads)
     }
+    /// The tensor cores where allowed, 128 queries per workgroup where that fits (measured
+    /// 1.2–1.4× faster than 64 on the H200), else 64; otherwise the plain form.
     fn heuristic(caps: &crate::device::Capabilities, p: &PrefillProblem) -> Self {
-        let coop = PrefillKernel::Coop(64);
-        if p.f16_ok && p.tokens >= 64 && coop.runs(caps, p.dims.head_dim) {
-            coop
-        } else {
-            PrefillKernel::Plain
-        }
+        let d = p.dims.head_dim;
+        [PrefillKernel::Coop(128), PrefillKernel::Coop(64)]
+            .into_iter()
+            .find(|k| p.f16_ok && p.tokens >= 64 && k.runs(caps, d))
+            .unwrap_or(PrefillKernel::Plain)
     }
 }
 
