@@ -13,8 +13,8 @@ pub struct BenchArgs {
     /// What to benchmark: `core` (copy roofline, GEMV, GEMM), `selective-scan` (every scan
     /// kernel and the decode step), `ssd` (Mamba-2's SSD kernels and decode step), `attention`
     /// (prefill on the peer shapes, the sliding window's scaling in L, the ring decode against
-    /// the position), `model`
-    /// (prefill and decode tokens/s of --preset on random weights) or `decode` (CPU and GPU
+    /// the position), `delta-rule` (the gated delta rule's recurrent and chunked kernels),
+    /// `model` (prefill and decode tokens/s of --preset on random weights) or `decode` (CPU and GPU
     /// cost of replaying a 24-layer decode-step graph).
     #[arg(default_value = "core")]
     what: String,
@@ -265,9 +265,16 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             }
             rows
         }
+        ("delta-rule", false) => {
+            let cases: Vec<_> = bench::delta_rule::DeltaCase::bench(cfg.quick)
+                .into_iter()
+                .filter(|c| keep(&c.describe()))
+                .collect();
+            bench::delta_rule::delta_rule(&dev, cfg, &variants, &cases)?
+        }
         (other, false) => {
             return Err(format!(
-                "unknown benchmark {other:?}; available: attention, core, decode, model, selective-scan, ssd"
+                "unknown benchmark {other:?}; available: attention, core, decode, delta-rule, model, selective-scan, ssd"
             )
             .into())
         }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use std::time::Instant;
 
 pub mod attention;
+pub mod delta_rule;
 pub mod model;
 pub mod plot;
 pub mod scan;

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod cases;
 pub mod conv1d;
 pub mod copy;
+pub mod delta_rule;
 pub mod elementwise;
 pub mod embedding;
 pub mod kernel;
@@ -58,6 +59,7 @@ pub const FAMILIES: &[OpFamily] = &[
     OpFamily { name: "attention", sources: &[attention::SHADER], variants: attention::variants },
     OpFamily { name: "rope", sources: &[rope::SHADER], variants: rope::variants },
     OpFamily { name: "rg_lru", sources: &[rg_lru::SHADER], variants: rg_lru::variants },
+    OpFamily { name: "delta_rule", sources: &[delta_rule::SHADER], variants: delta_rule::variants },
 ];
 
 /// Every registered variant of every family, each in its plain and arena (`.rw`) form: what

@@ -2,6 +2,7 @@
 
 mod attention;
 mod core;
+mod delta_rule;
 mod fused;
 mod matmul;
 mod sampling;

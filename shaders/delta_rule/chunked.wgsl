@@ -1,0 +1,233 @@
+// The chunked WY-form prefill (included by delta_rule.wgsl), in three dispatches over chunks
+// of at most C = 64 tokens that never cross a sequence or a reset (`chunks`: per chunk
+// (sequence, first token, length, FRESH), then each sequence's first chunk, S + 1 entries).
+// Within a chunk, with γ_t the cumulative log-gate (γ_t − γ_u ≤ 0 for u ≤ t, so every
+// exponent is a difference of cumulative sums that stays ≤ 0):
+//   A[t][u] = β_t·exp(γ_t − γ_u)·k̂_t·k̂_u (u < t),  T = (I + A)⁻¹ (unit lower triangular)
+//   W = T·diag(β·exp(γ))·K̂,  U = T·diag(β)·V
+//   V′ = U − W·S₀,  o_t = exp(γ_t)·q̂_t·S₀ + Σ_{u≤t} exp(γ_t − γ_u)(q̂_t·k̂_u)·v′_u
+//   S₁ = exp(γ_last)·S₀ + Σ_t exp(γ_last − γ_t)·k̂_t ⊗ v′_t
+// PREP (per chunk and value head) builds T by forward substitution, row by row, then W and U;
+// STATE (per sequence, value head and 64 state columns) walks the sequence's chunks in order
+// with S[:, j] in registers, leaving each chunk's entering state S₀ and V′ (in place of U);
+// OUT (per chunk, value head and 64 columns) forms the outputs from S₀ and V′.
+// Scratch: w [T, Hv, DK], u [T, Hv, dv], gn [T, Hv, 4] (γ, q̂ and k̂ scales, β),
+// s0 [chunks, Hv, DK, dv].
+#if CHUNKED
+const C: u32 = 64u;
+@group(0) @binding(4) var<storage, read> chunks: array<u32>;
+@group(0) @binding(5) var<storage, read_write> gn: array<f32>;
+
+fn chunk_t0(c: u32) -> u32 { return chunks[c * 4u + 1u]; }
+fn chunk_len(c: u32) -> u32 { return chunks[c * 4u + 2u]; }
+fn gn_at(t: u32, h: u32) -> u32 { return (t * p.hv + h) * 4u; }
+#endif
+
+#if PREP
+@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<f32>;
+@group(0) @binding(2) var<storage, {{ACT}}> g: array<f32>;
+@group(0) @binding(3) var<storage, {{ACT}}> beta: array<f32>;
+@group(0) @binding(6) var<storage, read_write> w: array<f32>;
+@group(0) @binding(7) var<storage, read_write> u: array<f32>;
+
+var<workgroup> tm: array<f32, 4096>; // A, then T, row-major [t][u]
+var<workgroup> gam: array<f32, 64>;
+var<workgroup> kn: array<f32, 64>;   // 1 / |k_t| (or 1)
+var<workgroup> bt: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn delta_prep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.nchunks * p.hv) { return; } // workgroup-uniform
+    let h = idx % p.hv;
+    let c = idx / p.hv;
+    let kh = h / (p.hv / p.hk);
+    let t0 = chunk_t0(c);
+    let len = chunk_len(c);
+    let t = min(lid, len - 1u);
+    let live = lid < len;
+    // Per token: norms, β; then γ by one invocation (64 adds).
+    var nq = 0.0;
+    var nk = 0.0;
+    for (var i = 0u; i < DK; i++) {
+        let qv = qkv[q_at(t0 + t, kh) + i];
+        let kv = qkv[k_at(t0 + t, kh) + i];
+        nq += qv * qv;
+        nk += kv * kv;
+    }
+    var qs = p.scale;
+    var ks = 1.0;
+    if (flag(L2NORM)) {
+        qs *= inverseSqrt(nq + 1e-6);
+        ks = inverseSqrt(nk + 1e-6);
+    }
+    kn[lid] = ks;
+    bt[lid] = select(0.0, beta[(t0 + t) * p.hv + h], live);
+    if (lid == 0u) {
+        var acc = 0.0;
+        for (var k = 0u; k < len; k++) {
+            acc += g[(t0 + k) * p.hv + h];
+            gam[k] = acc;
+        }
+    }
+    workgroupBarrier();
+    if (live) {
+        let e = gn_at(t0 + t, h);
+        gn[e] = gam[t];
+        gn[e + 1u] = qs;
+        gn[e + 2u] = ks;
+        gn[e + 3u] = bt[t];
+    }
+    // Row t of A (u < t), zeros elsewhere.
+    for (var uu = 0u; uu < C; uu++) {
+        var a = 0.0;
+        if (live && uu < t) {
+            var dot = 0.0;
+            for (var i = 0u; i < DK; i++) { dot += qkv[k_at(t0 + t, kh) + i] * qkv[k_at(t0 + uu, kh) + i]; }
+            a = bt[t] * exp(gam[t] - gam[uu]) * kn[t] * kn[uu] * dot;
+        }
+        if (live) { tm[t * C + uu] = a; }
+    }
+    workgroupBarrier();
+    // T = (I + A)⁻¹ by forward substitution, in place: row r of T from row r of A and the rows
+    // of T above it; T[r][r] = 1 is implicit (stored as 0 in the strict lower part's place).
+    for (var r = 1u; r < len; r++) {
+        var v = 0.0;
+        if (lid < r) {
+            v = -tm[r * C + lid];
+            for (var m = lid + 1u; m < r; m++) { v -= tm[r * C + m] * tm[m * C + lid]; }
+        }
+        workgroupBarrier();
+        if (lid < r) { tm[r * C + lid] = v; }
+        workgroupBarrier();
+    }
+    // W = T·diag(β·exp(γ))·K̂ and U = T·diag(β)·V, row t by this invocation's share.
+    for (var e = lid; e < len * DK; e += 64u) {
+        let tt = e / DK;
+        let i = e % DK;
+        var acc = 0.0;
+        for (var uu = 0u; uu <= tt; uu++) {
+            let tu = select(tm[tt * C + uu], 1.0, uu == tt);
+            acc += tu * bt[uu] * exp(gam[uu]) * kn[uu] * qkv[k_at(t0 + uu, kh) + i];
+        }
+        w[((t0 + tt) * p.hv + h) * DK + i] = acc;
+    }
+    for (var e = lid; e < len * p.dv; e += 64u) {
+        let tt = e / p.dv;
+        let j = e % p.dv;
+        var acc = 0.0;
+        for (var uu = 0u; uu <= tt; uu++) {
+            let tu = select(tm[tt * C + uu], 1.0, uu == tt);
+            acc += tu * bt[uu] * qkv[v_at(t0 + uu, h) + j];
+        }
+        u[((t0 + tt) * p.hv + h) * p.dv + j] = acc;
+    }
+}
+#endif
+
+#if STATE
+@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> u: array<f32>;
+@group(0) @binding(6) var<storage, read_write> state: array<f32>;
+@group(0) @binding(7) var<storage, read_write> s0: array<f32>;
+
+@compute @workgroup_size(64)
+fn delta_state(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let blocks = (p.dv + 63u) / 64u;
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.nseq * p.hv * blocks) { return; }
+    let j = (idx % blocks) * 64u + lid;
+    if (j >= p.dv) { return; } // no barriers below
+    let h = (idx / blocks) % p.hv;
+    let s = idx / (blocks * p.hv);
+    let kh = h / (p.hv / p.hk);
+    // This piece's chunks of the sequence: [t_lo, t_hi) counts chunks here.
+    let first = chunks[p.nchunks * 4u + s];
+    let end = chunks[p.nchunks * 4u + s + 1u];
+    let c_lo = first + min(p.t_lo, end - first);
+    let c_hi = first + min(p.t_hi, end - first);
+    if (c_lo >= c_hi) { return; }
+    let sbase = ((s * p.hv + h) * DK) * p.dv + j;
+    var st: array<f32, DK>;
+    if (flag(INIT) || p.t_lo > 0u) {
+        for (var i = 0u; i < DK; i++) { st[i] = state[sbase + i * p.dv]; }
+    }
+    for (var c = c_lo; c < c_hi; c++) {
+        if ((chunks[c * 4u + 3u] & FRESH) != 0u) {
+            for (var i = 0u; i < DK; i++) { st[i] = 0.0; }
+        }
+        let t0 = chunk_t0(c);
+        let len = chunk_len(c);
+        let cbase = ((c * p.hv + h) * DK) * p.dv + j;
+        for (var i = 0u; i < DK; i++) { s0[cbase + i * p.dv] = st[i]; }
+        // V′ = U − W·S₀, in place of U.
+        for (var t = t0; t < t0 + len; t++) {
+            var ws = 0.0;
+            for (var i = 0u; i < DK; i++) { ws += w[(t * p.hv + h) * DK + i] * st[i]; }
+            let e = (t * p.hv + h) * p.dv + j;
+            u[e] = u[e] - ws;
+        }
+        // S₁ = exp(γ_last)·S₀ + Σ_t exp(γ_last − γ_t)·k̂_t ⊗ v′_t.
+        let g_last = gn[gn_at(t0 + len - 1u, h)];
+        let dl = exp(g_last);
+        for (var i = 0u; i < DK; i++) { st[i] *= dl; }
+        for (var t = t0; t < t0 + len; t++) {
+            let e = gn_at(t, h);
+            let coef = exp(g_last - gn[e]) * gn[e + 2u] * u[(t * p.hv + h) * p.dv + j];
+            for (var i = 0u; i < DK; i++) { st[i] += coef * qkv[k_at(t, kh) + i]; }
+        }
+    }
+    for (var i = 0u; i < DK; i++) { state[sbase + i * p.dv] = st[i]; }
+}
+#endif
+
+#if OUT
+@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> u: array<f32>;
+@group(0) @binding(3) var<storage, read_write> s0: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+
+var<workgroup> mm: array<f32, 4096>; // exp(γ_t − γ_u)·q̂_t·k̂_u, [t][u], u ≤ t
+
+@compute @workgroup_size(64)
+fn delta_out(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let blocks = (p.dv + 63u) / 64u;
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.nchunks * p.hv * blocks) { return; } // workgroup-uniform
+    let jb = idx % blocks;
+    let h = (idx / blocks) % p.hv;
+    let c = idx / (blocks * p.hv);
+    let kh = h / (p.hv / p.hk);
+    let t0 = chunk_t0(c);
+    let len = chunk_len(c);
+    // Row lid of M.
+    let t = min(lid, len - 1u);
+    let gt = gn[gn_at(t0 + t, h)];
+    let qk = gn[gn_at(t0 + t, h) + 1u];
+    for (var uu = 0u; uu < C; uu++) {
+        var m = 0.0;
+        if (lid < len && uu <= lid) {
+            var dot = 0.0;
+            for (var i = 0u; i < DK; i++) { dot += qkv[q_at(t0 + t, kh) + i] * qkv[k_at(t0 + uu, kh) + i]; }
+            let e = gn_at(t0 + uu, h);
+            m = exp(gt - gn[e]) * qk * gn[e + 2u] * dot;
+        }
+        mm[lid * C + uu] = m;
+    }
+    workgroupBarrier();
+    let j = jb * 64u + lid;
+    if (j >= p.dv) { return; } // after the last barrier
+    let cbase = ((c * p.hv + h) * DK) * p.dv + j;
+    var st: array<f32, DK>;
+    for (var i = 0u; i < DK; i++) { st[i] = s0[cbase + i * p.dv]; }
+    for (var tt = 0u; tt < len; tt++) {
+        let e = gn_at(t0 + tt, h);
+        var qs = 0.0;
+        for (var i = 0u; i < DK; i++) { qs += qkv[q_at(t0 + tt, kh) + i] * st[i]; }
+        var o = exp(gn[e]) * gn[e + 1u] * qs;
+        for (var uu = 0u; uu <= tt; uu++) { o += mm[tt * C + uu] * u[((t0 + uu) * p.hv + h) * p.dv + j]; }
+        out[((t0 + tt) * p.hv + h) * p.dv + j] = o;
+    }
+}
+#endif

@@ -1,0 +1,110 @@
+//! Delta-rule benchmarks: the recurrent and the chunked kernels on Qwen3-Next-shaped layers
+//! (fla's `chunk_gated_delta_rule` is the peer, `tools/peer_fla_gdn.py`).
+
+use super::{copy_roofline, measure, row, BenchConfig, BenchRow, Variants, Work};
+use crate::device::Device;
+use crate::error::Result;
+use crate::ops::delta_rule::{self as dr, cases, DeltaArgs, DeltaDims, DeltaKernel, DeltaRef};
+use crate::ops::sequences::Sequences;
+use crate::ops::Recorder;
+use crate::tensor::{DType, Tensor};
+use crate::testing::{compare, Rng};
+
+/// A benchmark shape: batch × length, heads and dims.
+#[derive(Debug, Clone, Copy)]
+pub struct DeltaCase {
+    pub batch: usize,
+    pub len: usize,
+    pub dims: DeltaDims,
+}
+
+impl DeltaCase {
+    pub fn describe(&self) -> String {
+        let d = self.dims;
+        format!("B={} L={} H={}/{} dk={} dv={}", self.batch, self.len, d.key_heads, d.value_heads, d.dk, d.dv)
+    }
+
+    /// fla's reference shape (B 8, L 4K, 16 heads of 128) and a Qwen3-Next layer at 16K
+    /// (16 key heads, 32 value heads), or small ones for CPU adapters.
+    pub fn bench(quick: bool) -> Vec<DeltaCase> {
+        let d = |hk, hv, dk, dv| DeltaDims { key_heads: hk, value_heads: hv, dk, dv };
+        if quick {
+            return vec![DeltaCase { batch: 2, len: 256, dims: d(2, 4, 64, 64) }];
+        }
+        vec![
+            DeltaCase { batch: 8, len: 4096, dims: d(16, 16, 128, 128) },
+            DeltaCase { batch: 1, len: 16384, dims: d(16, 32, 128, 128) },
+        ]
+    }
+}
+
+/// Both kernels on each case; agreement is checked on the first 64 tokens of the first
+/// sequence against the f64 reference.
+pub fn delta_rule(
+    dev: &Device,
+    cfg: BenchConfig,
+    variants: &Variants,
+    cases: &[DeltaCase],
+) -> Result<Vec<BenchRow>> {
+    let copy = copy_roofline(dev, cfg)?;
+    let roof = copy.gb_per_s;
+    let mut rows = vec![copy];
+    let mut rng = Rng::new(41);
+    for c in cases {
+        let d = c.dims;
+        let t = c.batch * c.len;
+        let (qkv_h, g_h, b_h) = cases::inputs(&mut rng, t, d, -1.0, (0.0, 1.0));
+        let seqs = Sequences::new(dev, &vec![c.len; c.batch], None)?;
+        let qkv = Tensor::from_slice(dev, &[t, d.row()], &qkv_h)?;
+        let g = Tensor::from_slice(dev, &[t, d.value_heads], &g_h)?;
+        let beta = Tensor::from_slice(dev, &[t, d.value_heads], &b_h)?;
+        let state = Tensor::empty(dev, &[c.batch, d.value_heads, d.dk, d.dv], DType::F32)?;
+        let out = Tensor::empty(dev, &[t, d.value_heads * d.dv], DType::F32)?;
+        let scale = 1.0 / (d.dk as f32).sqrt();
+        let a = DeltaArgs {
+            qkv: &qkv,
+            cols: cases::packed_cols(d),
+            g: &g,
+            beta: &beta,
+            state: &state,
+            seqs: &seqs,
+            dims: d,
+            l2norm: true,
+            scale,
+            init: false,
+        };
+        let n = c.len.min(64);
+        let want = dr::delta_rule_ref(&DeltaRef {
+            qkv: &qkv_h[..n * d.row()],
+            width: d.row(),
+            cols: cases::packed_cols(d),
+            g: &g_h[..n * d.value_heads],
+            beta: &b_h[..n * d.value_heads],
+            cu: &[0, n],
+            resets: None,
+            state: &[],
+            init: false,
+            dims: d,
+            l2norm: true,
+            scale: scale as f64,
+        })
+        .0;
+        for (kernel, name) in [(DeltaKernel::Recurrent, "recurrent"), (DeltaKernel::Chunked, "chunked")] {
+            let name = format!("delta_rule.{name}.dk{}", d.dk);
+            if !variants.matches(&name) {
+                continue;
+            }
+            let mut rec = Recorder::new(dev);
+            dr::delta_rule_with(&mut rec, &a, &out, kernel)?;
+            let stats = measure(&rec.finish(), 1, cfg)?;
+            let got = out.read::<f32>(dev)?;
+            let cmp = compare(&got[..n * d.value_heads * d.dv], &want);
+            let ok = cmp.nonfinite_mismatches == 0 && cmp.nmse < 1e-8;
+            let bytes = (t * (d.row() + d.value_heads * d.dv) * 4) as f64;
+            // The recurrence's arithmetic: decay, Sᵀk, the rank-1 update and Sᵀq per token.
+            let flops = (t * d.value_heads * d.dk * d.dv * 8) as f64;
+            rows.push(row("delta-rule", &name, c.describe(), stats, Work { bytes, flops }, roof, Some(ok)));
+        }
+    }
+    Ok(rows)
+}

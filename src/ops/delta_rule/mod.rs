@@ -1,0 +1,305 @@
+//! The delta-rule family of linear attention (DeltaNet, Gated DeltaNet; Kimi Delta Attention
+//! to follow), over the packed [`Sequences`] the scans use. Per value head a state S
+//! `[dk, dv]` (f32) is decayed by exp(g), corrected towards v along k by the delta rule and read
+//! by q (see `shaders/delta_rule/delta_rule.wgsl`).
+//!
+//! Tiers, as fla stages them: the f64 reference ([`delta_rule_ref`], token by token, the
+//! oracle), the recurrent kernel ([`DeltaKernel::Recurrent`]: the decode step, one workgroup
+//! per 64 state columns walking the tokens) and the chunked WY-form prefill
+//! ([`DeltaKernel::Chunked`]: chunks of [`CHUNK`] tokens, T = (I + A)⁻¹ by forward
+//! substitution, then a walk over each sequence's chunks for the states and a chunk-parallel
+//! output pass; see `shaders/delta_rule/chunked.wgsl`). Both are f32 SIMT for now.
+//!
+//! **Layout.** `qkv` `[T, width]` holds q (Hk heads of dk), k (Hk heads) and v (Hv heads of
+//! dv) at the given columns, so the short convolution's output is read in place; value head h
+//! reads key head h / (Hv / Hk) (grouped value heads). `g` and `beta` are `[T, Hv]`; the
+//! state `[S, Hv, dk, dv]`; `out` `[T, Hv·dv]`.
+
+pub mod cases;
+mod reference;
+
+pub use reference::{delta_rule_ref, DeltaRef};
+
+use super::sequences::Sequences;
+use super::{grid, word, Params, Recorder};
+use crate::error::{Error, Result};
+use crate::shader::Variant;
+use crate::tensor::{DType, Tensor};
+
+/// The family's WGSL (`shaders/delta_rule/`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!(
+    "delta_rule/delta_rule",
+    parts: [crate::wgsl_source!("delta_rule/recurrent"), crate::wgsl_source!("delta_rule/chunked")]
+);
+
+/// Key head dims with kernels.
+pub const KEY_DIMS: [usize; 3] = [64, 128, 256];
+
+/// Tokens per sequence per dispatch of the recurrent kernel (lavapipe ends an invocation after
+/// about 65k loop steps, and each token runs loops over dk).
+const TOKENS_PER_DISPATCH: usize = 128;
+
+crate::uniform! {
+    /// The delta-rule kernels' parameters (see `shaders/delta_rule/delta_rule.wgsl`).
+    pub struct DeltaParams {
+        pub nseq: u32, pub hk: u32, pub hv: u32, pub dv: u32,
+        pub width: u32, pub q_col: u32, pub k_col: u32, pub v_col: u32,
+        pub flags: u32, pub t_lo: u32, pub t_hi: u32, pub scale: f32,
+        pub nchunks: u32,
+    }
+}
+
+crate::flags! {
+    /// Bits of [`DeltaParams::flags`].
+    pub mod delta_flags { INIT = 1, RESET = 2, L2NORM = 4 }
+}
+
+crate::flags! {
+    /// Bits of a chunk-table entry: FRESH, the chunk starts from a zero state.
+    pub mod chunk_flags { FRESH = 1 }
+}
+
+/// Tokens per chunk of the WY form.
+pub const CHUNK: usize = 64;
+
+/// The kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaKernel {
+    /// Token by token (decode steps; the chunked form's GPU oracle).
+    Recurrent,
+    /// The chunked WY form (prefill).
+    Chunked,
+}
+
+/// The chunked form's passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Prep,
+    State,
+    Out,
+}
+
+/// Head counts and dims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeltaDims {
+    pub key_heads: usize,
+    pub value_heads: usize,
+    pub dk: usize,
+    pub dv: usize,
+}
+
+impl DeltaDims {
+    /// Width of a packed `[q | k | v]` row.
+    pub fn row(&self) -> usize {
+        2 * self.key_heads * self.dk + self.value_heads * self.dv
+    }
+
+    pub fn check(&self) -> Result<()> {
+        let DeltaDims { key_heads, value_heads, dk, dv } = *self;
+        if key_heads == 0 || value_heads == 0 || !value_heads.is_multiple_of(key_heads) {
+            return Err(Error::Shape(format!(
+                "{value_heads} value heads must be a positive multiple of {key_heads} key heads"
+            )));
+        }
+        if !KEY_DIMS.contains(&dk) {
+            return Err(Error::UnsupportedVariant(format!(
+                "key head dim {dk}: delta-rule kernels exist for {KEY_DIMS:?}"
+            )));
+        }
+        if dv == 0 {
+            return Err(Error::Shape("the value head dim must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One delta-rule call's tensors and settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DeltaArgs<'a> {
+    /// `[T, width]` f32 with q, k, v at `cols`.
+    pub qkv: &'a Tensor,
+    /// Columns where q, k and v start in a row (`[0, Hk·dk, 2·Hk·dk]` for a packed row).
+    pub cols: [usize; 3],
+    /// `[T, Hv]` log decays (≤ 0; DeltaNet without a gate: zeros).
+    pub g: &'a Tensor,
+    /// `[T, Hv]` write strengths.
+    pub beta: &'a Tensor,
+    /// `[S, Hv, dk, dv]` f32: read when `init`, left at each sequence's last state.
+    pub state: &'a Tensor,
+    pub seqs: &'a Sequences,
+    pub dims: DeltaDims,
+    /// q and k are L2-normalised inside the kernel (eps 1e-6, as fla).
+    pub l2norm: bool,
+    /// Score scale, usually 1/√dk.
+    pub scale: f32,
+    /// Continue from `state` (else every sequence starts from zero).
+    pub init: bool,
+}
+
+impl DeltaArgs<'_> {
+    fn check(&self, out: &Tensor) -> Result<()> {
+        self.dims.check()?;
+        let (t, s) = (self.seqs.total(), self.seqs.count());
+        let d = self.dims;
+        let width = match self.qkv.shape() {
+            &[rows, w] if rows == t => w,
+            other => return Err(Error::Shape(format!("qkv: expected [{t}, width], got {other:?}"))),
+        };
+        let [qc, kc, vc] = self.cols;
+        if qc + d.key_heads * d.dk > width
+            || kc + d.key_heads * d.dk > width
+            || vc + d.value_heads * d.dv > width
+        {
+            return Err(Error::Shape(format!(
+                "q, k, v at columns {:?} do not fit rows of {width}",
+                self.cols
+            )));
+        }
+        if !self.scale.is_finite() {
+            return Err(Error::Invalid("the delta rule's scale must be finite".into()));
+        }
+        super::expect("qkv", self.qkv, &[t, width], DType::F32)?;
+        super::expect("g", self.g, &[t, d.value_heads], DType::F32)?;
+        super::expect("beta", self.beta, &[t, d.value_heads], DType::F32)?;
+        super::expect("state", self.state, &[s, d.value_heads, d.dk, d.dv], DType::F32)?;
+        super::expect("out", out, &[t, d.value_heads * d.dv], DType::F32)
+    }
+}
+
+/// The recurrent kernel for key head dim `dk`.
+pub fn recurrent_variant(dk: usize) -> Variant {
+    base(format!("delta_rule.recurrent.dk{dk}"), "delta_recurrent", dk).define("RECURRENT", 1)
+}
+
+fn base(name: String, entry: &'static str, dk: usize) -> Variant {
+    Variant::new(name, &SHADER, entry)
+        .define(crate::shader::BOUNDED_LOOPS, 1)
+        .define("DK", dk)
+        .with_params::<DeltaParams>()
+        .with_flags(delta_flags::SET)
+        .with_flags(chunk_flags::SET)
+}
+
+fn chunked_variant(pass: Pass, dk: usize) -> Variant {
+    let (name, entry, define) = match pass {
+        Pass::Prep => ("prep", "delta_prep", "PREP"),
+        Pass::State => ("state", "delta_state", "STATE"),
+        Pass::Out => ("out", "delta_out", "OUT"),
+    };
+    base(format!("delta_rule.chunked.{name}.dk{dk}"), entry, dk).define("CHUNKED", 1).define(define, 1)
+}
+
+pub fn variants() -> Vec<Variant> {
+    let mut v = Vec::new();
+    for dk in KEY_DIMS {
+        v.push(recurrent_variant(dk));
+        for pass in [Pass::Prep, Pass::State, Pass::Out] {
+            v.push(chunked_variant(pass, dk));
+        }
+    }
+    v
+}
+
+/// The chunk table for sequences `cu` with optional resets: per chunk (sequence, first token,
+/// length, flags), chunks of at most [`CHUNK`] tokens that never cross a sequence or a reset
+/// (a reset token starts a chunk, FRESH; so does a sequence's first token unless `init`),
+/// then each sequence's first chunk (S + 1 entries). Returns (table, number of chunks).
+pub fn chunk_table(cu: &[usize], resets: Option<&[bool]>, init: bool) -> (Vec<u32>, usize) {
+    let mut table = Vec::new();
+    let mut firsts = vec![0u32];
+    for s in 0..cu.len() - 1 {
+        let mut t = cu[s];
+        while t < cu[s + 1] {
+            let reset = |i: usize| resets.is_some_and(|r| r[i]);
+            let mut len = 1;
+            while len < CHUNK && t + len < cu[s + 1] && !reset(t + len) {
+                len += 1;
+            }
+            let fresh = reset(t) || (t == cu[s] && !init);
+            table.extend([s as u32, t as u32, len as u32, if fresh { chunk_flags::FRESH } else { 0 }]);
+            t += len;
+        }
+        firsts.push((table.len() / 4) as u32);
+    }
+    let n = table.len() / 4;
+    table.extend(firsts);
+    (table, n)
+}
+
+/// Records the gated delta rule of every token into `out` `[T, Hv·dv]`, leaving each
+/// sequence's last state in `state`: the chunked form when a sequence has more than one token,
+/// else the recurrent step.
+pub fn delta_rule(rec: &mut Recorder, a: &DeltaArgs, out: &Tensor) -> Result<()> {
+    let prefill = a.seqs.cu_seqlens().windows(2).any(|w| w[1] - w[0] > 1);
+    delta_rule_with(rec, a, out, if prefill { DeltaKernel::Chunked } else { DeltaKernel::Recurrent })
+}
+
+/// [`delta_rule`] with the kernel given. The chunked form allocates its scratch here: W and
+/// U `[T, Hv, dk]` / `[T, Hv, dv]`, per-token gates `[T, Hv, 4]` and the chunks' entering
+/// states `[chunks, Hv, dk, dv]`.
+pub fn delta_rule_with(rec: &mut Recorder, a: &DeltaArgs, out: &Tensor, kernel: DeltaKernel) -> Result<()> {
+    a.check(out)?;
+    let d = a.dims;
+    let (t, s) = (a.seqs.total(), a.seqs.count());
+    let mut flags = if a.init { delta_flags::INIT } else { 0 };
+    if a.seqs.resets().is_some() {
+        flags |= delta_flags::RESET;
+    }
+    if a.l2norm {
+        flags |= delta_flags::L2NORM;
+    }
+    let params = |t_lo: usize, t_hi: usize, nchunks: usize| -> Result<Params> {
+        Ok(Params::of(&DeltaParams {
+            nseq: word("sequences", s)?,
+            hk: word("key heads", d.key_heads)?,
+            hv: word("value heads", d.value_heads)?,
+            dv: word("value head dim", d.dv)?,
+            width: word("row width", a.qkv.shape()[1])?,
+            q_col: word("q column", a.cols[0])?,
+            k_col: word("k column", a.cols[1])?,
+            v_col: word("v column", a.cols[2])?,
+            flags,
+            t_lo: word("tokens", t_lo)?,
+            t_hi: word("tokens", t_hi)?,
+            scale: a.scale,
+            nchunks: word("chunks", nchunks)?,
+        }))
+    };
+    let longest = a.seqs.cu_seqlens().windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let blocks = d.dv.div_ceil(64);
+    let per_seq = grid(rec.device(), s * d.value_heads * blocks)?;
+    if kernel == DeltaKernel::Recurrent {
+        let v = recurrent_variant(d.dk);
+        let tensors = [a.qkv, a.g, a.beta, a.seqs.table(), a.state, out];
+        for lo in (0..longest.max(1)).step_by(TOKENS_PER_DISPATCH) {
+            rec.dispatch(&v, &params(lo, lo + TOKENS_PER_DISPATCH, 0)?, &tensors, per_seq)?;
+        }
+        return Ok(());
+    }
+    let (table, n) = chunk_table(a.seqs.cu_seqlens(), a.seqs.resets(), a.init);
+    let dev = rec.device();
+    let chunks = Tensor::from_slice(dev, &[table.len()], &table)?;
+    let w = Tensor::empty(dev, &[t.max(1), d.value_heads * d.dk], DType::F32)?;
+    let u = Tensor::empty(dev, &[t.max(1), d.value_heads * d.dv], DType::F32)?;
+    let gn = Tensor::empty(dev, &[t.max(1), d.value_heads, 4], DType::F32)?;
+    let s0 = Tensor::empty(dev, &[n.max(1), d.value_heads, d.dk, d.dv], DType::F32)?;
+    let p = params(0, 0, n)?;
+    let per_chunk = grid(dev, n * d.value_heads)?;
+    rec.dispatch(
+        &chunked_variant(Pass::Prep, d.dk),
+        &p,
+        &[a.qkv, a.g, a.beta, &chunks, &gn, &w, &u],
+        per_chunk,
+    )?;
+    // The walk in pieces of chunks (lavapipe ends very long invocations); later pieces continue
+    // from the state the earlier ones left.
+    let per_dispatch = if d.dk > 128 { 1 } else { 2 };
+    let most = table[n * 4..].windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
+    let state_v = chunked_variant(Pass::State, d.dk);
+    for lo in (0..most.max(1)).step_by(per_dispatch) {
+        let p = params(lo, lo + per_dispatch, n)?;
+        rec.dispatch(&state_v, &p, &[a.qkv, &w, &u, &chunks, &gn, a.state, &s0], per_seq)?;
+    }
+    let per_out = grid(rec.device(), n * d.value_heads * blocks)?;
+    rec.dispatch(&chunked_variant(Pass::Out, d.dk), &p, &[a.qkv, &u, &s0, &chunks, &gn, out], per_out)
+}

@@ -1,0 +1,241 @@
+//! The gated delta rule's recurrent and chunked (WY) kernels against the f64 reference, final
+//! states included: lengths around the chunk of 64, log-gates down to −20, β near 0, 1 and 2,
+//! key head dims 64, 128 and 256, grouped value heads, ragged batches with resets, a carried
+//! state (prefill, then decode steps), and NaN containment.
+
+use crate::common::devices;
+use linseq::ops::delta_rule::{self as dr, cases, DeltaArgs, DeltaDims, DeltaKernel, DeltaRef};
+use linseq::ops::sequences::Sequences;
+use linseq::ops::Recorder;
+use linseq::testing::{compare, GuardedOutput, Rng};
+use linseq::{DType, Device, Tensor};
+
+/// (GPU out, GPU final state), (reference out, reference final state).
+type Outcome = ((Vec<f32>, Vec<f32>), (Vec<f64>, Vec<f64>));
+
+/// One call's host inputs.
+struct Case {
+    lens: Vec<usize>,
+    resets: Option<Vec<bool>>,
+    dims: DeltaDims,
+    qkv: Vec<f32>,
+    g: Vec<f32>,
+    beta: Vec<f32>,
+    l2norm: bool,
+}
+
+impl Case {
+    fn new(rng: &mut Rng, lens: &[usize], dims: DeltaDims, g_min: f32, beta: (f32, f32)) -> Self {
+        let t = lens.iter().sum();
+        let (qkv, g, beta) = cases::inputs(rng, t, dims, g_min, beta);
+        Self { lens: lens.to_vec(), resets: None, dims, qkv, g, beta, l2norm: true }
+    }
+
+    /// Runs the kernel from `state0` (None: from zero); returns (out, final state) of GPU and
+    /// reference.
+    fn run(&self, dev: &Device, state0: Option<&[f32]>) -> Outcome {
+        self.run_with(dev, state0, None)
+    }
+
+    /// [`Case::run`] with the kernel given (None: the op's choice).
+    fn run_with(&self, dev: &Device, state0: Option<&[f32]>, kernel: Option<DeltaKernel>) -> Outcome {
+        let d = self.dims;
+        let (t, s) = (self.lens.iter().sum::<usize>(), self.lens.len());
+        let seqs = Sequences::new(dev, &self.lens, self.resets.as_deref()).unwrap();
+        let qkv = Tensor::from_slice(dev, &[t, d.row()], &self.qkv).unwrap();
+        let g = Tensor::from_slice(dev, &[t, d.value_heads], &self.g).unwrap();
+        let beta = Tensor::from_slice(dev, &[t, d.value_heads], &self.beta).unwrap();
+        let shape = [s, d.value_heads, d.dk, d.dv];
+        let zeros = vec![0.0f32; shape.iter().product()];
+        let init = state0.unwrap_or(&zeros);
+        let state = Tensor::from_slice(dev, &shape, init).unwrap();
+        let out = GuardedOutput::new(dev, &[t, d.value_heads * d.dv], DType::F32).unwrap();
+        let scale = 1.0 / (d.dk as f32).sqrt();
+        let a = DeltaArgs {
+            qkv: &qkv,
+            cols: cases::packed_cols(d),
+            g: &g,
+            beta: &beta,
+            state: &state,
+            seqs: &seqs,
+            dims: d,
+            l2norm: self.l2norm,
+            scale,
+            init: state0.is_some(),
+        };
+        let mut rec = Recorder::new(dev);
+        match kernel {
+            Some(k) => dr::delta_rule_with(&mut rec, &a, &out.tensor, k).unwrap(),
+            None => dr::delta_rule(&mut rec, &a, &out.tensor).unwrap(),
+        }
+        rec.run().unwrap();
+        let cu = seqs.cu_seqlens().to_vec();
+        let want = dr::delta_rule_ref(&DeltaRef {
+            qkv: &self.qkv,
+            width: d.row(),
+            cols: cases::packed_cols(d),
+            g: &self.g,
+            beta: &self.beta,
+            cu: &cu,
+            resets: self.resets.as_deref(),
+            state: init,
+            init: state0.is_some(),
+            dims: d,
+            l2norm: self.l2norm,
+            scale: scale as f64,
+        });
+        ((out.read_f32(dev).unwrap(), state.read_f32(dev).unwrap()), want)
+    }
+}
+
+fn check(dev: &Device, what: &str, got: &[f32], want: &[f64]) {
+    let c = compare(got, want);
+    eprintln!("[{}] delta rule {what}: nmse {:.2e} max_abs {:.2e}", dev.caps().backend, c.nmse, c.max_abs);
+    assert!(
+        c.nonfinite_mismatches == 0 && c.nmse < 1e-9 && c.max_abs < 1e-3,
+        "[{}] {what}: {c:?}",
+        dev.describe()
+    );
+}
+
+fn dims(key_heads: usize, value_heads: usize, dk: usize, dv: usize) -> DeltaDims {
+    DeltaDims { key_heads, value_heads, dk, dv }
+}
+
+#[test]
+fn both_kernels_match_the_reference_over_lengths_dims_and_groups() {
+    let cases: &[(&[usize], DeltaDims)] = &[
+        (&[1], dims(2, 2, 64, 64)),
+        (&[15, 16], dims(1, 2, 64, 32)),     // grouped value heads
+        (&[63, 64, 65], dims(2, 4, 64, 64)), // around the chunk of 64
+        (&[1047], dims(1, 1, 128, 128)),
+        (&[40, 7], dims(1, 3, 256, 80)), // dk 256, dv not a multiple of 64
+        (&[4103], dims(1, 1, 64, 64)),   // long: many dispatch pieces
+    ];
+    for dev in devices() {
+        let mut rng = Rng::new(71);
+        for &(lens, d) in cases {
+            let c = Case::new(&mut rng, lens, d, -1.0, (0.0, 1.0));
+            for k in [DeltaKernel::Recurrent, DeltaKernel::Chunked] {
+                let ((out, st), (want, want_st)) = c.run_with(dev, None, Some(k));
+                check(dev, &format!("{k:?} {lens:?} {d:?}"), &out, &want);
+                check(dev, &format!("{k:?} final state {lens:?} {d:?}"), &st, &want_st);
+            }
+        }
+    }
+}
+
+#[test]
+fn gates_and_write_strengths_at_their_extremes() {
+    let d = dims(1, 2, 64, 64);
+    for dev in devices() {
+        let mut rng = Rng::new(72);
+        // Log-gates down to −20 per step; β near 0, near 1 and near 2 (negative eigenvalues).
+        for (g_min, beta) in
+            [(-20.0, (0.0, 1.0)), (-1.0, (0.0, 1e-3)), (-0.1, (0.999, 1.0)), (-0.1, (1.99, 2.0))]
+        {
+            let c = Case::new(&mut rng, &[100, 33], d, g_min, beta);
+            for k in [DeltaKernel::Recurrent, DeltaKernel::Chunked] {
+                let ((out, st), (want, want_st)) = c.run_with(dev, None, Some(k));
+                check(dev, &format!("{k:?} g ≥ {g_min}, β in {beta:?}"), &out, &want);
+                check(dev, &format!("{k:?} final state, g ≥ {g_min}, β in {beta:?}"), &st, &want_st);
+            }
+        }
+        // Without the in-kernel norm (small q and k, so that β·|k|² < 2 keeps it stable).
+        let mut c = Case::new(&mut rng, &[70], d, -0.5, (0.0, 1.0));
+        c.qkv.iter_mut().for_each(|v| *v *= 0.15);
+        c.l2norm = false;
+        for k in [DeltaKernel::Recurrent, DeltaKernel::Chunked] {
+            let ((out, _), (want, _)) = c.run_with(dev, None, Some(k));
+            check(dev, &format!("{k:?} no l2norm"), &out, &want);
+        }
+    }
+}
+
+#[test]
+fn ragged_resets_and_a_carried_state_continue_exactly() {
+    let d = dims(2, 4, 64, 64);
+    for dev in devices() {
+        let mut rng = Rng::new(73);
+        // Resets inside sequences, from a random initial state.
+        let lens = [50usize, 3, 77];
+        let mut c = Case::new(&mut rng, &lens, d, -0.5, (0.0, 1.5));
+        let t: usize = lens.iter().sum();
+        c.resets = Some((0..t).map(|i| i == 20 || i == 60 || i == 100).collect());
+        let state0 = rng.vec(lens.len() * d.value_heads * d.dk * d.dv, -0.5, 0.5);
+        let ((rec_out, rec_st), _) = c.run_with(dev, Some(&state0), Some(DeltaKernel::Recurrent));
+        let ((out, st), (want, want_st)) = c.run(dev, Some(&state0));
+        check(dev, "ragged with resets, from a state", &out, &want);
+        check(dev, "its final state", &st, &want_st);
+        // The chunked prefill equals the step kernel.
+        let c = compare(&out, &rec_out.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        assert!(c.nmse < 1e-10, "chunked vs recurrent outputs: {c:?}");
+        let c = compare(&st, &rec_st.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        assert!(c.nmse < 1e-10, "chunked vs recurrent states: {c:?}");
+        // Prefill, then three decode steps from the state it left, equals the reference of the
+        // whole sequence (whose first part is the prefill's reference above).
+        let mut state = st;
+        for k in 0..3 {
+            let step = Case::new(&mut rng, &[1, 1, 1], d, -0.5, (0.0, 1.5));
+            let ((out, st), (want, want_st)) = step.run(dev, Some(&state));
+            check(dev, &format!("decode step {k}"), &out, &want);
+            check(dev, &format!("decode step {k} state"), &st, &want_st);
+            state = st;
+        }
+    }
+}
+
+#[test]
+fn nan_in_one_sequence_stays_in_that_sequence() {
+    let d = dims(1, 1, 64, 64);
+    for dev in devices() {
+        let mut rng = Rng::new(74);
+        let mut c = Case::new(&mut rng, &[20, 20], d, -0.5, (0.0, 1.0));
+        c.qkv[5 * d.row() + 70] = f32::NAN; // a key element of sequence 0
+        for k in [DeltaKernel::Recurrent, DeltaKernel::Chunked] {
+            let ((out, st), _) = c.run_with(dev, None, Some(k));
+            let hd = d.value_heads * d.dv;
+            assert!(out[20 * hd..].iter().all(|v| v.is_finite()), "sequence 1 is untouched");
+            assert!(out[5 * hd..20 * hd].iter().any(|v| !v.is_finite()), "sequence 0 reports its NaN");
+            assert!(out[..5 * hd].iter().all(|v| v.is_finite()), "tokens before the NaN are untouched");
+            let per_seq = d.value_heads * d.dk * d.dv;
+            assert!(st[per_seq..].iter().all(|v| v.is_finite()), "{k:?}: sequence 1's state is finite");
+        }
+    }
+}
+
+#[test]
+fn bad_delta_rule_calls_are_clear_errors() {
+    let dev = &devices()[0];
+    let d = dims(2, 4, 64, 64);
+    let seqs = Sequences::new(dev, &[3], None).unwrap();
+    let qkv = Tensor::empty(dev, &[3, d.row()], DType::F32).unwrap();
+    let g = Tensor::empty(dev, &[3, 4], DType::F32).unwrap();
+    let state = Tensor::empty(dev, &[1, 4, 64, 64], DType::F32).unwrap();
+    let out = Tensor::empty(dev, &[3, 256], DType::F32).unwrap();
+    let a = DeltaArgs {
+        qkv: &qkv,
+        cols: cases::packed_cols(d),
+        g: &g,
+        beta: &g,
+        state: &state,
+        seqs: &seqs,
+        dims: d,
+        l2norm: true,
+        scale: 0.125,
+        init: false,
+    };
+    let mut rec = Recorder::new(dev);
+    let short = Tensor::empty(dev, &[3, 2], DType::F32).unwrap();
+    for (bad, what) in [
+        (DeltaArgs { dims: dims(3, 4, 64, 64), ..a }, "value heads not a multiple of key heads"),
+        (DeltaArgs { dims: dims(2, 4, 96, 64), ..a }, "key head dim without kernels"),
+        (DeltaArgs { cols: [0, 128, 300], ..a }, "v past the row"),
+        (DeltaArgs { beta: &short, ..a }, "beta of the wrong shape"),
+        (DeltaArgs { scale: f32::INFINITY, ..a }, "infinite scale"),
+    ] {
+        let e = dr::delta_rule(&mut rec, &bad, &out).expect_err(what);
+        assert!(!e.to_string().is_empty(), "{what}");
+    }
+    assert!(rec.is_empty());
+}
