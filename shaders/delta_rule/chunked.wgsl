@@ -78,15 +78,12 @@ fn delta_prep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         gn[e + 2u] = ks;
         gn[e + 3u] = bt[t];
     }
-    // Row t of A (u < t), zeros elsewhere.
-    for (var uu = 0u; uu < C; uu++) {
-        var a = 0.0;
-        if (live && uu < t) {
-            var dot = 0.0;
-            for (var i = 0u; i < DK; i++) { dot += qkv[k_at(t0 + t, kh) + i] * qkv[k_at(t0 + uu, kh) + i]; }
-            a = bt[t] * exp(gam[t] - gam[uu]) * kn[t] * kn[uu] * dot;
-        }
-        if (live) { tm[t * C + uu] = a; }
+    // Row t of A (u < t; nothing reads the rest). Bounded by the row, not by C: constant
+    // bounds here would be unrolled by Mesa's GL compiler.
+    for (var uu = 0u; live && uu < t; uu++) {
+        var dot = 0.0;
+        for (var i = 0u; i < DK; i++) { dot += qkv[k_at(t0 + t, kh) + i] * qkv[k_at(t0 + uu, kh) + i]; }
+        tm[t * C + uu] = bt[t] * exp(gam[t] - gam[uu]) * kn[t] * kn[uu] * dot;
     }
     workgroupBarrier();
     // T = (I + A)⁻¹ by forward substitution, in place: row r of T from row r of A and the rows
@@ -205,15 +202,12 @@ fn delta_out(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
     let t = min(lid, len - 1u);
     let gt = gn[gn_at(t0 + t, h)];
     let qk = gn[gn_at(t0 + t, h) + 1u];
-    for (var uu = 0u; uu < C; uu++) {
-        var m = 0.0;
-        if (lid < len && uu <= lid) {
-            var dot = 0.0;
-            for (var i = 0u; i < DK; i++) { dot += qkv[q_at(t0 + t, kh) + i] * qkv[k_at(t0 + uu, kh) + i]; }
-            let e = gn_at(t0 + uu, h);
-            m = exp(gt - gn[e]) * qk * gn[e + 2u] * dot;
-        }
-        mm[lid * C + uu] = m;
+    // (Only u ≤ t is read.)
+    for (var uu = 0u; lid < len && uu <= lid; uu++) {
+        var dot = 0.0;
+        for (var i = 0u; i < DK; i++) { dot += qkv[q_at(t0 + t, kh) + i] * qkv[k_at(t0 + uu, kh) + i]; }
+        let e = gn_at(t0 + uu, h);
+        mm[lid * C + uu] = exp(gt - gn[e]) * qk * gn[e + 2u] * dot;
     }
     workgroupBarrier();
     let j = jb * 64u + lid;

@@ -6,8 +6,10 @@
 //! planner places in the arenas with every other activation.
 
 mod attention;
+mod delta_rule;
 mod rg_lru;
 pub use attention::{AdvanceNode, AttentionNode, RopeNode};
+pub use delta_rule::DeltaRuleNode;
 pub use rg_lru::RgLruNode;
 
 use super::{NodeOp, Role, TensorDesc};

@@ -33,7 +33,7 @@ pub const SHADER: crate::shader::Source = crate::wgsl_source!(
 );
 
 /// Key head dims with kernels.
-pub const KEY_DIMS: [usize; 3] = [64, 128, 256];
+pub const KEY_DIMS: [usize; 4] = [32, 64, 128, 256];
 
 /// Tokens per sequence per dispatch of the recurrent kernel (lavapipe ends an invocation after
 /// about 65k loop steps, and each token runs loops over dk).
@@ -168,11 +168,11 @@ impl DeltaArgs<'_> {
 
 /// The recurrent kernel for key head dim `dk`.
 pub fn recurrent_variant(dk: usize) -> Variant {
-    base(format!("delta_rule.recurrent.dk{dk}"), "delta_recurrent", dk).define("RECURRENT", 1)
+    base("recurrent", "delta_recurrent", dk).define("RECURRENT", 1)
 }
 
-fn base(name: String, entry: &'static str, dk: usize) -> Variant {
-    Variant::new(name, &SHADER, entry)
+fn base(name: &str, entry: &'static str, dk: usize) -> Variant {
+    Variant::new(format!("delta_rule.{name}.dk{dk}"), &SHADER, entry)
         .define(crate::shader::BOUNDED_LOOPS, 1)
         .define("DK", dk)
         .with_params::<DeltaParams>()
@@ -182,11 +182,11 @@ fn base(name: String, entry: &'static str, dk: usize) -> Variant {
 
 fn chunked_variant(pass: Pass, dk: usize) -> Variant {
     let (name, entry, define) = match pass {
-        Pass::Prep => ("prep", "delta_prep", "PREP"),
-        Pass::State => ("state", "delta_state", "STATE"),
-        Pass::Out => ("out", "delta_out", "OUT"),
+        Pass::Prep => ("chunked.prep", "delta_prep", "PREP"),
+        Pass::State => ("chunked.state", "delta_state", "STATE"),
+        Pass::Out => ("chunked.out", "delta_out", "OUT"),
     };
-    base(format!("delta_rule.chunked.{name}.dk{dk}"), entry, dk).define("CHUNKED", 1).define(define, 1)
+    base(name, entry, dk).define("CHUNKED", 1).define(define, 1)
 }
 
 pub fn variants() -> Vec<Variant> {
@@ -230,15 +230,61 @@ pub fn chunk_table(cu: &[usize], resets: Option<&[bool]>, init: bool) -> (Vec<u3
 /// sequence's last state in `state`: the chunked form when a sequence has more than one token,
 /// else the recurrent step.
 pub fn delta_rule(rec: &mut Recorder, a: &DeltaArgs, out: &Tensor) -> Result<()> {
-    let prefill = a.seqs.cu_seqlens().windows(2).any(|w| w[1] - w[0] > 1);
-    delta_rule_with(rec, a, out, if prefill { DeltaKernel::Chunked } else { DeltaKernel::Recurrent })
+    delta_rule_with(rec, a, out, kernel_for(a.seqs.cu_seqlens()))
 }
 
-/// [`delta_rule`] with the kernel given. The chunked form allocates its scratch here: W and
-/// U `[T, Hv, dk]` / `[T, Hv, dv]`, per-token gates `[T, Hv, 4]` and the chunks' entering
-/// states `[chunks, Hv, dk, dv]`.
+/// Whether the kernels run on this device: not through GL, whose (Mesa) compiler took over six
+/// minutes per kernel.
+pub fn runs(caps: &crate::device::Capabilities) -> bool {
+    caps.backend != "Gl"
+}
+
+/// The kernel [`delta_rule`] takes for sequences `cu`.
+pub fn kernel_for(cu: &[usize]) -> DeltaKernel {
+    if cu.windows(2).any(|w| w[1] - w[0] > 1) {
+        DeltaKernel::Chunked
+    } else {
+        DeltaKernel::Recurrent
+    }
+}
+
+/// The chunked form's scratch for `t` tokens in `chunks` chunks: W `[T, Hv·dk]`, U
+/// `[T, Hv·dv]`, per-token gates `[T, Hv, 4]` and the chunks' entering states
+/// `[chunks, Hv, dk, dv]` (none for the recurrent kernel).
+pub fn scratch_shapes(kernel: DeltaKernel, d: DeltaDims, t: usize, chunks: usize) -> Vec<Vec<usize>> {
+    if kernel == DeltaKernel::Recurrent {
+        return Vec::new();
+    }
+    vec![
+        vec![t.max(1), d.value_heads * d.dk],
+        vec![t.max(1), d.value_heads * d.dv],
+        vec![t.max(1), d.value_heads, 4],
+        vec![chunks.max(1), d.value_heads, d.dk, d.dv],
+    ]
+}
+
+/// [`delta_rule`] with the kernel given; the chunked form's scratch is allocated here.
 pub fn delta_rule_with(rec: &mut Recorder, a: &DeltaArgs, out: &Tensor, kernel: DeltaKernel) -> Result<()> {
+    delta_rule_in(rec, a, out, kernel, None)
+}
+
+/// [`delta_rule_with`] with the chunked form's scratch given ([`scratch_shapes`]), or
+/// allocated when `None`.
+pub fn delta_rule_in(
+    rec: &mut Recorder,
+    a: &DeltaArgs,
+    out: &Tensor,
+    kernel: DeltaKernel,
+    scratch: Option<[&Tensor; 4]>,
+) -> Result<()> {
     a.check(out)?;
+    if !runs(rec.device().caps()) {
+        return Err(Error::UnsupportedVariant(format!(
+            "the delta-rule kernels do not run on {} ({}): Mesa's GL compiler took over six minutes per kernel, so they are refused there for now; use Vulkan, Metal or DX12",
+            rec.device().caps().backend,
+            rec.device().caps().adapter
+        )));
+    }
     let d = a.dims;
     let (t, s) = (a.seqs.total(), a.seqs.count());
     let mut flags = if a.init { delta_flags::INIT } else { 0 };
@@ -279,16 +325,28 @@ pub fn delta_rule_with(rec: &mut Recorder, a: &DeltaArgs, out: &Tensor, kernel: 
     let (table, n) = chunk_table(a.seqs.cu_seqlens(), a.seqs.resets(), a.init);
     let dev = rec.device();
     let chunks = Tensor::from_slice(dev, &[table.len()], &table)?;
-    let w = Tensor::empty(dev, &[t.max(1), d.value_heads * d.dk], DType::F32)?;
-    let u = Tensor::empty(dev, &[t.max(1), d.value_heads * d.dv], DType::F32)?;
-    let gn = Tensor::empty(dev, &[t.max(1), d.value_heads, 4], DType::F32)?;
-    let s0 = Tensor::empty(dev, &[n.max(1), d.value_heads, d.dk, d.dv], DType::F32)?;
+    let shapes = scratch_shapes(kernel, d, t, n);
+    let owned;
+    let [w, u, gn, s0] = match scratch {
+        Some(sc) => {
+            for (name, (tensor, shape)) in
+                ["W", "U", "gates", "chunk states"].iter().zip(sc.iter().zip(&shapes))
+            {
+                super::expect(name, tensor, shape, DType::F32)?;
+            }
+            sc
+        }
+        None => {
+            owned = shapes.iter().map(|s| Tensor::empty(dev, s, DType::F32)).collect::<Result<Vec<_>>>()?;
+            [&owned[0], &owned[1], &owned[2], &owned[3]]
+        }
+    };
     let p = params(0, 0, n)?;
     let per_chunk = grid(dev, n * d.value_heads)?;
     rec.dispatch(
         &chunked_variant(Pass::Prep, d.dk),
         &p,
-        &[a.qkv, a.g, a.beta, &chunks, &gn, &w, &u],
+        &[a.qkv, a.g, a.beta, &chunks, gn, w, u],
         per_chunk,
     )?;
     // The walk in pieces of chunks (lavapipe ends very long invocations); later pieces continue
@@ -298,8 +356,8 @@ pub fn delta_rule_with(rec: &mut Recorder, a: &DeltaArgs, out: &Tensor, kernel: 
     let state_v = chunked_variant(Pass::State, d.dk);
     for lo in (0..most.max(1)).step_by(per_dispatch) {
         let p = params(lo, lo + per_dispatch, n)?;
-        rec.dispatch(&state_v, &p, &[a.qkv, &w, &u, &chunks, &gn, a.state, &s0], per_seq)?;
+        rec.dispatch(&state_v, &p, &[a.qkv, w, u, &chunks, gn, a.state, s0], per_seq)?;
     }
     let per_out = grid(rec.device(), n * d.value_heads * blocks)?;
-    rec.dispatch(&chunked_variant(Pass::Out, d.dk), &p, &[a.qkv, &u, &s0, &chunks, &gn, out], per_out)
+    rec.dispatch(&chunked_variant(Pass::Out, d.dk), &p, &[a.qkv, u, s0, &chunks, gn, out], per_out)
 }

@@ -88,6 +88,36 @@ impl Case {
     }
 }
 
+/// Whether the kernels run on `dev`; where they do not (GL), the call is a clear error, which
+/// this asserts.
+fn runs_here(dev: &Device) -> bool {
+    if dr::runs(dev.caps()) {
+        return true;
+    }
+    let d = dims(1, 1, 64, 64);
+    let c = Case::new(&mut Rng::new(1), &[3], d, -0.5, (0.0, 1.0));
+    let seqs = Sequences::new(dev, &c.lens, None).unwrap();
+    let qkv = Tensor::from_slice(dev, &[3, d.row()], &c.qkv).unwrap();
+    let g = Tensor::from_slice(dev, &[3, 1], &c.g).unwrap();
+    let state = Tensor::empty(dev, &[1, 1, 64, 64], DType::F32).unwrap();
+    let out = Tensor::empty(dev, &[3, 64], DType::F32).unwrap();
+    let a = DeltaArgs {
+        qkv: &qkv,
+        cols: cases::packed_cols(d),
+        g: &g,
+        beta: &g,
+        state: &state,
+        seqs: &seqs,
+        dims: d,
+        l2norm: true,
+        scale: 0.125,
+        init: false,
+    };
+    let e = dr::delta_rule(&mut Recorder::new(dev), &a, &out).expect_err("refused on this backend");
+    assert!(e.to_string().contains("Vulkan"), "{e}");
+    false
+}
+
 fn check(dev: &Device, what: &str, got: &[f32], want: &[f64]) {
     let c = compare(got, want);
     eprintln!("[{}] delta rule {what}: nmse {:.2e} max_abs {:.2e}", dev.caps().backend, c.nmse, c.max_abs);
@@ -112,7 +142,7 @@ fn both_kernels_match_the_reference_over_lengths_dims_and_groups() {
         (&[40, 7], dims(1, 3, 256, 80)), // dk 256, dv not a multiple of 64
         (&[4103], dims(1, 1, 64, 64)),   // long: many dispatch pieces
     ];
-    for dev in devices() {
+    for dev in devices().iter().filter(|d| runs_here(d)) {
         let mut rng = Rng::new(71);
         for &(lens, d) in cases {
             let c = Case::new(&mut rng, lens, d, -1.0, (0.0, 1.0));
@@ -128,7 +158,7 @@ fn both_kernels_match_the_reference_over_lengths_dims_and_groups() {
 #[test]
 fn gates_and_write_strengths_at_their_extremes() {
     let d = dims(1, 2, 64, 64);
-    for dev in devices() {
+    for dev in devices().iter().filter(|d| runs_here(d)) {
         let mut rng = Rng::new(72);
         // Log-gates down to −20 per step; β near 0, near 1 and near 2 (negative eigenvalues).
         for (g_min, beta) in
@@ -155,7 +185,7 @@ fn gates_and_write_strengths_at_their_extremes() {
 #[test]
 fn ragged_resets_and_a_carried_state_continue_exactly() {
     let d = dims(2, 4, 64, 64);
-    for dev in devices() {
+    for dev in devices().iter().filter(|d| runs_here(d)) {
         let mut rng = Rng::new(73);
         // Resets inside sequences, from a random initial state.
         let lens = [50usize, 3, 77];
@@ -188,7 +218,7 @@ fn ragged_resets_and_a_carried_state_continue_exactly() {
 #[test]
 fn nan_in_one_sequence_stays_in_that_sequence() {
     let d = dims(1, 1, 64, 64);
-    for dev in devices() {
+    for dev in devices().iter().filter(|d| runs_here(d)) {
         let mut rng = Rng::new(74);
         let mut c = Case::new(&mut rng, &[20, 20], d, -0.5, (0.0, 1.0));
         c.qkv[5 * d.row() + 70] = f32::NAN; // a key element of sequence 0
@@ -206,7 +236,7 @@ fn nan_in_one_sequence_stays_in_that_sequence() {
 
 #[test]
 fn bad_delta_rule_calls_are_clear_errors() {
-    let dev = &devices()[0];
+    let dev = devices().iter().find(|d| runs_here(d)).expect("a device that runs the delta rule");
     let d = dims(2, 4, 64, 64);
     let seqs = Sequences::new(dev, &[3], None).unwrap();
     let qkv = Tensor::empty(dev, &[3, d.row()], DType::F32).unwrap();
@@ -238,4 +268,62 @@ fn bad_delta_rule_calls_are_clear_errors() {
         assert!(!e.to_string().is_empty(), "{what}");
     }
     assert!(rec.is_empty());
+}
+
+#[test]
+fn the_graph_node_plans_its_scratch_and_matches_the_graph_reference() {
+    use linseq::graph::nodes::{DeltaRuleNode, SeqSpec};
+    use linseq::graph::{reference, Executable, Graph, PlanOptions};
+    use std::collections::HashMap;
+    // Qwen3-Next's tiny linear layer: 2 key heads of 32, 4 value heads of 64; a prefill (the
+    // chunked form, scratch planned) and a decode step (the recurrent kernel).
+    let d = dims(2, 4, 32, 64);
+    for dev in devices().iter().filter(|d| runs_here(d)) {
+        let mut rng = Rng::new(75);
+        for lens in [vec![70usize, 5], vec![1, 1]] {
+            let t: usize = lens.iter().sum();
+            let spec = SeqSpec {
+                cu: std::iter::once(0)
+                    .chain(lens.iter().scan(0, |a, &l| {
+                        *a += l;
+                        Some(*a)
+                    }))
+                    .collect(),
+                resets: None,
+            };
+            let mut g = Graph::new();
+            let qkv = g.input("qkv", &[t, d.row()], DType::F32);
+            let gt = g.input("g", &[t, d.value_heads], DType::F32);
+            let bt = g.input("beta", &[t, d.value_heads], DType::F32);
+            let st = g.state("state", &[lens.len(), d.value_heads, d.dk, d.dv]);
+            let seqs = g.input("seqs", &[lens.len() + 1], DType::U32);
+            let node = DeltaRuleNode {
+                seqs: spec.clone(),
+                dims: d,
+                cols: cases::packed_cols(d),
+                l2norm: true,
+                scale: 0.17,
+                init: true,
+            };
+            let y = g.op(node, &[qkv, gt, bt, st, seqs]).unwrap();
+            g.output(y);
+            let (q, gv, bv) = cases::inputs(&mut rng, t, d, -2.0, (0.0, 2.0));
+            let mut host = HashMap::new();
+            host.insert("qkv".to_string(), q);
+            host.insert("g".to_string(), gv);
+            host.insert("beta".to_string(), bv);
+            host.insert("state".to_string(), rng.vec(lens.len() * d.value_heads * d.dk * d.dv, -0.3, 0.3));
+            host.insert("seqs".to_string(), spec.cu.iter().map(|&c| c as f32).collect());
+            let exe = Executable::new(dev, g.clone(), &PlanOptions::for_device(dev.caps())).unwrap();
+            for name in ["qkv", "g", "beta", "state"] {
+                exe.write_f32(name, &host[name]).unwrap();
+            }
+            let table: Vec<u32> = spec.cu.iter().map(|&c| c as u32).collect();
+            exe.write("seqs", &table).unwrap();
+            exe.run().unwrap();
+            let got = exe.read_output::<f32>(y).unwrap();
+            let want = reference::evaluate(&g, &host).unwrap();
+            check(dev, &format!("graph node {lens:?}"), &got, &want[y.0]);
+        }
+    }
 }
