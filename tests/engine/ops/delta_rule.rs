@@ -94,28 +94,49 @@ fn runs_here(dev: &Device) -> bool {
     if dr::runs(dev.caps()) {
         return true;
     }
-    let d = dims(1, 1, 64, 64);
-    let c = Case::new(&mut Rng::new(1), &[3], d, -0.5, (0.0, 1.0));
-    let seqs = Sequences::new(dev, &c.lens, None).unwrap();
-    let qkv = Tensor::from_slice(dev, &[3, d.row()], &c.qkv).unwrap();
-    let g = Tensor::from_slice(dev, &[3, 1], &c.g).unwrap();
-    let state = Tensor::empty(dev, &[1, 1, 64, 64], DType::F32).unwrap();
-    let out = Tensor::empty(dev, &[3, 64], DType::F32).unwrap();
-    let a = DeltaArgs {
-        qkv: &qkv,
-        cols: cases::packed_cols(d),
-        g: &g,
-        beta: &g,
-        state: &state,
-        seqs: &seqs,
-        dims: d,
-        l2norm: true,
-        scale: 0.125,
-        init: false,
-    };
-    let e = dr::delta_rule(&mut Recorder::new(dev), &a, &out).expect_err("refused on this backend");
+    let t = Tiny::new(dev, dims(1, 1, 64, 64));
+    let e = dr::delta_rule(&mut Recorder::new(dev), &t.args(), &t.out).expect_err("refused on this backend");
     assert!(e.to_string().contains("Vulkan"), "{e}");
     false
+}
+
+/// A three-token call's tensors (contents unset): for the error paths.
+struct Tiny {
+    d: DeltaDims,
+    seqs: Sequences,
+    qkv: Tensor,
+    g: Tensor,
+    state: Tensor,
+    out: Tensor,
+}
+
+impl Tiny {
+    fn new(dev: &Device, d: DeltaDims) -> Self {
+        let empty = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap();
+        Self {
+            d,
+            seqs: Sequences::new(dev, &[3], None).unwrap(),
+            qkv: empty(&[3, d.row()]),
+            g: empty(&[3, d.value_heads]),
+            state: empty(&[1, d.value_heads, d.dk, d.dv]),
+            out: empty(&[3, d.value_heads * d.dv]),
+        }
+    }
+
+    fn args(&self) -> DeltaArgs<'_> {
+        DeltaArgs {
+            qkv: &self.qkv,
+            cols: cases::packed_cols(self.d),
+            g: &self.g,
+            beta: &self.g,
+            state: &self.state,
+            seqs: &self.seqs,
+            dims: self.d,
+            l2norm: true,
+            scale: 0.125,
+            init: false,
+        }
+    }
 }
 
 fn check(dev: &Device, what: &str, got: &[f32], want: &[f64]) {
@@ -237,24 +258,8 @@ fn nan_in_one_sequence_stays_in_that_sequence() {
 #[test]
 fn bad_delta_rule_calls_are_clear_errors() {
     let dev = devices().iter().find(|d| runs_here(d)).expect("a device that runs the delta rule");
-    let d = dims(2, 4, 64, 64);
-    let seqs = Sequences::new(dev, &[3], None).unwrap();
-    let qkv = Tensor::empty(dev, &[3, d.row()], DType::F32).unwrap();
-    let g = Tensor::empty(dev, &[3, 4], DType::F32).unwrap();
-    let state = Tensor::empty(dev, &[1, 4, 64, 64], DType::F32).unwrap();
-    let out = Tensor::empty(dev, &[3, 256], DType::F32).unwrap();
-    let a = DeltaArgs {
-        qkv: &qkv,
-        cols: cases::packed_cols(d),
-        g: &g,
-        beta: &g,
-        state: &state,
-        seqs: &seqs,
-        dims: d,
-        l2norm: true,
-        scale: 0.125,
-        init: false,
-    };
+    let t = Tiny::new(dev, dims(2, 4, 64, 64));
+    let (a, out) = (t.args(), &t.out);
     let mut rec = Recorder::new(dev);
     let short = Tensor::empty(dev, &[3, 2], DType::F32).unwrap();
     for (bad, what) in [
@@ -264,7 +269,7 @@ fn bad_delta_rule_calls_are_clear_errors() {
         (DeltaArgs { beta: &short, ..a }, "beta of the wrong shape"),
         (DeltaArgs { scale: f32::INFINITY, ..a }, "infinite scale"),
     ] {
-        let e = dr::delta_rule(&mut rec, &bad, &out).expect_err(what);
+        let e = dr::delta_rule(&mut rec, &bad, out).expect_err(what);
         assert!(!e.to_string().is_empty(), "{what}");
     }
     assert!(rec.is_empty());
