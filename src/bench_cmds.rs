@@ -37,9 +37,10 @@ pub struct BenchArgs {
     /// Scaling report: redraw the plot from this saved `--json` file instead of measuring.
     #[arg(long, value_name = "FILE", requires = "scaling")]
     replot: Option<PathBuf>,
-    /// Scaling report: where to write the plot (`scaling-attention.svg` for attention).
-    #[arg(long, value_name = "FILE", default_value = "scaling-selective-scan.svg")]
-    svg: PathBuf,
+    /// Scaling report: where to write the plot (default `scaling-<op>.svg`, e.g.
+    /// `scaling-selective-scan.svg`, `scaling-attention.svg`).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
     /// Model benchmark: mamba-130m, mamba2-130m, mamba-1.4b, recurrentgemma-2b or mistral-7b-8l (random weights of the real
     /// configuration, written once to --model-dir).
     #[arg(long, default_value = "mamba-130m")]
@@ -68,6 +69,13 @@ pub struct BenchArgs {
     /// Also write the rows as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// The scaling plot's path: --svg, else `scaling-<op>.svg`.
+    fn svg_or(&self, op: &str) -> PathBuf {
+        self.svg.clone().unwrap_or_else(|| PathBuf::from(format!("scaling-{op}.svg")))
+    }
 }
 
 #[derive(Args)]
@@ -140,7 +148,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             .find_map(|r| bench::plot::shape_field(r["shape"].as_str()?, "d=").map(str::to_string));
         let adapter = doc["adapter"].as_str().unwrap_or("?").split(" (").next().unwrap_or("?").to_string();
         let title = format!("selective scan, batch 1, d = {}, N = 16 — {adapter}", dim.unwrap_or_default());
-        scaling_report(&series, &title, 16384.0, &a.svg)?;
+        scaling_report(&series, &title, 16384.0, &a.svg_or("selective-scan"))?;
         return Ok(ExitCode::SUCCESS);
     }
     let (dev, software) = open_device()?;
@@ -161,7 +169,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             let series = bench::plot::series(&rows, "scan");
             let fit_from = if quick { 2048.0 } else { 16384.0 };
             let title = format!("selective scan, batch 1, d = {dim}, N = 16 — {}", dev.adapter_info().name);
-            scaling_report(&series, &title, fit_from, &a.svg)?;
+            scaling_report(&series, &title, fit_from, &a.svg_or("selective-scan"))?;
             rows
         }
         ("attention", true) => {
@@ -175,12 +183,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
                 "sliding-window attention prefill, batch 1, W = {window}, H = 8/1, D = 128 — {}",
                 dev.adapter_info().name
             );
-            let svg = if a.svg.as_os_str() == "scaling-selective-scan.svg" {
-                PathBuf::from("scaling-attention.svg")
-            } else {
-                a.svg.clone()
-            };
-            scaling_report(&series, &title, 4096.0, &svg)?;
+            scaling_report(&series, &title, 4096.0, &a.svg_or("attention"))?;
             rows
         }
         (other, true) => {

@@ -1,6 +1,7 @@
 // The chunked WY-form prefill (included by delta_rule.wgsl), in three dispatches over chunks
-// of at most C = 64 tokens that never cross a sequence or a reset (`chunks`: per chunk
-// (sequence, first token, length, FRESH), then each sequence's first chunk, S + 1 entries).
+// of at most C = 64 tokens that never cross a sequence or a reset (`chunks`, the table of
+// ops::sequences::chunk_table: per chunk (first token, length, sequence, FRESH at a reset /
+// FIRST of its sequence), then each sequence's first chunk, S + 1 entries).
 // Within a chunk, with γ_t the cumulative log-gate (γ_t − γ_u ≤ 0 for u ≤ t, so every
 // exponent is a difference of cumulative sums that stays ≤ 0):
 //   A[t][u] = β_t·exp(γ_t − γ_u)·k̂_t·k̂_u (u < t),  T = (I + A)⁻¹ (unit lower triangular)
@@ -18,8 +19,8 @@ const C: u32 = 64u;
 @group(0) @binding(4) var<storage, read> chunks: array<u32>;
 @group(0) @binding(5) var<storage, read_write> gn: array<f32>;
 
-fn chunk_t0(c: u32) -> u32 { return chunks[c * 4u + 1u]; }
-fn chunk_len(c: u32) -> u32 { return chunks[c * 4u + 2u]; }
+fn chunk_t0(c: u32) -> u32 { return chunks[c * 4u]; }
+fn chunk_len(c: u32) -> u32 { return chunks[c * 4u + 1u]; }
 fn gn_at(t: u32, h: u32) -> u32 { return (t * p.hv + h) * 4u; }
 #endif
 
@@ -151,7 +152,9 @@ fn delta_state(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         for (var i = 0u; i < DK; i++) { st[i] = state[sbase + i * p.dv]; }
     }
     for (var c = c_lo; c < c_hi; c++) {
-        if ((chunks[c * 4u + 3u] & FRESH) != 0u) {
+        // A reset, or a sequence's first chunk without INIT, starts from zero.
+        let cf = chunks[c * 4u + 3u];
+        if ((cf & FRESH) != 0u || ((cf & FIRST) != 0u && !flag(INIT))) {
             for (var i = 0u; i < DK; i++) { st[i] = 0.0; }
         }
         let t0 = chunk_t0(c);

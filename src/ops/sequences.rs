@@ -90,3 +90,44 @@ impl Sequences {
         self.resets.as_deref()
     }
 }
+
+crate::flags! {
+    /// Flags of a chunk-table entry: FRESH, the chunk starts at a reset; FIRST, the first chunk
+    /// of its sequence.
+    pub mod chunk_flags { FRESH = 1, FIRST = 2 }
+}
+
+/// The chunk table of host cu_seqlens and reset flags, shared by the chunked kernels (SSD, the
+/// delta rule): per chunk (first token, length, sequence, flags), then per-sequence chunk
+/// offsets (S + 1). Chunks split every sequence at its reset flags and every `chunk` tokens.
+pub fn chunk_table(cu: &[usize], resets: Option<&[bool]>, chunk: usize) -> (Vec<u32>, usize) {
+    let count = cu.len().saturating_sub(1);
+    let mut entries = Vec::new();
+    let mut offsets = vec![0u32];
+    for s in 0..count {
+        let (start, end) = (cu[s], cu[s + 1]);
+        let mut t = start;
+        while t < end {
+            // The segment runs to the next reset (exclusive) or the sequence's end.
+            let seg_end = (t + 1..end).find(|&u| resets.is_some_and(|r| r[u])).unwrap_or(end);
+            let mut c = t;
+            while c < seg_end {
+                let len = chunk.min(seg_end - c);
+                let mut flags = 0;
+                if c == t && resets.is_some_and(|r| r[c]) {
+                    flags |= chunk_flags::FRESH;
+                }
+                if c == start {
+                    flags |= chunk_flags::FIRST;
+                }
+                entries.extend([c as u32, len as u32, s as u32, flags]);
+                c += len;
+            }
+            t = seg_end;
+        }
+        offsets.push((entries.len() / 4) as u32);
+    }
+    let n = entries.len() / 4;
+    entries.extend(offsets);
+    (entries, n)
+}

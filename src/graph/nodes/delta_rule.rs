@@ -4,6 +4,7 @@ use super::super::{NodeOp, TensorDesc};
 use super::{activations, expect_state, SeqSpec};
 use crate::error::{Error, Result};
 use crate::ops::delta_rule::{self as dr, DeltaArgs, DeltaDims, DeltaRef};
+use crate::ops::sequences::chunk_table;
 use crate::ops::Recorder;
 use crate::tensor::{DType, Tensor};
 
@@ -21,13 +22,6 @@ pub struct DeltaRuleNode {
     pub init: bool,
 }
 
-impl DeltaRuleNode {
-    fn kernel_and_chunks(&self) -> (dr::DeltaKernel, usize) {
-        let kernel = dr::kernel_for(&self.seqs.cu);
-        (kernel, dr::chunk_table(&self.seqs.cu, self.seqs.resets.as_deref(), self.init).1)
-    }
-}
-
 impl NodeOp for DeltaRuleNode {
     fn name(&self) -> &str {
         "delta_rule"
@@ -41,7 +35,8 @@ impl NodeOp for DeltaRuleNode {
         Ok((vec![ins[0].shape[0], self.dims.value_heads * self.dims.dv], DType::F32))
     }
     fn scratch(&self, _ins: &[&TensorDesc]) -> Vec<(Vec<usize>, DType)> {
-        let (kernel, chunks) = self.kernel_and_chunks();
+        let kernel = dr::kernel_for(&self.seqs.cu);
+        let chunks = chunk_table(&self.seqs.cu, self.seqs.resets.as_deref(), dr::CHUNK).1;
         let t = self.seqs.cu.last().copied().unwrap_or(0);
         dr::scratch_shapes(kernel, self.dims, t, chunks).into_iter().map(|s| (s, DType::F32)).collect()
     }
@@ -59,7 +54,7 @@ impl NodeOp for DeltaRuleNode {
             scale: self.scale,
             init: self.init,
         };
-        let (kernel, _) = self.kernel_and_chunks();
+        let kernel = dr::kernel_for(&self.seqs.cu);
         let sc = match scratch {
             [w, u, gn, s0] => Some([*w, *u, *gn, *s0]),
             _ => None,

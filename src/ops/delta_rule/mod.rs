@@ -20,7 +20,7 @@ mod reference;
 
 pub use reference::{delta_rule_ref, DeltaRef};
 
-use super::sequences::Sequences;
+use super::sequences::{chunk_flags, chunk_table, Sequences};
 use super::{grid, word, Params, Recorder};
 use crate::error::{Error, Result};
 use crate::shader::Variant;
@@ -52,11 +52,6 @@ crate::uniform! {
 crate::flags! {
     /// Bits of [`DeltaParams::flags`].
     pub mod delta_flags { INIT = 1, RESET = 2, L2NORM = 4 }
-}
-
-crate::flags! {
-    /// Bits of a chunk-table entry: FRESH, the chunk starts from a zero state.
-    pub mod chunk_flags { FRESH = 1 }
 }
 
 /// Tokens per chunk of the WY form.
@@ -200,32 +195,6 @@ pub fn variants() -> Vec<Variant> {
     v
 }
 
-/// The chunk table for sequences `cu` with optional resets: per chunk (sequence, first token,
-/// length, flags), chunks of at most [`CHUNK`] tokens that never cross a sequence or a reset
-/// (a reset token starts a chunk, FRESH; so does a sequence's first token unless `init`),
-/// then each sequence's first chunk (S + 1 entries). Returns (table, number of chunks).
-pub fn chunk_table(cu: &[usize], resets: Option<&[bool]>, init: bool) -> (Vec<u32>, usize) {
-    let mut table = Vec::new();
-    let mut firsts = vec![0u32];
-    for s in 0..cu.len() - 1 {
-        let mut t = cu[s];
-        while t < cu[s + 1] {
-            let reset = |i: usize| resets.is_some_and(|r| r[i]);
-            let mut len = 1;
-            while len < CHUNK && t + len < cu[s + 1] && !reset(t + len) {
-                len += 1;
-            }
-            let fresh = reset(t) || (t == cu[s] && !init);
-            table.extend([s as u32, t as u32, len as u32, if fresh { chunk_flags::FRESH } else { 0 }]);
-            t += len;
-        }
-        firsts.push((table.len() / 4) as u32);
-    }
-    let n = table.len() / 4;
-    table.extend(firsts);
-    (table, n)
-}
-
 /// Records the gated delta rule of every token into `out` `[T, Hv·dv]`, leaving each
 /// sequence's last state in `state`: the chunked form when a sequence has more than one token,
 /// else the recurrent step.
@@ -322,7 +291,7 @@ pub fn delta_rule_in(
         }
         return Ok(());
     }
-    let (table, n) = chunk_table(a.seqs.cu_seqlens(), a.seqs.resets(), a.init);
+    let (table, n) = chunk_table(a.seqs.cu_seqlens(), a.seqs.resets(), CHUNK);
     let dev = rec.device();
     let chunks = Tensor::from_slice(dev, &[table.len()], &table)?;
     let shapes = scratch_shapes(kernel, d, t, n);

@@ -4,7 +4,8 @@
 use super::{SsdArgs, SsdDims, SsdKernel, MAX_STATE, SHADER};
 use crate::error::{Error, Result};
 use crate::ops::selective_scan::Sequences;
-use crate::ops::{self, grid, Params, Recorder};
+pub use crate::ops::sequences::chunk_flags;
+use crate::ops::{self, grid, sequences, Params, Recorder};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
 
@@ -43,12 +44,6 @@ crate::flags! {
     /// Bits of [`SsdParams::flags`]. ROW_IO: a decode step reads x/B/C, dt and the gate z out of
     /// one fused in_proj row `[z | xBC | dt]`.
     pub mod ssd_flags { SOFTPLUS = 1, HAS_BIAS = 2, HAS_D = 4, INIT = 8, RESET = 16, ROW_IO = 32 }
-}
-
-crate::flags! {
-    /// Flags of a chunk-table entry: FRESH, the state before the chunk is zero (a reset, or a
-    /// sequence start without INIT); FIRST, the first chunk of its sequence.
-    pub mod chunk_flags { FRESH = 1, FIRST = 2 }
 }
 
 /// The dispatches of the chunked path, for timing them one at a time (the bench's breakdown).
@@ -178,40 +173,7 @@ pub fn variants() -> Vec<Variant> {
 /// The chunk table: per chunk (first token, length, sequence, flags), then per-sequence chunk
 /// offsets. Chunks split every sequence at its reset flags and every `chunk` tokens.
 pub fn chunk_table(seqs: &Sequences, chunk: usize) -> (Vec<u32>, usize) {
-    chunk_table_of(seqs.cu_seqlens(), seqs.resets(), chunk)
-}
-
-/// [`chunk_table`] of host cu_seqlens and reset flags.
-pub fn chunk_table_of(cu: &[usize], resets: Option<&[bool]>, chunk: usize) -> (Vec<u32>, usize) {
-    let count = cu.len().saturating_sub(1);
-    let mut entries = Vec::new();
-    let mut offsets = vec![0u32];
-    for s in 0..count {
-        let (start, end) = (cu[s], cu[s + 1]);
-        let mut t = start;
-        while t < end {
-            // The segment runs to the next reset (exclusive) or the sequence's end.
-            let seg_end = (t + 1..end).find(|&u| resets.is_some_and(|r| r[u])).unwrap_or(end);
-            let mut c = t;
-            while c < seg_end {
-                let len = chunk.min(seg_end - c);
-                let mut flags = 0;
-                if c == t && resets.is_some_and(|r| r[c]) {
-                    flags |= chunk_flags::FRESH;
-                }
-                if c == start {
-                    flags |= chunk_flags::FIRST;
-                }
-                entries.extend([c as u32, len as u32, s as u32, flags]);
-                c += len;
-            }
-            t = seg_end;
-        }
-        offsets.push((entries.len() / 4) as u32);
-    }
-    let n = entries.len() / 4;
-    entries.extend(offsets);
-    (entries, n)
+    sequences::chunk_table(seqs.cu_seqlens(), seqs.resets(), chunk)
 }
 
 /// Records the chunked path's dispatches of `stages`: all of them for a scan, one at a time to
@@ -276,7 +238,7 @@ pub fn scratch_shapes(
 ) -> Vec<(Vec<usize>, DType)> {
     let kernel = effective(kernel, d);
     let Some(chunk) = kernel.chunk() else { return Vec::new() };
-    let (_, nchunks) = chunk_table_of(cu, resets, chunk);
+    let (_, nchunks) = sequences::chunk_table(cu, resets, chunk);
     scratch_of(kernel, d, cu.last().copied().unwrap_or(0), nchunks).to_vec()
 }
 
