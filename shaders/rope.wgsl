@@ -9,6 +9,7 @@
 struct Params { nseq: u32, heads: u32, kv_heads: u32, dim: u32, rot: u32, total: u32, flags: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> qkv: array<f32>;
+#if ROPE
 @group(0) @binding(2) var<storage, read> seqs: array<u32>;
 @group(0) @binding(3) var<storage, read> pos: array<u32>;
 @group(0) @binding(4) var<storage, read> inv_freq: array<f32>;
@@ -17,12 +18,15 @@ struct Params { nseq: u32, heads: u32, kv_heads: u32, dim: u32, rot: u32, total:
 #include flags
 #include packed_seqs
 
+#endif
+
 // x − 2π·round(x / 2π), with 2π split in three so the product is exact for |x| < 2²⁴.
 fn reduce_angle(x: f32) -> f32 {
     let k = round(x * 0.15915494309189535);
     return ((x - k * 6.28125) - k * 1.9353071693331003e-3) - k * 1.0253131677018246e-11;
 }
 
+#if ROPE
 @compute @workgroup_size(64)
 fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let half = p.rot / 2u;
@@ -43,3 +47,37 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     qkv[base + i] = x1 * c - x2 * sn;
     qkv[base + i + half] = x2 * c + x1 * sn;
 }
+#endif
+
+#if HEAD_NORM
+// RMSNorm of each q and k head over its D dims, in place, before RoPE (Qwen3-Next's q_norm and
+// k_norm): x / sqrt(mean(x²) + eps) · w, with w [2, D] (q's weight, then k's). One workgroup per
+// (token, head), an invocation per 4 dims (D ≤ 256). `p.rot` carries the bits of eps.
+@group(0) @binding(2) var<storage, read> norm_w: array<f32>;
+var<workgroup> sums: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn head_norm(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let heads = p.heads + p.kv_heads;
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.total * heads) { return; } // workgroup-uniform
+    let head = idx % heads;
+    let t = idx / heads;
+    let base = t * (p.heads + 2u * p.kv_heads) * p.dim + head * p.dim;
+    let w0 = select(0u, p.dim, head >= p.heads);
+    var ss = 0.0;
+    for (var d = lid; d < p.dim; d += 64u) { ss += qkv[base + d] * qkv[base + d]; }
+    sums[lid] = ss;
+    workgroupBarrier();
+    for (var w = 32u; w > 0u; w >>= 1u) {
+        if (lid < w) { sums[lid] += sums[lid + w]; }
+        workgroupBarrier();
+    }
+    let inv = inverseSqrt(sums[0] / f32(p.dim) + bitcast<f32>(p.rot));
+    for (var d = lid; d < p.dim; d += 64u) { qkv[base + d] = qkv[base + d] * inv * norm_w[w0 + d]; }
+}
+#endif

@@ -85,7 +85,7 @@ pub fn generate(o: Generate) -> CliResult {
     // steps); each chunk's tokens are printed as it returns. Token k is drawn with step k, as
     // the host sampler would.
     const CHUNK: usize = 16;
-    let generator = model.generator(&dev, &mut state, &params, CHUNK)?;
+    let mut generator = model.generator(&dev, &mut state, &params, CHUNK)?;
     let t1 = Instant::now();
     // Stop at the checkpoint's eos ids and the user's stop strings; text is streamed through
     // the tokenizer's incremental decoder, so a character split across tokens prints whole.

@@ -2,7 +2,8 @@
 #if APPEND
 // Writes the new tokens' K and V into each sequence's ring: of its positions
 // [pos[s], pos[s] + len), only the last CAP (the rest would be overwritten in the same pass,
-// and two writers of one slot would race). One invocation per (token, KV head, d).
+// and two writers of one slot would race). With BLOCKS, `kv` is block p.block and takes the
+// positions that fall in it (one dispatch per block). One invocation per (token, KV head, d).
 @group(0) @binding(1) var<storage, {{ACT}}> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read_write> kv: array<f32>;
 @group(0) @binding(3) var<storage, read> seqs: array<u32>;
@@ -21,8 +22,10 @@ fn kv_append(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let s = seq_of(t);
     let len = seqs[s + 1u] - seqs[s];
     let r = t - seqs[s];
-    if (r + p.cap < len) { return; } // overwritten by a later token of this pass
     let j = pos[s] + r;
+    if (flag(BLOCKS)) {
+        if (kv_block(j) != p.block) { return; }
+    } else if (r + p.cap < len) { return; } // overwritten by a later token of this pass
     let row = t * row_width();
     kv[cache_ix(s, j, 0u, kvh, d)] = qkv[row + k_col(kvh) + d];
     kv[cache_ix(s, j, 1u, kvh, d)] = qkv[row + v_col(kvh) + d];

@@ -5,10 +5,10 @@
 // (max, sum, unnormalised output) to `part`; `attn_reduce` combines the splits.
 #if DECODE
 @group(0) @binding(1) var<storage, {{ACT}}> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read> kv: array<f32>;
-@group(0) @binding(3) var<storage, read> seqs: array<u32>;
-@group(0) @binding(4) var<storage, read> pos: array<u32>;
-@group(0) @binding(5) var<storage, read_write> part: array<f32>;
+#include attention/kv_blocks
+@group(0) @binding(6) var<storage, read> seqs: array<u32>;
+@group(0) @binding(7) var<storage, read> pos: array<u32>;
+@group(0) @binding(8) var<storage, read_write> part: array<f32>;
 
 var<workgroup> qs: array<f32, D>;
 var<workgroup> ps: array<f32, 64>;
@@ -46,7 +46,8 @@ fn attn_decode(
         if (visible) {
             var acc = 0.0;
             if (j < i) {
-                for (var d = 0u; d < D; d++) { acc += qs[d] * kv[cache_ix(s, j, 0u, kvh, d)]; }
+                let k0 = cache_ix(s, j, 0u, kvh, 0u);
+                for (var d = 0u; d < D; d++) { acc += qs[d] * kv_word(j, k0 + d); }
             } else {
                 for (var d = 0u; d < D; d++) { acc += qs[d] * qkv[t * width + k_col(kvh) + d]; }
             }
@@ -67,7 +68,7 @@ fn attn_decode(
             for (var jj = 0u; jj < n; jj++) {
                 let jv = j0 + jj;
                 var vv: f32;
-                if (jv < i) { vv = kv[cache_ix(s, jv, 1u, kvh, d)]; } else { vv = qkv[t * width + v_col(kvh) + d]; }
+                if (jv < i) { vv = kv_word(jv, cache_ix(s, jv, 1u, kvh, d)); } else { vv = qkv[t * width + v_col(kvh) + d]; }
                 acc += ps[jj] * vv;
             }
             o[c] = acc;

@@ -13,10 +13,10 @@
 #if PREFILL
 // qkv and kv as vec4 words: every head starts at a multiple of D (≥ 64) floats.
 @group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kv: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> seqs: array<u32>;
-@group(0) @binding(4) var<storage, read> pos: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+#include attention/kv_blocks
+@group(0) @binding(6) var<storage, read> seqs: array<u32>;
+@group(0) @binding(7) var<storage, read> pos: array<u32>;
+@group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>;
 
 const BQ: u32 = 64u;
 const BK: u32 = {{BK}}u;
@@ -35,8 +35,8 @@ fn stage_kv(lid: u32, j0: u32, last: u32, s: u32, pos0: u32, t0: u32, kvh: u32) 
         let d = e % D4;
         let j = min(j0 + jj, last);
         if (j < pos0) {
-            kt[e] = kv[cache_ix(s, j, 0u, kvh, 0u) / 4u + d];
-            vt[e] = kv[cache_ix(s, j, 1u, kvh, 0u) / 4u + d];
+            kt[e] = kv_word(j, cache_ix(s, j, 0u, kvh, 0u) / 4u + d);
+            vt[e] = kv_word(j, cache_ix(s, j, 1u, kvh, 0u) / 4u + d);
         } else {
             let r = (t0 + j - pos0) * width4;
             kt[e] = qkv[r + k_col(kvh) / 4u + d];

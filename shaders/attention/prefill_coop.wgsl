@@ -19,10 +19,10 @@
 // queries of its 32-key tile (never another sequence: staged keys are clamped to the tile's).
 #if PREFILL_COOP
 @group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kv: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> seqs: array<u32>;
-@group(0) @binding(4) var<storage, read> pos: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+#include attention/kv_blocks
+@group(0) @binding(6) var<storage, read> seqs: array<u32>;
+@group(0) @binding(7) var<storage, read> pos: array<u32>;
+@group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>;
 
 const BQ: u32 = {{BQ}}u;
 const BK: u32 = 32u;
@@ -78,8 +78,8 @@ fn fetch(lid: u32, j0: u32, last: u32, s: u32, pos0: u32, t0: u32, kvh: u32, wit
             f.k{{U}} = qkv[row + kc];
             if (with_v) { f.v{{U}} = qkv[row + vc]; }
         } else {
-            f.k{{U}} = kv[cache_ix(s, j, 0u, kvh, 0u) / 4u + d];
-            if (with_v) { f.v{{U}} = kv[cache_ix(s, j, 1u, kvh, 0u) / 4u + d]; }
+            f.k{{U}} = kv_word(j, cache_ix(s, j, 0u, kvh, 0u) / 4u + d);
+            if (with_v) { f.v{{U}} = kv_word(j, cache_ix(s, j, 1u, kvh, 0u) / 4u + d); }
         }
     }
 #endfor

@@ -44,7 +44,7 @@ impl Inputs {
     fn args<'a>(&'a self, c: &AttnCase, prefill: attn::PrefillKernel) -> AttnArgs<'a> {
         AttnArgs {
             qkv: &self.qkv,
-            kv: &self.kv,
+            kv: attn::KvCache::Ring(&self.kv),
             pos: &self.pos,
             seqs: &self.seqs,
             dims: c.dims,
@@ -165,7 +165,7 @@ pub fn ring_decode(
         let out = Tensor::empty(dev, &[batch, d.heads * d.head_dim], DType::F32)?;
         let a = AttnArgs {
             qkv: &qkv,
-            kv: &kv,
+            kv: attn::KvCache::Ring(&kv),
             pos: &pos,
             seqs: &seqs,
             dims: d,

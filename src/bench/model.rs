@@ -144,7 +144,7 @@ pub fn model(
             Err(e) => return Err(e),
         };
         m.prefill(dev, &ids(8 * batch), &vec![8; batch], &mut state)?;
-        let dec = m.decoder(dev, &mut state)?;
+        let mut dec = m.decoder(dev, &mut state)?;
         let mut step_ids = ids(batch);
         for _ in 0..5 {
             let logits = dec.step(&step_ids)?;
@@ -175,7 +175,7 @@ pub fn model(
         drop(dec);
         // The GPU-resident loop: per-step time of whole generate calls (median of 5).
         let greedy = model::SamplingParams { temperature: 0.0, ..Default::default() };
-        let gen = m.generator(dev, &mut state, &greedy, plan.decode_steps)?;
+        let mut gen = m.generator(dev, &mut state, &greedy, plan.decode_steps)?;
         gen.generate(&step_ids, plan.decode_steps.min(8), 0)?; // warm-up
         let mut times = Vec::new();
         for _ in 0..5 {

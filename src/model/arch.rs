@@ -52,6 +52,8 @@ static BUILT_IN: &[&dyn Architecture] = &[
     &super::mamba2::Mamba2Architecture,
     &super::mistral::MistralArchitecture,
     &super::recurrent_gemma::RecurrentGemmaArchitecture,
+    &super::qwen3_next::Qwen3NextArchitecture,
+    &super::qwen3_next::Qwen35Architecture,
 ];
 
 /// Architectures registered at run time.
@@ -85,13 +87,13 @@ pub fn supported() -> Vec<&'static str> {
 /// inherent `load`: the `Architecture` and `Runtime` impls that every block-stack model would
 /// otherwise spell out.
 macro_rules! stack_architecture {
-    ($(#[$meta:meta])* $arch:ident : $runtime:ty, $config:ty, $name:literal) => {
+    ($(#[$meta:meta])* $arch:ident : $runtime:ty, $config:ty, $name:literal $(, $alias:literal)*) => {
         $(#[$meta])*
         pub struct $arch;
 
         impl $crate::model::arch::Architecture for $arch {
             fn model_types(&self) -> &'static [&'static str] {
-                &[$name]
+                &[$name $(, $alias)*]
             }
             fn check_config(&self, cfg: &$crate::model::config::Config) -> $crate::error::Result<()> {
                 <$config>::from_config(cfg).map(|_| ())

@@ -1,8 +1,8 @@
 //! The softmax-attention block part shared by the attention architectures: pre-RMSNorm, one
 //! fused q/k/v projection (the checkpoint's three matrices stacked by rows at load time), RoPE
 //! on q and k in place, attention over the KV ring with its append, and o_proj onto the
-//! residual. The KV cache is a `KvRing` slot of the window (or of `max_positions` for full
-//! attention); the stack keeps the positions.
+//! residual. The KV cache is a `KvRing` slot of the window, or for full attention a
+//! `KvBlocks` slot that grows in blocks up to `max_positions`; the stack keeps the positions.
 
 use super::blocks::Sublayer;
 use super::common::{Batch, Builder};
@@ -11,9 +11,9 @@ use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::graph::nodes::{AttentionNode, RopeNode, SeqSpec};
+use crate::graph::nodes::{AttentionNode, HeadNormNode, RopeNode, SeqSpec};
 use crate::graph::TensorId;
-use crate::ops::attention::{AttnDims, PrefillKernel};
+use crate::ops::attention::{AttnDims, PrefillKernel, KV_BLOCKS};
 use crate::ops::rope;
 use crate::tensor::{DType, Tensor};
 
@@ -34,9 +34,41 @@ pub struct AttentionSpec {
     /// The pre-norm scales by (1 + w) (Gemma).
     pub norm_plus_one: bool,
     pub softcap: Option<f32>,
+    /// RMSNorm of each q and k head before RoPE, weights `q_norm` / `k_norm` (Qwen3-Next).
+    pub qk_norm: bool,
+    /// `q_proj` is twice as wide, each head's q followed by its output gate; the output is
+    /// multiplied by sigmoid(gate) before `o_proj` (Qwen3-Next).
+    pub output_gate: bool,
 }
 
 impl AttentionSpec {
+    /// A plain pre-norm attention layer without q/k norms or output gate.
+    #[allow(clippy::too_many_arguments)]
+    pub fn plain(
+        d_model: usize,
+        dims: AttnDims,
+        window: Option<usize>,
+        max_positions: usize,
+        (rope_theta, partial_rotary): (f64, f64),
+        eps: f64,
+    ) -> Self {
+        Self {
+            d_model,
+            dims,
+            window,
+            max_positions,
+            rope_theta,
+            partial_rotary,
+            eps,
+            qkv_bias: false,
+            o_bias: false,
+            norm_plus_one: false,
+            softcap: None,
+            qk_norm: false,
+            output_gate: false,
+        }
+    }
+
     /// Checks what a config can get wrong: head counts, head dim, window, rotary dims.
     pub fn check(&self) -> Result<()> {
         self.dims.check().map_err(|e| Error::Model(format!("attention: {e}")))?;
@@ -53,9 +85,24 @@ impl AttentionSpec {
         Ok(())
     }
 
-    /// Ring positions per sequence: the window, or every position of full attention.
+    /// The cache: a ring of the window, or blocks that cover `max_positions` in
+    /// [`KV_BLOCKS`] steps (rounded up to whole 64-key tiles).
+    pub fn cache(&self) -> SlotKind {
+        match self.window {
+            Some(window) => SlotKind::KvRing { window },
+            None => SlotKind::KvBlocks {
+                block: self.max_positions.div_ceil(KV_BLOCKS).max(1).next_multiple_of(64),
+            },
+        }
+    }
+
+    /// Positions of the ring, or of each block.
     pub fn cap(&self) -> usize {
-        self.window.unwrap_or(self.max_positions)
+        match self.cache() {
+            SlotKind::KvRing { window } => window,
+            SlotKind::KvBlocks { block } => block,
+            _ => unreachable!("cache() returns a KV kind"),
+        }
     }
 
     fn rot(&self) -> usize {
@@ -85,6 +132,10 @@ pub struct AttentionMixer {
     w_o: Tensor,
     b_o: Option<Tensor>,
     inv_freq: Tensor,
+    /// `[2, D]`: q_norm's and k_norm's weights (as the norm scales by them).
+    qk_norm: Option<Tensor>,
+    /// `[H·D, d]`: the output gate's rows of q_proj.
+    w_gate: Option<Tensor>,
 }
 
 impl AttentionMixer {
@@ -94,7 +145,11 @@ impl AttentionMixer {
         let (d, hd, kvd) = (c.d_model, heads * head_dim, kv_heads * head_dim);
         let mut out = vec![
             WeightSpec::new(norm_name, &[d], Init::Uniform(0.9, 1.1)),
-            WeightSpec::new(format!("{p}.{}.weight", n.q), &[hd, d], Init::FanIn),
+            WeightSpec::new(
+                format!("{p}.{}.weight", n.q),
+                &[hd * (1 + c.output_gate as usize), d],
+                Init::FanIn,
+            ),
             WeightSpec::new(format!("{p}.{}.weight", n.k), &[kvd, d], Init::FanIn),
             WeightSpec::new(format!("{p}.{}.weight", n.v), &[kvd, d], Init::FanIn),
             WeightSpec::new(format!("{p}.{}.weight", n.o), &[d, hd], Init::FanIn),
@@ -106,6 +161,15 @@ impl AttentionMixer {
         }
         if c.o_bias {
             out.push(WeightSpec::new(format!("{p}.{}.bias", n.o), &[d], Init::Uniform(-0.1, 0.1)));
+        }
+        if c.qk_norm {
+            for norm in ["q_norm", "k_norm"] {
+                out.push(WeightSpec::new(
+                    format!("{p}.{norm}.weight"),
+                    &[head_dim],
+                    Init::Uniform(-0.1, 0.1),
+                ));
+            }
         }
         out
     }
@@ -124,15 +188,37 @@ impl AttentionMixer {
         let AttnDims { heads, kv_heads, head_dim } = c.dims;
         let (d, hd, kvd) = (c.d_model, heads * head_dim, kv_heads * head_dim);
         let (q, k, v) = (format!("{p}.{}", n.q), format!("{p}.{}", n.k), format!("{p}.{}", n.v));
-        let w_qkv = w.upload_rows(
-            dev,
-            &[
-                (&format!("{q}.weight"), [hd, d]),
-                (&format!("{k}.weight"), [kvd, d]),
-                (&format!("{v}.weight"), [kvd, d]),
-            ],
-            dtype,
-        )?;
+        let (w_qkv, w_gate) = if c.output_gate {
+            // q_proj's rows per head: D of q, then D of the gate.
+            let (qg, _) = w.f32(&format!("{q}.weight"), Some(&[2 * hd, d]))?;
+            let rows = |gate: usize| -> Vec<f32> {
+                (0..heads)
+                    .flat_map(|h| qg[(2 * h + gate) * head_dim * d..][..head_dim * d].iter().copied())
+                    .collect()
+            };
+            let mut host = rows(0);
+            host.extend(w.f32(&format!("{k}.weight"), Some(&[kvd, d]))?.0);
+            host.extend(w.f32(&format!("{v}.weight"), Some(&[kvd, d]))?.0);
+            let qkv = Tensor::from_f32(dev, &[hd + 2 * kvd, d], &host, dtype)?;
+            (qkv, Some(Tensor::from_f32(dev, &[hd, d], &rows(1), dtype)?))
+        } else {
+            let parts = [
+                (format!("{q}.weight"), [hd, d]),
+                (format!("{k}.weight"), [kvd, d]),
+                (format!("{v}.weight"), [kvd, d]),
+            ];
+            let parts: Vec<(&str, [usize; 2])> = parts.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+            (w.upload_rows(dev, &parts, dtype)?, None)
+        };
+        let qk_norm = if c.qk_norm {
+            let mut host = Vec::with_capacity(2 * head_dim);
+            for norm in ["q_norm", "k_norm"] {
+                host.extend(w.norm_host(&format!("{p}.{norm}.weight"), head_dim, c.norm_plus_one)?);
+            }
+            Some(Tensor::from_slice(dev, &[2, head_dim], &host)?)
+        } else {
+            None
+        };
         let b_qkv = if c.qkv_bias {
             let parts = [(format!("{q}.bias"), hd), (format!("{k}.bias"), kvd), (format!("{v}.bias"), kvd)];
             let mut host = Vec::with_capacity(hd + 2 * kvd);
@@ -157,16 +243,18 @@ impl AttentionMixer {
                 None
             },
             inv_freq: Tensor::from_slice(dev, &[rot / 2], &rope::inv_freq(rot, c.rope_theta))?,
+            qk_norm,
+            w_gate,
         })
     }
 }
 
 impl Sublayer for AttentionMixer {
-    /// The ring `[S, cap, 2, Hkv, D]`.
+    /// The ring, or each block, `[S, cap, 2, Hkv, D]`.
     fn state_slots(&self, layer: usize, s: usize) -> Vec<SlotSpec> {
         let AttnDims { kv_heads, head_dim, .. } = self.c.dims;
         let cap = self.c.cap();
-        vec![SlotSpec::new(layer, "kv", SlotKind::KvRing { window: cap }, &[s, cap, 2, kv_heads, head_dim])]
+        vec![SlotSpec::new(layer, "kv", self.c.cache(), &[s, cap, 2, kv_heads, head_dim])]
     }
 
     fn uses_positions(&self) -> bool {
@@ -188,32 +276,55 @@ impl Sublayer for AttentionMixer {
             .positions()
             .ok_or_else(|| Error::Invalid("attention needs the state's positions".into()))?;
         let xn = b.rms_norm(&format!("{p}.norm"), h, &self.norm, c.eps)?;
-        let qkv = b.linear(&format!("{p}.qkv"), xn, &self.w_qkv, self.b_qkv.as_ref())?;
+        let mut qkv = b.linear(&format!("{p}.qkv"), xn, &self.w_qkv, self.b_qkv.as_ref())?;
+        if let Some(nw) = &self.qk_norm {
+            let nw = b.weight(&format!("{p}.qk_norm"), nw);
+            qkv = b.g.op(HeadNormNode { dims: c.dims, eps: c.eps as f32 }, &[qkv, nw])?;
+        }
         let freqs = b.weight(&format!("{p}.inv_freq"), &self.inv_freq);
         let pos = b.state("positions", pos);
         let seqs = b.seqs(&batch.seqs);
         let spec = SeqSpec::of(&batch.seqs);
         let qkv =
             b.g.op(RopeNode { seqs: spec.clone(), dims: c.dims, rot: c.rot() }, &[qkv, freqs, pos, seqs])?;
-        let kv = b.state(&format!("{p}.kv"), state.slot(i, "kv")?);
+        let (kv, kv_blocks) = match c.cache() {
+            SlotKind::KvBlocks { .. } => {
+                // Every block the state has, allocating those this pass's positions reach.
+                let cached = state.cached_positions().iter();
+                let need = cached.zip(batch.lens).map(|(c, l)| c + l).max().unwrap_or(0);
+                let blocks = state.kv_blocks(dev, i, "kv", need)?;
+                let ids =
+                    blocks.iter().enumerate().map(|(k, t)| b.state(&format!("{p}.kv.{k}"), t)).collect();
+                (ids, Some(blocks.len()))
+            }
+            _ => (vec![b.state(&format!("{p}.kv"), state.slot(i, "kv")?)], None),
+        };
         let node = AttentionNode {
             seqs: spec,
             dims: c.dims,
             window: c.window,
             cap: c.cap(),
+            kv_blocks,
             scale: 1.0 / (c.dims.head_dim as f32).sqrt(),
             softcap: c.softcap,
             step: batch.step,
             // The tensor-core prefill rounds Q, K, V and P to f16: taken for f16 weights only.
             prefill: PrefillKernel::choose(dev, c.dims, batch.seqs.total(), self.w_qkv.dtype() == DType::F16),
         };
-        let y = b.g.op(node, &[qkv, kv, pos, seqs])?;
+        let ins: Vec<TensorId> = [qkv].into_iter().chain(kv).chain([pos, seqs]).collect();
+        let mut y = b.g.op(node, &ins)?;
+        if let Some(wg) = &self.w_gate {
+            let gate = b.linear(&format!("{p}.gate"), xn, wg, None)?;
+            let gate = b.g.unary(crate::ops::elementwise::Unary::Sigmoid, gate, 1.0)?;
+            y = b.g.binary(crate::ops::elementwise::Binary::Mul, y, gate)?;
+        }
         b.linear_add(&format!("{p}.o_proj"), y, &self.w_o, self.b_o.as_ref(), h)
     }
 
     fn parameters(&self) -> usize {
         let extra = self.b_qkv.iter().chain(self.b_o.iter()).map(Tensor::numel).sum::<usize>();
-        self.norm.numel() + self.w_qkv.numel() + self.w_o.numel() + extra
+        let gated = self.w_gate.iter().chain(self.qk_norm.iter()).map(Tensor::numel).sum::<usize>();
+        self.norm.numel() + self.w_qkv.numel() + self.w_o.numel() + extra + gated
     }
 }
 

@@ -21,11 +21,13 @@ pub mod blocks;
 pub mod common;
 pub mod config;
 pub mod conformance;
+pub mod gated_deltanet;
 pub mod generation;
 pub mod mamba;
 pub mod mamba2;
 pub mod mistral;
 pub mod mlp;
+pub mod qwen3_next;
 pub mod random;
 pub mod recurrent_gemma;
 pub mod schema;
@@ -203,6 +205,7 @@ impl Model {
         let exe = b.finish(dev, &[logits])?;
         exe.run()?;
         state.started = true;
+        state.advance(lens);
         exe.read_output::<f32>(logits)
     }
 
@@ -297,7 +300,8 @@ impl State {
 /// on another thread.
 pub struct Decoder<'d, 's> {
     dev: &'d Device,
-    _state: std::marker::PhantomData<&'s mut State>,
+    model: &'s Model,
+    state: &'s mut State,
     exe: crate::graph::Executable<'d>,
     ids: crate::tensor::Tensor,
     logits: crate::graph::TensorId,
@@ -308,25 +312,18 @@ pub struct Decoder<'d, 's> {
 impl Model {
     /// Records the decode step for `state` (one token per sequence); the state must have been
     /// started by a prefill.
-    pub fn decoder<'d, 's>(&self, dev: &'d Device, state: &'s mut State) -> Result<Decoder<'d, 's>> {
+    pub fn decoder<'d, 's>(&'s self, dev: &'d Device, state: &'s mut State) -> Result<Decoder<'d, 's>> {
         let (b, ids, logits) = self.build_step(dev, state)?;
         let sequences = state.sequences();
         let exe = b.finish(dev, &[logits])?;
-        Ok(Decoder {
-            dev,
-            _state: std::marker::PhantomData,
-            exe,
-            ids,
-            logits,
-            sequences,
-            vocab: self.vocab(),
-        })
+        Ok(Decoder { dev, model: self, state, exe, ids, logits, sequences, vocab: self.vocab() })
     }
 }
 
 impl Decoder<'_, '_> {
-    /// Feeds one token per sequence and returns the logits `[S, vocab]`.
-    pub fn step(&self, ids: &[u32]) -> Result<Vec<f32>> {
+    /// Feeds one token per sequence and returns the logits `[S, vocab]`. When a growing KV
+    /// cache is full, the step is recorded again with one more block.
+    pub fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         if ids.len() != self.sequences {
             return Err(Error::Invalid(format!(
                 "{} ids for a decoder of {} sequences",
@@ -335,8 +332,13 @@ impl Decoder<'_, '_> {
             )));
         }
         crate::ops::embedding::check_ids(ids, self.vocab)?;
+        if self.state.room() == 0 {
+            let (b, ids, logits) = self.model.build_step(self.dev, self.state)?;
+            (self.exe, self.ids, self.logits) = (b.finish(self.dev, &[logits])?, ids, logits);
+        }
         self.ids.write(self.dev, ids)?;
         self.exe.run()?;
+        self.state.advance(&vec![1; self.sequences]);
         let logits = self.exe.read_output::<f32>(self.logits)?;
         check_finite(&logits, self.vocab, "a decode step")?;
         Ok(logits)
@@ -368,7 +370,9 @@ impl Decoder<'_, '_> {
 /// for its lifetime; it is `Send`, and a [`CancelToken`] stops it between steps.
 pub struct Generator<'d, 's> {
     dev: &'d Device,
-    _state: std::marker::PhantomData<&'s mut State>,
+    model: &'s Model,
+    state: &'s mut State,
+    params: SamplingParams,
     cancel: CancelToken,
     exe: crate::graph::Executable<'d>,
     ids: crate::tensor::Tensor,
@@ -387,21 +391,22 @@ impl Model {
     /// up to `max_steps` steps per [`Generator::generate`] call; `params.temperature == 0`
     /// is greedy (argmax).
     pub fn generator<'d, 's>(
-        &self,
+        &'s self,
         dev: &'d Device,
         state: &'s mut State,
         params: &SamplingParams,
         max_steps: usize,
     ) -> Result<Generator<'d, 's>> {
         params.validate()?;
-        let (mut b, ids, logits) = self.build_step(dev, state)?;
+        state.reserve(dev, max_steps.max(1))?;
+        let (exe, ids, next) = self.generation_step(dev, state, params)?;
         let sequences = state.sequences();
         let history = crate::tensor::Tensor::empty(dev, &[max_steps.max(1), sequences], DType::U32)?;
-        let next = if params.temperature > 0.0 { b.g.sample(logits, *params)? } else { b.g.argmax(logits)? };
-        let exe = b.finish(dev, &[next])?;
         Ok(Generator {
             dev,
-            _state: std::marker::PhantomData,
+            model: self,
+            state,
+            params: *params,
             cancel: CancelToken::default(),
             exe,
             ids,
@@ -415,6 +420,20 @@ impl Model {
     }
 }
 
+impl Model {
+    /// A decode step that ends in sampling (or the argmax): (executable, ids input, next ids).
+    fn generation_step<'d>(
+        &self,
+        dev: &'d Device,
+        state: &State,
+        params: &SamplingParams,
+    ) -> Result<(crate::graph::Executable<'d>, crate::tensor::Tensor, crate::graph::TensorId)> {
+        let (mut b, ids, logits) = self.build_step(dev, state)?;
+        let next = if params.temperature > 0.0 { b.g.sample(logits, *params)? } else { b.g.argmax(logits)? };
+        Ok((b.finish(dev, &[next])?, ids, next))
+    }
+}
+
 impl Generator<'_, '_> {
     /// A token that stops [`Generator::generate`] between steps when cancelled (from any
     /// thread); it stays cancelled until [`CancelToken::reset`].
@@ -425,7 +444,7 @@ impl Generator<'_, '_> {
     /// Feeds `first` (one id per sequence) and generates `steps` tokens per sequence; returns
     /// them per sequence. The sampling seed's step counter runs from `step0`. When the cancel
     /// token fires, the steps submitted so far are returned (possibly none).
-    pub fn generate(&self, first: &[u32], steps: usize, step0: u32) -> Result<Vec<Vec<u32>>> {
+    pub fn generate(&mut self, first: &[u32], steps: usize, step0: u32) -> Result<Vec<Vec<u32>>> {
         let s = self.sequences;
         if first.len() != s {
             return Err(Error::Invalid(format!("{} ids for a generator of {s} sequences", first.len())));
@@ -437,6 +456,12 @@ impl Generator<'_, '_> {
             )));
         }
         crate::ops::embedding::check_ids(first, self.vocab)?;
+        if self.state.room() < steps {
+            // A growing KV cache needs more blocks: record the step again over them.
+            self.state.reserve(self.dev, steps)?;
+            (self.exe, self.ids, self.next) =
+                self.model.generation_step(self.dev, self.state, &self.params)?;
+        }
         self.ids.write(self.dev, first)?;
         let bytes = (s * 4) as u64;
         let mut done = 0;
@@ -467,6 +492,7 @@ impl Generator<'_, '_> {
             })?;
         }
         self.dev.wait()?;
+        self.state.advance(&vec![done; s]);
         let all: Vec<u32> = self.history.read(self.dev)?;
         let steps = done;
         if let Some(i) = all[..steps * s].iter().position(|&id| id == crate::ops::sampling::NONFINITE_ID) {

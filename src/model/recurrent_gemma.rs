@@ -122,6 +122,8 @@ impl RecurrentGemmaConfig {
             o_bias: true,
             norm_plus_one: true,
             softcap: None,
+            qk_norm: false,
+            output_gate: false,
         };
         attn.check()?;
         let layers = j.num_hidden_layers.0;

@@ -8,6 +8,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 use std::path::Path;
+use std::sync::Mutex;
 
 /// What a slot holds (how it grows, and what a reader of a snapshot should expect).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,11 +62,28 @@ impl SlotSpec {
     }
 }
 
-/// One slot on the device: fixed-size kinds hold one tensor; `KvBlocks` one per block.
-#[derive(Debug, Clone)]
+/// One slot on the device: fixed-size kinds hold one tensor; `KvBlocks` one per block
+/// allocated so far (behind a lock: a graph built from a shared `&State` may add blocks).
+#[derive(Debug)]
 pub struct Slot {
     pub spec: SlotSpec,
-    pub tensors: Vec<Tensor>,
+    tensors: Vec<Tensor>,
+    blocks: Mutex<Vec<Tensor>>,
+}
+
+impl Slot {
+    /// The slot's tensors now (a growing cache's blocks so far).
+    pub fn tensors(&self) -> Vec<Tensor> {
+        match self.spec.kind {
+            SlotKind::KvBlocks { .. } => self.lock().clone(),
+            _ => self.tensors.clone(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Tensor>> {
+        // A panic while holding the lock cannot leave the list half-changed (pushes only).
+        self.blocks.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Recurrent state of a batch of sequences.
@@ -77,12 +95,16 @@ pub struct State {
     pub(crate) started: bool,
     /// The model it belongs to ([`crate::model::Model::identity`]).
     owner: String,
+    /// The host's count of positions each sequence has cached (the device keeps its own in
+    /// the positions slot): what growing caches are sized by.
+    cached: Vec<usize>,
 }
 
 impl State {
     /// Zeroed slots for `sequences` sequences of the model `owner`. Every size is checked (no
     /// overflow, within the device's binding limit) before anything is allocated; wgpu
-    /// zero-initialises buffers, so nothing is built on the host.
+    /// zero-initialises buffers, so nothing is built on the host. A growing cache's spec is
+    /// the shape of one block; its blocks are allocated as positions reach them.
     pub fn zeros(dev: &Device, sequences: usize, specs: Vec<SlotSpec>, owner: String) -> Result<Self> {
         if sequences == 0 {
             return Err(Error::Invalid("a state needs at least one sequence".into()));
@@ -108,12 +130,75 @@ impl State {
         let mut slots = Vec::with_capacity(specs.len());
         for spec in specs {
             let tensors = match spec.kind {
-                SlotKind::KvBlocks { .. } => Vec::new(), // blocks are added as the cache grows
+                SlotKind::KvBlocks { .. } => Vec::new(),
                 _ => vec![Tensor::empty(dev, &spec.shape, spec.dtype())?],
             };
-            slots.push(Slot { spec, tensors });
+            slots.push(Slot { spec, tensors, blocks: Mutex::new(Vec::new()) });
         }
-        Ok(Self { slots, sequences, started: false, owner })
+        Ok(Self { slots, sequences, started: false, owner, cached: vec![0; sequences] })
+    }
+
+    /// Positions each sequence has cached, as the host counts them.
+    pub fn cached_positions(&self) -> &[usize] {
+        &self.cached
+    }
+
+    /// Counts `lens[s]` more positions for each sequence (after a pass went through).
+    pub(crate) fn advance(&mut self, lens: &[usize]) {
+        for (c, l) in self.cached.iter_mut().zip(lens) {
+            *c += l;
+        }
+    }
+
+    /// The blocks of growing cache `name` of `layer`, allocating (zeroed) blocks until they
+    /// hold `positions` positions per sequence. Blocks already there are never moved.
+    pub fn kv_blocks(&self, dev: &Device, layer: usize, name: &str, positions: usize) -> Result<Vec<Tensor>> {
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| s.spec.layer == layer && s.spec.name == name)
+            .ok_or_else(|| Error::Invalid(format!("this state has no slot {layer}.{name}")))?;
+        let SlotKind::KvBlocks { block } = slot.spec.kind else {
+            return Err(Error::Invalid(format!("state slot {layer}.{name} is not a growing KV cache")));
+        };
+        let capacity = block * crate::ops::attention::KV_BLOCKS;
+        if positions > capacity {
+            return Err(Error::Limit(format!(
+                "{positions} positions exceed the {capacity} the KV cache of layer {layer} holds \
+                 ({} blocks of {block}: the model's max_position_embeddings, rounded up)",
+                crate::ops::attention::KV_BLOCKS
+            )));
+        }
+        let mut blocks = slot.lock();
+        while blocks.len() * block < positions {
+            blocks.push(Tensor::empty(dev, &slot.spec.shape, slot.spec.dtype())?);
+        }
+        Ok(blocks.clone())
+    }
+
+    /// Allocates every growing cache's blocks for `steps` more positions of each sequence.
+    pub(crate) fn reserve(&self, dev: &Device, steps: usize) -> Result<()> {
+        let need = self.cached.iter().max().copied().unwrap_or(0).saturating_add(steps);
+        for s in &self.slots {
+            if let SlotKind::KvBlocks { .. } = s.spec.kind {
+                self.kv_blocks(dev, s.spec.layer, s.spec.name, need)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Positions every sequence can still add before a growing cache needs another block
+    /// (`usize::MAX` without growing caches).
+    pub(crate) fn room(&self) -> usize {
+        let most = self.cached.iter().max().copied().unwrap_or(0);
+        self.slots
+            .iter()
+            .filter_map(|s| match s.spec.kind {
+                SlotKind::KvBlocks { block } => Some((s.lock().len() * block).saturating_sub(most)),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(usize::MAX)
     }
 
     /// Number of sequences this state holds.
@@ -151,7 +236,7 @@ impl State {
 
     /// Bytes the state holds on the device.
     pub fn bytes(&self) -> u64 {
-        self.slots.iter().flat_map(|s| &s.tensors).map(|t| (t.numel() * 4) as u64).sum()
+        self.slots.iter().flat_map(|s| s.tensors()).map(|t| (t.numel() * 4) as u64).sum()
     }
 
     /// Checks a forward call's ids and lengths against this state and the vocabulary; returns
@@ -173,8 +258,11 @@ impl State {
     pub fn snapshot(&self, dev: &Device) -> Result<Snapshot> {
         let mut tensors = Vec::new();
         for s in &self.slots {
-            for (b, t) in s.tensors.iter().enumerate() {
-                let name = if s.tensors.len() > 1 { format!("{}.{b}", s.spec.key()) } else { s.spec.key() };
+            for (b, t) in s.tensors().iter().enumerate() {
+                let name = match s.spec.kind {
+                    SlotKind::KvBlocks { .. } => format!("{}.{b}", s.spec.key()),
+                    _ => s.spec.key(),
+                };
                 // u32 positions travel as their bits in f32 words, as every slot does.
                 tensors.push((name, t.shape().to_vec(), t.reinterpret(DType::F32)?.read::<f32>(dev)?));
             }
@@ -192,28 +280,65 @@ impl State {
                 self.owner
             )));
         }
-        let targets: Vec<&Tensor> = self.slots.iter().flat_map(|s| &s.tensors).collect();
-        if self.sequences != snap.sequences || targets.len() != snap.tensors.len() {
+        if self.sequences != snap.sequences {
             return Err(Error::Invalid(format!(
-                "snapshot of {} sequences / {} tensors does not fit a state of {} / {}",
-                snap.sequences,
-                snap.tensors.len(),
-                self.sequences,
-                targets.len()
+                "a snapshot of {} sequences does not fit a state of {}",
+                snap.sequences, self.sequences
             )));
         }
-        for (t, (name, shape, data)) in targets.iter().zip(&snap.tensors) {
-            if t.shape() != shape.as_slice() || data.len() != t.numel() {
-                return Err(Error::Invalid(format!(
-                    "snapshot tensor {name} is {shape:?} with {} values, the state's is {:?}",
-                    data.len(),
-                    t.shape()
-                )));
+        // Each slot's entries: one, or a growing cache's `key.0`, `key.1`, … (as many as the
+        // snapshot has; blocks are allocated or dropped to match).
+        let mut rest = snap.tensors.as_slice();
+        let mut plan = Vec::with_capacity(self.slots.len());
+        for s in &self.slots {
+            let n = match s.spec.kind {
+                SlotKind::KvBlocks { .. } => {
+                    let prefix = format!("{}.", s.spec.key());
+                    rest.iter().take_while(|(name, ..)| name.starts_with(&prefix)).count()
+                }
+                _ => 1,
+            };
+            if n > rest.len() || n > crate::ops::attention::KV_BLOCKS {
+                return Err(Error::Invalid(format!("the snapshot lacks state slot {}", s.spec.key())));
+            }
+            let (mine, tail) = rest.split_at(n);
+            for (name, shape, data) in mine {
+                if *shape != s.spec.shape || data.len() != s.spec.shape.iter().product::<usize>() {
+                    return Err(Error::Invalid(format!(
+                        "snapshot tensor {name} is {shape:?} with {} values, the state's is {:?}",
+                        data.len(),
+                        s.spec.shape
+                    )));
+                }
+            }
+            plan.push(mine);
+            rest = tail;
+        }
+        if let Some((name, ..)) = rest.first() {
+            return Err(Error::Invalid(format!("snapshot tensor {name} has no slot in this state")));
+        }
+        let cached = self.slots.iter().zip(&plan).find(|(s, _)| s.spec.kind == SlotKind::Positions);
+        for (s, mine) in self.slots.iter().zip(&plan) {
+            let targets = match s.spec.kind {
+                SlotKind::KvBlocks { .. } => {
+                    let mut blocks = s.lock();
+                    blocks.truncate(mine.len());
+                    while blocks.len() < mine.len() {
+                        blocks.push(Tensor::empty(dev, &s.spec.shape, s.spec.dtype())?);
+                    }
+                    blocks.clone()
+                }
+                _ => s.tensors.clone(),
+            };
+            for (t, (_, _, data)) in targets.iter().zip(mine.iter()) {
+                t.reinterpret(DType::F32)?.write(dev, data)?;
             }
         }
-        for (t, (_, _, data)) in targets.iter().zip(&snap.tensors) {
-            t.reinterpret(DType::F32)?.write(dev, data)?;
-        }
+        self.cached = match cached {
+            // u32 positions travel as their bits in f32 words.
+            Some((_, [(_, _, data)])) => data.iter().map(|x| x.to_bits() as usize).collect(),
+            _ => vec![0; self.sequences],
+        };
         self.started = snap.started;
         Ok(())
     }

@@ -185,7 +185,6 @@ impl Weights {
         parts: &[(&str, [usize; 2])],
         dtype: crate::tensor::DType,
     ) -> Result<crate::tensor::Tensor> {
-        use crate::tensor::{DType, Tensor};
         let cols = parts.first().map_or(0, |p| p.1[1]);
         let rows: usize = parts.iter().map(|p| p.1[0]).sum();
         if parts.iter().any(|p| p.1[1] != cols) {
@@ -195,14 +194,16 @@ impl Weights {
         for (name, shape) in parts {
             host.extend(self.f32(name, Some(shape))?.0);
         }
-        match dtype {
-            DType::F32 => Tensor::from_slice(dev, &[rows, cols], &host),
-            DType::F16 => {
-                let h: Vec<half::f16> = host.iter().map(|&v| half::f16::from_f32(v)).collect();
-                Tensor::from_slice(dev, &[rows, cols], &h)
-            }
-            other => Err(Error::Invalid(format!("fused matrices can be held as f32 or f16, not {other:?}"))),
+        crate::tensor::Tensor::from_f32(dev, &[rows, cols], &host, dtype)
+    }
+
+    /// A norm weight `[d]` on the host, as 1 + w when `plus_one`.
+    pub fn norm_host(&self, name: &str, d: usize, plus_one: bool) -> Result<Vec<f32>> {
+        let (mut v, _) = self.f32(name, Some(&[d]))?;
+        if plus_one {
+            v.iter_mut().for_each(|x| *x += 1.0);
         }
+        Ok(v)
     }
 
     /// A norm weight `[d]` as f32; `plus_one`: stored as w for a norm that scales by (1 + w)
@@ -214,11 +215,7 @@ impl Weights {
         d: usize,
         plus_one: bool,
     ) -> Result<crate::tensor::Tensor> {
-        let (mut v, _) = self.f32(name, Some(&[d]))?;
-        if plus_one {
-            v.iter_mut().for_each(|x| *x += 1.0);
-        }
-        crate::tensor::Tensor::from_slice(dev, &[d], &v)
+        crate::tensor::Tensor::from_slice(dev, &[d], &self.norm_host(name, d, plus_one)?)
     }
 
     /// An i32 tensor (token ids in reference files), any shape.

@@ -24,11 +24,60 @@ crate::flags! {
 }
 
 fn variant() -> Variant {
-    Variant::new("rope.qk", &SHADER, "rope").with_params::<RopeParams>().with_flags(rope_flags::SET)
+    Variant::new("rope.qk", &SHADER, "rope")
+        .define("ROPE", 1)
+        .with_params::<RopeParams>()
+        .with_flags(rope_flags::SET)
+}
+
+fn head_norm_variant() -> Variant {
+    Variant::new("rope.head_norm", &SHADER, "head_norm")
+        .define("HEAD_NORM", 1)
+        .with_params::<RopeParams>()
+        .with_flags(rope_flags::SET)
 }
 
 pub fn variants() -> Vec<Variant> {
-    vec![variant()]
+    vec![variant(), head_norm_variant()]
+}
+
+/// Records the RMSNorm of every q and k head of `qkv` over its head dim, in place (q/k norm
+/// before RoPE); `w` `[2, D]`: the q heads' weight, then the k heads'.
+pub fn head_norm(rec: &mut Recorder, qkv: &Tensor, dims: AttnDims, w: &Tensor, eps: f32) -> Result<()> {
+    let t = qkv.shape().first().copied().unwrap_or(0);
+    super::expect("qkv", qkv, &[t, dims.row()], DType::F32)?;
+    super::expect("head norm weight", w, &[2, dims.head_dim], DType::F32)?;
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(Error::Invalid(format!("head norm eps {eps} must be positive")));
+    }
+    let p = Params::of(&RopeParams {
+        nseq: 1,
+        heads: word("heads", dims.heads)?,
+        kv_heads: word("kv heads", dims.kv_heads)?,
+        dim: word("head dim", dims.head_dim)?,
+        rot: eps.to_bits(),
+        total: word("tokens", t)?,
+        flags: 0,
+    });
+    let wg = grid(rec.device(), t * (dims.heads + dims.kv_heads))?;
+    rec.dispatch(&head_norm_variant(), &p, &[qkv, w], wg)
+}
+
+/// f64 reference of [`head_norm`].
+pub fn head_norm_ref(qkv: &[f32], dims: AttnDims, w: &[f32], eps: f64) -> Vec<f64> {
+    let (row, d) = (dims.row(), dims.head_dim);
+    let mut out: Vec<f64> = qkv.iter().map(|&x| x as f64).collect();
+    for t in 0..qkv.len() / row {
+        for head in 0..dims.heads + dims.kv_heads {
+            let x = &qkv[t * row + head * d..][..d];
+            let inv = 1.0 / (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / d as f64 + eps).sqrt();
+            let wk = if head < dims.heads { &w[..d] } else { &w[d..2 * d] };
+            for i in 0..d {
+                out[t * row + head * d + i] = x[i] as f64 * inv * wk[i] as f64;
+            }
+        }
+    }
+    out
 }
 
 /// The rotary dims of a head of `head_dim` with `partial` of it rotated (transformers:

@@ -200,7 +200,7 @@ fn non_finite_weights_are_reported_not_sampled() {
         assert!(last.iter().any(|v| !v.is_finite()), "the NaN weight should reach the logits");
         let params =
             SamplingParams { temperature: if greedy { 0.0 } else { 0.8 }, ..SamplingParams::default() };
-        let g = m.generator(dev, &mut s, &params, 4).unwrap();
+        let mut g = m.generator(dev, &mut s, &params, 4).unwrap();
         let e = g.generate(&[1], 4, 0).unwrap_err();
         assert!(matches!(e, Error::NonFinite(_)) && e.to_string().contains("step 0"), "{e}");
     }

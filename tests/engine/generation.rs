@@ -127,7 +127,7 @@ fn decoders_and_generators_are_send_and_cancellable() {
     let mut s = m.new_state(dev, 1).unwrap();
     m.prefill(dev, &[1, 2, 3], &[3], &mut s).unwrap();
     let greedy = model::SamplingParams { temperature: 0.0, ..Default::default() };
-    let g = m.generator(dev, &mut s, &greedy, 8).unwrap();
+    let mut g = m.generator(dev, &mut s, &greedy, 8).unwrap();
     let token = g.cancel_token();
     // Generation on another thread; a cancelled token returns no steps.
     let n =

@@ -5,7 +5,7 @@
 use super::super::{NodeOp, TensorDesc};
 use super::{expect_state, SeqSpec};
 use crate::error::{Error, Result};
-use crate::ops::attention::{self as attn, AttnArgs, AttnDims, RingRef};
+use crate::ops::attention::{self as attn, AttnArgs, AttnDims, KvCache, RingRef};
 use crate::ops::{rope, Recorder};
 use crate::tensor::{DType, Tensor};
 
@@ -55,16 +55,52 @@ impl NodeOp for RopeNode {
     }
 }
 
-/// Attention of the new tokens and the append of their K and V to the ring. Inputs: qkv
-/// `[T, row]` (RoPE'd), the cache `[S, cap, 2, Hkv, D]` and positions `[S]` (state), the
-/// sequence table. A decode step (`step`) takes the flash-decoding kernels, whose partials
-/// are scratch.
+/// RMSNorm of each q and k head of qkv `[T, row]` over its head dim, in place (Qwen3-Next's
+/// q_norm / k_norm, before RoPE). Inputs: qkv, the weights `[2, D]` (q's, then k's).
+#[derive(Debug)]
+pub struct HeadNormNode {
+    pub dims: AttnDims,
+    pub eps: f32,
+}
+
+impl NodeOp for HeadNormNode {
+    fn name(&self) -> &str {
+        "head_norm"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if ins.len() != 2 {
+            return Err(Error::Shape("head_norm takes qkv and its weights".into()));
+        }
+        super::activations("head_norm", &ins[..1], &[DType::F32])?;
+        Ok((ins[0].shape.clone(), DType::F32))
+    }
+    fn inplace_input(&self) -> Option<usize> {
+        Some(0)
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+        if !(std::ptr::eq(ins[0].buffer(), out.buffer()) && ins[0].offset() == out.offset()) {
+            crate::ops::copy::copy(rec, ins[0], out)?;
+        }
+        rope::head_norm(rec, out, self.dims, ins[1], self.eps)
+    }
+    fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        Some(Ok(rope::head_norm_ref(&f32s(ins[0]), self.dims, &f32s(ins[1]), self.eps as f64)))
+    }
+}
+
+/// Attention of the new tokens and the append of their K and V to the cache. Inputs: qkv
+/// `[T, row]` (RoPE'd), the cache (one ring, or `kv_blocks` blocks, each `[S, cap, 2, Hkv,
+/// D]`) and positions `[S]` (state), the sequence table. A decode step (`step`) takes the
+/// flash-decoding kernels, whose partials are scratch.
 #[derive(Debug)]
 pub struct AttentionNode {
     pub seqs: SeqSpec,
     pub dims: AttnDims,
     pub window: Option<usize>,
+    /// Positions of the ring, or of each block.
     pub cap: usize,
+    /// The cache is this many blocks of a growing cache (None: a ring).
+    pub kv_blocks: Option<usize>,
     pub scale: f32,
     pub softcap: Option<f32>,
     pub step: bool,
@@ -73,8 +109,14 @@ pub struct AttentionNode {
 }
 
 impl AttentionNode {
+    /// Cache tensors among the inputs (after qkv).
+    fn kv_tensors(&self) -> usize {
+        self.kv_blocks.unwrap_or(1)
+    }
+
     fn span(&self) -> usize {
-        self.window.unwrap_or(self.cap).min(self.cap)
+        let capacity = self.cap * self.kv_tensors();
+        self.window.unwrap_or(capacity).min(capacity)
     }
 }
 
@@ -83,11 +125,13 @@ impl NodeOp for AttentionNode {
         "attention"
     }
     fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
-        if ins.len() != 4 {
-            return Err(Error::Shape("attention takes qkv, kv cache, positions, seqs".into()));
+        let n = self.kv_tensors();
+        if ins.len() != 3 + n || n == 0 {
+            return Err(Error::Shape(format!("attention takes qkv, {n} kv cache tensors, positions, seqs")));
         }
-        expect_state("attention", ins[1])?;
-        expect_state("attention", ins[2])?;
+        for t in &ins[1..=n + 1] {
+            expect_state("attention", t)?;
+        }
         super::activations("attention", &ins[..1], &[DType::F32])?;
         Ok((vec![ins[0].shape[0], self.dims.heads * self.dims.head_dim], DType::F32))
     }
@@ -98,11 +142,13 @@ impl NodeOp for AttentionNode {
         vec![(attn::partial_shape(self.dims, self.seqs.cu.len() - 1, self.span()), DType::F32)]
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], scratch: &[&Tensor], out: &Tensor) -> Result<()> {
-        let seqs = self.seqs.bind(ins[3])?;
+        let n = self.kv_tensors();
+        let seqs = self.seqs.bind(ins[n + 2])?;
+        let blocks = &ins[1..=n];
         let a = AttnArgs {
             qkv: ins[0],
-            kv: ins[1],
-            pos: ins[2],
+            kv: if self.kv_blocks.is_some() { KvCache::Blocks(blocks) } else { KvCache::Ring(blocks[0]) },
+            pos: ins[n + 1],
             seqs: &seqs,
             dims: self.dims,
             window: self.window,
@@ -119,15 +165,17 @@ impl NodeOp for AttentionNode {
         attn::kv_append(rec, &a)
     }
     fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
-        let (qkv, kv) = (f32s(ins[0]), f32s(ins[1]));
+        // Blocks read as one ring of all their positions, which never wraps.
+        let n = self.kv_tensors();
+        let (qkv, kv) = (f32s(ins[0]), attn::join_blocks(&ins[1..=n], self.seqs.cu.len() - 1));
         let (out, _) = attn::ring_attention_ref(&RingRef {
             qkv: &qkv,
             kv: &kv,
-            pos: &usizes(ins[2]),
+            pos: &usizes(ins[n + 1]),
             cu: &self.seqs.cu,
             dims: self.dims,
             window: self.window,
-            cap: self.cap,
+            cap: self.cap * n,
             scale: self.scale as f64,
             softcap: self.softcap.map(f64::from),
         });

@@ -29,12 +29,15 @@ crate::uniform! {
         /// D / 4 and keys per prefill tile: the loop bounds of the `.rolled` forms.
         pub d4: u32,
         pub bk: u32,
+        /// The block an append writes (growing caches).
+        pub block: u32,
     }
 }
 
 crate::flags! {
-    /// Bits of [`AttnParams::flags`] (RESET is unused: attention takes no reset flags).
-    pub mod attn_flags { SOFTCAP = 1, RESET = 2 }
+    /// Bits of [`AttnParams::flags`] (RESET is unused: attention takes no reset flags;
+    /// BLOCKS: the cache is blocks of `cap` positions, not a ring).
+    pub mod attn_flags { SOFTCAP = 1, RESET = 2, BLOCKS = 4 }
 }
 
 /// The kernels of the family.
@@ -88,6 +91,7 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
             // vec4s of a 32-key tile per invocation.
             .define("PL", 32 * d / 4 / (2 * bq))
             .define("WGSIZE", 2 * bq)
+            .define("KVT", "vec4<f32>")
             .with_params::<AttnParams>()
             .with_flags(attn_flags::SET);
     }
@@ -106,6 +110,8 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
         // lib/reduce (the decode's max and sum) over the 64 invocations, without subgroups.
         .define("WG", 64)
         .define("SUBGROUPS", 0)
+        // The word the stage reads the cache in (attention/kv_blocks).
+        .define("KVT", if stage == Stage::Decode { "f32" } else { "vec4<f32>" })
         .with_params::<AttnParams>()
         .with_flags(attn_flags::SET)
 }
@@ -156,8 +162,9 @@ pub fn splits(span: usize) -> (usize, usize) {
     (span.div_ceil(SPLIT_LEN).max(1), SPLIT_LEN)
 }
 
-fn params(a: &AttnArgs, tiles: usize, splits: (usize, usize)) -> Result<Params> {
-    let flags = if a.softcap.is_some() { attn_flags::SOFTCAP } else { 0 };
+fn params(a: &AttnArgs, tiles: usize, splits: (usize, usize), block: usize) -> Result<Params> {
+    let flags = if a.softcap.is_some() { attn_flags::SOFTCAP } else { 0 }
+        | if a.blocks() { attn_flags::BLOCKS } else { 0 };
     Ok(Params::of(&AttnParams {
         nseq: word("sequences", a.seqs.count())?,
         heads: word("heads", a.dims.heads)?,
@@ -172,6 +179,7 @@ fn params(a: &AttnArgs, tiles: usize, splits: (usize, usize)) -> Result<Params> 
         flags,
         d4: word("head dim / 4", a.dims.head_dim / 4)?,
         bk: word("keys per tile", 2048 / a.dims.head_dim)?,
+        block: block as u32,
     }))
 }
 
@@ -299,7 +307,8 @@ pub fn record_prefill(rec: &mut Recorder, a: &AttnArgs, out: &Tensor) -> Result<
         PrefillKernel::Subgroup => variant(Stage::PrefillSg, d, false),
         PrefillKernel::Coop(bq) => variant(Stage::PrefillCoop(bq), d, false),
     };
-    rec.dispatch(&v, &params(a, tiles, (1, 1))?, &[a.qkv, a.kv, a.seqs.table(), a.pos, out], wg)
+    let [k0, k1, k2, k3] = a.kv.bindings();
+    rec.dispatch(&v, &params(a, tiles, (1, 1), 0)?, &[a.qkv, k0, k1, k2, k3, a.seqs.table(), a.pos, out], wg)
 }
 
 /// Records the decode step (one token per sequence): the split pass into `part`
@@ -310,9 +319,11 @@ pub fn record_decode(rec: &mut Recorder, a: &AttnArgs, part: &Tensor, out: &Tens
     if part.numel() < s * h * sp.0 * (d + 2) {
         return Err(Error::Shape(format!("decode partials: {:?} is too small", part.shape())));
     }
-    let p = params(a, 1, sp)?;
+    let p = params(a, 1, sp, 0)?;
     let wg = grid(rec.device(), s * h * sp.0)?;
-    rec.dispatch(&variant(Stage::Decode, d, false), &p, &[a.qkv, a.kv, a.seqs.table(), a.pos, part], wg)?;
+    let [k0, k1, k2, k3] = a.kv.bindings();
+    let ins = [a.qkv, k0, k1, k2, k3, a.seqs.table(), a.pos, part];
+    rec.dispatch(&variant(Stage::Decode, d, false), &p, &ins, wg)?;
     let wg = grid(rec.device(), (s * h * d).div_ceil(64))?;
     rec.dispatch(&variant(Stage::Reduce, d, false), &p, &[part, out], wg)
 }
@@ -321,13 +332,13 @@ pub fn record_decode(rec: &mut Recorder, a: &AttnArgs, part: &Tensor, out: &Tens
 pub fn record_append(rec: &mut Recorder, a: &AttnArgs) -> Result<()> {
     let n = a.seqs.total() * a.dims.kv_heads * a.dims.head_dim;
     let wg = grid(rec.device(), n.div_ceil(64))?;
-    let p = params(a, 1, (1, 1))?;
-    rec.dispatch(
-        &variant(Stage::Append, a.dims.head_dim, false),
-        &p,
-        &[a.qkv, a.kv, a.seqs.table(), a.pos],
-        wg,
-    )
+    // One dispatch per block (a ring is one), each writing the positions that fall in it.
+    for (b, kv) in a.kv.tensors().iter().enumerate() {
+        let p = params(a, 1, (1, 1), b)?;
+        let v = variant(Stage::Append, a.dims.head_dim, false);
+        rec.dispatch(&v, &p, &[a.qkv, kv, a.seqs.table(), a.pos], wg)?;
+    }
+    Ok(())
 }
 
 /// Records `pos[s] += len_s` (after every layer has read the positions).
@@ -344,6 +355,7 @@ pub fn record_advance(rec: &mut Recorder, seqs: &super::Sequences, pos: &Tensor)
         scale: 1.0,
         softcap: 1.0,
         flags: 0,
+        block: 0,
         d4: 1,
         bk: 1,
     });

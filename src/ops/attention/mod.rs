@@ -6,10 +6,12 @@
 //! **Layout.** Each token's projections are one row `qkv` `[T, (H + 2·Hkv)·D]`: q of the H
 //! query heads, then k and v of the Hkv KV heads (one fused projection; RoPE is applied to it
 //! in place by [`super::rope`]). Query head h reads KV head h / (H / Hkv) (GQA and MQA, no
-//! copy). The cache `kv` `[S, CAP, 2, Hkv, D]` holds, per sequence, a ring of CAP positions
-//! (position j at slot j mod CAP): a sliding window of W needs CAP = W; full attention a CAP
-//! that covers every position. `pos` `[S]` (u32) counts the positions each sequence has
-//! cached: the new tokens of sequence s are at positions pos[s], pos[s] + 1, ….
+//! copy). The cache ([`KvCache`]) is either one ring `[S, CAP, 2, Hkv, D]` per layer (position
+//! j at slot j mod CAP; a sliding window of W needs CAP = W), or, for full attention, up to
+//! [`KV_BLOCKS`] blocks of that shape allocated as positions grow (position j in block
+//! j / CAP, at slot j mod CAP; blocks already holding positions are never moved). `pos` `[S]`
+//! (u32) counts the positions each sequence has cached: the new tokens of sequence s are at
+//! positions pos[s], pos[s] + 1, ….
 //!
 //! **Masking.** Query position i sees key j when i − W < j ≤ i (no window: j ≤ i). Keys before
 //! pos[s] are read from the cache, the others from the new tokens' rows, so a prefill longer
@@ -27,7 +29,11 @@ pub use kernels::{
     attn_flags, coop_workgroup_bytes, rolled_loops, splits, variant, variants, AttnParams, PrefillKernel,
     PrefillProblem, Stage, COOP_QUERY_TILES, HEAD_DIMS, SPLIT_LEN,
 };
-pub use reference::{attention_ref, ring_attention_ref, RingRef};
+pub use reference::{attention_ref, join_blocks, ring_attention_ref, RingRef};
+
+/// The most blocks a growing cache has: the kernels bind this many (WebGPU's default of 8
+/// storage bindings per stage holds them with qkv, the sequence table, positions and out).
+pub const KV_BLOCKS: usize = 4;
 
 use super::sequences::Sequences;
 use super::Recorder;
@@ -41,7 +47,8 @@ pub const SHADER: crate::shader::Source = crate::wgsl_source!(
         crate::wgsl_source!("attention/prefill"),
         crate::wgsl_source!("attention/prefill_coop"),
         crate::wgsl_source!("attention/decode"),
-        crate::wgsl_source!("attention/cache")
+        crate::wgsl_source!("attention/cache"),
+        crate::wgsl_source!("attention/kv_blocks")
     ]
 );
 
@@ -76,20 +83,46 @@ impl AttnDims {
     }
 }
 
+/// The KV cache of one layer, f32, each tensor `[S, CAP, 2, Hkv, D]`.
+#[derive(Debug, Clone, Copy)]
+pub enum KvCache<'a> {
+    /// A ring of CAP positions per sequence.
+    Ring(&'a Tensor),
+    /// 1 to [`KV_BLOCKS`] blocks of CAP positions: positions below `blocks.len()·CAP` only.
+    Blocks(&'a [&'a Tensor]),
+}
+
+impl<'a> KvCache<'a> {
+    /// The cache's tensors.
+    pub fn tensors(&self) -> &[&'a Tensor] {
+        match self {
+            KvCache::Ring(t) => std::slice::from_ref(t),
+            KvCache::Blocks(b) => b,
+        }
+    }
+
+    /// The four block bindings of the reading kernels (a ring, or the blocks not allocated
+    /// yet, repeat the first).
+    fn bindings(&self) -> [&'a Tensor; KV_BLOCKS] {
+        let t = self.tensors();
+        std::array::from_fn(|i| *t.get(i).unwrap_or(&t[0]))
+    }
+}
+
 /// One attention call's tensors and settings.
 #[derive(Debug, Clone, Copy)]
 pub struct AttnArgs<'a> {
     /// `[T, (H + 2·Hkv)·D]` f32.
     pub qkv: &'a Tensor,
-    /// The cache `[S, CAP, 2, Hkv, D]` f32.
-    pub kv: &'a Tensor,
+    /// The cache.
+    pub kv: KvCache<'a>,
     /// `[S]` u32: positions cached per sequence.
     pub pos: &'a Tensor,
     pub seqs: &'a Sequences,
     pub dims: AttnDims,
     /// The sliding window W (None: full attention).
     pub window: Option<usize>,
-    /// Ring positions per sequence.
+    /// Positions per sequence of the ring, or of each block.
     pub cap: usize,
     /// Score scale, usually 1/√D.
     pub scale: f32,
@@ -100,9 +133,18 @@ pub struct AttnArgs<'a> {
 }
 
 impl AttnArgs<'_> {
+    /// Positions the cache can hold per sequence.
+    pub fn capacity(&self) -> usize {
+        self.cap * self.kv.tensors().len()
+    }
+
     /// The most keys one query sees.
     pub fn span(&self) -> usize {
-        self.window.unwrap_or(self.cap).min(self.cap)
+        self.window.unwrap_or(self.capacity()).min(self.capacity())
+    }
+
+    fn blocks(&self) -> bool {
+        matches!(self.kv, KvCache::Blocks(_))
     }
 
     fn check(&self) -> Result<()> {
@@ -117,7 +159,12 @@ impl AttnArgs<'_> {
         if self.window == Some(0) {
             return Err(Error::Invalid("a sliding window must hold at least one position".into()));
         }
-        if self.window.is_some_and(|w| w > self.cap) {
+        let blocks = self.kv.tensors().len();
+        if blocks == 0 || blocks > KV_BLOCKS {
+            return Err(Error::Invalid(format!("a KV cache of {blocks} blocks (1 to {KV_BLOCKS})")));
+        }
+        // A ring must hold the window; blocks hold every position, whatever the window.
+        if !self.blocks() && self.window.is_some_and(|w| w > self.cap) {
             return Err(Error::Invalid(format!(
                 "a window of {:?} positions needs a cache of at least that many, not {}",
                 self.window, self.cap
@@ -129,7 +176,10 @@ impl AttnArgs<'_> {
             ));
         }
         super::expect("qkv", self.qkv, &[t, d.row()], DType::F32)?;
-        super::expect("kv cache", self.kv, &[s, self.cap, 2, d.kv_heads, d.head_dim], DType::F32)?;
+        for (b, kv) in self.kv.tensors().iter().enumerate() {
+            let name = if self.blocks() { format!("kv cache block {b}") } else { "kv cache".into() };
+            super::expect(&name, kv, &[s, self.cap, 2, d.kv_heads, d.head_dim], DType::F32)?;
+        }
         super::expect("positions", self.pos, &[s], DType::U32)
     }
 }
@@ -158,7 +208,8 @@ pub fn attention_decode(rec: &mut Recorder, a: &AttnArgs, part: &Tensor, out: &T
     kernels::record_decode(rec, a, part, out)
 }
 
-/// Records the append of the new tokens' K and V to the cache (after the layer's attention).
+/// Records the append of the new tokens' K and V to the cache (after the layer's attention);
+/// a growing cache must already have the blocks the new positions fall in.
 pub fn kv_append(rec: &mut Recorder, a: &AttnArgs) -> Result<()> {
     a.check()?;
     kernels::record_append(rec, a)

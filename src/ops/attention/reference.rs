@@ -100,3 +100,16 @@ pub fn ring_attention_ref(r: &RingRef) -> (Vec<f64>, Vec<f64>) {
     }
     (out, cache)
 }
+
+/// A growing cache's blocks (each `[S, cap, …]`) as one ring `[S, blocks·cap, …]` of f32:
+/// position j of block j / cap lands at slot j, so the ring never wraps.
+pub fn join_blocks(blocks: &[&[f64]], sequences: usize) -> Vec<f32> {
+    let per = blocks.first().map_or(0, |b| b.len() / sequences.max(1));
+    let mut out = Vec::with_capacity(per * sequences * blocks.len());
+    for s in 0..sequences {
+        for b in blocks {
+            out.extend(b[s * per..][..per].iter().map(|&x| x as f32));
+        }
+    }
+    out
+}

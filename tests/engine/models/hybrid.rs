@@ -208,7 +208,7 @@ fn a_registered_hybrid_runs_prefill_and_decode_as_one_forward() {
         assert!(e < 2e-3, "prefill + decode differs from one forward by {e} on {}", dev.describe());
         // The recorded decoder continues a restored snapshot the same way.
         s.restore(dev, &snap).unwrap();
-        let dec = m.decoder(dev, &mut s).unwrap();
+        let mut dec = m.decoder(dev, &mut s).unwrap();
         let vocab = m.vocab();
         for (j, &id) in ids[k..k + 4].iter().enumerate() {
             let got = dec.step(&[id]).unwrap();

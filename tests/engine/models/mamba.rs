@@ -64,7 +64,7 @@ fn mamba_prefill_decode_and_batches_agree() {
         let mut s1 = m.new_state(dev, 1).unwrap();
         m.forward(dev, &ids(&text[..17]), &[17], &mut s1).unwrap();
         let mut s2 = s1.try_clone(&m, dev).unwrap();
-        let dec = m.decoder(dev, &mut s2).unwrap();
+        let mut dec = m.decoder(dev, &mut s2).unwrap();
         for (k, &b) in text[17..25].iter().enumerate() {
             let want = m.forward(dev, &ids(&[b]), &[1], &mut s1).unwrap();
             let before = dev.counters();
@@ -101,7 +101,7 @@ fn mamba_prefill_decode_and_batches_agree() {
         }
         let mut st = start(&m);
         let greedy = model::SamplingParams { temperature: 0.0, ..Default::default() };
-        let gen = m.generator(dev, &mut st, &greedy, 16).unwrap();
+        let mut gen = m.generator(dev, &mut st, &greedy, 16).unwrap();
         assert_eq!(gen.generate(&[b'x' as u32, b'y' as u32], 10, 0).unwrap(), want);
         assert!(gen.generate(&[1, 2], 17, 0).is_err(), "more steps than recorded for");
         assert!(gen.generate(&[1], 1, 0).is_err());

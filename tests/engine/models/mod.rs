@@ -68,10 +68,21 @@ pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 /// restore) equals one forward; a ragged batch of two equals each alone; the graph reference
 /// agrees with a prefill and a decode step. `tol`: the f32 tolerance of a recomputation.
 pub fn check_runtime(dir: &Path, text: &[u8], split: usize, tol: f32) {
+    check_runtime_on(dir, text, split, tol, |_| true)
+}
+
+/// [`check_runtime`] on the devices `runs` accepts.
+pub fn check_runtime_on(
+    dir: &Path,
+    text: &[u8],
+    split: usize,
+    tol: f32,
+    runs: impl Fn(&linseq::Device) -> bool,
+) {
     use crate::common::devices;
     use linseq::model;
     let ids = ids(text);
-    for dev in devices() {
+    for dev in devices().iter().filter(|d| runs(d)) {
         let m = model::load(dev, dir, DType::F32).unwrap();
         let vocab = m.vocab();
         let mut s = m.new_state(dev, 1).unwrap();
@@ -93,7 +104,7 @@ pub fn check_runtime(dir: &Path, text: &[u8], split: usize, tol: f32) {
         // The recorded decoder continues a restored snapshot the same way.
         s.restore(dev, &snap).unwrap();
         {
-            let dec = m.decoder(dev, &mut s).unwrap();
+            let mut dec = m.decoder(dev, &mut s).unwrap();
             for (j, &id) in ids[split..split + 4].iter().enumerate() {
                 let got = dec.step(&[id]).unwrap();
                 let want = &full[(split + j) * vocab..(split + j + 1) * vocab];
@@ -130,4 +141,5 @@ mod loader;
 mod mamba;
 mod mamba2;
 mod mistral;
+mod qwen3_next;
 mod recurrent_gemma;

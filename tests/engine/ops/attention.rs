@@ -9,15 +9,16 @@ use linseq::ops::{rope, Recorder};
 use linseq::testing::{compare, GuardedOutput, Rng};
 use linseq::{DType, Device, Tensor};
 
-/// A batch of sequences on the device: the ring cache and positions, and each sequence's
-/// whole K/V history on the host (the oracle's input).
+/// A batch of sequences on the device: the cache (a ring, or blocks added as positions reach
+/// them) and positions, and each sequence's whole K/V history on the host (the oracle's input).
 struct Session {
     dims: AttnDims,
     window: Option<usize>,
     cap: usize,
     softcap: Option<f32>,
     prefill: PrefillKernel,
-    kv: Tensor,
+    kv: Vec<Tensor>,
+    blocks: bool,
     pos: Tensor,
     /// Per sequence: K and V of every position so far, `[positions, Hkv, D]` each.
     hist: Vec<(Vec<f32>, Vec<f32>)>,
@@ -33,15 +34,31 @@ impl Session {
             cap,
             softcap: None,
             prefill: PrefillKernel::Plain,
-            kv,
+            kv: vec![kv],
+            blocks: false,
             pos,
             hist: vec![(Vec::new(), Vec::new()); s],
         }
     }
 
+    /// A growing cache of blocks of `block` positions, none allocated yet.
+    fn growing(dev: &Device, s: usize, dims: AttnDims, window: Option<usize>, block: usize) -> Self {
+        Self { kv: Vec::new(), blocks: true, ..Self::new(dev, s, dims, window, block) }
+    }
+
     /// Feeds `lens[s]` new tokens per sequence (rows `qkv`); returns (GPU output, reference).
     fn feed(&mut self, dev: &Device, lens: &[usize], qkv: &[f32], step: bool) -> (Vec<f32>, Vec<f64>) {
         let d = self.dims;
+        if self.blocks {
+            // Blocks for the positions this call reaches, the ones there left where they are.
+            let per = d.kv_heads * d.head_dim;
+            let need = self.hist.iter().zip(lens).map(|(h, l)| h.0.len() / per + l).max().unwrap();
+            while self.kv.len() * self.cap < need {
+                let shape = [lens.len(), self.cap, 2, d.kv_heads, d.head_dim];
+                self.kv.push(Tensor::empty(dev, &shape, DType::F32).unwrap());
+            }
+        }
+        let blocks: Vec<&Tensor> = self.kv.iter().collect();
         let (row, hd) = (d.row(), d.heads * d.head_dim);
         let seqs = Sequences::new(dev, lens, None).unwrap();
         let t = seqs.total();
@@ -49,7 +66,7 @@ impl Session {
         let out = GuardedOutput::new(dev, &[t, hd], DType::F32).unwrap();
         let a = AttnArgs {
             qkv: &qkv_t,
-            kv: &self.kv,
+            kv: if self.blocks { attn::KvCache::Blocks(&blocks) } else { attn::KvCache::Ring(blocks[0]) },
             pos: &self.pos,
             seqs: &seqs,
             dims: d,
@@ -204,6 +221,38 @@ fn a_cached_prefix_then_decode_wraps_the_ring_several_times() {
 }
 
 #[test]
+fn a_growing_cache_adds_blocks_without_moving_the_ones_it_has() {
+    // Blocks of 64 positions: a prefill inside the first, a second one across into the third
+    // (a cached prefix over two blocks), decode steps across the next boundary, with a window
+    // that spans blocks and without one; every output against attention over the whole history.
+    for dev in devices() {
+        let mut rng = Rng::new(66);
+        for (d, window) in [(dims(4, 1, 64), None), (dims(8, 2, 128), Some(80))] {
+            let (prefill, bounds) = *prefill_forms(dev, d.head_dim).last().unwrap();
+            let mut s = Session::growing(dev, 2, d, window, 64);
+            s.prefill = prefill;
+            let mut feed = |s: &mut Session, lens: &[usize], step: bool, what: &str| {
+                let t: usize = lens.iter().sum();
+                let qkv = rng.vec(t * d.row(), -1.0, 1.0);
+                let (got, want) = s.feed(dev, lens, &qkv, step);
+                let bounds = if step { (1e-10, 1e-4) } else { bounds };
+                check_within(dev, &format!("blocks: {what} {d:?} W={window:?}"), &got, &want, bounds);
+            };
+            feed(&mut s, &[40, 7], false, "prefill");
+            let first = s.kv[0].buffer() as *const _;
+            feed(&mut s, &[100, 3], false, "cached prefix + prefill");
+            assert_eq!(s.kv.len(), 3, "140 positions take three blocks of 64");
+            assert!(std::ptr::eq(first, s.kv[0].buffer()), "the first block stays where it was");
+            for k in 0..60 {
+                feed(&mut s, &[1, 1], true, &format!("decode step {k}"));
+            }
+            assert_eq!(s.kv.len(), 4);
+            assert_eq!(s.pos.read::<u32>(dev).unwrap(), vec![200, 70]);
+        }
+    }
+}
+
+#[test]
 fn nan_in_one_sequence_stays_in_that_sequence() {
     for dev in devices() {
         let d = dims(4, 1, 64);
@@ -241,7 +290,7 @@ fn bad_attention_calls_are_clear_errors() {
     let out = Tensor::empty(dev, &[3, 256], DType::F32).unwrap();
     let a = AttnArgs {
         qkv: &qkv,
-        kv: &kv,
+        kv: attn::KvCache::Ring(&kv),
         pos: &pos,
         seqs: &seqs,
         dims: d,
@@ -251,8 +300,13 @@ fn bad_attention_calls_are_clear_errors() {
         softcap: None,
         prefill: PrefillKernel::Plain,
     };
+    let other = Tensor::empty(dev, &[1, 16, 2, 1, 64], DType::F32).unwrap();
+    let (five, mixed, none) = ([&kv; 5], [&kv, &other], []);
     let mut rec = Recorder::new(dev);
     for (bad, what) in [
+        (AttnArgs { kv: attn::KvCache::Blocks(&five), ..a }, "more blocks than the kernels bind"),
+        (AttnArgs { kv: attn::KvCache::Blocks(&mixed), ..a }, "blocks of two sizes"),
+        (AttnArgs { kv: attn::KvCache::Blocks(&none), ..a }, "no blocks"),
         (AttnArgs { dims: dims(6, 4, 64), ..a }, "heads not a multiple of kv heads"),
         (AttnArgs { dims: dims(4, 1, 96), ..a }, "head dim without kernels"),
         (AttnArgs { window: Some(9), ..a }, "window larger than the ring"),

@@ -1,0 +1,277 @@
+//! The Gated DeltaNet mixer of Qwen3.5, Qwen3-Next and OLMo-Hybrid: pre-RMSNorm → the q/k/v,
+//! z, β and decay projections → a causal conv (silu) over q, k and v together → the gated
+//! delta rule (q/k L2-normalised in the kernel, scale 1/√dk, β = sigmoid(b), or 2·sigmoid(b)
+//! for negative eigenvalues, log-decay g = −exp(A_log)·softplus(a + dt_bias)) → RMSNorm of each
+//! value head, times silu(z) → out_proj onto the residual.
+//!
+//! The checkpoints lay the projections out differently; each is read into the one layout the
+//! graph uses (`[q | k | v]` rows for the conv, then z, b, a):
+//! - Qwen3.5: `in_proj_qkv`, `in_proj_z`, `in_proj_b`, `in_proj_a`;
+//! - Qwen3-Next: `in_proj_qkvz` and `in_proj_ba`, interleaved per key head: for each key head,
+//!   its q, k, then the v and z of the value heads it serves, and its b then a.
+
+use super::blocks::Sublayer;
+use super::common::{Batch, Builder};
+use super::schema::{Init, WeightSpec};
+use super::state::{SlotKind, SlotSpec, State};
+use super::weights::Weights;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::graph::nodes::{DeltaRuleNode, SeqSpec};
+use crate::graph::TensorId;
+use crate::ops::delta_rule::DeltaDims;
+use crate::ops::elementwise::{Binary, Unary};
+use crate::ops::norm::NormKind;
+use crate::tensor::{DType, Tensor};
+
+/// How a checkpoint stores the mixer's input projections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GdnLayout {
+    /// `in_proj_qkv`, `in_proj_z`, `in_proj_b`, `in_proj_a` (Qwen3.5).
+    Split,
+    /// `in_proj_qkvz`, `in_proj_ba`, interleaved per key head (Qwen3-Next).
+    Interleaved,
+}
+
+/// A Gated DeltaNet layer's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GdnSpec {
+    pub d_model: usize,
+    pub dims: DeltaDims,
+    pub conv_kernel: usize,
+    pub eps: f64,
+    /// β = 2·sigmoid(b): eigenvalues of the transition in [−1, 1] (OLMo-Hybrid).
+    pub negative_eigen: bool,
+    pub layout: GdnLayout,
+    /// The pre-norm scales by (1 + w).
+    pub norm_plus_one: bool,
+}
+
+impl GdnSpec {
+    /// Checks what a config can get wrong: head counts that do not divide, dims without kernels.
+    pub fn check(&self) -> Result<()> {
+        let d = self.dims;
+        if d.key_heads == 0 || d.value_heads == 0 || !d.value_heads.is_multiple_of(d.key_heads) {
+            return Err(Error::Model(format!(
+                "linear_num_value_heads {} must be a positive multiple of linear_num_key_heads {}",
+                d.value_heads, d.key_heads
+            )));
+        }
+        if !crate::ops::delta_rule::KEY_DIMS.contains(&d.dk) || d.dv == 0 || !d.dv.is_multiple_of(4) {
+            return Err(Error::Model(format!(
+                "linear_key_head_dim {} / linear_value_head_dim {}: the delta-rule kernels take key dims {:?} and value dims that are multiples of 4",
+                d.dk,
+                d.dv,
+                crate::ops::delta_rule::KEY_DIMS
+            )));
+        }
+        if !(2..=8).contains(&self.conv_kernel) {
+            return Err(Error::Model(format!("linear_conv_kernel_dim {} must be 2 to 8", self.conv_kernel)));
+        }
+        Ok(())
+    }
+
+    fn key_dim(&self) -> usize {
+        self.dims.key_heads * self.dims.dk
+    }
+
+    fn value_dim(&self) -> usize {
+        self.dims.value_heads * self.dims.dv
+    }
+
+    /// Channels of the conv: q, k and v.
+    fn conv_dim(&self) -> usize {
+        self.dims.row()
+    }
+}
+
+/// One Gated DeltaNet layer, loaded.
+pub struct GdnMixer {
+    c: GdnSpec,
+    norm: Tensor,
+    w_qkv: Tensor,
+    w_z: Tensor,
+    w_b: Tensor,
+    w_a: Tensor,
+    conv_w: Tensor,
+    /// −exp(A_log) `[Hv]`.
+    neg_a: Tensor,
+    dt_bias: Tensor,
+    /// The output norm's weight, repeated for every value head `[Hv·dv]`.
+    out_norm: Tensor,
+    w_out: Tensor,
+}
+
+impl GdnMixer {
+    /// The tensors: the norm `norm_name`, then `{p}.*`.
+    pub fn schema(c: &GdnSpec, norm_name: &str, p: &str) -> Vec<WeightSpec> {
+        let (d, hv, kd, vd) = (c.d_model, c.dims.value_heads, c.key_dim(), c.value_dim());
+        let mut out = vec![WeightSpec::new(norm_name, &[d], Init::Uniform(-0.1, 0.1))];
+        match c.layout {
+            GdnLayout::Split => out.extend([
+                WeightSpec::new(format!("{p}.in_proj_qkv.weight"), &[2 * kd + vd, d], Init::FanIn),
+                WeightSpec::new(format!("{p}.in_proj_z.weight"), &[vd, d], Init::FanIn),
+                WeightSpec::new(format!("{p}.in_proj_b.weight"), &[hv, d], Init::FanIn),
+                WeightSpec::new(format!("{p}.in_proj_a.weight"), &[hv, d], Init::FanIn),
+            ]),
+            GdnLayout::Interleaved => out.extend([
+                WeightSpec::new(format!("{p}.in_proj_qkvz.weight"), &[2 * kd + 2 * vd, d], Init::FanIn),
+                WeightSpec::new(format!("{p}.in_proj_ba.weight"), &[2 * hv, d], Init::FanIn),
+            ]),
+        }
+        out.extend([
+            WeightSpec::new(
+                format!("{p}.conv1d.weight"),
+                &[c.conv_dim(), 1, c.conv_kernel],
+                Init::Uniform(-0.5, 0.5),
+            ),
+            // decay rate exp(A_log) in [1, 16], softplus(dt_bias) ≈ 0.001–0.1.
+            WeightSpec::new(format!("{p}.A_log"), &[hv], Init::Uniform(0.0, 2.77)),
+            WeightSpec::new(format!("{p}.dt_bias"), &[hv], Init::Uniform(-6.9, -2.3)),
+            WeightSpec::new(format!("{p}.norm.weight"), &[c.dims.dv], Init::Uniform(0.9, 1.1)),
+            WeightSpec::new(format!("{p}.out_proj.weight"), &[d, vd], Init::FanIn),
+        ]);
+        out
+    }
+
+    /// Loads the layer under `p` with its norm `norm_name`; matrices as `dtype`.
+    pub fn load(
+        dev: &Device,
+        w: &Weights,
+        c: &GdnSpec,
+        norm_name: &str,
+        p: &str,
+        dtype: DType,
+    ) -> Result<Self> {
+        c.check()?;
+        let DeltaDims { value_heads: hv, dv, .. } = c.dims;
+        let (d, kd, vd) = (c.d_model, c.key_dim(), c.value_dim());
+        let mat = |rows: &[f32], n: usize| Tensor::from_f32(dev, &[n, d], rows, dtype);
+        let (qkv, z, bw, aw) = match c.layout {
+            GdnLayout::Split => (
+                w.f32(&format!("{p}.in_proj_qkv.weight"), Some(&[2 * kd + vd, d]))?.0,
+                w.f32(&format!("{p}.in_proj_z.weight"), Some(&[vd, d]))?.0,
+                w.f32(&format!("{p}.in_proj_b.weight"), Some(&[hv, d]))?.0,
+                w.f32(&format!("{p}.in_proj_a.weight"), Some(&[hv, d]))?.0,
+            ),
+            GdnLayout::Interleaved => {
+                let qkvz = w.f32(&format!("{p}.in_proj_qkvz.weight"), Some(&[2 * kd + 2 * vd, d]))?.0;
+                let ba = w.f32(&format!("{p}.in_proj_ba.weight"), Some(&[2 * hv, d]))?.0;
+                deinterleave(&qkvz, &ba, c.dims, d)
+            }
+        };
+        let conv = w.f32(&format!("{p}.conv1d.weight"), Some(&[c.conv_dim(), 1, c.conv_kernel]))?.0;
+        let a_log = w.f32(&format!("{p}.A_log"), Some(&[hv]))?.0;
+        if a_log.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Model(format!("{p}.A_log holds non-finite values")));
+        }
+        let neg_a: Vec<f32> = a_log.iter().map(|v| -v.exp()).collect();
+        let norm1 = w.norm_host(&format!("{p}.norm.weight"), dv, false)?;
+        let out_norm: Vec<f32> = (0..hv).flat_map(|_| norm1.iter().copied()).collect();
+        Ok(Self {
+            c: c.clone(),
+            norm: w.norm(dev, norm_name, d, c.norm_plus_one)?,
+            w_qkv: mat(&qkv, 2 * kd + vd)?,
+            w_z: mat(&z, vd)?,
+            w_b: mat(&bw, hv)?,
+            w_a: mat(&aw, hv)?,
+            conv_w: Tensor::from_slice(dev, &[c.conv_dim(), c.conv_kernel], &conv)?,
+            neg_a: Tensor::from_slice(dev, &[hv], &neg_a)?,
+            dt_bias: Tensor::from_slice(dev, &[hv], &w.f32(&format!("{p}.dt_bias"), Some(&[hv]))?.0)?,
+            out_norm: Tensor::from_slice(dev, &[vd], &out_norm)?,
+            w_out: w.upload(dev, &format!("{p}.out_proj.weight"), &[d, vd], &[d, vd], dtype)?,
+        })
+    }
+}
+
+/// Qwen3-Next's interleaved `in_proj_qkvz` `[Hk·(2·dk + 2·r·dv), d]` and `in_proj_ba`
+/// `[Hk·2r, d]` (r = Hv / Hk value heads per key head) as (qkv, z, b, a) rows in head order.
+pub fn deinterleave(
+    qkvz: &[f32],
+    ba: &[f32],
+    dims: DeltaDims,
+    d: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let DeltaDims { key_heads: hk, value_heads: hv, dk, dv } = dims;
+    let r = hv / hk;
+    let group = 2 * dk + 2 * r * dv; // rows per key head in qkvz
+    let rows = |m: &[f32], g: usize, per: usize, lo: usize, n: usize| -> Vec<f32> {
+        m[(g * per + lo) * d..][..n * d].to_vec()
+    };
+    let (mut q, mut k, mut v, mut z, mut b, mut a) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for g in 0..hk {
+        q.extend(rows(qkvz, g, group, 0, dk));
+        k.extend(rows(qkvz, g, group, dk, dk));
+        v.extend(rows(qkvz, g, group, 2 * dk, r * dv));
+        z.extend(rows(qkvz, g, group, 2 * dk + r * dv, r * dv));
+        b.extend(rows(ba, g, 2 * r, 0, r));
+        a.extend(rows(ba, g, 2 * r, r, r));
+    }
+    q.extend(k);
+    q.extend(v);
+    (q, z, b, a)
+}
+
+impl Sublayer for GdnMixer {
+    /// The conv window `[S, conv_dim, K − 1]` and the matrix state `[S, Hv, dk, dv]`.
+    fn state_slots(&self, layer: usize, s: usize) -> Vec<SlotSpec> {
+        let c = &self.c;
+        let DeltaDims { value_heads, dk, dv, .. } = c.dims;
+        vec![
+            SlotSpec::new(layer, "conv", SlotKind::ConvWindow, &[s, c.conv_dim(), c.conv_kernel - 1]),
+            SlotSpec::new(layer, "delta", SlotKind::MatrixState, &[s, value_heads, dk, dv]),
+        ]
+    }
+
+    fn build(
+        &self,
+        _dev: &Device,
+        b: &mut Builder,
+        batch: &Batch,
+        state: &State,
+        i: usize,
+        h: TensorId,
+    ) -> Result<TensorId> {
+        let c = &self.c;
+        let p = format!("layers.{i}.gdn");
+        let xn = b.rms_norm(&format!("{p}.norm"), h, &self.norm, c.eps)?;
+        let qkv = b.linear(&format!("{p}.qkv"), xn, &self.w_qkv, None)?;
+        let z = b.linear(&format!("{p}.z"), xn, &self.w_z, None)?;
+        let bl = b.linear(&format!("{p}.b"), xn, &self.w_b, None)?;
+        let al = b.linear(&format!("{p}.a"), xn, &self.w_a, None)?;
+        let qkv = batch.conv(b, qkv, &self.conv_w, None, state.slot(i, "conv")?, state.started())?;
+        let mut beta = b.g.unary(Unary::Sigmoid, bl, 1.0)?;
+        if c.negative_eigen {
+            beta = b.g.unary(Unary::Scale, beta, 2.0)?;
+        }
+        // g = −exp(A_log) · softplus(a + dt_bias), per value head.
+        let dt_bias = b.weight(&format!("{p}.dt_bias"), &self.dt_bias);
+        let neg_a = b.weight(&format!("{p}.neg_a"), &self.neg_a);
+        let g = b.g.binary(Binary::Add, al, dt_bias)?;
+        let g = b.g.unary(Unary::Softplus, g, 1.0)?;
+        let g = b.g.binary(Binary::Mul, g, neg_a)?;
+        let s = b.state(&format!("{p}.state"), state.slot(i, "delta")?);
+        let seqs = b.seqs(&batch.seqs);
+        let kd = c.key_dim();
+        let node = DeltaRuleNode {
+            seqs: SeqSpec::of(&batch.seqs),
+            dims: c.dims,
+            cols: [0, kd, 2 * kd],
+            l2norm: true,
+            scale: 1.0 / (c.dims.dk as f32).sqrt(),
+            init: state.started(),
+        };
+        let o = b.g.op(node, &[qkv, g, beta, s, seqs])?;
+        let out_norm = b.weight(&format!("{p}.out_norm"), &self.out_norm);
+        let groups = c.dims.value_heads;
+        let o = b.g.norm(NormKind::Rms { groups }, o, out_norm, None, c.eps as f32)?;
+        let o = b.g.binary(Binary::MulSilu, o, z)?;
+        b.linear_add(&format!("{p}.out_proj"), o, &self.w_out, None, h)
+    }
+
+    fn parameters(&self) -> usize {
+        let c = &self.c;
+        let (d, hv, kd, vd) = (c.d_model, c.dims.value_heads, c.key_dim(), c.value_dim());
+        d + (2 * kd + 2 * vd + 2 * hv) * d + c.conv_dim() * c.conv_kernel + 2 * hv + c.dims.dv + d * vd
+    }
+}

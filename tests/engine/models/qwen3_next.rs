@@ -1,0 +1,122 @@
+//! Qwen3-Next and Qwen3.5 on random checkpoints: three Gated DeltaNet layers then gated full
+//! attention (the shared tiny checkpoints' shape), both projection layouts (Qwen3-Next's
+//! interleaved `in_proj_qkvz` / `in_proj_ba`, Qwen3.5's split ones) and the multimodal
+//! wrapper's nesting; prefill + decode equals one forward, ragged batches equal separate runs.
+//! The delta rule does not run through GL: there the load works and the forward is refused.
+
+use super::{check_runtime_on, scratch, write_checkpoint};
+use linseq::model::config::Config;
+use linseq::model::qwen3_next::Qwen3NextConfig;
+use linseq::model::schema;
+
+fn config(model_type: &str) -> serde_json::Value {
+    serde_json::json!({
+        "model_type": model_type, "hidden_size": 128, "intermediate_size": 192, "num_attention_heads": 4,
+        "num_key_value_heads": 1, "head_dim": 64, "num_hidden_layers": 4, "vocab_size": 256,
+        "rms_norm_eps": 1e-6, "max_position_embeddings": 512, "tie_word_embeddings": true,
+        "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default", "partial_rotary_factor": 0.25},
+        "layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"],
+        "linear_conv_kernel_dim": 4, "linear_key_head_dim": 32, "linear_value_head_dim": 64,
+        "linear_num_key_heads": 2, "linear_num_value_heads": 4, "hidden_act": "silu",
+        "num_experts": 4, "mlp_only_layers": [0, 1, 2, 3],
+    })
+}
+
+fn checkpoint(name: &str, cfg: &serde_json::Value) -> std::path::PathBuf {
+    let dir = scratch(name);
+    let text = cfg.to_string();
+    let c = Qwen3NextConfig::from_config(&Config::parse(&text, "test").unwrap()).unwrap();
+    write_checkpoint(&dir, &text, &schema::random_tensors(&c.schema(), 81));
+    dir
+}
+
+const TEXT: &[u8] = b"Now is the winter of our discontent made glorious summer by this sun of York.";
+
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+type Spoil = fn(&mut Tensors);
+
+fn delta_rule_runs(dev: &linseq::Device) -> bool {
+    linseq::ops::delta_rule::runs(dev.caps())
+}
+
+#[test]
+fn qwen3_next_and_qwen3_5_decode_as_one_forward() {
+    let wrapped = {
+        let mut c = serde_json::json!({"model_type": "qwen3_5", "vision_config": {"depth": 2}});
+        let mut text = config("qwen3_5_text");
+        text["model_type"] = "qwen3_5_text".into();
+        c["text_config"] = text;
+        c
+    };
+    for (name, cfg) in
+        [("qwen3-next", config("qwen3_next")), ("qwen3-5", config("qwen3_5_text")), ("qwen3-5-mm", wrapped)]
+    {
+        let dir = checkpoint(name, &cfg);
+        check_runtime_on(&dir, TEXT, 30, 2e-3, delta_rule_runs);
+        for dev in crate::common::devices().iter().filter(|d| !delta_rule_runs(d)) {
+            let m = linseq::model::load(dev, &dir, linseq::DType::F32).unwrap();
+            let mut s = m.new_state(dev, 1).unwrap();
+            let e = m.forward(dev, &[1, 2, 3], &[3], &mut s).unwrap_err();
+            assert!(e.to_string().contains("Vulkan"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn the_multimodal_wrapper_reads_weights_under_language_model() {
+    let mut c = serde_json::json!({"model_type": "qwen3_5"});
+    c["text_config"] = config("qwen3_5_text");
+    let cfg = Qwen3NextConfig::from_config(&Config::parse(&c.to_string(), "test").unwrap()).unwrap();
+    let names: Vec<String> = cfg.schema().into_iter().map(|s| s.name).collect();
+    assert!(names.iter().all(|n| n.starts_with("model.language_model.")), "{names:?}");
+    assert!(names.iter().any(|n| n == "model.language_model.layers.0.linear_attn.in_proj_qkv.weight"));
+}
+
+#[test]
+fn qwen_configs_and_checkpoints_that_disagree_are_refused() {
+    let bad: &[(&str, serde_json::Value, &str)] = &[
+        ("linear_num_value_heads", serde_json::json!(3), "multiple"),
+        ("linear_num_key_heads", serde_json::json!(0), "multiple"),
+        ("linear_key_head_dim", serde_json::json!(48), "key dims"),
+        ("num_key_value_heads", serde_json::json!(3), "multiple"),
+        (
+            "layer_types",
+            serde_json::json!(["linear_attention", "mamba", "linear_attention", "full_attention"]),
+            "mamba",
+        ),
+        ("layer_types", serde_json::json!(["linear_attention"]), "layer_types"),
+        ("mlp_only_layers", serde_json::json!([0, 1]), "mixture-of-experts"),
+    ];
+    for (field, value, want) in bad {
+        let mut cfg = config("qwen3_next");
+        cfg[*field] = value.clone();
+        let e = Qwen3NextConfig::from_config(&Config::parse(&cfg.to_string(), "test").unwrap()).unwrap_err();
+        assert!(e.to_string().contains(want), "{field} = {value}: {e}");
+    }
+    // Checkpoints whose tensors do not match the config: a missing A_log, and interleaved
+    // projections sized for other head counts.
+    let dev = &crate::common::devices()[0];
+    let cfg = config("qwen3_next");
+    let c = Qwen3NextConfig::from_config(&Config::parse(&cfg.to_string(), "test").unwrap()).unwrap();
+    let good = schema::random_tensors(&c.schema(), 82);
+    let cases: [(&str, Spoil); 3] = [
+        ("A_log", |t| t.retain(|(n, ..)| n != "model.layers.1.linear_attn.A_log")),
+        ("dt_bias", |t| t.retain(|(n, ..)| n != "model.layers.0.linear_attn.dt_bias")),
+        ("in_proj_qkvz", |t| {
+            let e =
+                t.iter_mut().find(|(n, ..)| n == "model.layers.2.linear_attn.in_proj_qkvz.weight").unwrap();
+            e.1[0] -= 32;
+            e.2.truncate(e.1[0] * e.1[1]);
+        }),
+    ];
+    for (want, spoil) in cases {
+        let dir = scratch(&format!("qwen-bad-{want}"));
+        let mut t = good.clone();
+        spoil(&mut t);
+        write_checkpoint(&dir, &cfg.to_string(), &t);
+        let e = linseq::model::load(dev, &dir, linseq::DType::F32).err().expect(want);
+        assert!(e.to_string().contains(want), "{want}: {e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
