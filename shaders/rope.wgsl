@@ -50,11 +50,13 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 #endif
 
 #if HEAD_NORM
-// RMSNorm of each q and k head over its D dims, in place, before RoPE (Qwen3-Next's q_norm and
-// k_norm): x / sqrt(mean(x²) + eps) · w, with w [2, D] (q's weight, then k's). One workgroup per
-// (token, head), an invocation per 4 dims (D ≤ 256). `p.rot` carries the bits of eps.
+// RMSNorm of the q and k parts of each row, in place, before RoPE: x / sqrt(mean(x²) + eps) · w,
+// w [(H + Hkv)·D] over the q and k columns. Segments: each head (Qwen3-Next's q_norm and k_norm),
+// or (WHOLE) all q heads together and all k heads together (OLMo's). One workgroup per
+// (token, segment). `p.rot` carries the bits of eps.
 @group(0) @binding(2) var<storage, read> norm_w: array<f32>;
 var<workgroup> sums: array<f32, 64>;
+
 
 @compute @workgroup_size(64)
 fn head_norm(
@@ -62,22 +64,28 @@ fn head_norm(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let heads = p.heads + p.kv_heads;
+    let whole = (p.flags & WHOLE) != 0u;
+    let segs = select(p.heads + p.kv_heads, 2u, whole);
     let idx = wid.x + wid.y * nwg.x;
-    if (idx >= p.total * heads) { return; } // workgroup-uniform
-    let head = idx % heads;
-    let t = idx / heads;
-    let base = t * (p.heads + 2u * p.kv_heads) * p.dim + head * p.dim;
-    let w0 = select(0u, p.dim, head >= p.heads);
+    if (idx >= p.total * segs) { return; } // workgroup-uniform
+    let seg = idx % segs;
+    let t = idx / segs;
+    var col = seg * p.dim;
+    var len = p.dim;
+    if (whole) {
+        col = select(0u, p.heads * p.dim, seg == 1u);
+        len = select(p.heads, p.kv_heads, seg == 1u) * p.dim;
+    }
+    let base = t * (p.heads + 2u * p.kv_heads) * p.dim + col;
     var ss = 0.0;
-    for (var d = lid; d < p.dim; d += 64u) { ss += qkv[base + d] * qkv[base + d]; }
+    for (var d = lid; d < len; d += 64u) { ss += qkv[base + d] * qkv[base + d]; }
     sums[lid] = ss;
     workgroupBarrier();
     for (var w = 32u; w > 0u; w >>= 1u) {
         if (lid < w) { sums[lid] += sums[lid + w]; }
         workgroupBarrier();
     }
-    let inv = inverseSqrt(sums[0] / f32(p.dim) + bitcast<f32>(p.rot));
-    for (var d = lid; d < p.dim; d += 64u) { qkv[base + d] = qkv[base + d] * inv * norm_w[w0 + d]; }
+    let inv = inverseSqrt(sums[0] / f32(len) + bitcast<f32>(p.rot));
+    for (var d = lid; d < len; d += 64u) { qkv[base + d] = qkv[base + d] * inv * norm_w[col + d]; }
 }
 #endif

@@ -41,7 +41,7 @@ pub struct BenchArgs {
     /// `scaling-selective-scan.svg`, `scaling-attention.svg`).
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
-    /// Model benchmark: mamba-130m, mamba2-130m, mamba-1.4b, recurrentgemma-2b or mistral-7b-8l (random weights of the real
+    /// Model benchmark: mamba-130m, mamba2-130m, mamba-1.4b, recurrentgemma-2b, mistral-7b-8l or qwen3.5-0.8b (random weights of the real
     /// configuration, written once to --model-dir).
     #[arg(long, default_value = "mamba-130m")]
     preset: String,
@@ -57,7 +57,8 @@ pub struct BenchArgs {
     /// Model benchmark: decode batch sizes, comma-separated ("none" skips decode).
     #[arg(long, value_name = "LIST")]
     decode_batches: Option<String>,
-    /// Model benchmark: also print a per-op GPU profile of one decode step.
+    /// Model benchmark: also print a per-op GPU profile of one decode step (delta-rule: the
+    /// GPU time of each kernel of one call).
     #[arg(long)]
     profile: bool,
     /// Small sizes, few repetitions (the default on CPU adapters such as lavapipe).
@@ -273,7 +274,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
                 .into_iter()
                 .filter(|c| keep(&c.describe()))
                 .collect();
-            bench::delta_rule::delta_rule(&dev, cfg, &variants, &cases)?
+            bench::delta_rule::delta_rule(&dev, cfg, &variants, &cases, a.profile)?
         }
         (other, false) => {
             return Err(format!(

@@ -45,6 +45,7 @@ pub fn delta_rule(
     cfg: BenchConfig,
     variants: &Variants,
     cases: &[DeltaCase],
+    profile: bool,
 ) -> Result<Vec<BenchRow>> {
     let copy = copy_roofline(dev, cfg)?;
     let roof = copy.gb_per_s;
@@ -96,7 +97,11 @@ pub fn delta_rule(
             }
             let mut rec = Recorder::new(dev);
             dr::delta_rule_with(&mut rec, &a, &out, kernel)?;
-            let stats = measure(&rec.finish(), 1, cfg)?;
+            let recording = rec.finish();
+            let stats = measure(&recording, 1, cfg)?;
+            if profile {
+                print_profile(&name, &c.describe(), &recording)?;
+            }
             let got = out.read::<f32>(dev)?;
             let cmp = compare(&got[..n * d.value_heads * d.dv], &want);
             let ok = cmp.nonfinite_mismatches == 0 && cmp.nmse < 1e-8;
@@ -107,4 +112,20 @@ pub fn delta_rule(
         }
     }
     Ok(rows)
+}
+
+/// GPU time per kernel of one run of `recording`, summed over the dispatches of each variant.
+fn print_profile(name: &str, shape: &str, recording: &crate::ops::Recording) -> Result<()> {
+    let times = recording.run_profiled()?;
+    let mut per: Vec<(&str, usize, f64)> = Vec::new();
+    for (n, t) in recording.dispatch_names().into_iter().zip(times) {
+        match per.iter_mut().find(|p| p.0 == n) {
+            Some(p) => (p.1, p.2) = (p.1 + 1, p.2 + t),
+            None => per.push((n, 1, t)),
+        }
+    }
+    for (n, count, t) in per {
+        println!("profile {name} {shape}: {n} x{count} {:.3} ms", t * 1e3);
+    }
+    Ok(())
 }

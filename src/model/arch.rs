@@ -54,6 +54,7 @@ static BUILT_IN: &[&dyn Architecture] = &[
     &super::recurrent_gemma::RecurrentGemmaArchitecture,
     &super::qwen3_next::Qwen3NextArchitecture,
     &super::qwen3_next::Qwen35Architecture,
+    &super::olmo_hybrid::OlmoHybridArchitecture,
 ];
 
 /// Architectures registered at run time.

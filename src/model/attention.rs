@@ -34,11 +34,24 @@ pub struct AttentionSpec {
     /// The pre-norm scales by (1 + w) (Gemma).
     pub norm_plus_one: bool,
     pub softcap: Option<f32>,
-    /// RMSNorm of each q and k head before RoPE, weights `q_norm` / `k_norm` (Qwen3-Next).
-    pub qk_norm: bool,
+    /// RMSNorm of q and k before RoPE, weights `q_norm` / `k_norm`.
+    pub qk_norm: QkNorm,
+    /// The norm comes after o_proj, on the attention's output (h + RMSNorm(attn(h)), OLMo-2's
+    /// order) instead of before the projections.
+    pub post_norm: bool,
     /// `q_proj` is twice as wide, each head's q followed by its output gate; the output is
     /// multiplied by sigmoid(gate) before `o_proj` (Qwen3-Next).
     pub output_gate: bool,
+}
+
+/// Whether and how q and k are RMS-normalised before RoPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkNorm {
+    None,
+    /// Each head over its D dims, weights `[D]` (Qwen3-Next).
+    PerHead,
+    /// All q heads together and all k heads together, weights `[H·D]` and `[Hkv·D]` (OLMo).
+    Whole,
 }
 
 impl AttentionSpec {
@@ -64,7 +77,8 @@ impl AttentionSpec {
             o_bias: false,
             norm_plus_one: false,
             softcap: None,
-            qk_norm: false,
+            qk_norm: QkNorm::None,
+            post_norm: false,
             output_gate: false,
         }
     }
@@ -132,14 +146,16 @@ pub struct AttentionMixer {
     w_o: Tensor,
     b_o: Option<Tensor>,
     inv_freq: Tensor,
-    /// `[2, D]`: q_norm's and k_norm's weights (as the norm scales by them).
+    /// `[(H + Hkv)·D]`: q_norm's and k_norm's weights over the q and k columns (a per-head
+    /// weight repeated for each head), as the norm scales by them.
     qk_norm: Option<Tensor>,
     /// `[H·D, d]`: the output gate's rows of q_proj.
     w_gate: Option<Tensor>,
 }
 
 impl AttentionMixer {
-    /// The tensors: the norm `norm_name`, then `{p}.{q,k,v,o}_proj.*`.
+    /// The tensors: the norm `norm_name` (the pre-norm, or with `post_norm` the norm of the
+    /// output), then `{p}.{q,k,v,o}_proj.*`.
     pub fn schema(c: &AttentionSpec, norm_name: &str, p: &str, n: AttentionNames) -> Vec<WeightSpec> {
         let AttnDims { heads, kv_heads, head_dim } = c.dims;
         let (d, hd, kvd) = (c.d_model, heads * head_dim, kv_heads * head_dim);
@@ -162,14 +178,14 @@ impl AttentionMixer {
         if c.o_bias {
             out.push(WeightSpec::new(format!("{p}.{}.bias", n.o), &[d], Init::Uniform(-0.1, 0.1)));
         }
-        if c.qk_norm {
-            for norm in ["q_norm", "k_norm"] {
-                out.push(WeightSpec::new(
-                    format!("{p}.{norm}.weight"),
-                    &[head_dim],
-                    Init::Uniform(-0.1, 0.1),
-                ));
-            }
+        let qk = match c.qk_norm {
+            QkNorm::None => None,
+            QkNorm::PerHead => Some([head_dim, head_dim]),
+            QkNorm::Whole => Some([hd, kvd]),
+        };
+        for (norm, n) in ["q_norm", "k_norm"].into_iter().zip(qk.into_iter().flatten()) {
+            let init = if c.norm_plus_one { Init::Uniform(-0.1, 0.1) } else { Init::Uniform(0.9, 1.1) };
+            out.push(WeightSpec::new(format!("{p}.{norm}.weight"), &[n], init));
         }
         out
     }
@@ -210,14 +226,22 @@ impl AttentionMixer {
             let parts: Vec<(&str, [usize; 2])> = parts.iter().map(|(n, s)| (n.as_str(), *s)).collect();
             (w.upload_rows(dev, &parts, dtype)?, None)
         };
-        let qk_norm = if c.qk_norm {
-            let mut host = Vec::with_capacity(2 * head_dim);
-            for norm in ["q_norm", "k_norm"] {
-                host.extend(w.norm_host(&format!("{p}.{norm}.weight"), head_dim, c.norm_plus_one)?);
+        let qk_norm = match c.qk_norm {
+            QkNorm::None => None,
+            QkNorm::PerHead | QkNorm::Whole => {
+                let per_head = c.qk_norm == QkNorm::PerHead;
+                let mut host = Vec::with_capacity(hd + kvd);
+                for (norm, n, count) in [("q_norm", hd, heads), ("k_norm", kvd, kv_heads)] {
+                    let name = format!("{p}.{norm}.weight");
+                    if per_head {
+                        let one = w.norm_host(&name, head_dim, c.norm_plus_one)?;
+                        (0..count).for_each(|_| host.extend_from_slice(&one));
+                    } else {
+                        host.extend(w.norm_host(&name, n, c.norm_plus_one)?);
+                    }
+                }
+                Some(Tensor::from_slice(dev, &[hd + kvd], &host)?)
             }
-            Some(Tensor::from_slice(dev, &[2, head_dim], &host)?)
-        } else {
-            None
         };
         let b_qkv = if c.qkv_bias {
             let parts = [(format!("{q}.bias"), hd), (format!("{k}.bias"), kvd), (format!("{v}.bias"), kvd)];
@@ -275,11 +299,12 @@ impl Sublayer for AttentionMixer {
         let pos = state
             .positions()
             .ok_or_else(|| Error::Invalid("attention needs the state's positions".into()))?;
-        let xn = b.rms_norm(&format!("{p}.norm"), h, &self.norm, c.eps)?;
+        let xn = if c.post_norm { h } else { b.rms_norm(&format!("{p}.norm"), h, &self.norm, c.eps)? };
         let mut qkv = b.linear(&format!("{p}.qkv"), xn, &self.w_qkv, self.b_qkv.as_ref())?;
         if let Some(nw) = &self.qk_norm {
             let nw = b.weight(&format!("{p}.qk_norm"), nw);
-            qkv = b.g.op(HeadNormNode { dims: c.dims, eps: c.eps as f32 }, &[qkv, nw])?;
+            let node = HeadNormNode { dims: c.dims, eps: c.eps as f32, whole: c.qk_norm == QkNorm::Whole };
+            qkv = b.g.op(node, &[qkv, nw])?;
         }
         let freqs = b.weight(&format!("{p}.inv_freq"), &self.inv_freq);
         let pos = b.state("positions", pos);
@@ -317,6 +342,11 @@ impl Sublayer for AttentionMixer {
             let gate = b.linear(&format!("{p}.gate"), xn, wg, None)?;
             let gate = b.g.unary(crate::ops::elementwise::Unary::Sigmoid, gate, 1.0)?;
             y = b.g.binary(crate::ops::elementwise::Binary::Mul, y, gate)?;
+        }
+        if c.post_norm {
+            let o = b.linear(&format!("{p}.o_proj"), y, &self.w_o, self.b_o.as_ref())?;
+            let on = b.rms_norm(&format!("{p}.post_norm"), o, &self.norm, c.eps)?;
+            return b.g.add(h, on);
         }
         b.linear_add(&format!("{p}.o_proj"), y, &self.w_o, self.b_o.as_ref(), h)
     }

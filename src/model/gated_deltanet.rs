@@ -8,7 +8,9 @@
 //! graph uses (`[q | k | v]` rows for the conv, then z, b, a):
 //! - Qwen3.5: `in_proj_qkv`, `in_proj_z`, `in_proj_b`, `in_proj_a`;
 //! - Qwen3-Next: `in_proj_qkvz` and `in_proj_ba`, interleaved per key head: for each key head,
-//!   its q, k, then the v and z of the value heads it serves, and its b then a.
+//!   its q, k, then the v and z of the value heads it serves, and its b then a;
+//! - OLMo-Hybrid: `q_proj`, `k_proj`, `v_proj`, `g_proj` (the z gate), `b_proj`, `a_proj`, with
+//!   `o_norm` and `o_proj` for the output.
 
 use super::blocks::Sublayer;
 use super::common::{Batch, Builder};
@@ -31,6 +33,18 @@ pub enum GdnLayout {
     Split,
     /// `in_proj_qkvz`, `in_proj_ba`, interleaved per key head (Qwen3-Next).
     Interleaved,
+    /// One matrix per part, `q_proj` … `a_proj`, `g_proj` for z (OLMo-Hybrid).
+    Separate,
+}
+
+impl GdnLayout {
+    /// The output norm's and projection's names.
+    fn out_names(self) -> (&'static str, &'static str) {
+        match self {
+            GdnLayout::Separate => ("o_norm", "o_proj"),
+            _ => ("norm", "out_proj"),
+        }
+    }
 }
 
 /// A Gated DeltaNet layer's configuration.
@@ -45,6 +59,8 @@ pub struct GdnSpec {
     pub layout: GdnLayout,
     /// The pre-norm scales by (1 + w).
     pub norm_plus_one: bool,
+    /// The output norm's epsilon (OLMo-Hybrid's is fla's 1e-5, not rms_norm_eps).
+    pub out_eps: f64,
 }
 
 impl GdnSpec {
@@ -83,6 +99,20 @@ impl GdnSpec {
     fn conv_dim(&self) -> usize {
         self.dims.row()
     }
+
+    /// The conv weight's tensors: one `conv1d`, or (OLMo-Hybrid as saved) `q_conv1d`,
+    /// `k_conv1d`, `v_conv1d`, the channels cut in three as torch.chunk cuts them (ceil(C / 3)
+    /// each, the rest last), which transformers concatenates at load.
+    fn conv_pieces(&self) -> Vec<(&'static str, usize)> {
+        let c = self.conv_dim();
+        match self.layout {
+            GdnLayout::Separate => {
+                let piece = c.div_ceil(3);
+                vec![("q_conv1d", piece), ("k_conv1d", piece), ("v_conv1d", c - 2 * piece)]
+            }
+            _ => vec![("conv1d", c)],
+        }
+    }
 }
 
 /// One Gated DeltaNet layer, loaded.
@@ -106,7 +136,8 @@ impl GdnMixer {
     /// The tensors: the norm `norm_name`, then `{p}.*`.
     pub fn schema(c: &GdnSpec, norm_name: &str, p: &str) -> Vec<WeightSpec> {
         let (d, hv, kd, vd) = (c.d_model, c.dims.value_heads, c.key_dim(), c.value_dim());
-        let mut out = vec![WeightSpec::new(norm_name, &[d], Init::Uniform(-0.1, 0.1))];
+        let norm_init = if c.norm_plus_one { Init::Uniform(-0.1, 0.1) } else { Init::Uniform(0.9, 1.1) };
+        let mut out = vec![WeightSpec::new(norm_name, &[d], norm_init)];
         match c.layout {
             GdnLayout::Split => out.extend([
                 WeightSpec::new(format!("{p}.in_proj_qkv.weight"), &[2 * kd + vd, d], Init::FanIn),
@@ -118,18 +149,29 @@ impl GdnMixer {
                 WeightSpec::new(format!("{p}.in_proj_qkvz.weight"), &[2 * kd + 2 * vd, d], Init::FanIn),
                 WeightSpec::new(format!("{p}.in_proj_ba.weight"), &[2 * hv, d], Init::FanIn),
             ]),
+            GdnLayout::Separate => out.extend(
+                [
+                    ("q_proj", kd),
+                    ("k_proj", kd),
+                    ("v_proj", vd),
+                    ("g_proj", vd),
+                    ("b_proj", hv),
+                    ("a_proj", hv),
+                ]
+                .map(|(n, rows)| WeightSpec::new(format!("{p}.{n}.weight"), &[rows, d], Init::FanIn)),
+            ),
+        }
+        let (on, op) = c.layout.out_names();
+        for (name, rows) in c.conv_pieces() {
+            let shape = [rows, 1, c.conv_kernel];
+            out.push(WeightSpec::new(format!("{p}.{name}.weight"), &shape, Init::Uniform(-0.5, 0.5)));
         }
         out.extend([
-            WeightSpec::new(
-                format!("{p}.conv1d.weight"),
-                &[c.conv_dim(), 1, c.conv_kernel],
-                Init::Uniform(-0.5, 0.5),
-            ),
             // decay rate exp(A_log) in [1, 16], softplus(dt_bias) ≈ 0.001–0.1.
             WeightSpec::new(format!("{p}.A_log"), &[hv], Init::Uniform(0.0, 2.77)),
             WeightSpec::new(format!("{p}.dt_bias"), &[hv], Init::Uniform(-6.9, -2.3)),
-            WeightSpec::new(format!("{p}.norm.weight"), &[c.dims.dv], Init::Uniform(0.9, 1.1)),
-            WeightSpec::new(format!("{p}.out_proj.weight"), &[d, vd], Init::FanIn),
+            WeightSpec::new(format!("{p}.{on}.weight"), &[c.dims.dv], Init::Uniform(0.9, 1.1)),
+            WeightSpec::new(format!("{p}.{op}.weight"), &[d, vd], Init::FanIn),
         ]);
         out
     }
@@ -159,14 +201,26 @@ impl GdnMixer {
                 let ba = w.f32(&format!("{p}.in_proj_ba.weight"), Some(&[2 * hv, d]))?.0;
                 deinterleave(&qkvz, &ba, c.dims, d)
             }
+            GdnLayout::Separate => {
+                let get =
+                    |n: &str, rows: usize| w.f32(&format!("{p}.{n}.weight"), Some(&[rows, d])).map(|v| v.0);
+                let mut qkv = get("q_proj", kd)?;
+                qkv.extend(get("k_proj", kd)?);
+                qkv.extend(get("v_proj", vd)?);
+                (qkv, get("g_proj", vd)?, get("b_proj", hv)?, get("a_proj", hv)?)
+            }
         };
-        let conv = w.f32(&format!("{p}.conv1d.weight"), Some(&[c.conv_dim(), 1, c.conv_kernel]))?.0;
+        let (on, op) = c.layout.out_names();
+        let mut conv = Vec::with_capacity(c.conv_dim() * c.conv_kernel);
+        for (name, rows) in c.conv_pieces() {
+            conv.extend(w.f32(&format!("{p}.{name}.weight"), Some(&[rows, 1, c.conv_kernel]))?.0);
+        }
         let a_log = w.f32(&format!("{p}.A_log"), Some(&[hv]))?.0;
         if a_log.iter().any(|v| !v.is_finite()) {
             return Err(Error::Model(format!("{p}.A_log holds non-finite values")));
         }
         let neg_a: Vec<f32> = a_log.iter().map(|v| -v.exp()).collect();
-        let norm1 = w.norm_host(&format!("{p}.norm.weight"), dv, false)?;
+        let norm1 = w.norm_host(&format!("{p}.{on}.weight"), dv, false)?;
         let out_norm: Vec<f32> = (0..hv).flat_map(|_| norm1.iter().copied()).collect();
         Ok(Self {
             c: c.clone(),
@@ -179,7 +233,7 @@ impl GdnMixer {
             neg_a: Tensor::from_slice(dev, &[hv], &neg_a)?,
             dt_bias: Tensor::from_slice(dev, &[hv], &w.f32(&format!("{p}.dt_bias"), Some(&[hv]))?.0)?,
             out_norm: Tensor::from_slice(dev, &[vd], &out_norm)?,
-            w_out: w.upload(dev, &format!("{p}.out_proj.weight"), &[d, vd], &[d, vd], dtype)?,
+            w_out: w.upload(dev, &format!("{p}.{op}.weight"), &[d, vd], &[d, vd], dtype)?,
         })
     }
 }
@@ -264,7 +318,7 @@ impl Sublayer for GdnMixer {
         let o = b.g.op(node, &[qkv, g, beta, s, seqs])?;
         let out_norm = b.weight(&format!("{p}.out_norm"), &self.out_norm);
         let groups = c.dims.value_heads;
-        let o = b.g.norm(NormKind::Rms { groups }, o, out_norm, None, c.eps as f32)?;
+        let o = b.g.norm(NormKind::Rms { groups }, o, out_norm, None, c.out_eps as f32)?;
         let o = b.g.binary(Binary::MulSilu, o, z)?;
         b.linear_add(&format!("{p}.out_proj"), o, &self.w_out, None, h)
     }

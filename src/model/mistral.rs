@@ -74,7 +74,8 @@ impl MistralConfig {
             o_bias: false,
             norm_plus_one: false,
             softcap: None,
-            qk_norm: false,
+            qk_norm: super::attention::QkNorm::None,
+            post_norm: false,
             output_gate: false,
         };
         attn.check()?;

@@ -30,12 +30,14 @@ pub struct MlpSpec {
     /// The pre-norm scales by (1 + w) (Gemma).
     pub norm_plus_one: bool,
     pub eps: f64,
+    /// The norm comes after the MLP, on its output (h + RMSNorm(MLP(h)), OLMo-2's order).
+    pub post_norm: bool,
 }
 
 impl MlpSpec {
     /// SwiGLU without biases (Llama, Mistral).
     pub fn swiglu(d: usize, inter: usize, eps: f64) -> Self {
-        Self { d, inter, act: MlpAct::Silu, bias: false, norm_plus_one: false, eps }
+        Self { d, inter, act: MlpAct::Silu, bias: false, norm_plus_one: false, eps, post_norm: false }
     }
 }
 
@@ -112,7 +114,11 @@ impl Sublayer for GatedMlp {
     ) -> Result<TensorId> {
         let p = format!("layers.{layer}.mlp");
         let bias = |i: usize| self.biases.as_ref().map(|b| &b[i]);
-        let xn = b.rms_norm(&format!("{p}.norm"), h, &self.norm, self.spec.eps)?;
+        let xn = if self.spec.post_norm {
+            h
+        } else {
+            b.rms_norm(&format!("{p}.norm"), h, &self.norm, self.spec.eps)?
+        };
         let g = b.linear(&format!("{p}.gate"), xn, &self.gate, bias(0))?;
         let u = b.linear(&format!("{p}.up"), xn, &self.up, bias(1))?;
         let op = match self.spec.act {
@@ -120,6 +126,11 @@ impl Sublayer for GatedMlp {
             MlpAct::GeluTanh => Binary::MulGeluTanh,
         };
         let a = b.g.binary(op, u, g)?;
+        if self.spec.post_norm {
+            let y = b.linear(&format!("{p}.down"), a, &self.down, bias(2))?;
+            let yn = b.rms_norm(&format!("{p}.post_norm"), y, &self.norm, self.spec.eps)?;
+            return b.g.add(h, yn);
+        }
         b.linear_add(&format!("{p}.down"), a, &self.down, bias(2), h)
     }
 

@@ -27,6 +27,7 @@ pub mod mamba;
 pub mod mamba2;
 pub mod mistral;
 pub mod mlp;
+pub mod olmo_hybrid;
 pub mod qwen3_next;
 pub mod random;
 pub mod recurrent_gemma;

@@ -6,7 +6,7 @@
 //! partial rotary), each followed by a SwiGLU MLP; every RMSNorm scales by (1 + w) except the
 //! delta rule's output norm. MoE layers are refused with a clear error for now.
 
-use super::attention::{AttentionMixer, AttentionNames, AttentionSpec, RopeParameters};
+use super::attention::{AttentionMixer, AttentionNames, AttentionSpec, QkNorm, RopeParameters};
 use super::blocks::{Block, Stack};
 use super::common::{self, Head, HeadNames};
 use super::config::{Config, Float, Size};
@@ -57,6 +57,35 @@ pub enum LayerKind {
     Full,
 }
 
+/// The mixers of `layers` layers from `layer_types`, or every `interval`-th layer full
+/// attention (older configs).
+pub fn layer_kinds(
+    types: Option<&[String]>,
+    interval: Option<usize>,
+    layers: usize,
+) -> Result<Vec<LayerKind>> {
+    let kinds = match (types, interval) {
+        (Some(t), _) => t
+            .iter()
+            .map(|t| match t.as_str() {
+                "linear_attention" => Ok(LayerKind::Linear),
+                "full_attention" => Ok(LayerKind::Full),
+                other => Err(Error::Model(format!(
+                    "layer type `{other}` names no known mixer (linear_attention, full_attention)"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        (None, Some(n)) if n > 0 => {
+            (0..layers).map(|i| if (i + 1) % n == 0 { LayerKind::Full } else { LayerKind::Linear }).collect()
+        }
+        _ => return Err(Error::Model("config has neither layer_types nor full_attention_interval".into())),
+    };
+    if kinds.len() != layers {
+        return Err(Error::Model(format!("{} layer_types for {layers} layers", kinds.len())));
+    }
+    Ok(kinds)
+}
+
 /// Sizes from config.json, resolved and checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Qwen3NextConfig {
@@ -90,27 +119,7 @@ impl Qwen3NextConfig {
             return Err(Error::Model(format!("hidden_act `{act}` is not supported (Qwen uses silu)")));
         }
         let layers = j.num_hidden_layers.0;
-        let kinds = match (&j.layer_types, j.full_attention_interval) {
-            (Some(t), _) => t
-                .iter()
-                .map(|t| match t.as_str() {
-                    "linear_attention" => Ok(LayerKind::Linear),
-                    "full_attention" => Ok(LayerKind::Full),
-                    other => Err(Error::Model(format!(
-                        "layer type `{other}` names no known mixer (linear_attention, full_attention)"
-                    ))),
-                })
-                .collect::<Result<Vec<_>>>()?,
-            (None, Some(n)) if n.0 > 0 => (0..layers)
-                .map(|i| if (i + 1) % n.0 == 0 { LayerKind::Full } else { LayerKind::Linear })
-                .collect(),
-            _ => {
-                return Err(Error::Model("config has neither layer_types nor full_attention_interval".into()))
-            }
-        };
-        if kinds.len() != layers {
-            return Err(Error::Model(format!("{} layer_types for {layers} layers", kinds.len())));
-        }
+        let kinds = layer_kinds(j.layer_types.as_deref(), j.full_attention_interval.map(|n| n.0), layers)?;
         // Sparse (MoE) MLPs: every layer not in mlp_only_layers, when there are experts.
         let experts = j.num_experts.map_or(0, |n| n.0);
         let only = j.mlp_only_layers.clone().unwrap_or_default();
@@ -131,7 +140,7 @@ impl Qwen3NextConfig {
         let mut attn =
             AttentionSpec::plain(d, dims, None, j.max_position_embeddings.map_or(32768, |m| m.0), rope, eps);
         attn.norm_plus_one = true;
-        attn.qk_norm = true;
+        attn.qk_norm = QkNorm::PerHead;
         attn.output_gate = true;
         attn.qkv_bias = j.attention_bias.unwrap_or(false);
         attn.o_bias = false;
@@ -152,6 +161,7 @@ impl Qwen3NextConfig {
             negative_eigen: false,
             layout,
             norm_plus_one: true,
+            out_eps: eps,
         };
         gdn.check()?;
         let mut mlp = MlpSpec::swiglu(d, j.intermediate_size.0, eps);
@@ -238,7 +248,12 @@ impl Qwen3Next {
         dtype: DType,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Self> {
-        let c = Qwen3NextConfig::from_config(cfg)?;
+        let mut c = Qwen3NextConfig::from_config(cfg)?;
+        // A text model saved from the multimodal one keeps the `language_model` prefix
+        // (transformers strips it at load).
+        if w.has("model.language_model.embed_tokens.weight") {
+            c.prefix = "model.language_model.";
+        }
         // The multimodal wrapper's vision tower is ignored: only the text model's layers are
         // counted and its tensors checked.
         common::check_config(w, &format!("{}layers.", c.prefix), c.kinds.len(), c.attn.eps, &c.schema())?;

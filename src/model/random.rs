@@ -41,9 +41,19 @@ const MISTRAL_7B_8L: &str = r#"{"model_type": "mistral", "hidden_size": 4096, "i
   "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "sliding_window": 4096, "max_position_embeddings": 32768,
   "tie_word_embeddings": false}"#;
 
+/// Qwen3.5-0.8B's text model as published (24 layers of width 1024, every fourth full attention
+/// with 8 query heads of 256 on 2 KV heads, vocabulary 248320, 262144 positions); the linear
+/// layers' head counts and dims and the MLP width are assumed, not read from the checkpoint.
+const QWEN3_5_0_8B: &str = r#"{"model_type": "qwen3_5_text", "hidden_size": 1024, "intermediate_size": 3584,
+  "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 256, "num_hidden_layers": 24,
+  "vocab_size": 248320, "rms_norm_eps": 1e-6, "max_position_embeddings": 262144, "tie_word_embeddings": true,
+  "rope_parameters": {"rope_theta": 10000000.0, "rope_type": "default", "partial_rotary_factor": 0.25},
+  "full_attention_interval": 4, "linear_conv_kernel_dim": 4, "linear_key_head_dim": 128,
+  "linear_value_head_dim": 128, "linear_num_key_heads": 16, "linear_num_value_heads": 16, "hidden_act": "silu"}"#;
+
 /// Mamba-130M, Mamba-2-130M and Mamba-1.4B (the state-spaces checkpoints' configurations),
-/// RecurrentGemma-2B and a Mistral-7B cut to 8 layers.
-pub const PRESETS: [Preset; 5] = [
+/// RecurrentGemma-2B, a Mistral-7B cut to 8 layers and Qwen3.5-0.8B.
+pub const PRESETS: [Preset; 6] = [
     Preset {
         name: "mamba-130m",
         model_type: "mamba",
@@ -99,6 +109,17 @@ pub const PRESETS: [Preset; 5] = [
         groups: 1,
         config: Some(MISTRAL_7B_8L),
     },
+    Preset {
+        name: "qwen3.5-0.8b",
+        model_type: "qwen3_5_text",
+        d_model: 1024,
+        layers: 24,
+        d_state: 0,
+        vocab: 248320,
+        head_dim: 256,
+        groups: 1,
+        config: Some(QWEN3_5_0_8B),
+    },
 ];
 
 pub fn preset(name: &str) -> Result<Preset> {
@@ -142,6 +163,9 @@ impl Preset {
         match self.model_type {
             "mamba" => MambaConfig::from_config(&cfg).expect("preset config").schema(),
             "mistral" => super::mistral::MistralConfig::from_config(&cfg).expect("preset config").schema(),
+            "qwen3_5_text" => {
+                super::qwen3_next::Qwen3NextConfig::from_config(&cfg).expect("preset config").schema()
+            }
             "recurrent_gemma" => super::recurrent_gemma::RecurrentGemmaConfig::from_config(&cfg)
                 .expect("preset config")
                 .schema(),

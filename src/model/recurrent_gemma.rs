@@ -122,7 +122,8 @@ impl RecurrentGemmaConfig {
             o_bias: true,
             norm_plus_one: true,
             softcap: None,
-            qk_norm: false,
+            qk_norm: super::attention::QkNorm::None,
+            post_norm: false,
             output_gate: false,
         };
         attn.check()?;
@@ -135,6 +136,7 @@ impl RecurrentGemmaConfig {
             bias: true,
             norm_plus_one: true,
             eps,
+            post_norm: false,
         };
         let soft_cap = j.logits_soft_cap.map(|c| c.0 as f32);
         if soft_cap.is_some_and(|c| !(c.is_finite() && c > 0.0)) {

@@ -331,6 +331,11 @@ impl<'d> Recording<'d> {
 
     /// Submits, waits and reports how long the pass took on the GPU (timestamps) or, without
     /// timestamp support, the wall time of submit + wait.
+    /// The variant name of each recorded dispatch, in order (labels for [`Recording::run_profiled`]).
+    pub fn dispatch_names(&self) -> Vec<&str> {
+        self.items.iter().map(|i| i.pipeline.name.as_str()).collect()
+    }
+
     pub fn run_timed(&self) -> Result<Timing> {
         let dev = self.dev;
         if !dev.caps().timestamps {

@@ -19,8 +19,9 @@ crate::uniform! {
 }
 
 crate::flags! {
-    /// Bits of [`RopeParams::flags`] (none is set: RESET exists for lib/packed_seqs).
-    pub mod rope_flags { RESET = 1 }
+    /// Bits of [`RopeParams::flags`] (RESET exists for lib/packed_seqs and is never set;
+    /// WHOLE: the head norm takes all q heads as one segment, and all k heads as another).
+    pub mod rope_flags { RESET = 1, WHOLE = 2 }
 }
 
 fn variant() -> Variant {
@@ -41,12 +42,20 @@ pub fn variants() -> Vec<Variant> {
     vec![variant(), head_norm_variant()]
 }
 
-/// Records the RMSNorm of every q and k head of `qkv` over its head dim, in place (q/k norm
-/// before RoPE); `w` `[2, D]`: the q heads' weight, then the k heads'.
-pub fn head_norm(rec: &mut Recorder, qkv: &Tensor, dims: AttnDims, w: &Tensor, eps: f32) -> Result<()> {
+/// Records the RMSNorm of the q and k parts of `qkv`, in place (q/k norm before RoPE): over
+/// each head, or (`whole`) over all q heads together and all k heads together; `w`
+/// `[(H + Hkv)·D]` over the q and k columns.
+pub fn head_norm(
+    rec: &mut Recorder,
+    qkv: &Tensor,
+    dims: AttnDims,
+    w: &Tensor,
+    eps: f32,
+    whole: bool,
+) -> Result<()> {
     let t = qkv.shape().first().copied().unwrap_or(0);
     super::expect("qkv", qkv, &[t, dims.row()], DType::F32)?;
-    super::expect("head norm weight", w, &[2, dims.head_dim], DType::F32)?;
+    super::expect("q/k norm weight", w, &[(dims.heads + dims.kv_heads) * dims.head_dim], DType::F32)?;
     if !(eps.is_finite() && eps > 0.0) {
         return Err(Error::Invalid(format!("head norm eps {eps} must be positive")));
     }
@@ -57,23 +66,28 @@ pub fn head_norm(rec: &mut Recorder, qkv: &Tensor, dims: AttnDims, w: &Tensor, e
         dim: word("head dim", dims.head_dim)?,
         rot: eps.to_bits(),
         total: word("tokens", t)?,
-        flags: 0,
+        flags: if whole { rope_flags::WHOLE } else { 0 },
     });
-    let wg = grid(rec.device(), t * (dims.heads + dims.kv_heads))?;
+    let segments = if whole { 2 } else { dims.heads + dims.kv_heads };
+    let wg = grid(rec.device(), t * segments)?;
     rec.dispatch(&head_norm_variant(), &p, &[qkv, w], wg)
 }
 
 /// f64 reference of [`head_norm`].
-pub fn head_norm_ref(qkv: &[f32], dims: AttnDims, w: &[f32], eps: f64) -> Vec<f64> {
+pub fn head_norm_ref(qkv: &[f32], dims: AttnDims, w: &[f32], eps: f64, whole: bool) -> Vec<f64> {
     let (row, d) = (dims.row(), dims.head_dim);
+    let segments: Vec<(usize, usize)> = if whole {
+        vec![(0, dims.heads * d), (dims.heads * d, dims.kv_heads * d)]
+    } else {
+        (0..dims.heads + dims.kv_heads).map(|h| (h * d, d)).collect()
+    };
     let mut out: Vec<f64> = qkv.iter().map(|&x| x as f64).collect();
     for t in 0..qkv.len() / row {
-        for head in 0..dims.heads + dims.kv_heads {
-            let x = &qkv[t * row + head * d..][..d];
-            let inv = 1.0 / (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / d as f64 + eps).sqrt();
-            let wk = if head < dims.heads { &w[..d] } else { &w[d..2 * d] };
-            for i in 0..d {
-                out[t * row + head * d + i] = x[i] as f64 * inv * wk[i] as f64;
+        for &(col, len) in &segments {
+            let x = &qkv[t * row + col..][..len];
+            let inv = 1.0 / (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / len as f64 + eps).sqrt();
+            for i in 0..len {
+                out[t * row + col + i] = x[i] as f64 * inv * w[col + i] as f64;
             }
         }
     }

@@ -55,12 +55,14 @@ impl NodeOp for RopeNode {
     }
 }
 
-/// RMSNorm of each q and k head of qkv `[T, row]` over its head dim, in place (Qwen3-Next's
-/// q_norm / k_norm, before RoPE). Inputs: qkv, the weights `[2, D]` (q's, then k's).
+/// RMSNorm of the q and k parts of qkv `[T, row]`, in place, before RoPE: per head (Qwen3-Next's
+/// q_norm / k_norm) or over all q and all k heads (`whole`, OLMo's). Inputs: qkv, the weight
+/// `[(H + Hkv)·D]`.
 #[derive(Debug)]
 pub struct HeadNormNode {
     pub dims: AttnDims,
     pub eps: f32,
+    pub whole: bool,
 }
 
 impl NodeOp for HeadNormNode {
@@ -81,10 +83,10 @@ impl NodeOp for HeadNormNode {
         if !(std::ptr::eq(ins[0].buffer(), out.buffer()) && ins[0].offset() == out.offset()) {
             crate::ops::copy::copy(rec, ins[0], out)?;
         }
-        rope::head_norm(rec, out, self.dims, ins[1], self.eps)
+        rope::head_norm(rec, out, self.dims, ins[1], self.eps, self.whole)
     }
     fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
-        Some(Ok(rope::head_norm_ref(&f32s(ins[0]), self.dims, &f32s(ins[1]), self.eps as f64)))
+        Some(Ok(rope::head_norm_ref(&f32s(ins[0]), self.dims, &f32s(ins[1]), self.eps as f64, self.whole)))
     }
 }
 

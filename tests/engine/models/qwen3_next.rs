@@ -1,4 +1,4 @@
-//! Qwen3-Next and Qwen3.5 on random checkpoints: three Gated DeltaNet layers then gated full
+//! Qwen3-Next, Qwen3.5 and OLMo-Hybrid (the Gated DeltaNet hybrids) on random checkpoints: three Gated DeltaNet layers then gated full
 //! attention (the shared tiny checkpoints' shape), both projection layouts (Qwen3-Next's
 //! interleaved `in_proj_qkvz` / `in_proj_ba`, Qwen3.5's split ones) and the multimodal
 //! wrapper's nesting; prefill + decode equals one forward, ragged batches equal separate runs.
@@ -119,4 +119,34 @@ fn qwen_configs_and_checkpoints_that_disagree_are_refused() {
         assert!(e.to_string().contains(want), "{want}: {e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+#[test]
+fn olmo_hybrid_decodes_as_one_forward() {
+    // Separate projections, negative eigenvalues, post-norms around the attention layer's
+    // attention and MLP, q and k normed over all their heads.
+    let cfg = serde_json::json!({
+        "model_type": "olmo_hybrid", "hidden_size": 256, "intermediate_size": 192, "num_attention_heads": 4,
+        "num_key_value_heads": 1, "num_hidden_layers": 4, "vocab_size": 256, "rms_norm_eps": 1e-6,
+        "max_position_embeddings": 512, "tie_word_embeddings": true, "hidden_act": "silu",
+        "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+        "layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"],
+        "linear_conv_kernel_dim": 4, "linear_key_head_dim": 32, "linear_value_head_dim": 64,
+        "linear_num_key_heads": 4, "linear_num_value_heads": 4, "linear_allow_neg_eigval": true,
+    });
+    let text = cfg.to_string();
+    let c = linseq::model::olmo_hybrid::OlmoHybridConfig::from_config(&Config::parse(&text, "test").unwrap())
+        .unwrap();
+    assert!(c.gdn.negative_eigen);
+    let dir = scratch("olmo-hybrid");
+    write_checkpoint(&dir, &text, &schema::random_tensors(&c.schema(), 83));
+    check_runtime_on(&dir, TEXT, 30, 2e-3, delta_rule_runs);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut nope = cfg.clone();
+    nope.as_object_mut().unwrap().remove("rope_parameters");
+    let e = linseq::model::olmo_hybrid::OlmoHybridConfig::from_config(
+        &Config::parse(&nope.to_string(), "test").unwrap(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("NoPE"), "{e}");
 }

@@ -356,3 +356,42 @@ fn rope_rotates_q_and_k_at_each_sequence_position() {
         }
     }
 }
+
+#[test]
+fn q_and_k_norms_per_head_and_over_all_heads_match_the_reference() {
+    for dev in devices() {
+        let mut rng = Rng::new(67);
+        for (d, whole) in [
+            (dims(4, 1, 64), false),
+            (dims(4, 1, 64), true),
+            (dims(8, 2, 256), false),
+            (dims(2, 2, 128), true),
+        ] {
+            let t = 7;
+            let x = rng.vec(t * d.row(), -2.0, 2.0);
+            let w = rng.vec((d.heads + d.kv_heads) * d.head_dim, 0.5, 1.5);
+            let qkv = Tensor::from_slice(dev, &[t, d.row()], &x).unwrap();
+            let wt = Tensor::from_slice(dev, &[w.len()], &w).unwrap();
+            let mut rec = Recorder::new(dev);
+            rope::head_norm(&mut rec, &qkv, d, &wt, 1e-6, whole).unwrap();
+            rec.run().unwrap();
+            let got = qkv.read_f32(dev).unwrap();
+            let want = rope::head_norm_ref(&x, d, &w, 1e-6, whole);
+            let c = compare(&got, &want);
+            assert!(
+                c.nmse < 1e-12 && c.max_abs < 1e-5,
+                "[{}] head norm {d:?} whole {whole}: {c:?}",
+                dev.describe()
+            );
+            // v is untouched.
+            let v0 = (d.heads + d.kv_heads) * d.head_dim;
+            assert!((0..t)
+                .all(|r| got[r * d.row() + v0..(r + 1) * d.row()] == x[r * d.row() + v0..(r + 1) * d.row()]));
+        }
+        let bad = Tensor::empty(dev, &[3], DType::F32).unwrap();
+        let qkv = Tensor::empty(dev, &[2, dims(4, 1, 64).row()], DType::F32).unwrap();
+        let e =
+            rope::head_norm(&mut Recorder::new(dev), &qkv, dims(4, 1, 64), &bad, 1e-6, false).unwrap_err();
+        assert!(e.to_string().contains("q/k norm weight"), "{e}");
+    }
+}
