@@ -312,8 +312,13 @@ impl Sublayer for AttentionMixer {
         let spec = SeqSpec::of(&batch.seqs);
         let qkv =
             b.g.op(RopeNode { seqs: spec.clone(), dims: c.dims, rot: c.rot() }, &[qkv, freqs, pos, seqs])?;
+        let mut cap = c.cap();
         let (kv, kv_blocks) = match c.cache() {
             SlotKind::KvBlocks { .. } => {
+                // The state's blocks, which may be smaller than asked for (the binding limit).
+                if let Some(SlotKind::KvBlocks { block }) = state.slot_spec(i, "kv").map(|s| s.kind) {
+                    cap = block;
+                }
                 // Every block the state has, allocating those this pass's positions reach.
                 let cached = state.cached_positions().iter();
                 let need = cached.zip(batch.lens).map(|(c, l)| c + l).max().unwrap_or(0);
@@ -328,7 +333,7 @@ impl Sublayer for AttentionMixer {
             seqs: spec,
             dims: c.dims,
             window: c.window,
-            cap: c.cap(),
+            cap,
             kv_blocks,
             scale: 1.0 / (c.dims.head_dim as f32).sqrt(),
             softcap: c.softcap,

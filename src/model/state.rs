@@ -110,6 +110,30 @@ impl State {
             return Err(Error::Invalid("a state needs at least one sequence".into()));
         }
         let max = dev.caps().max_storage_buffer_binding_size.min(dev.caps().max_buffer_size);
+        let mut specs = specs;
+        for s in &mut specs {
+            // A growing cache's blocks shrink (in whole 64-position tiles) until one fits a
+            // binding: a big batch holds fewer positions, and says so when it runs out.
+            if let SlotKind::KvBlocks { block } = s.kind {
+                let per_position = s
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != 1)
+                    .map(|(_, &d)| d as u64)
+                    .product::<u64>()
+                    * 4;
+                let fits = (max / per_position.max(1)) as usize / 64 * 64;
+                if fits > 0 && fits < block {
+                    log::warn!(
+                        "state slot {}: blocks of {fits} positions, not {block}, fit one binding ({max} bytes) for {sequences} sequences",
+                        s.key()
+                    );
+                    s.kind = SlotKind::KvBlocks { block: fits };
+                    s.shape[1] = fits;
+                }
+            }
+        }
         for s in &specs {
             let bytes = s.shape.iter().try_fold(4u64, |b, &d| b.checked_mul(d as u64));
             if bytes.is_none_or(|b| b > max) {
@@ -136,6 +160,12 @@ impl State {
             slots.push(Slot { spec, tensors, blocks: Mutex::new(Vec::new()) });
         }
         Ok(Self { slots, sequences, started: false, owner, cached: vec![0; sequences] })
+    }
+
+    /// The spec of slot `name` of `layer` (as allocated: a growing cache's block may be
+    /// smaller than the runtime asked for).
+    pub fn slot_spec(&self, layer: usize, name: &str) -> Option<&SlotSpec> {
+        self.slots.iter().map(|s| &s.spec).find(|s| s.layer == layer && s.name == name)
     }
 
     /// Positions each sequence has cached, as the host counts them.
@@ -165,7 +195,8 @@ impl State {
         if positions > capacity {
             return Err(Error::Limit(format!(
                 "{positions} positions exceed the {capacity} the KV cache of layer {layer} holds \
-                 ({} blocks of {block}: the model's max_position_embeddings, rounded up)",
+                 ({} blocks of {block}: the model's max_position_embeddings, rounded up, or what one \
+                 binding holds for this many sequences)",
                 crate::ops::attention::KV_BLOCKS
             )));
         }

@@ -112,9 +112,22 @@ fn full_attention_grows_its_cache_in_blocks_as_positions_reach_them() {
 
 #[test]
 fn a_kv_cache_beyond_the_binding_limit_is_a_clear_error() {
-    // Full attention over 2²⁶ positions: a 32 GiB cache per layer and sequence.
+    // Full attention over 2²⁶ positions: blocks of 2²⁴ would be 8 GiB each, so the state takes
+    // the largest blocks one binding holds, and positions past them are a clear error.
     let dir = checkpoint("mistral-huge", None, 1 << 26);
     let dev = &crate::common::devices()[0];
+    let m = linseq::model::load(dev, &dir, linseq::DType::F32).unwrap();
+    let s = m.new_state(dev, 1).unwrap();
+    let spec = s.slot_spec(0, "kv").unwrap();
+    let linseq::model::SlotKind::KvBlocks { block } = spec.kind else { panic!("{spec:?}") };
+    let max = dev.caps().max_storage_buffer_binding_size.min(dev.caps().max_buffer_size);
+    assert!(block < 1 << 24 && block % 64 == 0 && (block * 2 * 64 * 4) as u64 <= max, "block {block}");
+    assert_eq!(spec.shape[1], block);
+    let e = s.kv_blocks(dev, 0, "kv", 4 * block + 1).unwrap_err();
+    assert!(matches!(e, linseq::Error::Limit(_)) && e.to_string().contains("binding"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+    // A sliding window's ring cannot shrink: beyond the binding it is refused.
+    let dir = checkpoint("mistral-huge-ring", Some(1 << 26), 1 << 26);
     let m = linseq::model::load(dev, &dir, linseq::DType::F32).unwrap();
     let e = m.new_state(dev, 1).unwrap_err();
     assert!(matches!(e, linseq::Error::Limit(_)) && e.to_string().contains("binding"), "{e}");
