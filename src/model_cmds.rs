@@ -215,11 +215,32 @@ pub fn inspect(dir: &Path, seq_len: usize, batch: usize, dtype: DType) -> CliRes
         params as f64 / 1e6,
         wbytes(params) >> 20
     );
+    // Growing KV caches (full attention) add a block per layer as positions reach it.
+    let growing: Vec<(usize, usize)> = state
+        .slots()
+        .iter()
+        .filter_map(|s| match s.spec.kind {
+            linseq::model::SlotKind::KvBlocks { block } => {
+                Some((block, s.spec.shape.iter().product::<usize>() * 4))
+            }
+            _ => None,
+        })
+        .collect();
+    let length =
+        if growing.is_empty() { "independent of length".to_string() } else { "before any token".to_string() };
     println!(
-        "  recurrent state for batch {batch}: {} KiB ({} KiB per sequence, independent of length)",
+        "  recurrent state for batch {batch}: {} KiB ({} KiB per sequence, {length})",
         state_bytes >> 10,
         (state_bytes / batch.max(1)) >> 10
     );
+    if let Some(&(block, bytes)) = growing.first() {
+        println!(
+            "  full-attention KV caches: {} layer(s), each growing by blocks of {block} positions ({} KiB per block, at most {} blocks)",
+            growing.len(),
+            bytes >> 10,
+            linseq::ops::attention::KV_BLOCKS
+        );
+    }
     let r = model.memory_plan(&dev, &state, &vec![seq_len; batch])?;
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
