@@ -32,9 +32,25 @@ fn gn_at(t: u32, h: u32) -> u32 { return (t * p.hv + h) * 4u; }
 @group(0) @binding(7) var<storage, read_write> u: array<f32>;
 
 var<workgroup> tm: array<f32, 4096>; // A, then T, row-major [t][u]
+// KW columns of the chunk's k rows at a time (rows padded to KW + 1 against bank conflicts):
+// the dot products and W read them here, not each invocation from global memory.
+const KW: u32 = 16u;
+var<workgroup> kst: array<f32, 64u * (KW + 1u)>;
 var<workgroup> gam: array<f32, 64>;
 var<workgroup> kn: array<f32, 64>;   // 1 / |k_t| (or 1)
 var<workgroup> bt: array<f32, 64>;
+
+// Stages columns i0 … i0 + KW − 1 of the chunk's k rows into `kst` (rows past the chunk: 0),
+// with a barrier before (the previous columns' readers are done) and after.
+fn stage_k(lid: u32, t0: u32, len: u32, kh: u32, i0: u32) {
+    workgroupBarrier();
+    for (var e = lid; e < C * KW; e += 64u) {
+        let r = e / KW;
+        let i = e % KW;
+        kst[r * (KW + 1u) + i] = select(0.0, qkv[k_at(t0 + min(r, len - 1u), kh) + i0 + i], r < len);
+    }
+    workgroupBarrier();
+}
 
 @compute @workgroup_size(64)
 fn delta_prep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -79,12 +95,20 @@ fn delta_prep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         gn[e + 2u] = ks;
         gn[e + 3u] = bt[t];
     }
-    // Row t of A (u < t; nothing reads the rest). Bounded by the row, not by C: constant
-    // bounds here would be unrolled by Mesa's GL compiler.
+    // Row t of A (u < t; nothing reads the rest), its dot products KW columns at a time.
+    // Bounded by the row, not by C: constant bounds here would be unrolled by Mesa's GL compiler.
+    for (var uu = 0u; uu < C; uu++) { tm[lid * C + uu] = 0.0; }
+    for (var i0 = 0u; i0 < DK; i0 += KW) {
+        stage_k(lid, t0, len, kh, i0);
+        for (var uu = 0u; live && uu < t; uu++) {
+            var dot = 0.0;
+            for (var i = 0u; i < KW; i++) { dot += kst[t * (KW + 1u) + i] * kst[uu * (KW + 1u) + i]; }
+            tm[t * C + uu] += dot;
+        }
+        workgroupBarrier();
+    }
     for (var uu = 0u; live && uu < t; uu++) {
-        var dot = 0.0;
-        for (var i = 0u; i < DK; i++) { dot += qkv[k_at(t0 + t, kh) + i] * qkv[k_at(t0 + uu, kh) + i]; }
-        tm[t * C + uu] = bt[t] * exp(gam[t] - gam[uu]) * kn[t] * kn[uu] * dot;
+        tm[t * C + uu] *= bt[t] * exp(gam[t] - gam[uu]) * kn[t] * kn[uu];
     }
     workgroupBarrier();
     // T = (I + A)⁻¹ by forward substitution, in place: row r of T from row r of A and the rows
@@ -99,16 +123,21 @@ fn delta_prep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         if (lid < r) { tm[r * C + lid] = v; }
         workgroupBarrier();
     }
-    // W = T·diag(β·exp(γ))·K̂ and U = T·diag(β)·V, row t by this invocation's share.
-    for (var e = lid; e < len * DK; e += 64u) {
-        let tt = e / DK;
-        let i = e % DK;
-        var acc = 0.0;
-        for (var uu = 0u; uu <= tt; uu++) {
-            let tu = select(tm[tt * C + uu], 1.0, uu == tt);
-            acc += tu * bt[uu] * exp(gam[uu]) * kn[uu] * qkv[k_at(t0 + uu, kh) + i];
+    // W = T·diag(β·exp(γ))·K̂ and U = T·diag(β)·V, row t by this invocation's share; W KW
+    // columns at a time from the staged k.
+    for (var i0 = 0u; i0 < DK; i0 += KW) {
+        stage_k(lid, t0, len, kh, i0);
+        for (var e = lid; e < len * KW; e += 64u) {
+            let tt = e / KW;
+            let i = e % KW;
+            var acc = 0.0;
+            for (var uu = 0u; uu <= tt; uu++) {
+                let tu = select(tm[tt * C + uu], 1.0, uu == tt);
+                acc += tu * bt[uu] * exp(gam[uu]) * kn[uu] * kst[uu * (KW + 1u) + i];
+            }
+            w[((t0 + tt) * p.hv + h) * DK + i0 + i] = acc;
         }
-        w[((t0 + tt) * p.hv + h) * DK + i] = acc;
+        workgroupBarrier();
     }
     for (var e = lid; e < len * p.dv; e += 64u) {
         let tt = e / p.dv;
@@ -189,6 +218,10 @@ fn delta_state(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
 var<workgroup> mm: array<f32, 4096>; // exp(γ_t − γ_u)·q̂_t·k̂_u, [t][u], u ≤ t
+// KW columns of the chunk's q and k rows at a time (padded rows), for M's dot products.
+const KW: u32 = 16u;
+var<workgroup> qs_t: array<f32, 64u * (KW + 1u)>;
+var<workgroup> ks_t: array<f32, 64u * (KW + 1u)>;
 
 @compute @workgroup_size(64)
 fn delta_out(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -205,12 +238,27 @@ fn delta_out(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
     let t = min(lid, len - 1u);
     let gt = gn[gn_at(t0 + t, h)];
     let qk = gn[gn_at(t0 + t, h) + 1u];
-    // (Only u ≤ t is read.)
+    // (Only u ≤ t is read.) The dot products KW columns at a time from staged q and k.
+    for (var uu = 0u; uu < C; uu++) { mm[lid * C + uu] = 0.0; }
+    for (var i0 = 0u; i0 < DK; i0 += KW) {
+        workgroupBarrier();
+        for (var e = lid; e < C * KW; e += 64u) {
+            let r = e / KW;
+            let i = e % KW;
+            let tr = t0 + min(r, len - 1u);
+            qs_t[r * (KW + 1u) + i] = qkv[q_at(tr, kh) + i0 + i];
+            ks_t[r * (KW + 1u) + i] = qkv[k_at(tr, kh) + i0 + i];
+        }
+        workgroupBarrier();
+        for (var uu = 0u; lid < len && uu <= lid; uu++) {
+            var dot = 0.0;
+            for (var i = 0u; i < KW; i++) { dot += qs_t[lid * (KW + 1u) + i] * ks_t[uu * (KW + 1u) + i]; }
+            mm[lid * C + uu] += dot;
+        }
+    }
     for (var uu = 0u; lid < len && uu <= lid; uu++) {
-        var dot = 0.0;
-        for (var i = 0u; i < DK; i++) { dot += qkv[q_at(t0 + t, kh) + i] * qkv[k_at(t0 + uu, kh) + i]; }
         let e = gn_at(t0 + uu, h);
-        mm[lid * C + uu] = exp(gt - gn[e]) * qk * gn[e + 2u] * dot;
+        mm[lid * C + uu] *= exp(gt - gn[e]) * qk * gn[e + 2u];
     }
     workgroupBarrier();
     let j = jb * 64u + lid;

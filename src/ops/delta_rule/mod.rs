@@ -318,9 +318,15 @@ pub fn delta_rule_in(
         &[a.qkv, a.g, a.beta, &chunks, gn, w, u],
         per_chunk,
     )?;
-    // The walk in pieces of chunks (lavapipe ends very long invocations); later pieces continue
-    // from the state the earlier ones left.
-    let per_dispatch = if d.dk > 128 { 1 } else { 2 };
+    // The walk in pieces of chunks (lavapipe ends very long invocations; a GPU takes 16 per
+    // dispatch, which saves the barrier between them); later pieces continue from the state
+    // the earlier ones left.
+    let software = rec.device().caps().software;
+    let per_dispatch = match (software, d.dk > 128) {
+        (true, true) => 1,
+        (true, false) => 2,
+        (false, _) => 16,
+    };
     let most = table[n * 4..].windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
     let state_v = chunked_variant(Pass::State, d.dk);
     for lo in (0..most.max(1)).step_by(per_dispatch) {
