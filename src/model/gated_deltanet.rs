@@ -115,6 +115,48 @@ impl GdnSpec {
     }
 }
 
+/// The linear-attention fields of a Gated DeltaNet hybrid's config.json (transformers' names,
+/// shared by Qwen3-Next, Qwen3.5 and OLMo-Hybrid; `#[serde(flatten)]` into their configs).
+#[derive(Debug, serde::Deserialize)]
+pub struct HfGdnFields {
+    linear_conv_kernel_dim: super::config::Size,
+    linear_key_head_dim: super::config::Size,
+    linear_value_head_dim: super::config::Size,
+    linear_num_key_heads: super::config::Size,
+    linear_num_value_heads: super::config::Size,
+}
+
+impl HfGdnFields {
+    /// The layer spec (checked) for a model of width `d` and the architecture's choices.
+    pub fn spec(
+        &self,
+        d: usize,
+        eps: f64,
+        layout: GdnLayout,
+        negative_eigen: bool,
+        plus_one: bool,
+        out_eps: f64,
+    ) -> Result<GdnSpec> {
+        let spec = GdnSpec {
+            d_model: d,
+            dims: DeltaDims {
+                key_heads: self.linear_num_key_heads.0,
+                value_heads: self.linear_num_value_heads.0,
+                dk: self.linear_key_head_dim.0,
+                dv: self.linear_value_head_dim.0,
+            },
+            conv_kernel: self.linear_conv_kernel_dim.0,
+            eps,
+            negative_eigen,
+            layout,
+            norm_plus_one: plus_one,
+            out_eps,
+        };
+        spec.check()?;
+        Ok(spec)
+    }
+}
+
 /// One Gated DeltaNet layer, loaded.
 pub struct GdnMixer {
     c: GdnSpec,

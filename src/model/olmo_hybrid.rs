@@ -14,7 +14,7 @@ use super::attention::{AttentionMixer, AttentionNames, AttentionSpec, QkNorm, Ro
 use super::blocks::{Block, Stack, Sublayer};
 use super::common::{self, Head, HeadNames};
 use super::config::{Config, Float, Size};
-use super::gated_deltanet::{GdnLayout, GdnMixer, GdnSpec};
+use super::gated_deltanet::{GdnLayout, GdnMixer, GdnSpec, HfGdnFields};
 use super::mlp::{GatedMlp, MlpSpec};
 use super::qwen3_next::{layer_kinds, LayerKind};
 use super::schema::{Init, WeightSpec};
@@ -22,7 +22,6 @@ use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::attention::AttnDims;
-use crate::ops::delta_rule::DeltaDims;
 use crate::tensor::DType;
 
 /// config.json in transformers' names.
@@ -41,11 +40,8 @@ struct HfConfig {
     tie_word_embeddings: Option<bool>,
     hidden_act: Option<String>,
     layer_types: Option<Vec<String>>,
-    linear_conv_kernel_dim: Size,
-    linear_key_head_dim: Size,
-    linear_value_head_dim: Size,
-    linear_num_key_heads: Size,
-    linear_num_value_heads: Size,
+    #[serde(flatten)]
+    linear: HfGdnFields,
     linear_allow_neg_eigval: Option<bool>,
     attention_bias: Option<bool>,
 }
@@ -94,22 +90,14 @@ impl OlmoHybridConfig {
         attn.qk_norm = QkNorm::Whole;
         attn.post_norm = true;
         attn.check()?;
-        let gdn = GdnSpec {
-            d_model: d,
-            dims: DeltaDims {
-                key_heads: j.linear_num_key_heads.0,
-                value_heads: j.linear_num_value_heads.0,
-                dk: j.linear_key_head_dim.0,
-                dv: j.linear_value_head_dim.0,
-            },
-            conv_kernel: j.linear_conv_kernel_dim.0,
+        let gdn = j.linear.spec(
+            d,
             eps,
-            negative_eigen: j.linear_allow_neg_eigval.unwrap_or(false),
-            layout: GdnLayout::Separate,
-            norm_plus_one: false,
-            out_eps: 1e-5,
-        };
-        gdn.check()?;
+            GdnLayout::Separate,
+            j.linear_allow_neg_eigval.unwrap_or(false),
+            false,
+            1e-5,
+        )?;
         Ok(Self {
             gdn,
             attn,

@@ -10,14 +10,13 @@ use super::attention::{AttentionMixer, AttentionNames, AttentionSpec, QkNorm, Ro
 use super::blocks::{Block, Stack};
 use super::common::{self, Head, HeadNames};
 use super::config::{Config, Float, Size};
-use super::gated_deltanet::{GdnLayout, GdnMixer, GdnSpec};
+use super::gated_deltanet::{GdnLayout, GdnMixer, GdnSpec, HfGdnFields};
 use super::mlp::{GatedMlp, MlpSpec};
 use super::schema::{Init, WeightSpec};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::attention::AttnDims;
-use crate::ops::delta_rule::DeltaDims;
 use crate::tensor::DType;
 
 /// config.json (or its `text_config`) in transformers' names.
@@ -39,11 +38,8 @@ struct HfConfig {
     hidden_act: Option<String>,
     layer_types: Option<Vec<String>>,
     full_attention_interval: Option<Size>,
-    linear_conv_kernel_dim: Size,
-    linear_key_head_dim: Size,
-    linear_value_head_dim: Size,
-    linear_num_key_heads: Size,
-    linear_num_value_heads: Size,
+    #[serde(flatten)]
+    linear: HfGdnFields,
     num_experts: Option<Size>,
     mlp_only_layers: Option<Vec<usize>>,
     decoder_sparse_step: Option<Size>,
@@ -148,22 +144,7 @@ impl Qwen3NextConfig {
             return Err(Error::UnsupportedVariant("attention_bias with the gated q_proj".into()));
         }
         attn.check()?;
-        let gdn = GdnSpec {
-            d_model: d,
-            dims: DeltaDims {
-                key_heads: j.linear_num_key_heads.0,
-                value_heads: j.linear_num_value_heads.0,
-                dk: j.linear_key_head_dim.0,
-                dv: j.linear_value_head_dim.0,
-            },
-            conv_kernel: j.linear_conv_kernel_dim.0,
-            eps,
-            negative_eigen: false,
-            layout,
-            norm_plus_one: true,
-            out_eps: eps,
-        };
-        gdn.check()?;
+        let gdn = j.linear.spec(d, eps, layout, false, true, eps)?;
         let mut mlp = MlpSpec::swiglu(d, j.intermediate_size.0, eps);
         mlp.norm_plus_one = true;
         Ok(Self {
