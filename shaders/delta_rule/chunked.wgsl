@@ -176,38 +176,64 @@ fn delta_state(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     let c_hi = first + min(p.t_hi, end - first);
     if (c_lo >= c_hi) { return; }
     let sbase = ((s * p.hv + h) * DK) * p.dv + j;
-    var st: array<f32, DK>;
+    // The column as DK / 4 vec4s (dims 4i … 4i + 3), so the loops below are short enough for
+    // the compiler to keep it in registers.
+    var st: array<vec4<f32>, DK / 4u>;
+    let dv = p.dv;
     if (flag(INIT) || p.t_lo > 0u) {
-        for (var i = 0u; i < DK; i++) { st[i] = state[sbase + i * p.dv]; }
+        for (var i = 0u; i < DK / 4u; i++) {
+            let b = sbase + 4u * i * dv;
+            st[i] = vec4<f32>(state[b], state[b + dv], state[b + 2u * dv], state[b + 3u * dv]);
+        }
     }
     for (var c = c_lo; c < c_hi; c++) {
         // A reset, or a sequence's first chunk without INIT, starts from zero.
         let cf = chunks[c * 4u + 3u];
         if ((cf & FRESH) != 0u || ((cf & FIRST) != 0u && !flag(INIT))) {
-            for (var i = 0u; i < DK; i++) { st[i] = 0.0; }
+            for (var i = 0u; i < DK / 4u; i++) { st[i] = vec4<f32>(0.0); }
         }
         let t0 = chunk_t0(c);
         let len = chunk_len(c);
-        let cbase = ((c * p.hv + h) * DK) * p.dv + j;
-        for (var i = 0u; i < DK; i++) { s0[cbase + i * p.dv] = st[i]; }
+        let cbase = ((c * p.hv + h) * DK) * dv + j;
+        for (var i = 0u; i < DK / 4u; i++) {
+            let b = cbase + 4u * i * dv;
+            s0[b] = st[i].x;
+            s0[b + dv] = st[i].y;
+            s0[b + 2u * dv] = st[i].z;
+            s0[b + 3u * dv] = st[i].w;
+        }
         // V′ = U − W·S₀, in place of U.
         for (var t = t0; t < t0 + len; t++) {
-            var ws = 0.0;
-            for (var i = 0u; i < DK; i++) { ws += w[(t * p.hv + h) * DK + i] * st[i]; }
-            let e = (t * p.hv + h) * p.dv + j;
-            u[e] = u[e] - ws;
+            var ws = vec4<f32>(0.0);
+            let wb = (t * p.hv + h) * DK;
+            for (var i = 0u; i < DK / 4u; i++) {
+                let b = wb + 4u * i;
+                ws += vec4<f32>(w[b], w[b + 1u], w[b + 2u], w[b + 3u]) * st[i];
+            }
+            let e = (t * p.hv + h) * dv + j;
+            u[e] = u[e] - (ws.x + ws.y + ws.z + ws.w);
         }
         // S₁ = exp(γ_last)·S₀ + Σ_t exp(γ_last − γ_t)·k̂_t ⊗ v′_t.
         let g_last = gn[gn_at(t0 + len - 1u, h)];
         let dl = exp(g_last);
-        for (var i = 0u; i < DK; i++) { st[i] *= dl; }
+        for (var i = 0u; i < DK / 4u; i++) { st[i] *= dl; }
         for (var t = t0; t < t0 + len; t++) {
             let e = gn_at(t, h);
-            let coef = exp(g_last - gn[e]) * gn[e + 2u] * u[(t * p.hv + h) * p.dv + j];
-            for (var i = 0u; i < DK; i++) { st[i] += coef * qkv[k_at(t, kh) + i]; }
+            let coef = exp(g_last - gn[e]) * gn[e + 2u] * u[(t * p.hv + h) * dv + j];
+            let kb = k_at(t, kh);
+            for (var i = 0u; i < DK / 4u; i++) {
+                let b = kb + 4u * i;
+                st[i] += coef * vec4<f32>(qkv[b], qkv[b + 1u], qkv[b + 2u], qkv[b + 3u]);
+            }
         }
     }
-    for (var i = 0u; i < DK; i++) { state[sbase + i * p.dv] = st[i]; }
+    for (var i = 0u; i < DK / 4u; i++) {
+        let b = sbase + 4u * i * dv;
+        state[b] = st[i].x;
+        state[b + dv] = st[i].y;
+        state[b + 2u * dv] = st[i].z;
+        state[b + 3u * dv] = st[i].w;
+    }
 }
 #endif
 
