@@ -290,12 +290,22 @@ fn delta_out(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
     let j = jb * 64u + lid;
     if (j >= p.dv) { return; } // after the last barrier
     let cbase = ((c * p.hv + h) * DK) * p.dv + j;
-    var st: array<f32, DK>;
-    for (var i = 0u; i < DK; i++) { st[i] = s0[cbase + i * p.dv]; }
+    let dv = p.dv;
+    // S₀'s column as DK / 4 vec4s (as the state walk holds it).
+    var st: array<vec4<f32>, DK / 4u>;
+    for (var i = 0u; i < DK / 4u; i++) {
+        let b = cbase + 4u * i * dv;
+        st[i] = vec4<f32>(s0[b], s0[b + dv], s0[b + 2u * dv], s0[b + 3u * dv]);
+    }
     for (var tt = 0u; tt < len; tt++) {
         let e = gn_at(t0 + tt, h);
-        var qs = 0.0;
-        for (var i = 0u; i < DK; i++) { qs += qkv[q_at(t0 + tt, kh) + i] * st[i]; }
+        var qv = vec4<f32>(0.0);
+        let qb = q_at(t0 + tt, kh);
+        for (var i = 0u; i < DK / 4u; i++) {
+            let b = qb + 4u * i;
+            qv += vec4<f32>(qkv[b], qkv[b + 1u], qkv[b + 2u], qkv[b + 3u]) * st[i];
+        }
+        let qs = qv.x + qv.y + qv.z + qv.w;
         var o = exp(gn[e]) * gn[e + 1u] * qs;
         for (var uu = 0u; uu <= tt; uu++) { o += mm[tt * C + uu] * u[((t0 + uu) * p.hv + h) * p.dv + j]; }
         out[((t0 + tt) * p.hv + h) * p.dv + j] = o;
