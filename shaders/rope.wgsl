@@ -6,7 +6,7 @@
 // Each head's first R dims rotate as pairs (i, i + R/2) (rotate_half); the rest pass. The
 // angle is f32(position)·inv_freq[i], as in transformers, reduced to [−π, π] in two steps
 // before cos and sin (GPU cos/sin are only accurate near zero).
-struct Params { nseq: u32, heads: u32, kv_heads: u32, dim: u32, rot: u32, total: u32, flags: u32 }
+struct Params { nseq: u32, heads: u32, kv_heads: u32, dim: u32, rot: u32, total: u32, flags: u32, eps: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> qkv: array<f32>;
 #if ROPE
@@ -53,10 +53,10 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 // RMSNorm of the q and k parts of each row, in place, before RoPE: x / sqrt(mean(x²) + eps) · w,
 // w [(H + Hkv)·D] over the q and k columns. Segments: each head (Qwen3-Next's q_norm and k_norm),
 // or (WHOLE) all q heads together and all k heads together (OLMo's). One workgroup per
-// (token, segment). `p.rot` carries the bits of eps.
+// (token, segment).
 @group(0) @binding(2) var<storage, read> norm_w: array<f32>;
-var<workgroup> sums: array<f32, 64>;
-
+// The sum of squares over the 64 invocations (lib/reduce, WG = 64, SUBGROUPS = 0).
+#include reduce
 
 @compute @workgroup_size(64)
 fn head_norm(
@@ -79,13 +79,7 @@ fn head_norm(
     let base = t * (p.heads + 2u * p.kv_heads) * p.dim + col;
     var ss = 0.0;
     for (var d = lid; d < len; d += 64u) { ss += qkv[base + d] * qkv[base + d]; }
-    sums[lid] = ss;
-    workgroupBarrier();
-    for (var w = 32u; w > 0u; w >>= 1u) {
-        if (lid < w) { sums[lid] += sums[lid + w]; }
-        workgroupBarrier();
-    }
-    let inv = inverseSqrt(sums[0] / f32(len) + bitcast<f32>(p.rot));
+    let inv = inverseSqrt(reduce_sum(ss, Lane(lid, 0u, 0u, 0u)) / f32(len) + p.eps);
     for (var d = lid; d < len; d += 64u) { qkv[base + d] = qkv[base + d] * inv * norm_w[col + d]; }
 }
 #endif

@@ -56,7 +56,6 @@ pub enum QkNorm {
 
 impl AttentionSpec {
     /// A plain pre-norm attention layer without q/k norms or output gate.
-    #[allow(clippy::too_many_arguments)]
     pub fn plain(
         d_model: usize,
         dims: AttnDims,
@@ -99,23 +98,17 @@ impl AttentionSpec {
         Ok(())
     }
 
-    /// The cache: a ring of the window, or blocks that cover `max_positions` in
-    /// [`KV_BLOCKS`] steps (rounded up to whole 64-key tiles).
+    /// Positions of the ring (the window), or of each block: `max_positions` in
+    /// [`KV_BLOCKS`] steps, rounded up to whole 64-key tiles.
+    pub fn cap(&self) -> usize {
+        self.window.unwrap_or_else(|| self.max_positions.div_ceil(KV_BLOCKS).max(1).next_multiple_of(64))
+    }
+
+    /// The cache: a ring of the window, or blocks of [`AttentionSpec::cap`] positions.
     pub fn cache(&self) -> SlotKind {
         match self.window {
             Some(window) => SlotKind::KvRing { window },
-            None => SlotKind::KvBlocks {
-                block: self.max_positions.div_ceil(KV_BLOCKS).max(1).next_multiple_of(64),
-            },
-        }
-    }
-
-    /// Positions of the ring, or of each block.
-    pub fn cap(&self) -> usize {
-        match self.cache() {
-            SlotKind::KvRing { window } => window,
-            SlotKind::KvBlocks { block } => block,
-            _ => unreachable!("cache() returns a KV kind"),
+            None => SlotKind::KvBlocks { block: self.cap() },
         }
     }
 
@@ -312,13 +305,14 @@ impl Sublayer for AttentionMixer {
         let spec = SeqSpec::of(&batch.seqs);
         let qkv =
             b.g.op(RopeNode { seqs: spec.clone(), dims: c.dims, rot: c.rot() }, &[qkv, freqs, pos, seqs])?;
-        let mut cap = c.cap();
-        let (kv, kv_blocks) = match c.cache() {
+        // The cache as the state holds it: its positions per ring or block (a block may be
+        // smaller than asked for, to fit a binding) and its kind.
+        let kv_spec = state
+            .slot_spec(i, "kv")
+            .ok_or_else(|| Error::Invalid(format!("this state has no slot {i}.kv")))?;
+        let cap = kv_spec.shape[1];
+        let (kv, kv_blocks) = match kv_spec.kind {
             SlotKind::KvBlocks { .. } => {
-                // The state's blocks, which may be smaller than asked for (the binding limit).
-                if let Some(SlotKind::KvBlocks { block }) = state.slot_spec(i, "kv").map(|s| s.kind) {
-                    cap = block;
-                }
                 // Every block the state has, allocating those this pass's positions reach.
                 let cached = state.cached_positions().iter();
                 let need = cached.zip(batch.lens).map(|(c, l)| c + l).max().unwrap_or(0);
@@ -349,9 +343,8 @@ impl Sublayer for AttentionMixer {
             y = b.g.binary(crate::ops::elementwise::Binary::Mul, y, gate)?;
         }
         if c.post_norm {
-            let o = b.linear(&format!("{p}.o_proj"), y, &self.w_o, self.b_o.as_ref())?;
-            let on = b.rms_norm(&format!("{p}.post_norm"), o, &self.norm, c.eps)?;
-            return b.g.add(h, on);
+            let proj = (&self.w_o, self.b_o.as_ref());
+            return b.linear_norm_add(&format!("{p}.o_proj"), y, proj, &self.norm, c.eps, h);
         }
         b.linear_add(&format!("{p}.o_proj"), y, &self.w_o, self.b_o.as_ref(), h)
     }

@@ -353,6 +353,22 @@ impl Builder {
         self.g.linear_add(x, w, b, r)
     }
 
+    /// r + RMSNorm(x·Wᵀ + b): a sublayer's output projection with its norm after it (OLMo-2's
+    /// post-norm order), where [`Builder::linear_add`] serves the pre-norm one.
+    pub fn linear_norm_add(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        (w, b): (&Tensor, Option<&Tensor>),
+        norm: &Tensor,
+        eps: f64,
+        r: TensorId,
+    ) -> Result<TensorId> {
+        let y = self.linear(name, x, w, b)?;
+        let yn = self.rms_norm(&format!("{name}.post_norm"), y, norm, eps)?;
+        self.g.add(r, yn)
+    }
+
     /// Plans, allocates and records the graph with `outputs` marked.
     pub fn finish<'d>(mut self, dev: &'d Device, outputs: &[TensorId]) -> Result<Executable<'d>> {
         for &o in outputs {

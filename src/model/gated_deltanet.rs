@@ -25,6 +25,7 @@ use crate::ops::delta_rule::DeltaDims;
 use crate::ops::elementwise::{Binary, Unary};
 use crate::ops::norm::NormKind;
 use crate::tensor::{DType, Tensor};
+use std::mem::take;
 
 /// How a checkpoint stores the mixer's input projections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,25 @@ impl GdnSpec {
     /// Channels of the conv: q, k and v.
     fn conv_dim(&self) -> usize {
         self.dims.row()
+    }
+
+    /// The input projections as the checkpoint stores them: (name, rows), each `[rows, d]`.
+    fn input_projections(&self) -> Vec<(&'static str, usize)> {
+        let (hv, kd, vd) = (self.dims.value_heads, self.key_dim(), self.value_dim());
+        match self.layout {
+            GdnLayout::Split => {
+                vec![("in_proj_qkv", 2 * kd + vd), ("in_proj_z", vd), ("in_proj_b", hv), ("in_proj_a", hv)]
+            }
+            GdnLayout::Interleaved => vec![("in_proj_qkvz", 2 * kd + 2 * vd), ("in_proj_ba", 2 * hv)],
+            GdnLayout::Separate => vec![
+                ("q_proj", kd),
+                ("k_proj", kd),
+                ("v_proj", vd),
+                ("g_proj", vd),
+                ("b_proj", hv),
+                ("a_proj", hv),
+            ],
+        }
     }
 
     /// The conv weight's tensors: one `conv1d`, or (OLMo-Hybrid as saved) `q_conv1d`,
@@ -177,31 +197,11 @@ pub struct GdnMixer {
 impl GdnMixer {
     /// The tensors: the norm `norm_name`, then `{p}.*`.
     pub fn schema(c: &GdnSpec, norm_name: &str, p: &str) -> Vec<WeightSpec> {
-        let (d, hv, kd, vd) = (c.d_model, c.dims.value_heads, c.key_dim(), c.value_dim());
+        let (d, hv, vd) = (c.d_model, c.dims.value_heads, c.value_dim());
         let norm_init = if c.norm_plus_one { Init::Uniform(-0.1, 0.1) } else { Init::Uniform(0.9, 1.1) };
         let mut out = vec![WeightSpec::new(norm_name, &[d], norm_init)];
-        match c.layout {
-            GdnLayout::Split => out.extend([
-                WeightSpec::new(format!("{p}.in_proj_qkv.weight"), &[2 * kd + vd, d], Init::FanIn),
-                WeightSpec::new(format!("{p}.in_proj_z.weight"), &[vd, d], Init::FanIn),
-                WeightSpec::new(format!("{p}.in_proj_b.weight"), &[hv, d], Init::FanIn),
-                WeightSpec::new(format!("{p}.in_proj_a.weight"), &[hv, d], Init::FanIn),
-            ]),
-            GdnLayout::Interleaved => out.extend([
-                WeightSpec::new(format!("{p}.in_proj_qkvz.weight"), &[2 * kd + 2 * vd, d], Init::FanIn),
-                WeightSpec::new(format!("{p}.in_proj_ba.weight"), &[2 * hv, d], Init::FanIn),
-            ]),
-            GdnLayout::Separate => out.extend(
-                [
-                    ("q_proj", kd),
-                    ("k_proj", kd),
-                    ("v_proj", vd),
-                    ("g_proj", vd),
-                    ("b_proj", hv),
-                    ("a_proj", hv),
-                ]
-                .map(|(n, rows)| WeightSpec::new(format!("{p}.{n}.weight"), &[rows, d], Init::FanIn)),
-            ),
+        for (name, rows) in c.input_projections() {
+            out.push(WeightSpec::new(format!("{p}.{name}.weight"), &[rows, d], Init::FanIn));
         }
         let (on, op) = c.layout.out_names();
         for (name, rows) in c.conv_pieces() {
@@ -231,26 +231,17 @@ impl GdnMixer {
         let DeltaDims { value_heads: hv, dv, .. } = c.dims;
         let (d, kd, vd) = (c.d_model, c.key_dim(), c.value_dim());
         let mat = |rows: &[f32], n: usize| Tensor::from_f32(dev, &[n, d], rows, dtype);
-        let (qkv, z, bw, aw) = match c.layout {
-            GdnLayout::Split => (
-                w.f32(&format!("{p}.in_proj_qkv.weight"), Some(&[2 * kd + vd, d]))?.0,
-                w.f32(&format!("{p}.in_proj_z.weight"), Some(&[vd, d]))?.0,
-                w.f32(&format!("{p}.in_proj_b.weight"), Some(&[hv, d]))?.0,
-                w.f32(&format!("{p}.in_proj_a.weight"), Some(&[hv, d]))?.0,
-            ),
-            GdnLayout::Interleaved => {
-                let qkvz = w.f32(&format!("{p}.in_proj_qkvz.weight"), Some(&[2 * kd + 2 * vd, d]))?.0;
-                let ba = w.f32(&format!("{p}.in_proj_ba.weight"), Some(&[2 * hv, d]))?.0;
-                deinterleave(&qkvz, &ba, c.dims, d)
+        let mut parts = Vec::new();
+        for (name, rows) in c.input_projections() {
+            parts.push(w.f32(&format!("{p}.{name}.weight"), Some(&[rows, d]))?.0);
+        }
+        let (qkv, z, bw, aw) = match (c.layout, parts.as_mut_slice()) {
+            (GdnLayout::Split, [qkv, z, b, a]) => (take(qkv), take(z), take(b), take(a)),
+            (GdnLayout::Interleaved, [qkvz, ba]) => deinterleave(qkvz, ba, c.dims, d),
+            (GdnLayout::Separate, [q, k, v, z, b, a]) => {
+                ([take(q), take(k), take(v)].concat(), take(z), take(b), take(a))
             }
-            GdnLayout::Separate => {
-                let get =
-                    |n: &str, rows: usize| w.f32(&format!("{p}.{n}.weight"), Some(&[rows, d])).map(|v| v.0);
-                let mut qkv = get("q_proj", kd)?;
-                qkv.extend(get("k_proj", kd)?);
-                qkv.extend(get("v_proj", vd)?);
-                (qkv, get("g_proj", vd)?, get("b_proj", hv)?, get("a_proj", hv)?)
-            }
+            _ => unreachable!("input_projections lists each layout's matrices"),
         };
         let (on, op) = c.layout.out_names();
         let mut conv = Vec::with_capacity(c.conv_dim() * c.conv_kernel);

@@ -127,9 +127,8 @@ impl Sublayer for GatedMlp {
         };
         let a = b.g.binary(op, u, g)?;
         if self.spec.post_norm {
-            let y = b.linear(&format!("{p}.down"), a, &self.down, bias(2))?;
-            let yn = b.rms_norm(&format!("{p}.post_norm"), y, &self.norm, self.spec.eps)?;
-            return b.g.add(h, yn);
+            let proj = (&self.down, bias(2));
+            return b.linear_norm_add(&format!("{p}.down"), a, proj, &self.norm, self.spec.eps, h);
         }
         b.linear_add(&format!("{p}.down"), a, &self.down, bias(2), h)
     }

@@ -80,6 +80,29 @@ impl Slot {
         }
     }
 
+    /// A growing cache's blocks, allocating (zeroed) blocks until they hold `positions`
+    /// positions per sequence.
+    fn grow(&self, dev: &Device, positions: usize) -> Result<Vec<Tensor>> {
+        let (layer, name) = (self.spec.layer, self.spec.name);
+        let SlotKind::KvBlocks { block } = self.spec.kind else {
+            return Err(Error::Invalid(format!("state slot {layer}.{name} is not a growing KV cache")));
+        };
+        let capacity = block * crate::ops::attention::KV_BLOCKS;
+        if positions > capacity {
+            return Err(Error::Limit(format!(
+                "{positions} positions exceed the {capacity} the KV cache of layer {layer} holds \
+                 ({} blocks of {block}: the model's max_position_embeddings, rounded up, or what one \
+                 binding holds for this many sequences)",
+                crate::ops::attention::KV_BLOCKS
+            )));
+        }
+        let mut blocks = self.lock();
+        while blocks.len() * block < positions {
+            blocks.push(Tensor::empty(dev, &self.spec.shape, self.spec.dtype())?);
+        }
+        Ok(blocks.clone())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Tensor>> {
         // A panic while holding the lock cannot leave the list half-changed (pushes only).
         self.blocks.lock().unwrap_or_else(|e| e.into_inner())
@@ -165,7 +188,7 @@ impl State {
     /// The spec of slot `name` of `layer` (as allocated: a growing cache's block may be
     /// smaller than the runtime asked for).
     pub fn slot_spec(&self, layer: usize, name: &str) -> Option<&SlotSpec> {
-        self.slots.iter().map(|s| &s.spec).find(|s| s.layer == layer && s.name == name)
+        self.find(layer, name).ok().map(|s| &s.spec)
     }
 
     /// Positions each sequence has cached, as the host counts them.
@@ -180,40 +203,25 @@ impl State {
         }
     }
 
+    /// Slot `name` of `layer`.
+    fn find(&self, layer: usize, name: &str) -> Result<&Slot> {
+        self.slots
+            .iter()
+            .find(|s| s.spec.layer == layer && s.spec.name == name)
+            .ok_or_else(|| Error::Invalid(format!("this state has no slot {layer}.{name}")))
+    }
+
     /// The blocks of growing cache `name` of `layer`, allocating (zeroed) blocks until they
     /// hold `positions` positions per sequence. Blocks already there are never moved.
     pub fn kv_blocks(&self, dev: &Device, layer: usize, name: &str, positions: usize) -> Result<Vec<Tensor>> {
-        let slot = self
-            .slots
-            .iter()
-            .find(|s| s.spec.layer == layer && s.spec.name == name)
-            .ok_or_else(|| Error::Invalid(format!("this state has no slot {layer}.{name}")))?;
-        let SlotKind::KvBlocks { block } = slot.spec.kind else {
-            return Err(Error::Invalid(format!("state slot {layer}.{name} is not a growing KV cache")));
-        };
-        let capacity = block * crate::ops::attention::KV_BLOCKS;
-        if positions > capacity {
-            return Err(Error::Limit(format!(
-                "{positions} positions exceed the {capacity} the KV cache of layer {layer} holds \
-                 ({} blocks of {block}: the model's max_position_embeddings, rounded up, or what one \
-                 binding holds for this many sequences)",
-                crate::ops::attention::KV_BLOCKS
-            )));
-        }
-        let mut blocks = slot.lock();
-        while blocks.len() * block < positions {
-            blocks.push(Tensor::empty(dev, &slot.spec.shape, slot.spec.dtype())?);
-        }
-        Ok(blocks.clone())
+        self.find(layer, name)?.grow(dev, positions)
     }
 
     /// Allocates every growing cache's blocks for `steps` more positions of each sequence.
     pub(crate) fn reserve(&self, dev: &Device, steps: usize) -> Result<()> {
         let need = self.cached.iter().max().copied().unwrap_or(0).saturating_add(steps);
-        for s in &self.slots {
-            if let SlotKind::KvBlocks { .. } = s.spec.kind {
-                self.kv_blocks(dev, s.spec.layer, s.spec.name, need)?;
-            }
+        for s in self.slots.iter().filter(|s| matches!(s.spec.kind, SlotKind::KvBlocks { .. })) {
+            s.grow(dev, need)?;
         }
         Ok(())
     }
@@ -253,11 +261,9 @@ impl State {
 
     /// The tensor of slot `name` of `layer` (fixed-size kinds).
     pub fn slot(&self, layer: usize, name: &str) -> Result<&Tensor> {
-        self.slots
-            .iter()
-            .find(|s| s.spec.layer == layer && s.spec.name == name)
-            .and_then(|s| s.tensors.first())
-            .ok_or_else(|| Error::Invalid(format!("this state has no slot {layer}.{name}")))
+        self.find(layer, name)?.tensors.first().ok_or_else(|| {
+            Error::Invalid(format!("state slot {layer}.{name} is a growing cache: see State::kv_blocks"))
+        })
     }
 
     /// The positions tensor `[S]` u32, when the model keeps one (attention layers).

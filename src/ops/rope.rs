@@ -15,7 +15,7 @@ pub const SHADER: crate::shader::Source = crate::wgsl_source!("rope");
 
 crate::uniform! {
     /// The RoPE kernel's parameters.
-    pub struct RopeParams { pub nseq: u32, pub heads: u32, pub kv_heads: u32, pub dim: u32, pub rot: u32, pub total: u32, pub flags: u32 }
+    pub struct RopeParams { pub nseq: u32, pub heads: u32, pub kv_heads: u32, pub dim: u32, pub rot: u32, pub total: u32, pub flags: u32, pub eps: f32 }
 }
 
 crate::flags! {
@@ -34,6 +34,8 @@ fn variant() -> Variant {
 fn head_norm_variant() -> Variant {
     Variant::new("rope.head_norm", &SHADER, "head_norm")
         .define("HEAD_NORM", 1)
+        .define("WG", 64)
+        .define("SUBGROUPS", 0)
         .with_params::<RopeParams>()
         .with_flags(rope_flags::SET)
 }
@@ -64,9 +66,10 @@ pub fn head_norm(
         heads: word("heads", dims.heads)?,
         kv_heads: word("kv heads", dims.kv_heads)?,
         dim: word("head dim", dims.head_dim)?,
-        rot: eps.to_bits(),
+        rot: 0,
         total: word("tokens", t)?,
         flags: if whole { rope_flags::WHOLE } else { 0 },
+        eps,
     });
     let segments = if whole { 2 } else { dims.heads + dims.kv_heads };
     let wg = grid(rec.device(), t * segments)?;
@@ -136,6 +139,7 @@ pub fn rope(
         rot: word("rotary dims", rot)?,
         total: word("tokens", t)?,
         flags: 0,
+        eps: 0.0,
     });
     let n = t * (dims.heads + dims.kv_heads) * (rot / 2);
     let wg = grid(rec.device(), n.div_ceil(64))?;
