@@ -8,11 +8,21 @@
 // Fragments, fetched words and score groups are named one by one (#for) rather than held in
 // arrays indexed in loops, which the driver may leave in memory.
 //
-// Two sweeps over the keys, because an accumulator fragment cannot be rescaled row by row as
-// FA2's online softmax would: the first computes each row's max and sum (Q·Kᵀ only), the
-// second P = exp(s − max) / sum, already normalised, into f16 and O += P·V. That costs a
-// second Q·Kᵀ (1.5× the multiply-adds of one sweep) and keeps P in [0, 1], where f16 is fine.
+// An accumulator fragment cannot be rescaled row by row in WGSL, as FA2's online softmax does
+// at every tile. The `.coop{BQ}` forms sweep the keys twice: the first computes each row's
+// max and sum (Q·Kᵀ only), the second P = exp(s − max) / sum, already normalised, into f16
+// and O += P·V, which costs a second Q·Kᵀ and a second staging of K. The `.flash{BQ}` forms
+// (ONLINE) sweep once and rescale lazily: P = exp(s − m) against a reference max m per row
+// that moves only when a tile's max passes it by more than TAU, so P ≤ e^TAU stays within f16,
+// and O goes through workgroup memory to be rescaled only in the tiles where that happens.
 // The scores and P pass through workgroup memory: two lanes per row, 16 keys each.
+//
+// Every workgroup variable's size is a multiple of 128 bytes. The first one-sweep version had
+// a 4-byte flag and a BQ-float array beside the tiles and got wrong products on the H200
+// (NVIDIA 580) even where its branch was never taken; with the flag in 32 words and the sums
+// in the scores' padding column the same arithmetic is right. (Probably the driver placed the
+// small variables so that a fragment load lost its alignment; the SSD notes' failures with
+// workgroupUniformLoad had a 4-byte variable too.)
 //
 // Finite values beyond f16's range saturate to ±65504; NaN and ±Inf pass. Masked keys get
 // P = 0 but still enter P·V, so a non-finite value in a later token's V can reach the earlier
@@ -36,6 +46,11 @@ const PL: u32 = {{PL}}u;      // vec4s of a K (or V) tile each invocation stages
 var<workgroup> tiles: array<vec4<f16>, 64u * HV>;
 var<workgroup> scores: array<f32, BQ * FS>;
 var<workgroup> probs: array<vec4<f16>, BQ * PV>;
+#if ONLINE
+const TAU: f32 = 8.0;         // how far a row's max may pass its reference m before O is rescaled
+// (32 words: a small variable beside the tiles might misalign them for cooperative loads.)
+var<workgroup> rescale: array<atomic<u32>, 32>;
+#endif
 
 fn f16x4(v: vec4<f32>) -> vec4<f16> {
     let special = (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u);
@@ -53,46 +68,40 @@ fn prob(j: u32, k: u32, i: u32, first: u32, mr: f32, inv: f32) -> f32 {
     return select(0.0, exp(capped(scores[k]) - mr) * inv, key_seen(j, i, first));
 }
 
-// One tile's K and V words for this invocation (element lid + u·WGSIZE of the BK × D4 tile).
-struct Staged {
+// One K or V tile's words for this invocation (element lid + u·WGSIZE of the BK × D4 tile).
+struct Words {
 #for U in 0..PL
-    k{{U}}: vec4<f32>,
-    v{{U}}: vec4<f32>,
+    w{{U}}: vec4<f32>,
 #endfor
 }
 
-// Loads keys j0 … j0 + BK − 1 (clamped to `last`; V only when `with_v`): keys before pos0
-// from the ring, the others from the new rows.
-fn fetch(lid: u32, j0: u32, last: u32, s: u32, pos0: u32, t0: u32, kvh: u32, with_v: bool) -> Staged {
-    var f: Staged;
+// Loads K (which = 0) or V (1) of keys j0 … j0 + BK − 1, clamped to `last`: keys before pos0
+// from the cache, the others from the new rows.
+fn fetch(lid: u32, which: u32, j0: u32, last: u32, s: u32, pos0: u32, t0: u32, kvh: u32) -> Words {
+    var f: Words;
     let width4 = row_width() / 4u;
-    let kc = k_col(kvh) / 4u;
-    let vc = v_col(kvh) / 4u;
+    let col = select(k_col(kvh), v_col(kvh), which == 1u) / 4u;
 #for U in 0..PL
     {
         let e = lid + {{U}}u * WGSIZE;
         let j = min(j0 + e / D4, last);
         let d = e % D4;
         if (j >= pos0) {
-            let row = (t0 + j - pos0) * width4 + d;
-            f.k{{U}} = qkv[row + kc];
-            if (with_v) { f.v{{U}} = qkv[row + vc]; }
+            f.w{{U}} = qkv[(t0 + j - pos0) * width4 + col + d];
         } else {
-            f.k{{U}} = kv_word(j, cache_ix(s, j, 0u, kvh, 0u) / 4u + d);
-            if (with_v) { f.v{{U}} = kv_word(j, cache_ix(s, j, 1u, kvh, 0u) / 4u + d); }
+            f.w{{U}} = kv_word(j, cache_ix(s, j, which, kvh, 0u) / 4u + d);
         }
     }
 #endfor
     return f;
 }
 
-// Writes fetched words into the tiles as f16.
-fn stage(lid: u32, f: Staged, with_v: bool) {
+// Writes fetched words into the tile rows from row0 on (0: the K tile, BK: the V tile) as f16.
+fn stage(lid: u32, f: Words, row0: u32) {
 #for U in 0..PL
     {
         let e = lid + {{U}}u * WGSIZE;
-        tiles[(e / D4) * HV + e % D4] = f16x4(f.k{{U}});
-        if (with_v) { tiles[(BK + e / D4) * HV + e % D4] = f16x4(f.v{{U}}); }
+        tiles[(row0 + e / D4) * HV + e % D4] = f16x4(f.w{{U}});
     }
 #endfor
 }
@@ -113,6 +122,15 @@ fn score_tile(
 #endfor
     coopStoreT(s0, &scores[band * 16u * FS], FS);
     coopStoreT(s1, &scores[band * 16u * FS + 16u], FS);
+}
+
+// What row r of O is multiplied by on the way out (the one-sweep form divides by the sum there).
+fn out_scale(r: u32) -> f32 {
+#if ONLINE
+    return scores[r * FS + 32u];
+#else
+    return 1.0;
+#endif
 }
 
 @compute @workgroup_size({{WGSIZE}})
@@ -162,16 +180,93 @@ fn attn_prefill_coop(
 
     let last = pos0 + min(tile * BQ + BQ, len) - 1u;
     let lo = first_key(pos0 + tile * BQ);
+#if ONLINE
+    // One sweep with the lazy rescale (see the top). Both lanes of a row hold the same m; each
+    // sums its own 16 keys into l. Pipelined so that a tile takes two barriers: a pass does
+    // O += P·V of the previous tile and S = Q·Kᵀ of this one, then (barrier) the softmax of
+    // this tile while V of this tile and K of the next are staged, then (barrier) P·V can run.
+    // One pass past the last tile does the last P·V (its keys are all masked).
+    var m = -3.0e38;
+    var l = 0.0;
+#for N in 0..DF
+    var o{{N}}: coop_mat16x16<f32, C>;
+#endfor
+    workgroupBarrier(); // Q's readers are done with the tiles
+    stage(lid, fetch(lid, 0u, lo, last, s, pos0, t0, kvh), 0u);
+    // The first pass's P·V adds 0 · 0.
+    for (var e = lid; e < BK * HV; e += WGSIZE) { tiles[BK * HV + e] = vec4<f16>(); }
+    for (var e = lid; e < BQ * PV; e += WGSIZE) { probs[e] = vec4<f16>(); }
+    var nv = fetch(lid, 1u, lo, last, s, pos0, t0, kvh);
+    var nk = fetch(lid, 0u, lo + BK, last, s, pos0, t0, kvh);
+    workgroupBarrier();
+    for (var j0 = lo; j0 <= last + BK; j0 += BK) {
+        // O += P·V (the previous tile); B = V (row j, column d), row-major.
+        let pa = coopLoadT<coop_mat16x16<f16, A>>(&probs[band * 16u * PV], PV);
+        let pb = coopLoadT<coop_mat16x16<f16, A>>(&probs[band * 16u * PV + 4u], PV);
+#for N in 0..DF
+        o{{N}} = coopMultiplyAdd(pa, coopLoadT<coop_mat16x16<f16, B>>(&tiles[BK * HV + {{N}}u * 4u], HV), o{{N}});
+        o{{N}} = coopMultiplyAdd(pb, coopLoadT<coop_mat16x16<f16, B>>(&tiles[(BK + 16u) * HV + {{N}}u * 4u], HV), o{{N}});
+#endfor
+        score_tile(
+#for K in 0..DF
+            q{{K}},
+#endfor
+            band);
+        workgroupBarrier();
+        var tmax = -3.0e38;
+#for C in 0..16
+        let on{{C}} = key_seen(j0 + c0 + {{C}}u, i, first);
+        let x{{C}} = capped(scores[r * FS + c0 + {{C}}u]);
+        tmax = max(tmax, select(-3.0e38, x{{C}}, on{{C}}));
+#endfor
+        tmax = max(tmax, subgroupShuffleXor(tmax, 1u));
+        // A row's first seen key sets m (O is still 0); a later jump past TAU rescales O.
+        let grow = tmax > m + TAU;
+        let mn = select(m, tmax, grow);
+        let alpha = exp(m - mn);
+        if (grow && m > -1.0e38) { atomicOr(&rescale[0], 1u); }
+        m = mn;
+        var sum = 0.0;
+#for C in 0..16
+        let e{{C}} = select(0.0, exp(x{{C}} - m), on{{C}});
+        sum += e{{C}};
+#endfor
+        probs[r * PV + c0 / 4u] = vec4<f16>(vec4<f32>(e0, e1, e2, e3));
+        probs[r * PV + c0 / 4u + 1u] = vec4<f16>(vec4<f32>(e4, e5, e6, e7));
+        probs[r * PV + c0 / 4u + 2u] = vec4<f16>(vec4<f32>(e8, e9, e10, e11));
+        probs[r * PV + c0 / 4u + 3u] = vec4<f16>(vec4<f32>(e12, e13, e14, e15));
+        l = l * alpha + sum;
+        stage(lid, nv, BK);
+        stage(lid, nk, 0u);
+        nv = fetch(lid, 1u, j0 + BK, last, s, pos0, t0, kvh);
+        nk = fetch(lid, 0u, j0 + 2u * BK, last, s, pos0, t0, kvh);
+        if (workgroupUniformLoad(&rescale[0]) != 0u) {
+            // O[r] *= alpha, a fragment at a time through this subgroup's score rows.
+#for N in 0..DF
+            coopStoreT(o{{N}}, &scores[band * 16u * FS], FS);
+            workgroupBarrier();
+            for (var c = 0u; c < 8u; c++) { scores[r * FS + c0 / 2u + c] *= alpha; }
+            workgroupBarrier();
+            o{{N}} = coopLoadT<coop_mat16x16<f32, C>>(&scores[band * 16u * FS], FS);
+            workgroupBarrier();
+#endfor
+            if (lid == 0u) { atomicStore(&rescale[0], 0u); }
+        }
+    }
+    // 1 / the row's sum in the scores' padding column, for whichever lanes write the row out.
+    let lr = l + subgroupShuffleXor(l, 1u);
+    if (lane % 2u == 0u) { scores[r * FS + 32u] = 1.0 / lr; }
+#else
     // Sweep 1: this lane's share of its row's max and sum. (Two loops rather than one with a
     // branch per sweep: naga takes a branch on a local variable as non-uniform, and
     // cooperative ops need uniform control flow.)
     var m = -3.0e38;
     var l = 0.0;
-    var next = fetch(lid, lo, last, s, pos0, t0, kvh, false);
+    var nk = fetch(lid, 0u, lo, last, s, pos0, t0, kvh);
     for (var j0 = lo; j0 <= last; j0 += BK) {
         workgroupBarrier(); // the previous tile's readers are done
-        stage(lid, next, false);
-        if (j0 + BK <= last) { next = fetch(lid, j0 + BK, last, s, pos0, t0, kvh, false); }
+        stage(lid, nk, 0u);
+        if (j0 + BK <= last) { nk = fetch(lid, 0u, j0 + BK, last, s, pos0, t0, kvh); }
         workgroupBarrier();
         score_tile(
 #for K in 0..DF
@@ -202,11 +297,16 @@ fn attn_prefill_coop(
 #for N in 0..DF
     var o{{N}}: coop_mat16x16<f32, C>;
 #endfor
-    next = fetch(lid, lo, last, s, pos0, t0, kvh, true);
+    nk = fetch(lid, 0u, lo, last, s, pos0, t0, kvh);
+    var nv = fetch(lid, 1u, lo, last, s, pos0, t0, kvh);
     for (var j0 = lo; j0 <= last; j0 += BK) {
         workgroupBarrier();
-        stage(lid, next, true);
-        if (j0 + BK <= last) { next = fetch(lid, j0 + BK, last, s, pos0, t0, kvh, true); }
+        stage(lid, nk, 0u);
+        stage(lid, nv, BK);
+        if (j0 + BK <= last) {
+            nk = fetch(lid, 0u, j0 + BK, last, s, pos0, t0, kvh);
+            nv = fetch(lid, 1u, j0 + BK, last, s, pos0, t0, kvh);
+        }
         workgroupBarrier();
         score_tile(
 #for K in 0..DF
@@ -230,6 +330,7 @@ fn attn_prefill_coop(
         o{{N}} = coopMultiplyAdd(p1, coopLoadT<coop_mat16x16<f16, B>>(&tiles[(BK + 16u) * HV + {{N}}u * 4u], HV), o{{N}});
 #endfor
     }
+#endif
     // O out, a 16 × 16 block at a time through this subgroup's rows of `scores`.
     let orow = tile * BQ + band * 16u;
 #for N in 0..DF
@@ -240,7 +341,7 @@ fn attn_prefill_coop(
         if (orow + e / 4u < len) {
             let k = (band * 16u + e / 4u) * FS + (e % 4u) * 4u;
             out[(((t0 + orow + e / 4u) * p.heads + h) * D + {{N}}u * 16u) / 4u + e % 4u] =
-                vec4<f32>(scores[k], scores[k + 1u], scores[k + 2u], scores[k + 3u]);
+                vec4<f32>(scores[k], scores[k + 1u], scores[k + 2u], scores[k + 3u]) * out_scale(band * 16u + e / 4u);
         }
     }
 #endfor

@@ -115,7 +115,7 @@ pub fn prefill(
             attn::attention_prefill(&mut rec, &inp.args(c, kernel), &inp.out)?;
             let stats = measure(&rec.finish(), 1, cfg)?;
             let bytes = (c.tokens() * (d.row() + d.heads * d.head_dim) * 4) as f64;
-            let f16 = matches!(kernel, attn::PrefillKernel::Coop(_));
+            let f16 = kernel.uses_f16();
             let ok = inp.agrees(dev, c, if f16 { 1e-5 } else { 1e-8 })?;
             let work = Work { bytes, flops: c.flops() };
             rows.push(row("attention", &name, c.describe(), stats, work, roof, Some(ok)));

@@ -46,8 +46,9 @@ pub enum Stage {
     Prefill,
     /// The prefill with 4 invocations per query and subgroup shuffles.
     PrefillSg,
-    /// The tensor-core prefill with this many queries per workgroup (64 or 128).
-    PrefillCoop(usize),
+    /// The tensor-core prefill with this many queries per workgroup (64 or 128), in two sweeps
+    /// over the keys or (`true`) one with the online softmax.
+    PrefillCoop(usize, bool),
     Decode,
     Reduce,
     Append,
@@ -59,7 +60,7 @@ impl Stage {
         match self {
             Stage::Prefill => ("prefill", "attn_prefill", "PREFILL"),
             Stage::PrefillSg => ("prefill", "attn_prefill", "PREFILL"),
-            Stage::PrefillCoop(_) => ("prefill", "attn_prefill_coop", "PREFILL_COOP"),
+            Stage::PrefillCoop(..) => ("prefill", "attn_prefill_coop", "PREFILL_COOP"),
             Stage::Decode => ("decode", "attn_decode", "DECODE"),
             Stage::Reduce => ("reduce", "attn_reduce", "REDUCE"),
             Stage::Append => ("append", "kv_append", "APPEND"),
@@ -76,15 +77,17 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
     let name = match stage {
         Stage::Advance => "attention.advance".to_string(),
         Stage::PrefillSg => format!("attention.prefill.d{d}.sg"),
-        Stage::PrefillCoop(bq) => format!("attention.prefill.d{d}.coop{bq}"),
+        Stage::PrefillCoop(bq, false) => format!("attention.prefill.d{d}.coop{bq}"),
+        Stage::PrefillCoop(bq, true) => format!("attention.prefill.d{d}.flash{bq}"),
         _ => format!("attention.{name}.d{d}{}", if rolled { ".rolled" } else { "" }),
     };
     let v = Variant::new(name, &SHADER, entry);
-    if let Stage::PrefillCoop(bq) = stage {
+    if let Stage::PrefillCoop(bq, online) = stage {
         return v
             .needs_coop_matrix()
             .needs_subgroups()
             .define(define, 1)
+            .define("ONLINE", online as u32)
             .define("D", d)
             .define("BQ", bq)
             .define("DF", d / 16)
@@ -125,8 +128,10 @@ pub fn variants() -> Vec<Variant> {
         v.push(variant(Stage::Prefill, d, true));
         v.push(variant(Stage::PrefillSg, d, false));
         for bq in COOP_QUERY_TILES {
-            if coop_workgroup_bytes(d, bq) <= COOP_MAX_BYTES {
-                v.push(variant(Stage::PrefillCoop(bq), d, false));
+            for online in [false, true] {
+                if coop_workgroup_bytes(d, bq, online) <= COOP_MAX_BYTES {
+                    v.push(variant(Stage::PrefillCoop(bq, online), d, false));
+                }
             }
         }
     }
@@ -139,10 +144,11 @@ pub const COOP_QUERY_TILES: [usize; 2] = [64, 128];
 /// The most workgroup memory a `.coop` form may take (the H200's 48 KiB).
 const COOP_MAX_BYTES: usize = 48 * 1024;
 
-/// Workgroup memory of the `.coop{bq}` prefill at head dim `d`: the f16 key tiles (64 rows of
-/// D + 8 halves), the f32 scores (BQ rows of 36) and f16 P (BQ rows of 40).
-pub fn coop_workgroup_bytes(d: usize, bq: usize) -> usize {
-    64 * (d + 8) * 2 + bq * 36 * 4 + bq * 40 * 2
+/// Workgroup memory of the `.coop{bq}` (or, `online`, `.flash{bq}`) prefill at head dim `d`:
+/// the f16 key tiles (64 rows of D + 8 halves), the f32 scores (BQ rows of 36) and f16 P (BQ
+/// rows of 40); the one-sweep form adds its rescale flag and 1 / sum per row.
+pub fn coop_workgroup_bytes(d: usize, bq: usize, online: bool) -> usize {
+    64 * (d + 8) * 2 + bq * 36 * 4 + bq * 40 * 2 + if online { 4 + bq * 4 } else { 0 }
 }
 
 /// Whether the `.sg` form can run on this device.
@@ -191,44 +197,64 @@ pub enum PrefillKernel {
     Plain,
     /// Four invocations per query with subgroup shuffles (measured 4–9% slower on the H200).
     Subgroup,
-    /// Tensor cores: f16 Q, K, V and P with f32 accumulation, this many queries per workgroup.
+    /// Tensor cores: f16 Q, K, V and P with f32 accumulation, this many queries per workgroup,
+    /// two sweeps over the keys (max and sum, then P·V).
     Coop(usize),
+    /// The same in one sweep, FA2's online softmax with a lazy rescale of O.
+    Flash(usize),
 }
 
 impl PrefillKernel {
-    pub const ALL: [PrefillKernel; 4] =
-        [PrefillKernel::Plain, PrefillKernel::Subgroup, PrefillKernel::Coop(64), PrefillKernel::Coop(128)];
+    pub const ALL: [PrefillKernel; 6] = [
+        PrefillKernel::Plain,
+        PrefillKernel::Subgroup,
+        PrefillKernel::Coop(64),
+        PrefillKernel::Coop(128),
+        PrefillKernel::Flash(64),
+        PrefillKernel::Flash(128),
+    ];
 
     pub fn name(self) -> String {
         match self {
             PrefillKernel::Plain => "attention.prefill".into(),
             PrefillKernel::Subgroup => "attention.prefill.sg".into(),
             PrefillKernel::Coop(bq) => format!("attention.prefill.coop{bq}"),
+            PrefillKernel::Flash(bq) => format!("attention.prefill.flash{bq}"),
         }
     }
 
-    /// Whether it runs head dim `d` on this device. The `.coop` forms need 16×16×16 f16 → f32
-    /// cooperative matrices, subgroups of exactly 32 lanes (each owns 16 query rows) and their
-    /// workgroup memory ([`coop_workgroup_bytes`]).
+    /// Whether it runs head dim `d` on this device. The tensor-core forms need 16×16×16 f16 →
+    /// f32 cooperative matrices, subgroups of exactly 32 lanes (each owns 16 query rows) and
+    /// their workgroup memory ([`coop_workgroup_bytes`]).
     pub fn runs(self, caps: &crate::device::Capabilities, d: usize) -> bool {
         match self {
             PrefillKernel::Plain => true,
             PrefillKernel::Subgroup => subgroup_prefill_runs(caps),
-            PrefillKernel::Coop(bq) => {
+            PrefillKernel::Coop(bq) | PrefillKernel::Flash(bq) => {
+                let bytes = coop_workgroup_bytes(d, bq, self.online());
                 COOP_QUERY_TILES.contains(&bq)
-                    && coop_workgroup_bytes(d, bq) <= COOP_MAX_BYTES
+                    && bytes <= COOP_MAX_BYTES
                     && caps.coop_f16_16x16_f32()
                     && caps.subgroup_min_size == 32
                     && caps.subgroup_max_size == 32
-                    && caps.max_compute_workgroup_storage_size as usize >= coop_workgroup_bytes(d, bq)
+                    && caps.max_compute_workgroup_storage_size as usize >= bytes
             }
         }
+    }
+
+    /// Whether it rounds Q, K, V and P to f16 (the tensor-core forms).
+    pub fn uses_f16(self) -> bool {
+        matches!(self, PrefillKernel::Coop(_) | PrefillKernel::Flash(_))
+    }
+
+    fn online(self) -> bool {
+        matches!(self, PrefillKernel::Flash(_))
     }
 
     /// Queries per workgroup.
     fn queries(self) -> usize {
         match self {
-            PrefillKernel::Coop(bq) => bq,
+            PrefillKernel::Coop(bq) | PrefillKernel::Flash(bq) => bq,
             _ => 64,
         }
     }
@@ -261,17 +287,18 @@ impl super::super::kernel::Kernel for PrefillKernel {
         PrefillKernel::name(*self)
     }
     fn supports(&self, caps: &crate::device::Capabilities, p: &PrefillProblem) -> bool {
-        self.runs(caps, p.dims.head_dim) && (p.f16_ok || !matches!(self, PrefillKernel::Coop(_)))
+        self.runs(caps, p.dims.head_dim) && (p.f16_ok || !self.uses_f16())
     }
     fn bucket(p: &PrefillProblem) -> String {
         let class = if p.tokens < 1024 { "short" } else { "long" };
         format!("d{}.g{}.{class}", p.dims.head_dim, p.dims.heads / p.dims.kv_heads)
     }
-    /// The tensor cores where allowed, 128 queries per workgroup where that fits (measured
-    /// 1.2–1.4× faster than 64 on the H200), else 64; otherwise the plain form.
+    /// The one-sweep tensor-core form where allowed (measured 1.6–1.7× faster than the two
+    /// sweeps on the H200), 128 queries per workgroup where that fits (2.4× faster than 64),
+    /// else 64; otherwise the plain form.
     fn heuristic(caps: &crate::device::Capabilities, p: &PrefillProblem) -> Self {
         let d = p.dims.head_dim;
-        [PrefillKernel::Coop(128), PrefillKernel::Coop(64)]
+        [PrefillKernel::Flash(128), PrefillKernel::Flash(64)]
             .into_iter()
             .find(|k| p.f16_ok && p.tokens >= 64 && k.runs(caps, d))
             .unwrap_or(PrefillKernel::Plain)
@@ -291,7 +318,7 @@ pub fn record_prefill(rec: &mut Recorder, a: &AttnArgs, out: &Tensor) -> Result<
                 PrefillKernel::Subgroup => "subgroups of at least 4 lanes".to_string(),
                 _ => format!(
                     "16x16x16 f16 cooperative matrices, 32-lane subgroups and {} bytes of workgroup memory",
-                    coop_workgroup_bytes(a.dims.head_dim, k.queries())
+                    coop_workgroup_bytes(a.dims.head_dim, k.queries(), k.online())
                 ),
             },
             caps.adapter
@@ -305,7 +332,8 @@ pub fn record_prefill(rec: &mut Recorder, a: &AttnArgs, out: &Tensor) -> Result<
     let v = match k {
         PrefillKernel::Plain => variant(Stage::Prefill, d, rolled_loops(caps)),
         PrefillKernel::Subgroup => variant(Stage::PrefillSg, d, false),
-        PrefillKernel::Coop(bq) => variant(Stage::PrefillCoop(bq), d, false),
+        PrefillKernel::Coop(bq) => variant(Stage::PrefillCoop(bq, false), d, false),
+        PrefillKernel::Flash(bq) => variant(Stage::PrefillCoop(bq, true), d, false),
     };
     let [k0, k1, k2, k3] = a.kv.bindings();
     rec.dispatch(&v, &params(a, tiles, (1, 1), 0)?, &[a.qkv, k0, k1, k2, k3, a.seqs.table(), a.pos, out], wg)
