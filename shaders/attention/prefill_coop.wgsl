@@ -86,8 +86,13 @@ fn fetch(lid: u32, which: u32, j0: u32, last: u32, s: u32, pos0: u32, t0: u32, k
         let e = lid + {{U}}u * WGSIZE;
         let j = min(j0 + e / D4, last);
         let d = e % D4;
+#if AB_NOFETCH
+        if (j >= pos0) {
+            f.w{{U}} = vec4<f32>(f32(e % 7u) * 0.01);
+#else
         if (j >= pos0) {
             f.w{{U}} = qkv[(t0 + j - pos0) * width4 + col + d];
+#endif
         } else {
             f.w{{U}} = kv_word(j, cache_ix(s, j, which, kvh, 0u) / 4u + d);
         }
@@ -101,7 +106,11 @@ fn stage(lid: u32, f: Words, row0: u32) {
 #for U in 0..PL
     {
         let e = lid + {{U}}u * WGSIZE;
+#if AB_NOSTAGE
+        if (f.w{{U}}.x == 12345.0) { tiles[(row0 + e / D4) * HV + e % D4] = f16x4(f.w{{U}}); }
+#else
         tiles[(row0 + e / D4) * HV + e % D4] = f16x4(f.w{{U}});
+#endif
     }
 #endfor
 }
@@ -204,19 +213,27 @@ fn attn_prefill_coop(
         let pa = coopLoadT<coop_mat16x16<f16, A>>(&probs[band * 16u * PV], PV);
         let pb = coopLoadT<coop_mat16x16<f16, A>>(&probs[band * 16u * PV + 4u], PV);
 #for N in 0..DF
+#if !AB_NOPV
         o{{N}} = coopMultiplyAdd(pa, coopLoadT<coop_mat16x16<f16, B>>(&tiles[BK * HV + {{N}}u * 4u], HV), o{{N}});
         o{{N}} = coopMultiplyAdd(pb, coopLoadT<coop_mat16x16<f16, B>>(&tiles[(BK + 16u) * HV + {{N}}u * 4u], HV), o{{N}});
+#endif
 #endfor
+#if !AB_NOQK
         score_tile(
 #for K in 0..DF
             q{{K}},
 #endfor
             band);
+#endif
         workgroupBarrier();
         var tmax = -3.0e38;
 #for C in 0..16
         let on{{C}} = key_seen(j0 + c0 + {{C}}u, i, first);
+#if AB_NOSOFT
+        let x{{C}} = 0.01 * f32({{C}}u);
+#else
         let x{{C}} = capped(scores[r * FS + c0 + {{C}}u]);
+#endif
         tmax = max(tmax, select(-3.0e38, x{{C}}, on{{C}}));
 #endfor
         tmax = max(tmax, subgroupShuffleXor(tmax, 1u));
@@ -236,10 +253,15 @@ fn attn_prefill_coop(
         probs[r * PV + c0 / 4u + 2u] = vec4<f16>(vec4<f32>(e8, e9, e10, e11));
         probs[r * PV + c0 / 4u + 3u] = vec4<f16>(vec4<f32>(e12, e13, e14, e15));
         l = l * alpha + sum;
+#if AB_DIRECT
+        stage(lid, fetch(lid, 1u, j0, last, s, pos0, t0, kvh), BK);
+        stage(lid, fetch(lid, 0u, j0 + BK, last, s, pos0, t0, kvh), 0u);
+#else
         stage(lid, nv, BK);
         stage(lid, nk, 0u);
         nv = fetch(lid, 1u, j0 + BK, last, s, pos0, t0, kvh);
         nk = fetch(lid, 0u, j0 + 2u * BK, last, s, pos0, t0, kvh);
+#endif
         if (workgroupUniformLoad(&rescale[0]) != 0u) {
             // O[r] *= alpha, a fragment at a time through this subgroup's score rows.
 #for N in 0..DF

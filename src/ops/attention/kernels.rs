@@ -88,6 +88,12 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
             .needs_subgroups()
             .define(define, 1)
             .define("ONLINE", online as u32)
+            .define("AB_NOFETCH", ablate("AB_NOFETCH"))
+            .define("AB_NOSOFT", ablate("AB_NOSOFT"))
+            .define("AB_NOQK", ablate("AB_NOQK"))
+            .define("AB_NOPV", ablate("AB_NOPV"))
+            .define("AB_NOSTAGE", ablate("AB_NOSTAGE"))
+            .define("AB_DIRECT", ablate("AB_DIRECT"))
             .define("D", d)
             .define("BQ", bq)
             .define("DF", d / 16)
@@ -117,6 +123,10 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
         .define("KVT", if stage == Stage::Decode { "f32" } else { "vec4<f32>" })
         .with_params::<AttnParams>()
         .with_flags(attn_flags::SET)
+}
+
+fn ablate(name: &str) -> u32 {
+    std::env::var("LINSEQ_ABLATE").map(|v| v.split(',').any(|x| x == name) as u32).unwrap_or(0)
 }
 
 pub fn variants() -> Vec<Variant> {
