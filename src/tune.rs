@@ -104,8 +104,8 @@ pub fn tune_ops(
                 let bucket = PrefillKernel::bucket(&problem);
                 progress(i, jobs.len(), &format!("attention.prefill/{bucket}"));
                 let rows = bench::attention::prefill(dev, cfg, &Variants::all(), std::slice::from_ref(case))?;
-                // Rows name the head dim (attention.prefill.d128.coop128); the table stores the
-                // kernel's name (attention.prefill.coop128).
+                // Rows name the head dim (attention.prefill.d128.flash128); the table stores the
+                // kernel's name (attention.prefill.flash128).
                 let dim = format!(".d{}", case.dims.head_dim);
                 let rows = rows
                     .into_iter()

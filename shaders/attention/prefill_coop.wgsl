@@ -1,21 +1,21 @@
-// The tensor-core prefill (included by attention.wgsl; the `.coop{BQ}` variants): Q·Kᵀ and
+// The tensor-core prefill (included by attention.wgsl; the `.flash{BQ}` variants): Q·Kᵀ and
 // P·V on 16×16×16 f16 cooperative matrices with f32 accumulation, fed from workgroup memory.
-// A workgroup takes BQ queries (64 or 128) of one sequence and one query head; it has BQ / 16
-// subgroups of 32 lanes, subgroup b owning query rows 16b … 16b + 15, whose Q it holds as
-// DF = D / 16 A fragments for the whole walk. Keys go BK = 32 at a time, staged as f16 in rows
-// of D + 8 halves (rows of D would put the rows a fragment load touches in one bank); the
-// next tile's loads are issued before the current tile's products, so they overlap.
-// Fragments, fetched words and score groups are named one by one (#for) rather than held in
-// arrays indexed in loops, which the driver may leave in memory.
+// A workgroup takes BQ queries (64 or 128) of one sequence and one query head, in 16-row bands
+// of SPLIT subgroups of 32 lanes each: a band's subgroups hold the band's Q as DF = D / 16 A
+// fragments for the whole walk and split O's columns (SPLIT 2 doubles the subgroups, which the
+// H200 runs 1.1–1.7× faster). Keys go BK = 32 at a time, staged as f16 in rows of D + 8 halves
+// (rows of D would put the rows a fragment load touches in one bank); the next tile's loads
+// are issued a tile ahead, so they overlap the products. Fragments, fetched words and score
+// groups are named one by one (#for) rather than held in arrays indexed in loops, which the
+// driver may leave in memory.
 //
-// An accumulator fragment cannot be rescaled row by row in WGSL, as FA2's online softmax does
-// at every tile. The `.coop{BQ}` forms sweep the keys twice: the first computes each row's
-// max and sum (Q·Kᵀ only), the second P = exp(s − max) / sum, already normalised, into f16
-// and O += P·V, which costs a second Q·Kᵀ and a second staging of K. The `.flash{BQ}` forms
-// (ONLINE) sweep once and rescale lazily: P = exp(s − m) against a reference max m per row
-// that moves only when a tile's max passes it by more than TAU, so P ≤ e^TAU stays within f16,
-// and O goes through workgroup memory to be rescaled only in the tiles where that happens.
-// The scores and P pass through workgroup memory: two lanes per row, 16 keys each.
+// FA2's online softmax rescales O row by row at every tile, which a cooperative-matrix
+// accumulator cannot do in WGSL. The rescale is lazy instead: P = exp(s − m) against a
+// reference max m per row that moves only when a tile's max passes it by more than TAU, so
+// P ≤ e^TAU stays within f16, and O goes through workgroup memory to be rescaled (a
+// workgroup-uniform branch) only in the tiles where that happens. (The forms before this one
+// swept the keys twice, max and sum then P·V: 1.7× slower on the H200.) The scores and P pass
+// through workgroup memory: 2·SPLIT lanes per row, 32 / (2·SPLIT) keys each.
 //
 // Every workgroup variable's size is a multiple of 128 bytes. The first one-sweep version had
 // a 4-byte flag and a BQ-float array beside the tiles and got wrong products on the H200
@@ -40,17 +40,19 @@ const D4: u32 = D / 4u;
 const HV: u32 = D4 + 2u;      // row stride of the f16 tiles, in vec4s (D + 8 halves)
 const FS: u32 = BK + 4u;      // row stride of the scores, in floats
 const PV: u32 = BK / 4u + 2u; // row stride of P, in vec4s (BK + 8 halves)
-const WGSIZE: u32 = BQ * 2u;
+const SPLIT: u32 = {{SPLIT}}u; // subgroups per 16 query rows, each with D / SPLIT columns of O
+const WGSIZE: u32 = BQ * 2u * SPLIT;
+const LPR: u32 = 2u * SPLIT;  // lanes per query row in the softmax
+const KPL: u32 = BK / LPR;    // keys per lane there
+const DFO: u32 = {{DFO}}u;    // O fragments per subgroup: D / 16 / SPLIT
 const PL: u32 = {{PL}}u;      // vec4s of a K (or V) tile each invocation stages: BK·D4 / WGSIZE
 // K at rows 0 … BK − 1, V at rows BK … 2·BK − 1; before the walk, Q 64 rows at a time.
 var<workgroup> tiles: array<vec4<f16>, 64u * HV>;
 var<workgroup> scores: array<f32, BQ * FS>;
 var<workgroup> probs: array<vec4<f16>, BQ * PV>;
-#if ONLINE
 const TAU: f32 = 8.0;         // how far a row's max may pass its reference m before O is rescaled
 // (32 words: a small variable beside the tiles might misalign them for cooperative loads.)
 var<workgroup> rescale: array<atomic<u32>, 32>;
-#endif
 
 fn f16x4(v: vec4<f32>) -> vec4<f16> {
     let special = (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u);
@@ -61,11 +63,6 @@ fn f16x4(v: vec4<f32>) -> vec4<f16> {
 // arithmetic on vec4 lanes gave wrong results on the H200, cause not found.)
 fn key_seen(j: u32, i: u32, first: u32) -> bool {
     return j <= i && j >= first;
-}
-
-// P of key j (score k of `scores`) for a query at position i, its row max mr and 1 / sum inv.
-fn prob(j: u32, k: u32, i: u32, first: u32, mr: f32, inv: f32) -> f32 {
-    return select(0.0, exp(capped(scores[k]) - mr) * inv, key_seen(j, i, first));
 }
 
 // One K or V tile's words for this invocation (element lid + u·WGSIZE of the BK × D4 tile).
@@ -86,13 +83,8 @@ fn fetch(lid: u32, which: u32, j0: u32, last: u32, s: u32, pos0: u32, t0: u32, k
         let e = lid + {{U}}u * WGSIZE;
         let j = min(j0 + e / D4, last);
         let d = e % D4;
-#if AB_NOFETCH
-        if (j >= pos0) {
-            f.w{{U}} = vec4<f32>(f32(e % 7u) * 0.01);
-#else
         if (j >= pos0) {
             f.w{{U}} = qkv[(t0 + j - pos0) * width4 + col + d];
-#endif
         } else {
             f.w{{U}} = kv_word(j, cache_ix(s, j, which, kvh, 0u) / 4u + d);
         }
@@ -106,23 +98,28 @@ fn stage(lid: u32, f: Words, row0: u32) {
 #for U in 0..PL
     {
         let e = lid + {{U}}u * WGSIZE;
-#if AB_NOSTAGE
-        if (f.w{{U}}.x == 12345.0) { tiles[(row0 + e / D4) * HV + e % D4] = f16x4(f.w{{U}}); }
-#else
         tiles[(row0 + e / D4) * HV + e % D4] = f16x4(f.w{{U}});
-#endif
     }
 #endfor
 }
 
-// S = Q·Kᵀ of this subgroup's rows against the staged K tile, into its rows of `scores`.
+// S = Q·Kᵀ of this subgroup's rows against the staged K tile, into its band's rows of
+// `scores`: both 16-key halves, or (SPLIT 2) the half `half`.
 // B = Kᵀ (row d, column j): the K rows [j][d] are its column-major form.
 fn score_tile(
 #for K in 0..DF
     q{{K}}: coop_mat16x16<f16, A>,
 #endfor
     band: u32,
+    half: u32,
 ) {
+#if SPLIT2
+    var s0: coop_mat16x16<f32, C>;
+#for K in 0..DF
+    s0 = coopMultiplyAdd(q{{K}}, coopLoad<coop_mat16x16<f16, B>>(&tiles[half * 16u * HV + {{K}}u * 4u], HV), s0);
+#endfor
+    coopStoreT(s0, &scores[band * 16u * FS + half * 16u], FS);
+#else
     var s0: coop_mat16x16<f32, C>;
     var s1: coop_mat16x16<f32, C>;
 #for K in 0..DF
@@ -131,14 +128,6 @@ fn score_tile(
 #endfor
     coopStoreT(s0, &scores[band * 16u * FS], FS);
     coopStoreT(s1, &scores[band * 16u * FS + 16u], FS);
-}
-
-// What row r of O is multiplied by on the way out (the one-sweep form divides by the sum there).
-fn out_scale(r: u32) -> f32 {
-#if ONLINE
-    return scores[r * FS + 32u];
-#else
-    return 1.0;
 #endif
 }
 
@@ -159,11 +148,14 @@ fn attn_prefill_coop(
     if (tile * BQ >= len) { return; } // workgroup-uniform
     let kvh = h / (p.heads / p.kv_heads);
     let pos0 = pos[s];
-    let band = lid / 32u;
+    // Subgroup lid / 32 owns query rows 16·band … 16·band + 15 and (SPLIT 2) one half of O's
+    // columns.
+    let band = lid / (32u * SPLIT);
+    let half = (lid / 32u) % SPLIT;
     let lane = lid % 32u;
-    // SIMT parts: row r of the tile, keys c0 … c0 + 15 of each key tile (4 groups of 4).
-    let r = band * 16u + lane / 2u;
-    let c0 = (lane % 2u) * 16u;
+    // SIMT parts: row r of the tile, keys c0 … c0 + KPL − 1 of each key tile.
+    let r = lid / LPR;
+    let c0 = (lid % LPR) * KPL;
     let i = pos0 + min(tile * BQ + r, len - 1u); // rows past the end act as the last
     let first = first_key(i);
     let width4 = row_width() / 4u;
@@ -189,15 +181,15 @@ fn attn_prefill_coop(
 
     let last = pos0 + min(tile * BQ + BQ, len) - 1u;
     let lo = first_key(pos0 + tile * BQ);
-#if ONLINE
-    // One sweep with the lazy rescale (see the top). Both lanes of a row hold the same m; each
-    // sums its own 16 keys into l. Pipelined so that a tile takes two barriers: a pass does
-    // O += P·V of the previous tile and S = Q·Kᵀ of this one, then (barrier) the softmax of
-    // this tile while V of this tile and K of the next are staged, then (barrier) P·V can run.
-    // One pass past the last tile does the last P·V (its keys are all masked).
+    // One sweep with the lazy rescale (see the top). The LPR lanes of a row hold the same m;
+    // each sums its own KPL keys into l. Pipelined so that a tile takes two barriers: a pass
+    // does O += P·V of the previous tile and S = Q·Kᵀ of this one, then (barrier) the softmax
+    // of this tile while V of this tile and K of the next are staged, then (barrier, the
+    // flag's uniform load) P·V can run. One pass past the last tile does the last P·V (its
+    // keys are all masked).
     var m = -3.0e38;
     var l = 0.0;
-#for N in 0..DF
+#for N in 0..DFO
     var o{{N}}: coop_mat16x16<f32, C>;
 #endfor
     workgroupBarrier(); // Q's readers are done with the tiles
@@ -208,35 +200,42 @@ fn attn_prefill_coop(
     var nv = fetch(lid, 1u, lo, last, s, pos0, t0, kvh);
     var nk = fetch(lid, 0u, lo + BK, last, s, pos0, t0, kvh);
     workgroupBarrier();
+    // This subgroup's columns of O (and of the V tile) start at column ocol.
+    let ocol = half * DFO * 4u;
     for (var j0 = lo; j0 <= last + BK; j0 += BK) {
         // O += P·V (the previous tile); B = V (row j, column d), row-major.
         let pa = coopLoadT<coop_mat16x16<f16, A>>(&probs[band * 16u * PV], PV);
         let pb = coopLoadT<coop_mat16x16<f16, A>>(&probs[band * 16u * PV + 4u], PV);
-#for N in 0..DF
-#if !AB_NOPV
-        o{{N}} = coopMultiplyAdd(pa, coopLoadT<coop_mat16x16<f16, B>>(&tiles[BK * HV + {{N}}u * 4u], HV), o{{N}});
-        o{{N}} = coopMultiplyAdd(pb, coopLoadT<coop_mat16x16<f16, B>>(&tiles[(BK + 16u) * HV + {{N}}u * 4u], HV), o{{N}});
-#endif
+#for N in 0..DFO
+        o{{N}} = coopMultiplyAdd(pa, coopLoadT<coop_mat16x16<f16, B>>(&tiles[BK * HV + ocol + {{N}}u * 4u], HV), o{{N}});
+        o{{N}} = coopMultiplyAdd(pb, coopLoadT<coop_mat16x16<f16, B>>(&tiles[(BK + 16u) * HV + ocol + {{N}}u * 4u], HV), o{{N}});
 #endfor
-#if !AB_NOQK
         score_tile(
 #for K in 0..DF
             q{{K}},
 #endfor
-            band);
-#endif
+            band, half);
         workgroupBarrier();
         var tmax = -3.0e38;
-#for C in 0..16
-        let on{{C}} = key_seen(j0 + c0 + {{C}}u, i, first);
-#if AB_NOSOFT
-        let x{{C}} = 0.01 * f32({{C}}u);
-#else
-        let x{{C}} = capped(scores[r * FS + c0 + {{C}}u]);
-#endif
-        tmax = max(tmax, select(-3.0e38, x{{C}}, on{{C}}));
+#for G in 0..KG
+        let x{{G}} = vec4<f32>(
+            capped(scores[r * FS + c0 + {{G}}u * 4u]),
+            capped(scores[r * FS + c0 + {{G}}u * 4u + 1u]),
+            capped(scores[r * FS + c0 + {{G}}u * 4u + 2u]),
+            capped(scores[r * FS + c0 + {{G}}u * 4u + 3u]));
+        let on{{G}}_0 = key_seen(j0 + c0 + {{G}}u * 4u, i, first);
+        let on{{G}}_1 = key_seen(j0 + c0 + {{G}}u * 4u + 1u, i, first);
+        let on{{G}}_2 = key_seen(j0 + c0 + {{G}}u * 4u + 2u, i, first);
+        let on{{G}}_3 = key_seen(j0 + c0 + {{G}}u * 4u + 3u, i, first);
+        tmax = max(tmax, select(-3.0e38, x{{G}}.x, on{{G}}_0));
+        tmax = max(tmax, select(-3.0e38, x{{G}}.y, on{{G}}_1));
+        tmax = max(tmax, select(-3.0e38, x{{G}}.z, on{{G}}_2));
+        tmax = max(tmax, select(-3.0e38, x{{G}}.w, on{{G}}_3));
 #endfor
         tmax = max(tmax, subgroupShuffleXor(tmax, 1u));
+#if SPLIT2
+        tmax = max(tmax, subgroupShuffleXor(tmax, 2u));
+#endif
         // A row's first seen key sets m (O is still 0); a later jump past TAU rescales O.
         let grow = tmax > m + TAU;
         let mn = select(m, tmax, grow);
@@ -244,126 +243,54 @@ fn attn_prefill_coop(
         if (grow && m > -1.0e38) { atomicOr(&rescale[0], 1u); }
         m = mn;
         var sum = 0.0;
-#for C in 0..16
-        let e{{C}} = select(0.0, exp(x{{C}} - m), on{{C}});
-        sum += e{{C}};
+#for G in 0..KG
+        let e{{G}} = vec4<f32>(
+            select(0.0, exp(x{{G}}.x - m), on{{G}}_0),
+            select(0.0, exp(x{{G}}.y - m), on{{G}}_1),
+            select(0.0, exp(x{{G}}.z - m), on{{G}}_2),
+            select(0.0, exp(x{{G}}.w - m), on{{G}}_3));
+        sum += e{{G}}.x;
+        sum += e{{G}}.y;
+        sum += e{{G}}.z;
+        sum += e{{G}}.w;
+        probs[r * PV + c0 / 4u + {{G}}u] = vec4<f16>(e{{G}});
 #endfor
-        probs[r * PV + c0 / 4u] = vec4<f16>(vec4<f32>(e0, e1, e2, e3));
-        probs[r * PV + c0 / 4u + 1u] = vec4<f16>(vec4<f32>(e4, e5, e6, e7));
-        probs[r * PV + c0 / 4u + 2u] = vec4<f16>(vec4<f32>(e8, e9, e10, e11));
-        probs[r * PV + c0 / 4u + 3u] = vec4<f16>(vec4<f32>(e12, e13, e14, e15));
         l = l * alpha + sum;
-#if AB_DIRECT
-        stage(lid, fetch(lid, 1u, j0, last, s, pos0, t0, kvh), BK);
-        stage(lid, fetch(lid, 0u, j0 + BK, last, s, pos0, t0, kvh), 0u);
-#else
         stage(lid, nv, BK);
         stage(lid, nk, 0u);
         nv = fetch(lid, 1u, j0 + BK, last, s, pos0, t0, kvh);
         nk = fetch(lid, 0u, j0 + 2u * BK, last, s, pos0, t0, kvh);
-#endif
         if (workgroupUniformLoad(&rescale[0]) != 0u) {
-            // O[r] *= alpha, a fragment at a time through this subgroup's score rows.
-#for N in 0..DF
-            coopStoreT(o{{N}}, &scores[band * 16u * FS], FS);
+            // O[r] *= alpha, a fragment at a time through the band's score rows (this
+            // subgroup's at columns 16·half; a row's lanes scale 8 columns each).
+#for N in 0..DFO
+            coopStoreT(o{{N}}, &scores[band * 16u * FS + half * 16u], FS);
             workgroupBarrier();
-            for (var c = 0u; c < 8u; c++) { scores[r * FS + c0 / 2u + c] *= alpha; }
+            for (var c = 0u; c < 8u; c++) { scores[r * FS + (lid % LPR) * 8u + c] *= alpha; }
             workgroupBarrier();
-            o{{N}} = coopLoadT<coop_mat16x16<f32, C>>(&scores[band * 16u * FS], FS);
+            o{{N}} = coopLoadT<coop_mat16x16<f32, C>>(&scores[band * 16u * FS + half * 16u], FS);
             workgroupBarrier();
 #endfor
             if (lid == 0u) { atomicStore(&rescale[0], 0u); }
         }
     }
     // 1 / the row's sum in the scores' padding column, for whichever lanes write the row out.
-    let lr = l + subgroupShuffleXor(l, 1u);
-    if (lane % 2u == 0u) { scores[r * FS + 32u] = 1.0 / lr; }
-#else
-    // Sweep 1: this lane's share of its row's max and sum. (Two loops rather than one with a
-    // branch per sweep: naga takes a branch on a local variable as non-uniform, and
-    // cooperative ops need uniform control flow.)
-    var m = -3.0e38;
-    var l = 0.0;
-    var nk = fetch(lid, 0u, lo, last, s, pos0, t0, kvh);
-    for (var j0 = lo; j0 <= last; j0 += BK) {
-        workgroupBarrier(); // the previous tile's readers are done
-        stage(lid, nk, 0u);
-        if (j0 + BK <= last) { nk = fetch(lid, 0u, j0 + BK, last, s, pos0, t0, kvh); }
-        workgroupBarrier();
-        score_tile(
-#for K in 0..DF
-            q{{K}},
-#endfor
-            band);
-        workgroupBarrier();
-        var tmax = m;
-#for C in 0..16
-        let on{{C}} = key_seen(j0 + c0 + {{C}}u, i, first);
-        let x{{C}} = capped(scores[r * FS + c0 + {{C}}u]);
-        tmax = max(tmax, select(-3.0e38, x{{C}}, on{{C}}));
-#endfor
-        var sum = 0.0;
-#for C in 0..16
-        sum += select(0.0, exp(x{{C}} - tmax), on{{C}});
-#endfor
-        l = l * exp(m - tmax) + sum;
-        m = tmax;
-    }
-    // The two lanes of a row combine their halves.
-    let m2 = subgroupShuffleXor(m, 1u);
-    let l2 = subgroupShuffleXor(l, 1u);
-    let mr = max(m, m2);
-    let inv = 1.0 / (l * exp(m - mr) + l2 * exp(m2 - mr));
-
-    // Sweep 2: P = exp(s − max) / sum, O += P·V.
-#for N in 0..DF
-    var o{{N}}: coop_mat16x16<f32, C>;
-#endfor
-    nk = fetch(lid, 0u, lo, last, s, pos0, t0, kvh);
-    var nv = fetch(lid, 1u, lo, last, s, pos0, t0, kvh);
-    for (var j0 = lo; j0 <= last; j0 += BK) {
-        workgroupBarrier();
-        stage(lid, nk, 0u);
-        stage(lid, nv, BK);
-        if (j0 + BK <= last) {
-            nk = fetch(lid, 0u, j0 + BK, last, s, pos0, t0, kvh);
-            nv = fetch(lid, 1u, j0 + BK, last, s, pos0, t0, kvh);
-        }
-        workgroupBarrier();
-        score_tile(
-#for K in 0..DF
-            q{{K}},
-#endfor
-            band);
-        workgroupBarrier();
-#for G in 0..4
-        probs[r * PV + c0 / 4u + {{G}}u] = vec4<f16>(vec4<f32>(
-            prob(j0 + c0 + {{G}}u * 4u, r * FS + c0 + {{G}}u * 4u, i, first, mr, inv),
-            prob(j0 + c0 + {{G}}u * 4u + 1u, r * FS + c0 + {{G}}u * 4u + 1u, i, first, mr, inv),
-            prob(j0 + c0 + {{G}}u * 4u + 2u, r * FS + c0 + {{G}}u * 4u + 2u, i, first, mr, inv),
-            prob(j0 + c0 + {{G}}u * 4u + 3u, r * FS + c0 + {{G}}u * 4u + 3u, i, first, mr, inv)));
-#endfor
-        workgroupBarrier();
-        // O += P·V; B = V (row j, column d), row-major.
-        let p0 = coopLoadT<coop_mat16x16<f16, A>>(&probs[band * 16u * PV], PV);
-        let p1 = coopLoadT<coop_mat16x16<f16, A>>(&probs[band * 16u * PV + 4u], PV);
-#for N in 0..DF
-        o{{N}} = coopMultiplyAdd(p0, coopLoadT<coop_mat16x16<f16, B>>(&tiles[BK * HV + {{N}}u * 4u], HV), o{{N}});
-        o{{N}} = coopMultiplyAdd(p1, coopLoadT<coop_mat16x16<f16, B>>(&tiles[(BK + 16u) * HV + {{N}}u * 4u], HV), o{{N}});
-#endfor
-    }
+    var lr = l + subgroupShuffleXor(l, 1u);
+#if SPLIT2
+    lr += subgroupShuffleXor(lr, 2u);
 #endif
-    // O out, a 16 × 16 block at a time through this subgroup's rows of `scores`.
+    if (lid % LPR == 0u) { scores[r * FS + 32u] = 1.0 / lr; }
+    // O out, a 16 × 16 block at a time through this subgroup's part of its band's `scores`.
     let orow = tile * BQ + band * 16u;
-#for N in 0..DF
+#for N in 0..DFO
     workgroupBarrier();
-    coopStoreT(o{{N}}, &scores[band * 16u * FS], FS);
+    coopStoreT(o{{N}}, &scores[band * 16u * FS + half * 16u], FS);
     workgroupBarrier();
     for (var e = lane; e < 64u; e += 32u) {
         if (orow + e / 4u < len) {
-            let k = (band * 16u + e / 4u) * FS + (e % 4u) * 4u;
-            out[(((t0 + orow + e / 4u) * p.heads + h) * D + {{N}}u * 16u) / 4u + e % 4u] =
-                vec4<f32>(scores[k], scores[k + 1u], scores[k + 2u], scores[k + 3u]) * out_scale(band * 16u + e / 4u);
+            let k = (band * 16u + e / 4u) * FS + half * 16u + (e % 4u) * 4u;
+            out[(((t0 + orow + e / 4u) * p.heads + h) * D + (half * DFO + {{N}}u) * 16u) / 4u + e % 4u] =
+                vec4<f32>(scores[k], scores[k + 1u], scores[k + 2u], scores[k + 3u]) * scores[(band * 16u + e / 4u) * FS + 32u];
         }
     }
 #endfor

@@ -149,13 +149,13 @@ fn choosers_use_the_tuned_choice_and_fall_back() {
     let sg =
         if PrefillKernel::Subgroup.runs(&caps, 64) { PrefillKernel::Subgroup } else { PrefillKernel::Plain };
     assert_eq!(PrefillKernel::choose(&dev, ad, 300, false), sg);
-    t4.entries.insert(bucket, entry("attention.prefill.coop128"));
+    t4.entries.insert(bucket, entry("attention.prefill.flash128"));
     dev.set_tuning(t4);
     assert_eq!(PrefillKernel::choose(&dev, ad, 300, false), PrefillKernel::Plain);
-    let coop = PrefillKernel::Coop(128).runs(&caps, 64);
+    let coop = PrefillKernel::Flash(128).runs(&caps, 64);
     assert_eq!(
         PrefillKernel::choose(&dev, ad, 300, true),
-        if coop { PrefillKernel::Coop(128) } else { PrefillKernel::Plain }
+        if coop { PrefillKernel::Flash(128) } else { PrefillKernel::Plain }
     );
     assert!(!dev
         .install_tuning(&TuneFile { format: tune::FORMAT, tables: vec![TuneTable::new(key("elsewhere"))] }));

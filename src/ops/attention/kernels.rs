@@ -46,9 +46,8 @@ pub enum Stage {
     Prefill,
     /// The prefill with 4 invocations per query and subgroup shuffles.
     PrefillSg,
-    /// The tensor-core prefill with this many queries per workgroup (64 or 128), in two sweeps
-    /// over the keys or (`true`) one with the online softmax.
-    PrefillCoop(usize, bool),
+    /// A tensor-core prefill.
+    PrefillCoop(CoopForm),
     Decode,
     Reduce,
     Append,
@@ -77,29 +76,25 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
     let name = match stage {
         Stage::Advance => "attention.advance".to_string(),
         Stage::PrefillSg => format!("attention.prefill.d{d}.sg"),
-        Stage::PrefillCoop(bq, false) => format!("attention.prefill.d{d}.coop{bq}"),
-        Stage::PrefillCoop(bq, true) => format!("attention.prefill.d{d}.flash{bq}"),
+        Stage::PrefillCoop(f) => format!("attention.prefill.d{d}.{}", f.suffix()),
         _ => format!("attention.{name}.d{d}{}", if rolled { ".rolled" } else { "" }),
     };
     let v = Variant::new(name, &SHADER, entry);
-    if let Stage::PrefillCoop(bq, online) = stage {
+    if let Stage::PrefillCoop(f) = stage {
         return v
             .needs_coop_matrix()
             .needs_subgroups()
             .define(define, 1)
-            .define("ONLINE", online as u32)
-            .define("AB_NOFETCH", ablate("AB_NOFETCH"))
-            .define("AB_NOSOFT", ablate("AB_NOSOFT"))
-            .define("AB_NOQK", ablate("AB_NOQK"))
-            .define("AB_NOPV", ablate("AB_NOPV"))
-            .define("AB_NOSTAGE", ablate("AB_NOSTAGE"))
-            .define("AB_DIRECT", ablate("AB_DIRECT"))
+            .define("SPLIT", f.split)
+            .define("SPLIT2", (f.split == 2) as u32)
+            .define("KG", 4 / f.split)
             .define("D", d)
-            .define("BQ", bq)
+            .define("BQ", f.bq)
             .define("DF", d / 16)
+            .define("DFO", d / 16 / f.split)
             // vec4s of a 32-key tile per invocation.
-            .define("PL", 32 * d / 4 / (2 * bq))
-            .define("WGSIZE", 2 * bq)
+            .define("PL", 32 * d / 4 / f.invocations())
+            .define("WGSIZE", f.invocations())
             .define("KVT", "vec4<f32>")
             .with_params::<AttnParams>()
             .with_flags(attn_flags::SET);
@@ -125,10 +120,6 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
         .with_flags(attn_flags::SET)
 }
 
-fn ablate(name: &str) -> u32 {
-    std::env::var("LINSEQ_ABLATE").map(|v| v.split(',').any(|x| x == name) as u32).unwrap_or(0)
-}
-
 pub fn variants() -> Vec<Variant> {
     let mut v = Vec::new();
     for d in HEAD_DIMS {
@@ -137,11 +128,9 @@ pub fn variants() -> Vec<Variant> {
         }
         v.push(variant(Stage::Prefill, d, true));
         v.push(variant(Stage::PrefillSg, d, false));
-        for bq in COOP_QUERY_TILES {
-            for online in [false, true] {
-                if coop_workgroup_bytes(d, bq, online) <= COOP_MAX_BYTES {
-                    v.push(variant(Stage::PrefillCoop(bq, online), d, false));
-                }
+        for k in PrefillKernel::ALL {
+            if let Some(f) = k.form().filter(|f| f.workgroup_bytes(d) <= COOP_MAX_BYTES) {
+                v.push(variant(Stage::PrefillCoop(f), d, false));
             }
         }
     }
@@ -151,14 +140,35 @@ pub fn variants() -> Vec<Variant> {
 
 /// Queries per workgroup of the tensor-core prefill.
 pub const COOP_QUERY_TILES: [usize; 2] = [64, 128];
-/// The most workgroup memory a `.coop` form may take (the H200's 48 KiB).
+/// The most workgroup memory a tensor-core form may take (the H200's 48 KiB).
 const COOP_MAX_BYTES: usize = 48 * 1024;
 
-/// Workgroup memory of the `.coop{bq}` (or, `online`, `.flash{bq}`) prefill at head dim `d`:
-/// the f16 key tiles (64 rows of D + 8 halves), the f32 scores (BQ rows of 36) and f16 P (BQ
-/// rows of 40); the one-sweep form adds its rescale flag and 1 / sum per row.
-pub fn coop_workgroup_bytes(d: usize, bq: usize, online: bool) -> usize {
-    64 * (d + 8) * 2 + bq * 36 * 4 + bq * 40 * 2 + if online { 4 + bq * 4 } else { 0 }
+/// A tensor-core prefill form: `bq` queries per workgroup (64 or 128) and `split` subgroups
+/// per 16 query rows, each with D / split columns of O (1 or 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoopForm {
+    pub bq: usize,
+    pub split: usize,
+}
+
+impl CoopForm {
+    /// `flash{bq}` or `flash{bq}.s{split}`.
+    fn suffix(self) -> String {
+        match self.split {
+            1 => format!("flash{}", self.bq),
+            s => format!("flash{}.s{s}", self.bq),
+        }
+    }
+
+    fn invocations(self) -> usize {
+        2 * self.bq * self.split
+    }
+
+    /// Workgroup memory at head dim `d`: the f16 key tiles (64 rows of D + 8 halves), the f32
+    /// scores (BQ rows of 36), f16 P (BQ rows of 40) and the rescale flag (32 words).
+    pub fn workgroup_bytes(self, d: usize) -> usize {
+        64 * (d + 8) * 2 + self.bq * 36 * 4 + self.bq * 40 * 2 + 128
+    }
 }
 
 /// Whether the `.sg` form can run on this device.
@@ -207,29 +217,28 @@ pub enum PrefillKernel {
     Plain,
     /// Four invocations per query with subgroup shuffles (measured 4–9% slower on the H200).
     Subgroup,
-    /// Tensor cores: f16 Q, K, V and P with f32 accumulation, this many queries per workgroup,
-    /// two sweeps over the keys (max and sum, then P·V).
-    Coop(usize),
-    /// The same in one sweep, FA2's online softmax with a lazy rescale of O.
+    /// Tensor cores: f16 Q, K, V and P with f32 accumulation and FA2's online softmax (with a
+    /// lazy rescale of O), this many queries per workgroup.
     Flash(usize),
+    /// The same with two subgroups per 16 query rows, each holding half of O.
+    FlashSplit(usize),
 }
 
 impl PrefillKernel {
     pub const ALL: [PrefillKernel; 6] = [
         PrefillKernel::Plain,
         PrefillKernel::Subgroup,
-        PrefillKernel::Coop(64),
-        PrefillKernel::Coop(128),
         PrefillKernel::Flash(64),
         PrefillKernel::Flash(128),
+        PrefillKernel::FlashSplit(64),
+        PrefillKernel::FlashSplit(128),
     ];
 
     pub fn name(self) -> String {
         match self {
             PrefillKernel::Plain => "attention.prefill".into(),
             PrefillKernel::Subgroup => "attention.prefill.sg".into(),
-            PrefillKernel::Coop(bq) => format!("attention.prefill.coop{bq}"),
-            PrefillKernel::Flash(bq) => format!("attention.prefill.flash{bq}"),
+            k => format!("attention.prefill.{}", k.form().expect("a tensor-core form").suffix()),
         }
     }
 
@@ -240,33 +249,38 @@ impl PrefillKernel {
         match self {
             PrefillKernel::Plain => true,
             PrefillKernel::Subgroup => subgroup_prefill_runs(caps),
-            PrefillKernel::Coop(bq) | PrefillKernel::Flash(bq) => {
-                let bytes = coop_workgroup_bytes(d, bq, self.online());
-                COOP_QUERY_TILES.contains(&bq)
+            k => {
+                let f = k.form().expect("a tensor-core form");
+                let bytes = f.workgroup_bytes(d);
+                COOP_QUERY_TILES.contains(&f.bq)
                     && bytes <= COOP_MAX_BYTES
                     && caps.coop_f16_16x16_f32()
                     && caps.subgroup_min_size == 32
                     && caps.subgroup_max_size == 32
+                    && caps.max_compute_invocations_per_workgroup as usize >= f.invocations()
                     && caps.max_compute_workgroup_storage_size as usize >= bytes
             }
         }
     }
 
-    /// Whether it rounds Q, K, V and P to f16 (the tensor-core forms).
-    pub fn uses_f16(self) -> bool {
-        matches!(self, PrefillKernel::Coop(_) | PrefillKernel::Flash(_))
+    /// The tensor-core form, if it is one.
+    pub fn form(self) -> Option<CoopForm> {
+        let (bq, split) = match self {
+            PrefillKernel::Plain | PrefillKernel::Subgroup => return None,
+            PrefillKernel::Flash(bq) => (bq, 1),
+            PrefillKernel::FlashSplit(bq) => (bq, 2),
+        };
+        Some(CoopForm { bq, split })
     }
 
-    fn online(self) -> bool {
-        matches!(self, PrefillKernel::Flash(_))
+    /// Whether it rounds Q, K, V and P to f16 (the tensor-core forms).
+    pub fn uses_f16(self) -> bool {
+        self.form().is_some()
     }
 
     /// Queries per workgroup.
     fn queries(self) -> usize {
-        match self {
-            PrefillKernel::Coop(bq) | PrefillKernel::Flash(bq) => bq,
-            _ => 64,
-        }
+        self.form().map_or(64, |f| f.bq)
     }
 
     /// The kernel for a prefill of `tokens` tokens: the tuned choice, else the tensor cores
@@ -283,7 +297,7 @@ impl PrefillKernel {
 pub struct PrefillProblem {
     pub dims: super::AttnDims,
     pub tokens: usize,
-    /// Whether f16 operands are acceptable (the `.coop` forms round Q, K, V and P to f16).
+    /// Whether f16 operands are acceptable (the tensor-core forms round Q, K, V and P to f16).
     pub f16_ok: bool,
 }
 
@@ -303,15 +317,20 @@ impl super::super::kernel::Kernel for PrefillKernel {
         let class = if p.tokens < 1024 { "short" } else { "long" };
         format!("d{}.g{}.{class}", p.dims.head_dim, p.dims.heads / p.dims.kv_heads)
     }
-    /// The one-sweep tensor-core form where allowed (measured 1.6–1.7× faster than the two
-    /// sweeps on the H200), 128 queries per workgroup where that fits (2.4× faster than 64),
-    /// else 64; otherwise the plain form.
+    /// The tensor cores where allowed, in the order the H200 measured them fastest: 128 queries
+    /// per workgroup in split bands, then whole bands, then 64 queries (which is all that fits
+    /// at D = 256); otherwise the plain form.
     fn heuristic(caps: &crate::device::Capabilities, p: &PrefillProblem) -> Self {
         let d = p.dims.head_dim;
-        [PrefillKernel::Flash(128), PrefillKernel::Flash(64)]
-            .into_iter()
-            .find(|k| p.f16_ok && p.tokens >= 64 && k.runs(caps, d))
-            .unwrap_or(PrefillKernel::Plain)
+        [
+            PrefillKernel::FlashSplit(128),
+            PrefillKernel::Flash(128),
+            PrefillKernel::FlashSplit(64),
+            PrefillKernel::Flash(64),
+        ]
+        .into_iter()
+        .find(|k| p.f16_ok && p.tokens >= 64 && k.runs(caps, d))
+        .unwrap_or(PrefillKernel::Plain)
     }
 }
 
@@ -327,8 +346,9 @@ pub fn record_prefill(rec: &mut Recorder, a: &AttnArgs, out: &Tensor) -> Result<
             match k {
                 PrefillKernel::Subgroup => "subgroups of at least 4 lanes".to_string(),
                 _ => format!(
-                    "16x16x16 f16 cooperative matrices, 32-lane subgroups and {} bytes of workgroup memory",
-                    coop_workgroup_bytes(a.dims.head_dim, k.queries(), k.online())
+                    "16x16x16 f16 cooperative matrices, 32-lane subgroups, {} invocations and {} bytes of workgroup memory per workgroup",
+                    k.form().map_or(0, |f| f.invocations()),
+                    k.form().map_or(0, |f| f.workgroup_bytes(a.dims.head_dim))
                 ),
             },
             caps.adapter
@@ -342,8 +362,7 @@ pub fn record_prefill(rec: &mut Recorder, a: &AttnArgs, out: &Tensor) -> Result<
     let v = match k {
         PrefillKernel::Plain => variant(Stage::Prefill, d, rolled_loops(caps)),
         PrefillKernel::Subgroup => variant(Stage::PrefillSg, d, false),
-        PrefillKernel::Coop(bq) => variant(Stage::PrefillCoop(bq, false), d, false),
-        PrefillKernel::Flash(bq) => variant(Stage::PrefillCoop(bq, true), d, false),
+        k => variant(Stage::PrefillCoop(k.form().expect("a tensor-core form")), d, false),
     };
     let [k0, k1, k2, k3] = a.kv.bindings();
     rec.dispatch(&v, &params(a, tiles, (1, 1), 0)?, &[a.qkv, k0, k1, k2, k3, a.seqs.table(), a.pos, out], wg)

@@ -26,8 +26,8 @@ mod kernels;
 mod reference;
 
 pub use kernels::{
-    attn_flags, coop_workgroup_bytes, rolled_loops, splits, variant, variants, AttnParams, PrefillKernel,
-    PrefillProblem, Stage, COOP_QUERY_TILES, HEAD_DIMS, SPLIT_LEN,
+    attn_flags, rolled_loops, splits, variant, variants, AttnParams, CoopForm, PrefillKernel, PrefillProblem,
+    Stage, COOP_QUERY_TILES, HEAD_DIMS, SPLIT_LEN,
 };
 pub use reference::{attention_ref, join_blocks, ring_attention_ref, RingRef};
 

@@ -360,7 +360,8 @@ fn bad_attention_calls_are_clear_errors() {
         assert!(e.to_string().contains(&k.name()), "{e}");
     }
     // The 128-query tensor-core tile does not fit 48 KiB at D = 256 anywhere.
-    assert!(!PrefillKernel::Coop(128).runs(dev.caps(), 256));
+    assert!(!PrefillKernel::Flash(128).runs(dev.caps(), 256));
+    assert!(!PrefillKernel::FlashSplit(128).runs(dev.caps(), 256));
     // A decode call with more than one token per sequence.
     let part = Tensor::empty(dev, &attn::partial_shape(d, 1, 8), DType::F32).unwrap();
     assert!(attn::attention_decode(&mut rec, &a, &part, &out).is_err());
