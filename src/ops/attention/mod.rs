@@ -27,7 +27,7 @@ mod reference;
 
 pub use kernels::{
     attn_flags, rolled_loops, splits, variant, variants, AttnParams, CoopForm, PrefillKernel, PrefillProblem,
-    Stage, COOP_QUERY_TILES, HEAD_DIMS, SPLIT_LEN,
+    Stage, COOP_QUERY_TILES, HEAD_DIMS, MAX_SPLITS, MIN_SPLIT_LEN,
 };
 pub use reference::{attention_ref, join_blocks, ring_attention_ref, RingRef};
 
@@ -194,7 +194,7 @@ pub fn attention_prefill(rec: &mut Recorder, a: &AttnArgs, out: &Tensor) -> Resu
 
 /// The decode partials' shape for `sequences` sequences: `[S, H, splits, D + 2]`.
 pub fn partial_shape(a_dims: AttnDims, sequences: usize, span: usize) -> Vec<usize> {
-    vec![sequences, a_dims.heads, splits(span).0, a_dims.head_dim + 2]
+    vec![sequences, a_dims.heads, splits(span, sequences * a_dims.heads).0, a_dims.head_dim + 2]
 }
 
 /// Records a decode step's attention (one token per sequence): the split pass into `part`

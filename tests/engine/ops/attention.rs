@@ -433,3 +433,18 @@ fn q_and_k_norms_per_head_and_over_all_heads_match_the_reference() {
         assert!(e.to_string().contains("q/k norm weight"), "{e}");
     }
 }
+
+#[test]
+fn decode_splits_cover_the_keys_and_fill_the_gpu() {
+    for (span, rows) in
+        [(1, 1), (63, 1), (4096, 32), (32768, 32), (262144, 8), (4096, 64 * 32), (100, 1 << 20)]
+    {
+        let (n, len) = attn::splits(span, rows);
+        assert!(n * len >= span && (n - 1) * len < span.max(1), "{span} keys: {n} splits of {len}");
+        assert!(len.is_multiple_of(attn::MIN_SPLIT_LEN) && n <= attn::MAX_SPLITS, "{span}: {n} × {len}");
+    }
+    // One sequence's 4096-key ring over 32 heads: 64-key splits (the fastest on the H200);
+    // a batch that fills the GPU by itself is not split further.
+    assert_eq!(attn::splits(4096, 32), (64, 64));
+    assert_eq!(attn::splits(4096, 64 * 32), (2, 2048));
+}
