@@ -24,22 +24,34 @@ impl DeltaCase {
         format!("B={} L={} H={}/{} dk={} dv={}", self.batch, self.len, d.key_heads, d.value_heads, d.dk, d.dv)
     }
 
-    /// fla's reference shape (B 8, L 4K, 16 heads of 128) and a Qwen3-Next layer at 16K
-    /// (16 key heads, 32 value heads), or small ones for CPU adapters.
+    /// fla's reference shape (B 8, L 4K, 16 heads of 128), a Qwen3-Next layer at 16K (16 key
+    /// heads, 32 value heads), and that layer's decode step (L = 1 from a state) at batch 1
+    /// and 64; or small ones for CPU adapters.
     pub fn bench(quick: bool) -> Vec<DeltaCase> {
         let d = |hk, hv, dk, dv| DeltaDims { key_heads: hk, value_heads: hv, dk, dv };
         if quick {
-            return vec![DeltaCase { batch: 2, len: 256, dims: d(2, 4, 64, 64) }];
+            return vec![
+                DeltaCase { batch: 2, len: 256, dims: d(2, 4, 64, 64) },
+                DeltaCase { batch: 2, len: 1, dims: d(2, 4, 64, 64) },
+            ];
         }
         vec![
             DeltaCase { batch: 8, len: 4096, dims: d(16, 16, 128, 128) },
             DeltaCase { batch: 1, len: 16384, dims: d(16, 32, 128, 128) },
+            DeltaCase { batch: 1, len: 1, dims: d(16, 32, 128, 128) },
+            DeltaCase { batch: 64, len: 1, dims: d(16, 32, 128, 128) },
         ]
+    }
+
+    /// A decode step: one token per sequence, continuing a state.
+    pub fn is_decode(&self) -> bool {
+        self.len == 1
     }
 }
 
-/// Both kernels on each case; agreement is checked on the first 64 tokens of the first
-/// sequence against the f64 reference.
+/// Both kernels on each case (the recurrent one alone on decode steps, which read and write
+/// the state); agreement is checked on the first 64 tokens of the first sequence against the
+/// f64 reference, from a zero state, before the timed runs.
 pub fn delta_rule(
     dev: &Device,
     cfg: BenchConfig,
@@ -60,6 +72,7 @@ pub fn delta_rule(
         let g = Tensor::from_slice(dev, &[t, d.value_heads], &g_h)?;
         let beta = Tensor::from_slice(dev, &[t, d.value_heads], &b_h)?;
         let state = Tensor::empty(dev, &[c.batch, d.value_heads, d.dk, d.dv], DType::F32)?;
+        let zero_state = vec![0f32; state.numel()];
         let out = Tensor::empty(dev, &[t, d.value_heads * d.dv], DType::F32)?;
         let scale = 1.0 / (d.dk as f32).sqrt();
         let a = DeltaArgs {
@@ -72,7 +85,7 @@ pub fn delta_rule(
             dims: d,
             l2norm: true,
             scale,
-            init: false,
+            init: c.is_decode(),
         };
         let n = c.len.min(64);
         let want = dr::delta_rule_ref(&DeltaRef {
@@ -90,22 +103,34 @@ pub fn delta_rule(
             scale: scale as f64,
         })
         .0;
-        for (kernel, name) in [(DeltaKernel::Recurrent, "recurrent"), (DeltaKernel::Chunked, "chunked")] {
+        let kernels: &[(DeltaKernel, &str)] = if c.is_decode() {
+            &[(DeltaKernel::Recurrent, "step")]
+        } else {
+            &[(DeltaKernel::Recurrent, "recurrent"), (DeltaKernel::Chunked, "chunked")]
+        };
+        for &(kernel, name) in kernels {
             let name = format!("delta_rule.{name}.dk{}", d.dk);
             if !variants.matches(&name) {
                 continue;
             }
-            let mut rec = Recorder::new(dev);
-            dr::delta_rule_with(&mut rec, &a, &out, kernel)?;
-            let recording = rec.finish();
+            let record = || -> Result<crate::ops::Recording> {
+                let mut rec = Recorder::new(dev);
+                dr::delta_rule_with(&mut rec, &a, &out, kernel)?;
+                Ok(rec.finish())
+            };
+            state.write(dev, &zero_state)?;
+            record()?.run()?;
+            let got = out.read::<f32>(dev)?;
+            let cmp = compare(&got[..n * d.value_heads * d.dv], &want);
+            let ok = cmp.nonfinite_mismatches == 0 && cmp.nmse < 1e-8;
+            let recording = record()?;
             let stats = measure(&recording, 1, cfg)?;
             if profile {
                 print_profile(&name, &c.describe(), &recording)?;
             }
-            let got = out.read::<f32>(dev)?;
-            let cmp = compare(&got[..n * d.value_heads * d.dv], &want);
-            let ok = cmp.nonfinite_mismatches == 0 && cmp.nmse < 1e-8;
-            let bytes = (t * (d.row() + d.value_heads * d.dv) * 4) as f64;
+            // Tokens in and out, and (decode) the state read and written.
+            let state_bytes = if c.is_decode() { 2 * state.numel() * 4 } else { 0 };
+            let bytes = (t * (d.row() + d.value_heads * d.dv) * 4 + state_bytes) as f64;
             // The recurrence's arithmetic: decay, Sᵀk, the rank-1 update and Sᵀq per token.
             let flops = (t * d.value_heads * d.dk * d.dv * 8) as f64;
             rows.push(row("delta-rule", &name, c.describe(), stats, Work { bytes, flops }, roof, Some(ok)));
