@@ -356,6 +356,53 @@ impl Sublayer for AttentionMixer {
     }
 }
 
+/// The decoder fields that transformers' Mistral, Qwen3-Next / Qwen3.5 and OLMo-Hybrid
+/// configs share, read from config.json beside each model's own fields.
+#[derive(Debug, serde::Deserialize)]
+pub struct HfDecoderFields {
+    pub hidden_size: super::config::Size,
+    pub intermediate_size: super::config::Size,
+    pub num_attention_heads: super::config::Size,
+    pub num_key_value_heads: Option<super::config::Size>,
+    pub head_dim: Option<super::config::Size>,
+    pub num_hidden_layers: super::config::Size,
+    pub vocab_size: super::config::Size,
+    pub rms_norm_eps: Option<super::config::Float>,
+    pub rope_parameters: Option<RopeParameters>,
+    pub max_position_embeddings: Option<super::config::Size>,
+    pub tie_word_embeddings: Option<bool>,
+    pub hidden_act: Option<String>,
+}
+
+impl HfDecoderFields {
+    /// `rms_norm_eps` (1e-6 when absent), checked, after checking that `hidden_act` is silu
+    /// (`family` names the model in the error).
+    pub fn eps(&self, family: &str) -> Result<f64> {
+        let eps = self.rms_norm_eps.map_or(1e-6, |e| e.0);
+        super::common::check_eps(eps)?;
+        if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(Error::Model(format!("hidden_act `{act}` is not supported ({family} uses silu)")));
+        }
+        Ok(eps)
+    }
+
+    /// Head counts and head dim (KV heads default to the query heads, the head dim to
+    /// hidden_size / heads).
+    pub fn attn_dims(&self) -> AttnDims {
+        let heads = self.num_attention_heads.0;
+        AttnDims {
+            heads,
+            kv_heads: self.num_key_value_heads.map_or(heads, |k| k.0),
+            head_dim: self.head_dim.map_or(self.hidden_size.0 / heads.max(1), |h| h.0),
+        }
+    }
+
+    /// `max_position_embeddings`, or the family's `default`.
+    pub fn max_positions(&self, default: usize) -> usize {
+        self.max_position_embeddings.map_or(default, |m| m.0)
+    }
+}
+
 /// transformers' `rope_parameters` (or the older top-level `rope_theta`).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct RopeParameters {

@@ -136,7 +136,7 @@ impl GdnSpec {
 }
 
 /// The linear-attention fields of a Gated DeltaNet hybrid's config.json (transformers' names,
-/// shared by Qwen3-Next, Qwen3.5 and OLMo-Hybrid; `#[serde(flatten)]` into their configs).
+/// shared by Qwen3-Next, Qwen3.5 and OLMo-Hybrid; read from config.json beside their own fields).
 #[derive(Debug, serde::Deserialize)]
 pub struct HfGdnFields {
     linear_conv_kernel_dim: super::config::Size,

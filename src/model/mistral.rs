@@ -4,7 +4,7 @@
 //! of an [`AttentionMixer`] and a [`GatedMlp`]; the sliding window's KV cache is a ring of W
 //! positions, so decode cost and memory do not grow with the sequence.
 
-use super::attention::{AttentionMixer, AttentionNames, AttentionSpec, RopeParameters};
+use super::attention::{AttentionMixer, AttentionNames, AttentionSpec, HfDecoderFields, RopeParameters};
 use super::blocks::{Block, Stack};
 use super::common::{self, Head, HeadNames};
 use super::config::{Config, Float, Size};
@@ -12,27 +12,14 @@ use super::mlp::{GatedMlp, MlpSpec};
 use super::schema::{Init, WeightSpec};
 use super::weights::Weights;
 use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::ops::attention::AttnDims;
+use crate::error::Result;
 use crate::tensor::DType;
 
 /// config.json of a `MistralForCausalLM` checkpoint, in transformers' names.
 #[derive(Debug, serde::Deserialize)]
 struct HfMistralConfig {
-    hidden_size: Size,
-    intermediate_size: Size,
-    num_attention_heads: Size,
-    num_key_value_heads: Option<Size>,
-    head_dim: Option<Size>,
-    num_hidden_layers: Size,
-    vocab_size: Size,
-    rms_norm_eps: Option<Float>,
     rope_theta: Option<Float>,
-    rope_parameters: Option<RopeParameters>,
     sliding_window: Option<Size>,
-    max_position_embeddings: Option<Size>,
-    tie_word_embeddings: Option<bool>,
-    hidden_act: Option<String>,
 }
 
 /// Sizes from config.json, resolved and checked.
@@ -47,44 +34,22 @@ pub struct MistralConfig {
 
 impl MistralConfig {
     pub fn from_config(c: &Config) -> Result<Self> {
+        // The shared fields are read apart from Mistral's own (not flattened, so that a bad
+        // value is named by its field).
+        let h: HfDecoderFields = c.typed()?;
         let j: HfMistralConfig = c.typed()?;
-        let d = j.hidden_size.0;
-        let heads = j.num_attention_heads.0;
-        let eps = j.rms_norm_eps.map_or(1e-6, |e| e.0);
-        common::check_eps(eps)?;
-        if let Some(act) = j.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(Error::Model(format!("hidden_act `{act}` is not supported (Mistral uses silu)")));
-        }
-        let (rope_theta, partial_rotary) =
-            RopeParameters::resolve(j.rope_parameters.as_ref(), j.rope_theta, None)?;
-        let dims = AttnDims {
-            heads,
-            kv_heads: j.num_key_value_heads.map_or(heads, |k| k.0),
-            head_dim: j.head_dim.map_or(d / heads.max(1), |h| h.0),
-        };
-        let attn = AttentionSpec {
-            d_model: d,
-            dims,
-            window: j.sliding_window.map(|w| w.0),
-            max_positions: j.max_position_embeddings.map_or(32768, |m| m.0),
-            rope_theta,
-            partial_rotary,
-            eps,
-            qkv_bias: false,
-            o_bias: false,
-            norm_plus_one: false,
-            softcap: None,
-            qk_norm: super::attention::QkNorm::None,
-            post_norm: false,
-            output_gate: false,
-        };
+        let d = h.hidden_size.0;
+        let eps = h.eps("Mistral")?;
+        let rope = RopeParameters::resolve(h.rope_parameters.as_ref(), j.rope_theta, None)?;
+        let window = j.sliding_window.map(|w| w.0);
+        let attn = AttentionSpec::plain(d, h.attn_dims(), window, h.max_positions(32768), rope, eps);
         attn.check()?;
         Ok(Self {
             attn,
-            mlp: MlpSpec::swiglu(d, j.intermediate_size.0, eps),
-            layers: j.num_hidden_layers.0,
-            vocab: j.vocab_size.0,
-            tie_embeddings: j.tie_word_embeddings.unwrap_or(false),
+            mlp: MlpSpec::swiglu(d, h.intermediate_size.0, eps),
+            layers: h.num_hidden_layers.0,
+            vocab: h.vocab_size.0,
+            tie_embeddings: h.tie_word_embeddings.unwrap_or(false),
         })
     }
 

@@ -10,10 +10,12 @@
 //! `feedforward_layer_norm`, and the conv as `q_conv1d` / `k_conv1d` / `v_conv1d`, the [q | k |
 //! v] conv's channels cut in three near-equal pieces (not at the q/k/v boundaries).
 
-use super::attention::{AttentionMixer, AttentionNames, AttentionSpec, QkNorm, RopeParameters};
+use super::attention::{
+    AttentionMixer, AttentionNames, AttentionSpec, HfDecoderFields, QkNorm, RopeParameters,
+};
 use super::blocks::{Block, Stack, Sublayer};
 use super::common::{self, Head, HeadNames};
-use super::config::{Config, Float, Size};
+use super::config::Config;
 use super::gated_deltanet::{GdnLayout, GdnMixer, GdnSpec, HfGdnFields};
 use super::mlp::{GatedMlp, MlpSpec};
 use super::qwen3_next::{layer_kinds, LayerKind};
@@ -21,27 +23,12 @@ use super::schema::{Init, WeightSpec};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::attention::AttnDims;
 use crate::tensor::DType;
 
 /// config.json in transformers' names.
 #[derive(Debug, serde::Deserialize)]
 struct HfConfig {
-    hidden_size: Size,
-    intermediate_size: Size,
-    num_attention_heads: Size,
-    num_key_value_heads: Option<Size>,
-    head_dim: Option<Size>,
-    num_hidden_layers: Size,
-    vocab_size: Size,
-    rms_norm_eps: Option<Float>,
-    rope_parameters: Option<RopeParameters>,
-    max_position_embeddings: Option<Size>,
-    tie_word_embeddings: Option<bool>,
-    hidden_act: Option<String>,
     layer_types: Option<Vec<String>>,
-    #[serde(flatten)]
-    linear: HfGdnFields,
     linear_allow_neg_eigval: Option<bool>,
     attention_bias: Option<bool>,
 }
@@ -60,37 +47,30 @@ pub struct OlmoHybridConfig {
 
 impl OlmoHybridConfig {
     pub fn from_config(c: &Config) -> Result<Self> {
+        // The shared field groups are read apart from this model's own fields (not flattened,
+        // so that a bad value is named by its field).
+        let h: HfDecoderFields = c.typed()?;
+        let linear: HfGdnFields = c.typed()?;
         let j: HfConfig = c.typed()?;
-        let d = j.hidden_size.0;
-        let eps = j.rms_norm_eps.map_or(1e-6, |e| e.0);
-        common::check_eps(eps)?;
-        if let Some(act) = j.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(Error::Model(format!("hidden_act `{act}` is not supported (OLMo uses silu)")));
-        }
+        let d = h.hidden_size.0;
+        let eps = h.eps("OLMo")?;
         if j.attention_bias.unwrap_or(false) {
             return Err(Error::UnsupportedVariant("attention_bias with OLMo's q/k norms".into()));
         }
-        let layers = j.num_hidden_layers.0;
+        let layers = h.num_hidden_layers.0;
         let kinds = layer_kinds(j.layer_types.as_deref(), None, layers)?;
         // No rope_parameters (or no theta) is OLMo's NoPE mode.
-        if j.rope_parameters.as_ref().is_none_or(|r| r.rope_theta.is_none()) {
+        if h.rope_parameters.as_ref().is_none_or(|r| r.rope_theta.is_none()) {
             return Err(Error::UnsupportedVariant(
                 "OLMo-Hybrid without rope_parameters (NoPE attention) is not supported yet".into(),
             ));
         }
-        let rope = RopeParameters::resolve(j.rope_parameters.as_ref(), None, None)?;
-        let heads = j.num_attention_heads.0;
-        let dims = AttnDims {
-            heads,
-            kv_heads: j.num_key_value_heads.map_or(heads, |k| k.0),
-            head_dim: j.head_dim.map_or(d / heads.max(1), |h| h.0),
-        };
-        let max_positions = j.max_position_embeddings.map_or(4096, |m| m.0);
-        let mut attn = AttentionSpec::plain(d, dims, None, max_positions, rope, eps);
+        let rope = RopeParameters::resolve(h.rope_parameters.as_ref(), None, None)?;
+        let mut attn = AttentionSpec::plain(d, h.attn_dims(), None, h.max_positions(4096), rope, eps);
         attn.qk_norm = QkNorm::Whole;
         attn.post_norm = true;
         attn.check()?;
-        let gdn = j.linear.spec(
+        let gdn = linear.spec(
             d,
             eps,
             GdnLayout::Separate,
@@ -101,10 +81,10 @@ impl OlmoHybridConfig {
         Ok(Self {
             gdn,
             attn,
-            mlp: MlpSpec::swiglu(d, j.intermediate_size.0, eps),
+            mlp: MlpSpec::swiglu(d, h.intermediate_size.0, eps),
             kinds,
-            vocab: j.vocab_size.0,
-            tie_embeddings: j.tie_word_embeddings.unwrap_or(false),
+            vocab: h.vocab_size.0,
+            tie_embeddings: h.tie_word_embeddings.unwrap_or(false),
         })
     }
 

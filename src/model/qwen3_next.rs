@@ -6,7 +6,9 @@
 //! partial rotary), each followed by a SwiGLU MLP; every RMSNorm scales by (1 + w) except the
 //! delta rule's output norm. MoE layers are refused with a clear error for now.
 
-use super::attention::{AttentionMixer, AttentionNames, AttentionSpec, QkNorm, RopeParameters};
+use super::attention::{
+    AttentionMixer, AttentionNames, AttentionSpec, HfDecoderFields, QkNorm, RopeParameters,
+};
 use super::blocks::{Block, Stack};
 use super::common::{self, Head, HeadNames};
 use super::config::{Config, Float, Size};
@@ -16,30 +18,15 @@ use super::schema::{Init, WeightSpec};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::attention::AttnDims;
 use crate::tensor::DType;
 
 /// config.json (or its `text_config`) in transformers' names.
 #[derive(Debug, serde::Deserialize)]
 struct HfConfig {
-    hidden_size: Size,
-    intermediate_size: Size,
-    num_attention_heads: Size,
-    num_key_value_heads: Option<Size>,
-    head_dim: Option<Size>,
-    num_hidden_layers: Size,
-    vocab_size: Size,
-    rms_norm_eps: Option<Float>,
     rope_theta: Option<Float>,
     partial_rotary_factor: Option<Float>,
-    rope_parameters: Option<RopeParameters>,
-    max_position_embeddings: Option<Size>,
-    tie_word_embeddings: Option<bool>,
-    hidden_act: Option<String>,
     layer_types: Option<Vec<String>>,
     full_attention_interval: Option<Size>,
-    #[serde(flatten)]
-    linear: HfGdnFields,
     num_experts: Option<Size>,
     mlp_only_layers: Option<Vec<usize>>,
     decoder_sparse_step: Option<Size>,
@@ -107,14 +94,14 @@ impl Qwen3NextConfig {
             }
             _ => (c.clone(), "model."),
         };
+        // The shared field groups are read apart from this model's own fields (not flattened,
+        // so that a bad value is named by its field).
+        let h: HfDecoderFields = text.typed()?;
+        let linear: HfGdnFields = text.typed()?;
         let j: HfConfig = text.typed()?;
-        let d = j.hidden_size.0;
-        let eps = j.rms_norm_eps.map_or(1e-6, |e| e.0);
-        common::check_eps(eps)?;
-        if let Some(act) = j.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(Error::Model(format!("hidden_act `{act}` is not supported (Qwen uses silu)")));
-        }
-        let layers = j.num_hidden_layers.0;
+        let d = h.hidden_size.0;
+        let eps = h.eps("Qwen")?;
+        let layers = h.num_hidden_layers.0;
         let kinds = layer_kinds(j.layer_types.as_deref(), j.full_attention_interval.map(|n| n.0), layers)?;
         // Sparse (MoE) MLPs: every layer not in mlp_only_layers, when there are experts.
         let experts = j.num_experts.map_or(0, |n| n.0);
@@ -125,16 +112,9 @@ impl Qwen3NextConfig {
                 "layer {i} has a mixture-of-experts MLP ({experts} experts): linseq runs the dense-MLP Qwen3-Next layers only so far"
             )));
         }
-        let heads = j.num_attention_heads.0;
-        let dims = AttnDims {
-            heads,
-            kv_heads: j.num_key_value_heads.map_or(heads, |k| k.0),
-            head_dim: j.head_dim.map_or(d / heads.max(1), |h| h.0),
-        };
         let rope =
-            RopeParameters::resolve(j.rope_parameters.as_ref(), j.rope_theta, j.partial_rotary_factor)?;
-        let mut attn =
-            AttentionSpec::plain(d, dims, None, j.max_position_embeddings.map_or(32768, |m| m.0), rope, eps);
+            RopeParameters::resolve(h.rope_parameters.as_ref(), j.rope_theta, j.partial_rotary_factor)?;
+        let mut attn = AttentionSpec::plain(d, h.attn_dims(), None, h.max_positions(32768), rope, eps);
         attn.norm_plus_one = true;
         attn.qk_norm = QkNorm::PerHead;
         attn.output_gate = true;
@@ -144,16 +124,16 @@ impl Qwen3NextConfig {
             return Err(Error::UnsupportedVariant("attention_bias with the gated q_proj".into()));
         }
         attn.check()?;
-        let gdn = j.linear.spec(d, eps, layout, false, true, eps)?;
-        let mut mlp = MlpSpec::swiglu(d, j.intermediate_size.0, eps);
+        let gdn = linear.spec(d, eps, layout, false, true, eps)?;
+        let mut mlp = MlpSpec::swiglu(d, h.intermediate_size.0, eps);
         mlp.norm_plus_one = true;
         Ok(Self {
             gdn,
             attn,
             mlp,
             kinds,
-            vocab: j.vocab_size.0,
-            tie_embeddings: j.tie_word_embeddings.unwrap_or(false),
+            vocab: h.vocab_size.0,
+            tie_embeddings: h.tie_word_embeddings.unwrap_or(false),
             prefix,
         })
     }

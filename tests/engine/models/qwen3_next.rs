@@ -87,6 +87,9 @@ fn qwen_configs_and_checkpoints_that_disagree_are_refused() {
         ),
         ("layer_types", serde_json::json!(["linear_attention"]), "layer_types"),
         ("mlp_only_layers", serde_json::json!([0, 1]), "mixture-of-experts"),
+        // Values of the wrong type are named by their field, in both shared field groups.
+        ("num_hidden_layers", serde_json::json!(1.5), "num_hidden_layers"),
+        ("linear_num_value_heads", serde_json::json!("four"), "linear_num_value_heads"),
     ];
     for (field, value, want) in bad {
         let mut cfg = config("qwen3_next");
