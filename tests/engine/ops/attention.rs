@@ -107,6 +107,24 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Feeds random tokens and checks the output against the reference: within
+    /// `prefill_bounds` for a prefill, to f32 rounding for a decode step (its kernel is f32).
+    fn feed_checked(
+        &mut self,
+        dev: &Device,
+        rng: &mut Rng,
+        lens: &[usize],
+        step: bool,
+        prefill_bounds: (f64, f64),
+        what: &str,
+    ) {
+        let qkv = rng.vec(lens.iter().sum::<usize>() * self.dims.row(), -1.0, 1.0);
+        let (got, want) = self.feed(dev, lens, &qkv, step);
+        check_within(dev, what, &got, &want, if step { (1e-10, 1e-4) } else { prefill_bounds });
+    }
+}
+
 /// Compares within (NMSE, max-abs) bounds.
 fn check_within(dev: &Device, what: &str, got: &[f32], want: &[f64], (nmse, max_abs): (f64, f64)) {
     let c = compare(got, want);
@@ -234,17 +252,8 @@ fn a_cached_prefix_then_decode_wraps_the_ring_several_times() {
             let mut s = Session::new(dev, 2, d, window, cap);
             s.prefill = prefill;
             let mut feed = |s: &mut Session, lens: &[usize], step: bool, what: &str| {
-                let t: usize = lens.iter().sum();
-                let qkv = rng.vec(t * d.row(), -1.0, 1.0);
-                let (got, want) = s.feed(dev, lens, &qkv, step);
-                let bounds = if step { (1e-10, 1e-4) } else { bounds };
-                check_within(
-                    dev,
-                    &format!("{what} {} {d:?} W={window:?}", prefill.name()),
-                    &got,
-                    &want,
-                    bounds,
-                );
+                let what = format!("{what} {} {d:?} W={window:?}", prefill.name());
+                s.feed_checked(dev, &mut rng, lens, step, bounds, &what);
             };
             feed(&mut s, &[37, 5], false, "prefill");
             feed(&mut s, &[9, 30], false, "cached prefix + prefill");
@@ -269,11 +278,14 @@ fn a_growing_cache_adds_blocks_without_moving_the_ones_it_has() {
             let mut s = Session::growing(dev, 2, d, window, 64);
             s.prefill = prefill;
             let mut feed = |s: &mut Session, lens: &[usize], step: bool, what: &str| {
-                let t: usize = lens.iter().sum();
-                let qkv = rng.vec(t * d.row(), -1.0, 1.0);
-                let (got, want) = s.feed(dev, lens, &qkv, step);
-                let bounds = if step { (1e-10, 1e-4) } else { bounds };
-                check_within(dev, &format!("blocks: {what} {d:?} W={window:?}"), &got, &want, bounds);
+                s.feed_checked(
+                    dev,
+                    &mut rng,
+                    lens,
+                    step,
+                    bounds,
+                    &format!("blocks: {what} {d:?} W={window:?}"),
+                );
             };
             feed(&mut s, &[40, 7], false, "prefill");
             let first = s.kv[0].buffer() as *const _;
