@@ -52,7 +52,8 @@ pub enum Stage {
     PrefillSg,
     /// A tensor-core prefill.
     PrefillCoop(CoopForm),
-    Decode,
+    /// The decode step, for this many query heads per workgroup (1, 2, 4 or 8).
+    Decode(usize),
     Reduce,
     Append,
     Advance,
@@ -64,7 +65,7 @@ impl Stage {
             Stage::Prefill => ("prefill", "attn_prefill", "PREFILL"),
             Stage::PrefillSg => ("prefill", "attn_prefill", "PREFILL"),
             Stage::PrefillCoop(..) => ("prefill", "attn_prefill_coop", "PREFILL_COOP"),
-            Stage::Decode => ("decode", "attn_decode", "DECODE"),
+            Stage::Decode(_) => ("decode", "attn_decode", "DECODE"),
             Stage::Reduce => ("reduce", "attn_reduce", "REDUCE"),
             Stage::Append => ("append", "kv_append", "APPEND"),
             Stage::Advance => ("advance", "advance", "ADVANCE"),
@@ -81,6 +82,7 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
         Stage::Advance => "attention.advance".to_string(),
         Stage::PrefillSg => format!("attention.prefill.d{d}.sg"),
         Stage::PrefillCoop(f) => format!("attention.prefill.d{d}.{}", f.suffix()),
+        Stage::Decode(gb) => format!("attention.decode.d{d}.g{gb}"),
         _ => format!("attention.{name}.d{d}{}", if rolled { ".rolled" } else { "" }),
     };
     let v = Variant::new(name, &SHADER, entry);
@@ -119,7 +121,8 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
         .define("WG", 64)
         .define("SUBGROUPS", 0)
         // The word the stage reads the cache in (attention/kv_blocks).
-        .define("KVT", if stage == Stage::Decode { "f32" } else { "vec4<f32>" })
+        .define("KVT", "vec4<f32>")
+        .define("GB", if let Stage::Decode(gb) = stage { gb } else { 1 })
         .with_params::<AttnParams>()
         .with_flags(attn_flags::SET)
 }
@@ -127,8 +130,11 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
 pub fn variants() -> Vec<Variant> {
     let mut v = Vec::new();
     for d in HEAD_DIMS {
-        for s in [Stage::Prefill, Stage::Decode, Stage::Reduce, Stage::Append] {
+        for s in [Stage::Prefill, Stage::Reduce, Stage::Append] {
             v.push(variant(s, d, false));
+        }
+        for gb in DECODE_HEAD_GROUPS {
+            v.push(variant(Stage::Decode(gb), d, false));
         }
         v.push(variant(Stage::Prefill, d, true));
         v.push(variant(Stage::PrefillSg, d, false));
@@ -187,8 +193,21 @@ pub fn rolled_loops(caps: &crate::device::Capabilities) -> bool {
     caps.backend == "Gl"
 }
 
-/// Decode splits for keys of `span` positions at most, over `rows` (sequence, query head)
-/// pairs: (splits, keys per split). Enough splits for about [`DECODE_WORKGROUPS`] workgroups,
+/// Query heads per decode workgroup: the forms, and the one for `dims` (the smallest that
+/// holds a KV head's query heads, else 8 with several workgroups per KV head).
+const DECODE_HEAD_GROUPS: [usize; 4] = [1, 2, 4, 8];
+
+fn decode_head_group(dims: super::AttnDims) -> usize {
+    (dims.heads / dims.kv_heads).next_power_of_two().min(8)
+}
+
+/// Decode workgroups per sequence and split: one per KV head and group of its query heads.
+pub fn decode_rows(dims: super::AttnDims) -> usize {
+    dims.kv_heads * (dims.heads / dims.kv_heads).div_ceil(decode_head_group(dims))
+}
+
+/// Decode splits for keys of `span` positions at most, over `rows` workgroups per split
+/// ([`decode_rows`] per sequence): (splits, keys per split). Enough splits for about [`DECODE_WORKGROUPS`] workgroups,
 /// at most [`MAX_SPLITS`] and at least [`MIN_SPLIT_LEN`] keys each: the H200 ran the step over
 /// a 4096-position ring (32 heads, one sequence) in 175 µs with 64-key splits, 218 µs with
 /// 128, 347 with 256 and 575 with 512.
@@ -381,16 +400,17 @@ pub fn record_prefill(rec: &mut Recorder, a: &AttnArgs, out: &Tensor) -> Result<
 /// Records the decode step (one token per sequence): the split pass into `part`
 /// `[S, H, splits, D + 2]`, then the reduce into `out` `[S, H·D]`.
 pub fn record_decode(rec: &mut Recorder, a: &AttnArgs, part: &Tensor, out: &Tensor) -> Result<()> {
-    let sp = splits(a.span(), a.seqs.count() * a.dims.heads);
+    let rows = a.seqs.count() * decode_rows(a.dims);
+    let sp = splits(a.span(), rows);
     let (s, h, d) = (a.seqs.count(), a.dims.heads, a.dims.head_dim);
     if part.numel() < s * h * sp.0 * (d + 2) {
         return Err(Error::Shape(format!("decode partials: {:?} is too small", part.shape())));
     }
     let p = params(a, 1, sp, 0)?;
-    let wg = grid(rec.device(), s * h * sp.0)?;
+    let wg = grid(rec.device(), rows * sp.0)?;
     let [k0, k1, k2, k3] = a.kv.bindings();
     let ins = [a.qkv, k0, k1, k2, k3, a.seqs.table(), a.pos, part];
-    rec.dispatch(&variant(Stage::Decode, d, false), &p, &ins, wg)?;
+    rec.dispatch(&variant(Stage::Decode(decode_head_group(a.dims)), d, false), &p, &ins, wg)?;
     let wg = grid(rec.device(), (s * h * d).div_ceil(64))?;
     rec.dispatch(&variant(Stage::Reduce, d, false), &p, &[part, out], wg)
 }

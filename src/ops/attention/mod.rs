@@ -194,7 +194,8 @@ pub fn attention_prefill(rec: &mut Recorder, a: &AttnArgs, out: &Tensor) -> Resu
 
 /// The decode partials' shape for `sequences` sequences: `[S, H, splits, D + 2]`.
 pub fn partial_shape(a_dims: AttnDims, sequences: usize, span: usize) -> Vec<usize> {
-    vec![sequences, a_dims.heads, splits(span, sequences * a_dims.heads).0, a_dims.head_dim + 2]
+    let rows = sequences * kernels::decode_rows(a_dims);
+    vec![sequences, a_dims.heads, splits(span, rows).0, a_dims.head_dim + 2]
 }
 
 /// Records a decode step's attention (one token per sequence): the split pass into `part`

@@ -267,6 +267,33 @@ fn a_cached_prefix_then_decode_wraps_the_ring_several_times() {
 }
 
 #[test]
+fn decode_shares_each_kv_head_across_its_query_heads() {
+    // A decode workgroup takes up to 8 query heads of one KV head: groups of 2 and 8, and 10
+    // and 12 (two workgroups per KV head, the second partly filled), at each head dim, after a
+    // prefix long enough for several splits.
+    for dev in devices() {
+        let mut rng = Rng::new(67);
+        for (d, window) in [
+            (dims(6, 3, 128), None),
+            (dims(16, 2, 64), Some(150)),
+            (dims(10, 1, 256), None),
+            (dims(12, 1, 64), Some(100)),
+        ] {
+            let cap = window.unwrap_or(400);
+            let mut s = Session::new(dev, 2, d, window, cap);
+            let mut feed = |s: &mut Session, lens: &[usize], step: bool, what: &str| {
+                let what = format!("{what} {d:?} W={window:?}");
+                s.feed_checked(dev, &mut rng, lens, step, (1e-10, 1e-4), &what);
+            };
+            feed(&mut s, &[230, 3], false, "prefill");
+            for k in 0..3 {
+                feed(&mut s, &[1, 1], true, &format!("decode step {k}"));
+            }
+        }
+    }
+}
+
+#[test]
 fn a_growing_cache_adds_blocks_without_moving_the_ones_it_has() {
     // Blocks of 64 positions: a prefill inside the first, a second one across into the third
     // (a cached prefix over two blocks), decode steps across the next boundary, with a window
