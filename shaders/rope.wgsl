@@ -53,8 +53,16 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 // RMSNorm of the q and k parts of each row, in place, before RoPE: x / sqrt(mean(x²) + eps) · w,
 // w [(H + Hkv)·D] over the q and k columns. Segments: each head (Qwen3-Next's q_norm and k_norm),
 // or (WHOLE) all q heads together and all k heads together (OLMo's). One workgroup per
-// (token, segment).
+// (token, segment). With ROTATE the normalised values are also rotated (RoPE as above) before
+// they are written: one pass over q and k instead of two.
 @group(0) @binding(2) var<storage, read> norm_w: array<f32>;
+#if ROTATE
+@group(0) @binding(3) var<storage, read> seqs: array<u32>;
+@group(0) @binding(4) var<storage, read> pos: array<u32>;
+@group(0) @binding(5) var<storage, read> inv_freq: array<f32>;
+#include flags
+#include packed_seqs
+#endif
 // The sum of squares over the 64 invocations (lib/reduce, WG = 64, SUBGROUPS = 0).
 #include reduce
 
@@ -80,6 +88,28 @@ fn head_norm(
     var ss = 0.0;
     for (var d = lid; d < len; d += 64u) { ss += qkv[base + d] * qkv[base + d]; }
     let inv = inverseSqrt(reduce_sum(ss, Lane(lid, 0u, 0u, 0u)) / f32(len) + p.eps);
+#if ROTATE
+    let s = seq_of(t);
+    let position = pos[s] + t - seqs[s];
+    let half = p.rot / 2u;
+    // Dim i < R/2 of a head rotates with i + R/2 (which its invocation writes too); dims from R
+    // on are only normalised.
+    for (var d = lid; d < len; d += 64u) {
+        let i = d % p.dim;
+        if (i < half) {
+            let angle = reduce_angle(f32(position) * inv_freq[i]);
+            let c = cos(angle);
+            let sn = sin(angle);
+            let x1 = qkv[base + d] * inv * norm_w[col + d];
+            let x2 = qkv[base + d + half] * inv * norm_w[col + d + half];
+            qkv[base + d] = x1 * c - x2 * sn;
+            qkv[base + d + half] = x2 * c + x1 * sn;
+        } else if (i >= p.rot) {
+            qkv[base + d] = qkv[base + d] * inv * norm_w[col + d];
+        }
+    }
+#else
     for (var d = lid; d < len; d += 64u) { qkv[base + d] = qkv[base + d] * inv * norm_w[col + d]; }
+#endif
 }
 #endif

@@ -11,7 +11,7 @@ use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::graph::nodes::{AttentionNode, HeadNormNode, RopeNode, SeqSpec};
+use crate::graph::nodes::{AttentionNode, RopeNode, SeqSpec};
 use crate::graph::TensorId;
 use crate::ops::attention::{AttnDims, PrefillKernel, KV_BLOCKS};
 use crate::ops::rope;
@@ -293,18 +293,18 @@ impl Sublayer for AttentionMixer {
             .positions()
             .ok_or_else(|| Error::Invalid("attention needs the state's positions".into()))?;
         let xn = if c.post_norm { h } else { b.rms_norm(&format!("{p}.norm"), h, &self.norm, c.eps)? };
-        let mut qkv = b.linear(&format!("{p}.qkv"), xn, &self.w_qkv, self.b_qkv.as_ref())?;
-        if let Some(nw) = &self.qk_norm {
-            let nw = b.weight(&format!("{p}.qk_norm"), nw);
-            let node = HeadNormNode { dims: c.dims, eps: c.eps as f32, whole: c.qk_norm == QkNorm::Whole };
-            qkv = b.g.op(node, &[qkv, nw])?;
-        }
+        let qkv = b.linear(&format!("{p}.qkv"), xn, &self.w_qkv, self.b_qkv.as_ref())?;
         let freqs = b.weight(&format!("{p}.inv_freq"), &self.inv_freq);
         let pos = b.state("positions", pos);
         let seqs = b.seqs(&batch.seqs);
         let spec = SeqSpec::of(&batch.seqs);
-        let qkv =
-            b.g.op(RopeNode { seqs: spec.clone(), dims: c.dims, rot: c.rot() }, &[qkv, freqs, pos, seqs])?;
+        // RoPE, after the q/k norm in the same pass where the model has one.
+        let mut ins = vec![qkv, freqs, pos, seqs];
+        let norm = self.qk_norm.as_ref().map(|nw| {
+            ins.push(b.weight(&format!("{p}.qk_norm"), nw));
+            (c.eps as f32, c.qk_norm == QkNorm::Whole)
+        });
+        let qkv = b.g.op(RopeNode { seqs: spec.clone(), dims: c.dims, rot: c.rot(), norm }, &ins)?;
         // The cache as the state holds it: its positions per ring or block (a block may be
         // smaller than asked for, to fit a binding) and its kind.
         let kv_spec = state

@@ -31,9 +31,11 @@ fn variant() -> Variant {
         .with_flags(rope_flags::SET)
 }
 
-fn head_norm_variant() -> Variant {
-    Variant::new("rope.head_norm", &SHADER, "head_norm")
+fn head_norm_variant(rotate: bool) -> Variant {
+    let name = if rotate { "rope.head_norm.rotate" } else { "rope.head_norm" };
+    Variant::new(name, &SHADER, "head_norm")
         .define("HEAD_NORM", 1)
+        .define("ROTATE", rotate as u32)
         .define("WG", 64)
         .define("SUBGROUPS", 0)
         .with_params::<RopeParams>()
@@ -41,39 +43,78 @@ fn head_norm_variant() -> Variant {
 }
 
 pub fn variants() -> Vec<Variant> {
-    vec![variant(), head_norm_variant()]
+    vec![variant(), head_norm_variant(false), head_norm_variant(true)]
 }
 
-/// Records the RMSNorm of the q and k parts of `qkv`, in place (q/k norm before RoPE): over
-/// each head, or (`whole`) over all q heads together and all k heads together; `w`
-/// `[(H + Hkv)·D]` over the q and k columns.
+/// What RoPE needs: `rot` rotary dims, `inv_freq` `[rot / 2]`, and where each token sits
+/// (token t of sequence s at position `pos[s] + t − cu[s]`).
+#[derive(Clone, Copy)]
+pub struct Rotary<'a> {
+    pub rot: usize,
+    pub inv_freq: &'a Tensor,
+    pub seqs: &'a Sequences,
+    pub pos: &'a Tensor,
+}
+
+impl Rotary<'_> {
+    fn check(&self, dims: AttnDims) -> Result<()> {
+        super::expect("inv_freq", self.inv_freq, &[self.rot / 2], DType::F32)?;
+        super::expect("positions", self.pos, &[self.seqs.count()], DType::U32)?;
+        if self.rot == 0 || !self.rot.is_multiple_of(2) || self.rot > dims.head_dim {
+            return Err(Error::Shape(format!("{} rotary dims of a head of {}", self.rot, dims.head_dim)));
+        }
+        Ok(())
+    }
+}
+
+/// The q/k RMSNorm: weight `w` `[(H + Hkv)·D]` over the q and k columns, over each head or
+/// (`whole`) over all q heads together and all k heads together.
+#[derive(Clone, Copy)]
+pub struct QkNorm<'a> {
+    pub w: &'a Tensor,
+    pub eps: f32,
+    pub whole: bool,
+}
+
+/// Records the RMSNorm of the q and k parts of `qkv`, in place (q/k norm before RoPE), and
+/// with `rotary` their RoPE in the same pass.
 pub fn head_norm(
     rec: &mut Recorder,
     qkv: &Tensor,
     dims: AttnDims,
-    w: &Tensor,
-    eps: f32,
-    whole: bool,
+    norm: QkNorm,
+    rotary: Option<Rotary>,
 ) -> Result<()> {
     let t = qkv.shape().first().copied().unwrap_or(0);
     super::expect("qkv", qkv, &[t, dims.row()], DType::F32)?;
-    super::expect("q/k norm weight", w, &[(dims.heads + dims.kv_heads) * dims.head_dim], DType::F32)?;
-    if !(eps.is_finite() && eps > 0.0) {
-        return Err(Error::Invalid(format!("head norm eps {eps} must be positive")));
+    super::expect("q/k norm weight", norm.w, &[(dims.heads + dims.kv_heads) * dims.head_dim], DType::F32)?;
+    if !(norm.eps.is_finite() && norm.eps > 0.0) {
+        return Err(Error::Invalid(format!("head norm eps {} must be positive", norm.eps)));
+    }
+    if let Some(r) = &rotary {
+        r.check(dims)?;
+        if r.seqs.total() != t {
+            return Err(Error::Shape(format!("qkv has {t} rows for {} tokens", r.seqs.total())));
+        }
     }
     let p = Params::of(&RopeParams {
-        nseq: 1,
+        nseq: word("sequences", rotary.map_or(1, |r| r.seqs.count()))?,
         heads: word("heads", dims.heads)?,
         kv_heads: word("kv heads", dims.kv_heads)?,
         dim: word("head dim", dims.head_dim)?,
-        rot: 0,
+        rot: word("rotary dims", rotary.map_or(0, |r| r.rot))?,
         total: word("tokens", t)?,
-        flags: if whole { rope_flags::WHOLE } else { 0 },
-        eps,
+        flags: if norm.whole { rope_flags::WHOLE } else { 0 },
+        eps: norm.eps,
     });
-    let segments = if whole { 2 } else { dims.heads + dims.kv_heads };
+    let segments = if norm.whole { 2 } else { dims.heads + dims.kv_heads };
     let wg = grid(rec.device(), t * segments)?;
-    rec.dispatch(&head_norm_variant(), &p, &[qkv, w], wg)
+    match rotary {
+        None => rec.dispatch(&head_norm_variant(false), &p, &[qkv, norm.w], wg),
+        Some(r) => {
+            rec.dispatch(&head_norm_variant(true), &p, &[qkv, norm.w, r.seqs.table(), r.pos, r.inv_freq], wg)
+        }
+    }
 }
 
 /// f64 reference of [`head_norm`].
@@ -114,36 +155,24 @@ pub fn inv_freq(rot: usize, theta: f64) -> Vec<f32> {
     (0..rot / 2).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / rot as f32)).collect()
 }
 
-/// Records RoPE of `rot` dims on the q and k heads of `qkv`, in place; `inv_freq` `[rot / 2]`.
-pub fn rope(
-    rec: &mut Recorder,
-    qkv: &Tensor,
-    dims: AttnDims,
-    rot: usize,
-    inv_freq: &Tensor,
-    seqs: &Sequences,
-    pos: &Tensor,
-) -> Result<()> {
-    let t = seqs.total();
+/// Records RoPE on the q and k heads of `qkv`, in place.
+pub fn rope(rec: &mut Recorder, qkv: &Tensor, dims: AttnDims, r: Rotary) -> Result<()> {
+    let t = r.seqs.total();
     super::expect("qkv", qkv, &[t, dims.row()], DType::F32)?;
-    super::expect("inv_freq", inv_freq, &[rot / 2], DType::F32)?;
-    super::expect("positions", pos, &[seqs.count()], DType::U32)?;
-    if rot == 0 || !rot.is_multiple_of(2) || rot > dims.head_dim {
-        return Err(Error::Shape(format!("{rot} rotary dims of a head of {}", dims.head_dim)));
-    }
+    r.check(dims)?;
     let p = Params::of(&RopeParams {
-        nseq: word("sequences", seqs.count())?,
+        nseq: word("sequences", r.seqs.count())?,
         heads: word("heads", dims.heads)?,
         kv_heads: word("kv heads", dims.kv_heads)?,
         dim: word("head dim", dims.head_dim)?,
-        rot: word("rotary dims", rot)?,
+        rot: word("rotary dims", r.rot)?,
         total: word("tokens", t)?,
         flags: 0,
         eps: 0.0,
     });
-    let n = t * (dims.heads + dims.kv_heads) * (rot / 2);
+    let n = t * (dims.heads + dims.kv_heads) * (r.rot / 2);
     let wg = grid(rec.device(), n.div_ceil(64))?;
-    rec.dispatch(&variant(), &p, &[qkv, seqs.table(), pos, inv_freq], wg)
+    rec.dispatch(&variant(), &p, &[qkv, r.seqs.table(), r.pos, r.inv_freq], wg)
 }
 
 /// f64 reference: `qkv` with its q and k heads rotated, token t of sequence s at position

@@ -18,21 +18,33 @@ fn f32s(v: &[f64]) -> Vec<f32> {
 }
 
 /// RoPE of `rot` dims on the q and k heads of qkv `[T, row]`, in place where the planner
-/// allows. Inputs: qkv, inv_freq `[rot / 2]`, positions `[S]` (state), the sequence table.
+/// allows, after their RMSNorm when `norm` is set (eps, over all heads together: one pass for
+/// both). Inputs: qkv, inv_freq `[rot / 2]`, positions `[S]` (state), the sequence table, and
+/// with `norm` the q/k norm weight `[(H + Hkv)·D]`.
 #[derive(Debug)]
 pub struct RopeNode {
     pub seqs: SeqSpec,
     pub dims: AttnDims,
     pub rot: usize,
+    pub norm: Option<(f32, bool)>,
 }
 
 impl NodeOp for RopeNode {
     fn name(&self) -> &str {
-        "rope"
+        if self.norm.is_some() {
+            "head_norm_rope"
+        } else {
+            "rope"
+        }
     }
     fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
-        if ins.len() != 4 {
-            return Err(Error::Shape("rope takes qkv, inv_freq, positions, seqs".into()));
+        let want = if self.norm.is_some() { 5 } else { 4 };
+        if ins.len() != want {
+            return Err(Error::Shape(format!(
+                "{} takes qkv, inv_freq, positions, seqs{}",
+                self.name(),
+                if self.norm.is_some() { " and the q/k norm weight" } else { "" }
+            )));
         }
         expect_state("rope", ins[2])?;
         super::activations("rope", &ins[..1], &[DType::F32])?;
@@ -46,47 +58,21 @@ impl NodeOp for RopeNode {
         if !(std::ptr::eq(ins[0].buffer(), out.buffer()) && ins[0].offset() == out.offset()) {
             crate::ops::copy::copy(rec, ins[0], out)?;
         }
-        rope::rope(rec, out, self.dims, self.rot, ins[1], &seqs, ins[2])
+        let r = rope::Rotary { rot: self.rot, inv_freq: ins[1], seqs: &seqs, pos: ins[2] };
+        match self.norm {
+            None => rope::rope(rec, out, self.dims, r),
+            Some((eps, whole)) => {
+                rope::head_norm(rec, out, self.dims, rope::QkNorm { w: ins[4], eps, whole }, Some(r))
+            }
+        }
     }
     fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
-        let out =
-            rope::rope_ref(&f32s(ins[0]), self.dims, self.rot, &f32s(ins[1]), &self.seqs.cu, &usizes(ins[2]));
+        let mut x = f32s(ins[0]);
+        if let Some((eps, whole)) = self.norm {
+            x = f32s(&rope::head_norm_ref(&x, self.dims, &f32s(ins[4]), eps as f64, whole));
+        }
+        let out = rope::rope_ref(&x, self.dims, self.rot, &f32s(ins[1]), &self.seqs.cu, &usizes(ins[2]));
         Some(Ok(out))
-    }
-}
-
-/// RMSNorm of the q and k parts of qkv `[T, row]`, in place, before RoPE: per head (Qwen3-Next's
-/// q_norm / k_norm) or over all q and all k heads (`whole`, OLMo's). Inputs: qkv, the weight
-/// `[(H + Hkv)·D]`.
-#[derive(Debug)]
-pub struct HeadNormNode {
-    pub dims: AttnDims,
-    pub eps: f32,
-    pub whole: bool,
-}
-
-impl NodeOp for HeadNormNode {
-    fn name(&self) -> &str {
-        "head_norm"
-    }
-    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
-        if ins.len() != 2 {
-            return Err(Error::Shape("head_norm takes qkv and its weights".into()));
-        }
-        super::activations("head_norm", &ins[..1], &[DType::F32])?;
-        Ok((ins[0].shape.clone(), DType::F32))
-    }
-    fn inplace_input(&self) -> Option<usize> {
-        Some(0)
-    }
-    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
-        if !(std::ptr::eq(ins[0].buffer(), out.buffer()) && ins[0].offset() == out.offset()) {
-            crate::ops::copy::copy(rec, ins[0], out)?;
-        }
-        rope::head_norm(rec, out, self.dims, ins[1], self.eps, self.whole)
-    }
-    fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
-        Some(Ok(rope::head_norm_ref(&f32s(ins[0]), self.dims, &f32s(ins[1]), self.eps as f64, self.whole)))
     }
 }
 

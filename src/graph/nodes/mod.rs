@@ -8,7 +8,7 @@
 mod attention;
 mod delta_rule;
 mod rg_lru;
-pub use attention::{AdvanceNode, AttentionNode, HeadNormNode, RopeNode};
+pub use attention::{AdvanceNode, AttentionNode, RopeNode};
 pub use delta_rule::DeltaRuleNode;
 pub use rg_lru::RgLruNode;
 

@@ -423,7 +423,8 @@ fn rope_rotates_q_and_k_at_each_sequence_position() {
             let freqs = rope::inv_freq(rot, theta);
             let f = Tensor::from_slice(dev, &[rot / 2], &freqs).unwrap();
             let mut rec = Recorder::new(dev);
-            rope::rope(&mut rec, &qkv, d, rot, &f, &seqs, &pos).unwrap();
+            rope::rope(&mut rec, &qkv, d, rope::Rotary { rot, inv_freq: &f, seqs: &seqs, pos: &pos })
+                .unwrap();
             rec.run().unwrap();
             let got = qkv.read_f32(dev).unwrap();
             let want = rope::rope_ref(&x, d, rot, &freqs, seqs.cu_seqlens(), &pos_host);
@@ -436,28 +437,40 @@ fn rope_rotates_q_and_k_at_each_sequence_position() {
 
 #[test]
 fn q_and_k_norms_per_head_and_over_all_heads_match_the_reference() {
+    // Alone, and fused with RoPE (full and partial) in one pass.
     for dev in devices() {
         let mut rng = Rng::new(67);
-        for (d, whole) in [
-            (dims(4, 1, 64), false),
-            (dims(4, 1, 64), true),
-            (dims(8, 2, 256), false),
-            (dims(2, 2, 128), true),
+        for (d, whole, rot) in [
+            (dims(4, 1, 64), false, None),
+            (dims(4, 1, 64), true, Some(64)),
+            (dims(8, 2, 256), false, Some(64)),
+            (dims(2, 2, 128), true, None),
+            (dims(2, 2, 128), false, Some(32)),
         ] {
+            let lens = [3usize, 4];
             let t = 7;
             let x = rng.vec(t * d.row(), -2.0, 2.0);
             let w = rng.vec((d.heads + d.kv_heads) * d.head_dim, 0.5, 1.5);
             let qkv = Tensor::from_slice(dev, &[t, d.row()], &x).unwrap();
             let wt = Tensor::from_slice(dev, &[w.len()], &w).unwrap();
+            let seqs = Sequences::new(dev, &lens, None).unwrap();
+            let pos = Tensor::from_slice(dev, &[2], &[1000u32, 0]).unwrap();
+            let freqs = rope::inv_freq(rot.unwrap_or(2), 1e6);
+            let f = Tensor::from_slice(dev, &[freqs.len()], &freqs).unwrap();
+            let rotary = rot.map(|rot| rope::Rotary { rot, inv_freq: &f, seqs: &seqs, pos: &pos });
             let mut rec = Recorder::new(dev);
-            rope::head_norm(&mut rec, &qkv, d, &wt, 1e-6, whole).unwrap();
+            rope::head_norm(&mut rec, &qkv, d, rope::QkNorm { w: &wt, eps: 1e-6, whole }, rotary).unwrap();
             rec.run().unwrap();
             let got = qkv.read_f32(dev).unwrap();
-            let want = rope::head_norm_ref(&x, d, &w, 1e-6, whole);
+            let mut want = rope::head_norm_ref(&x, d, &w, 1e-6, whole);
+            if let Some(rot) = rot {
+                let normed: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+                want = rope::rope_ref(&normed, d, rot, &freqs, seqs.cu_seqlens(), &[1000, 0]);
+            }
             let c = compare(&got, &want);
             assert!(
                 c.nmse < 1e-12 && c.max_abs < 1e-5,
-                "[{}] head norm {d:?} whole {whole}: {c:?}",
+                "[{}] head norm {d:?} whole {whole} rot {rot:?}: {c:?}",
                 dev.describe()
             );
             // v is untouched.
@@ -467,8 +480,8 @@ fn q_and_k_norms_per_head_and_over_all_heads_match_the_reference() {
         }
         let bad = Tensor::empty(dev, &[3], DType::F32).unwrap();
         let qkv = Tensor::empty(dev, &[2, dims(4, 1, 64).row()], DType::F32).unwrap();
-        let e =
-            rope::head_norm(&mut Recorder::new(dev), &qkv, dims(4, 1, 64), &bad, 1e-6, false).unwrap_err();
+        let norm = rope::QkNorm { w: &bad, eps: 1e-6, whole: false };
+        let e = rope::head_norm(&mut Recorder::new(dev), &qkv, dims(4, 1, 64), norm, None).unwrap_err();
         assert!(e.to_string().contains("q/k norm weight"), "{e}");
     }
 }
