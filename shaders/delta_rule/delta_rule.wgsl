@@ -2,12 +2,13 @@
 //   qkv   : [T, width]   per token q of the Hk key heads (from q_col), k (from k_col), v of the
 //                        Hv value heads (from v_col): the short convolution's output, read in
 //                        place (value head h reads key head h / (Hv / Hk))
-//   g     : [T, Hv]      log decay per step (≤ 0)
+//   g     : [T, Hv]      log decay per step (≤ 0), or (GATE_K, Kimi Delta Attention) one per
+//                        key channel [T, Hv, DK]: S's row i decays by exp(g[i])
 //   beta  : [T, Hv]      the write strength β (sigmoid, or 2·sigmoid for negative eigenvalues)
 //   state : [S, Hv, dk, dv] f32, read when INIT, left at each sequence's last state
 //   out   : [T, Hv·dv]
 // Per token, with q̂ = l2norm(q)·scale and k̂ = l2norm(k) (L2NORM; else q·scale and k):
-//   S ← exp(g)·S;  S ← S + k̂ ⊗ β·(v − Sᵀk̂);  o = Sᵀq̂
+//   S ← exp(g)·S (GATE_K: diag(exp(g))·S);  S ← S + k̂ ⊗ β·(v − Sᵀk̂);  o = Sᵀq̂
 // A sequence's first token (without INIT) or a RESET token starts from S = 0.
 struct Params {
     nseq: u32, hk: u32, hv: u32, dv: u32,

@@ -16,6 +16,7 @@
 
 var<workgroup> qs: array<f32, DK>;
 var<workgroup> ks: array<f32, DK>;
+var<workgroup> gs: array<f32, DK>; // GATE_K: exp(g) per key channel
 
 @compute @workgroup_size(64)
 fn delta_recurrent(
@@ -48,6 +49,7 @@ fn delta_recurrent(
         for (var i = lid; i < DK; i += 64u) {
             qs[i] = qkv[q_at(t, kh) + i];
             ks[i] = qkv[k_at(t, kh) + i];
+            if (flag(GATE_K)) { gs[i] = exp(g[(t * p.hv + h) * DK + i]); }
         }
         workgroupBarrier();
         var qscale = p.scale;
@@ -64,10 +66,11 @@ fn delta_recurrent(
         }
         // A fresh start is a flag, not a multiplication by 0, so a NaN before it stays there.
         let fresh = is_reset(t) || (t == t0 && !resume);
-        let decay = exp(g[t * p.hv + h]);
+        var decay = 1.0;
+        if (!flag(GATE_K)) { decay = exp(g[t * p.hv + h]); }
         var kv = 0.0;
         for (var i = 0u; i < DK; i++) {
-            st[i] = select(st[i] * decay, 0.0, fresh);
+            st[i] = select(st[i] * select(decay, gs[i], flag(GATE_K)), 0.0, fresh);
             kv += st[i] * ks[i];
         }
         let delta = (qkv[v_at(t, h) + jj] - kv * kscale) * beta[t * p.hv + h];

@@ -347,6 +347,7 @@ impl Sublayer for GdnMixer {
             l2norm: true,
             scale: 1.0 / (c.dims.dk as f32).sqrt(),
             init: state.started(),
+            channel_gates: false,
         };
         let o = b.g.op(node, &[qkv, g, beta, s, seqs])?;
         let out_norm = b.weight(&format!("{p}.out_norm"), &self.out_norm);

@@ -20,6 +20,8 @@ pub struct DeltaRuleNode {
     pub l2norm: bool,
     pub scale: f32,
     pub init: bool,
+    /// g holds one log decay per key channel (KDA), `[T, Hv·dk]`.
+    pub channel_gates: bool,
 }
 
 impl NodeOp for DeltaRuleNode {
@@ -35,7 +37,7 @@ impl NodeOp for DeltaRuleNode {
         Ok((vec![ins[0].shape[0], self.dims.value_heads * self.dims.dv], DType::F32))
     }
     fn scratch(&self, _ins: &[&TensorDesc]) -> Vec<(Vec<usize>, DType)> {
-        let kernel = dr::kernel_for(&self.seqs.cu);
+        let kernel = dr::kernel_for(&self.seqs.cu, self.channel_gates);
         let chunks = chunk_table(&self.seqs.cu, self.seqs.resets.as_deref(), dr::CHUNK).1;
         let t = self.seqs.cu.last().copied().unwrap_or(0);
         dr::scratch_shapes(kernel, self.dims, t, chunks).into_iter().map(|s| (s, DType::F32)).collect()
@@ -53,8 +55,9 @@ impl NodeOp for DeltaRuleNode {
             l2norm: self.l2norm,
             scale: self.scale,
             init: self.init,
+            channel_gates: self.channel_gates,
         };
-        let kernel = dr::kernel_for(&self.seqs.cu);
+        let kernel = dr::kernel_for(&self.seqs.cu, self.channel_gates);
         let sc = match scratch {
             [w, u, gn, s0] => Some([*w, *u, *gn, *s0]),
             _ => None,
@@ -69,6 +72,7 @@ impl NodeOp for DeltaRuleNode {
             width: shapes[0].get(1).copied().unwrap_or(0),
             cols: self.cols,
             g: &g,
+            channel_gates: self.channel_gates,
             beta: &beta,
             cu: &self.seqs.cu,
             resets: self.seqs.resets.as_deref(),

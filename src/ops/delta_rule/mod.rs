@@ -51,7 +51,7 @@ crate::uniform! {
 
 crate::flags! {
     /// Bits of [`DeltaParams::flags`].
-    pub mod delta_flags { INIT = 1, RESET = 2, L2NORM = 4 }
+    pub mod delta_flags { INIT = 1, RESET = 2, L2NORM = 4, GATE_K = 8 }
 }
 
 /// Tokens per chunk of the WY form.
@@ -115,8 +115,12 @@ pub struct DeltaArgs<'a> {
     pub qkv: &'a Tensor,
     /// Columns where q, k and v start in a row (`[0, Hk·dk, 2·Hk·dk]` for a packed row).
     pub cols: [usize; 3],
-    /// `[T, Hv]` log decays (≤ 0; DeltaNet without a gate: zeros).
+    /// `[T, Hv]` log decays (≤ 0; DeltaNet without a gate: zeros), or with `channel_gates`
+    /// `[T, Hv·dk]`, one per key channel (Kimi Delta Attention).
     pub g: &'a Tensor,
+    /// KDA's decay per key channel: S's row i decays by exp(g[i]). Taken by the recurrent
+    /// kernel only (prefill included) until the chunked form has KDA's sub-chunks.
+    pub channel_gates: bool,
     /// `[T, Hv]` write strengths.
     pub beta: &'a Tensor,
     /// `[S, Hv, dk, dv]` f32: read when `init`, left at each sequence's last state.
@@ -154,7 +158,8 @@ impl DeltaArgs<'_> {
             return Err(Error::Invalid("the delta rule's scale must be finite".into()));
         }
         super::expect("qkv", self.qkv, &[t, width], DType::F32)?;
-        super::expect("g", self.g, &[t, d.value_heads], DType::F32)?;
+        let gates = if self.channel_gates { d.value_heads * d.dk } else { d.value_heads };
+        super::expect("g", self.g, &[t, gates], DType::F32)?;
         super::expect("beta", self.beta, &[t, d.value_heads], DType::F32)?;
         super::expect("state", self.state, &[s, d.value_heads, d.dk, d.dv], DType::F32)?;
         super::expect("out", out, &[t, d.value_heads * d.dv], DType::F32)
@@ -196,10 +201,10 @@ pub fn variants() -> Vec<Variant> {
 }
 
 /// Records the gated delta rule of every token into `out` `[T, Hv·dv]`, leaving each
-/// sequence's last state in `state`: the chunked form when a sequence has more than one token,
-/// else the recurrent step.
+/// sequence's last state in `state`: the chunked form when a sequence has more than one token
+/// (and the gates are per head), else the recurrent step.
 pub fn delta_rule(rec: &mut Recorder, a: &DeltaArgs, out: &Tensor) -> Result<()> {
-    delta_rule_with(rec, a, out, kernel_for(a.seqs.cu_seqlens()))
+    delta_rule_with(rec, a, out, kernel_for(a.seqs.cu_seqlens(), a.channel_gates))
 }
 
 /// Whether the kernels run on this device: not through GL, whose (Mesa) compiler took over six
@@ -208,9 +213,10 @@ pub fn runs(caps: &crate::device::Capabilities) -> bool {
     caps.backend != "Gl"
 }
 
-/// The kernel [`delta_rule`] takes for sequences `cu`.
-pub fn kernel_for(cu: &[usize]) -> DeltaKernel {
-    if cu.windows(2).any(|w| w[1] - w[0] > 1) {
+/// The kernel [`delta_rule`] takes for sequences `cu` (with per-channel gates: the recurrent
+/// one).
+pub fn kernel_for(cu: &[usize], channel_gates: bool) -> DeltaKernel {
+    if !channel_gates && cu.windows(2).any(|w| w[1] - w[0] > 1) {
         DeltaKernel::Chunked
     } else {
         DeltaKernel::Recurrent
@@ -262,6 +268,14 @@ pub fn delta_rule_in(
     }
     if a.l2norm {
         flags |= delta_flags::L2NORM;
+    }
+    if a.channel_gates {
+        if kernel == DeltaKernel::Chunked {
+            return Err(Error::UnsupportedVariant(
+                "the chunked delta rule takes one gate per head; per-channel gates (KDA) take the recurrent kernel".into(),
+            ));
+        }
+        flags |= delta_flags::GATE_K;
     }
     let params = |t_lo: usize, t_hi: usize, nchunks: usize| -> Result<Params> {
         Ok(Params::of(&DeltaParams {

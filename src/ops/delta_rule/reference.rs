@@ -8,7 +8,9 @@ pub struct DeltaRef<'a> {
     pub qkv: &'a [f32],
     pub width: usize,
     pub cols: [usize; 3],
+    /// `[T, Hv]`, or with `channel_gates` `[T, Hv, dk]`.
     pub g: &'a [f32],
+    pub channel_gates: bool,
     pub beta: &'a [f32],
     pub cu: &'a [usize],
     pub resets: Option<&'a [bool]>,
@@ -48,9 +50,12 @@ pub fn delta_rule_ref(r: &DeltaRef) -> (Vec<f64>, Vec<f64>) {
                 let q = normalised(&row[r.cols[0] + kh * dk..][..dk], r.l2norm);
                 let k = normalised(&row[r.cols[1] + kh * dk..][..dk], r.l2norm);
                 let v = &row[r.cols[2] + h * dv..][..dv];
-                let decay = (r.g[t * hv + h] as f64).exp();
                 let b = r.beta[t * hv + h] as f64;
-                st.iter_mut().for_each(|x| *x *= decay);
+                for i in 0..dk {
+                    let g = if r.channel_gates { r.g[(t * hv + h) * dk + i] } else { r.g[t * hv + h] };
+                    let decay = (g as f64).exp();
+                    st[i * dv..(i + 1) * dv].iter_mut().for_each(|x| *x *= decay);
+                }
                 for j in 0..dv {
                     let kv: f64 = (0..dk).map(|i| st[i * dv + j] * k[i]).sum();
                     let delta = (v[j] as f64 - kv) * b;

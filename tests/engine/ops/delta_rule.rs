@@ -22,13 +22,22 @@ struct Case {
     g: Vec<f32>,
     beta: Vec<f32>,
     l2norm: bool,
+    /// g holds one log decay per key channel (KDA).
+    channel_gates: bool,
 }
 
 impl Case {
     fn new(rng: &mut Rng, lens: &[usize], dims: DeltaDims, g_min: f32, beta: (f32, f32)) -> Self {
         let t = lens.iter().sum();
         let (qkv, g, beta) = cases::inputs(rng, t, dims, g_min, beta);
-        Self { lens: lens.to_vec(), resets: None, dims, qkv, g, beta, l2norm: true }
+        Self { lens: lens.to_vec(), resets: None, dims, qkv, g, beta, l2norm: true, channel_gates: false }
+    }
+
+    /// KDA's inputs: a log decay per key channel in [g_min, 0].
+    fn kda(rng: &mut Rng, lens: &[usize], dims: DeltaDims, g_min: f32) -> Self {
+        let t: usize = lens.iter().sum();
+        let g = rng.vec(t * dims.value_heads * dims.dk, g_min, 0.0);
+        Self { g, channel_gates: true, ..Self::new(rng, lens, dims, g_min, (0.0, 1.0)) }
     }
 
     /// Runs the kernel from `state0` (None: from zero); returns (out, final state) of GPU and
@@ -43,7 +52,8 @@ impl Case {
         let (t, s) = (self.lens.iter().sum::<usize>(), self.lens.len());
         let seqs = Sequences::new(dev, &self.lens, self.resets.as_deref()).unwrap();
         let qkv = Tensor::from_slice(dev, &[t, d.row()], &self.qkv).unwrap();
-        let g = Tensor::from_slice(dev, &[t, d.value_heads], &self.g).unwrap();
+        let gates = if self.channel_gates { d.value_heads * d.dk } else { d.value_heads };
+        let g = Tensor::from_slice(dev, &[t, gates], &self.g).unwrap();
         let beta = Tensor::from_slice(dev, &[t, d.value_heads], &self.beta).unwrap();
         let shape = [s, d.value_heads, d.dk, d.dv];
         let zeros = vec![0.0f32; shape.iter().product()];
@@ -55,6 +65,7 @@ impl Case {
             qkv: &qkv,
             cols: cases::packed_cols(d),
             g: &g,
+            channel_gates: self.channel_gates,
             beta: &beta,
             state: &state,
             seqs: &seqs,
@@ -75,6 +86,7 @@ impl Case {
             width: d.row(),
             cols: cases::packed_cols(d),
             g: &self.g,
+            channel_gates: self.channel_gates,
             beta: &self.beta,
             cu: &cu,
             resets: self.resets.as_deref(),
@@ -128,6 +140,7 @@ impl Tiny {
             qkv: &self.qkv,
             cols: cases::packed_cols(self.d),
             g: &self.g,
+            channel_gates: false,
             beta: &self.g,
             state: &self.state,
             seqs: &self.seqs,
@@ -173,6 +186,49 @@ fn both_kernels_match_the_reference_over_lengths_dims_and_groups() {
                 check(dev, &format!("{k:?} final state {lens:?} {d:?}"), &st, &want_st);
             }
         }
+    }
+}
+
+#[test]
+fn kda_gates_per_key_channel_match_the_reference() {
+    // Kimi Delta Attention: a log decay per key channel (down to −20 per step), through the
+    // op's choice of kernel (the recurrent one, prefill included), over lengths, dims, ragged
+    // batches with resets and a carried state; the chunked kernel refuses per-channel gates.
+    let cases: &[(&[usize], DeltaDims, f32)] = &[
+        (&[1], dims(4, 4, 32, 32), -1.0),
+        (&[15, 16, 65], dims(2, 2, 32, 32), -5.0),
+        (&[63, 64], dims(1, 2, 64, 64), -20.0),
+        (&[200], dims(1, 1, 128, 128), -0.5),
+        (&[9, 4], dims(1, 1, 256, 64), -2.0),
+    ];
+    for dev in devices().iter().filter(|d| runs_here(d)) {
+        let mut rng = Rng::new(79);
+        for &(lens, d, g_min) in cases {
+            let c = Case::kda(&mut rng, lens, d, g_min);
+            let ((out, st), (want, want_st)) = c.run(dev, None);
+            check(dev, &format!("KDA {lens:?} {d:?} g ≥ {g_min}"), &out, &want);
+            check(dev, &format!("KDA final state {lens:?} {d:?}"), &st, &want_st);
+            // Continued from a state, with a reset in the first sequence.
+            let mut c2 = Case::kda(&mut rng, lens, d, g_min);
+            let t: usize = lens.iter().sum();
+            c2.resets = Some((0..t).map(|i| i == t / 2 && lens[0] > t / 2).collect());
+            let ((out, st2), (want, want_st2)) = c2.run(dev, Some(&st));
+            check(dev, &format!("KDA carried {lens:?} {d:?}"), &out, &want);
+            check(dev, &format!("KDA carried final state {lens:?} {d:?}"), &st2, &want_st2);
+        }
+        let c = Case::kda(&mut rng, &[20], dims(1, 1, 32, 32), -1.0);
+        let t = Tiny::new(dev, dims(1, 1, 32, 32));
+        let g = Tensor::from_slice(dev, &[20, 32], &c.g).unwrap();
+        let seqs = Sequences::new(dev, &[20], None).unwrap();
+        let qkv = Tensor::from_slice(dev, &[20, t.d.row()], &c.qkv).unwrap();
+        let beta = Tensor::from_slice(dev, &[20, 1], &c.beta).unwrap();
+        let out = Tensor::empty(dev, &[20, 32], DType::F32).unwrap();
+        let a = DeltaArgs { qkv: &qkv, g: &g, beta: &beta, seqs: &seqs, channel_gates: true, ..t.args() };
+        let e = dr::delta_rule_with(&mut Recorder::new(dev), &a, &out, DeltaKernel::Chunked).unwrap_err();
+        assert!(e.to_string().contains("per-channel"), "{e}");
+        let a = DeltaArgs { channel_gates: false, ..a };
+        let e = dr::delta_rule(&mut Recorder::new(dev), &a, &out).unwrap_err();
+        assert!(e.to_string().contains("g"), "per-channel gates read as per-head: {e}");
     }
 }
 
@@ -309,6 +365,7 @@ fn the_graph_node_plans_its_scratch_and_matches_the_graph_reference() {
                 l2norm: true,
                 scale: 0.17,
                 init: true,
+                channel_gates: false,
             };
             let y = g.op(node, &[qkv, gt, bt, st, seqs]).unwrap();
             g.output(y);
