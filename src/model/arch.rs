@@ -55,6 +55,7 @@ static BUILT_IN: &[&dyn Architecture] = &[
     &super::qwen3_next::Qwen3NextArchitecture,
     &super::qwen3_next::Qwen35Architecture,
     &super::olmo_hybrid::OlmoHybridArchitecture,
+    &super::kimi_linear::KimiLinearArchitecture,
 ];
 
 /// Architectures registered at run time.

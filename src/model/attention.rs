@@ -304,7 +304,68 @@ impl Sublayer for AttentionMixer {
             ins.push(b.weight(&format!("{p}.qk_norm"), nw));
             (c.eps as f32, c.qk_norm == QkNorm::Whole)
         });
-        let qkv = b.g.op(RopeNode { seqs: spec.clone(), dims: c.dims, rot: c.rot(), norm }, &ins)?;
+        let qkv = b.g.op(RopeNode { seqs: spec, dims: c.dims, rot: c.rot(), norm }, &ins)?;
+        let attend = CacheAttention {
+            layer: i,
+            prefix: &p,
+            dims: c.dims,
+            window: c.window,
+            scale: 1.0 / (c.dims.head_dim as f32).sqrt(),
+            softcap: c.softcap,
+            // The tensor-core prefill rounds Q, K, V and P to f16: taken for f16 weights only.
+            f16_ok: self.w_qkv.dtype() == DType::F16,
+        };
+        let mut y = attend.build(dev, b, batch, state, qkv)?;
+        if let Some(wg) = &self.w_gate {
+            let gate = b.linear(&format!("{p}.gate"), xn, wg, None)?;
+            let gate = b.g.unary(crate::ops::elementwise::Unary::Sigmoid, gate, 1.0)?;
+            y = b.g.binary(crate::ops::elementwise::Binary::Mul, y, gate)?;
+        }
+        if c.post_norm {
+            let proj = (&self.w_o, self.b_o.as_ref());
+            return b.linear_norm_add(&format!("{p}.o_proj"), y, proj, &self.norm, c.eps, h);
+        }
+        b.linear_add(&format!("{p}.o_proj"), y, &self.w_o, self.b_o.as_ref(), h)
+    }
+
+    fn parameters(&self) -> usize {
+        let extra = self.b_qkv.iter().chain(self.b_o.iter()).map(Tensor::numel).sum::<usize>();
+        let gated = self.w_gate.iter().chain(self.qk_norm.iter()).map(Tensor::numel).sum::<usize>();
+        self.norm.numel() + self.w_qkv.numel() + self.w_o.numel() + extra + gated
+    }
+}
+
+/// Attention of RoPE'd (or position-free) qkv rows over layer `layer`'s KV cache slot `kv`,
+/// appending the new tokens: the part of an attention layer after its projections, shared by
+/// [`AttentionMixer`] and MLA.
+pub struct CacheAttention<'a> {
+    pub layer: usize,
+    /// The graph names' prefix (`layers.{i}.attn`).
+    pub prefix: &'a str,
+    pub dims: AttnDims,
+    pub window: Option<usize>,
+    pub scale: f32,
+    pub softcap: Option<f32>,
+    /// Whether the tensor-core prefill (f16 Q, K, V and P) may be taken.
+    pub f16_ok: bool,
+}
+
+impl CacheAttention<'_> {
+    /// The output `[T, H·D]` for `qkv` `[T, (H + 2·Hkv)·D]`.
+    pub fn build(
+        &self,
+        dev: &Device,
+        b: &mut Builder,
+        batch: &Batch,
+        state: &State,
+        qkv: TensorId,
+    ) -> Result<TensorId> {
+        let (i, p) = (self.layer, self.prefix);
+        let pos = state
+            .positions()
+            .ok_or_else(|| Error::Invalid("attention needs the state's positions".into()))?;
+        let pos = b.state("positions", pos);
+        let seqs = b.seqs(&batch.seqs);
         // The cache as the state holds it: its positions per ring or block (a block may be
         // smaller than asked for, to fit a binding) and its kind.
         let kv_spec = state
@@ -324,35 +385,18 @@ impl Sublayer for AttentionMixer {
             _ => (vec![b.state(&format!("{p}.kv"), state.slot(i, "kv")?)], None),
         };
         let node = AttentionNode {
-            seqs: spec,
-            dims: c.dims,
-            window: c.window,
+            seqs: SeqSpec::of(&batch.seqs),
+            dims: self.dims,
+            window: self.window,
             cap,
             kv_blocks,
-            scale: 1.0 / (c.dims.head_dim as f32).sqrt(),
-            softcap: c.softcap,
+            scale: self.scale,
+            softcap: self.softcap,
             step: batch.step,
-            // The tensor-core prefill rounds Q, K, V and P to f16: taken for f16 weights only.
-            prefill: PrefillKernel::choose(dev, c.dims, batch.seqs.total(), self.w_qkv.dtype() == DType::F16),
+            prefill: PrefillKernel::choose(dev, self.dims, batch.seqs.total(), self.f16_ok),
         };
         let ins: Vec<TensorId> = [qkv].into_iter().chain(kv).chain([pos, seqs]).collect();
-        let mut y = b.g.op(node, &ins)?;
-        if let Some(wg) = &self.w_gate {
-            let gate = b.linear(&format!("{p}.gate"), xn, wg, None)?;
-            let gate = b.g.unary(crate::ops::elementwise::Unary::Sigmoid, gate, 1.0)?;
-            y = b.g.binary(crate::ops::elementwise::Binary::Mul, y, gate)?;
-        }
-        if c.post_norm {
-            let proj = (&self.w_o, self.b_o.as_ref());
-            return b.linear_norm_add(&format!("{p}.o_proj"), y, proj, &self.norm, c.eps, h);
-        }
-        b.linear_add(&format!("{p}.o_proj"), y, &self.w_o, self.b_o.as_ref(), h)
-    }
-
-    fn parameters(&self) -> usize {
-        let extra = self.b_qkv.iter().chain(self.b_o.iter()).map(Tensor::numel).sum::<usize>();
-        let gated = self.w_gate.iter().chain(self.qk_norm.iter()).map(Tensor::numel).sum::<usize>();
-        self.norm.numel() + self.w_qkv.numel() + self.w_o.numel() + extra + gated
+        b.g.op(node, &ins)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod copy;
 pub mod delta_rule;
 pub mod elementwise;
 pub mod embedding;
+pub mod gather;
 pub mod kernel;
 pub mod mamba_step;
 pub mod matmul;
@@ -60,6 +61,7 @@ pub const FAMILIES: &[OpFamily] = &[
     OpFamily { name: "rope", sources: &[rope::SHADER], variants: rope::variants },
     OpFamily { name: "rg_lru", sources: &[rg_lru::SHADER], variants: rg_lru::variants },
     OpFamily { name: "delta_rule", sources: &[delta_rule::SHADER], variants: delta_rule::variants },
+    OpFamily { name: "gather", sources: &[gather::SHADER], variants: gather::variants },
 ];
 
 /// Every registered variant of every family, each in its plain and arena (`.rw`) form: what

@@ -519,3 +519,37 @@ impl NodeOp for NormedOutNode {
         Some(Ok(y.iter().zip(ins[1]).map(|(a, r)| a + r).collect()))
     }
 }
+
+/// Columns gathered from 1 to 3 row-aligned activations (`ops::gather`). Inputs: the sources
+/// `[T, W_s]`, then the device table `[N]` (a weight built by `gather::table` from `picks`).
+#[derive(Debug)]
+pub struct GatherNode {
+    pub picks: Vec<crate::ops::gather::Pick>,
+}
+
+impl NodeOp for GatherNode {
+    fn name(&self) -> &str {
+        "gather"
+    }
+    fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        if !(2..=4).contains(&ins.len()) {
+            return Err(Error::Shape("gather takes 1 to 3 sources and the table".into()));
+        }
+        let srcs = &ins[..ins.len() - 1];
+        activations("gather", srcs, F32)?;
+        if srcs.iter().any(|s| s.shape.len() != 2 || s.shape[0] != srcs[0].shape[0]) {
+            return Err(Error::Shape("gather: the sources must be [T, W] with the same T".into()));
+        }
+        Ok((vec![srcs[0].shape[0], self.picks.len()], DType::F32))
+    }
+    fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
+        let (srcs, table) = ins.split_at(ins.len() - 1);
+        crate::ops::gather::gather_columns(rec, srcs, table[0], out)
+    }
+    fn reference(&self, ins: &[&[f64]], shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let n = ins.len() - 1;
+        let widths: Vec<usize> = shapes[..n].iter().map(|s| s[1]).collect();
+        let t = shapes[0][0];
+        Some(Ok(crate::ops::gather::gather_columns_ref(&ins[..n], &widths, &self.picks, t)))
+    }
+}
