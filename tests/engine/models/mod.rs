@@ -137,6 +137,7 @@ pub fn check_runtime_on(
 }
 
 mod hybrid;
+mod kimi_linear;
 mod loader;
 mod mamba;
 mod mamba2;

@@ -2,6 +2,7 @@
 
 use crate::common::{check, devices, f16_round};
 use linseq::ops::elementwise::{self, Binary, Unary};
+use linseq::ops::gather::{self, Pick};
 use linseq::ops::norm::{self, NormKind};
 use linseq::ops::{embedding, softmax, Recorder};
 use linseq::testing::{GuardedOutput, Rng};
@@ -198,6 +199,45 @@ fn embedding_gather() {
     }
     assert!(embedding::check_ids(&[0, 5, 3], 5).is_err());
     assert!(embedding::check_ids(&[0, 4, 3], 5).is_ok());
+}
+
+#[test]
+fn columns_gathered_from_several_sources() {
+    // Every column from one of three sources of different widths, or zero, over 1 and 300
+    // rows; out-of-range picks and mismatched rows are clear errors.
+    for dev in devices() {
+        let mut rng = Rng::new(5);
+        for t in [1usize, 300] {
+            let widths = [7usize, 64, 3];
+            let host: Vec<Vec<f32>> = widths.iter().map(|w| rng.vec(t * w, -1.0, 1.0)).collect();
+            let srcs: Vec<Tensor> =
+                host.iter().zip(widths).map(|(h, w)| Tensor::from_slice(dev, &[t, w], h).unwrap()).collect();
+            let picks: Vec<Pick> = (0..100)
+                .map(|c| match c % 4 {
+                    3 => Pick::Zero,
+                    s => Pick::From { src: s, col: (c * 7) % widths[s] },
+                })
+                .collect();
+            let table =
+                Tensor::from_slice(dev, &[picks.len()], &gather::table(&picks, &widths).unwrap()).unwrap();
+            let out = GuardedOutput::new(dev, &[t, picks.len()], DType::F32).unwrap();
+            let mut rec = Recorder::new(dev);
+            gather::gather_columns(&mut rec, &[&srcs[0], &srcs[1], &srcs[2]], &table, &out.tensor).unwrap();
+            rec.run().unwrap();
+            let h64: Vec<Vec<f64>> = host.iter().map(|h| h.iter().map(|&v| v as f64).collect()).collect();
+            let refs: Vec<&[f64]> = h64.iter().map(|v| v.as_slice()).collect();
+            let want = gather::gather_columns_ref(&refs, &widths, &picks, t);
+            check(dev, "gather", DType::F32, &format!("T={t}"), &out, &want);
+        }
+        assert!(gather::table(&[Pick::From { src: 1, col: 5 }], &[8, 5]).is_err());
+        assert!(gather::table(&[Pick::From { src: 3, col: 0 }], &[8, 5, 1, 1]).is_err());
+        let a = Tensor::empty(dev, &[4, 8], DType::F32).unwrap();
+        let b = Tensor::empty(dev, &[5, 8], DType::F32).unwrap();
+        let table = Tensor::from_slice(dev, &[2], &[1u32 << 24, 2 << 24]).unwrap();
+        let out = Tensor::empty(dev, &[4, 2], DType::F32).unwrap();
+        let e = gather::gather_columns(&mut Recorder::new(dev), &[&a, &b], &table, &out).unwrap_err();
+        assert!(e.to_string().contains("source 1"), "{e}");
+    }
 }
 
 #[test]

@@ -1,0 +1,91 @@
+//! Kimi-Linear on random checkpoints: three Kimi Delta Attention layers then an MLA layer (the
+//! shared tiny checkpoint's shape); prefill + decode equals one forward, ragged batches equal
+//! separate runs; configs and checkpoints that disagree are refused. The delta rule does not
+//! run through GL: there the model is not run.
+
+use super::{check_runtime_on, scratch, write_checkpoint};
+use linseq::model::config::Config;
+use linseq::model::kimi_linear::KimiLinearConfig;
+use linseq::model::schema;
+
+fn config() -> serde_json::Value {
+    serde_json::json!({
+        "model_type": "kimi_linear", "hidden_size": 128, "intermediate_size": 192, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "head_dim": 16, "num_hidden_layers": 4, "vocab_size": 256,
+        "rms_norm_eps": 1e-5, "model_max_length": 512, "tie_word_embeddings": true, "hidden_act": "silu",
+        "layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"],
+        "mlp_layer_types": ["dense", "dense", "dense", "dense"],
+        "linear_conv_kernel_dim": 4, "linear_head_dim": 32, "linear_num_heads": 4,
+        "kv_lora_rank": 64, "q_lora_rank": null, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
+        "v_head_dim": 32, "num_experts": 8, "num_experts_per_token": 2,
+    })
+}
+
+fn parse(cfg: &serde_json::Value) -> linseq::Result<KimiLinearConfig> {
+    KimiLinearConfig::from_config(&Config::parse(&cfg.to_string(), "test").unwrap())
+}
+
+const TEXT: &[u8] = b"Now is the winter of our discontent made glorious summer by this sun of York.";
+
+fn delta_rule_runs(dev: &linseq::Device) -> bool {
+    linseq::ops::delta_rule::runs(dev.caps())
+}
+
+#[test]
+fn kimi_linear_decodes_as_one_forward() {
+    let cfg = config();
+    let c = parse(&cfg).unwrap();
+    // lm_head is its own matrix whatever tie_word_embeddings says (transformers ties nothing).
+    assert!(!c.tie_embeddings);
+    assert!(c.schema().iter().any(|s| s.name == "lm_head.weight"));
+    let dir = scratch("kimi-linear");
+    write_checkpoint(&dir, &cfg.to_string(), &schema::random_tensors(&c.schema(), 85));
+    check_runtime_on(&dir, TEXT, 30, 2e-3, delta_rule_runs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn kimi_configs_and_checkpoints_that_disagree_are_refused() {
+    let bad: &[(&str, serde_json::Value, &str)] = &[
+        ("mlp_layer_types", serde_json::json!(["dense", "sparse", "dense", "dense"]), "MoE"),
+        ("mlp_layer_types", serde_json::json!(["dense"]), "mlp_layer_types"),
+        ("q_lora_rank", serde_json::json!(32), "q_lora_rank"),
+        ("linear_head_dim", serde_json::json!(48), "head dims"),
+        ("v_head_dim", serde_json::json!(300), "largest head dim"),
+        (
+            "layer_types",
+            serde_json::json!(["linear_attention", "mamba", "full_attention", "full_attention"]),
+            "mamba",
+        ),
+        ("kv_lora_rank", serde_json::json!("wide"), "kv_lora_rank"),
+    ];
+    for (field, value, want) in bad {
+        let mut cfg = config();
+        cfg[*field] = value.clone();
+        let e = parse(&cfg).unwrap_err();
+        assert!(e.to_string().contains(want), "{field} = {value}: {e}");
+    }
+    // Checkpoints whose tensors do not match the config.
+    let dev = &crate::common::devices()[0];
+    let cfg = config();
+    let good = schema::random_tensors(&parse(&cfg).unwrap().schema(), 86);
+    type Spoil = fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>);
+    let cases: [(&str, Spoil); 3] = [
+        ("A_log", |t| t.retain(|(n, ..)| n != "model.layers.1.self_attn.A_log")),
+        ("kv_b_proj", |t| {
+            let e = t.iter_mut().find(|(n, ..)| n == "model.layers.3.self_attn.kv_b_proj.weight").unwrap();
+            e.1[0] -= 8;
+            e.2.truncate(e.1[0] * e.1[1]);
+        }),
+        ("f_b_proj", |t| t.retain(|(n, ..)| n != "model.layers.0.self_attn.f_b_proj.weight")),
+    ];
+    for (want, spoil) in cases {
+        let dir = scratch(&format!("kimi-bad-{want}"));
+        let mut t = good.clone();
+        spoil(&mut t);
+        write_checkpoint(&dir, &cfg.to_string(), &t);
+        let e = linseq::model::load(dev, &dir, linseq::DType::F32).err().expect(want);
+        assert!(e.to_string().contains(want), "{want}: {e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
