@@ -17,6 +17,7 @@ pub mod gather;
 pub mod kernel;
 pub mod mamba_step;
 pub mod matmul;
+pub mod moe;
 pub mod norm;
 pub mod rg_lru;
 pub mod rope;
@@ -62,6 +63,7 @@ pub const FAMILIES: &[OpFamily] = &[
     OpFamily { name: "rg_lru", sources: &[rg_lru::SHADER], variants: rg_lru::variants },
     OpFamily { name: "delta_rule", sources: &[delta_rule::SHADER], variants: delta_rule::variants },
     OpFamily { name: "gather", sources: &[gather::SHADER], variants: gather::variants },
+    OpFamily { name: "moe", sources: &[moe::SHADER], variants: moe::variants },
 ];
 
 /// Every registered variant of every family, each in its plain and arena (`.rw`) form: what

@@ -7,9 +7,11 @@
 
 mod attention;
 mod delta_rule;
+mod moe;
 mod rg_lru;
 pub use attention::{AdvanceNode, AttentionNode, RopeNode};
 pub use delta_rule::DeltaRuleNode;
+pub use moe::{MoeDownNode, MoeRouteNode, MoeUpNode};
 pub use rg_lru::RgLruNode;
 
 use super::{NodeOp, Role, TensorDesc};

@@ -5,6 +5,7 @@ mod core;
 mod delta_rule;
 mod fused;
 mod matmul;
+mod moe;
 mod sampling;
 mod selective_scan;
 mod ssd;

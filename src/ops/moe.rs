@@ -1,0 +1,244 @@
+//! Mixture-of-experts MLPs in Qwen3-Next's form (`shaders/moe.wgsl`): a softmax router over E
+//! experts keeps the top K per token (renormalised with `norm_topk_prob`); each chosen expert
+//! is a SwiGLU MLP (`gate_up` `[E, 2·I, d]`, `down` `[E, d, I]`), the outputs summed with the
+//! router's weights, plus an optional shared expert's output scaled by sigmoid of its gate.
+//!
+//! Three kernels: [`route`] (one workgroup per token), [`experts_up`] (silu(gate)·up of each
+//! chosen expert, a GEMV per token and slot that reads only its expert's rows) and
+//! [`experts_down`] (the weighted sum of the down projections, with the shared expert and the
+//! residual add fused into its store). A token reads only its K experts' weights, as decoding
+//! wants; a prefill reads them once per token (grouping tokens by expert is not done yet).
+
+use super::{grid, word, Params, Recorder};
+use crate::error::{Error, Result};
+use crate::shader::Variant;
+use crate::tensor::{DType, Tensor};
+
+/// The family's WGSL (`shaders/moe.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("moe");
+
+/// The most experts the router takes (its softmax lives in workgroup memory).
+pub const MAX_EXPERTS: usize = 1024;
+
+crate::uniform! {
+    /// The MoE kernels' parameters.
+    pub struct MoeParams { pub tokens: u32, pub experts: u32, pub k: u32, pub d: u32, pub inter: u32, pub flags: u32 }
+}
+
+crate::flags! {
+    /// Bits of [`MoeParams::flags`].
+    pub mod moe_flags { NORM_TOPK = 1, ACCUMULATE = 2, SHARED = 4 }
+}
+
+fn route_variant() -> Variant {
+    Variant::new("moe.route", &SHADER, "moe_route")
+        .define("ROUTE", 1)
+        .define("EMAX", MAX_EXPERTS)
+        .define("WG", 64)
+        .define("SUBGROUPS", 0)
+        .with_params::<MoeParams>()
+        .with_flags(moe_flags::SET)
+}
+
+fn experts_variant(down: bool, f16: bool) -> Variant {
+    let name = format!("moe.{}.{}", if down { "down" } else { "up" }, if f16 { "f16" } else { "f32" });
+    Variant::new(name, &SHADER, if down { "moe_down" } else { "moe_up" })
+        .define("EXPERTS", 1)
+        .define(if down { "DOWN" } else { "UP" }, 1)
+        .define("W_F16P", f16 as u32)
+        .define("WTYPE", if f16 { "u32" } else { "f32" })
+        .with_params::<MoeParams>()
+        .with_flags(moe_flags::SET)
+}
+
+pub fn variants() -> Vec<Variant> {
+    let mut v = vec![route_variant()];
+    for down in [false, true] {
+        for f16 in [false, true] {
+            v.push(experts_variant(down, f16));
+        }
+    }
+    v
+}
+
+/// Sizes of one MoE layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeDims {
+    pub experts: usize,
+    /// Experts per token.
+    pub k: usize,
+    pub d: usize,
+    /// Each expert's intermediate width.
+    pub inter: usize,
+}
+
+impl MoeDims {
+    pub fn check(&self) -> Result<()> {
+        let MoeDims { experts, k, d, inter } = *self;
+        if experts == 0 || experts > MAX_EXPERTS || k == 0 || k > experts || k > 64 || d == 0 || inter == 0 {
+            return Err(Error::Shape(format!(
+                "MoE: {k} of {experts} experts (at most {MAX_EXPERTS} experts and 64 per token), d {d}, intermediate {inter}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn params(&self, tokens: usize, flags: u32) -> Result<Params> {
+        Ok(Params::of(&MoeParams {
+            tokens: word("tokens", tokens)?,
+            experts: word("experts", self.experts)?,
+            k: word("experts per token", self.k)?,
+            d: word("hidden size", self.d)?,
+            inter: word("expert width", self.inter)?,
+            flags,
+        }))
+    }
+}
+
+fn tokens_of(x: &Tensor, cols: usize, name: &str) -> Result<usize> {
+    match x.shape() {
+        &[t, c] if c == cols && x.dtype() == DType::F32 => Ok(t),
+        other => Err(Error::Shape(format!("MoE {name}: expected f32 [T, {cols}], got {other:?}"))),
+    }
+}
+
+/// A weight `[E, rows, cols]` (f32, or f16 with an even element count).
+fn check_weight(w: &Tensor, shape: [usize; 3], name: &str) -> Result<bool> {
+    let f16 = w.dtype() == DType::F16;
+    if w.shape() != shape || !(f16 || w.dtype() == DType::F32) || (f16 && !shape[2].is_multiple_of(2)) {
+        return Err(Error::Shape(format!(
+            "MoE {name}: expected {shape:?} f32 or f16 (f16 rows of even length), got {:?} {:?}",
+            w.shape(),
+            w.dtype()
+        )));
+    }
+    Ok(f16)
+}
+
+/// Records the routing: `route` `[T, 2·K]` (the experts as f32, then their weights) from
+/// `logits` `[T, E]`.
+pub fn route(rec: &mut Recorder, m: MoeDims, logits: &Tensor, norm_topk: bool, out: &Tensor) -> Result<()> {
+    m.check()?;
+    let t = tokens_of(logits, m.experts, "router logits")?;
+    super::expect("MoE route", out, &[t, 2 * m.k], DType::F32)?;
+    let p = m.params(t, if norm_topk { moe_flags::NORM_TOPK } else { 0 })?;
+    rec.dispatch(&route_variant(), &p, &[logits, out], grid(rec.device(), t)?)
+}
+
+/// The experts' weights, `gate_up` `[E, 2·I, d]` and `down` `[E, d, I]`, and the routing
+/// ([`route`]'s output).
+#[derive(Clone, Copy)]
+pub struct Experts<'a> {
+    pub gate_up: &'a Tensor,
+    pub down: &'a Tensor,
+    pub route: &'a Tensor,
+}
+
+/// Records `h` `[T, K·I]` = silu(gate)·up of each token's chosen experts; `x` `[T, d]`.
+pub fn experts_up(rec: &mut Recorder, m: MoeDims, x: &Tensor, ex: Experts, h: &Tensor) -> Result<()> {
+    m.check()?;
+    let t = tokens_of(x, m.d, "input")?;
+    let (gate_up, route) = (ex.gate_up, ex.route);
+    let f16 = check_weight(gate_up, [m.experts, 2 * m.inter, m.d], "gate_up")?;
+    super::expect("MoE route", route, &[t, 2 * m.k], DType::F32)?;
+    super::expect("MoE h", h, &[t, m.k * m.inter], DType::F32)?;
+    let p = m.params(t, 0)?;
+    let wg = grid(rec.device(), t * m.k * m.inter.div_ceil(2))?;
+    rec.dispatch(&experts_variant(false, f16), &p, &[x, gate_up, route, h], wg)
+}
+
+/// The shared expert of [`experts_down`]: its output `[T, d]` and gate logits `[T, 1]`.
+pub struct Shared<'a> {
+    pub out: &'a Tensor,
+    pub gate: &'a Tensor,
+}
+
+/// Records `y` `[T, d]` = Σ_k weight_k · down[e_k]·h_k (+ sigmoid(gate)·shared) (+ y when
+/// `accumulate`).
+pub fn experts_down(
+    rec: &mut Recorder,
+    m: MoeDims,
+    h: &Tensor,
+    ex: Experts,
+    shared: Option<Shared>,
+    accumulate: bool,
+    y: &Tensor,
+) -> Result<()> {
+    m.check()?;
+    let (down, route) = (ex.down, ex.route);
+    let t = tokens_of(h, m.k * m.inter, "h")?;
+    let f16 = check_weight(down, [m.experts, m.d, m.inter], "down")?;
+    super::expect("MoE route", route, &[t, 2 * m.k], DType::F32)?;
+    super::expect("MoE out", y, &[t, m.d], DType::F32)?;
+    let mut flags = if accumulate { moe_flags::ACCUMULATE } else { 0 };
+    let (so, sg) = match &shared {
+        Some(s) => {
+            super::expect("MoE shared expert output", s.out, &[t, m.d], DType::F32)?;
+            super::expect("MoE shared expert gate", s.gate, &[t, 1], DType::F32)?;
+            flags |= moe_flags::SHARED;
+            (s.out, s.gate)
+        }
+        None => (h, h),
+    };
+    let p = m.params(t, flags)?;
+    let wg = grid(rec.device(), t * m.d.div_ceil(4))?;
+    rec.dispatch(&experts_variant(true, f16), &p, &[h, down, route, y, so, sg], wg)
+}
+
+/// f64 reference of the routed part and the shared expert's gate: y `[T, d]` from x `[T, d]`,
+/// router weight `[E, d]`, gate_up `[E, 2I, d]`, down `[E, d, I]`, and optionally the shared
+/// expert's output `[T, d]` with its gate logits `[T]`.
+pub struct MoeRef<'a> {
+    pub m: MoeDims,
+    pub x: &'a [f32],
+    pub router: &'a [f32],
+    pub gate_up: &'a [f32],
+    pub down: &'a [f32],
+    pub norm_topk: bool,
+    pub shared: Option<(&'a [f32], &'a [f32])>,
+}
+
+pub fn moe_ref(r: &MoeRef) -> Vec<f64> {
+    let MoeDims { experts, k, d, inter } = r.m;
+    let t_all = r.x.len() / d;
+    let mut y = vec![0.0; t_all * d];
+    for t in 0..t_all {
+        let x = &r.x[t * d..(t + 1) * d];
+        let dot = |w: &[f32]| -> f64 { w.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum() };
+        let logits: Vec<f64> = (0..experts).map(|e| dot(&r.router[e * d..(e + 1) * d])).collect();
+        let m = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let ex: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
+        let s: f64 = ex.iter().sum();
+        let mut order: Vec<usize> = (0..experts).collect();
+        order
+            .sort_by(|&a, &b| ex[b].partial_cmp(&ex[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+        let chosen = &order[..k];
+        let picked: f64 = chosen.iter().map(|&e| ex[e] / s).sum();
+        for &e in chosen {
+            let mut wgt = ex[e] / s;
+            if r.norm_topk {
+                wgt /= picked;
+            }
+            let gu = &r.gate_up[e * 2 * inter * d..(e + 1) * 2 * inter * d];
+            let h: Vec<f64> = (0..inter)
+                .map(|n| {
+                    let g = dot(&gu[n * d..(n + 1) * d]);
+                    let u = dot(&gu[(inter + n) * d..(inter + n + 1) * d]);
+                    g / (1.0 + (-g).exp()) * u
+                })
+                .collect();
+            let dn = &r.down[e * d * inter..(e + 1) * d * inter];
+            for n in 0..d {
+                let v: f64 = (0..inter).map(|j| dn[n * inter + j] as f64 * h[j]).sum();
+                y[t * d + n] += wgt * v;
+            }
+        }
+        if let Some((so, sg)) = r.shared {
+            let z = sg[t] as f64;
+            for n in 0..d {
+                y[t * d + n] += so[t * d + n] as f64 / (1.0 + (-z).exp());
+            }
+        }
+    }
+    y
+}

@@ -1,0 +1,102 @@
+//! The mixture-of-experts kernels (routing, the chosen experts' up and down projections with
+//! the shared expert) against the f64 reference: expert counts and top-k, renormalised or
+//! not, f32 and f16 weights, one token and several, and bad calls.
+
+use crate::common::devices;
+use linseq::ops::moe::{self, Experts, MoeDims, MoeRef, Shared};
+use linseq::ops::Recorder;
+use linseq::testing::{compare, Rng};
+use linseq::{DType, Tensor};
+
+#[test]
+fn routed_experts_and_the_shared_expert_match_the_reference() {
+    for dev in devices() {
+        let mut rng = Rng::new(91);
+        for (m, t, norm_topk, shared, dtype) in [
+            (MoeDims { experts: 8, k: 2, d: 64, inter: 48 }, 1, true, true, DType::F32),
+            (MoeDims { experts: 64, k: 8, d: 128, inter: 32 }, 37, true, true, DType::F32),
+            (MoeDims { experts: 16, k: 4, d: 36, inter: 20 }, 9, false, false, DType::F32),
+            (MoeDims { experts: 8, k: 2, d: 64, inter: 48 }, 5, true, true, DType::F16),
+        ] {
+            let MoeDims { experts, k, d, inter } = m;
+            let x = rng.vec(t * d, -1.0, 1.0);
+            let router = rng.vec(experts * d, -0.5, 0.5);
+            let mut gate_up = rng.vec(experts * 2 * inter * d, -0.2, 0.2);
+            let mut down = rng.vec(experts * d * inter, -0.2, 0.2);
+            if dtype == DType::F16 {
+                for v in gate_up.iter_mut().chain(down.iter_mut()) {
+                    *v = half::f16::from_f32(*v).to_f32();
+                }
+            }
+            let so = rng.vec(t * d, -1.0, 1.0);
+            let sg = rng.vec(t, -2.0, 2.0);
+            let up = |h: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, h, dt).unwrap();
+            let xt = up(&x, &[t, d], DType::F32);
+            let rt = up(&router, &[experts, d], DType::F32);
+            let gut = up(&gate_up, &[experts, 2 * inter, d], dtype);
+            let dnt = up(&down, &[experts, d, inter], dtype);
+            let (sot, sgt) = (up(&so, &[t, d], DType::F32), up(&sg, &[t, 1], DType::F32));
+            let logits = Tensor::empty(dev, &[t, experts], DType::F32).unwrap();
+            let route = Tensor::empty(dev, &[t, 2 * k], DType::F32).unwrap();
+            let h = Tensor::empty(dev, &[t, k * inter], DType::F32).unwrap();
+            let y = Tensor::empty(dev, &[t, d], DType::F32).unwrap();
+            let mut rec = Recorder::new(dev);
+            linseq::ops::matmul::linear(&mut rec, &xt, &rt, None, &logits).unwrap();
+            moe::route(&mut rec, m, &logits, norm_topk, &route).unwrap();
+            let ex = Experts { gate_up: &gut, down: &dnt, route: &route };
+            moe::experts_up(&mut rec, m, &xt, ex, &h).unwrap();
+            let sh = shared.then_some(Shared { out: &sot, gate: &sgt });
+            moe::experts_down(&mut rec, m, &h, ex, sh, false, &y).unwrap();
+            rec.run().unwrap();
+            let want = moe::moe_ref(&MoeRef {
+                m,
+                x: &x,
+                router: &router,
+                gate_up: &gate_up,
+                down: &down,
+                norm_topk,
+                shared: shared.then_some((so.as_slice(), sg.as_slice())),
+            });
+            let got = y.read_f32(dev).unwrap();
+            let c = compare(&got, &want);
+            assert!(
+                c.nonfinite_mismatches == 0 && c.nmse < 1e-10 && c.max_abs < 1e-4,
+                "[{}] moe {m:?} T={t}: {c:?}",
+                dev.describe()
+            );
+            // The routing's weights sum to 1 when renormalised.
+            let r = route.read_f32(dev).unwrap();
+            if norm_topk {
+                for row in r.chunks(2 * k) {
+                    let s: f32 = row[k..].iter().sum();
+                    assert!((s - 1.0).abs() < 1e-5, "{row:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_moe_calls_are_clear_errors() {
+    let dev = &devices()[0];
+    let m = MoeDims { experts: 8, k: 2, d: 16, inter: 8 };
+    let e = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap();
+    let (logits, route, x, h) = (e(&[3, 8]), e(&[3, 4]), e(&[3, 16]), e(&[3, 16]));
+    let (gu, dn) = (e(&[8, 16, 16]), e(&[8, 16, 8]));
+    let mut rec = Recorder::new(dev);
+    for (bad, want) in [
+        (MoeDims { k: 9, ..m }, "experts"),
+        (MoeDims { experts: 2000, ..m }, "at most"),
+        (MoeDims { inter: 0, ..m }, "intermediate"),
+    ] {
+        let err = moe::route(&mut rec, bad, &logits, true, &route).unwrap_err();
+        assert!(err.to_string().contains(want), "{bad:?}: {err}");
+    }
+    let ex = Experts { gate_up: &dn, down: &dn, route: &route };
+    let err = moe::experts_up(&mut rec, m, &x, ex, &h).unwrap_err();
+    assert!(err.to_string().contains("gate_up"), "{err}");
+    let ex = Experts { gate_up: &gu, down: &gu, route: &route };
+    let err = moe::experts_down(&mut rec, m, &h, ex, None, false, &x).unwrap_err();
+    assert!(err.to_string().contains("down"), "{err}");
+    assert!(rec.is_empty());
+}
