@@ -30,6 +30,7 @@ pub mod mamba2;
 pub mod mistral;
 pub mod mla;
 pub mod mlp;
+pub mod moe;
 pub mod olmo_hybrid;
 pub mod qwen3_next;
 pub mod random;

@@ -4,7 +4,8 @@
 //! `linear_attention` is a Gated DeltaNet mixer ([`GdnMixer`]), `full_attention` a gated
 //! attention layer (q_proj twice as wide with a sigmoid output gate, q/k RMSNorm per head,
 //! partial rotary), each followed by a SwiGLU MLP; every RMSNorm scales by (1 + w) except the
-//! delta rule's output norm. MoE layers are refused with a clear error for now.
+//! delta rule's output norm. Sparse layers (`num_experts`, outside `mlp_only_layers`, every
+//! `decoder_sparse_step`-th) take a mixture-of-experts MLP with a shared expert ([`MoeMlp`]).
 
 use super::attention::{
     AttentionMixer, AttentionNames, AttentionSpec, HfDecoderFields, QkNorm, RopeParameters,
@@ -14,10 +15,12 @@ use super::common::{self, Head, HeadNames};
 use super::config::{Config, Float, Size};
 use super::gated_deltanet::{GdnLayout, GdnMixer, GdnSpec, HfGdnFields};
 use super::mlp::{GatedMlp, MlpSpec};
+use super::moe::{MoeMlp, MoeSpec};
 use super::schema::{Init, WeightSpec};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::moe::MoeDims;
 use crate::tensor::DType;
 
 /// config.json (or its `text_config`) in transformers' names.
@@ -28,6 +31,10 @@ struct HfConfig {
     layer_types: Option<Vec<String>>,
     full_attention_interval: Option<Size>,
     num_experts: Option<Size>,
+    num_experts_per_tok: Option<Size>,
+    moe_intermediate_size: Option<Size>,
+    shared_expert_intermediate_size: Option<Size>,
+    norm_topk_prob: Option<bool>,
     mlp_only_layers: Option<Vec<usize>>,
     decoder_sparse_step: Option<Size>,
     attention_bias: Option<bool>,
@@ -75,6 +82,9 @@ pub struct Qwen3NextConfig {
     pub gdn: GdnSpec,
     pub attn: AttentionSpec,
     pub mlp: MlpSpec,
+    /// The sparse layers' MLP, and which layers are sparse.
+    pub moe: Option<MoeSpec>,
+    pub sparse: Vec<bool>,
     pub kinds: Vec<LayerKind>,
     pub vocab: usize,
     pub tie_embeddings: bool,
@@ -107,11 +117,30 @@ impl Qwen3NextConfig {
         let experts = j.num_experts.map_or(0, |n| n.0);
         let only = j.mlp_only_layers.clone().unwrap_or_default();
         let step = j.decoder_sparse_step.map_or(1, |s| s.0.max(1));
-        if let Some(i) = (0..layers).find(|i| experts > 0 && !only.contains(i) && (i + 1) % step == 0) {
-            return Err(Error::UnsupportedVariant(format!(
-                "layer {i} has a mixture-of-experts MLP ({experts} experts): linseq runs the dense-MLP Qwen3-Next layers only so far"
-            )));
-        }
+        let sparse: Vec<bool> =
+            (0..layers).map(|i| experts > 0 && !only.contains(&i) && (i + 1) % step == 0).collect();
+        let moe = if sparse.iter().any(|&s| s) {
+            let need = |v: Option<Size>, name: &str| {
+                v.map(|v| v.0)
+                    .ok_or_else(|| Error::Model(format!("a mixture-of-experts config needs {name}")))
+            };
+            let spec = MoeSpec {
+                dims: MoeDims {
+                    experts,
+                    k: need(j.num_experts_per_tok, "num_experts_per_tok")?,
+                    d: h.hidden_size.0,
+                    inter: need(j.moe_intermediate_size, "moe_intermediate_size")?,
+                },
+                shared_inter: j.shared_expert_intermediate_size.map(|s| s.0).filter(|&s| s > 0),
+                norm_topk: j.norm_topk_prob.unwrap_or(true),
+                eps,
+                norm_plus_one: true,
+            };
+            spec.check()?;
+            Some(spec)
+        } else {
+            None
+        };
         let rope =
             RopeParameters::resolve(h.rope_parameters.as_ref(), j.rope_theta, j.partial_rotary_factor)?;
         let mut attn = AttentionSpec::plain(d, h.attn_dims(), None, h.max_positions(32768), rope, eps);
@@ -131,6 +160,8 @@ impl Qwen3NextConfig {
             gdn,
             attn,
             mlp,
+            moe,
+            sparse,
             kinds,
             vocab: h.vocab_size.0,
             tie_embeddings: h.tie_word_embeddings.unwrap_or(false),
@@ -183,13 +214,15 @@ impl Qwen3NextConfig {
                     t.extend(a);
                 }
             }
-            let mut m = GatedMlp::schema(
-                &self.mlp,
-                &format!("{p}.post_attention_layernorm.weight"),
-                &format!("{p}.mlp"),
-            );
-            m[0].init = Init::Uniform(-0.1, 0.1);
-            t.extend(m);
+            let norm = format!("{p}.post_attention_layernorm.weight");
+            match (&self.moe, self.sparse[i]) {
+                (Some(moe), true) => t.extend(MoeMlp::schema(moe, &norm, &format!("{p}.mlp"))),
+                _ => {
+                    let mut m = GatedMlp::schema(&self.mlp, &norm, &format!("{p}.mlp"));
+                    m[0].init = Init::Uniform(-0.1, 0.1);
+                    t.extend(m);
+                }
+            }
         }
         t
     }
@@ -238,8 +271,13 @@ impl Qwen3Next {
                 )?),
             };
             let mlp_norm = format!("{p}.post_attention_layernorm.weight");
-            let mlp = GatedMlp::load(dev, w, &c.mlp, &mlp_norm, &format!("{p}.mlp"), dtype)?;
-            Ok(Block { mixer: Some(mixer), mlp: Some(Box::new(mlp)) })
+            let mlp: Box<dyn super::blocks::Sublayer> = match (&c.moe, c.sparse[i]) {
+                (Some(moe), true) => {
+                    Box::new(MoeMlp::load(dev, w, moe, &mlp_norm, &format!("{p}.mlp"), dtype)?)
+                }
+                _ => Box::new(GatedMlp::load(dev, w, &c.mlp, &mlp_norm, &format!("{p}.mlp"), dtype)?),
+            };
+            Ok(Block { mixer: Some(mixer), mlp: Some(mlp) })
         })?;
         Ok(Self { stack: Stack { head, blocks, eps: c.attn.eps }, cfg: c })
     }

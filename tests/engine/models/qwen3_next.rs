@@ -64,6 +64,29 @@ fn qwen3_next_and_qwen3_5_decode_as_one_forward() {
 }
 
 #[test]
+fn qwen3_next_with_mixture_of_experts_layers_decodes_as_one_forward() {
+    // Layers 1 and 3 sparse (4 experts, top 2, renormalised, a shared expert), 0 and 2 dense.
+    let mut cfg = config("qwen3_next");
+    cfg["mlp_only_layers"] = serde_json::json!([0, 2]);
+    cfg["num_experts_per_tok"] = 2.into();
+    cfg["moe_intermediate_size"] = 64.into();
+    cfg["shared_expert_intermediate_size"] = 96.into();
+    cfg["norm_topk_prob"] = true.into();
+    let c = Qwen3NextConfig::from_config(&Config::parse(&cfg.to_string(), "test").unwrap()).unwrap();
+    assert_eq!(c.sparse, vec![false, true, false, true]);
+    let names: Vec<String> = c.schema().into_iter().map(|s| s.name).collect();
+    assert!(names.iter().any(|n| n == "model.layers.1.mlp.experts.3.down_proj.weight"));
+    assert!(names.iter().any(|n| n == "model.layers.3.mlp.shared_expert_gate.weight"));
+    let dir = checkpoint("qwen3-next-moe", &cfg);
+    check_runtime_on(&dir, TEXT, 30, 2e-3, delta_rule_runs);
+    let _ = std::fs::remove_dir_all(&dir);
+    // More experts per token than experts.
+    cfg["num_experts_per_tok"] = 5.into();
+    let e = Qwen3NextConfig::from_config(&Config::parse(&cfg.to_string(), "test").unwrap()).unwrap_err();
+    assert!(e.to_string().contains("experts"), "{e}");
+}
+
+#[test]
 fn the_multimodal_wrapper_reads_weights_under_language_model() {
     let mut c = serde_json::json!({"model_type": "qwen3_5"});
     c["text_config"] = config("qwen3_5_text");
@@ -86,7 +109,8 @@ fn qwen_configs_and_checkpoints_that_disagree_are_refused() {
             "mamba",
         ),
         ("layer_types", serde_json::json!(["linear_attention"]), "layer_types"),
-        ("mlp_only_layers", serde_json::json!([0, 1]), "mixture-of-experts"),
+        // Sparse layers without the experts' sizes.
+        ("mlp_only_layers", serde_json::json!([0, 1]), "num_experts_per_tok"),
         // Values of the wrong type are named by their field, in both shared field groups.
         ("num_hidden_layers", serde_json::json!(1.5), "num_hidden_layers"),
         ("linear_num_value_heads", serde_json::json!("four"), "linear_num_value_heads"),
