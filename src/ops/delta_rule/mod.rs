@@ -166,9 +166,24 @@ impl DeltaArgs<'_> {
     }
 }
 
-/// The recurrent kernel for key head dim `dk`.
-pub fn recurrent_variant(dk: usize) -> Variant {
-    base("recurrent", "delta_recurrent", dk).define("RECURRENT", 1)
+/// The recurrent kernel for key head dim `dk`, `cols` state columns per workgroup (64, or 16
+/// with 4 invocations per column).
+pub fn recurrent_variant(dk: usize, cols: usize) -> Variant {
+    let name = if cols == 64 { "recurrent".to_string() } else { format!("recurrent.c{cols}") };
+    base(&name, "delta_recurrent", dk).define("RECURRENT", 1).define("COLS", cols)
+}
+
+/// Workgroups below which the recurrent kernel splits each column over 4 invocations (16
+/// columns per workgroup), so that a small batch still spreads over a GPU's cores.
+const SPLIT_COLUMNS_BELOW: usize = 128;
+
+/// State columns per workgroup of the recurrent kernel for `s` sequences of `d`.
+pub fn recurrent_cols(s: usize, d: DeltaDims) -> usize {
+    if s * d.value_heads * d.dv.div_ceil(64) < SPLIT_COLUMNS_BELOW {
+        16
+    } else {
+        64
+    }
 }
 
 fn base(name: &str, entry: &'static str, dk: usize) -> Variant {
@@ -192,7 +207,8 @@ fn chunked_variant(pass: Pass, dk: usize) -> Variant {
 pub fn variants() -> Vec<Variant> {
     let mut v = Vec::new();
     for dk in KEY_DIMS {
-        v.push(recurrent_variant(dk));
+        v.push(recurrent_variant(dk, 64));
+        v.push(recurrent_variant(dk, 16));
         for pass in [Pass::Prep, Pass::State, Pass::Out] {
             v.push(chunked_variant(pass, dk));
         }
@@ -298,10 +314,12 @@ pub fn delta_rule_in(
     let blocks = d.dv.div_ceil(64);
     let per_seq = grid(rec.device(), s * d.value_heads * blocks)?;
     if kernel == DeltaKernel::Recurrent {
-        let v = recurrent_variant(d.dk);
+        let cols = recurrent_cols(s, d);
+        let v = recurrent_variant(d.dk, cols);
+        let wg = grid(rec.device(), s * d.value_heads * d.dv.div_ceil(cols))?;
         let tensors = [a.qkv, a.g, a.beta, a.seqs.table(), a.state, out];
         for lo in (0..longest.max(1)).step_by(TOKENS_PER_DISPATCH) {
-            rec.dispatch(&v, &params(lo, lo + TOKENS_PER_DISPATCH, 0)?, &tensors, per_seq)?;
+            rec.dispatch(&v, &params(lo, lo + TOKENS_PER_DISPATCH, 0)?, &tensors, wg)?;
         }
         return Ok(());
     }

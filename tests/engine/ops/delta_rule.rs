@@ -175,7 +175,11 @@ fn both_kernels_match_the_reference_over_lengths_dims_and_groups() {
         (&[1047], dims(1, 1, 128, 128)),
         (&[40, 7], dims(1, 3, 256, 80)), // dk 256, dv not a multiple of 64
         (&[4103], dims(1, 1, 64, 64)),   // long: many dispatch pieces
+        (&[3; 33], dims(2, 4, 64, 64)),  // enough workgroups for one invocation per column
     ];
+    // The recurrent kernel's two column forms are both among these cases.
+    assert_eq!(dr::recurrent_cols(1, dims(2, 2, 64, 64)), 16);
+    assert_eq!(dr::recurrent_cols(33, dims(2, 4, 64, 64)), 64);
     for dev in devices().iter().filter(|d| runs_here(d)) {
         let mut rng = Rng::new(71);
         for &(lens, d) in cases {
