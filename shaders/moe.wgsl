@@ -1,4 +1,4 @@
-// Mixture-of-experts MLP pieces (ops::moe), Qwen3-Next's form. Layouts:
+// Mixture-of-experts MLP pieces (ops::moe), Qwen3-Next's and Kimi-Linear's forms. Layouts:
 //   logits : [T, E]          router logits
 //   route  : [T, 2·K]        per token the K chosen experts (as f32, exact) then their weights
 //   x      : [T, d]          the normed input
@@ -7,16 +7,20 @@
 //   w_down : [E, d, I]
 //   y      : [T, d]          y (+)= Σ_k weight_k · W_down[e_k]·h_k  (+ sigmoid(z)·shared)
 // Weights are f32, or (W_F16P) f16 packed two to a u32 word. Accumulation is f32.
-struct Params { tokens: u32, experts: u32, k: u32, d: u32, inter: u32, flags: u32 }
+struct Params { tokens: u32, experts: u32, k: u32, d: u32, inter: u32, flags: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 
 #include flags
 
 #if ROUTE
 // Softmax over the experts (f32), the K largest (ties to the lowest index), renormalised to
-// sum 1 with NORM_TOPK. One workgroup per token.
+// sum 1 with NORM_TOPK. With SIGMOID (Kimi-Linear's, DeepSeek-V3's): scores sigmoid(logit),
+// chosen by score + bias[e], weighted by the score, renormalised (NORM_TOPK, + 1e-20), times
+// p.scale. One workgroup per token.
 @group(0) @binding(1) var<storage, {{ACT}}> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> route: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+var<workgroup> scores: array<f32, {{EMAX}}>;
 var<workgroup> probs: array<f32, {{EMAX}}>;
 #include reduce
 
@@ -26,19 +30,31 @@ fn moe_route(inv: RowInvocation) {
     if (t >= p.tokens) { return; } // workgroup-uniform
     let l = lane(inv);
     let base = t * p.experts;
-    var m = -3.0e38;
-    for (var e = l.lid; e < p.experts; e += 64u) { m = max(m, logits[base + e]); }
-    m = reduce_max(m, l);
-    var s = 0.0;
-    for (var e = l.lid; e < p.experts; e += 64u) {
-        let v = exp(logits[base + e] - m);
-        probs[e] = v;
-        s += v;
+    var s = 1.0;
+    if (flag(SIGMOID)) {
+        // probs: what the choice ranks (score + bias); scores: the weights.
+        for (var e = l.lid; e < p.experts; e += 64u) {
+            let v = 1.0 / (1.0 + exp(-logits[base + e]));
+            scores[e] = v;
+            probs[e] = v + bias[e];
+        }
+        workgroupBarrier();
+    } else {
+        var m = -3.0e38;
+        for (var e = l.lid; e < p.experts; e += 64u) { m = max(m, logits[base + e]); }
+        m = reduce_max(m, l);
+        s = 0.0;
+        for (var e = l.lid; e < p.experts; e += 64u) {
+            let v = exp(logits[base + e] - m);
+            probs[e] = v;
+            scores[e] = v;
+            s += v;
+        }
+        s = reduce_sum(s, l);
     }
-    s = reduce_sum(s, l);
     var picked = 0.0;
     for (var k = 0u; k < p.k; k++) {
-        var best = -1.0;
+        var best = -3.0e38;
         var at = 0xffffffffu;
         for (var e = l.lid; e < p.experts; e += 64u) {
             if (probs[e] > best) {
@@ -47,18 +63,21 @@ fn moe_route(inv: RowInvocation) {
             }
         }
         let idx = min(reduce_argmax(best, at, l), p.experts - 1u);
-        let w = probs[idx] / s;
+        let w = scores[idx] / s;
         picked += w;
         workgroupBarrier(); // every lane has read probs[idx]
         if (l.lid == 0u) {
-            probs[idx] = -2.0;
+            probs[idx] = -3.0e38;
             route[t * 2u * p.k + k] = f32(idx);
             route[t * 2u * p.k + p.k + k] = w;
         }
         workgroupBarrier();
     }
-    if (flag(NORM_TOPK) && l.lid < p.k) {
-        route[t * 2u * p.k + p.k + l.lid] /= picked;
+    if (l.lid < p.k) {
+        let at = t * 2u * p.k + p.k + l.lid;
+        var w = route[at];
+        if (flag(NORM_TOPK)) { w /= select(picked, picked + 1e-20, flag(SIGMOID)); }
+        route[at] = w * p.scale;
     }
 }
 #endif
@@ -152,8 +171,9 @@ fn moe_down(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
         let i = t * p.d + n0 + lid;
         var v = acc[lid];
         if (flag(SHARED)) {
-            let z = shared_gate[t];
-            v += shared_out[i] / (1.0 + exp(-z));
+            var g = 1.0;
+            if (flag(SHARED_GATE)) { g = 1.0 / (1.0 + exp(-shared_gate[t])); }
+            v += shared_out[i] * g;
         }
         if (flag(ACCUMULATE)) { v += out[i]; }
         out[i] = v;

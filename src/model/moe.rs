@@ -1,9 +1,16 @@
-//! A pre-norm mixture-of-experts MLP, Qwen3-Next's sparse layer: a softmax router `gate`
-//! `[E, d]` keeps the top `num_experts_per_tok` experts (renormalised with `norm_topk_prob`),
-//! each a SwiGLU MLP of `moe_intermediate_size`; a shared expert (SwiGLU of
-//! `shared_expert_intermediate_size`) is added times sigmoid(`shared_expert_gate`·x). The
-//! checkpoint keeps the experts one by one, as Hub checkpoints do (`experts.{e}.gate_proj` …);
-//! they are stacked at load into the `[E, 2·I, d]` and `[E, d, I]` tensors the kernels read.
+//! A pre-norm mixture-of-experts MLP: a router `gate` `[E, d]` keeps the top
+//! `num_experts_per_tok` experts, each a SwiGLU MLP of `moe_intermediate_size`, plus a shared
+//! expert. Two forms ([`MoeLayout`]):
+//! - Qwen3-Next: softmax routing (renormalised with `norm_topk_prob`), experts
+//!   `experts.{e}.{gate,up,down}_proj`, the shared expert (`shared_expert_intermediate_size`)
+//!   times sigmoid(`shared_expert_gate`·x);
+//! - Kimi-Linear (DeepSeek-V3's routing with one expert group): sigmoid scores chosen by score
+//!   plus `gate.e_score_correction_bias`, renormalised and times `routed_scaling_factor`,
+//!   experts `experts.{e}.w1` (gate), `w3` (up), `w2` (down), the shared experts
+//!   (`shared_experts.*`, `num_shared_experts` experts wide) added ungated.
+//!
+//! The checkpoint keeps the experts one by one, as Hub checkpoints do; they are stacked at load
+//! into the `[E, 2·I, d]` and `[E, d, I]` tensors the kernels read.
 
 use super::blocks::Sublayer;
 use super::common::{Batch, Builder};
@@ -15,12 +22,52 @@ use crate::error::{Error, Result};
 use crate::graph::nodes::{MoeDownNode, MoeRouteNode, MoeUpNode};
 use crate::graph::TensorId;
 use crate::ops::elementwise::Binary;
-use crate::ops::moe::MoeDims;
+use crate::ops::moe::{MoeDims, Scoring};
 use crate::tensor::{DType, Tensor};
+
+/// Which checkpoint (and routing) form.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MoeLayout {
+    Qwen,
+    /// With the routed scaling factor.
+    Kimi {
+        scale: f32,
+    },
+}
+
+impl MoeLayout {
+    /// (gate, up, down) of expert e.
+    fn expert_names(self) -> [&'static str; 3] {
+        match self {
+            MoeLayout::Qwen => ["gate_proj", "up_proj", "down_proj"],
+            MoeLayout::Kimi { .. } => ["w1", "w3", "w2"],
+        }
+    }
+
+    fn shared_prefix(self) -> &'static str {
+        match self {
+            MoeLayout::Qwen => "shared_expert",
+            MoeLayout::Kimi { .. } => "shared_experts",
+        }
+    }
+
+    fn scoring(self) -> Scoring {
+        match self {
+            MoeLayout::Qwen => Scoring::Softmax,
+            MoeLayout::Kimi { scale } => Scoring::Sigmoid { scale },
+        }
+    }
+
+    /// The shared expert is scaled by sigmoid of its own gate.
+    fn gated_shared(self) -> bool {
+        self == MoeLayout::Qwen
+    }
+}
 
 /// A sparse MLP layer's configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MoeSpec {
+    pub layout: MoeLayout,
     pub dims: MoeDims,
     /// The shared expert's width (None: no shared expert).
     pub shared_inter: Option<usize>,
@@ -45,10 +92,12 @@ pub struct MoeMlp {
     c: MoeSpec,
     norm: Tensor,
     router: Tensor,
+    /// The sigmoid routing's correction bias `[E]`.
+    bias: Option<Tensor>,
     gate_up: Tensor,
     down: Tensor,
-    /// The shared expert: gate, up, down, and its gate `[1, d]`.
-    shared: Option<[Tensor; 4]>,
+    /// The shared expert: gate, up, down, and (gated) its gate `[1, d]`.
+    shared: Option<([Tensor; 3], Option<Tensor>)>,
 }
 
 impl MoeMlp {
@@ -61,18 +110,26 @@ impl MoeMlp {
             WeightSpec::new(norm_name, &[d], norm_init),
             WeightSpec::new(format!("{p}.gate.weight"), &[experts, d], Init::FanIn),
         ];
+        if !c.layout.gated_shared() {
+            let name = format!("{p}.gate.e_score_correction_bias");
+            out.push(WeightSpec::new(name, &[experts], Init::Uniform(-0.05, 0.05)));
+        }
+        let [g, u, dn] = c.layout.expert_names();
         for e in 0..experts {
-            out.push(WeightSpec::new(format!("{p}.experts.{e}.gate_proj.weight"), &[inter, d], Init::FanIn));
-            out.push(WeightSpec::new(format!("{p}.experts.{e}.up_proj.weight"), &[inter, d], Init::FanIn));
-            out.push(WeightSpec::new(format!("{p}.experts.{e}.down_proj.weight"), &[d, inter], Init::FanIn));
+            out.push(WeightSpec::new(format!("{p}.experts.{e}.{g}.weight"), &[inter, d], Init::FanIn));
+            out.push(WeightSpec::new(format!("{p}.experts.{e}.{u}.weight"), &[inter, d], Init::FanIn));
+            out.push(WeightSpec::new(format!("{p}.experts.{e}.{dn}.weight"), &[d, inter], Init::FanIn));
         }
         if let Some(si) = c.shared_inter {
+            let s = c.layout.shared_prefix();
             out.extend([
-                WeightSpec::new(format!("{p}.shared_expert.gate_proj.weight"), &[si, d], Init::FanIn),
-                WeightSpec::new(format!("{p}.shared_expert.up_proj.weight"), &[si, d], Init::FanIn),
-                WeightSpec::new(format!("{p}.shared_expert.down_proj.weight"), &[d, si], Init::FanIn),
-                WeightSpec::new(format!("{p}.shared_expert_gate.weight"), &[1, d], Init::FanIn),
+                WeightSpec::new(format!("{p}.{s}.gate_proj.weight"), &[si, d], Init::FanIn),
+                WeightSpec::new(format!("{p}.{s}.up_proj.weight"), &[si, d], Init::FanIn),
+                WeightSpec::new(format!("{p}.{s}.down_proj.weight"), &[d, si], Init::FanIn),
             ]);
+            if c.layout.gated_shared() {
+                out.push(WeightSpec::new(format!("{p}.shared_expert_gate.weight"), &[1, d], Init::FanIn));
+            }
         }
         out
     }
@@ -90,26 +147,42 @@ impl MoeMlp {
         let MoeDims { experts, d, inter, .. } = c.dims;
         let mut gate_up = Vec::with_capacity(experts * 2 * inter * d);
         let mut down = Vec::with_capacity(experts * d * inter);
+        let [g, u, dn] = c.layout.expert_names();
         for e in 0..experts {
             let q = format!("{p}.experts.{e}");
-            gate_up.extend(w.f32(&format!("{q}.gate_proj.weight"), Some(&[inter, d]))?.0);
-            gate_up.extend(w.f32(&format!("{q}.up_proj.weight"), Some(&[inter, d]))?.0);
-            down.extend(w.f32(&format!("{q}.down_proj.weight"), Some(&[d, inter]))?.0);
+            gate_up.extend(w.f32(&format!("{q}.{g}.weight"), Some(&[inter, d]))?.0);
+            gate_up.extend(w.f32(&format!("{q}.{u}.weight"), Some(&[inter, d]))?.0);
+            down.extend(w.f32(&format!("{q}.{dn}.weight"), Some(&[d, inter]))?.0);
         }
         let mat = |name: String, shape: &[usize]| w.upload(dev, &name, shape, shape, dtype);
         let shared = match c.shared_inter {
-            Some(si) => Some([
-                mat(format!("{p}.shared_expert.gate_proj.weight"), &[si, d])?,
-                mat(format!("{p}.shared_expert.up_proj.weight"), &[si, d])?,
-                mat(format!("{p}.shared_expert.down_proj.weight"), &[d, si])?,
-                mat(format!("{p}.shared_expert_gate.weight"), &[1, d])?,
-            ]),
+            Some(si) => {
+                let s = c.layout.shared_prefix();
+                let mats = [
+                    mat(format!("{p}.{s}.gate_proj.weight"), &[si, d])?,
+                    mat(format!("{p}.{s}.up_proj.weight"), &[si, d])?,
+                    mat(format!("{p}.{s}.down_proj.weight"), &[d, si])?,
+                ];
+                let gate = if c.layout.gated_shared() {
+                    Some(mat(format!("{p}.shared_expert_gate.weight"), &[1, d])?)
+                } else {
+                    None
+                };
+                Some((mats, gate))
+            }
             None => None,
+        };
+        let bias = if c.layout.gated_shared() {
+            None
+        } else {
+            let name = format!("{p}.gate.e_score_correction_bias");
+            Some(w.upload(dev, &name, &[experts], &[experts], DType::F32)?)
         };
         Ok(Self {
             c: *c,
             norm: w.norm(dev, norm_name, d, c.norm_plus_one)?,
             router: w.upload(dev, &format!("{p}.gate.weight"), &[experts, d], &[experts, d], DType::F32)?,
+            bias,
             gate_up: Tensor::from_f32(dev, &[experts, 2 * inter, d], &gate_up, dtype)?,
             down: Tensor::from_f32(dev, &[experts, d, inter], &down, dtype)?,
             shared,
@@ -132,24 +205,34 @@ impl Sublayer for MoeMlp {
         let xn = b.rms_norm(&format!("{p}.norm"), h, &self.norm, c.eps)?;
         // The router in f32, as transformers computes its softmax.
         let logits = b.linear(&format!("{p}.router"), xn, &self.router, None)?;
-        let route = b.g.op(MoeRouteNode { dims: c.dims, norm_topk: c.norm_topk }, &[logits])?;
+        let mut rins = vec![logits];
+        if let Some(bias) = &self.bias {
+            rins.push(b.weight(&format!("{p}.router_bias"), bias));
+        }
+        let node = MoeRouteNode { dims: c.dims, scoring: c.layout.scoring(), norm_topk: c.norm_topk };
+        let route = b.g.op(node, &rins)?;
         let gate_up = b.weight(&format!("{p}.gate_up"), &self.gate_up);
         let hid = b.g.op(MoeUpNode { dims: c.dims }, &[xn, gate_up, route])?;
         let down = b.weight(&format!("{p}.down"), &self.down);
         let mut ins = vec![hid, down, route];
-        if let Some([g, u, dn, sg]) = &self.shared {
+        if let Some(([g, u, dn], sg)) = &self.shared {
             let gs = b.linear(&format!("{p}.shared.gate"), xn, g, None)?;
             let us = b.linear(&format!("{p}.shared.up"), xn, u, None)?;
             let a = b.g.binary(Binary::MulSilu, us, gs)?;
             ins.push(b.linear(&format!("{p}.shared.down"), a, dn, None)?);
-            ins.push(b.linear(&format!("{p}.shared.gate_logit"), xn, sg, None)?);
+            if let Some(sg) = sg {
+                ins.push(b.linear(&format!("{p}.shared.gate_logit"), xn, sg, None)?);
+            }
         }
         ins.push(h);
-        b.g.op(MoeDownNode { dims: c.dims, shared: self.shared.is_some() }, &ins)
+        let shared = self.shared.as_ref().map(|(_, g)| g.is_some());
+        b.g.op(MoeDownNode { dims: c.dims, shared }, &ins)
     }
 
     fn parameters(&self) -> usize {
-        let shared = self.shared.iter().flatten().map(Tensor::numel).sum::<usize>();
-        self.norm.numel() + self.router.numel() + self.gate_up.numel() + self.down.numel() + shared
+        let shared =
+            self.shared.iter().flat_map(|(m, g)| m.iter().chain(g)).map(Tensor::numel).sum::<usize>();
+        let bias = self.bias.as_ref().map_or(0, Tensor::numel);
+        self.norm.numel() + self.router.numel() + bias + self.gate_up.numel() + self.down.numel() + shared
     }
 }

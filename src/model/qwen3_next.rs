@@ -15,7 +15,7 @@ use super::common::{self, Head, HeadNames};
 use super::config::{Config, Float, Size};
 use super::gated_deltanet::{GdnLayout, GdnMixer, GdnSpec, HfGdnFields};
 use super::mlp::{GatedMlp, MlpSpec};
-use super::moe::{MoeMlp, MoeSpec};
+use super::moe::{MoeLayout, MoeMlp, MoeSpec};
 use super::schema::{Init, WeightSpec};
 use super::weights::Weights;
 use crate::device::Device;
@@ -125,6 +125,7 @@ impl Qwen3NextConfig {
                     .ok_or_else(|| Error::Model(format!("a mixture-of-experts config needs {name}")))
             };
             let spec = MoeSpec {
+                layout: MoeLayout::Qwen,
                 dims: MoeDims {
                     experts,
                     k: need(j.num_experts_per_tok, "num_experts_per_tok")?,

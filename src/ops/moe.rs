@@ -22,12 +22,12 @@ pub const MAX_EXPERTS: usize = 1024;
 
 crate::uniform! {
     /// The MoE kernels' parameters.
-    pub struct MoeParams { pub tokens: u32, pub experts: u32, pub k: u32, pub d: u32, pub inter: u32, pub flags: u32 }
+    pub struct MoeParams { pub tokens: u32, pub experts: u32, pub k: u32, pub d: u32, pub inter: u32, pub flags: u32, pub scale: f32 }
 }
 
 crate::flags! {
     /// Bits of [`MoeParams::flags`].
-    pub mod moe_flags { NORM_TOPK = 1, ACCUMULATE = 2, SHARED = 4 }
+    pub mod moe_flags { NORM_TOPK = 1, ACCUMULATE = 2, SHARED = 4, SIGMOID = 8, SHARED_GATE = 16 }
 }
 
 fn route_variant() -> Variant {
@@ -83,7 +83,7 @@ impl MoeDims {
         Ok(())
     }
 
-    fn params(&self, tokens: usize, flags: u32) -> Result<Params> {
+    fn params(&self, tokens: usize, flags: u32, scale: f32) -> Result<Params> {
         Ok(Params::of(&MoeParams {
             tokens: word("tokens", tokens)?,
             experts: word("experts", self.experts)?,
@@ -91,6 +91,7 @@ impl MoeDims {
             d: word("hidden size", self.d)?,
             inter: word("expert width", self.inter)?,
             flags,
+            scale,
         }))
     }
 }
@@ -115,14 +116,52 @@ fn check_weight(w: &Tensor, shape: [usize; 3], name: &str) -> Result<bool> {
     Ok(f16)
 }
 
+/// How the router turns logits into the chosen experts' weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scoring {
+    /// Softmax over the experts (Qwen3-Next).
+    Softmax,
+    /// sigmoid(logit), chosen by score plus a correction bias `[E]`, the weights times `scale`
+    /// (`routed_scaling_factor`; Kimi-Linear, DeepSeek-V3 with one expert group).
+    Sigmoid { scale: f32 },
+}
+
 /// Records the routing: `route` `[T, 2·K]` (the experts as f32, then their weights) from
-/// `logits` `[T, E]`.
-pub fn route(rec: &mut Recorder, m: MoeDims, logits: &Tensor, norm_topk: bool, out: &Tensor) -> Result<()> {
+/// `logits` `[T, E]`; `bias` `[E]` is the sigmoid scoring's correction bias.
+pub fn route(
+    rec: &mut Recorder,
+    m: MoeDims,
+    logits: &Tensor,
+    (scoring, norm_topk): (Scoring, bool),
+    bias: Option<&Tensor>,
+    out: &Tensor,
+) -> Result<()> {
     m.check()?;
     let t = tokens_of(logits, m.experts, "router logits")?;
     super::expect("MoE route", out, &[t, 2 * m.k], DType::F32)?;
-    let p = m.params(t, if norm_topk { moe_flags::NORM_TOPK } else { 0 })?;
-    rec.dispatch(&route_variant(), &p, &[logits, out], grid(rec.device(), t)?)
+    let mut flags = if norm_topk { moe_flags::NORM_TOPK } else { 0 };
+    // Softmax binds a 1-element placeholder for the bias (not logits: an arena buffer may not be
+    // bound both read-write and read-only in one dispatch).
+    let placeholder;
+    let (scale, bias) = match (scoring, bias) {
+        (Scoring::Softmax, _) => {
+            placeholder = Tensor::empty(rec.device(), &[1], DType::F32)?;
+            (1.0, &placeholder)
+        }
+        (Scoring::Sigmoid { scale }, Some(b)) => {
+            super::expect("MoE router bias", b, &[m.experts], DType::F32)?;
+            flags |= moe_flags::SIGMOID;
+            (scale, b)
+        }
+        (Scoring::Sigmoid { .. }, None) => {
+            return Err(Error::Invalid("sigmoid routing needs its correction bias".into()))
+        }
+    };
+    if !scale.is_finite() {
+        return Err(Error::Invalid(format!("routed scaling factor {scale} must be finite")));
+    }
+    let p = m.params(t, flags, scale)?;
+    rec.dispatch(&route_variant(), &p, &[logits, out, bias], grid(rec.device(), t)?)
 }
 
 /// The experts' weights, `gate_up` `[E, 2·I, d]` and `down` `[E, d, I]`, and the routing
@@ -142,15 +181,16 @@ pub fn experts_up(rec: &mut Recorder, m: MoeDims, x: &Tensor, ex: Experts, h: &T
     let f16 = check_weight(gate_up, [m.experts, 2 * m.inter, m.d], "gate_up")?;
     super::expect("MoE route", route, &[t, 2 * m.k], DType::F32)?;
     super::expect("MoE h", h, &[t, m.k * m.inter], DType::F32)?;
-    let p = m.params(t, 0)?;
+    let p = m.params(t, 0, 1.0)?;
     let wg = grid(rec.device(), t * m.k * m.inter.div_ceil(2))?;
     rec.dispatch(&experts_variant(false, f16), &p, &[x, gate_up, route, h], wg)
 }
 
-/// The shared expert of [`experts_down`]: its output `[T, d]` and gate logits `[T, 1]`.
+/// The shared expert of [`experts_down`]: its output `[T, d]` and, when it is gated, the gate
+/// logits `[T, 1]` (sigmoid).
 pub struct Shared<'a> {
     pub out: &'a Tensor,
-    pub gate: &'a Tensor,
+    pub gate: Option<&'a Tensor>,
 }
 
 /// Records `y` `[T, d]` = Σ_k weight_k · down[e_k]·h_k (+ sigmoid(gate)·shared) (+ y when
@@ -174,13 +214,16 @@ pub fn experts_down(
     let (so, sg) = match &shared {
         Some(s) => {
             super::expect("MoE shared expert output", s.out, &[t, m.d], DType::F32)?;
-            super::expect("MoE shared expert gate", s.gate, &[t, 1], DType::F32)?;
             flags |= moe_flags::SHARED;
-            (s.out, s.gate)
+            if let Some(g) = s.gate {
+                super::expect("MoE shared expert gate", g, &[t, 1], DType::F32)?;
+                flags |= moe_flags::SHARED_GATE;
+            }
+            (s.out, s.gate.unwrap_or(s.out))
         }
         None => (h, h),
     };
-    let p = m.params(t, flags)?;
+    let p = m.params(t, flags, 1.0)?;
     let wg = grid(rec.device(), t * m.d.div_ceil(4))?;
     rec.dispatch(&experts_variant(true, f16), &p, &[h, down, route, y, so, sg], wg)
 }
@@ -195,7 +238,48 @@ pub struct MoeRef<'a> {
     pub gate_up: &'a [f32],
     pub down: &'a [f32],
     pub norm_topk: bool,
-    pub shared: Option<(&'a [f32], &'a [f32])>,
+    pub scoring: Scoring,
+    /// The sigmoid scoring's correction bias `[E]`.
+    pub bias: &'a [f32],
+    /// The shared expert's output `[T, d]` and (gated) its gate logits `[T]`.
+    pub shared: Option<(&'a [f32], Option<&'a [f32]>)>,
+}
+
+/// (chosen experts, their weights) of one token's router logits.
+pub fn route_ref(
+    logits: &[f64],
+    k: usize,
+    scoring: Scoring,
+    bias: &[f32],
+    norm_topk: bool,
+) -> (Vec<usize>, Vec<f64>) {
+    let e = logits.len();
+    let (rank, weight, total): (Vec<f64>, Vec<f64>, f64) = match scoring {
+        Scoring::Softmax => {
+            let m = logits.iter().cloned().fold(f64::MIN, f64::max);
+            let ex: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
+            let s = ex.iter().sum();
+            (ex.clone(), ex, s)
+        }
+        Scoring::Sigmoid { .. } => {
+            let sc: Vec<f64> = logits.iter().map(|l| 1.0 / (1.0 + (-l).exp())).collect();
+            (sc.iter().zip(bias).map(|(s, &b)| s + b as f64).collect(), sc, 1.0)
+        }
+    };
+    let mut order: Vec<usize> = (0..e).collect();
+    order
+        .sort_by(|&a, &b| rank[b].partial_cmp(&rank[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+    let chosen = order[..k].to_vec();
+    let mut w: Vec<f64> = chosen.iter().map(|&i| weight[i] / total).collect();
+    if norm_topk {
+        let picked: f64 =
+            w.iter().sum::<f64>() + if matches!(scoring, Scoring::Sigmoid { .. }) { 1e-20 } else { 0.0 };
+        w.iter_mut().for_each(|v| *v /= picked);
+    }
+    if let Scoring::Sigmoid { scale } = scoring {
+        w.iter_mut().for_each(|v| *v *= scale as f64);
+    }
+    (chosen, w)
 }
 
 pub fn moe_ref(r: &MoeRef) -> Vec<f64> {
@@ -206,19 +290,8 @@ pub fn moe_ref(r: &MoeRef) -> Vec<f64> {
         let x = &r.x[t * d..(t + 1) * d];
         let dot = |w: &[f32]| -> f64 { w.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum() };
         let logits: Vec<f64> = (0..experts).map(|e| dot(&r.router[e * d..(e + 1) * d])).collect();
-        let m = logits.iter().cloned().fold(f64::MIN, f64::max);
-        let ex: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
-        let s: f64 = ex.iter().sum();
-        let mut order: Vec<usize> = (0..experts).collect();
-        order
-            .sort_by(|&a, &b| ex[b].partial_cmp(&ex[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
-        let chosen = &order[..k];
-        let picked: f64 = chosen.iter().map(|&e| ex[e] / s).sum();
-        for &e in chosen {
-            let mut wgt = ex[e] / s;
-            if r.norm_topk {
-                wgt /= picked;
-            }
+        let (chosen, weights) = route_ref(&logits, k, r.scoring, r.bias, r.norm_topk);
+        for (&e, &wgt) in chosen.iter().zip(&weights) {
             let gu = &r.gate_up[e * 2 * inter * d..(e + 1) * 2 * inter * d];
             let h: Vec<f64> = (0..inter)
                 .map(|n| {
@@ -234,9 +307,9 @@ pub fn moe_ref(r: &MoeRef) -> Vec<f64> {
             }
         }
         if let Some((so, sg)) = r.shared {
-            let z = sg[t] as f64;
+            let g = sg.map_or(1.0, |sg| 1.0 / (1.0 + (-(sg[t] as f64)).exp()));
             for n in 0..d {
-                y[t * d + n] += so[t * d + n] as f64 / (1.0 + (-z).exp());
+                y[t * d + n] += so[t * d + n] as f64 * g;
             }
         }
     }

@@ -5,7 +5,7 @@
 use super::super::{NodeOp, TensorDesc};
 use super::activations;
 use crate::error::{Error, Result};
-use crate::ops::moe::{self, Experts, MoeDims, Shared};
+use crate::ops::moe::{self, Experts, MoeDims, Scoring, Shared};
 use crate::ops::{elementwise, Recorder};
 use crate::tensor::{DType, Tensor};
 
@@ -18,10 +18,12 @@ fn silu(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
 }
 
-/// The router's choice: logits `[T, E]` → `[T, 2·K]` (experts as f32, then their weights).
+/// The router's choice: logits `[T, E]` (and for sigmoid scoring the correction bias `[E]`) →
+/// `[T, 2·K]` (experts as f32, then their weights).
 #[derive(Debug)]
 pub struct MoeRouteNode {
     pub dims: MoeDims,
+    pub scoring: Scoring,
     pub norm_topk: bool,
 }
 
@@ -30,27 +32,25 @@ impl NodeOp for MoeRouteNode {
         "moe_route"
     }
     fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
+        let want = if matches!(self.scoring, Scoring::Sigmoid { .. }) { 2 } else { 1 };
+        if ins.len() != want {
+            return Err(Error::Shape(format!("moe_route takes {want} inputs, got {}", ins.len())));
+        }
         activations("moe_route", &ins[..1], &[DType::F32])?;
         Ok((vec![ins[0].shape[0], 2 * self.dims.k], DType::F32))
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
-        moe::route(rec, self.dims, ins[0], self.norm_topk, out)
+        moe::route(rec, self.dims, ins[0], (self.scoring, self.norm_topk), ins.get(1).copied(), out)
     }
     fn reference(&self, ins: &[&[f64]], shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
         let (e, k) = (self.dims.experts, self.dims.k);
+        let bias: Vec<f32> = ins.get(1).map_or(vec![0.0; e], |b| b.iter().map(|&v| v as f32).collect());
         let mut out = Vec::new();
         for t in 0..shapes[0][0] {
-            let l = &ins[0][t * e..(t + 1) * e];
-            let m = l.iter().cloned().fold(f64::MIN, f64::max);
-            let ex: Vec<f64> = l.iter().map(|v| (v - m).exp()).collect();
-            let s: f64 = ex.iter().sum();
-            let mut order: Vec<usize> = (0..e).collect();
-            order.sort_by(|&a, &b| {
-                ex[b].partial_cmp(&ex[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
-            });
-            let picked: f64 = order[..k].iter().map(|&i| ex[i] / s).sum();
-            out.extend(order[..k].iter().map(|&i| i as f64));
-            out.extend(order[..k].iter().map(|&i| ex[i] / s / if self.norm_topk { picked } else { 1.0 }));
+            let (chosen, w) =
+                moe::route_ref(&ins[0][t * e..(t + 1) * e], k, self.scoring, &bias, self.norm_topk);
+            out.extend(chosen.iter().map(|&i| i as f64));
+            out.extend(w);
         }
         Some(Ok(out))
     }
@@ -98,13 +98,19 @@ impl NodeOp for MoeUpNode {
 }
 
 /// The weighted sum of the chosen experts' down projections, with (`shared`) the shared
-/// expert's output times sigmoid of its gate, added to the residual. Inputs: h `[T, K·I]`,
-/// down `[E, d, I]`, the route, (shared output `[T, d]`, shared gate `[T, 1]`), the residual
-/// `[T, d]` (in place where the planner allows).
+/// expert's output (`Some(true)`: times sigmoid of its gate), added to the residual. Inputs: h
+/// `[T, K·I]`, down `[E, d, I]`, the route, (the shared output `[T, d]`, (its gate `[T, 1]`)),
+/// the residual `[T, d]` (in place where the planner allows).
 #[derive(Debug)]
 pub struct MoeDownNode {
     pub dims: MoeDims,
-    pub shared: bool,
+    pub shared: Option<bool>,
+}
+
+impl MoeDownNode {
+    fn inputs(&self) -> usize {
+        3 + self.shared.map_or(0, |gated| 1 + gated as usize) + 1
+    }
 }
 
 impl NodeOp for MoeDownNode {
@@ -112,7 +118,7 @@ impl NodeOp for MoeDownNode {
         "moe_down"
     }
     fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
-        let want = if self.shared { 6 } else { 4 };
+        let want = self.inputs();
         if ins.len() != want {
             return Err(Error::Shape(format!("moe_down takes {want} inputs, got {}", ins.len())));
         }
@@ -121,11 +127,11 @@ impl NodeOp for MoeDownNode {
         Ok((r.shape.clone(), DType::F32))
     }
     fn inplace_input(&self) -> Option<usize> {
-        Some(if self.shared { 5 } else { 3 })
+        Some(self.inputs() - 1)
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
         let ex = Experts { gate_up: ins[1], down: ins[1], route: ins[2] };
-        let shared = self.shared.then(|| Shared { out: ins[3], gate: ins[4] });
+        let shared = self.shared.map(|gated| Shared { out: ins[3], gate: gated.then(|| ins[4]) });
         let r = ins[ins.len() - 1];
         if std::ptr::eq(r.buffer(), out.buffer()) && r.offset() == out.offset() {
             moe::experts_down(rec, self.dims, ins[0], ex, shared, true, out)
@@ -147,10 +153,10 @@ impl NodeOp for MoeDownNode {
                     out[t * d + n] += w * row.iter().zip(hr).map(|(a, b)| a * b).sum::<f64>();
                 }
             }
-            if self.shared {
-                let z = ins[4][t];
+            if let Some(gated) = self.shared {
+                let g = if gated { 1.0 / (1.0 + (-ins[4][t]).exp()) } else { 1.0 };
                 for n in 0..d {
-                    out[t * d + n] += ins[3][t * d + n] / (1.0 + (-z).exp());
+                    out[t * d + n] += ins[3][t * d + n] * g;
                 }
             }
         }

@@ -45,9 +45,56 @@ fn kimi_linear_decodes_as_one_forward() {
 }
 
 #[test]
+fn kimi_linear_with_moe_layers_in_the_released_config_form_decodes_as_one_forward() {
+    // The released checkpoints' config: linear_attn_config (1-based layer lists, KDA sizes),
+    // first_k_dense_replace (layer 0 dense, the rest MoE: sigmoid routing with its bias, top 2
+    // of 8, routed scaling, one shared expert), the MoE fields under their own names.
+    let mut cfg = config();
+    let obj = cfg.as_object_mut().unwrap();
+    for k in
+        ["layer_types", "mlp_layer_types", "linear_head_dim", "linear_num_heads", "linear_conv_kernel_dim"]
+    {
+        obj.remove(k);
+    }
+    cfg["linear_attn_config"] = serde_json::json!({
+        "head_dim": 32, "num_heads": 4, "short_conv_kernel_size": 4,
+        "kda_layers": [1, 2, 3], "full_attn_layers": [4],
+    });
+    cfg["first_k_dense_replace"] = 1.into();
+    cfg["moe_intermediate_size"] = 64.into();
+    cfg["num_shared_experts"] = 1.into();
+    cfg["routed_scaling_factor"] = 2.446.into();
+    cfg["moe_renormalize"] = true.into();
+    cfg["num_expert_group"] = 1.into();
+    let c = parse(&cfg).unwrap();
+    assert_eq!(c.sparse, vec![false, true, true, true]);
+    assert_eq!(c.kinds.last(), Some(&linseq::model::qwen3_next::LayerKind::Full));
+    let names: Vec<String> = c.schema().into_iter().map(|s| s.name).collect();
+    for want in [
+        "model.layers.1.block_sparse_moe.experts.7.w3.weight",
+        "model.layers.2.block_sparse_moe.gate.e_score_correction_bias",
+        "model.layers.3.block_sparse_moe.shared_experts.down_proj.weight",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want}");
+    }
+    let dir = scratch("kimi-linear-moe");
+    write_checkpoint(&dir, &cfg.to_string(), &schema::random_tensors(&c.schema(), 87));
+    check_runtime_on(&dir, TEXT, 30, 2e-3, delta_rule_runs);
+    let _ = std::fs::remove_dir_all(&dir);
+    cfg["num_expert_group"] = 4.into();
+    let e = parse(&cfg).unwrap_err();
+    assert!(e.to_string().contains("num_expert_group"), "{e}");
+}
+
+#[test]
 fn kimi_configs_and_checkpoints_that_disagree_are_refused() {
     let bad: &[(&str, serde_json::Value, &str)] = &[
-        ("mlp_layer_types", serde_json::json!(["dense", "sparse", "dense", "dense"]), "MoE"),
+        (
+            "mlp_layer_types",
+            serde_json::json!(["dense", "sparse", "dense", "dense"]),
+            "moe_intermediate_size",
+        ),
+        ("mlp_layer_types", serde_json::json!(["dense", "mixed", "dense", "dense"]), "mixed"),
         ("mlp_layer_types", serde_json::json!(["dense"]), "mlp_layer_types"),
         ("q_lora_rank", serde_json::json!(32), "q_lora_rank"),
         ("linear_head_dim", serde_json::json!(48), "head dims"),

@@ -3,7 +3,7 @@
 //! not, f32 and f16 weights, one token and several, and bad calls.
 
 use crate::common::devices;
-use linseq::ops::moe::{self, Experts, MoeDims, MoeRef, Shared};
+use linseq::ops::moe::{self, Experts, MoeDims, MoeRef, Scoring, Shared};
 use linseq::ops::Recorder;
 use linseq::testing::{compare, Rng};
 use linseq::{DType, Tensor};
@@ -12,11 +12,36 @@ use linseq::{DType, Tensor};
 fn routed_experts_and_the_shared_expert_match_the_reference() {
     for dev in devices() {
         let mut rng = Rng::new(91);
-        for (m, t, norm_topk, shared, dtype) in [
-            (MoeDims { experts: 8, k: 2, d: 64, inter: 48 }, 1, true, true, DType::F32),
-            (MoeDims { experts: 64, k: 8, d: 128, inter: 32 }, 37, true, true, DType::F32),
-            (MoeDims { experts: 16, k: 4, d: 36, inter: 20 }, 9, false, false, DType::F32),
-            (MoeDims { experts: 8, k: 2, d: 64, inter: 48 }, 5, true, true, DType::F16),
+        // (dims, tokens, renormalised, shared expert: None / Some(gated), weights, scoring)
+        let kimi = Scoring::Sigmoid { scale: 2.446 };
+        for (m, t, norm_topk, shared, dtype, scoring) in [
+            (
+                MoeDims { experts: 8, k: 2, d: 64, inter: 48 },
+                1,
+                true,
+                Some(true),
+                DType::F32,
+                Scoring::Softmax,
+            ),
+            (
+                MoeDims { experts: 64, k: 8, d: 128, inter: 32 },
+                37,
+                true,
+                Some(true),
+                DType::F32,
+                Scoring::Softmax,
+            ),
+            (MoeDims { experts: 16, k: 4, d: 36, inter: 20 }, 9, false, None, DType::F32, Scoring::Softmax),
+            (
+                MoeDims { experts: 8, k: 2, d: 64, inter: 48 },
+                5,
+                true,
+                Some(true),
+                DType::F16,
+                Scoring::Softmax,
+            ),
+            (MoeDims { experts: 32, k: 4, d: 64, inter: 32 }, 11, true, Some(false), DType::F32, kimi),
+            (MoeDims { experts: 16, k: 3, d: 32, inter: 16 }, 3, false, None, DType::F16, kimi),
         ] {
             let MoeDims { experts, k, d, inter } = m;
             let x = rng.vec(t * d, -1.0, 1.0);
@@ -30,22 +55,25 @@ fn routed_experts_and_the_shared_expert_match_the_reference() {
             }
             let so = rng.vec(t * d, -1.0, 1.0);
             let sg = rng.vec(t, -2.0, 2.0);
+            let bias = rng.vec(experts, -0.1, 0.1);
             let up = |h: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, h, dt).unwrap();
             let xt = up(&x, &[t, d], DType::F32);
             let rt = up(&router, &[experts, d], DType::F32);
             let gut = up(&gate_up, &[experts, 2 * inter, d], dtype);
             let dnt = up(&down, &[experts, d, inter], dtype);
             let (sot, sgt) = (up(&so, &[t, d], DType::F32), up(&sg, &[t, 1], DType::F32));
+            let bt = up(&bias, &[experts], DType::F32);
+            let sigmoid = matches!(scoring, Scoring::Sigmoid { .. });
             let logits = Tensor::empty(dev, &[t, experts], DType::F32).unwrap();
             let route = Tensor::empty(dev, &[t, 2 * k], DType::F32).unwrap();
             let h = Tensor::empty(dev, &[t, k * inter], DType::F32).unwrap();
             let y = Tensor::empty(dev, &[t, d], DType::F32).unwrap();
             let mut rec = Recorder::new(dev);
             linseq::ops::matmul::linear(&mut rec, &xt, &rt, None, &logits).unwrap();
-            moe::route(&mut rec, m, &logits, norm_topk, &route).unwrap();
+            moe::route(&mut rec, m, &logits, (scoring, norm_topk), sigmoid.then_some(&bt), &route).unwrap();
             let ex = Experts { gate_up: &gut, down: &dnt, route: &route };
             moe::experts_up(&mut rec, m, &xt, ex, &h).unwrap();
-            let sh = shared.then_some(Shared { out: &sot, gate: &sgt });
+            let sh = shared.map(|gated| Shared { out: &sot, gate: gated.then_some(&sgt) });
             moe::experts_down(&mut rec, m, &h, ex, sh, false, &y).unwrap();
             rec.run().unwrap();
             let want = moe::moe_ref(&MoeRef {
@@ -55,7 +83,9 @@ fn routed_experts_and_the_shared_expert_match_the_reference() {
                 gate_up: &gate_up,
                 down: &down,
                 norm_topk,
-                shared: shared.then_some((so.as_slice(), sg.as_slice())),
+                scoring,
+                bias: &bias,
+                shared: shared.map(|gated| (so.as_slice(), gated.then_some(sg.as_slice()))),
             });
             let got = y.read_f32(dev).unwrap();
             let c = compare(&got, &want);
@@ -64,12 +94,13 @@ fn routed_experts_and_the_shared_expert_match_the_reference() {
                 "[{}] moe {m:?} T={t}: {c:?}",
                 dev.describe()
             );
-            // The routing's weights sum to 1 when renormalised.
+            // The routing's weights sum to 1 (times the routed scale) when renormalised.
             let r = route.read_f32(dev).unwrap();
+            let scale = if let Scoring::Sigmoid { scale } = scoring { scale } else { 1.0 };
             if norm_topk {
                 for row in r.chunks(2 * k) {
                     let s: f32 = row[k..].iter().sum();
-                    assert!((s - 1.0).abs() < 1e-5, "{row:?}");
+                    assert!((s - scale).abs() < 1e-5 * scale, "{row:?}");
                 }
             }
         }
@@ -89,9 +120,12 @@ fn bad_moe_calls_are_clear_errors() {
         (MoeDims { experts: 2000, ..m }, "at most"),
         (MoeDims { inter: 0, ..m }, "intermediate"),
     ] {
-        let err = moe::route(&mut rec, bad, &logits, true, &route).unwrap_err();
+        let err = moe::route(&mut rec, bad, &logits, (Scoring::Softmax, true), None, &route).unwrap_err();
         assert!(err.to_string().contains(want), "{bad:?}: {err}");
     }
+    let sig = (Scoring::Sigmoid { scale: 1.0 }, true);
+    let err = moe::route(&mut rec, m, &logits, sig, None, &route).unwrap_err();
+    assert!(err.to_string().contains("bias"), "{err}");
     let ex = Experts { gate_up: &dn, down: &dn, route: &route };
     let err = moe::experts_up(&mut rec, m, &x, ex, &h).unwrap_err();
     assert!(err.to_string().contains("gate_up"), "{err}");
