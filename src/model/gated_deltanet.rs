@@ -271,6 +271,59 @@ impl GdnMixer {
     }
 }
 
+/// What Gated DeltaNet and Kimi Delta Attention share after their projections: the log-decay
+/// g = −exp(A_log)·softplus(`a` + dt_bias) (per value head, or with `channel_gates` per key
+/// channel), the delta rule over the conv'd `[q | k | v]` rows (q/k L2-normalised in the
+/// kernel, scale 1/√dk) with layer `layer`'s matrix state, and the RMSNorm of each value head.
+pub struct DeltaCore<'a> {
+    pub layer: usize,
+    pub prefix: &'a str,
+    pub dims: DeltaDims,
+    pub dt_bias: &'a Tensor,
+    /// −exp(A_log), per gate.
+    pub neg_a: &'a Tensor,
+    /// The output norm's weight, repeated for every value head.
+    pub out_norm: &'a Tensor,
+    pub out_eps: f64,
+    pub channel_gates: bool,
+}
+
+impl DeltaCore<'_> {
+    /// The normed output `[T, Hv·dv]`, from the conv'd rows, the decay input `a` and β.
+    pub fn build(
+        &self,
+        b: &mut Builder,
+        batch: &Batch,
+        state: &State,
+        qkv: TensorId,
+        a: TensorId,
+        beta: TensorId,
+    ) -> Result<TensorId> {
+        let (i, p, d) = (self.layer, self.prefix, self.dims);
+        let dt_bias = b.weight(&format!("{p}.dt_bias"), self.dt_bias);
+        let neg_a = b.weight(&format!("{p}.neg_a"), self.neg_a);
+        let g = b.g.binary(Binary::Add, a, dt_bias)?;
+        let g = b.g.unary(Unary::Softplus, g, 1.0)?;
+        let g = b.g.binary(Binary::Mul, g, neg_a)?;
+        let s = b.state(&format!("{p}.state"), state.slot(i, "delta")?);
+        let seqs = b.seqs(&batch.seqs);
+        let kd = d.key_heads * d.dk;
+        let node = DeltaRuleNode {
+            seqs: SeqSpec::of(&batch.seqs),
+            dims: d,
+            cols: [0, kd, 2 * kd],
+            l2norm: true,
+            scale: 1.0 / (d.dk as f32).sqrt(),
+            init: state.started(),
+            channel_gates: self.channel_gates,
+        };
+        let o = b.g.op(node, &[qkv, g, beta, s, seqs])?;
+        let out_norm = b.weight(&format!("{p}.out_norm"), self.out_norm);
+        let groups = d.value_heads;
+        b.g.norm(NormKind::Rms { groups }, o, out_norm, None, self.out_eps as f32)
+    }
+}
+
 /// Qwen3-Next's interleaved `in_proj_qkvz` `[Hk·(2·dk + 2·r·dv), d]` and `in_proj_ba`
 /// `[Hk·2r, d]` (r = Hv / Hk value heads per key head) as (qkv, z, b, a) rows in head order.
 pub fn deinterleave(
@@ -331,28 +384,17 @@ impl Sublayer for GdnMixer {
         if c.negative_eigen {
             beta = b.g.unary(Unary::Scale, beta, 2.0)?;
         }
-        // g = −exp(A_log) · softplus(a + dt_bias), per value head.
-        let dt_bias = b.weight(&format!("{p}.dt_bias"), &self.dt_bias);
-        let neg_a = b.weight(&format!("{p}.neg_a"), &self.neg_a);
-        let g = b.g.binary(Binary::Add, al, dt_bias)?;
-        let g = b.g.unary(Unary::Softplus, g, 1.0)?;
-        let g = b.g.binary(Binary::Mul, g, neg_a)?;
-        let s = b.state(&format!("{p}.state"), state.slot(i, "delta")?);
-        let seqs = b.seqs(&batch.seqs);
-        let kd = c.key_dim();
-        let node = DeltaRuleNode {
-            seqs: SeqSpec::of(&batch.seqs),
+        let core = DeltaCore {
+            layer: i,
+            prefix: &p,
             dims: c.dims,
-            cols: [0, kd, 2 * kd],
-            l2norm: true,
-            scale: 1.0 / (c.dims.dk as f32).sqrt(),
-            init: state.started(),
+            dt_bias: &self.dt_bias,
+            neg_a: &self.neg_a,
+            out_norm: &self.out_norm,
+            out_eps: c.out_eps,
             channel_gates: false,
         };
-        let o = b.g.op(node, &[qkv, g, beta, s, seqs])?;
-        let out_norm = b.weight(&format!("{p}.out_norm"), &self.out_norm);
-        let groups = c.dims.value_heads;
-        let o = b.g.norm(NormKind::Rms { groups }, o, out_norm, None, c.out_eps as f32)?;
+        let o = core.build(b, batch, state, qkv, al, beta)?;
         let o = b.g.binary(Binary::MulSilu, o, z)?;
         b.linear_add(&format!("{p}.out_proj"), o, &self.w_out, None, h)
     }

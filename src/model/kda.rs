@@ -10,16 +10,15 @@
 
 use super::blocks::Sublayer;
 use super::common::{Batch, Builder};
+use super::gated_deltanet::DeltaCore;
 use super::schema::{Init, WeightSpec};
 use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::graph::nodes::{DeltaRuleNode, SeqSpec};
 use crate::graph::TensorId;
 use crate::ops::delta_rule::{DeltaDims, KEY_DIMS};
 use crate::ops::elementwise::{Binary, Unary};
-use crate::ops::norm::NormKind;
 use crate::tensor::{DType, Tensor};
 
 /// A KDA layer's configuration: `heads` heads of `dk` for q, k and v alike.
@@ -181,26 +180,17 @@ impl Sublayer for KdaMixer {
         // g = −exp(A_log) · softplus(f_b(f_a(x)) + dt_bias), per key channel.
         let f = b.linear(&format!("{p}.f_a"), xn, &self.w_fa, None)?;
         let f = b.linear(&format!("{p}.f_b"), f, &self.w_fb, None)?;
-        let dt_bias = b.weight(&format!("{p}.dt_bias"), &self.dt_bias);
-        let neg_a = b.weight(&format!("{p}.neg_a"), &self.neg_a);
-        let g = b.g.binary(Binary::Add, f, dt_bias)?;
-        let g = b.g.unary(Unary::Softplus, g, 1.0)?;
-        let g = b.g.binary(Binary::Mul, g, neg_a)?;
-        let s = b.state(&format!("{p}.state"), state.slot(i, "delta")?);
-        let seqs = b.seqs(&batch.seqs);
-        let w = c.width();
-        let node = DeltaRuleNode {
-            seqs: SeqSpec::of(&batch.seqs),
+        let core = DeltaCore {
+            layer: i,
+            prefix: &p,
             dims: c.dims(),
-            cols: [0, w, 2 * w],
-            l2norm: true,
-            scale: 1.0 / (c.dk as f32).sqrt(),
-            init: state.started(),
+            dt_bias: &self.dt_bias,
+            neg_a: &self.neg_a,
+            out_norm: &self.out_norm,
+            out_eps: c.eps,
             channel_gates: true,
         };
-        let o = b.g.op(node, &[qkv, g, beta, s, seqs])?;
-        let out_norm = b.weight(&format!("{p}.out_norm"), &self.out_norm);
-        let o = b.g.norm(NormKind::Rms { groups: c.heads }, o, out_norm, None, c.eps as f32)?;
+        let o = core.build(b, batch, state, qkv, f, beta)?;
         let gate = b.linear(&format!("{p}.g_a"), xn, &self.w_ga, None)?;
         let gate = b.linear(&format!("{p}.g_b"), gate, &self.w_gb, None)?;
         let gate = b.g.unary(Unary::Sigmoid, gate, 1.0)?;

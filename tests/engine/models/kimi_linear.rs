@@ -3,7 +3,7 @@
 //! separate runs; configs and checkpoints that disagree are refused. The delta rule does not
 //! run through GL: there the model is not run.
 
-use super::{check_runtime_on, scratch, write_checkpoint};
+use super::{check_runtime_on, check_spoiled_checkpoints_are_refused, scratch, write_checkpoint, Spoil};
 use linseq::model::config::Config;
 use linseq::model::kimi_linear::KimiLinearConfig;
 use linseq::model::schema;
@@ -113,10 +113,8 @@ fn kimi_configs_and_checkpoints_that_disagree_are_refused() {
         assert!(e.to_string().contains(want), "{field} = {value}: {e}");
     }
     // Checkpoints whose tensors do not match the config.
-    let dev = &crate::common::devices()[0];
     let cfg = config();
     let good = schema::random_tensors(&parse(&cfg).unwrap().schema(), 86);
-    type Spoil = fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>);
     let cases: [(&str, Spoil); 3] = [
         ("A_log", |t| t.retain(|(n, ..)| n != "model.layers.1.self_attn.A_log")),
         ("kv_b_proj", |t| {
@@ -126,13 +124,5 @@ fn kimi_configs_and_checkpoints_that_disagree_are_refused() {
         }),
         ("f_b_proj", |t| t.retain(|(n, ..)| n != "model.layers.0.self_attn.f_b_proj.weight")),
     ];
-    for (want, spoil) in cases {
-        let dir = scratch(&format!("kimi-bad-{want}"));
-        let mut t = good.clone();
-        spoil(&mut t);
-        write_checkpoint(&dir, &cfg.to_string(), &t);
-        let e = linseq::model::load(dev, &dir, linseq::DType::F32).err().expect(want);
-        assert!(e.to_string().contains(want), "{want}: {e}");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    check_spoiled_checkpoints_are_refused("kimi", &cfg.to_string(), &good, &cases);
 }

@@ -49,6 +49,26 @@ pub fn write_checkpoint(dir: &Path, cfg: &str, tensors: &[(String, Vec<usize>, V
 }
 
 /// Byte-level token ids (the test models have a 256-token vocabulary).
+/// A checkpoint's tensors (name, shape, values).
+pub type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+/// A change that makes a checkpoint disagree with its config.
+pub type Spoil = fn(&mut Tensors);
+
+/// Writes `good` spoiled by each case under config `cfg` and checks that loading it fails with
+/// an error naming the case.
+pub fn check_spoiled_checkpoints_are_refused(name: &str, cfg: &str, good: &Tensors, cases: &[(&str, Spoil)]) {
+    let dev = &crate::common::devices()[0];
+    for (want, spoil) in cases {
+        let dir = scratch(&format!("{name}-bad-{want}"));
+        let mut t = good.clone();
+        spoil(&mut t);
+        write_checkpoint(&dir, cfg, &t);
+        let e = linseq::model::load(dev, &dir, DType::F32).err().expect(want);
+        assert!(e.to_string().contains(want), "{want}: {e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 pub fn ids(bytes: &[u8]) -> Vec<u32> {
     bytes.iter().map(|&b| u32::from(b)).collect()
 }

@@ -4,7 +4,7 @@
 //! wrapper's nesting; prefill + decode equals one forward, ragged batches equal separate runs.
 //! The delta rule does not run through GL: there the load works and the forward is refused.
 
-use super::{check_runtime_on, scratch, write_checkpoint};
+use super::{check_runtime_on, check_spoiled_checkpoints_are_refused, scratch, write_checkpoint, Spoil};
 use linseq::model::config::Config;
 use linseq::model::qwen3_next::Qwen3NextConfig;
 use linseq::model::schema;
@@ -31,9 +31,6 @@ fn checkpoint(name: &str, cfg: &serde_json::Value) -> std::path::PathBuf {
 }
 
 const TEXT: &[u8] = b"Now is the winter of our discontent made glorious summer by this sun of York.";
-
-type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
-type Spoil = fn(&mut Tensors);
 
 fn delta_rule_runs(dev: &linseq::Device) -> bool {
     linseq::ops::delta_rule::runs(dev.caps())
@@ -123,7 +120,6 @@ fn qwen_configs_and_checkpoints_that_disagree_are_refused() {
     }
     // Checkpoints whose tensors do not match the config: a missing A_log, and interleaved
     // projections sized for other head counts.
-    let dev = &crate::common::devices()[0];
     let cfg = config("qwen3_next");
     let c = Qwen3NextConfig::from_config(&Config::parse(&cfg.to_string(), "test").unwrap()).unwrap();
     let good = schema::random_tensors(&c.schema(), 82);
@@ -137,15 +133,7 @@ fn qwen_configs_and_checkpoints_that_disagree_are_refused() {
             e.2.truncate(e.1[0] * e.1[1]);
         }),
     ];
-    for (want, spoil) in cases {
-        let dir = scratch(&format!("qwen-bad-{want}"));
-        let mut t = good.clone();
-        spoil(&mut t);
-        write_checkpoint(&dir, &cfg.to_string(), &t);
-        let e = linseq::model::load(dev, &dir, linseq::DType::F32).err().expect(want);
-        assert!(e.to_string().contains(want), "{want}: {e}");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    check_spoiled_checkpoints_are_refused("qwen", &cfg.to_string(), &good, &cases);
 }
 
 #[test]
