@@ -16,6 +16,8 @@ pub struct DeltaCase {
     pub batch: usize,
     pub len: usize,
     pub dims: DeltaDims,
+    /// Kimi Delta Attention: a log decay per key channel.
+    pub kda: bool,
 }
 
 impl DeltaCase {
@@ -26,20 +28,25 @@ impl DeltaCase {
 
     /// fla's reference shape (B 8, L 4K, 16 heads of 128), a Qwen3-Next layer at 16K (16 key
     /// heads, 32 value heads), and that layer's decode step (L = 1 from a state) at batch 1
-    /// and 64; or small ones for CPU adapters.
+    /// and 64; KDA on fla's shape and a Kimi-Linear layer's step; or small ones for CPU
+    /// adapters.
     pub fn bench(quick: bool) -> Vec<DeltaCase> {
         let d = |hk, hv, dk, dv| DeltaDims { key_heads: hk, value_heads: hv, dk, dv };
         if quick {
             return vec![
-                DeltaCase { batch: 2, len: 256, dims: d(2, 4, 64, 64) },
-                DeltaCase { batch: 2, len: 1, dims: d(2, 4, 64, 64) },
+                DeltaCase { batch: 2, len: 256, dims: d(2, 4, 64, 64), kda: false },
+                DeltaCase { batch: 2, len: 1, dims: d(2, 4, 64, 64), kda: false },
+                DeltaCase { batch: 2, len: 256, dims: d(2, 2, 64, 64), kda: true },
             ];
         }
         vec![
-            DeltaCase { batch: 8, len: 4096, dims: d(16, 16, 128, 128) },
-            DeltaCase { batch: 1, len: 16384, dims: d(16, 32, 128, 128) },
-            DeltaCase { batch: 1, len: 1, dims: d(16, 32, 128, 128) },
-            DeltaCase { batch: 64, len: 1, dims: d(16, 32, 128, 128) },
+            DeltaCase { batch: 8, len: 4096, dims: d(16, 16, 128, 128), kda: false },
+            DeltaCase { batch: 1, len: 16384, dims: d(16, 32, 128, 128), kda: false },
+            DeltaCase { batch: 1, len: 1, dims: d(16, 32, 128, 128), kda: false },
+            DeltaCase { batch: 64, len: 1, dims: d(16, 32, 128, 128), kda: false },
+            // Kimi Delta Attention on fla's shape, and a Kimi-Linear layer's decode step.
+            DeltaCase { batch: 8, len: 4096, dims: d(16, 16, 128, 128), kda: true },
+            DeltaCase { batch: 1, len: 1, dims: d(32, 32, 128, 128), kda: true },
         ]
     }
 
@@ -66,10 +73,14 @@ pub fn delta_rule(
     for c in cases {
         let d = c.dims;
         let t = c.batch * c.len;
-        let (qkv_h, g_h, b_h) = cases::inputs(&mut rng, t, d, -1.0, (0.0, 1.0));
+        let (qkv_h, mut g_h, b_h) = cases::inputs(&mut rng, t, d, -1.0, (0.0, 1.0));
+        let gates = if c.kda { d.value_heads * d.dk } else { d.value_heads };
+        if c.kda {
+            g_h = rng.vec(t * gates, -1.0, 0.0);
+        }
         let seqs = Sequences::new(dev, &vec![c.len; c.batch], None)?;
         let qkv = Tensor::from_slice(dev, &[t, d.row()], &qkv_h)?;
-        let g = Tensor::from_slice(dev, &[t, d.value_heads], &g_h)?;
+        let g = Tensor::from_slice(dev, &[t, gates], &g_h)?;
         let beta = Tensor::from_slice(dev, &[t, d.value_heads], &b_h)?;
         let state = Tensor::empty(dev, &[c.batch, d.value_heads, d.dk, d.dv], DType::F32)?;
         let zero_state = vec![0f32; state.numel()];
@@ -79,7 +90,7 @@ pub fn delta_rule(
             qkv: &qkv,
             cols: cases::packed_cols(d),
             g: &g,
-            channel_gates: false,
+            channel_gates: c.kda,
             beta: &beta,
             state: &state,
             seqs: &seqs,
@@ -93,8 +104,8 @@ pub fn delta_rule(
             qkv: &qkv_h[..n * d.row()],
             width: d.row(),
             cols: cases::packed_cols(d),
-            g: &g_h[..n * d.value_heads],
-            channel_gates: false,
+            g: &g_h[..n * gates],
+            channel_gates: c.kda,
             beta: &b_h[..n * d.value_heads],
             cu: &[0, n],
             resets: None,
@@ -105,13 +116,14 @@ pub fn delta_rule(
             scale: scale as f64,
         })
         .0;
-        let kernels: &[(DeltaKernel, &str)] = if c.is_decode() {
-            &[(DeltaKernel::Recurrent, "step")]
-        } else {
-            &[(DeltaKernel::Recurrent, "recurrent"), (DeltaKernel::Chunked, "chunked")]
+        // KDA takes the recurrent kernel only (the chunked one refuses per-channel gates).
+        let kernels: &[(DeltaKernel, &str)] = match (c.is_decode(), c.kda) {
+            (true, _) => &[(DeltaKernel::Recurrent, "step")],
+            (false, true) => &[(DeltaKernel::Recurrent, "recurrent")],
+            (false, false) => &[(DeltaKernel::Recurrent, "recurrent"), (DeltaKernel::Chunked, "chunked")],
         };
         for &(kernel, name) in kernels {
-            let name = format!("delta_rule.{name}.dk{}", d.dk);
+            let name = format!("delta_rule.{}{name}.dk{}", if c.kda { "kda." } else { "" }, d.dk);
             if !variants.matches(&name) {
                 continue;
             }
@@ -132,7 +144,7 @@ pub fn delta_rule(
             }
             // Tokens in and out, and (decode) the state read and written.
             let state_bytes = if c.is_decode() { 2 * state.numel() * 4 } else { 0 };
-            let bytes = (t * (d.row() + d.value_heads * d.dv) * 4 + state_bytes) as f64;
+            let bytes = (t * (d.row() + d.value_heads * d.dv + gates) * 4 + state_bytes) as f64;
             // The recurrence's arithmetic: decay, Sᵀk, the rank-1 update and Sᵀq per token.
             let flops = (t * d.value_heads * d.dk * d.dv * 8) as f64;
             rows.push(row("delta-rule", &name, c.describe(), stats, Work { bytes, flops }, roof, Some(ok)));
