@@ -187,10 +187,24 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             scaling_report(&series, &title, 4096.0, &a.svg_or("attention"))?;
             rows
         }
+        ("delta-rule", true) => {
+            // Batch 1, one head of 128: at 1M tokens the f32 [q | k | v] rows take 1.5 GiB, just
+            // under a 2 GiB binding.
+            let max_len = if quick { a.max_len.min(4096) } else { a.max_len.min(1 << 20) };
+            let rows = bench::delta_rule::scaling(&dev, cfg, &variants, max_len)?;
+            let series = bench::plot::series(&rows, "delta-rule");
+            let title = format!(
+                "gated delta rule prefill, batch 1, H = 1, dk = dv = 128 — {}",
+                dev.adapter_info().name
+            );
+            scaling_report(&series, &title, if quick { 2048.0 } else { 16384.0 }, &a.svg_or("delta-rule"))?;
+            rows
+        }
         (other, true) => {
-            return Err(
-                format!("no scaling report for {other:?}; available: selective-scan, attention").into()
+            return Err(format!(
+                "no scaling report for {other:?}; available: selective-scan, attention, delta-rule"
             )
+            .into())
         }
         ("core", false) => bench::run_core(&dev, cfg, &variants)?,
         ("model", false) => {

@@ -153,6 +153,18 @@ pub fn delta_rule(
     Ok(rows)
 }
 
+/// Both prefill kernels at batch 1 (one head of 128) from L = 1K doubling to `max_len`.
+pub fn scaling(dev: &Device, cfg: BenchConfig, variants: &Variants, max_len: usize) -> Result<Vec<BenchRow>> {
+    let dims = DeltaDims { key_heads: 1, value_heads: 1, dk: 128, dv: 128 };
+    let mut cases = Vec::new();
+    let mut len = 1024;
+    while len <= max_len {
+        cases.push(DeltaCase { batch: 1, len, dims, kda: false });
+        len *= 2;
+    }
+    delta_rule(dev, cfg, variants, &cases, false)
+}
+
 /// GPU time per kernel of one run of `recording`, summed over the dispatches of each variant.
 fn print_profile(name: &str, shape: &str, recording: &crate::ops::Recording) -> Result<()> {
     let times = recording.run_profiled()?;
