@@ -141,15 +141,39 @@ pub fn bench(a: BenchArgs) -> CmdResult {
         let doc: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
         )?;
-        let series = bench::plot::series_from_json(&doc, "scan");
-        let dim = doc["rows"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|r| bench::plot::shape_field(r["shape"].as_str()?, "d=").map(str::to_string));
+        let field = |name: &str| {
+            doc["rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|r| bench::plot::shape_field(r["shape"].as_str()?, name).map(str::to_string))
+                .unwrap_or_default()
+        };
         let adapter = doc["adapter"].as_str().unwrap_or("?").split(" (").next().unwrap_or("?").to_string();
-        let title = format!("selective scan, batch 1, d = {}, N = 16 — {adapter}", dim.unwrap_or_default());
-        scaling_report(&series, &title, 16384.0, &a.svg_or("selective-scan"))?;
+        // The plot of the op named by WHAT (the selective scan by default).
+        let (case, op, title) = match a.what.as_str() {
+            "attention" => (
+                "attention",
+                "attention",
+                format!(
+                    "sliding-window attention prefill, batch 1, W = {}, H = 8/1, D = 128 — {adapter}",
+                    field("W=")
+                ),
+            ),
+            "delta-rule" => (
+                "delta-rule",
+                "delta-rule",
+                format!("gated delta rule prefill, batch 1, H = 1, dk = dv = 128 — {adapter}"),
+            ),
+            _ => (
+                "scan",
+                "selective-scan",
+                format!("selective scan, batch 1, d = {}, N = 16 — {adapter}", field("d=")),
+            ),
+        };
+        let series = bench::plot::series_from_json(&doc, case);
+        let fit_from = if case == "attention" { 4096.0 } else { 16384.0 };
+        scaling_report(&series, &title, fit_from, &a.svg_or(op))?;
         return Ok(ExitCode::SUCCESS);
     }
     let (dev, software) = open_device()?;
