@@ -34,7 +34,8 @@ pub struct BenchArgs {
     /// Scaling report: longest length.
     #[arg(long, default_value_t = 1 << 20)]
     max_len: usize,
-    /// Scaling report: redraw the plot from this saved `--json` file instead of measuring.
+    /// Scaling report: redraw the plot of WHAT (selective-scan, attention, delta-rule) from this
+    /// saved `--json` file instead of measuring.
     #[arg(long, value_name = "FILE", requires = "scaling")]
     replot: Option<PathBuf>,
     /// Scaling report: where to write the plot (default `scaling-<op>.svg`, e.g.
