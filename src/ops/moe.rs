@@ -1,7 +1,8 @@
-//! Mixture-of-experts MLPs in Qwen3-Next's form (`shaders/moe.wgsl`): a softmax router over E
-//! experts keeps the top K per token (renormalised with `norm_topk_prob`); each chosen expert
-//! is a SwiGLU MLP (`gate_up` `[E, 2·I, d]`, `down` `[E, d, I]`), the outputs summed with the
-//! router's weights, plus an optional shared expert's output scaled by sigmoid of its gate.
+//! Mixture-of-experts MLPs (`shaders/moe.wgsl`): a router over E experts keeps the top K per
+//! token ([`Scoring`]: Qwen3-Next's softmax, or Kimi-Linear's sigmoid with a correction bias and
+//! a routed scale; renormalised with `norm_topk_prob`); each chosen expert is a SwiGLU MLP
+//! (`gate_up` `[E, 2·I, d]`, `down` `[E, d, I]`), the outputs summed with the router's weights,
+//! plus an optional shared expert's output (scaled by sigmoid of its gate where it has one).
 //!
 //! Three kernels: [`route`] (one workgroup per token), [`experts_up`] (silu(gate)·up of each
 //! chosen expert, a GEMV per token and slot that reads only its expert's rows) and
@@ -164,20 +165,20 @@ pub fn route(
     rec.dispatch(&route_variant(), &p, &[logits, out, bias], grid(rec.device(), t)?)
 }
 
-/// The experts' weights, `gate_up` `[E, 2·I, d]` and `down` `[E, d, I]`, and the routing
-/// ([`route`]'s output).
+/// One of the experts' stacked weights (`gate_up` `[E, 2·I, d]` or `down` `[E, d, I]`) with
+/// the routing that picks its experts ([`route`]'s output).
 #[derive(Clone, Copy)]
-pub struct Experts<'a> {
-    pub gate_up: &'a Tensor,
-    pub down: &'a Tensor,
+pub struct Routed<'a> {
+    pub weight: &'a Tensor,
     pub route: &'a Tensor,
 }
 
-/// Records `h` `[T, K·I]` = silu(gate)·up of each token's chosen experts; `x` `[T, d]`.
-pub fn experts_up(rec: &mut Recorder, m: MoeDims, x: &Tensor, ex: Experts, h: &Tensor) -> Result<()> {
+/// Records `h` `[T, K·I]` = silu(gate)·up of each token's chosen experts; `x` `[T, d]`, the
+/// weight `gate_up`.
+pub fn experts_up(rec: &mut Recorder, m: MoeDims, x: &Tensor, gate_up: Routed, h: &Tensor) -> Result<()> {
     m.check()?;
     let t = tokens_of(x, m.d, "input")?;
-    let (gate_up, route) = (ex.gate_up, ex.route);
+    let Routed { weight: gate_up, route } = gate_up;
     let f16 = check_weight(gate_up, [m.experts, 2 * m.inter, m.d], "gate_up")?;
     super::expect("MoE route", route, &[t, 2 * m.k], DType::F32)?;
     super::expect("MoE h", h, &[t, m.k * m.inter], DType::F32)?;
@@ -194,18 +195,18 @@ pub struct Shared<'a> {
 }
 
 /// Records `y` `[T, d]` = Σ_k weight_k · down[e_k]·h_k (+ sigmoid(gate)·shared) (+ y when
-/// `accumulate`).
+/// `accumulate`); the weight `down`.
 pub fn experts_down(
     rec: &mut Recorder,
     m: MoeDims,
     h: &Tensor,
-    ex: Experts,
+    down: Routed,
     shared: Option<Shared>,
     accumulate: bool,
     y: &Tensor,
 ) -> Result<()> {
     m.check()?;
-    let (down, route) = (ex.down, ex.route);
+    let Routed { weight: down, route } = down;
     let t = tokens_of(h, m.k * m.inter, "h")?;
     let f16 = check_weight(down, [m.experts, m.d, m.inter], "down")?;
     super::expect("MoE route", route, &[t, 2 * m.k], DType::F32)?;
@@ -228,9 +229,9 @@ pub fn experts_down(
     rec.dispatch(&experts_variant(true, f16), &p, &[h, down, route, y, so, sg], wg)
 }
 
-/// f64 reference of the routed part and the shared expert's gate: y `[T, d]` from x `[T, d]`,
-/// router weight `[E, d]`, gate_up `[E, 2I, d]`, down `[E, d, I]`, and optionally the shared
-/// expert's output `[T, d]` with its gate logits `[T]`.
+/// f64 reference of the whole MLP after its norm: y `[T, d]` from x `[T, d]`, the router
+/// weight `[E, d]`, gate_up `[E, 2I, d]`, down `[E, d, I]`, and optionally the shared expert's
+/// output `[T, d]` with (gated) its gate logits `[T]`.
 pub struct MoeRef<'a> {
     pub m: MoeDims,
     pub x: &'a [f32],
@@ -282,36 +283,79 @@ pub fn route_ref(
     (chosen, w)
 }
 
-pub fn moe_ref(r: &MoeRef) -> Vec<f64> {
-    let MoeDims { experts, k, d, inter } = r.m;
-    let t_all = r.x.len() / d;
-    let mut y = vec![0.0; t_all * d];
-    for t in 0..t_all {
-        let x = &r.x[t * d..(t + 1) * d];
-        let dot = |w: &[f32]| -> f64 { w.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum() };
-        let logits: Vec<f64> = (0..experts).map(|e| dot(&r.router[e * d..(e + 1) * d])).collect();
-        let (chosen, weights) = route_ref(&logits, k, r.scoring, r.bias, r.norm_topk);
-        for (&e, &wgt) in chosen.iter().zip(&weights) {
-            let gu = &r.gate_up[e * 2 * inter * d..(e + 1) * 2 * inter * d];
-            let h: Vec<f64> = (0..inter)
-                .map(|n| {
-                    let g = dot(&gu[n * d..(n + 1) * d]);
-                    let u = dot(&gu[(inter + n) * d..(inter + n + 1) * d]);
-                    g / (1.0 + (-g).exp()) * u
-                })
-                .collect();
-            let dn = &r.down[e * d * inter..(e + 1) * d * inter];
+/// Token t's row of a route `[T, 2·K]`: (chosen experts, their weights).
+fn route_row(route: &[f64], k: usize, t: usize) -> (Vec<usize>, Vec<f64>) {
+    let row = &route[t * 2 * k..(t + 1) * 2 * k];
+    (row[..k].iter().map(|&e| e as usize).collect(), row[k..].to_vec())
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// f64 reference of [`experts_up`]: h `[T, K·I]` from x `[T, d]`, gate_up and the route.
+pub fn experts_up_ref(m: MoeDims, x: &[f64], gate_up: &[f64], route: &[f64]) -> Vec<f64> {
+    let MoeDims { k, d, inter, .. } = m;
+    let mut out = Vec::with_capacity(route.len() / 2 * inter);
+    for t in 0..route.len() / (2 * k) {
+        let xr = &x[t * d..(t + 1) * d];
+        let row = |e: usize, r: usize| dot(&gate_up[(e * 2 * inter + r) * d..][..d], xr);
+        for e in route_row(route, k, t).0 {
+            out.extend((0..inter).map(|n| {
+                let g = row(e, n);
+                g / (1.0 + (-g).exp()) * row(e, inter + n)
+            }));
+        }
+    }
+    out
+}
+
+/// f64 reference of [`experts_down`] added to `residual` `[T, d]`: from h, down, the route and
+/// optionally the shared expert's output `[T, d]` with (gated) its gate logits `[T]`.
+pub fn experts_down_ref(
+    m: MoeDims,
+    h: &[f64],
+    down: &[f64],
+    route: &[f64],
+    shared: Option<(&[f64], Option<&[f64]>)>,
+    residual: &[f64],
+) -> Vec<f64> {
+    let MoeDims { k, d, inter, .. } = m;
+    let mut out = residual.to_vec();
+    for t in 0..route.len() / (2 * k) {
+        let (experts, weights) = route_row(route, k, t);
+        for (slot, (e, w)) in experts.into_iter().zip(weights).enumerate() {
+            let hr = &h[(t * k + slot) * inter..][..inter];
             for n in 0..d {
-                let v: f64 = (0..inter).map(|j| dn[n * inter + j] as f64 * h[j]).sum();
-                y[t * d + n] += wgt * v;
+                out[t * d + n] += w * dot(&down[(e * d + n) * inter..][..inter], hr);
             }
         }
-        if let Some((so, sg)) = r.shared {
-            let g = sg.map_or(1.0, |sg| 1.0 / (1.0 + (-(sg[t] as f64)).exp()));
+        if let Some((so, sg)) = shared {
+            let g = sg.map_or(1.0, |sg| 1.0 / (1.0 + (-sg[t]).exp()));
             for n in 0..d {
-                y[t * d + n] += so[t * d + n] as f64 * g;
+                out[t * d + n] += so[t * d + n] * g;
             }
         }
     }
-    y
+    out
+}
+
+/// The whole MLP as the three kernels compute it, in f64.
+pub fn moe_ref(r: &MoeRef) -> Vec<f64> {
+    let MoeDims { experts, k, d, .. } = r.m;
+    let wide = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
+    let (x, router) = (wide(r.x), wide(r.router));
+    let t_all = x.len() / d;
+    let mut route = Vec::with_capacity(t_all * 2 * k);
+    for t in 0..t_all {
+        let logits: Vec<f64> =
+            (0..experts).map(|e| dot(&router[e * d..(e + 1) * d], &x[t * d..(t + 1) * d])).collect();
+        let (chosen, weights) = route_ref(&logits, k, r.scoring, r.bias, r.norm_topk);
+        route.extend(chosen.iter().map(|&e| e as f64));
+        route.extend(weights);
+    }
+    let h = experts_up_ref(r.m, &x, &wide(r.gate_up), &route);
+    let shared = r.shared.map(|(so, sg)| (wide(so), sg.map(wide)));
+    let shared = shared.as_ref().map(|(so, sg)| (so.as_slice(), sg.as_deref()));
+    experts_down_ref(r.m, &h, &wide(r.down), &route, shared, &vec![0.0; t_all * d])
 }

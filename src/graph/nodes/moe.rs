@@ -5,18 +5,9 @@
 use super::super::{NodeOp, TensorDesc};
 use super::activations;
 use crate::error::{Error, Result};
-use crate::ops::moe::{self, Experts, MoeDims, Scoring, Shared};
+use crate::ops::moe::{self, MoeDims, Routed, Scoring, Shared};
 use crate::ops::{elementwise, Recorder};
 use crate::tensor::{DType, Tensor};
-
-fn route_of(route: &[f64], k: usize, t: usize) -> (Vec<usize>, Vec<f64>) {
-    let row = &route[t * 2 * k..(t + 1) * 2 * k];
-    (row[..k].iter().map(|&e| e as usize).collect(), row[k..].to_vec())
-}
-
-fn silu(x: f64) -> f64 {
-    x / (1.0 + (-x).exp())
-}
 
 /// The router's choice: logits `[T, E]` (and for sigmoid scoring the correction bias `[E]`) →
 /// `[T, 2·K]` (experts as f32, then their weights).
@@ -75,25 +66,10 @@ impl NodeOp for MoeUpNode {
         Ok((vec![ins[0].shape[0], self.dims.k * self.dims.inter], DType::F32))
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
-        let ex = Experts { gate_up: ins[1], down: ins[1], route: ins[2] };
-        moe::experts_up(rec, self.dims, ins[0], ex, out)
+        moe::experts_up(rec, self.dims, ins[0], Routed { weight: ins[1], route: ins[2] }, out)
     }
-    fn reference(&self, ins: &[&[f64]], shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
-        let MoeDims { k, d, inter, .. } = self.dims;
-        let (x, gu) = (ins[0], ins[1]);
-        let mut out = Vec::new();
-        for t in 0..shapes[0][0] {
-            let (experts, _) = route_of(ins[2], k, t);
-            let xr = &x[t * d..(t + 1) * d];
-            let dot = |row: usize, e: usize| -> f64 {
-                let w = &gu[(e * 2 * inter + row) * d..][..d];
-                w.iter().zip(xr).map(|(a, b)| a * b).sum()
-            };
-            for e in experts {
-                out.extend((0..inter).map(|n| silu(dot(n, e)) * dot(inter + n, e)));
-            }
-        }
-        Some(Ok(out))
+    fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        Some(Ok(moe::experts_up_ref(self.dims, ins[0], ins[1], ins[2])))
     }
 }
 
@@ -130,7 +106,7 @@ impl NodeOp for MoeDownNode {
         Some(self.inputs() - 1)
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
-        let ex = Experts { gate_up: ins[1], down: ins[1], route: ins[2] };
+        let ex = Routed { weight: ins[1], route: ins[2] };
         let shared = self.shared.map(|gated| Shared { out: ins[3], gate: gated.then(|| ins[4]) });
         let r = ins[ins.len() - 1];
         if std::ptr::eq(r.buffer(), out.buffer()) && r.offset() == out.offset() {
@@ -140,26 +116,8 @@ impl NodeOp for MoeDownNode {
             elementwise::residual_add(rec, out, r, 1.0)
         }
     }
-    fn reference(&self, ins: &[&[f64]], shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
-        let MoeDims { k, d, inter, .. } = self.dims;
-        let (h, dn) = (ins[0], ins[1]);
-        let mut out = ins[ins.len() - 1].to_vec();
-        for t in 0..shapes[0][0] {
-            let (experts, weights) = route_of(ins[2], k, t);
-            for (slot, (e, w)) in experts.into_iter().zip(weights).enumerate() {
-                let hr = &h[(t * k + slot) * inter..][..inter];
-                for n in 0..d {
-                    let row = &dn[(e * d + n) * inter..][..inter];
-                    out[t * d + n] += w * row.iter().zip(hr).map(|(a, b)| a * b).sum::<f64>();
-                }
-            }
-            if let Some(gated) = self.shared {
-                let g = if gated { 1.0 / (1.0 + (-ins[4][t]).exp()) } else { 1.0 };
-                for n in 0..d {
-                    out[t * d + n] += ins[3][t * d + n] * g;
-                }
-            }
-        }
-        Some(Ok(out))
+    fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let shared = self.shared.map(|gated| (ins[3], gated.then(|| ins[4])));
+        Some(Ok(moe::experts_down_ref(self.dims, ins[0], ins[1], ins[2], shared, ins[ins.len() - 1])))
     }
 }

@@ -3,7 +3,7 @@
 //! not, f32 and f16 weights, one token and several, and bad calls.
 
 use crate::common::devices;
-use linseq::ops::moe::{self, Experts, MoeDims, MoeRef, Scoring, Shared};
+use linseq::ops::moe::{self, MoeDims, MoeRef, Routed, Scoring, Shared};
 use linseq::ops::Recorder;
 use linseq::testing::{compare, Rng};
 use linseq::{DType, Tensor};
@@ -71,10 +71,10 @@ fn routed_experts_and_the_shared_expert_match_the_reference() {
             let mut rec = Recorder::new(dev);
             linseq::ops::matmul::linear(&mut rec, &xt, &rt, None, &logits).unwrap();
             moe::route(&mut rec, m, &logits, (scoring, norm_topk), sigmoid.then_some(&bt), &route).unwrap();
-            let ex = Experts { gate_up: &gut, down: &dnt, route: &route };
-            moe::experts_up(&mut rec, m, &xt, ex, &h).unwrap();
+            moe::experts_up(&mut rec, m, &xt, Routed { weight: &gut, route: &route }, &h).unwrap();
             let sh = shared.map(|gated| Shared { out: &sot, gate: gated.then_some(&sgt) });
-            moe::experts_down(&mut rec, m, &h, ex, sh, false, &y).unwrap();
+            moe::experts_down(&mut rec, m, &h, Routed { weight: &dnt, route: &route }, sh, false, &y)
+                .unwrap();
             rec.run().unwrap();
             let want = moe::moe_ref(&MoeRef {
                 m,
@@ -126,11 +126,79 @@ fn bad_moe_calls_are_clear_errors() {
     let sig = (Scoring::Sigmoid { scale: 1.0 }, true);
     let err = moe::route(&mut rec, m, &logits, sig, None, &route).unwrap_err();
     assert!(err.to_string().contains("bias"), "{err}");
-    let ex = Experts { gate_up: &dn, down: &dn, route: &route };
-    let err = moe::experts_up(&mut rec, m, &x, ex, &h).unwrap_err();
+    let err = moe::experts_up(&mut rec, m, &x, Routed { weight: &dn, route: &route }, &h).unwrap_err();
     assert!(err.to_string().contains("gate_up"), "{err}");
-    let ex = Experts { gate_up: &gu, down: &gu, route: &route };
-    let err = moe::experts_down(&mut rec, m, &h, ex, None, false, &x).unwrap_err();
+    let err = moe::experts_down(&mut rec, m, &h, Routed { weight: &gu, route: &route }, None, false, &x)
+        .unwrap_err();
     assert!(err.to_string().contains("down"), "{err}");
     assert!(rec.is_empty());
+}
+
+#[test]
+fn the_moe_nodes_match_the_graph_reference() {
+    use linseq::graph::nodes::{MoeDownNode, MoeRouteNode, MoeUpNode};
+    use linseq::graph::{reference, Executable, Graph, PlanOptions};
+    use std::collections::HashMap;
+    // Routing, the experts' up and down projections and the residual add as graph nodes, both
+    // scorings, with and without a gated shared expert, against the nodes' f64 references.
+    let m = MoeDims { experts: 8, k: 2, d: 32, inter: 16 };
+    for dev in devices() {
+        let mut rng = Rng::new(93);
+        for (scoring, shared) in
+            [(Scoring::Softmax, Some(true)), (Scoring::Sigmoid { scale: 2.0 }, Some(false))]
+        {
+            let t = 6;
+            let sigmoid = matches!(scoring, Scoring::Sigmoid { .. });
+            let mut g = Graph::new();
+            let logits = g.input("logits", &[t, m.experts], DType::F32);
+            let x = g.input("x", &[t, m.d], DType::F32);
+            let gate_up = g.input("gate_up", &[m.experts, 2 * m.inter, m.d], DType::F32);
+            let down = g.input("down", &[m.experts, m.d, m.inter], DType::F32);
+            let so = g.input("shared_out", &[t, m.d], DType::F32);
+            let sg = g.input("shared_gate", &[t, 1], DType::F32);
+            let r = g.input("residual", &[t, m.d], DType::F32);
+            let mut rins = vec![logits];
+            if sigmoid {
+                rins.push(g.input("bias", &[m.experts], DType::F32));
+            }
+            let route = g.op(MoeRouteNode { dims: m, scoring, norm_topk: true }, &rins).unwrap();
+            let h = g.op(MoeUpNode { dims: m }, &[x, gate_up, route]).unwrap();
+            let mut dins = vec![h, down, route, so];
+            if shared == Some(true) {
+                dins.push(sg);
+            }
+            dins.push(r);
+            let y = g.op(MoeDownNode { dims: m, shared }, &dins).unwrap();
+            g.output(y);
+            let mut host = HashMap::new();
+            for (name, n) in [
+                ("logits", t * m.experts),
+                ("x", t * m.d),
+                ("gate_up", m.experts * 2 * m.inter * m.d),
+                ("down", m.experts * m.d * m.inter),
+                ("shared_out", t * m.d),
+                ("shared_gate", t),
+                ("residual", t * m.d),
+                ("bias", m.experts),
+            ] {
+                host.insert(name.to_string(), rng.vec(n, -1.0, 1.0));
+            }
+            let exe = Executable::new(dev, g.clone(), &PlanOptions::for_device(dev.caps())).unwrap();
+            for name in ["logits", "x", "gate_up", "down", "shared_out", "shared_gate", "residual"] {
+                exe.write_f32(name, &host[name]).unwrap();
+            }
+            if sigmoid {
+                exe.write_f32("bias", &host["bias"]).unwrap();
+            }
+            exe.run().unwrap();
+            let got = exe.read_output::<f32>(y).unwrap();
+            let want = reference::evaluate(&g, &host).unwrap();
+            let c = compare(&got, &want[y.0]);
+            assert!(
+                c.nonfinite_mismatches == 0 && c.nmse < 1e-10 && c.max_abs < 1e-4,
+                "[{}] moe nodes {scoring:?} shared {shared:?}: {c:?}",
+                dev.describe()
+            );
+        }
+    }
 }
