@@ -186,11 +186,7 @@ pub struct GdnMixer {
     w_b: Tensor,
     w_a: Tensor,
     conv_w: Tensor,
-    /// −exp(A_log) `[Hv]`.
-    neg_a: Tensor,
-    dt_bias: Tensor,
-    /// The output norm's weight, repeated for every value head `[Hv·dv]`.
-    out_norm: Tensor,
+    decay: DecayWeights,
     w_out: Tensor,
 }
 
@@ -228,7 +224,7 @@ impl GdnMixer {
         dtype: DType,
     ) -> Result<Self> {
         c.check()?;
-        let DeltaDims { value_heads: hv, dv, .. } = c.dims;
+        let hv = c.dims.value_heads;
         let (d, kd, vd) = (c.d_model, c.key_dim(), c.value_dim());
         let mat = |rows: &[f32], n: usize| Tensor::from_f32(dev, &[n, d], rows, dtype);
         let mut parts = Vec::new();
@@ -248,13 +244,6 @@ impl GdnMixer {
         for (name, rows) in c.conv_pieces() {
             conv.extend(w.f32(&format!("{p}.{name}.weight"), Some(&[rows, 1, c.conv_kernel]))?.0);
         }
-        let a_log = w.f32(&format!("{p}.A_log"), Some(&[hv]))?.0;
-        if a_log.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Model(format!("{p}.A_log holds non-finite values")));
-        }
-        let neg_a: Vec<f32> = a_log.iter().map(|v| -v.exp()).collect();
-        let norm1 = w.norm_host(&format!("{p}.{on}.weight"), dv, false)?;
-        let out_norm: Vec<f32> = (0..hv).flat_map(|_| norm1.iter().copied()).collect();
         Ok(Self {
             c: c.clone(),
             norm: w.norm(dev, norm_name, d, c.norm_plus_one)?,
@@ -263,29 +252,70 @@ impl GdnMixer {
             w_b: mat(&bw, hv)?,
             w_a: mat(&aw, hv)?,
             conv_w: Tensor::from_slice(dev, &[c.conv_dim(), c.conv_kernel], &conv)?,
-            neg_a: Tensor::from_slice(dev, &[hv], &neg_a)?,
-            dt_bias: Tensor::from_slice(dev, &[hv], &w.f32(&format!("{p}.dt_bias"), Some(&[hv]))?.0)?,
-            out_norm: Tensor::from_slice(dev, &[vd], &out_norm)?,
+            decay: DecayWeights::load(dev, w, p, &[hv], &format!("{p}.{on}.weight"), c.dims, false)?,
             w_out: w.upload(dev, &format!("{p}.{op}.weight"), &[d, vd], &[d, vd], dtype)?,
         })
     }
 }
 
+/// The weights of the decay and the output norm that [`DeltaCore`] reads, loaded alike for
+/// Gated DeltaNet (a gate per value head) and KDA (`channel_gates`: a gate per key channel).
+pub struct DecayWeights {
+    /// One per gate.
+    dt_bias: Tensor,
+    /// −exp(A_log), one per gate (A_log has one per value head).
+    neg_a: Tensor,
+    /// The output norm's weight, repeated for every value head `[Hv·dv]`.
+    out_norm: Tensor,
+    channel_gates: bool,
+}
+
+impl DecayWeights {
+    /// `{p}.A_log` (stored as `a_log_shape`, one value per value head), `{p}.dt_bias` (one per
+    /// gate) and the per-head output norm `norm_name` `[dv]`.
+    pub fn load(
+        dev: &Device,
+        w: &Weights,
+        p: &str,
+        a_log_shape: &[usize],
+        norm_name: &str,
+        dims: DeltaDims,
+        channel_gates: bool,
+    ) -> Result<Self> {
+        let (hv, dv) = (dims.value_heads, dims.dv);
+        let per_head = if channel_gates { dims.dk } else { 1 };
+        let a_log = w.f32(&format!("{p}.A_log"), Some(a_log_shape))?.0;
+        if a_log.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Model(format!("{p}.A_log holds non-finite values")));
+        }
+        let neg_a: Vec<f32> = a_log.iter().flat_map(|v| std::iter::repeat_n(-v.exp(), per_head)).collect();
+        let norm1 = w.norm_host(norm_name, dv, false)?;
+        let out_norm: Vec<f32> = (0..hv).flat_map(|_| norm1.iter().copied()).collect();
+        let gates = hv * per_head;
+        Ok(Self {
+            dt_bias: Tensor::from_slice(dev, &[gates], &w.f32(&format!("{p}.dt_bias"), Some(&[gates]))?.0)?,
+            neg_a: Tensor::from_slice(dev, &[gates], &neg_a)?,
+            out_norm: Tensor::from_slice(dev, &[hv * dv], &out_norm)?,
+            channel_gates,
+        })
+    }
+
+    /// Parameters as the checkpoint counts them: dt_bias, A_log and the output norm.
+    pub fn parameters(&self, dims: DeltaDims) -> usize {
+        self.dt_bias.numel() + dims.value_heads + dims.dv
+    }
+}
+
 /// What Gated DeltaNet and Kimi Delta Attention share after their projections: the log-decay
-/// g = −exp(A_log)·softplus(`a` + dt_bias) (per value head, or with `channel_gates` per key
-/// channel), the delta rule over the conv'd `[q | k | v]` rows (q/k L2-normalised in the
-/// kernel, scale 1/√dk) with layer `layer`'s matrix state, and the RMSNorm of each value head.
+/// g = −exp(A_log)·softplus(`a` + dt_bias) (per value head, or per key channel), the delta rule
+/// over the conv'd `[q | k | v]` rows (q/k L2-normalised in the kernel, scale 1/√dk) with layer
+/// `layer`'s matrix state, and the RMSNorm of each value head.
 pub struct DeltaCore<'a> {
     pub layer: usize,
     pub prefix: &'a str,
     pub dims: DeltaDims,
-    pub dt_bias: &'a Tensor,
-    /// −exp(A_log), per gate.
-    pub neg_a: &'a Tensor,
-    /// The output norm's weight, repeated for every value head.
-    pub out_norm: &'a Tensor,
+    pub weights: &'a DecayWeights,
     pub out_eps: f64,
-    pub channel_gates: bool,
 }
 
 impl DeltaCore<'_> {
@@ -299,9 +329,9 @@ impl DeltaCore<'_> {
         a: TensorId,
         beta: TensorId,
     ) -> Result<TensorId> {
-        let (i, p, d) = (self.layer, self.prefix, self.dims);
-        let dt_bias = b.weight(&format!("{p}.dt_bias"), self.dt_bias);
-        let neg_a = b.weight(&format!("{p}.neg_a"), self.neg_a);
+        let (i, p, d, wt) = (self.layer, self.prefix, self.dims, self.weights);
+        let dt_bias = b.weight(&format!("{p}.dt_bias"), &wt.dt_bias);
+        let neg_a = b.weight(&format!("{p}.neg_a"), &wt.neg_a);
         let g = b.g.binary(Binary::Add, a, dt_bias)?;
         let g = b.g.unary(Unary::Softplus, g, 1.0)?;
         let g = b.g.binary(Binary::Mul, g, neg_a)?;
@@ -315,10 +345,10 @@ impl DeltaCore<'_> {
             l2norm: true,
             scale: 1.0 / (d.dk as f32).sqrt(),
             init: state.started(),
-            channel_gates: self.channel_gates,
+            channel_gates: wt.channel_gates,
         };
         let o = b.g.op(node, &[qkv, g, beta, s, seqs])?;
-        let out_norm = b.weight(&format!("{p}.out_norm"), self.out_norm);
+        let out_norm = b.weight(&format!("{p}.out_norm"), &wt.out_norm);
         let groups = d.value_heads;
         b.g.norm(NormKind::Rms { groups }, o, out_norm, None, self.out_eps as f32)
     }
@@ -384,16 +414,7 @@ impl Sublayer for GdnMixer {
         if c.negative_eigen {
             beta = b.g.unary(Unary::Scale, beta, 2.0)?;
         }
-        let core = DeltaCore {
-            layer: i,
-            prefix: &p,
-            dims: c.dims,
-            dt_bias: &self.dt_bias,
-            neg_a: &self.neg_a,
-            out_norm: &self.out_norm,
-            out_eps: c.out_eps,
-            channel_gates: false,
-        };
+        let core = DeltaCore { layer: i, prefix: &p, dims: c.dims, weights: &self.decay, out_eps: c.out_eps };
         let o = core.build(b, batch, state, qkv, al, beta)?;
         let o = b.g.binary(Binary::MulSilu, o, z)?;
         b.linear_add(&format!("{p}.out_proj"), o, &self.w_out, None, h)

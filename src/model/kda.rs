@@ -10,7 +10,7 @@
 
 use super::blocks::Sublayer;
 use super::common::{Batch, Builder};
-use super::gated_deltanet::DeltaCore;
+use super::gated_deltanet::{DecayWeights, DeltaCore};
 use super::schema::{Init, WeightSpec};
 use super::state::{SlotKind, SlotSpec, State};
 use super::weights::Weights;
@@ -64,14 +64,11 @@ pub struct KdaMixer {
     conv_w: Tensor,
     w_fa: Tensor,
     w_fb: Tensor,
-    dt_bias: Tensor,
-    /// −exp(A_log) per key channel `[H·dk]`.
-    neg_a: Tensor,
+    /// dt_bias and −exp(A_log) per key channel, the output norm per head.
+    decay: DecayWeights,
     w_b: Tensor,
     w_ga: Tensor,
     w_gb: Tensor,
-    /// The output norm's weight, repeated for every head `[H·dk]`.
-    out_norm: Tensor,
     w_out: Tensor,
 }
 
@@ -123,13 +120,6 @@ impl KdaMixer {
         for name in ["q_conv1d", "k_conv1d", "v_conv1d"] {
             conv.extend(w.f32(&format!("{p}.{name}.weight"), Some(&[width, 1, c.conv_kernel]))?.0);
         }
-        let a_log = w.f32(&format!("{p}.A_log"), Some(&[1, 1, h, 1]))?.0;
-        if a_log.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Model(format!("{p}.A_log holds non-finite values")));
-        }
-        let neg_a: Vec<f32> = a_log.iter().flat_map(|v| std::iter::repeat_n(-v.exp(), dk)).collect();
-        let norm1 = w.norm_host(&format!("{p}.o_norm.weight"), dk, false)?;
-        let out_norm: Vec<f32> = (0..h).flat_map(|_| norm1.iter().copied()).collect();
         let mat = |name: &str, rows: usize, cols: usize| {
             w.upload(dev, &format!("{p}.{name}.weight"), &[rows, cols], &[rows, cols], dtype)
         };
@@ -140,12 +130,18 @@ impl KdaMixer {
             conv_w: Tensor::from_slice(dev, &[3 * width, c.conv_kernel], &conv)?,
             w_fa: mat("f_a_proj", dk, d)?,
             w_fb: mat("f_b_proj", width, dk)?,
-            dt_bias: Tensor::from_slice(dev, &[width], &w.f32(&format!("{p}.dt_bias"), Some(&[width]))?.0)?,
-            neg_a: Tensor::from_slice(dev, &[width], &neg_a)?,
+            decay: DecayWeights::load(
+                dev,
+                w,
+                p,
+                &[1, 1, h, 1],
+                &format!("{p}.o_norm.weight"),
+                c.dims(),
+                true,
+            )?,
             w_b: mat("b_proj", h, d)?,
             w_ga: mat("g_a_proj", dk, d)?,
             w_gb: mat("g_b_proj", width, dk)?,
-            out_norm: Tensor::from_slice(dev, &[width], &out_norm)?,
             w_out: mat("o_proj", d, width)?,
         })
     }
@@ -180,16 +176,7 @@ impl Sublayer for KdaMixer {
         // g = −exp(A_log) · softplus(f_b(f_a(x)) + dt_bias), per key channel.
         let f = b.linear(&format!("{p}.f_a"), xn, &self.w_fa, None)?;
         let f = b.linear(&format!("{p}.f_b"), f, &self.w_fb, None)?;
-        let core = DeltaCore {
-            layer: i,
-            prefix: &p,
-            dims: c.dims(),
-            dt_bias: &self.dt_bias,
-            neg_a: &self.neg_a,
-            out_norm: &self.out_norm,
-            out_eps: c.eps,
-            channel_gates: true,
-        };
+        let core = DeltaCore { layer: i, prefix: &p, dims: c.dims(), weights: &self.decay, out_eps: c.eps };
         let o = core.build(b, batch, state, qkv, f, beta)?;
         let gate = b.linear(&format!("{p}.g_a"), xn, &self.w_ga, None)?;
         let gate = b.linear(&format!("{p}.g_b"), gate, &self.w_gb, None)?;
@@ -205,7 +192,6 @@ impl Sublayer for KdaMixer {
             &self.conv_w,
             &self.w_fa,
             &self.w_fb,
-            &self.dt_bias,
             &self.w_b,
             &self.w_ga,
             &self.w_gb,
@@ -214,7 +200,6 @@ impl Sublayer for KdaMixer {
         .iter()
         .map(|t| t.numel())
         .sum::<usize>()
-            + self.c.heads
-            + self.c.dk
+            + self.decay.parameters(self.c.dims())
     }
 }
