@@ -15,7 +15,7 @@ use super::config::{Config, Size};
 use super::kda::{KdaMixer, KdaSpec};
 use super::mla::{MlaMixer, MlaSpec};
 use super::mlp::{GatedMlp, MlpSpec};
-use super::moe::{MoeLayout, MoeMlp, MoeSpec};
+use super::moe::{load_mlp, sparse_at, MoeLayout, MoeMlp, MoeSpec};
 use super::qwen3_next::{layer_kinds, LayerKind};
 use super::schema::{Init, WeightSpec};
 use super::weights::Weights;
@@ -224,9 +224,9 @@ impl KimiLinearConfig {
             }
             let mlp_norm = format!("{p}.post_attention_layernorm.weight");
             let mp = format!("{p}.block_sparse_moe");
-            match (&self.moe, self.sparse[i]) {
-                (Some(moe), true) => t.extend(MoeMlp::schema(moe, &mlp_norm, &mp)),
-                _ => t.extend(GatedMlp::schema(&self.mlp, &mlp_norm, &mp)),
+            match sparse_at(&self.moe, &self.sparse, i) {
+                Some(moe) => t.extend(MoeMlp::schema(moe, &mlp_norm, &mp)),
+                None => t.extend(GatedMlp::schema(&self.mlp, &mlp_norm, &mp)),
             }
         }
         t
@@ -261,10 +261,7 @@ impl KimiLinear {
             };
             let mlp_norm = format!("{p}.post_attention_layernorm.weight");
             let mp = format!("{p}.block_sparse_moe");
-            let mlp: Box<dyn Sublayer> = match (&c.moe, c.sparse[i]) {
-                (Some(moe), true) => Box::new(MoeMlp::load(dev, w, moe, &mlp_norm, &mp, dtype)?),
-                _ => Box::new(GatedMlp::load(dev, w, &c.mlp, &mlp_norm, &mp, dtype)?),
-            };
+            let mlp = load_mlp(dev, w, (sparse_at(&c.moe, &c.sparse, i), &c.mlp), &mlp_norm, &mp, dtype)?;
             Ok(Block { mixer: Some(mixer), mlp: Some(mlp) })
         })?;
         Ok(Self { stack: Stack { head, blocks, eps: c.kda.eps }, cfg: c })

@@ -14,6 +14,7 @@
 
 use super::blocks::Sublayer;
 use super::common::{Batch, Builder};
+use super::mlp::{GatedMlp, MlpSpec};
 use super::schema::{Init, WeightSpec};
 use super::state::State;
 use super::weights::Weights;
@@ -85,6 +86,27 @@ impl MoeSpec {
         }
         Ok(())
     }
+}
+
+/// Layer `i`'s sparse MLP: `moe` where `sparse[i]`, else none (the dense MLP).
+pub fn sparse_at<'a>(moe: &'a Option<MoeSpec>, sparse: &[bool], i: usize) -> Option<&'a MoeSpec> {
+    moe.as_ref().filter(|_| sparse[i])
+}
+
+/// Loads a layer's MLP under `p` with its norm `norm_name`: the mixture of experts `moe`, or
+/// the dense MLP `dense`.
+pub fn load_mlp(
+    dev: &Device,
+    w: &Weights,
+    (moe, dense): (Option<&MoeSpec>, &MlpSpec),
+    norm_name: &str,
+    p: &str,
+    dtype: DType,
+) -> Result<Box<dyn Sublayer>> {
+    Ok(match moe {
+        Some(moe) => Box::new(MoeMlp::load(dev, w, moe, norm_name, p, dtype)?),
+        None => Box::new(GatedMlp::load(dev, w, dense, norm_name, p, dtype)?),
+    })
 }
 
 /// One sparse MLP layer, loaded.

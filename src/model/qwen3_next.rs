@@ -15,7 +15,7 @@ use super::common::{self, Head, HeadNames};
 use super::config::{Config, Float, Size};
 use super::gated_deltanet::{GdnLayout, GdnMixer, GdnSpec, HfGdnFields};
 use super::mlp::{GatedMlp, MlpSpec};
-use super::moe::{MoeLayout, MoeMlp, MoeSpec};
+use super::moe::{load_mlp, sparse_at, MoeLayout, MoeMlp, MoeSpec};
 use super::schema::{Init, WeightSpec};
 use super::weights::Weights;
 use crate::device::Device;
@@ -216,9 +216,9 @@ impl Qwen3NextConfig {
                 }
             }
             let norm = format!("{p}.post_attention_layernorm.weight");
-            match (&self.moe, self.sparse[i]) {
-                (Some(moe), true) => t.extend(MoeMlp::schema(moe, &norm, &format!("{p}.mlp"))),
-                _ => {
+            match sparse_at(&self.moe, &self.sparse, i) {
+                Some(moe) => t.extend(MoeMlp::schema(moe, &norm, &format!("{p}.mlp"))),
+                None => {
                     let mut m = GatedMlp::schema(&self.mlp, &norm, &format!("{p}.mlp"));
                     m[0].init = Init::Uniform(-0.1, 0.1);
                     t.extend(m);
@@ -272,12 +272,8 @@ impl Qwen3Next {
                 )?),
             };
             let mlp_norm = format!("{p}.post_attention_layernorm.weight");
-            let mlp: Box<dyn super::blocks::Sublayer> = match (&c.moe, c.sparse[i]) {
-                (Some(moe), true) => {
-                    Box::new(MoeMlp::load(dev, w, moe, &mlp_norm, &format!("{p}.mlp"), dtype)?)
-                }
-                _ => Box::new(GatedMlp::load(dev, w, &c.mlp, &mlp_norm, &format!("{p}.mlp"), dtype)?),
-            };
+            let mlps = (sparse_at(&c.moe, &c.sparse, i), &c.mlp);
+            let mlp = load_mlp(dev, w, mlps, &mlp_norm, &format!("{p}.mlp"), dtype)?;
             Ok(Block { mixer: Some(mixer), mlp: Some(mlp) })
         })?;
         Ok(Self { stack: Stack { head, blocks, eps: c.attn.eps }, cfg: c })
