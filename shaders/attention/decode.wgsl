@@ -22,22 +22,17 @@ const PS: u32 = 65u;          // row stride of `ps` (65: head g's max loop reads
 var<workgroup> qs: array<vec4<f32>, GB * 64u>;
 // The tile's scores, then P, per head.
 var<workgroup> ps: array<f32, GB * PS>;
-// Where each key of the tile has its V row: the cache block (4: the new row in qkv) and the
+// Where each key of the tile has its V row: the cache block (KV_BLOCKS: the new row in qkv) and the
 // word index.
 var<workgroup> row_src: array<u32, 64>;
 var<workgroup> row_ix: array<u32, 64>;
 // Each head's new max, then its rescale factor.
 var<workgroup> stat: array<f32, 2u * GB>;
 
-// Word ix of block src (0 … 3), or of qkv (src 4).
+// Word ix of cache block src (0 … 3), or of qkv (src 4).
 fn word(src: u32, ix: u32) -> vec4<f32> {
-    switch (src) {
-        case 0u: { return kv0[ix]; }
-        case 1u: { return kv1[ix]; }
-        case 2u: { return kv2[ix]; }
-        case 3u: { return kv3[ix]; }
-        default: { return qkv[ix]; }
-    }
+    if (src >= KV_BLOCKS) { return qkv[ix]; }
+    return block_word(src, ix);
 }
 
 @compute @workgroup_size(64)
@@ -77,7 +72,7 @@ fn attn_decode(
     for (var j0 = lo; j0 < hi; j0 += 64u) {
         let j = j0 + lid;
         let visible = j < hi;
-        var src = 4u;
+        var src = KV_BLOCKS; // the new row, in qkv
         var kix = row4 + k_col(kvh) / 4u;
         var vix = row4 + v_col(kvh) / 4u;
         if (j < i) {

@@ -8,12 +8,17 @@
 @group(0) @binding(4) var<storage, read> kv2: array<{{KVT}}>;
 @group(0) @binding(5) var<storage, read> kv3: array<{{KVT}}>;
 
-// Word `ix` (from cache_ix, in KVT units) of the block that holds position j.
-fn kv_word(j: u32, ix: u32) -> {{KVT}} {
-    switch (kv_block(j)) {
+// Word `ix` (from cache_ix, in KVT units) of block b.
+fn block_word(b: u32, ix: u32) -> {{KVT}} {
+    switch (b) {
         case 0u: { return kv0[ix]; }
         case 1u: { return kv1[ix]; }
         case 2u: { return kv2[ix]; }
         default: { return kv3[ix]; }
     }
+}
+
+// Word `ix` of the block that holds position j.
+fn kv_word(j: u32, ix: u32) -> {{KVT}} {
+    return block_word(kv_block(j), ix);
 }
