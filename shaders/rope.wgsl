@@ -26,6 +26,14 @@ fn reduce_angle(x: f32) -> f32 {
     return ((x - k * 6.28125) - k * 1.9353071693331003e-3) - k * 1.0253131677018246e-11;
 }
 
+// The pair (x1, x2) = (dim i, dim i + R/2) rotated by `angle` = position · inv_freq[i].
+fn rotate_pair(x1: f32, x2: f32, angle: f32) -> vec2<f32> {
+    let a = reduce_angle(angle);
+    let c = cos(a);
+    let sn = sin(a);
+    return vec2<f32>(x1 * c - x2 * sn, x2 * c + x1 * sn);
+}
+
 #if ROPE
 @compute @workgroup_size(64)
 fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -38,14 +46,10 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let t = e / (half * heads);
     let s = seq_of(t);
     let position = pos[s] + t - seqs[s];
-    let angle = reduce_angle(f32(position) * inv_freq[i]);
-    let c = cos(angle);
-    let sn = sin(angle);
     let base = t * (p.heads + 2u * p.kv_heads) * p.dim + head * p.dim;
-    let x1 = qkv[base + i];
-    let x2 = qkv[base + i + half];
-    qkv[base + i] = x1 * c - x2 * sn;
-    qkv[base + i + half] = x2 * c + x1 * sn;
+    let r = rotate_pair(qkv[base + i], qkv[base + i + half], f32(position) * inv_freq[i]);
+    qkv[base + i] = r.x;
+    qkv[base + i + half] = r.y;
 }
 #endif
 
@@ -97,13 +101,11 @@ fn head_norm(
     for (var d = lid; d < len; d += 64u) {
         let i = d % p.dim;
         if (i < half) {
-            let angle = reduce_angle(f32(position) * inv_freq[i]);
-            let c = cos(angle);
-            let sn = sin(angle);
             let x1 = qkv[base + d] * inv * norm_w[col + d];
             let x2 = qkv[base + d + half] * inv * norm_w[col + d + half];
-            qkv[base + d] = x1 * c - x2 * sn;
-            qkv[base + d + half] = x2 * c + x1 * sn;
+            let r = rotate_pair(x1, x2, f32(position) * inv_freq[i]);
+            qkv[base + d] = r.x;
+            qkv[base + d + half] = r.y;
         } else if (i >= p.rot) {
             qkv[base + d] = qkv[base + d] * inv * norm_w[col + d];
         }
