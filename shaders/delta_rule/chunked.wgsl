@@ -1,5 +1,5 @@
 // The chunked WY-form prefill (included by delta_rule.wgsl), in three dispatches over chunks
-// of at most C = 64 tokens that never cross a sequence or a reset (`chunks`, the table of
+// of at most CL = 64 tokens that never cross a sequence or a reset (`chunks`, the table of
 // ops::sequences::chunk_table: per chunk (first token, length, sequence, FRESH at a reset /
 // FIRST of its sequence), then each sequence's first chunk, S + 1 entries).
 // Within a chunk, with γ_t the cumulative log-gate (γ_t − γ_u ≤ 0 for u ≤ t, so every
@@ -15,7 +15,7 @@
 // Scratch: w [T, Hv, DK], u [T, Hv, dv], gn [T, Hv, 4] (γ, q̂ and k̂ scales, β),
 // s0 [chunks, Hv, DK, dv].
 #if CHUNKED
-const C: u32 = 64u;
+const CL: u32 = 64u;
 @group(0) @binding(4) var<storage, read> chunks: array<u32>;
 @group(0) @binding(5) var<storage, read_write> gn: array<f32>;
 
@@ -44,7 +44,7 @@ var<workgroup> bt: array<f32, 64>;
 // with a barrier before (the previous columns' readers are done) and after.
 fn stage_k(lid: u32, t0: u32, len: u32, kh: u32, i0: u32) {
     workgroupBarrier();
-    for (var e = lid; e < C * KW; e += 64u) {
+    for (var e = lid; e < CL * KW; e += 64u) {
         let r = e / KW;
         let i = e % KW;
         kst[r * (KW + 1u) + i] = select(0.0, qkv[k_at(t0 + min(r, len - 1u), kh) + i0 + i], r < len);
@@ -96,19 +96,19 @@ fn delta_prep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         gn[e + 3u] = bt[t];
     }
     // Row t of A (u < t; nothing reads the rest), its dot products KW columns at a time.
-    // Bounded by the row, not by C: constant bounds here would be unrolled by Mesa's GL compiler.
-    for (var uu = 0u; uu < C; uu++) { tm[lid * C + uu] = 0.0; }
+    // Bounded by the row, not by CL: constant bounds here would be unrolled by Mesa's GL compiler.
+    for (var uu = 0u; uu < CL; uu++) { tm[lid * CL + uu] = 0.0; }
     for (var i0 = 0u; i0 < DK; i0 += KW) {
         stage_k(lid, t0, len, kh, i0);
         for (var uu = 0u; live && uu < t; uu++) {
             var dot = 0.0;
             for (var i = 0u; i < KW; i++) { dot += kst[t * (KW + 1u) + i] * kst[uu * (KW + 1u) + i]; }
-            tm[t * C + uu] += dot;
+            tm[t * CL + uu] += dot;
         }
         workgroupBarrier();
     }
     for (var uu = 0u; live && uu < t; uu++) {
-        tm[t * C + uu] *= bt[t] * exp(gam[t] - gam[uu]) * kn[t] * kn[uu];
+        tm[t * CL + uu] *= bt[t] * exp(gam[t] - gam[uu]) * kn[t] * kn[uu];
     }
     workgroupBarrier();
     // T = (I + A)⁻¹ by forward substitution, in place: row r of T from row r of A and the rows
@@ -116,11 +116,11 @@ fn delta_prep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     for (var r = 1u; r < len; r++) {
         var v = 0.0;
         if (lid < r) {
-            v = -tm[r * C + lid];
-            for (var m = lid + 1u; m < r; m++) { v -= tm[r * C + m] * tm[m * C + lid]; }
+            v = -tm[r * CL + lid];
+            for (var m = lid + 1u; m < r; m++) { v -= tm[r * CL + m] * tm[m * CL + lid]; }
         }
         workgroupBarrier();
-        if (lid < r) { tm[r * C + lid] = v; }
+        if (lid < r) { tm[r * CL + lid] = v; }
         workgroupBarrier();
     }
     // W = T·diag(β·exp(γ))·K̂ and U = T·diag(β)·V, row t by this invocation's share; W KW
@@ -132,7 +132,7 @@ fn delta_prep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
             let i = e % KW;
             var acc = 0.0;
             for (var uu = 0u; uu <= tt; uu++) {
-                let tu = select(tm[tt * C + uu], 1.0, uu == tt);
+                let tu = select(tm[tt * CL + uu], 1.0, uu == tt);
                 acc += tu * bt[uu] * exp(gam[uu]) * kn[uu] * kst[uu * (KW + 1u) + i];
             }
             w[((t0 + tt) * p.hv + h) * DK + i0 + i] = acc;
@@ -144,7 +144,7 @@ fn delta_prep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         let j = e % p.dv;
         var acc = 0.0;
         for (var uu = 0u; uu <= tt; uu++) {
-            let tu = select(tm[tt * C + uu], 1.0, uu == tt);
+            let tu = select(tm[tt * CL + uu], 1.0, uu == tt);
             acc += tu * bt[uu] * qkv[v_at(t0 + uu, h) + j];
         }
         u[((t0 + tt) * p.hv + h) * p.dv + j] = acc;
@@ -265,10 +265,10 @@ fn delta_out(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
     let gt = gn[gn_at(t0 + t, h)];
     let qk = gn[gn_at(t0 + t, h) + 1u];
     // (Only u ≤ t is read.) The dot products KW columns at a time from staged q and k.
-    for (var uu = 0u; uu < C; uu++) { mm[lid * C + uu] = 0.0; }
+    for (var uu = 0u; uu < CL; uu++) { mm[lid * CL + uu] = 0.0; }
     for (var i0 = 0u; i0 < DK; i0 += KW) {
         workgroupBarrier();
-        for (var e = lid; e < C * KW; e += 64u) {
+        for (var e = lid; e < CL * KW; e += 64u) {
             let r = e / KW;
             let i = e % KW;
             let tr = t0 + min(r, len - 1u);
@@ -279,12 +279,12 @@ fn delta_out(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
         for (var uu = 0u; lid < len && uu <= lid; uu++) {
             var dot = 0.0;
             for (var i = 0u; i < KW; i++) { dot += qs_t[lid * (KW + 1u) + i] * ks_t[uu * (KW + 1u) + i]; }
-            mm[lid * C + uu] += dot;
+            mm[lid * CL + uu] += dot;
         }
     }
     for (var uu = 0u; lid < len && uu <= lid; uu++) {
         let e = gn_at(t0 + uu, h);
-        mm[lid * C + uu] *= exp(gt - gn[e]) * qk * gn[e + 2u];
+        mm[lid * CL + uu] *= exp(gt - gn[e]) * qk * gn[e + 2u];
     }
     workgroupBarrier();
     let j = jb * 64u + lid;
@@ -307,7 +307,7 @@ fn delta_out(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
         }
         let qs = qv.x + qv.y + qv.z + qv.w;
         var o = exp(gn[e]) * gn[e + 1u] * qs;
-        for (var uu = 0u; uu <= tt; uu++) { o += mm[tt * C + uu] * u[((t0 + uu) * p.hv + h) * p.dv + j]; }
+        for (var uu = 0u; uu <= tt; uu++) { o += mm[tt * CL + uu] * u[((t0 + uu) * p.hv + h) * p.dv + j]; }
         out[((t0 + tt) * p.hv + h) * p.dv + j] = o;
     }
 }

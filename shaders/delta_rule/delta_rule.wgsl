@@ -29,3 +29,4 @@ fn v_at(t: u32, h: u32) -> u32 { return t * p.width + p.v_col + h * p.dv; }
 
 #include delta_rule/recurrent
 #include delta_rule/chunked
+#include delta_rule/chunked_coop

@@ -316,6 +316,8 @@ pub struct DeltaCore<'a> {
     pub dims: DeltaDims,
     pub weights: &'a DecayWeights,
     pub out_eps: f64,
+    /// The chunked prefill may round its operands to f16 (the model's weights are f16).
+    pub f16_ok: bool,
 }
 
 impl DeltaCore<'_> {
@@ -346,6 +348,7 @@ impl DeltaCore<'_> {
             scale: 1.0 / (d.dk as f32).sqrt(),
             init: state.started(),
             channel_gates: wt.channel_gates,
+            f16_ok: self.f16_ok,
         };
         let o = b.g.op(node, &[qkv, g, beta, s, seqs])?;
         let out_norm = b.weight(&format!("{p}.out_norm"), &wt.out_norm);
@@ -414,7 +417,14 @@ impl Sublayer for GdnMixer {
         if c.negative_eigen {
             beta = b.g.unary(Unary::Scale, beta, 2.0)?;
         }
-        let core = DeltaCore { layer: i, prefix: &p, dims: c.dims, weights: &self.decay, out_eps: c.out_eps };
+        let core = DeltaCore {
+            layer: i,
+            prefix: &p,
+            dims: c.dims,
+            weights: &self.decay,
+            out_eps: c.out_eps,
+            f16_ok: self.w_qkv.dtype() == DType::F16,
+        };
         let o = core.build(b, batch, state, qkv, al, beta)?;
         let o = b.g.binary(Binary::MulSilu, o, z)?;
         b.linear_add(&format!("{p}.out_proj"), o, &self.w_out, None, h)

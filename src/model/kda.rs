@@ -176,7 +176,14 @@ impl Sublayer for KdaMixer {
         // g = −exp(A_log) · softplus(f_b(f_a(x)) + dt_bias), per key channel.
         let f = b.linear(&format!("{p}.f_a"), xn, &self.w_fa, None)?;
         let f = b.linear(&format!("{p}.f_b"), f, &self.w_fb, None)?;
-        let core = DeltaCore { layer: i, prefix: &p, dims: c.dims(), weights: &self.decay, out_eps: c.eps };
+        let core = DeltaCore {
+            layer: i,
+            prefix: &p,
+            dims: c.dims(),
+            weights: &self.decay,
+            out_eps: c.eps,
+            f16_ok: self.w_out.dtype() == DType::F16,
+        };
         let o = core.build(b, batch, state, qkv, f, beta)?;
         let gate = b.linear(&format!("{p}.g_a"), xn, &self.w_ga, None)?;
         let gate = b.linear(&format!("{p}.g_b"), gate, &self.w_gb, None)?;

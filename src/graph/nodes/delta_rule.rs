@@ -22,6 +22,9 @@ pub struct DeltaRuleNode {
     pub init: bool,
     /// g holds one log decay per key channel (KDA), `[T, Hv·dk]`.
     pub channel_gates: bool,
+    /// f16 operands are acceptable (a model with f16 weights): the prefill may take the
+    /// tensor cores ([`dr::DeltaKernel::ChunkedCoop`]).
+    pub f16_ok: bool,
 }
 
 impl NodeOp for DeltaRuleNode {
@@ -57,7 +60,7 @@ impl NodeOp for DeltaRuleNode {
             init: self.init,
             channel_gates: self.channel_gates,
         };
-        let kernel = dr::kernel_for(&self.seqs.cu, self.channel_gates);
+        let kernel = dr::choose(rec.device().caps(), &self.seqs.cu, self.channel_gates, self.dims, self.f16_ok);
         let sc = match scratch {
             [w, u, gn, s0] => Some([*w, *u, *gn, *s0]),
             _ => None,

@@ -29,7 +29,11 @@ use crate::tensor::{DType, Tensor};
 /// The family's WGSL (`shaders/delta_rule/`).
 pub const SHADER: crate::shader::Source = crate::wgsl_source!(
     "delta_rule/delta_rule",
-    parts: [crate::wgsl_source!("delta_rule/recurrent"), crate::wgsl_source!("delta_rule/chunked")]
+    parts: [
+        crate::wgsl_source!("delta_rule/recurrent"),
+        crate::wgsl_source!("delta_rule/chunked"),
+        crate::wgsl_source!("delta_rule/chunked_coop")
+    ]
 );
 
 /// Key head dims with kernels.
@@ -62,9 +66,43 @@ pub const CHUNK: usize = 64;
 pub enum DeltaKernel {
     /// Token by token (decode steps; the chunked form's GPU oracle).
     Recurrent,
-    /// The chunked WY form (prefill).
+    /// The chunked WY form (prefill), f32 SIMT: the oracle of the tensor-core form and the
+    /// form on adapters without cooperative matrices.
     Chunked,
+    /// The chunked WY form with its products on 16×16×16 f16 cooperative matrices (f32
+    /// accumulation and state): K, W, V′, the chunk states and the scores are rounded to f16.
+    /// Key head dims 64 and 128, value head dims that are multiples of 32.
+    ChunkedCoop,
 }
+
+impl DeltaKernel {
+    /// Whether it rounds operands to f16.
+    pub fn uses_f16(self) -> bool {
+        self == DeltaKernel::ChunkedCoop
+    }
+
+    /// Whether it runs `d` on a device with `caps` (the tensor-core form: cooperative matrices,
+    /// 32-lane subgroups, 128 invocations and [`COOP_WORKGROUP_BYTES`] of workgroup memory).
+    pub fn runs(self, caps: &crate::device::Capabilities, d: DeltaDims) -> bool {
+        match self {
+            DeltaKernel::Recurrent | DeltaKernel::Chunked => true,
+            DeltaKernel::ChunkedCoop => {
+                COOP_KEY_DIMS.contains(&d.dk)
+                    && d.dv.is_multiple_of(32)
+                    && caps.coop_f16_16x16_f32()
+                    && caps.subgroup_min_size == 32
+                    && caps.subgroup_max_size == 32
+                    && caps.max_compute_invocations_per_workgroup >= 128
+                    && caps.max_compute_workgroup_storage_size as usize >= COOP_WORKGROUP_BYTES
+            }
+        }
+    }
+}
+
+/// Key head dims of the tensor-core form (its tiles hold a chunk's 64 × dk rows).
+pub const COOP_KEY_DIMS: [usize; 2] = [64, 128];
+/// The most workgroup memory a tensor-core pass takes (the state walk at dk = 128).
+pub const COOP_WORKGROUP_BYTES: usize = 46080;
 
 /// The chunked form's passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,13 +233,27 @@ fn base(name: &str, entry: &'static str, dk: usize) -> Variant {
         .with_flags(chunk_flags::SET)
 }
 
-fn chunked_variant(pass: Pass, dk: usize) -> Variant {
-    let (name, entry, define) = match pass {
-        Pass::Prep => ("chunked.prep", "delta_prep", "PREP"),
-        Pass::State => ("chunked.state", "delta_state", "STATE"),
-        Pass::Out => ("chunked.out", "delta_out", "OUT"),
+fn chunked_variant(pass: Pass, dk: usize, coop: bool) -> Variant {
+    let (name, entry, define) = match (pass, coop) {
+        (Pass::Prep, false) => ("chunked.prep", "delta_prep", "PREP"),
+        (Pass::State, false) => ("chunked.state", "delta_state", "STATE"),
+        (Pass::Out, false) => ("chunked.out", "delta_out", "OUT"),
+        (Pass::Prep, true) => ("chunked.prep.coop", "delta_prep_tc", "PREP_TC"),
+        (Pass::State, true) => ("chunked.state.coop", "delta_state_tc", "STATE_TC"),
+        (Pass::Out, true) => ("chunked.out.coop", "delta_out_tc", "OUT_TC"),
     };
-    base(name, entry, dk).define("CHUNKED", 1).define(define, 1)
+    let v = base(name, entry, dk).define("CHUNKED", 1).define(define, 1);
+    if !coop {
+        return v;
+    }
+    // The output pass's f16 tile: Q̂ or K̂ in rows of dk + 8 halves, or S₀ and V′ in rows of 40.
+    let at_halves = (64 * (dk + 8)).max((dk + 64) * 40);
+    v.needs_coop_matrix()
+        .needs_subgroups()
+        .define("TC", 1)
+        .define("AT_HALVES", at_halves)
+        .define("KF", dk / 16)
+        .define("RB", dk / 64)
 }
 
 pub fn variants() -> Vec<Variant> {
@@ -210,7 +262,10 @@ pub fn variants() -> Vec<Variant> {
         v.push(recurrent_variant(dk, 64));
         v.push(recurrent_variant(dk, 16));
         for pass in [Pass::Prep, Pass::State, Pass::Out] {
-            v.push(chunked_variant(pass, dk));
+            v.push(chunked_variant(pass, dk, false));
+            if COOP_KEY_DIMS.contains(&dk) {
+                v.push(chunked_variant(pass, dk, true));
+            }
         }
     }
     v
@@ -236,6 +291,16 @@ pub fn kernel_for(cu: &[usize], channel_gates: bool) -> DeltaKernel {
         DeltaKernel::Chunked
     } else {
         DeltaKernel::Recurrent
+    }
+}
+
+/// The kernel for a call on `caps`: [`kernel_for`]'s, with the chunked form on the tensor
+/// cores where f16 operands are acceptable (`f16_ok`: a model with f16 weights) and the
+/// device and dims allow it.
+pub fn choose(caps: &crate::device::Capabilities, cu: &[usize], channel_gates: bool, d: DeltaDims, f16_ok: bool) -> DeltaKernel {
+    match kernel_for(cu, channel_gates) {
+        DeltaKernel::Chunked if f16_ok && DeltaKernel::ChunkedCoop.runs(caps, d) => DeltaKernel::ChunkedCoop,
+        k => k,
     }
 }
 
@@ -277,6 +342,12 @@ pub fn delta_rule_in(
         )));
     }
     let d = a.dims;
+    if !kernel.runs(rec.device().caps(), d) {
+        return Err(Error::UnsupportedVariant(format!(
+            "{kernel:?} for {d:?} needs key head dim {COOP_KEY_DIMS:?}, a value head dim that is a multiple of 32, 16x16x16 f16 cooperative matrices, 32-lane subgroups and {COOP_WORKGROUP_BYTES} bytes of workgroup memory (adapter {})",
+            rec.device().caps().adapter
+        )));
+    }
     let (t, s) = (a.seqs.total(), a.seqs.count());
     let mut flags = if a.init { delta_flags::INIT } else { 0 };
     if a.seqs.resets().is_some() {
@@ -286,7 +357,7 @@ pub fn delta_rule_in(
         flags |= delta_flags::L2NORM;
     }
     if a.channel_gates {
-        if kernel == DeltaKernel::Chunked {
+        if kernel != DeltaKernel::Recurrent {
             return Err(Error::UnsupportedVariant(
                 "the chunked delta rule takes one gate per head; per-channel gates (KDA) take the recurrent kernel".into(),
             ));
@@ -312,7 +383,6 @@ pub fn delta_rule_in(
     };
     let longest = a.seqs.cu_seqlens().windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     let blocks = d.dv.div_ceil(64);
-    let per_seq = grid(rec.device(), s * d.value_heads * blocks)?;
     if kernel == DeltaKernel::Recurrent {
         let cols = recurrent_cols(s, d);
         let v = recurrent_variant(d.dk, cols);
@@ -343,9 +413,10 @@ pub fn delta_rule_in(
         }
     };
     let p = params(0, 0, n)?;
+    let coop = kernel == DeltaKernel::ChunkedCoop;
     let per_chunk = grid(dev, n * d.value_heads)?;
     rec.dispatch(
-        &chunked_variant(Pass::Prep, d.dk),
+        &chunked_variant(Pass::Prep, d.dk, coop),
         &p,
         &[a.qkv, a.g, a.beta, &chunks, gn, w, u],
         per_chunk,
@@ -360,11 +431,19 @@ pub fn delta_rule_in(
         (false, _) => 16,
     };
     let most = table[n * 4..].windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
-    let state_v = chunked_variant(Pass::State, d.dk);
+    let state_v = chunked_variant(Pass::State, d.dk, coop);
+    // The tensor-core walk takes 32 state columns per workgroup, the SIMT one 64; the
+    // tensor-core output pass all of a chunk's columns.
+    let (walkers, outs) = if coop {
+        (s * d.value_heads * (d.dv / 32), n * d.value_heads)
+    } else {
+        (s * d.value_heads * blocks, n * d.value_heads * blocks)
+    };
+    let per_seq = grid(rec.device(), walkers)?;
     for lo in (0..most.max(1)).step_by(per_dispatch) {
         let p = params(lo, lo + per_dispatch, n)?;
         rec.dispatch(&state_v, &p, &[a.qkv, w, u, &chunks, gn, a.state, s0], per_seq)?;
     }
-    let per_out = grid(rec.device(), n * d.value_heads * blocks)?;
-    rec.dispatch(&chunked_variant(Pass::Out, d.dk), &p, &[a.qkv, u, s0, &chunks, gn, out], per_out)
+    let per_out = grid(rec.device(), outs)?;
+    rec.dispatch(&chunked_variant(Pass::Out, d.dk, coop), &p, &[a.qkv, u, s0, &chunks, gn, out], per_out)
 }

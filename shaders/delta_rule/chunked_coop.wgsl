@@ -1,0 +1,461 @@
+// The chunked WY form on 16×16×16 f16 cooperative matrices with f32 accumulation (included by
+// delta_rule.wgsl; the `.coop` variants): the same three passes, scratch and chunk table as
+// chunked.wgsl, whose comment has the algebra, so each pass can take either form. A
+// workgroup is four subgroups of 32 lanes; subgroup `band` owns rows 16·band … 16·band + 15
+// of every 64-row product. Operands are staged as f16 in workgroup memory with padded rows
+// (DK + 8 or 40 halves; rows of 64 put the rows one fragment load touches in one bank), f32
+// products come back through padded f32 rows for the elementwise work, which WGSL cannot do
+// on fragments. Rows past a chunk's end are staged as zeros and never written out, so no
+// product mixes tokens of two chunks (or sequences). Every workgroup variable is a multiple
+// of 128 bytes (see attention/prefill_coop.wgsl on small variables beside the tiles).
+// Operands: coopLoadT reads a row-major tile, coopLoad a column-major one (the transpose of
+// a row-major tile). Finite values beyond f16's range saturate to ±65504; NaN and ±Inf pass.
+#if TC
+const HS: u32 = DK + 8u; // f16 row stride of [token][dk] tiles
+const FS: u32 = 68u;     // f32 row stride of [row][64] tiles
+const PS: u32 = 72u;     // f16 row stride of [token][64] tiles
+const BS: u32 = 40u;     // f16 row stride of [row][32] tiles
+const KF: u32 = DK / 16u;
+
+fn f16s(x: f32) -> f16 {
+    let special = (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
+    return f16(select(clamp(x, -65504.0, 65504.0), x, special));
+}
+#endif
+
+#if PREP_TC
+// Per (chunk, value head): K̂ staged once; A = K̂·K̂ᵀ on the tensor cores, masked and scaled by
+// β_t·exp(γ_t − γ_u); T = (I + A)⁻¹ by forward substitution in f32 (64 dependent rows);
+// then W = T·diag(β·exp(γ))·K̂ and U = T·diag(β)·V on the tensor cores, 64 columns at a
+// time, with this subgroup's band of each T form held as A fragments.
+@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<f32>;
+@group(0) @binding(2) var<storage, {{ACT}}> g: array<f32>;
+@group(0) @binding(3) var<storage, {{ACT}}> beta: array<f32>;
+@group(0) @binding(6) var<storage, read_write> w: array<f32>;
+@group(0) @binding(7) var<storage, read_write> u: array<f32>;
+
+var<workgroup> kt: array<f16, 64u * HS>; // K̂ [token][dk], then V 64 columns at a time
+var<workgroup> tm: array<f32, 64u * FS>; // A, then T, then products 64 columns at a time
+var<workgroup> pt: array<f16, 64u * PS>; // T·diag(β·exp(γ)), then T·diag(β)
+var<workgroup> gv: array<f32, 256>;      // per token: γ, k̂ scale, β, (unused)
+
+@compute @workgroup_size(128)
+fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.nchunks * p.hv) { return; } // workgroup-uniform
+    let h = idx % p.hv;
+    let c = idx / p.hv;
+    let kh = h / (p.hv / p.hk);
+    let t0 = chunk_t0(c);
+    let len = chunk_len(c);
+    let band = lid / 32u;
+    if (lid < 64u) {
+        let t = min(lid, len - 1u);
+        var nq = 0.0;
+        var nk = 0.0;
+        for (var i = 0u; i < DK; i++) {
+            let qv = qkv[q_at(t0 + t, kh) + i];
+            let kv = qkv[k_at(t0 + t, kh) + i];
+            nq += qv * qv;
+            nk += kv * kv;
+        }
+        var qs = p.scale;
+        var ks = 1.0;
+        if (flag(L2NORM)) {
+            qs *= inverseSqrt(nq + 1e-6);
+            ks = inverseSqrt(nk + 1e-6);
+        }
+        gv[64u + lid] = ks;
+        gv[128u + lid] = select(0.0, beta[(t0 + t) * p.hv + h], lid < len);
+        gv[192u + lid] = qs;
+    }
+    if (lid == 0u) {
+        var acc = 0.0;
+        for (var k = 0u; k < len; k++) {
+            acc += g[(t0 + k) * p.hv + h];
+            gv[k] = acc;
+        }
+    }
+    workgroupBarrier();
+    if (lid < len) {
+        let e = gn_at(t0 + lid, h);
+        gn[e] = gv[lid];
+        gn[e + 1u] = gv[192u + lid];
+        gn[e + 2u] = gv[64u + lid];
+        gn[e + 3u] = gv[128u + lid];
+    }
+    for (var e = lid; e < 64u * DK; e += 128u) {
+        let r = e / DK;
+        let i = e % DK;
+        let x = qkv[k_at(t0 + min(r, len - 1u), kh) + i] * gv[64u + r];
+        kt[r * HS + i] = f16s(select(0.0, x, r < len));
+    }
+    workgroupBarrier();
+    {
+        // A = K̂·K̂ᵀ; B = K̂ᵀ (row i, column u): kt [u][i] is its column-major form.
+#for N in 0..4
+        var a{{N}}: coop_mat16x16<f32, C>;
+#endfor
+        for (var k = 0u; k < DK; k += 16u) {
+            let ka = coopLoadT<coop_mat16x16<f16, A>>(&kt[band * 16u * HS + k], HS);
+#for N in 0..4
+            a{{N}} = coopMultiplyAdd(ka, coopLoad<coop_mat16x16<f16, B>>(&kt[{{N}}u * 16u * HS + k], HS), a{{N}});
+#endfor
+        }
+#for N in 0..4
+        coopStoreT(a{{N}}, &tm[band * 16u * FS + {{N}}u * 16u], FS);
+#endfor
+    }
+    workgroupBarrier();
+    for (var e = lid; e < 64u * 64u; e += 128u) {
+        let t = e / 64u;
+        let uu = e % 64u;
+        let on = uu < t && t < len;
+        // Masked before the exp, so it only sees γ_t − γ_u ≤ 0.
+        let f = gv[128u + t] * exp(select(0.0, gv[t] - gv[uu], on));
+        tm[t * FS + uu] = select(0.0, tm[t * FS + uu] * f, on);
+    }
+    workgroupBarrier();
+    // T = (I + A)⁻¹, in place, row r from row r of A and the rows of T above it (the unit
+    // diagonal implicit).
+    for (var r = 1u; r < len; r++) {
+        var v = 0.0;
+        if (lid < r) {
+            v = -tm[r * FS + lid];
+            for (var m = lid + 1u; m < r; m++) { v -= tm[r * FS + m] * tm[m * FS + lid]; }
+        }
+        workgroupBarrier();
+        if (lid < r) { tm[r * FS + lid] = v; }
+        workgroupBarrier();
+    }
+    // This band's rows of T·diag(β·exp(γ)) (for W), then of T·diag(β) (for U), as fragments.
+#for F in 0..2
+    for (var e = lid; e < 64u * 64u; e += 128u) {
+        let t = e / 64u;
+        let uu = e % 64u;
+        let tu = select(select(0.0, tm[t * FS + uu], uu < t), 1.0, uu == t);
+        let col = select(gv[128u + uu], gv[128u + uu] * exp(gv[uu]), {{F}}u == 0u);
+        pt[t * PS + uu] = f16s(select(0.0, tu * col, t < len && uu < len));
+    }
+    workgroupBarrier();
+#for K in 0..4
+    let t{{F}}_{{K}} = coopLoadT<coop_mat16x16<f16, A>>(&pt[band * 16u * PS + {{K}}u * 16u], PS);
+#endfor
+    workgroupBarrier();
+#endfor
+    // W = (T·diag(β·exp(γ)))·K̂, 64 columns of dk at a time; B = K̂ (row u, column i), row-major.
+    for (var i0 = 0u; i0 < DK; i0 += 64u) {
+#for N in 0..4
+        var w{{N}}: coop_mat16x16<f32, C>;
+#endfor
+#for K in 0..4
+#for N in 0..4
+        w{{N}} = coopMultiplyAdd(t0_{{K}}, coopLoadT<coop_mat16x16<f16, B>>(&kt[{{K}}u * 16u * HS + i0 + {{N}}u * 16u], HS), w{{N}});
+#endfor
+#endfor
+#for N in 0..4
+        coopStoreT(w{{N}}, &tm[band * 16u * FS + {{N}}u * 16u], FS);
+#endfor
+        workgroupBarrier();
+        for (var e = lid; e < len * 64u; e += 128u) {
+            let t = e / 64u;
+            w[((t0 + t) * p.hv + h) * DK + i0 + e % 64u] = tm[t * FS + e % 64u];
+        }
+        workgroupBarrier();
+    }
+    // U = (T·diag(β))·V, 64 columns of dv at a time (dv is a multiple of 32).
+    for (var j0 = 0u; j0 < p.dv; j0 += 64u) {
+        for (var e = lid; e < 64u * 64u; e += 128u) {
+            let t = e / 64u;
+            let j = j0 + e % 64u;
+            let x = qkv[v_at(t0 + min(t, len - 1u), h) + min(j, p.dv - 1u)];
+            kt[t * HS + e % 64u] = f16s(select(0.0, x, t < len && j < p.dv));
+        }
+        workgroupBarrier();
+#for N in 0..4
+        var u{{N}}: coop_mat16x16<f32, C>;
+#endfor
+#for K in 0..4
+#for N in 0..4
+        u{{N}} = coopMultiplyAdd(t1_{{K}}, coopLoadT<coop_mat16x16<f16, B>>(&kt[{{K}}u * 16u * HS + {{N}}u * 16u], HS), u{{N}});
+#endfor
+#endfor
+#for N in 0..4
+        coopStoreT(u{{N}}, &tm[band * 16u * FS + {{N}}u * 16u], FS);
+#endfor
+        workgroupBarrier();
+        for (var e = lid; e < len * 64u; e += 128u) {
+            let t = e / 64u;
+            let j = j0 + e % 64u;
+            if (j < p.dv) { u[((t0 + t) * p.hv + h) * p.dv + j] = tm[t * FS + e % 64u]; }
+        }
+        workgroupBarrier();
+    }
+}
+#endif
+
+#if STATE_TC
+// Per (sequence, value head, 32 state columns): the walk over the sequence's chunks with the
+// state's columns in registers (f32; invocation lid holds rows lid / 8 + 16k and 4 columns
+// from cq). Per chunk: hand the entering state S₀ to the output pass and to workgroup memory
+// as f16; W·S₀ on the tensor cores; V′ = U − W·S₀ (in place of U); then
+// S₁ = exp(γ_last)·S₀ + K̂ᵀ·(diag(exp(γ_last − γ)·k̂ scale)·V′) on the tensor cores.
+@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> w: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> u: array<f32>;
+@group(0) @binding(6) var<storage, read_write> state: array<f32>;
+@group(0) @binding(7) var<storage, read_write> s0: array<f32>;
+
+const RB: u32 = DK / 64u; // 16-row bands of K̂ᵀ·V′ per subgroup
+var<workgroup> hs: array<f16, DK * BS>;  // S₀ [i][32], then V′ scaled [token][32]
+var<workgroup> ws: array<f16, 64u * HS>; // W [token][dk], then K̂ [token][dk]
+var<workgroup> fw: array<f32, DK * 36u>; // W·S₀ [token][32], then K̂ᵀ·V′ [i][32]
+
+@compute @workgroup_size(128)
+fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let blocks = p.dv / 32u;
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.nseq * p.hv * blocks) { return; } // workgroup-uniform
+    let j0 = (idx % blocks) * 32u;
+    let h = (idx / blocks) % p.hv;
+    let s = idx / (blocks * p.hv);
+    let kh = h / (p.hv / p.hk);
+    let band = lid / 32u;
+    let first = chunks[p.nchunks * 4u + s];
+    let end = chunks[p.nchunks * 4u + s + 1u];
+    let c_lo = first + min(p.t_lo, end - first);
+    let c_hi = first + min(p.t_hi, end - first);
+    if (c_lo >= c_hi) { return; } // workgroup-uniform
+    let dv = p.dv;
+    let cq = (lid % 8u) * 4u;
+    let sbase = ((s * p.hv + h) * DK) * dv + j0 + cq;
+    var st: array<vec4<f32>, KF>;
+    if (flag(INIT) || p.t_lo > 0u) {
+        for (var k = 0u; k < KF; k++) {
+            let b = sbase + (lid / 8u + 16u * k) * dv;
+            st[k] = vec4<f32>(state[b], state[b + 1u], state[b + 2u], state[b + 3u]);
+        }
+    }
+    // SIMT roles: V′ rows lid / 2 with 16 columns from vq.
+    let vr = lid / 2u;
+    let vq = (lid % 2u) * 16u;
+    for (var c = c_lo; c < c_hi; c++) {
+        let cf = chunks[c * 4u + 3u];
+        if ((cf & FRESH) != 0u || ((cf & FIRST) != 0u && !flag(INIT))) {
+            for (var k = 0u; k < KF; k++) { st[k] = vec4<f32>(0.0); }
+        }
+        let t0 = chunk_t0(c);
+        let len = chunk_len(c);
+        let g_last = gn[gn_at(t0 + len - 1u, h)];
+        let cbase = ((c * p.hv + h) * DK) * dv + j0 + cq;
+        // The previous chunk's readers of hs, ws and fw are done.
+        workgroupBarrier();
+        for (var k = 0u; k < KF; k++) {
+            let r = lid / 8u + 16u * k;
+            let b = cbase + r * dv;
+            s0[b] = st[k].x;
+            s0[b + 1u] = st[k].y;
+            s0[b + 2u] = st[k].z;
+            s0[b + 3u] = st[k].w;
+            hs[r * BS + cq] = f16s(st[k].x);
+            hs[r * BS + cq + 1u] = f16s(st[k].y);
+            hs[r * BS + cq + 2u] = f16s(st[k].z);
+            hs[r * BS + cq + 3u] = f16s(st[k].w);
+        }
+        for (var e = lid; e < 16u * DK; e += 128u) {
+            let r = e / (DK / 4u);
+            let q = e % (DK / 4u);
+            let x = w[((t0 + min(r, len - 1u)) * p.hv + h) * (DK / 4u) + q];
+            let v = select(vec4<f32>(0.0), x, r < len);
+            ws[r * HS + 4u * q] = f16s(v.x);
+            ws[r * HS + 4u * q + 1u] = f16s(v.y);
+            ws[r * HS + 4u * q + 2u] = f16s(v.z);
+            ws[r * HS + 4u * q + 3u] = f16s(v.w);
+        }
+        workgroupBarrier();
+        {
+            // W·S₀: this band's 16 tokens × 32 columns.
+            var p0: coop_mat16x16<f32, C>;
+            var p1: coop_mat16x16<f32, C>;
+            for (var k = 0u; k < DK; k += 16u) {
+                let wa = coopLoadT<coop_mat16x16<f16, A>>(&ws[band * 16u * HS + k], HS);
+                p0 = coopMultiplyAdd(wa, coopLoadT<coop_mat16x16<f16, B>>(&hs[k * BS], BS), p0);
+                p1 = coopMultiplyAdd(wa, coopLoadT<coop_mat16x16<f16, B>>(&hs[k * BS + 16u], BS), p1);
+            }
+            coopStoreT(p0, &fw[band * 16u * 36u], 36u);
+            coopStoreT(p1, &fw[band * 16u * 36u + 16u], 36u);
+        }
+        workgroupBarrier();
+        {
+            // V′ = U − W·S₀ into U; its f16 copy scaled by exp(γ_last − γ_t)·k̂ scale into hs
+            // (whose readers are done; K̂ below carries the k̂ scale); K̂ into ws.
+            let live = vr < len;
+            let tr = t0 + min(vr, len - 1u);
+            let e = gn_at(tr, h);
+            let f = select(0.0, exp(g_last - gn[e]), live);
+            let ub = (tr * p.hv + h) * dv + j0 + vq;
+            for (var m = 0u; m < 16u; m++) {
+                let vp = select(0.0, u[ub + m] - fw[vr * 36u + vq + m], live);
+                if (live) { u[ub + m] = vp; }
+                hs[vr * BS + vq + m] = f16s(vp * f);
+            }
+        }
+        for (var e = lid; e < 64u * DK; e += 128u) {
+            let r = e / DK;
+            let i = e % DK;
+            let tr = t0 + min(r, len - 1u);
+            let x = qkv[k_at(tr, kh) + i] * gn[gn_at(tr, h) + 2u];
+            ws[r * HS + i] = f16s(select(0.0, x, r < len));
+        }
+        workgroupBarrier();
+        {
+            // K̂ᵀ·V′: rows 16·(RB·band + R) of dk × 32 columns. A = K̂ᵀ (row i, column t): ws
+            // [t][i] is its column-major form.
+#for R in 0..RB
+            var q{{R}}_0: coop_mat16x16<f32, C>;
+            var q{{R}}_1: coop_mat16x16<f32, C>;
+#endfor
+            for (var k = 0u; k < 64u; k += 16u) {
+                let vb0 = coopLoadT<coop_mat16x16<f16, B>>(&hs[k * BS], BS);
+                let vb1 = coopLoadT<coop_mat16x16<f16, B>>(&hs[k * BS + 16u], BS);
+#for R in 0..RB
+                {
+                    let ka = coopLoad<coop_mat16x16<f16, A>>(&ws[k * HS + (RB * band + {{R}}u) * 16u], HS);
+                    q{{R}}_0 = coopMultiplyAdd(ka, vb0, q{{R}}_0);
+                    q{{R}}_1 = coopMultiplyAdd(ka, vb1, q{{R}}_1);
+                }
+#endfor
+            }
+#for R in 0..RB
+            coopStoreT(q{{R}}_0, &fw[(RB * band + {{R}}u) * 16u * 36u], 36u);
+            coopStoreT(q{{R}}_1, &fw[(RB * band + {{R}}u) * 16u * 36u + 16u], 36u);
+#endfor
+        }
+        workgroupBarrier();
+        let dl = exp(g_last);
+        for (var k = 0u; k < KF; k++) {
+            let f = (lid / 8u + 16u * k) * 36u + cq;
+            st[k] = st[k] * dl + vec4<f32>(fw[f], fw[f + 1u], fw[f + 2u], fw[f + 3u]);
+        }
+    }
+    for (var k = 0u; k < KF; k++) {
+        let b = sbase + (lid / 8u + 16u * k) * dv;
+        state[b] = st[k].x;
+        state[b + 1u] = st[k].y;
+        state[b + 2u] = st[k].z;
+        state[b + 3u] = st[k].w;
+    }
+}
+#endif
+
+#if OUT_TC
+// Per (chunk, value head): Q̂ as A fragments; the scores Q̂·K̂ᵀ on the tensor cores, masked and
+// decayed to P (exp(γ_t − γ_u), u ≤ t) in f32 and kept as A fragments; then per 32 columns
+// of dv, o = exp(γ_t)·(Q̂·S₀) + P·V′ from S₀ and V′ staged as f16.
+@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> u: array<f32>;
+@group(0) @binding(3) var<storage, read_write> s0: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+
+// Q̂ [token][dk], then K̂, then per 32 columns S₀ [i][32] with V′ [token][32] below it.
+var<workgroup> at: array<f16, {{AT_HALVES}}>;
+var<workgroup> sc: array<f32, 64u * FS>; // scores [t][u], then Q̂·S₀ | P·V′ [t][32 | 32]
+var<workgroup> pt: array<f16, 64u * PS>; // P [t][u]
+var<workgroup> gv: array<f32, 128>;      // per token: γ, then k̂ scale
+
+@compute @workgroup_size(128)
+fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.nchunks * p.hv) { return; } // workgroup-uniform
+    let h = idx % p.hv;
+    let c = idx / p.hv;
+    let kh = h / (p.hv / p.hk);
+    let t0 = chunk_t0(c);
+    let len = chunk_len(c);
+    let band = lid / 32u;
+    if (lid < 64u) {
+        let e = gn_at(t0 + min(lid, len - 1u), h);
+        gv[lid] = gn[e];
+        gv[64u + lid] = gn[e + 2u];
+    }
+    for (var e = lid; e < 64u * DK; e += 128u) {
+        let r = e / DK;
+        let tr = t0 + min(r, len - 1u);
+        let x = qkv[q_at(tr, kh) + e % DK] * gn[gn_at(tr, h) + 1u];
+        at[r * HS + e % DK] = f16s(select(0.0, x, r < len));
+    }
+    workgroupBarrier();
+#for K in 0..KF
+    let qa{{K}} = coopLoadT<coop_mat16x16<f16, A>>(&at[band * 16u * HS + {{K}}u * 16u], HS);
+#endfor
+    workgroupBarrier();
+    for (var e = lid; e < 64u * DK; e += 128u) {
+        let r = e / DK;
+        let tr = t0 + min(r, len - 1u);
+        let x = qkv[k_at(tr, kh) + e % DK] * gv[64u + r];
+        at[r * HS + e % DK] = f16s(select(0.0, x, r < len));
+    }
+    workgroupBarrier();
+    {
+        // B = K̂ᵀ (row i, column u): at [u][i] is its column-major form.
+#for N in 0..4
+        var s{{N}}: coop_mat16x16<f32, C>;
+#endfor
+#for K in 0..KF
+#for N in 0..4
+        s{{N}} = coopMultiplyAdd(qa{{K}}, coopLoad<coop_mat16x16<f16, B>>(&at[{{N}}u * 16u * HS + {{K}}u * 16u], HS), s{{N}});
+#endfor
+#endfor
+#for N in 0..4
+        coopStoreT(s{{N}}, &sc[band * 16u * FS + {{N}}u * 16u], FS);
+#endfor
+    }
+    workgroupBarrier();
+    for (var e = lid; e < 64u * 64u; e += 128u) {
+        let t = e / 64u;
+        let uu = e % 64u;
+        let on = uu <= t && t < len;
+        pt[t * PS + uu] = f16s(select(0.0, sc[t * FS + uu] * exp(select(0.0, gv[t] - gv[uu], on)), on));
+    }
+    workgroupBarrier();
+#for K in 0..4
+    let pa{{K}} = coopLoadT<coop_mat16x16<f16, A>>(&pt[band * 16u * PS + {{K}}u * 16u], PS);
+#endfor
+    let cbase = ((c * p.hv + h) * DK) * p.dv;
+    for (var j0 = 0u; j0 < p.dv; j0 += 32u) {
+        // The previous block's (or the scores') readers of `at` and `sc` are done.
+        workgroupBarrier();
+        for (var e = lid; e < DK * 32u; e += 128u) {
+            at[(e / 32u) * BS + e % 32u] = f16s(s0[cbase + (e / 32u) * p.dv + j0 + e % 32u]);
+        }
+        for (var e = lid; e < 64u * 32u; e += 128u) {
+            let t = e / 32u;
+            let x = u[((t0 + min(t, len - 1u)) * p.hv + h) * p.dv + j0 + e % 32u];
+            at[(DK + t) * BS + e % 32u] = f16s(select(0.0, x, t < len));
+        }
+        workgroupBarrier();
+        var o0: coop_mat16x16<f32, C>;
+        var o1: coop_mat16x16<f32, C>;
+        var v0: coop_mat16x16<f32, C>;
+        var v1: coop_mat16x16<f32, C>;
+#for K in 0..KF
+        o0 = coopMultiplyAdd(qa{{K}}, coopLoadT<coop_mat16x16<f16, B>>(&at[{{K}}u * 16u * BS], BS), o0);
+        o1 = coopMultiplyAdd(qa{{K}}, coopLoadT<coop_mat16x16<f16, B>>(&at[{{K}}u * 16u * BS + 16u], BS), o1);
+#endfor
+#for K in 0..4
+        v0 = coopMultiplyAdd(pa{{K}}, coopLoadT<coop_mat16x16<f16, B>>(&at[(DK + {{K}}u * 16u) * BS], BS), v0);
+        v1 = coopMultiplyAdd(pa{{K}}, coopLoadT<coop_mat16x16<f16, B>>(&at[(DK + {{K}}u * 16u) * BS + 16u], BS), v1);
+#endfor
+        coopStoreT(o0, &sc[band * 16u * FS], FS);
+        coopStoreT(o1, &sc[band * 16u * FS + 16u], FS);
+        coopStoreT(v0, &sc[band * 16u * FS + 32u], FS);
+        coopStoreT(v1, &sc[band * 16u * FS + 48u], FS);
+        workgroupBarrier();
+        for (var e = lid; e < len * 32u; e += 128u) {
+            let t = e / 32u;
+            let j = e % 32u;
+            out[((t0 + t) * p.hv + h) * p.dv + j0 + j] = exp(gv[t]) * sc[t * FS + j] + sc[t * FS + 32u + j];
+        }
+    }
+}
+#endif
