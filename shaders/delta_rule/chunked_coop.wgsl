@@ -10,34 +10,64 @@
 // of 128 bytes (see attention/prefill_coop.wgsl on small variables beside the tiles).
 // Operands: coopLoadT reads a row-major tile, coopLoad a column-major one (the transpose of
 // a row-major tile). Finite values beyond f16's range saturate to ±65504; NaN and ±Inf pass.
+// Masked entries are zeros that still enter the products, so a non-finite k or v reaches the
+// earlier tokens of its chunk too (0·NaN), never another chunk's sequence; the SIMT form
+// keeps it to the token and those after it.
 #if TC
 const HS: u32 = DK + 8u; // f16 row stride of [token][dk] tiles
 const FS: u32 = 68u;     // f32 row stride of [row][64] tiles
 const PS: u32 = 72u;     // f16 row stride of [token][64] tiles
 const BS: u32 = 40u;     // f16 row stride of [row][32] tiles
 const KF: u32 = DK / 16u;
+// Staging a chunk's 64 rows of dk as vec4s: DK4 lanes per row (within one subgroup), RPI
+// rows per pass of the workgroup, NIT passes; all NIT loads are issued before any is used, so
+// their latencies overlap (a load-convert-store loop waits out each load in turn).
+const DK4: u32 = DK / 4u;
+const RPI: u32 = 128u / DK4;
 
 fn f16s(x: f32) -> f16 {
     let special = (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
     return f16(select(clamp(x, -65504.0, 65504.0), x, special));
 }
+
+// Sum over the DK4 lanes of this lane's row.
+fn row_sum(x: f32) -> f32 {
+    var s = x;
+    for (var o = 1u; o < DK4; o <<= 1u) { s += subgroupShuffleXor(s, o); }
+    return s;
+}
+
+// The scale that L2-normalises a row whose lanes hold x (1 without L2NORM).
+fn l2_scale(x: vec4<f32>) -> f32 {
+    let ss = row_sum(dot(x, x));
+    return select(1.0, inverseSqrt(ss + 1e-6), flag(L2NORM));
+}
+
+// Row r (< len, else zeros) of the chunk from t0: the vec4 `lane` of the dk values at
+// vec4 column col4 of the packed rows.
+fn row4(col4: u32, t0: u32, len: u32, r: u32, lane: u32) -> vec4<f32> {
+    let x = qkv[(t0 + min(r, len - 1u)) * (p.width / 4u) + col4 + lane];
+    return select(vec4<f32>(0.0), x, r < len);
+}
 #endif
 
 #if PREP_TC
-// Per (chunk, value head): K̂ staged once; A = K̂·K̂ᵀ on the tensor cores, masked and scaled by
-// β_t·exp(γ_t − γ_u); T = (I + A)⁻¹ by forward substitution in f32 (64 dependent rows);
-// then W = T·diag(β·exp(γ))·K̂ and U = T·diag(β)·V on the tensor cores, 64 columns at a
-// time, with this subgroup's band of each T form held as A fragments.
-@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<f32>;
+// Per (chunk, value head): K̂ staged once (its norms from the staged rows, by subgroup
+// shuffles); A = K̂·K̂ᵀ on the tensor cores, masked and scaled by β_t·exp(γ_t − γ_u);
+// T = (I + A)⁻¹ by forward substitution in f32 (64 dependent rows); then
+// W = T·diag(β·exp(γ))·K̂ and U = T·diag(β)·V on the tensor cores, 64 columns at a time, with
+// this subgroup's band of each T form held as A fragments. gn's q scale is left to the
+// tensor-core output pass, which computes it from the q rows it stages.
+@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, {{ACT}}> g: array<f32>;
 @group(0) @binding(3) var<storage, {{ACT}}> beta: array<f32>;
-@group(0) @binding(6) var<storage, read_write> w: array<f32>;
-@group(0) @binding(7) var<storage, read_write> u: array<f32>;
+@group(0) @binding(6) var<storage, read_write> w: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> u: array<vec4<f32>>;
 
 var<workgroup> kt: array<f16, 64u * HS>; // K̂ [token][dk], then V 64 columns at a time
 var<workgroup> tm: array<f32, 64u * FS>; // A, then T, then products 64 columns at a time
 var<workgroup> pt: array<f16, 64u * PS>; // T·diag(β·exp(γ)), then T·diag(β)
-var<workgroup> gv: array<f32, 256>;      // per token: γ, k̂ scale, β, (unused)
+var<workgroup> gv: array<f32, 256>;      // per token: γ, k̂ scale, β; [192]: subgroup 0's sum of g
 
 @compute @workgroup_size(128)
 fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -49,48 +79,38 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
     let t0 = chunk_t0(c);
     let len = chunk_len(c);
     let band = lid / 32u;
-    if (lid < 64u) {
-        let t = min(lid, len - 1u);
-        var nq = 0.0;
-        var nk = 0.0;
-        for (var i = 0u; i < DK; i++) {
-            let qv = qkv[q_at(t0 + t, kh) + i];
-            let kv = qkv[k_at(t0 + t, kh) + i];
-            nq += qv * qv;
-            nk += kv * kv;
-        }
-        var qs = p.scale;
-        var ks = 1.0;
-        if (flag(L2NORM)) {
-            qs *= inverseSqrt(nq + 1e-6);
-            ks = inverseSqrt(nk + 1e-6);
-        }
-        gv[64u + lid] = ks;
-        gv[128u + lid] = select(0.0, beta[(t0 + t) * p.hv + h], lid < len);
-        gv[192u + lid] = qs;
+    let kcol = k_at(0u, kh) / 4u;
+#for I in 0..NIT
+    let x{{I}} = row4(kcol, t0, len, {{I}}u * RPI + lid / DK4, lid % DK4);
+#endfor
+    // γ by a prefix sum over the two subgroups of the first 64 lanes.
+    let tg = t0 + min(lid % 64u, len - 1u);
+    let gl = select(0.0, g[tg * p.hv + h], lid < len);
+    let gs = subgroupInclusiveAdd(gl);
+    if (lid == 31u) { gv[192u] = gs; }
+    if (lid < 64u) { gv[128u + lid] = select(0.0, beta[tg * p.hv + h], lid < len); }
+    workgroupBarrier();
+    if (lid < 64u) { gv[lid] = gs + select(0.0, gv[192u], lid >= 32u); }
+#for I in 0..NIT
+    {
+        let r = {{I}}u * RPI + lid / DK4;
+        let ks = l2_scale(x{{I}});
+        if (lid % DK4 == 0u) { gv[64u + r] = ks; }
+        let y = x{{I}} * ks;
+        let b = r * HS + 4u * (lid % DK4);
+        kt[b] = f16s(y.x);
+        kt[b + 1u] = f16s(y.y);
+        kt[b + 2u] = f16s(y.z);
+        kt[b + 3u] = f16s(y.w);
     }
-    if (lid == 0u) {
-        var acc = 0.0;
-        for (var k = 0u; k < len; k++) {
-            acc += g[(t0 + k) * p.hv + h];
-            gv[k] = acc;
-        }
-    }
+#endfor
     workgroupBarrier();
     if (lid < len) {
         let e = gn_at(t0 + lid, h);
         gn[e] = gv[lid];
-        gn[e + 1u] = gv[192u + lid];
         gn[e + 2u] = gv[64u + lid];
         gn[e + 3u] = gv[128u + lid];
     }
-    for (var e = lid; e < 64u * DK; e += 128u) {
-        let r = e / DK;
-        let i = e % DK;
-        let x = qkv[k_at(t0 + min(r, len - 1u), kh) + i] * gv[64u + r];
-        kt[r * HS + i] = f16s(select(0.0, x, r < len));
-    }
-    workgroupBarrier();
     {
         // A = K̂·K̂ᵀ; B = K̂ᵀ (row i, column u): kt [u][i] is its column-major form.
 #for N in 0..4
@@ -157,20 +177,30 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         coopStoreT(w{{N}}, &tm[band * 16u * FS + {{N}}u * 16u], FS);
 #endfor
         workgroupBarrier();
-        for (var e = lid; e < len * 64u; e += 128u) {
-            let t = e / 64u;
-            w[((t0 + t) * p.hv + h) * DK + i0 + e % 64u] = tm[t * FS + e % 64u];
+        for (var e = lid; e < len * 16u; e += 128u) {
+            let t = e / 16u;
+            let f = t * FS + 4u * (e % 16u);
+            w[(((t0 + t) * p.hv + h) * DK + i0) / 4u + e % 16u] = vec4<f32>(tm[f], tm[f + 1u], tm[f + 2u], tm[f + 3u]);
         }
         workgroupBarrier();
     }
     // U = (T·diag(β))·V, 64 columns of dv at a time (dv is a multiple of 32).
     for (var j0 = 0u; j0 < p.dv; j0 += 64u) {
-        for (var e = lid; e < 64u * 64u; e += 128u) {
-            let t = e / 64u;
-            let j = j0 + e % 64u;
-            let x = qkv[v_at(t0 + min(t, len - 1u), h) + min(j, p.dv - 1u)];
-            kt[t * HS + e % 64u] = f16s(select(0.0, x, t < len && j < p.dv));
+        // Rows lid / 16 + 8·I, vec4 column lid % 16 of this block (zeros past dv).
+        let vcol = v_at(0u, h) / 4u + j0 / 4u;
+        let live = j0 + 4u * (lid % 16u) < p.dv;
+#for I in 0..8
+        let v{{I}} = select(vec4<f32>(0.0), row4(vcol, t0, len, {{I}}u * 8u + lid / 16u, min(lid % 16u, (p.dv - j0) / 4u - 1u)), live);
+#endfor
+#for I in 0..8
+        {
+            let b = ({{I}}u * 8u + lid / 16u) * HS + 4u * (lid % 16u);
+            kt[b] = f16s(v{{I}}.x);
+            kt[b + 1u] = f16s(v{{I}}.y);
+            kt[b + 2u] = f16s(v{{I}}.z);
+            kt[b + 3u] = f16s(v{{I}}.w);
         }
+#endfor
         workgroupBarrier();
 #for N in 0..4
         var u{{N}}: coop_mat16x16<f32, C>;
@@ -184,10 +214,13 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         coopStoreT(u{{N}}, &tm[band * 16u * FS + {{N}}u * 16u], FS);
 #endfor
         workgroupBarrier();
-        for (var e = lid; e < len * 64u; e += 128u) {
-            let t = e / 64u;
-            let j = j0 + e % 64u;
-            if (j < p.dv) { u[((t0 + t) * p.hv + h) * p.dv + j] = tm[t * FS + e % 64u]; }
+        for (var e = lid; e < len * 16u; e += 128u) {
+            let t = e / 16u;
+            let j = j0 + 4u * (e % 16u);
+            let f = t * FS + 4u * (e % 16u);
+            if (j < p.dv) {
+                u[(((t0 + t) * p.hv + h) * p.dv + j) / 4u] = vec4<f32>(tm[f], tm[f + 1u], tm[f + 2u], tm[f + 3u]);
+            }
         }
         workgroupBarrier();
     }
@@ -200,9 +233,9 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
 // from cq). Per chunk: hand the entering state S₀ to the output pass and to workgroup memory
 // as f16; W·S₀ on the tensor cores; V′ = U − W·S₀ (in place of U); then
 // S₁ = exp(γ_last)·S₀ + K̂ᵀ·(diag(exp(γ_last − γ)·k̂ scale)·V′) on the tensor cores.
-@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<f32>;
+@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> w: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> u: array<f32>;
+@group(0) @binding(3) var<storage, read_write> u: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
 @group(0) @binding(7) var<storage, read_write> s0: array<f32>;
 
@@ -248,6 +281,22 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         let len = chunk_len(c);
         let g_last = gn[gn_at(t0 + len - 1u, h)];
         let cbase = ((c * p.hv + h) * DK) * dv + j0 + cq;
+        // The chunk's W, K (with the k̂ scales), U and gates, all issued before any is used.
+        let wcol = h * DK4;
+        let kcol = k_at(0u, kh) / 4u;
+#for I in 0..NIT
+        let wr{{I}} = {{I}}u * RPI + lid / DK4;
+        let wx{{I}} = select(vec4<f32>(0.0), w[(t0 + min(wr{{I}}, len - 1u)) * p.hv * DK4 + wcol + lid % DK4], wr{{I}} < len);
+        let kx{{I}} = row4(kcol, t0, len, wr{{I}}, lid % DK4);
+        let ks{{I}} = gn[gn_at(t0 + min(wr{{I}}, len - 1u), h) + 2u];
+#endfor
+        let live = vr < len;
+        let tr = t0 + min(vr, len - 1u);
+        let ub = ((tr * p.hv + h) * dv + j0 + vq) / 4u;
+#for M in 0..4
+        let ux{{M}} = u[ub + {{M}}u];
+#endfor
+        let f = select(0.0, exp(g_last - gn[gn_at(tr, h)]), live);
         // The previous chunk's readers of hs, ws and fw are done.
         workgroupBarrier();
         for (var k = 0u; k < KF; k++) {
@@ -262,16 +311,15 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
             hs[r * BS + cq + 2u] = f16s(st[k].z);
             hs[r * BS + cq + 3u] = f16s(st[k].w);
         }
-        for (var e = lid; e < 16u * DK; e += 128u) {
-            let r = e / (DK / 4u);
-            let q = e % (DK / 4u);
-            let x = w[((t0 + min(r, len - 1u)) * p.hv + h) * (DK / 4u) + q];
-            let v = select(vec4<f32>(0.0), x, r < len);
-            ws[r * HS + 4u * q] = f16s(v.x);
-            ws[r * HS + 4u * q + 1u] = f16s(v.y);
-            ws[r * HS + 4u * q + 2u] = f16s(v.z);
-            ws[r * HS + 4u * q + 3u] = f16s(v.w);
+#for I in 0..NIT
+        {
+            let b = wr{{I}} * HS + 4u * (lid % DK4);
+            ws[b] = f16s(wx{{I}}.x);
+            ws[b + 1u] = f16s(wx{{I}}.y);
+            ws[b + 2u] = f16s(wx{{I}}.z);
+            ws[b + 3u] = f16s(wx{{I}}.w);
         }
+#endfor
         workgroupBarrier();
         {
             // W·S₀: this band's 16 tokens × 32 columns.
@@ -286,27 +334,30 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
             coopStoreT(p1, &fw[band * 16u * 36u + 16u], 36u);
         }
         workgroupBarrier();
+        // V′ = U − W·S₀ into U; its f16 copy scaled by exp(γ_last − γ_t) into hs (whose
+        // readers are done); K̂ into ws.
+#for M in 0..4
         {
-            // V′ = U − W·S₀ into U; its f16 copy scaled by exp(γ_last − γ_t)·k̂ scale into hs
-            // (whose readers are done; K̂ below carries the k̂ scale); K̂ into ws.
-            let live = vr < len;
-            let tr = t0 + min(vr, len - 1u);
-            let e = gn_at(tr, h);
-            let f = select(0.0, exp(g_last - gn[e]), live);
-            let ub = (tr * p.hv + h) * dv + j0 + vq;
-            for (var m = 0u; m < 16u; m++) {
-                let vp = select(0.0, u[ub + m] - fw[vr * 36u + vq + m], live);
-                if (live) { u[ub + m] = vp; }
-                hs[vr * BS + vq + m] = f16s(vp * f);
-            }
+            let fb = vr * 36u + vq + {{M}}u * 4u;
+            let vp = select(vec4<f32>(0.0), ux{{M}} - vec4<f32>(fw[fb], fw[fb + 1u], fw[fb + 2u], fw[fb + 3u]), live);
+            if (live) { u[ub + {{M}}u] = vp; }
+            let hb = vr * BS + vq + {{M}}u * 4u;
+            hs[hb] = f16s(vp.x * f);
+            hs[hb + 1u] = f16s(vp.y * f);
+            hs[hb + 2u] = f16s(vp.z * f);
+            hs[hb + 3u] = f16s(vp.w * f);
         }
-        for (var e = lid; e < 64u * DK; e += 128u) {
-            let r = e / DK;
-            let i = e % DK;
-            let tr = t0 + min(r, len - 1u);
-            let x = qkv[k_at(tr, kh) + i] * gn[gn_at(tr, h) + 2u];
-            ws[r * HS + i] = f16s(select(0.0, x, r < len));
+#endfor
+#for I in 0..NIT
+        {
+            let y = kx{{I}} * ks{{I}};
+            let b = wr{{I}} * HS + 4u * (lid % DK4);
+            ws[b] = f16s(y.x);
+            ws[b + 1u] = f16s(y.y);
+            ws[b + 2u] = f16s(y.z);
+            ws[b + 3u] = f16s(y.w);
         }
+#endfor
         workgroupBarrier();
         {
             // K̂ᵀ·V′: rows 16·(RB·band + R) of dk × 32 columns. A = K̂ᵀ (row i, column t): ws
@@ -352,16 +403,16 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 // Per (chunk, value head): Q̂ as A fragments; the scores Q̂·K̂ᵀ on the tensor cores, masked and
 // decayed to P (exp(γ_t − γ_u), u ≤ t) in f32 and kept as A fragments; then per 32 columns
 // of dv, o = exp(γ_t)·(Q̂·S₀) + P·V′ from S₀ and V′ staged as f16.
-@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> u: array<f32>;
-@group(0) @binding(3) var<storage, read_write> s0: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> u: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> s0: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
 
 // Q̂ [token][dk], then K̂, then per 32 columns S₀ [i][32] with V′ [token][32] below it.
 var<workgroup> at: array<f16, {{AT_HALVES}}>;
 var<workgroup> sc: array<f32, 64u * FS>; // scores [t][u], then Q̂·S₀ | P·V′ [t][32 | 32]
 var<workgroup> pt: array<f16, 64u * PS>; // P [t][u]
-var<workgroup> gv: array<f32, 128>;      // per token: γ, then k̂ scale
+var<workgroup> gv: array<f32, 128>;      // per token: γ
 
 @compute @workgroup_size(128)
 fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -373,28 +424,40 @@ fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     let t0 = chunk_t0(c);
     let len = chunk_len(c);
     let band = lid / 32u;
-    if (lid < 64u) {
-        let e = gn_at(t0 + min(lid, len - 1u), h);
-        gv[lid] = gn[e];
-        gv[64u + lid] = gn[e + 2u];
+    // The chunk's q and k rows, all issued before any is used; their scales from the rows.
+    let qcol = q_at(0u, kh) / 4u;
+    let kcol = k_at(0u, kh) / 4u;
+#for I in 0..NIT
+    let xr{{I}} = {{I}}u * RPI + lid / DK4;
+    let qx{{I}} = row4(qcol, t0, len, xr{{I}}, lid % DK4);
+    let kx{{I}} = row4(kcol, t0, len, xr{{I}}, lid % DK4);
+#endfor
+    if (lid < 64u) { gv[lid] = gn[gn_at(t0 + min(lid, len - 1u), h)]; }
+#for I in 0..NIT
+    {
+        let y = qx{{I}} * (p.scale * l2_scale(qx{{I}}));
+        let b = xr{{I}} * HS + 4u * (lid % DK4);
+        at[b] = f16s(y.x);
+        at[b + 1u] = f16s(y.y);
+        at[b + 2u] = f16s(y.z);
+        at[b + 3u] = f16s(y.w);
     }
-    for (var e = lid; e < 64u * DK; e += 128u) {
-        let r = e / DK;
-        let tr = t0 + min(r, len - 1u);
-        let x = qkv[q_at(tr, kh) + e % DK] * gn[gn_at(tr, h) + 1u];
-        at[r * HS + e % DK] = f16s(select(0.0, x, r < len));
-    }
+#endfor
     workgroupBarrier();
 #for K in 0..KF
     let qa{{K}} = coopLoadT<coop_mat16x16<f16, A>>(&at[band * 16u * HS + {{K}}u * 16u], HS);
 #endfor
     workgroupBarrier();
-    for (var e = lid; e < 64u * DK; e += 128u) {
-        let r = e / DK;
-        let tr = t0 + min(r, len - 1u);
-        let x = qkv[k_at(tr, kh) + e % DK] * gv[64u + r];
-        at[r * HS + e % DK] = f16s(select(0.0, x, r < len));
+#for I in 0..NIT
+    {
+        let y = kx{{I}} * l2_scale(kx{{I}});
+        let b = xr{{I}} * HS + 4u * (lid % DK4);
+        at[b] = f16s(y.x);
+        at[b + 1u] = f16s(y.y);
+        at[b + 2u] = f16s(y.z);
+        at[b + 3u] = f16s(y.w);
     }
+#endfor
     workgroupBarrier();
     {
         // B = K̂ᵀ (row i, column u): at [u][i] is its column-major form.
@@ -425,14 +488,32 @@ fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     for (var j0 = 0u; j0 < p.dv; j0 += 32u) {
         // The previous block's (or the scores') readers of `at` and `sc` are done.
         workgroupBarrier();
-        for (var e = lid; e < DK * 32u; e += 128u) {
-            at[(e / 32u) * BS + e % 32u] = f16s(s0[cbase + (e / 32u) * p.dv + j0 + e % 32u]);
+        // S₀'s rows lid / 8 + 16·K and V′'s rows lid / 8 + 16·M, vec4 column lid % 8.
+        let q4 = lid % 8u;
+#for K in 0..KF
+        let sx{{K}} = s0[(cbase + (lid / 8u + 16u * {{K}}u) * p.dv + j0) / 4u + q4];
+#endfor
+#for M in 0..4
+        let vx{{M}} = select(vec4<f32>(0.0), u[(((t0 + min(lid / 8u + 16u * {{M}}u, len - 1u)) * p.hv + h) * p.dv + j0) / 4u + q4], lid / 8u + 16u * {{M}}u < len);
+#endfor
+#for K in 0..KF
+        {
+            let b = (lid / 8u + 16u * {{K}}u) * BS + 4u * q4;
+            at[b] = f16s(sx{{K}}.x);
+            at[b + 1u] = f16s(sx{{K}}.y);
+            at[b + 2u] = f16s(sx{{K}}.z);
+            at[b + 3u] = f16s(sx{{K}}.w);
         }
-        for (var e = lid; e < 64u * 32u; e += 128u) {
-            let t = e / 32u;
-            let x = u[((t0 + min(t, len - 1u)) * p.hv + h) * p.dv + j0 + e % 32u];
-            at[(DK + t) * BS + e % 32u] = f16s(select(0.0, x, t < len));
+#endfor
+#for M in 0..4
+        {
+            let b = (DK + lid / 8u + 16u * {{M}}u) * BS + 4u * q4;
+            at[b] = f16s(vx{{M}}.x);
+            at[b + 1u] = f16s(vx{{M}}.y);
+            at[b + 2u] = f16s(vx{{M}}.z);
+            at[b + 3u] = f16s(vx{{M}}.w);
         }
+#endfor
         workgroupBarrier();
         var o0: coop_mat16x16<f32, C>;
         var o1: coop_mat16x16<f32, C>;
@@ -451,10 +532,12 @@ fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
         coopStoreT(v0, &sc[band * 16u * FS + 32u], FS);
         coopStoreT(v1, &sc[band * 16u * FS + 48u], FS);
         workgroupBarrier();
-        for (var e = lid; e < len * 32u; e += 128u) {
-            let t = e / 32u;
-            let j = e % 32u;
-            out[((t0 + t) * p.hv + h) * p.dv + j0 + j] = exp(gv[t]) * sc[t * FS + j] + sc[t * FS + 32u + j];
+        for (var e = lid; e < len * 8u; e += 128u) {
+            let t = e / 8u;
+            let f = t * FS + 4u * (e % 8u);
+            let a = vec4<f32>(sc[f], sc[f + 1u], sc[f + 2u], sc[f + 3u]);
+            let b = vec4<f32>(sc[f + 32u], sc[f + 33u], sc[f + 34u], sc[f + 35u]);
+            out[(((t0 + t) * p.hv + h) * p.dv + j0) / 4u + e % 8u] = exp(gv[t]) * a + b;
         }
     }
 }

@@ -60,7 +60,8 @@ impl NodeOp for DeltaRuleNode {
             init: self.init,
             channel_gates: self.channel_gates,
         };
-        let kernel = dr::choose(rec.device().caps(), &self.seqs.cu, self.channel_gates, self.dims, self.f16_ok);
+        let kernel =
+            dr::choose(rec.device().caps(), &self.seqs.cu, self.channel_gates, self.dims, self.f16_ok);
         let sc = match scratch {
             [w, u, gn, s0] => Some([*w, *u, *gn, *s0]),
             _ => None,

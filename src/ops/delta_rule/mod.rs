@@ -254,6 +254,8 @@ fn chunked_variant(pass: Pass, dk: usize, coop: bool) -> Variant {
         .define("AT_HALVES", at_halves)
         .define("KF", dk / 16)
         .define("RB", dk / 64)
+        // Row passes of the vec4 staging: 128 lanes cover 512 / dk rows per pass.
+        .define("NIT", 64 * dk / 512)
 }
 
 pub fn variants() -> Vec<Variant> {
@@ -297,7 +299,13 @@ pub fn kernel_for(cu: &[usize], channel_gates: bool) -> DeltaKernel {
 /// The kernel for a call on `caps`: [`kernel_for`]'s, with the chunked form on the tensor
 /// cores where f16 operands are acceptable (`f16_ok`: a model with f16 weights) and the
 /// device and dims allow it.
-pub fn choose(caps: &crate::device::Capabilities, cu: &[usize], channel_gates: bool, d: DeltaDims, f16_ok: bool) -> DeltaKernel {
+pub fn choose(
+    caps: &crate::device::Capabilities,
+    cu: &[usize],
+    channel_gates: bool,
+    d: DeltaDims,
+    f16_ok: bool,
+) -> DeltaKernel {
     match kernel_for(cu, channel_gates) {
         DeltaKernel::Chunked if f16_ok && DeltaKernel::ChunkedCoop.runs(caps, d) => DeltaKernel::ChunkedCoop,
         k => k,
@@ -346,6 +354,15 @@ pub fn delta_rule_in(
         return Err(Error::UnsupportedVariant(format!(
             "{kernel:?} for {d:?} needs key head dim {COOP_KEY_DIMS:?}, a value head dim that is a multiple of 32, 16x16x16 f16 cooperative matrices, 32-lane subgroups and {COOP_WORKGROUP_BYTES} bytes of workgroup memory (adapter {})",
             rec.device().caps().adapter
+        )));
+    }
+    let width = a.qkv.shape()[1];
+    if kernel == DeltaKernel::ChunkedCoop
+        && (!width.is_multiple_of(4) || a.cols.iter().any(|c| !c.is_multiple_of(4)))
+    {
+        return Err(Error::UnsupportedVariant(format!(
+            "the tensor-core delta rule reads q, k and v as vec4s: rows of {width} with q, k, v at columns {:?} must all be multiples of 4",
+            a.cols
         )));
     }
     let (t, s) = (a.seqs.total(), a.seqs.count());
