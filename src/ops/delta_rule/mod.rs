@@ -8,7 +8,9 @@
 //! per 64 state columns walking the tokens) and the chunked WY-form prefill
 //! ([`DeltaKernel::Chunked`]: chunks of [`CHUNK`] tokens, T = (I + A)⁻¹ by forward
 //! substitution, then a walk over each sequence's chunks for the states and a chunk-parallel
-//! output pass; see `shaders/delta_rule/chunked.wgsl`). Both are f32 SIMT for now.
+//! output pass; see `shaders/delta_rule/chunked.wgsl`), in f32 SIMT and, for f16 models on
+//! adapters with cooperative matrices, on the tensor cores ([`DeltaKernel::ChunkedCoop`], the
+//! same passes and scratch with f16 operands; `shaders/delta_rule/chunked_coop.wgsl`).
 //!
 //! **Layout.** `qkv` `[T, width]` holds q (Hk heads of dk), k (Hk heads) and v (Hv heads of
 //! dv) at the given columns, so the short convolution's output is read in place; value head h
