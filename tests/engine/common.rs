@@ -7,6 +7,25 @@ pub fn round_f16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect()
 }
 
+/// Asserts `got` is within (NMSE, max-abs) `bounds` of `want` with no non-finite mismatch,
+/// printing the figures under `op` and `what`.
+pub fn check_within(
+    dev: &Device,
+    op: &str,
+    what: &str,
+    got: &[f32],
+    want: &[f64],
+    (nmse, max_abs): (f64, f64),
+) {
+    let c = compare(got, want);
+    eprintln!("[{}] {op} {what}: nmse {:.2e} max_abs {:.2e}", dev.caps().backend, c.nmse, c.max_abs);
+    assert!(
+        c.nonfinite_mismatches == 0 && c.nmse < nmse && c.max_abs < max_abs,
+        "[{}] {what}: {c:?}",
+        dev.describe()
+    );
+}
+
 /// All adapters, opened once for the whole binary.
 pub fn devices() -> &'static [Device] {
     static DEVS: OnceLock<Vec<Device>> = OnceLock::new();

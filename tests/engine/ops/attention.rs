@@ -126,14 +126,8 @@ impl Session {
 }
 
 /// Compares within (NMSE, max-abs) bounds.
-fn check_within(dev: &Device, what: &str, got: &[f32], want: &[f64], (nmse, max_abs): (f64, f64)) {
-    let c = compare(got, want);
-    eprintln!("[{}] attention {what}: nmse {:.2e} max_abs {:.2e}", dev.caps().backend, c.nmse, c.max_abs);
-    assert!(
-        c.nonfinite_mismatches == 0 && c.nmse < nmse && c.max_abs < max_abs,
-        "[{}] {what}: {c:?}",
-        dev.describe()
-    );
+fn check_within(dev: &Device, what: &str, got: &[f32], want: &[f64], bounds: (f64, f64)) {
+    crate::common::check_within(dev, "attention", what, got, want, bounds)
 }
 
 /// The prefill kernels that run head dim `d` here, each with its bounds: f32 kernels to f32

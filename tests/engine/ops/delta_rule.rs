@@ -162,14 +162,8 @@ fn check(dev: &Device, what: &str, got: &[f32], want: &[f64]) {
     check_within(dev, what, got, want, F32_BOUND)
 }
 
-fn check_within(dev: &Device, what: &str, got: &[f32], want: &[f64], (nmse, max_abs): (f64, f64)) {
-    let c = compare(got, want);
-    eprintln!("[{}] delta rule {what}: nmse {:.2e} max_abs {:.2e}", dev.caps().backend, c.nmse, c.max_abs);
-    assert!(
-        c.nonfinite_mismatches == 0 && c.nmse < nmse && c.max_abs < max_abs,
-        "[{}] {what}: {c:?}",
-        dev.describe()
-    );
+fn check_within(dev: &Device, what: &str, got: &[f32], want: &[f64], bounds: (f64, f64)) {
+    crate::common::check_within(dev, "delta rule", what, got, want, bounds)
 }
 
 /// The kernels that run `d` on `dev`, each with its bounds: the recurrent and SIMT chunked
