@@ -25,9 +25,26 @@ const KF: u32 = DK / 16u;
 const DK4: u32 = DK / 4u;
 const RPI: u32 = 128u / DK4;
 
-fn f16s(x: f32) -> f16 {
+// x saturated to f16's finite range (NaN and ±Inf pass), and as an f16.
+fn sat16(x: f32) -> f32 {
     let special = (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
-    return f16(select(clamp(x, -65504.0, 65504.0), x, special));
+    return select(clamp(x, -65504.0, 65504.0), x, special);
+}
+
+fn f16s(x: f32) -> f16 {
+    return f16(sat16(x));
+}
+
+// Eight values as the four words of f16 pairs the scratch holds (W, K̂ and S₀ go there as
+// f16: the passes that read them stage them as f16 anyway, so this halves their traffic and
+// changes no result).
+fn pack4(a: vec4<f32>) -> vec2<u32> {
+    let x = vec4<f32>(sat16(a.x), sat16(a.y), sat16(a.z), sat16(a.w));
+    return vec2<u32>(pack2x16float(x.xy), pack2x16float(x.zw));
+}
+
+fn pack8(a: vec4<f32>, b: vec4<f32>) -> vec4<u32> {
+    return vec4<u32>(pack4(a), pack4(b));
 }
 
 // Sum over the DK4 lanes of this lane's row.
@@ -43,12 +60,14 @@ fn l2_scale(x: vec4<f32>) -> f32 {
     return select(1.0, inverseSqrt(ss + 1e-6), flag(L2NORM));
 }
 
+#if !STATE_TC
 // Row r (< len, else zeros) of the chunk from t0: the vec4 `lane` of the dk values at
 // vec4 column col4 of the packed rows.
 fn row4(col4: u32, t0: u32, len: u32, r: u32, lane: u32) -> vec4<f32> {
     let x = qkv[(t0 + min(r, len - 1u)) * (p.width / 4u) + col4 + lane];
     return select(vec4<f32>(0.0), x, r < len);
 }
+#endif
 #endif
 
 #if PREP_TC
@@ -61,7 +80,8 @@ fn row4(col4: u32, t0: u32, len: u32, r: u32, lane: u32) -> vec4<f32> {
 @group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, {{ACT}}> g: array<f32>;
 @group(0) @binding(3) var<storage, {{ACT}}> beta: array<f32>;
-@group(0) @binding(6) var<storage, read_write> w: array<vec4<f32>>;
+// W and K̂ as f16: per (token, value head) DK4 words of eight halves, W's dk then K̂'s dk.
+@group(0) @binding(6) var<storage, read_write> w: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read_write> u: array<vec4<f32>>;
 
 var<workgroup> kt: array<f16, 64u * HS>; // K̂ [token][dk], then V 64 columns at a time
@@ -105,6 +125,14 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
     }
 #endfor
     workgroupBarrier();
+    // K̂ out for the walk, eight halves a word.
+    for (var e = lid; e < len * (DK / 8u); e += 128u) {
+        let t = e / (DK / 8u);
+        let b = t * HS + 8u * (e % (DK / 8u));
+        w[((t0 + t) * p.hv + h) * DK4 + DK / 8u + e % (DK / 8u)] = pack8(
+            vec4<f32>(f32(kt[b]), f32(kt[b + 1u]), f32(kt[b + 2u]), f32(kt[b + 3u])),
+            vec4<f32>(f32(kt[b + 4u]), f32(kt[b + 5u]), f32(kt[b + 6u]), f32(kt[b + 7u])));
+    }
     if (lid < len) {
         let e = gn_at(t0 + lid, h);
         gn[e] = gv[lid];
@@ -136,26 +164,43 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         tm[t * FS + uu] = select(0.0, tm[t * FS + uu] * f, on);
     }
     workgroupBarrier();
-    // T = (I + A)⁻¹, in place, row r from row r of A and the rows of T above it (the unit
-    // diagonal implicit).
-    for (var r = 1u; r < len; r++) {
-        var v = 0.0;
-        if (lid < r) {
-            v = -tm[r * FS + lid];
-            for (var m = lid + 1u; m < r; m++) { v -= tm[r * FS + m] * tm[m * FS + lid]; }
+    // T = (I + A)⁻¹ by columns: lane c < 64 holds column c of T in registers (tcR4[J] is
+    // T[4·R4 + J][c], the unit diagonal and the zeros above it to start with) and forms it
+    // row by row, T[r][c] = −Σ_{m<r} A[r][m]·T[m][c] for r > c. Every lane reads the same
+    // row of A (broadcasts), and no barrier is needed, where a row-by-row substitution across
+    // the workgroup takes two per row. Entries of A at or above the diagonal are the zeros
+    // masked above, so whole vec4 groups up to the diagonal can enter the sums.
+#for R4 in 0..16
+    var tc{{R4}} = select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(0u, 1u, 2u, 3u) + 4u * {{R4}}u == vec4<u32>(lid));
+#endfor
+    if (lid < 64u) {
+#for R4 in 0..16
+#for J in 0..4
+        {
+            let a = (4u * {{R4}}u + {{J}}u) * FS;
+            var acc = tc{{R4}} * vec4<f32>(tm[a + 4u * {{R4}}u], tm[a + 4u * {{R4}}u + 1u], tm[a + 4u * {{R4}}u + 2u], tm[a + 4u * {{R4}}u + 3u]);
+#for M in 0..R4
+            acc += tc{{M}} * vec4<f32>(tm[a + 4u * {{M}}u], tm[a + 4u * {{M}}u + 1u], tm[a + 4u * {{M}}u + 2u], tm[a + 4u * {{M}}u + 3u]);
+#endfor
+            tc{{R4}}[{{J}}u] = select(tc{{R4}}[{{J}}u], -(acc.x + acc.y + acc.z + acc.w), 4u * {{R4}}u + {{J}}u > lid);
         }
-        workgroupBarrier();
-        if (lid < r) { tm[r * FS + lid] = v; }
-        workgroupBarrier();
+#endfor
+#endfor
     }
-    // This band's rows of T·diag(β·exp(γ)) (for W), then of T·diag(β) (for U), as fragments.
+    // This band's rows of T·diag(β·exp(γ)) (for W), then of T·diag(β) (for U), as fragments:
+    // column c scaled by its token's factor, from lane c's registers.
 #for F in 0..2
-    for (var e = lid; e < 64u * 64u; e += 128u) {
-        let t = e / 64u;
-        let uu = e % 64u;
-        let tu = select(select(0.0, tm[t * FS + uu], uu < t), 1.0, uu == t);
-        let col = select(gv[128u + uu], gv[128u + uu] * exp(gv[uu]), {{F}}u == 0u);
-        pt[t * PS + uu] = f16s(select(0.0, tu * col, t < len && uu < len));
+    if (lid < 64u) {
+        let col = select(gv[128u + lid], gv[128u + lid] * exp(gv[lid]), {{F}}u == 0u);
+#for R4 in 0..16
+        {
+            let y = select(vec4<f32>(0.0), tc{{R4}} * col, vec4<u32>(0u, 1u, 2u, 3u) + 4u * {{R4}}u < vec4<u32>(len) & vec4<bool>(lid < len));
+            pt[(4u * {{R4}}u) * PS + lid] = f16s(y.x);
+            pt[(4u * {{R4}}u + 1u) * PS + lid] = f16s(y.y);
+            pt[(4u * {{R4}}u + 2u) * PS + lid] = f16s(y.z);
+            pt[(4u * {{R4}}u + 3u) * PS + lid] = f16s(y.w);
+        }
+#endfor
     }
     workgroupBarrier();
 #for K in 0..4
@@ -177,10 +222,12 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         coopStoreT(w{{N}}, &tm[band * 16u * FS + {{N}}u * 16u], FS);
 #endfor
         workgroupBarrier();
-        for (var e = lid; e < len * 16u; e += 128u) {
-            let t = e / 16u;
-            let f = t * FS + 4u * (e % 16u);
-            w[(((t0 + t) * p.hv + h) * DK + i0) / 4u + e % 16u] = vec4<f32>(tm[f], tm[f + 1u], tm[f + 2u], tm[f + 3u]);
+        for (var e = lid; e < len * 8u; e += 128u) {
+            let t = e / 8u;
+            let f = t * FS + 8u * (e % 8u);
+            w[((t0 + t) * p.hv + h) * DK4 + i0 / 8u + e % 8u] = pack8(
+                vec4<f32>(tm[f], tm[f + 1u], tm[f + 2u], tm[f + 3u]),
+                vec4<f32>(tm[f + 4u], tm[f + 5u], tm[f + 6u], tm[f + 7u]));
         }
         workgroupBarrier();
     }
@@ -233,11 +280,11 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
 // from cq). Per chunk: hand the entering state S₀ to the output pass and to workgroup memory
 // as f16; W·S₀ on the tensor cores; V′ = U − W·S₀ (in place of U); then
 // S₁ = exp(γ_last)·S₀ + K̂ᵀ·(diag(exp(γ_last − γ)·k̂ scale)·V′) on the tensor cores.
-@group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> w: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> u: array<vec4<f32>>;
+// (No qkv: K̂ comes from the prep's words.)
+@group(0) @binding(1) var<storage, read_write> w: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> u: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> s0: array<vec2<u32>>; // f16, four a word pair
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
-@group(0) @binding(7) var<storage, read_write> s0: array<f32>;
 
 const RB: u32 = DK / 64u; // 16-row bands of K̂ᵀ·V′ per subgroup
 var<workgroup> hs: array<f16, DK * BS>;  // S₀ [i][32], then V′ scaled [token][32]
@@ -252,7 +299,6 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     let j0 = (idx % blocks) * 32u;
     let h = (idx / blocks) % p.hv;
     let s = idx / (blocks * p.hv);
-    let kh = h / (p.hv / p.hk);
     let band = lid / 32u;
     let first = chunks[p.nchunks * 4u + s];
     let end = chunks[p.nchunks * 4u + s + 1u];
@@ -281,14 +327,13 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         let len = chunk_len(c);
         let g_last = gn[gn_at(t0 + len - 1u, h)];
         let cbase = ((c * p.hv + h) * DK) * dv + j0 + cq;
-        // The chunk's W, K (with the k̂ scales), U and gates, all issued before any is used.
-        let wcol = h * DK4;
-        let kcol = k_at(0u, kh) / 4u;
+        // The chunk's W and K̂ (f16 words from the prep: a lane's word is W's in the first
+        // half of a row, K̂'s in the second; halves from column kq), U and gates, all issued
+        // before any is used.
+        let kq = 8u * (lid % (DK4 / 2u));
 #for I in 0..NIT
         let wr{{I}} = {{I}}u * RPI + lid / DK4;
-        let wx{{I}} = select(vec4<f32>(0.0), w[(t0 + min(wr{{I}}, len - 1u)) * p.hv * DK4 + wcol + lid % DK4], wr{{I}} < len);
-        let kx{{I}} = row4(kcol, t0, len, wr{{I}}, lid % DK4);
-        let ks{{I}} = gn[gn_at(t0 + min(wr{{I}}, len - 1u), h) + 2u];
+        let wx{{I}} = select(vec4<u32>(0u), w[((t0 + min(wr{{I}}, len - 1u)) * p.hv + h) * DK4 + lid % DK4], wr{{I}} < len);
 #endfor
         let live = vr < len;
         let tr = t0 + min(vr, len - 1u);
@@ -301,25 +346,21 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         workgroupBarrier();
         for (var k = 0u; k < KF; k++) {
             let r = lid / 8u + 16u * k;
-            let b = cbase + r * dv;
-            s0[b] = st[k].x;
-            s0[b + 1u] = st[k].y;
-            s0[b + 2u] = st[k].z;
-            s0[b + 3u] = st[k].w;
+            s0[(cbase + r * dv) / 4u] = pack4(st[k]);
             hs[r * BS + cq] = f16s(st[k].x);
             hs[r * BS + cq + 1u] = f16s(st[k].y);
             hs[r * BS + cq + 2u] = f16s(st[k].z);
             hs[r * BS + cq + 3u] = f16s(st[k].w);
         }
+        if (lid % DK4 < DK4 / 2u) {
 #for I in 0..NIT
-        {
-            let b = wr{{I}} * HS + 4u * (lid % DK4);
-            ws[b] = f16s(wx{{I}}.x);
-            ws[b + 1u] = f16s(wx{{I}}.y);
-            ws[b + 2u] = f16s(wx{{I}}.z);
-            ws[b + 3u] = f16s(wx{{I}}.w);
-        }
+#for Z in 0..4
+            let w{{I}}_{{Z}} = unpack2x16float(wx{{I}}[{{Z}}u]);
+            ws[wr{{I}} * HS + kq + 2u * {{Z}}u] = f16(w{{I}}_{{Z}}.x);
+            ws[wr{{I}} * HS + kq + 2u * {{Z}}u + 1u] = f16(w{{I}}_{{Z}}.y);
 #endfor
+#endfor
+        }
         workgroupBarrier();
         {
             // W·S₀: this band's 16 tokens × 32 columns.
@@ -348,16 +389,15 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
             hs[hb + 3u] = f16s(vp.w * f);
         }
 #endfor
+        if (lid % DK4 >= DK4 / 2u) {
 #for I in 0..NIT
-        {
-            let y = kx{{I}} * ks{{I}};
-            let b = wr{{I}} * HS + 4u * (lid % DK4);
-            ws[b] = f16s(y.x);
-            ws[b + 1u] = f16s(y.y);
-            ws[b + 2u] = f16s(y.z);
-            ws[b + 3u] = f16s(y.w);
-        }
+#for Z in 0..4
+            let k{{I}}_{{Z}} = unpack2x16float(wx{{I}}[{{Z}}u]);
+            ws[wr{{I}} * HS + kq + 2u * {{Z}}u] = f16(k{{I}}_{{Z}}.x);
+            ws[wr{{I}} * HS + kq + 2u * {{Z}}u + 1u] = f16(k{{I}}_{{Z}}.y);
 #endfor
+#endfor
+        }
         workgroupBarrier();
         {
             // K̂ᵀ·V′: rows 16·(RB·band + R) of dk × 32 columns. A = K̂ᵀ (row i, column t): ws
@@ -405,8 +445,9 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 // of dv, o = exp(γ_t)·(Q̂·S₀) + P·V′ from S₀ and V′ staged as f16.
 @group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> u: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> s0: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> s0: array<vec2<u32>>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> w: array<vec4<u32>>; // K̂ in each row's second half
 
 // Q̂ [token][dk], then K̂, then per 32 columns S₀ [i][32] with V′ [token][32] below it.
 var<workgroup> at: array<f16, {{AT_HALVES}}>;
@@ -424,13 +465,17 @@ fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     let t0 = chunk_t0(c);
     let len = chunk_len(c);
     let band = lid / 32u;
-    // The chunk's q and k rows, all issued before any is used; their scales from the rows.
+    // The chunk's q rows (their scales from the rows) and K̂ words (eight halves from column
+    // kq of its rows), all issued before any is used.
     let qcol = q_at(0u, kh) / 4u;
-    let kcol = k_at(0u, kh) / 4u;
 #for I in 0..NIT
     let xr{{I}} = {{I}}u * RPI + lid / DK4;
     let qx{{I}} = row4(qcol, t0, len, xr{{I}}, lid % DK4);
-    let kx{{I}} = row4(kcol, t0, len, xr{{I}}, lid % DK4);
+#endfor
+    let kq = 8u * (lid % (DK4 / 2u));
+#for I in 0..KWP
+    let kr{{I}} = {{I}}u * 2u * RPI + lid / (DK4 / 2u);
+    let kw{{I}} = select(vec4<u32>(0u), w[((t0 + min(kr{{I}}, len - 1u)) * p.hv + h) * DK4 + DK4 / 2u + lid % (DK4 / 2u)], kr{{I}} < len);
 #endfor
     if (lid < 64u) { gv[lid] = gn[gn_at(t0 + min(lid, len - 1u), h)]; }
 #for I in 0..NIT
@@ -448,15 +493,12 @@ fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     let qa{{K}} = coopLoadT<coop_mat16x16<f16, A>>(&at[band * 16u * HS + {{K}}u * 16u], HS);
 #endfor
     workgroupBarrier();
-#for I in 0..NIT
-    {
-        let y = kx{{I}} * l2_scale(kx{{I}});
-        let b = xr{{I}} * HS + 4u * (lid % DK4);
-        at[b] = f16s(y.x);
-        at[b + 1u] = f16s(y.y);
-        at[b + 2u] = f16s(y.z);
-        at[b + 3u] = f16s(y.w);
-    }
+#for I in 0..KWP
+#for Z in 0..4
+    let k{{I}}_{{Z}} = unpack2x16float(kw{{I}}[{{Z}}u]);
+    at[kr{{I}} * HS + kq + 2u * {{Z}}u] = f16(k{{I}}_{{Z}}.x);
+    at[kr{{I}} * HS + kq + 2u * {{Z}}u + 1u] = f16(k{{I}}_{{Z}}.y);
+#endfor
 #endfor
     workgroupBarrier();
     {
@@ -499,10 +541,12 @@ fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
 #for K in 0..KF
         {
             let b = (lid / 8u + 16u * {{K}}u) * BS + 4u * q4;
-            at[b] = f16s(sx{{K}}.x);
-            at[b + 1u] = f16s(sx{{K}}.y);
-            at[b + 2u] = f16s(sx{{K}}.z);
-            at[b + 3u] = f16s(sx{{K}}.w);
+            let lo = unpack2x16float(sx{{K}}.x);
+            let hi = unpack2x16float(sx{{K}}.y);
+            at[b] = f16(lo.x);
+            at[b + 1u] = f16(lo.y);
+            at[b + 2u] = f16(hi.x);
+            at[b + 3u] = f16(hi.y);
         }
 #endfor
 #for M in 0..4

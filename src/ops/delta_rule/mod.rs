@@ -256,8 +256,10 @@ fn chunked_variant(pass: Pass, dk: usize, coop: bool) -> Variant {
         .define("AT_HALVES", at_halves)
         .define("KF", dk / 16)
         .define("RB", dk / 64)
-        // Row passes of the vec4 staging: 128 lanes cover 512 / dk rows per pass.
+        // Row passes of the vec4 staging: 128 lanes cover 512 / dk rows per pass; of the
+        // output pass's K̂ words (eight halves each), 1024 / dk rows.
         .define("NIT", 64 * dk / 512)
+        .define("KWP", 64 * dk / 1024)
 }
 
 pub fn variants() -> Vec<Variant> {
@@ -316,16 +318,19 @@ pub fn choose(
 
 /// The chunked form's scratch for `t` tokens in `chunks` chunks: W `[T, Hv·dk]`, U
 /// `[T, Hv·dv]`, per-token gates `[T, Hv, 4]` and the chunks' entering states
-/// `[chunks, Hv, dk, dv]` (none for the recurrent kernel).
+/// `[chunks, Hv, dk, dv]` (none for the recurrent kernel). The tensor-core form keeps W, K̂
+/// and the entering states as f16 pairs in f32-sized words: W's rows hold W and K̂, and the
+/// entering states take `dv / 2` words a row.
 pub fn scratch_shapes(kernel: DeltaKernel, d: DeltaDims, t: usize, chunks: usize) -> Vec<Vec<usize>> {
     if kernel == DeltaKernel::Recurrent {
         return Vec::new();
     }
+    let state_words = if kernel == DeltaKernel::ChunkedCoop { d.dv / 2 } else { d.dv };
     vec![
         vec![t.max(1), d.value_heads * d.dk],
         vec![t.max(1), d.value_heads * d.dv],
         vec![t.max(1), d.value_heads, 4],
-        vec![chunks.max(1), d.value_heads, d.dk, d.dv],
+        vec![chunks.max(1), d.value_heads, d.dk, state_words],
     ]
 }
 
@@ -461,8 +466,17 @@ pub fn delta_rule_in(
     let per_seq = grid(rec.device(), walkers)?;
     for lo in (0..most.max(1)).step_by(per_dispatch) {
         let p = params(lo, lo + per_dispatch, n)?;
-        rec.dispatch(&state_v, &p, &[a.qkv, w, u, &chunks, gn, a.state, s0], per_seq)?;
+        if coop {
+            rec.dispatch(&state_v, &p, &[w, u, s0, &chunks, gn, a.state], per_seq)?;
+        } else {
+            rec.dispatch(&state_v, &p, &[a.qkv, w, u, &chunks, gn, a.state, s0], per_seq)?;
+        }
     }
     let per_out = grid(rec.device(), outs)?;
-    rec.dispatch(&chunked_variant(Pass::Out, d.dk, coop), &p, &[a.qkv, u, s0, &chunks, gn, out], per_out)
+    let out_v = chunked_variant(Pass::Out, d.dk, coop);
+    if coop {
+        rec.dispatch(&out_v, &p, &[a.qkv, u, s0, &chunks, gn, out, w], per_out)
+    } else {
+        rec.dispatch(&out_v, &p, &[a.qkv, u, s0, &chunks, gn, out], per_out)
+    }
 }
