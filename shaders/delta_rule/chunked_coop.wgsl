@@ -89,6 +89,24 @@ var<workgroup> tm: array<f32, 64u * FS>; // A, then T, then products 64 columns 
 var<workgroup> pt: array<f16, 64u * PS>; // T·diag(β·exp(γ)), then T·diag(β)
 var<workgroup> gv: array<f32, 256>;      // per token: γ, k̂ scale, β; [192]: subgroup 0's sum of g
 
+// Rows lid / 16 + 8·I, vec4 column lid % 16 of the chunk's V block from column j0 (zeros
+// past dv), for U's product.
+struct VWords {
+#for I in 0..8
+    v{{I}}: vec4<f32>,
+#endfor
+}
+
+fn v_words(j0: u32, t0: u32, len: u32, h: u32, lid: u32) -> VWords {
+    var vw: VWords;
+    let vcol = v_at(0u, h) / 4u + j0 / 4u;
+    let live = j0 + 4u * (lid % 16u) < p.dv;
+#for I in 0..8
+    vw.v{{I}} = select(vec4<f32>(0.0), row4(vcol, t0, len, {{I}}u * 8u + lid / 16u, min(lid % 16u, (p.dv - j0) / 4u - 1u)), live);
+#endfor
+    return vw;
+}
+
 @compute @workgroup_size(128)
 fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = wid.x + wid.y * nwg.x;
@@ -154,6 +172,8 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         coopStoreT(a{{N}}, &tm[band * 16u * FS + {{N}}u * 16u], FS);
 #endfor
     }
+    // V's first block for U, in flight during the inverse.
+    var vw = v_words(0u, t0, len, h, lid);
     workgroupBarrier();
     for (var e = lid; e < 64u * 64u; e += 128u) {
         let t = e / 64u;
@@ -164,43 +184,91 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         tm[t * FS + uu] = select(0.0, tm[t * FS + uu] * f, on);
     }
     workgroupBarrier();
-    // T = (I + A)⁻¹ by columns: lane c < 64 holds column c of T in registers (tcR4[J] is
-    // T[4·R4 + J][c], the unit diagonal and the zeros above it to start with) and forms it
-    // row by row, T[r][c] = −Σ_{m<r} A[r][m]·T[m][c] for r > c. Every lane reads the same
-    // row of A (broadcasts), and no barrier is needed, where a row-by-row substitution across
-    // the workgroup takes two per row. Entries of A at or above the diagonal are the zeros
-    // masked above, so whole vec4 groups up to the diagonal can enter the sums.
-#for R4 in 0..16
-    var tc{{R4}} = select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(0u, 1u, 2u, 3u) + 4u * {{R4}}u == vec4<u32>(lid));
+    // T = (I + A)⁻¹ in 16 × 16 blocks, in place in tm (fla's blocked solve; a substitution
+    // over all 64 rows is a chain of 64 dependent steps, and measured 1 ms of this pass).
+    // First the diagonal blocks T_bb = (I + A_bb)⁻¹: lane lid < 64 holds column lid % 16 of
+    // block lid / 16 in registers (dG[j] is row 4·G + j) and forms it row by row,
+    // T[r][c] = −Σ_{m<r} A[r][m]·T[m][c] for r > c, from broadcast rows of A (entries at or
+    // above the diagonal are the masked zeros, so whole vec4 groups enter the sums).
+    let db = (lid / 16u) % 4u;
+    let dc = lid % 16u;
+#for G in 0..4
+    var d{{G}} = select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(0u, 1u, 2u, 3u) + 4u * {{G}}u == vec4<u32>(dc));
 #endfor
     if (lid < 64u) {
-#for R4 in 0..16
-#for J in 0..4
-        {
-            let a = (4u * {{R4}}u + {{J}}u) * FS;
-            var acc = tc{{R4}} * vec4<f32>(tm[a + 4u * {{R4}}u], tm[a + 4u * {{R4}}u + 1u], tm[a + 4u * {{R4}}u + 2u], tm[a + 4u * {{R4}}u + 3u]);
-#for M in 0..R4
-            acc += tc{{M}} * vec4<f32>(tm[a + 4u * {{M}}u], tm[a + 4u * {{M}}u + 1u], tm[a + 4u * {{M}}u + 2u], tm[a + 4u * {{M}}u + 3u]);
+        for (var r = 1u; r < 16u; r++) {
+            let a = (16u * db + r) * FS + 16u * db;
+            var acc = vec4<f32>(0.0);
+#for G in 0..4
+            acc += d{{G}} * vec4<f32>(tm[a + 4u * {{G}}u], tm[a + 4u * {{G}}u + 1u], tm[a + 4u * {{G}}u + 2u], tm[a + 4u * {{G}}u + 3u]);
 #endfor
-            tc{{R4}}[{{J}}u] = select(tc{{R4}}[{{J}}u], -(acc.x + acc.y + acc.z + acc.w), 4u * {{R4}}u + {{J}}u > lid);
+            let on = vec4<bool>(r > dc);
+            let v = vec4<f32>(-(acc.x + acc.y + acc.z + acc.w));
+#for G in 0..4
+            d{{G}} = select(d{{G}}, v, (vec4<u32>(0u, 1u, 2u, 3u) + 4u * {{G}}u == vec4<u32>(r)) & on);
+#endfor
         }
-#endfor
+    }
+    workgroupBarrier();
+    if (lid < 64u) {
+#for G in 0..4
+        tm[(16u * db + 4u * {{G}}u) * FS + 16u * db + dc] = d{{G}}.x;
+        tm[(16u * db + 4u * {{G}}u + 1u) * FS + 16u * db + dc] = d{{G}}.y;
+        tm[(16u * db + 4u * {{G}}u + 2u) * FS + 16u * db + dc] = d{{G}}.z;
+        tm[(16u * db + 4u * {{G}}u + 3u) * FS + 16u * db + dc] = d{{G}}.w;
 #endfor
     }
-    // This band's rows of T·diag(β·exp(γ)) (for W), then of T·diag(β) (for U), as fragments:
-    // column c scaled by its token's factor, from lane c's registers.
-#for F in 0..2
-    if (lid < 64u) {
-        let col = select(gv[128u + lid], gv[128u + lid] * exp(gv[lid]), {{F}}u == 0u);
-#for R4 in 0..16
-        {
-            let y = select(vec4<f32>(0.0), tc{{R4}} * col, vec4<u32>(0u, 1u, 2u, 3u) + 4u * {{R4}}u < vec4<u32>(len) & vec4<bool>(lid < len));
-            pt[(4u * {{R4}}u) * PS + lid] = f16s(y.x);
-            pt[(4u * {{R4}}u + 1u) * PS + lid] = f16s(y.y);
-            pt[(4u * {{R4}}u + 2u) * PS + lid] = f16s(y.z);
-            pt[(4u * {{R4}}u + 3u) * PS + lid] = f16s(y.w);
+    workgroupBarrier();
+    // Then block rows I = 1, 2, 3 in turn: T_IJ = −T_II·Σ_{K=J}^{I−1} A_IK·T_KJ for J < I, from
+    // row block I of A (not yet overwritten) and the T blocks above it. An invocation takes
+    // the elements (row lid / 16 + 8·Q, column lid % 16) of each block; X = the sum goes into
+    // A_IJ's place, then T_IJ.
+    let br = lid / 16u;
+    let bc = lid % 16u;
+#for I in 1..4
+    {
+#for J in 0..I
+#for Q in 0..2
+        var x{{J}}_{{Q}} = 0.0;
+#for K in J..I
+        for (var m = 0u; m < 16u; m++) {
+            x{{J}}_{{Q}} += tm[(16u * {{I}}u + br + 8u * {{Q}}u) * FS + 16u * {{K}}u + m] * tm[(16u * {{K}}u + m) * FS + 16u * {{J}}u + bc];
         }
 #endfor
+#endfor
+#endfor
+        workgroupBarrier();
+#for J in 0..I
+#for Q in 0..2
+        tm[(16u * {{I}}u + br + 8u * {{Q}}u) * FS + 16u * {{J}}u + bc] = x{{J}}_{{Q}};
+#endfor
+#endfor
+        workgroupBarrier();
+#for J in 0..I
+#for Q in 0..2
+        var y{{J}}_{{Q}} = 0.0;
+        for (var m = 0u; m < 16u; m++) {
+            y{{J}}_{{Q}} -= tm[(16u * {{I}}u + br + 8u * {{Q}}u) * FS + 16u * {{I}}u + m] * tm[(16u * {{I}}u + m) * FS + 16u * {{J}}u + bc];
+        }
+#endfor
+#endfor
+        workgroupBarrier();
+#for J in 0..I
+#for Q in 0..2
+        tm[(16u * {{I}}u + br + 8u * {{Q}}u) * FS + 16u * {{J}}u + bc] = y{{J}}_{{Q}};
+#endfor
+#endfor
+        workgroupBarrier();
+    }
+#endfor
+    // This band's rows of T·diag(β·exp(γ)) (for W), then of T·diag(β) (for U), as fragments
+    // (tm holds T below the diagonal blocks' unit diagonals and zeros above).
+#for F in 0..2
+    for (var e = lid; e < 64u * 64u; e += 128u) {
+        let t = e / 64u;
+        let uu = e % 64u;
+        let col = select(gv[128u + uu], gv[128u + uu] * exp(gv[uu]), {{F}}u == 0u);
+        pt[t * PS + uu] = f16s(select(0.0, tm[t * FS + uu] * col, uu <= t && t < len));
     }
     workgroupBarrier();
 #for K in 0..4
@@ -233,21 +301,17 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
     }
     // U = (T·diag(β))·V, 64 columns of dv at a time (dv is a multiple of 32).
     for (var j0 = 0u; j0 < p.dv; j0 += 64u) {
-        // Rows lid / 16 + 8·I, vec4 column lid % 16 of this block (zeros past dv).
-        let vcol = v_at(0u, h) / 4u + j0 / 4u;
-        let live = j0 + 4u * (lid % 16u) < p.dv;
-#for I in 0..8
-        let v{{I}} = select(vec4<f32>(0.0), row4(vcol, t0, len, {{I}}u * 8u + lid / 16u, min(lid % 16u, (p.dv - j0) / 4u - 1u)), live);
-#endfor
 #for I in 0..8
         {
             let b = ({{I}}u * 8u + lid / 16u) * HS + 4u * (lid % 16u);
-            kt[b] = f16s(v{{I}}.x);
-            kt[b + 1u] = f16s(v{{I}}.y);
-            kt[b + 2u] = f16s(v{{I}}.z);
-            kt[b + 3u] = f16s(v{{I}}.w);
+            kt[b] = f16s(vw.v{{I}}.x);
+            kt[b + 1u] = f16s(vw.v{{I}}.y);
+            kt[b + 2u] = f16s(vw.v{{I}}.z);
+            kt[b + 3u] = f16s(vw.v{{I}}.w);
         }
 #endfor
+        // The next block's V, in flight during this one's product.
+        if (j0 + 64u < p.dv) { vw = v_words(j0 + 64u, t0, len, h, lid); }
         workgroupBarrier();
 #for N in 0..4
         var u{{N}}: coop_mat16x16<f32, C>;
@@ -291,6 +355,35 @@ var<workgroup> hs: array<f16, DK * BS>;  // S₀ [i][32], then V′ scaled [toke
 var<workgroup> ws: array<f16, 64u * HS>; // W [token][dk], then K̂ [token][dk]
 var<workgroup> fw: array<f32, DK * 36u>; // W·S₀ [token][32], then K̂ᵀ·V′ [i][32]
 
+// One chunk's words for this invocation: its W or K̂ word (f16 from the prep: a lane's word
+// is W's in the first half of a row, K̂'s in the second) of rows I·RPI + lid / DK4, and its U
+// words of row lid / 2 (16 columns from (lid % 2)·16 of this workgroup's 32).
+struct ChunkWords {
+#for I in 0..NIT
+    w{{I}}: vec4<u32>,
+#endfor
+#for M in 0..4
+    u{{M}}: vec4<f32>,
+#endfor
+}
+
+fn chunk_words(c: u32, lid: u32, h: u32, j0: u32) -> ChunkWords {
+    var cw: ChunkWords;
+    let t0 = chunk_t0(c);
+    let len = chunk_len(c);
+#for I in 0..NIT
+    {
+        let r = {{I}}u * RPI + lid / DK4;
+        cw.w{{I}} = select(vec4<u32>(0u), w[((t0 + min(r, len - 1u)) * p.hv + h) * DK4 + lid % DK4], r < len);
+    }
+#endfor
+    let ub = (((t0 + min(lid / 2u, len - 1u)) * p.hv + h) * p.dv + j0 + (lid % 2u) * 16u) / 4u;
+#for M in 0..4
+    cw.u{{M}} = u[ub + {{M}}u];
+#endfor
+    return cw;
+}
+
 @compute @workgroup_size(128)
 fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let blocks = p.dv / 32u;
@@ -318,6 +411,7 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     // SIMT roles: V′ rows lid / 2 with 16 columns from vq.
     let vr = lid / 2u;
     let vq = (lid % 2u) * 16u;
+    var cw = chunk_words(c_lo, lid, h, j0);
     for (var c = c_lo; c < c_hi; c++) {
         let cf = chunks[c * 4u + 3u];
         if ((cf & FRESH) != 0u || ((cf & FIRST) != 0u && !flag(INIT))) {
@@ -327,20 +421,14 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         let len = chunk_len(c);
         let g_last = gn[gn_at(t0 + len - 1u, h)];
         let cbase = ((c * p.hv + h) * DK) * dv + j0 + cq;
-        // The chunk's W and K̂ (f16 words from the prep: a lane's word is W's in the first
-        // half of a row, K̂'s in the second; halves from column kq), U and gates, all issued
-        // before any is used.
+        // This chunk's words (`cw`, loaded during the previous chunk); halves from column kq.
         let kq = 8u * (lid % (DK4 / 2u));
 #for I in 0..NIT
         let wr{{I}} = {{I}}u * RPI + lid / DK4;
-        let wx{{I}} = select(vec4<u32>(0u), w[((t0 + min(wr{{I}}, len - 1u)) * p.hv + h) * DK4 + lid % DK4], wr{{I}} < len);
 #endfor
         let live = vr < len;
         let tr = t0 + min(vr, len - 1u);
         let ub = ((tr * p.hv + h) * dv + j0 + vq) / 4u;
-#for M in 0..4
-        let ux{{M}} = u[ub + {{M}}u];
-#endfor
         let f = select(0.0, exp(g_last - gn[gn_at(tr, h)]), live);
         // The previous chunk's readers of hs, ws and fw are done.
         workgroupBarrier();
@@ -355,7 +443,7 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         if (lid % DK4 < DK4 / 2u) {
 #for I in 0..NIT
 #for Z in 0..4
-            let w{{I}}_{{Z}} = unpack2x16float(wx{{I}}[{{Z}}u]);
+            let w{{I}}_{{Z}} = unpack2x16float(cw.w{{I}}[{{Z}}u]);
             ws[wr{{I}} * HS + kq + 2u * {{Z}}u] = f16(w{{I}}_{{Z}}.x);
             ws[wr{{I}} * HS + kq + 2u * {{Z}}u + 1u] = f16(w{{I}}_{{Z}}.y);
 #endfor
@@ -380,7 +468,7 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 #for M in 0..4
         {
             let fb = vr * 36u + vq + {{M}}u * 4u;
-            let vp = select(vec4<f32>(0.0), ux{{M}} - vec4<f32>(fw[fb], fw[fb + 1u], fw[fb + 2u], fw[fb + 3u]), live);
+            let vp = select(vec4<f32>(0.0), cw.u{{M}} - vec4<f32>(fw[fb], fw[fb + 1u], fw[fb + 2u], fw[fb + 3u]), live);
             if (live) { u[ub + {{M}}u] = vp; }
             let hb = vr * BS + vq + {{M}}u * 4u;
             hs[hb] = f16s(vp.x * f);
@@ -392,12 +480,14 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         if (lid % DK4 >= DK4 / 2u) {
 #for I in 0..NIT
 #for Z in 0..4
-            let k{{I}}_{{Z}} = unpack2x16float(wx{{I}}[{{Z}}u]);
+            let k{{I}}_{{Z}} = unpack2x16float(cw.w{{I}}[{{Z}}u]);
             ws[wr{{I}} * HS + kq + 2u * {{Z}}u] = f16(k{{I}}_{{Z}}.x);
             ws[wr{{I}} * HS + kq + 2u * {{Z}}u + 1u] = f16(k{{I}}_{{Z}}.y);
 #endfor
 #endfor
         }
+        // The next chunk's words, in flight during the rest of this one.
+        if (c + 1u < c_hi) { cw = chunk_words(c + 1u, lid, h, j0); }
         workgroupBarrier();
         {
             // K̂ᵀ·V′: rows 16·(RB·band + R) of dk × 32 columns. A = K̂ᵀ (row i, column t): ws
