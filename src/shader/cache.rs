@@ -72,10 +72,15 @@ impl PipelineCache {
         if variant.defines.contains_key(super::BOUNDED_LOOPS) {
             checks.force_loop_bounding = false;
         }
+        if variant.defines.contains_key(super::UNCHECKED_INDICES) {
+            checks.bounds_checks = false;
+        }
         // SAFETY: wgpu's bounds checks stay on unless LINSEQ_TRUSTED_SHADERS or
-        // LINSEQ_SHADER_CHECKS turn them off by hand. Forced loop bounding is off only for
-        // variants marked BOUNDED_LOOPS, whose loops all run to bounds taken from their
-        // parameters (sizes the host checked), so none can run forever.
+        // LINSEQ_SHADER_CHECKS turn them off by hand, or the variant is marked
+        // UNCHECKED_INDICES (every index bounded by construction; see its doc). Forced loop
+        // bounding is off only for variants marked BOUNDED_LOOPS, whose loops all run to
+        // bounds taken from their parameters (sizes the host checked), so none can run
+        // forever.
         let module = unsafe { dev.create_shader_module_trusted(desc, checks) };
         let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&variant.name),

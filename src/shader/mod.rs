@@ -156,6 +156,16 @@ impl Requirements {
 /// cost the SSD kernels 40% of their time on the H200).
 pub const BOUNDED_LOOPS: &str = "BOUNDED_LOOPS";
 
+/// A define marking a variant whose every array index is bounded by construction (by the
+/// invocation index, constants, and sizes and chunk lengths the host checked, with storage
+/// rows clamped in the kernel): it is compiled without wgpu's injected index clamps. Those
+/// clamp every dynamic index into workgroup and private arrays (`min(i, len − 1)`), which also
+/// keeps the driver from folding constant offsets into the loads; they cost the tensor-core
+/// delta rule a quarter of its time on the H200. Storage accesses keep the driver's own
+/// robustness where it has it (Vulkan's robustBufferAccess2), which wgpu relies on there
+/// either way; where it has none, they are as safe as the kernel's own clamps.
+pub const UNCHECKED_INDICES: &str = "UNCHECKED_INDICES";
+
 /// One registered, addressable specialisation of a shader family.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Variant {

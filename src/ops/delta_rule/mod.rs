@@ -252,6 +252,8 @@ fn chunked_variant(pass: Pass, dk: usize, coop: bool) -> Variant {
     let at_halves = (64 * (dk + 8)).max((dk + 64) * 40);
     v.needs_coop_matrix()
         .needs_subgroups()
+        // Indices from the invocation, constants and chunk lengths ≤ 64; storage rows clamped.
+        .define(crate::shader::UNCHECKED_INDICES, 1)
         .define("TC", 1)
         .define("AT_HALVES", at_halves)
         .define("KF", dk / 16)
