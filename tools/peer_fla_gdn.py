@@ -22,7 +22,7 @@ except ImportError:  # an fla without KDA
 from peer_common import report, row, time_s, write
 
 # (batch, L, key heads, value heads, dk, dv): labels match linseq's DeltaCase labels.
-SHAPES = [(8, 4096, 16, 16, 128, 128), (1, 16384, 16, 32, 128, 128)]
+SHAPES = [(8, 4096, 16, 16, 128, 128), (1, 16384, 16, 32, 128, 128), (1, 4096, 16, 16, 128, 128), (1, 16384, 16, 16, 128, 128)]
 KDA_SHAPES = [(8, 4096, 16, 128)]
 
 

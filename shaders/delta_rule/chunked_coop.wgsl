@@ -545,6 +545,30 @@ var<workgroup> sc: array<f32, 64u * FS>; // scores [t][u], then Q̂·S₀ | P·V
 var<workgroup> pt: array<f16, 64u * PS>; // P [t][u]
 var<workgroup> gv: array<f32, 128>;      // per token: γ
 
+// S₀'s rows lid / 8 + 16·K and V′'s rows lid / 8 + 16·M, vec4 column lid % 8 of the 32
+// columns from j0 (S₀ as f16 words).
+struct OutWords {
+#for K in 0..KF
+    s{{K}}: vec2<u32>,
+#endfor
+#for M in 0..4
+    v{{M}}: vec4<f32>,
+#endfor
+}
+
+fn out_words(j0: u32, c: u32, t0: u32, len: u32, h: u32, lid: u32) -> OutWords {
+    var ow: OutWords;
+    let cbase = ((c * p.hv + h) * DK) * p.dv;
+    let q4 = lid % 8u;
+#for K in 0..KF
+    ow.s{{K}} = s0[(cbase + (lid / 8u + 16u * {{K}}u) * p.dv + j0) / 4u + q4];
+#endfor
+#for M in 0..4
+    ow.v{{M}} = select(vec4<f32>(0.0), u[(((t0 + min(lid / 8u + 16u * {{M}}u, len - 1u)) * p.hv + h) * p.dv + j0) / 4u + q4], lid / 8u + 16u * {{M}}u < len);
+#endfor
+    return ow;
+}
+
 @compute @workgroup_size(128)
 fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = wid.x + wid.y * nwg.x;
@@ -591,6 +615,8 @@ fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
 #endfor
 #endfor
     workgroupBarrier();
+    // The first 32 columns' S₀ and V′, in flight during the scores.
+    var ow = out_words(0u, c, t0, len, h, lid);
     {
         // B = K̂ᵀ (row i, column u): at [u][i] is its column-major form.
 #for N in 0..4
@@ -616,23 +642,15 @@ fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
 #for K in 0..4
     let pa{{K}} = coopLoadT<coop_mat16x16<f16, A>>(&pt[band * 16u * PS + {{K}}u * 16u], PS);
 #endfor
-    let cbase = ((c * p.hv + h) * DK) * p.dv;
     for (var j0 = 0u; j0 < p.dv; j0 += 32u) {
         // The previous block's (or the scores') readers of `at` and `sc` are done.
         workgroupBarrier();
-        // S₀'s rows lid / 8 + 16·K and V′'s rows lid / 8 + 16·M, vec4 column lid % 8.
         let q4 = lid % 8u;
-#for K in 0..KF
-        let sx{{K}} = s0[(cbase + (lid / 8u + 16u * {{K}}u) * p.dv + j0) / 4u + q4];
-#endfor
-#for M in 0..4
-        let vx{{M}} = select(vec4<f32>(0.0), u[(((t0 + min(lid / 8u + 16u * {{M}}u, len - 1u)) * p.hv + h) * p.dv + j0) / 4u + q4], lid / 8u + 16u * {{M}}u < len);
-#endfor
 #for K in 0..KF
         {
             let b = (lid / 8u + 16u * {{K}}u) * BS + 4u * q4;
-            let lo = unpack2x16float(sx{{K}}.x);
-            let hi = unpack2x16float(sx{{K}}.y);
+            let lo = unpack2x16float(ow.s{{K}}.x);
+            let hi = unpack2x16float(ow.s{{K}}.y);
             at[b] = f16(lo.x);
             at[b + 1u] = f16(lo.y);
             at[b + 2u] = f16(hi.x);
@@ -642,12 +660,14 @@ fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
 #for M in 0..4
         {
             let b = (DK + lid / 8u + 16u * {{M}}u) * BS + 4u * q4;
-            at[b] = f16s(vx{{M}}.x);
-            at[b + 1u] = f16s(vx{{M}}.y);
-            at[b + 2u] = f16s(vx{{M}}.z);
-            at[b + 3u] = f16s(vx{{M}}.w);
+            at[b] = f16s(ow.v{{M}}.x);
+            at[b + 1u] = f16s(ow.v{{M}}.y);
+            at[b + 2u] = f16s(ow.v{{M}}.z);
+            at[b + 3u] = f16s(ow.v{{M}}.w);
         }
 #endfor
+        // The next 32 columns', in flight during this block's products.
+        if (j0 + 32u < p.dv) { ow = out_words(j0 + 32u, c, t0, len, h, lid); }
         workgroupBarrier();
         var o0: coop_mat16x16<f32, C>;
         var o1: coop_mat16x16<f32, C>;

@@ -27,7 +27,7 @@ impl DeltaCase {
     }
 
     /// fla's reference shape (B 8, L 4K, 16 heads of 128), a Qwen3-Next layer at 16K (16 key
-    /// heads, 32 value heads), and that layer's decode step (L = 1 from a state) at batch 1
+    /// heads, 32 value heads), a Qwen3.5-0.8B layer at 4K and 16K, the Qwen3-Next layer's decode step (L = 1 from a state) at batch 1
     /// and 64; KDA on fla's shape and a Kimi-Linear layer's step; or small ones for CPU
     /// adapters.
     pub fn bench(quick: bool) -> Vec<DeltaCase> {
@@ -42,6 +42,9 @@ impl DeltaCase {
         vec![
             DeltaCase { batch: 8, len: 4096, dims: d(16, 16, 128, 128), kda: false },
             DeltaCase { batch: 1, len: 16384, dims: d(16, 32, 128, 128), kda: false },
+            // A Qwen3.5-0.8B layer (16 heads of 128) at 4K and 16K tokens.
+            DeltaCase { batch: 1, len: 4096, dims: d(16, 16, 128, 128), kda: false },
+            DeltaCase { batch: 1, len: 16384, dims: d(16, 16, 128, 128), kda: false },
             DeltaCase { batch: 1, len: 1, dims: d(16, 32, 128, 128), kda: false },
             DeltaCase { batch: 64, len: 1, dims: d(16, 32, 128, 128), kda: false },
             // Kimi Delta Attention on fla's shape, and a Kimi-Linear layer's decode step.

@@ -321,18 +321,18 @@ pub fn choose(
 /// The chunked form's scratch for `t` tokens in `chunks` chunks: W `[T, Hv·dk]`, U
 /// `[T, Hv·dv]`, per-token gates `[T, Hv, 4]` and the chunks' entering states
 /// `[chunks, Hv, dk, dv]` (none for the recurrent kernel). The tensor-core form keeps W, K̂
-/// and the entering states as f16 pairs in f32-sized words: W's rows hold W and K̂, and the
-/// entering states take `dv / 2` words a row.
+/// and the entering states as f16 pairs in the same f32-sized words: W's rows hold W and K̂,
+/// and the entering states fill the first half of theirs. Both chunked forms take the same
+/// shapes, because a graph plans its scratch before it knows which form the device runs.
 pub fn scratch_shapes(kernel: DeltaKernel, d: DeltaDims, t: usize, chunks: usize) -> Vec<Vec<usize>> {
     if kernel == DeltaKernel::Recurrent {
         return Vec::new();
     }
-    let state_words = if kernel == DeltaKernel::ChunkedCoop { d.dv / 2 } else { d.dv };
     vec![
         vec![t.max(1), d.value_heads * d.dk],
         vec![t.max(1), d.value_heads * d.dv],
         vec![t.max(1), d.value_heads, 4],
-        vec![chunks.max(1), d.value_heads, d.dk, state_words],
+        vec![chunks.max(1), d.value_heads, d.dk, d.dv],
     ]
 }
 
