@@ -4,7 +4,8 @@
 //! by q (see `shaders/delta_rule/delta_rule.wgsl`).
 //!
 //! Tiers, as fla stages them: the f64 reference ([`delta_rule_ref`], token by token, the
-//! oracle), the recurrent kernel ([`DeltaKernel::Recurrent`]: the decode step, one workgroup
+//! oracle; [`delta_rule_chunked_ref`], the chunked WY algebra in f64 with per-channel gates in
+//! sub-chunks of 16, the form a chunked Kimi Delta Attention kernel is to take), the recurrent kernel ([`DeltaKernel::Recurrent`]: the decode step, one workgroup
 //! per 64 state columns walking the tokens) and the chunked WY-form prefill
 //! ([`DeltaKernel::Chunked`]: chunks of [`CHUNK`] tokens, T = (I + A)⁻¹ by forward
 //! substitution, then a walk over each sequence's chunks for the states and a chunk-parallel
@@ -20,7 +21,7 @@
 pub mod cases;
 mod reference;
 
-pub use reference::{delta_rule_ref, DeltaRef};
+pub use reference::{delta_rule_chunked_ref, delta_rule_ref, DeltaRef};
 
 use super::sequences::{chunk_flags, chunk_table, Sequences};
 use super::{grid, word, Params, Recorder};
