@@ -130,11 +130,10 @@ pub fn delta_rule_chunked_ref(r: &DeltaRef, chunk: usize, sub: usize) -> (Vec<f6
                 (t0..t0 + len).map(|t| normalised(row(t, r.cols[1] + kh * dk, dk), r.l2norm)).collect();
             let v: Vec<&[f32]> = (t0..t0 + len).map(|t| row(t, r.cols[2] + h * dv, dv)).collect();
             let beta: Vec<f64> = (t0..t0 + len).map(|t| r.beta[t * hv + h] as f64).collect();
-            let mut gam = vec![vec![0.0; dk]; len];
+            let mut gam: Vec<Vec<f64>> = Vec::with_capacity(len);
             for t in 0..len {
-                for i in 0..dk {
-                    gam[t][i] = gate(t0 + t, h, i) + if t > 0 { gam[t - 1][i] } else { 0.0 };
-                }
+                let prev = gam.last().cloned().unwrap_or_else(|| vec![0.0; dk]);
+                gam.push((0..dk).map(|i| prev[i] + gate(t0 + t, h, i)).collect());
             }
             // x_tᵀ Γ_t Γ_u⁻¹ k̂_u for u ≤ t, by sub-chunks (see above).
             let pair = |x: &[f64], t: usize, u: usize| -> f64 {
@@ -151,13 +150,14 @@ pub fn delta_rule_chunked_ref(r: &DeltaRef, chunk: usize, sub: usize) -> (Vec<f6
                     .sum()
             };
             // T = (I + A)⁻¹ by forward substitution (unit lower triangular).
-            let mut tm = vec![vec![0.0; len]; len];
+            let mut tm: Vec<Vec<f64>> = Vec::with_capacity(len);
             for t in 0..len {
                 let a: Vec<f64> = (0..t).map(|u| beta[t] * pair(&k[t], t, u)).collect();
-                tm[t][t] = 1.0;
-                for c2 in 0..t {
-                    tm[t][c2] = -(c2..t).map(|m| a[m] * tm[m][c2]).sum::<f64>();
-                }
+                let mut row: Vec<f64> =
+                    (0..t).map(|c2| -(c2..t).map(|m| a[m] * tm[m][c2]).sum::<f64>()).collect();
+                row.push(1.0);
+                row.resize(len, 0.0);
+                tm.push(row);
             }
             // V′ = T·diag(β)·(V − (K̂ ⊙ exp(γ))·S₀).
             let rhs: Vec<Vec<f64>> = (0..len)
@@ -221,7 +221,9 @@ mod tests {
     #[test]
     fn the_chunked_form_equals_the_recurrence() {
         let mut rng = Rng::new(11);
-        let cases: &[(&[usize], DeltaDims, f32, (f32, f32), bool)] = &[
+        // (lengths, dims, most negative log-gate, β range, from a state)
+        type Case<'a> = (&'a [usize], DeltaDims, f32, (f32, f32), bool);
+        let cases: &[Case] = &[
             (&[1], DeltaDims { key_heads: 1, value_heads: 1, dk: 8, dv: 4 }, -1.0, (0.0, 1.0), false),
             (
                 &[15, 16, 17],
