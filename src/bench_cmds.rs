@@ -82,8 +82,9 @@ impl BenchArgs {
 
 #[derive(Args)]
 pub struct TuneArgs {
-    /// Ops to tune, comma-separated: selective-scan, ssd, attention (its prefill kernel).
-    #[arg(long, default_value = "selective-scan,ssd,attention")]
+    /// Ops to tune, comma-separated: selective-scan, ssd, attention (its prefill kernel),
+    /// delta-rule (its prefill kernel).
+    #[arg(long, default_value = "selective-scan,ssd,attention,delta-rule")]
     ops: String,
     /// Small shapes (smoke run; the default on CPU adapters).
     #[arg(long)]

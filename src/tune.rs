@@ -4,10 +4,11 @@
 
 pub use crate::tuning::*;
 
-use crate::bench::{self, BenchConfig, BenchRow, ScanCase, SsdCase, Variants};
+use crate::bench::{self, BenchConfig, BenchRow, DeltaCase, ScanCase, SsdCase, Variants};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::attention::{cases::AttnCase, PrefillKernel, PrefillProblem};
+use crate::ops::delta_rule::{DeltaKernel, DeltaProblem};
 use crate::ops::kernel::Kernel;
 use crate::ops::selective_scan::ScanKernel;
 use crate::ops::ssd::SsdKernel;
@@ -42,6 +43,7 @@ enum Job {
     Scan(ScanCase),
     Ssd(SsdCase),
     Attention(AttnCase),
+    Delta(DeltaCase),
 }
 
 fn jobs(ops: &[&str], quick: bool) -> Result<Vec<Job>> {
@@ -57,9 +59,12 @@ fn jobs(ops: &[&str], quick: bool) -> Result<Vec<Job>> {
             "attention" => {
                 out.extend(AttnCase::tune_grid(quick).into_iter().map(Job::Attention));
             }
+            "delta-rule" => {
+                out.extend(DeltaCase::tune_grid(quick).into_iter().map(Job::Delta));
+            }
             other => {
                 return Err(Error::Invalid(format!(
-                    "cannot tune {other:?}; tunable ops: selective-scan, ssd, attention"
+                    "cannot tune {other:?}; tunable ops: selective-scan, ssd, attention, delta-rule"
                 )))
             }
         }
@@ -81,6 +86,33 @@ pub fn tune_ops(
     let mut table = TuneTable::new(TuneKey::of(dev.adapter_info()));
     let mut refused = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
+        if let Job::Delta(case) = job {
+            // Two buckets from one run: f32 models choose among the f32 kernels, f16 models
+            // also the tensor-core form.
+            let rows = delta_rows(dev, cfg, case, &|what| progress(i, jobs.len(), what))?;
+            for f16_ok in [false, true] {
+                let p = DeltaProblem {
+                    dims: case.dims,
+                    tokens: case.batch * case.len,
+                    longest: case.len,
+                    channel_gates: false,
+                    f16_ok,
+                };
+                let bucket = <DeltaKernel as Kernel>::bucket(&p);
+                let cands: Vec<BenchRow> = rows
+                    .iter()
+                    .filter(|r| f16_ok || r.variant != DeltaKernel::ChunkedCoop.name())
+                    .cloned()
+                    .collect();
+                match select(&cands) {
+                    Ok(entry) => {
+                        table.entries.insert(format!("{}/{bucket}", DeltaKernel::OP), entry);
+                    }
+                    Err(e) => refused.push(format!("{}/{bucket}: {e}", DeltaKernel::OP)),
+                }
+            }
+            continue;
+        }
         let (op, bucket, rows) = match job {
             Job::Scan(case) => {
                 let bucket = ScanKernel::bucket(case.shape(), case.batch);
@@ -114,6 +146,7 @@ pub fn tune_ops(
                     .collect();
                 (PrefillKernel::OP, bucket, rows)
             }
+            Job::Delta(_) => unreachable!("taken above"),
         };
         match select(&rows) {
             Ok(entry) => {
@@ -124,4 +157,22 @@ pub fn tune_ops(
     }
     progress(jobs.len(), jobs.len(), "done");
     Ok((table, refused))
+}
+
+/// The delta rule's prefill kernels on `case`, as rows named by kernel
+/// (`delta_rule.chunked.coop`, without the bench's head-dim suffix).
+fn delta_rows(
+    dev: &Device,
+    cfg: BenchConfig,
+    case: &DeltaCase,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<BenchRow>> {
+    progress(&format!("delta_rule/{}", case.describe()));
+    let rows = bench::delta_rule::delta_rule(dev, cfg, &Variants::all(), std::slice::from_ref(case), false)?;
+    let dim = format!(".dk{}", case.dims.dk);
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.case == "delta-rule")
+        .map(|r| BenchRow { variant: r.variant.replacen(&dim, "", 1), ..r })
+        .collect())
 }

@@ -53,6 +53,20 @@ impl DeltaCase {
         ]
     }
 
+    /// The tuning grid of `linseq tune delta-rule`: one prefill per bucket of sequence length
+    /// ([`crate::ops::delta_rule::DeltaProblem`]), at the heads of fla's shape.
+    pub fn tune_grid(quick: bool) -> Vec<DeltaCase> {
+        let d = |hk, hv, dk, dv| DeltaDims { key_heads: hk, value_heads: hv, dk, dv };
+        if quick {
+            return vec![DeltaCase { batch: 2, len: 256, dims: d(2, 4, 64, 64), kda: false }];
+        }
+        vec![
+            DeltaCase { batch: 8, len: 2048, dims: d(16, 16, 128, 128), kda: false },
+            DeltaCase { batch: 1, len: 16384, dims: d(16, 32, 128, 128), kda: false },
+            DeltaCase { batch: 1, len: 32768, dims: d(16, 16, 128, 128), kda: false },
+        ]
+    }
+
     /// A decode step: one token per sequence, continuing a state.
     pub fn is_decode(&self) -> bool {
         self.len == 1

@@ -23,6 +23,7 @@ pub mod plot;
 pub mod scan;
 pub use crate::ops::selective_scan::cases::ScanCase;
 pub use crate::ops::ssd::cases::SsdCase;
+pub use delta_rule::DeltaCase;
 pub use scan::{selective_scan, selective_scan_step, ssd, ssd_step};
 
 /// Timing statistics per dispatch, in seconds.

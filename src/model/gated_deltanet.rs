@@ -21,7 +21,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::nodes::{DeltaRuleNode, SeqSpec};
 use crate::graph::TensorId;
-use crate::ops::delta_rule::DeltaDims;
+use crate::ops::delta_rule::{self as dr, DeltaDims};
 use crate::ops::elementwise::{Binary, Unary};
 use crate::ops::norm::NormKind;
 use crate::tensor::{DType, Tensor};
@@ -318,6 +318,8 @@ pub struct DeltaCore<'a> {
     pub out_eps: f64,
     /// The chunked prefill may round its operands to f16 (the model's weights are f16).
     pub f16_ok: bool,
+    /// The device the graph is built for: it chooses the kernel.
+    pub dev: &'a Device,
 }
 
 impl DeltaCore<'_> {
@@ -348,7 +350,10 @@ impl DeltaCore<'_> {
             scale: 1.0 / (d.dk as f32).sqrt(),
             init: state.started(),
             channel_gates: wt.channel_gates,
-            f16_ok: self.f16_ok,
+            kernel: dr::choose(
+                self.dev,
+                &dr::DeltaProblem::of(batch.seqs.cu_seqlens(), wt.channel_gates, d, self.f16_ok),
+            ),
         };
         let o = b.g.op(node, &[qkv, g, beta, s, seqs])?;
         let out_norm = b.weight(&format!("{p}.out_norm"), &wt.out_norm);
@@ -398,7 +403,7 @@ impl Sublayer for GdnMixer {
 
     fn build(
         &self,
-        _dev: &Device,
+        dev: &Device,
         b: &mut Builder,
         batch: &Batch,
         state: &State,
@@ -424,6 +429,7 @@ impl Sublayer for GdnMixer {
             weights: &self.decay,
             out_eps: c.out_eps,
             f16_ok: self.w_qkv.dtype() == DType::F16,
+            dev,
         };
         let o = core.build(b, batch, state, qkv, al, beta)?;
         let o = b.g.binary(Binary::MulSilu, o, z)?;

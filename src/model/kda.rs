@@ -159,7 +159,7 @@ impl Sublayer for KdaMixer {
 
     fn build(
         &self,
-        _dev: &Device,
+        dev: &Device,
         b: &mut Builder,
         batch: &Batch,
         state: &State,
@@ -183,6 +183,7 @@ impl Sublayer for KdaMixer {
             weights: &self.decay,
             out_eps: c.eps,
             f16_ok: self.w_out.dtype() == DType::F16,
+            dev,
         };
         let o = core.build(b, batch, state, qkv, f, beta)?;
         let gate = b.linear(&format!("{p}.g_a"), xn, &self.w_ga, None)?;

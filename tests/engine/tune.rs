@@ -4,6 +4,7 @@
 
 use linseq::bench::{BenchRow, Stats};
 use linseq::ops::attention::{AttnDims, PrefillKernel, PrefillProblem};
+use linseq::ops::delta_rule::{self as dr, DeltaDims, DeltaKernel, DeltaProblem};
 use linseq::ops::kernel::Kernel;
 use linseq::ops::selective_scan::{ScanKernel, ScanShape};
 use linseq::ops::ssd::{SsdDims, SsdKernel};
@@ -157,6 +158,29 @@ fn choosers_use_the_tuned_choice_and_fall_back() {
         PrefillKernel::choose(&dev, ad, 300, true),
         if coop { PrefillKernel::Flash(128) } else { PrefillKernel::Plain }
     );
+    // The delta rule: the heuristic takes the recurrent kernel for a step and for per-channel
+    // gates, the tensor-core form for an f16 prefill where it runs, else the SIMT chunked form
+    // on a software adapter and the recurrent one on hardware; a tuned choice is taken where
+    // it supports the call, and a tuned tensor-core choice never reaches f32 weights.
+    let dd = DeltaDims { key_heads: 2, value_heads: 4, dk: 64, dv: 64 };
+    let prefill = |f16_ok| DeltaProblem::of(&[0, 300, 600], false, dd, f16_ok);
+    dev.set_tuning(TuneTable::new(TuneKey::of(dev.adapter_info())));
+    assert_eq!(dr::choose(&dev, &DeltaProblem::of(&[0, 1, 2], false, dd, true)), DeltaKernel::Recurrent);
+    assert_eq!(dr::choose(&dev, &DeltaProblem::of(&[0, 300], true, dd, true)), DeltaKernel::Recurrent);
+    let simt = if caps.software { DeltaKernel::Chunked } else { DeltaKernel::Recurrent };
+    assert_eq!(dr::choose(&dev, &prefill(false)), simt);
+    let tc = DeltaKernel::ChunkedCoop.runs(&caps, dd);
+    assert_eq!(dr::choose(&dev, &prefill(true)), if tc { DeltaKernel::ChunkedCoop } else { simt });
+    let mut t5 = TuneTable::new(TuneKey::of(dev.adapter_info()));
+    let other = if simt == DeltaKernel::Chunked { DeltaKernel::Recurrent } else { DeltaKernel::Chunked };
+    t5.entries.insert(format!("delta_rule/{}", DeltaKernel::bucket(&prefill(false))), entry(&other.name()));
+    t5.entries.insert(
+        format!("delta_rule/{}", DeltaKernel::bucket(&prefill(true))),
+        entry("delta_rule.chunked.coop"),
+    );
+    dev.set_tuning(t5);
+    assert_eq!(dr::choose(&dev, &prefill(false)), other);
+    assert_eq!(dr::choose(&dev, &prefill(true)), if tc { DeltaKernel::ChunkedCoop } else { simt });
     assert!(!dev
         .install_tuning(&TuneFile { format: tune::FORMAT, tables: vec![TuneTable::new(key("elsewhere"))] }));
 }

@@ -9,9 +9,8 @@ use crate::ops::Recorder;
 use crate::tensor::{DType, Tensor};
 
 /// The gated delta rule. Inputs: qkv `[T, width]` (q, k, v at `cols`), g and β `[T, Hv]`,
-/// state `[S, Hv, dk, dv]`, the sequence table. `init`: continue the state. A prefill takes
-/// the chunked WY form, whose working buffers are planned scratch; decode steps the recurrent
-/// kernel.
+/// state `[S, Hv, dk, dv]`, the sequence table. `init`: continue the state. The chunked WY
+/// forms' working buffers are planned scratch.
 #[derive(Debug)]
 pub struct DeltaRuleNode {
     pub seqs: SeqSpec,
@@ -22,9 +21,9 @@ pub struct DeltaRuleNode {
     pub init: bool,
     /// g holds one log decay per key channel (KDA), `[T, Hv·dk]`.
     pub channel_gates: bool,
-    /// f16 operands are acceptable (a model with f16 weights): the prefill may take the
-    /// tensor cores ([`dr::DeltaKernel::ChunkedCoop`]).
-    pub f16_ok: bool,
+    /// The kernel, chosen when the graph is built ([`dr::choose`]), so the scratch it plans is
+    /// the scratch the kernel takes.
+    pub kernel: dr::DeltaKernel,
 }
 
 impl NodeOp for DeltaRuleNode {
@@ -40,10 +39,9 @@ impl NodeOp for DeltaRuleNode {
         Ok((vec![ins[0].shape[0], self.dims.value_heads * self.dims.dv], DType::F32))
     }
     fn scratch(&self, _ins: &[&TensorDesc]) -> Vec<(Vec<usize>, DType)> {
-        let kernel = dr::kernel_for(&self.seqs.cu, self.channel_gates);
         let chunks = chunk_table(&self.seqs.cu, self.seqs.resets.as_deref(), dr::CHUNK).1;
         let t = self.seqs.cu.last().copied().unwrap_or(0);
-        dr::scratch_shapes(kernel, self.dims, t, chunks).into_iter().map(|s| (s, DType::F32)).collect()
+        dr::scratch_shapes(self.kernel, self.dims, t, chunks).into_iter().map(|s| (s, DType::F32)).collect()
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], scratch: &[&Tensor], out: &Tensor) -> Result<()> {
         let seqs = self.seqs.bind(ins[4])?;
@@ -60,13 +58,11 @@ impl NodeOp for DeltaRuleNode {
             init: self.init,
             channel_gates: self.channel_gates,
         };
-        let kernel =
-            dr::choose(rec.device().caps(), &self.seqs.cu, self.channel_gates, self.dims, self.f16_ok);
         let sc = match scratch {
             [w, u, gn, s0] => Some([*w, *u, *gn, *s0]),
             _ => None,
         };
-        dr::delta_rule_in(rec, &a, out, kernel, sc)
+        dr::delta_rule_in(rec, &a, out, self.kernel, sc)
     }
     fn reference(&self, ins: &[&[f64]], shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
         let f = |v: &[f64]| -> Vec<f32> { v.iter().map(|&x| x as f32).collect() };

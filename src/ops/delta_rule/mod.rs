@@ -281,10 +281,11 @@ pub fn variants() -> Vec<Variant> {
 }
 
 /// Records the gated delta rule of every token into `out` `[T, Hv·dv]`, leaving each
-/// sequence's last state in `state`: the chunked form when a sequence has more than one token
-/// (and the gates are per head), else the recurrent step.
+/// sequence's last state in `state`, with the kernel [`choose`] takes for f32 operands.
 pub fn delta_rule(rec: &mut Recorder, a: &DeltaArgs, out: &Tensor) -> Result<()> {
-    delta_rule_with(rec, a, out, kernel_for(a.seqs.cu_seqlens(), a.channel_gates))
+    let p = DeltaProblem::of(a.seqs.cu_seqlens(), a.channel_gates, a.dims, false);
+    let kernel = choose(rec.device(), &p);
+    delta_rule_with(rec, a, out, kernel)
 }
 
 /// Whether the kernels run on this device: not through GL, whose (Mesa) compiler took over six
@@ -293,47 +294,99 @@ pub fn runs(caps: &crate::device::Capabilities) -> bool {
     caps.backend != "Gl"
 }
 
-/// The kernel [`delta_rule`] takes for sequences `cu` (with per-channel gates: the recurrent
-/// one).
-pub fn kernel_for(cu: &[usize], channel_gates: bool) -> DeltaKernel {
-    if !channel_gates && cu.windows(2).any(|w| w[1] - w[0] > 1) {
-        DeltaKernel::Chunked
-    } else {
-        DeltaKernel::Recurrent
+/// What the kernel choice depends on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeltaProblem {
+    pub dims: DeltaDims,
+    /// Tokens of the call, and of its longest sequence.
+    pub tokens: usize,
+    pub longest: usize,
+    /// Gates per key channel (Kimi Delta Attention): the recurrent kernel only, for now.
+    pub channel_gates: bool,
+    /// f16 operands are acceptable (a model with f16 weights): the tensor-core form may run.
+    pub f16_ok: bool,
+}
+
+impl DeltaProblem {
+    /// The problem of a call over sequences `cu`.
+    pub fn of(cu: &[usize], channel_gates: bool, dims: DeltaDims, f16_ok: bool) -> Self {
+        let longest = cu.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        DeltaProblem { dims, tokens: cu.last().copied().unwrap_or(0), longest, channel_gates, f16_ok }
     }
 }
 
-/// The kernel for a call on `caps`: [`kernel_for`]'s, with the chunked form on the tensor
-/// cores where f16 operands are acceptable (`f16_ok`: a model with f16 weights) and the
-/// device and dims allow it.
-pub fn choose(
-    caps: &crate::device::Capabilities,
-    cu: &[usize],
-    channel_gates: bool,
-    d: DeltaDims,
-    f16_ok: bool,
-) -> DeltaKernel {
-    match kernel_for(cu, channel_gates) {
-        DeltaKernel::Chunked if f16_ok && DeltaKernel::ChunkedCoop.runs(caps, d) => DeltaKernel::ChunkedCoop,
-        k => k,
+impl crate::ops::kernel::Kernel for DeltaKernel {
+    const OP: &'static str = "delta_rule";
+    type Problem = DeltaProblem;
+    fn all() -> Vec<Self> {
+        vec![DeltaKernel::Recurrent, DeltaKernel::Chunked, DeltaKernel::ChunkedCoop]
     }
+    fn name(&self) -> String {
+        match self {
+            DeltaKernel::Recurrent => "delta_rule.recurrent",
+            DeltaKernel::Chunked => "delta_rule.chunked",
+            DeltaKernel::ChunkedCoop => "delta_rule.chunked.coop",
+        }
+        .into()
+    }
+    fn supports(&self, caps: &crate::device::Capabilities, p: &DeltaProblem) -> bool {
+        match self {
+            DeltaKernel::Recurrent => true,
+            DeltaKernel::Chunked => !p.channel_gates,
+            DeltaKernel::ChunkedCoop => !p.channel_gates && p.f16_ok && self.runs(caps, p.dims),
+        }
+    }
+    fn bucket(p: &DeltaProblem) -> String {
+        let class = match p.longest {
+            0..=1 => "step",
+            2..4096 => "L<4K",
+            4096..32768 => "L<32K",
+            _ => "L>=32K",
+        };
+        let dtype = if p.f16_ok { "f16" } else { "f32" };
+        format!("dk={} dv={} {class} {dtype}", p.dims.dk, p.dims.dv)
+    }
+    /// A step (or per-channel gates) takes the recurrent kernel; a prefill takes the
+    /// tensor-core form where it runs. Otherwise the SIMT chunked form on software adapters
+    /// (lavapipe runs it 2× faster than the recurrent one: CI's bench smoke run) and the
+    /// recurrent kernel on hardware (the H200 runs it 3.4–4.8× faster than the SIMT chunked
+    /// form on fla's shape and Qwen3-Next's layer: BENCHMARKS.md); `linseq tune delta-rule`
+    /// measures the choice on other adapters.
+    fn heuristic(caps: &crate::device::Capabilities, p: &DeltaProblem) -> Self {
+        if p.longest <= 1 || p.channel_gates {
+            DeltaKernel::Recurrent
+        } else if DeltaKernel::ChunkedCoop.supports(caps, p) {
+            DeltaKernel::ChunkedCoop
+        } else if caps.software {
+            DeltaKernel::Chunked
+        } else {
+            DeltaKernel::Recurrent
+        }
+    }
+}
+
+/// The kernel for `p` on `dev`: its tuned choice for the bucket where it has one that runs
+/// here, else the heuristic ([`crate::ops::kernel::Kernel::heuristic`]).
+pub fn choose(dev: &crate::device::Device, p: &DeltaProblem) -> DeltaKernel {
+    crate::ops::kernel::choose(dev, p)
 }
 
 /// The chunked form's scratch for `t` tokens in `chunks` chunks: W `[T, Hv·dk]`, U
 /// `[T, Hv·dv]`, per-token gates `[T, Hv, 4]` and the chunks' entering states
 /// `[chunks, Hv, dk, dv]` (none for the recurrent kernel). The tensor-core form keeps W, K̂
-/// and the entering states as f16 pairs in the same f32-sized words: W's rows hold W and K̂,
-/// and the entering states fill the first half of theirs. Both chunked forms take the same
-/// shapes, because a graph plans its scratch before it knows which form the device runs.
+/// and the entering states as f16 pairs in f32-sized words: W's rows hold W and K̂, and the
+/// entering states take `dv / 2` words a row. (A graph node plans its scratch with the kernel
+/// it chose when it was built, [`choose`], so the two agree.)
 pub fn scratch_shapes(kernel: DeltaKernel, d: DeltaDims, t: usize, chunks: usize) -> Vec<Vec<usize>> {
     if kernel == DeltaKernel::Recurrent {
         return Vec::new();
     }
+    let state_words = if kernel == DeltaKernel::ChunkedCoop { d.dv / 2 } else { d.dv };
     vec![
         vec![t.max(1), d.value_heads * d.dk],
         vec![t.max(1), d.value_heads * d.dv],
         vec![t.max(1), d.value_heads, 4],
-        vec![chunks.max(1), d.value_heads, d.dk, d.dv],
+        vec![chunks.max(1), d.value_heads, d.dk, state_words],
     ]
 }
 

@@ -373,18 +373,32 @@ fn the_graph_node_plans_its_scratch_and_matches_the_graph_reference() {
     use linseq::graph::nodes::{DeltaRuleNode, SeqSpec};
     use linseq::graph::{reference, Executable, Graph, PlanOptions};
     use std::collections::HashMap;
-    // Qwen3-Next's tiny linear layer: 2 key heads of 32, 4 value heads of 64; a prefill (the
-    // chunked form, scratch planned) and a decode step (the recurrent kernel). Then a layer
-    // with f16 operands allowed and heads of 64, which the tensor cores take where the adapter
-    // has them: its scratch is planned before the kernel is chosen.
+    // Qwen3-Next's tiny linear layer: 2 key heads of 32, 4 value heads of 64, as a prefill and
+    // a decode step; then a layer with f16 operands allowed and heads of 64, which the tensor
+    // cores take where the adapter has them. Every kernel that supports the call, each
+    // planning its own scratch.
+    use linseq::ops::kernel::Kernel;
     for dev in devices().iter().filter(|d| runs_here(d)) {
         let mut rng = Rng::new(75);
-        for (d, f16_ok, lens) in [
+        let calls = [
             (dims(2, 4, 32, 64), false, vec![70usize, 5]),
             (dims(2, 4, 32, 64), false, vec![1, 1]),
             (dims(1, 2, 64, 64), true, vec![70, 5]),
-        ] {
-            let coop = f16_ok && DeltaKernel::ChunkedCoop.runs(dev.caps(), d);
+        ];
+        let mut runs = Vec::new();
+        for (d, f16_ok, lens) in calls {
+            let cu: Vec<usize> = std::iter::once(0)
+                .chain(lens.iter().scan(0, |a, &l| {
+                    *a += l;
+                    Some(*a)
+                }))
+                .collect();
+            let p = dr::DeltaProblem::of(&cu, false, d, f16_ok);
+            for k in DeltaKernel::all().into_iter().filter(|k| k.supports(dev.caps(), &p)) {
+                runs.push((d, lens.clone(), k));
+            }
+        }
+        for (d, lens, kernel) in runs {
             let t: usize = lens.iter().sum();
             let spec = SeqSpec {
                 cu: std::iter::once(0)
@@ -409,7 +423,7 @@ fn the_graph_node_plans_its_scratch_and_matches_the_graph_reference() {
                 scale: 0.17,
                 init: true,
                 channel_gates: false,
-                f16_ok,
+                kernel,
             };
             let y = g.op(node, &[qkv, gt, bt, st, seqs]).unwrap();
             g.output(y);
@@ -429,14 +443,8 @@ fn the_graph_node_plans_its_scratch_and_matches_the_graph_reference() {
             exe.run().unwrap();
             let got = exe.read_output::<f32>(y).unwrap();
             let want = reference::evaluate(&g, &host).unwrap();
-            let bounds = if coop { F16_BOUND } else { F32_BOUND };
-            check_within(
-                dev,
-                &format!("graph node {d:?} {lens:?} (tensor cores: {coop})"),
-                &got,
-                &want[y.0],
-                bounds,
-            );
+            let bounds = if kernel.uses_f16() { F16_BOUND } else { F32_BOUND };
+            check_within(dev, &format!("graph node {d:?} {lens:?} {kernel:?}"), &got, &want[y.0], bounds);
         }
     }
 }
