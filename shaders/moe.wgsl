@@ -2,7 +2,8 @@
 //   logits : [T, E]          router logits
 //   route  : [T, 2·K]        per token the K chosen experts (as f32, exact) then their weights
 //   x      : [T, d]          the normed input
-//   w_gu   : [E, 2·I, d]     each expert's gate rows, then its up rows (transformers' gate_up_proj)
+//   w_gate, w_up : [E, I, d]  each expert's gate and up rows, in two bindings (stacked, a large
+//                            model's would outgrow one)
 //   h      : [T, K, I]       silu(gate) · up of each chosen expert
 //   w_down : [E, d, I]
 //   y      : [T, d]          y (+)= Σ_k weight_k · W_down[e_k]·h_k  (+ sigmoid(z)·shared)
@@ -91,6 +92,10 @@ fn moe_route(inv: RowInvocation) {
 @group(0) @binding(5) var<storage, {{ACT}}> shared_out: array<f32>;
 @group(0) @binding(6) var<storage, {{ACT}}> shared_gate: array<f32>;
 #endif
+#if UP
+// (`w` is the gate weight.)
+@group(0) @binding(5) var<storage, read> wu: array<{{WTYPE}}>;
+#endif
 var<workgroup> red: array<f32, 256>;
 
 // Weight element i (flat).
@@ -102,12 +107,27 @@ fn wat(i: u32) -> f32 {
 #endif
 }
 
-// Σ_j w[wb + j]·x[xb + j] over n elements by the 64 invocations (ROWS at once: r0..r3).
+#if UP
+fn wat_up(i: u32) -> f32 {
+#if W_F16P
+    return unpack2x16float(wu[i >> 1u])[i & 1u];
+#else
+    return wu[i];
+#endif
+}
+#endif
+
+// Σ_j w[wb + j]·x[xb + j] over n elements by the 64 invocations, four rows at once (UP: the
+// last two rows from the up weight).
 fn dot4(lid: u32, wb: vec4<u32>, xb: u32, n: u32) -> vec4<f32> {
     var acc = vec4<f32>();
     for (var j = lid; j < n; j += 64u) {
         let xv = xin[xb + j];
+#if UP
+        acc += vec4<f32>(wat(wb.x + j), wat(wb.y + j), wat_up(wb.z + j), wat_up(wb.w + j)) * xv;
+#else
         acc += vec4<f32>(wat(wb.x + j), wat(wb.y + j), wat(wb.z + j), wat(wb.w + j)) * xv;
+#endif
     }
     red[lid] = acc.x;
     red[64u + lid] = acc.y;
@@ -126,7 +146,7 @@ fn dot4(lid: u32, wb: vec4<u32>, xb: u32, n: u32) -> vec4<f32> {
 }
 
 #if UP
-// h[t, k, n] = silu(W_gu[e][n]·x_t) · (W_gu[e][I + n]·x_t) for 2 rows n at a time (the dot4
+// h[t, k, n] = silu(W_gate[e][n]·x_t) · (W_up[e][n]·x_t) for 2 rows n at a time (the dot4
 // lanes: gate n, gate n + 1, up n, up n + 1). Workgroup: (t, k, pair of rows).
 @compute @workgroup_size(64)
 fn moe_up(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -138,8 +158,8 @@ fn moe_up(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
     let t = idx / (pairs * p.k);
     let e = min(u32(route[t * 2u * p.k + slot]), p.experts - 1u);
     let n1 = min(n0 + 1u, p.inter - 1u);
-    let eb = e * 2u * p.inter * p.d;
-    let wb = vec4<u32>(eb + n0 * p.d, eb + n1 * p.d, eb + (p.inter + n0) * p.d, eb + (p.inter + n1) * p.d);
+    let eb = e * p.inter * p.d;
+    let wb = vec4<u32>(eb + n0 * p.d, eb + n1 * p.d, eb + n0 * p.d, eb + n1 * p.d);
     let v = dot4(lid, wb, t * p.d, p.d);
     if (lid == 0u) {
         let ob = (t * p.k + slot) * p.inter;

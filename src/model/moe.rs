@@ -116,7 +116,8 @@ pub struct MoeMlp {
     router: Tensor,
     /// The sigmoid routing's correction bias `[E]`.
     bias: Option<Tensor>,
-    gate_up: Tensor,
+    gate: Tensor,
+    up: Tensor,
     down: Tensor,
     /// The shared expert: gate, up, down, and (gated) its gate `[1, d]`.
     shared: Option<([Tensor; 3], Option<Tensor>)>,
@@ -167,13 +168,14 @@ impl MoeMlp {
     ) -> Result<Self> {
         c.check()?;
         let MoeDims { experts, d, inter, .. } = c.dims;
-        let mut gate_up = Vec::with_capacity(experts * 2 * inter * d);
+        let mut gate = Vec::with_capacity(experts * inter * d);
+        let mut up = Vec::with_capacity(experts * inter * d);
         let mut down = Vec::with_capacity(experts * d * inter);
         let [g, u, dn] = c.layout.expert_names();
         for e in 0..experts {
             let q = format!("{p}.experts.{e}");
-            gate_up.extend(w.f32(&format!("{q}.{g}.weight"), Some(&[inter, d]))?.0);
-            gate_up.extend(w.f32(&format!("{q}.{u}.weight"), Some(&[inter, d]))?.0);
+            gate.extend(w.f32(&format!("{q}.{g}.weight"), Some(&[inter, d]))?.0);
+            up.extend(w.f32(&format!("{q}.{u}.weight"), Some(&[inter, d]))?.0);
             down.extend(w.f32(&format!("{q}.{dn}.weight"), Some(&[d, inter]))?.0);
         }
         let mat = |name: String, shape: &[usize]| w.upload(dev, &name, shape, shape, dtype);
@@ -205,7 +207,8 @@ impl MoeMlp {
             norm: w.norm(dev, norm_name, d, c.norm_plus_one)?,
             router: w.upload(dev, &format!("{p}.gate.weight"), &[experts, d], &[experts, d], DType::F32)?,
             bias,
-            gate_up: Tensor::from_f32(dev, &[experts, 2 * inter, d], &gate_up, dtype)?,
+            gate: Tensor::from_f32(dev, &[experts, inter, d], &gate, dtype)?,
+            up: Tensor::from_f32(dev, &[experts, inter, d], &up, dtype)?,
             down: Tensor::from_f32(dev, &[experts, d, inter], &down, dtype)?,
             shared,
         })
@@ -233,8 +236,9 @@ impl Sublayer for MoeMlp {
         }
         let node = MoeRouteNode { dims: c.dims, scoring: c.layout.scoring(), norm_topk: c.norm_topk };
         let route = b.g.op(node, &rins)?;
-        let gate_up = b.weight(&format!("{p}.gate_up"), &self.gate_up);
-        let hid = b.g.op(MoeUpNode { dims: c.dims }, &[xn, gate_up, route])?;
+        let gate = b.weight(&format!("{p}.gate"), &self.gate);
+        let up = b.weight(&format!("{p}.up"), &self.up);
+        let hid = b.g.op(MoeUpNode { dims: c.dims }, &[xn, gate, up, route])?;
         let down = b.weight(&format!("{p}.down"), &self.down);
         let mut ins = vec![hid, down, route];
         if let Some(([g, u, dn], sg)) = &self.shared {
@@ -255,6 +259,12 @@ impl Sublayer for MoeMlp {
         let shared =
             self.shared.iter().flat_map(|(m, g)| m.iter().chain(g)).map(Tensor::numel).sum::<usize>();
         let bias = self.bias.as_ref().map_or(0, Tensor::numel);
-        self.norm.numel() + self.router.numel() + bias + self.gate_up.numel() + self.down.numel() + shared
+        self.norm.numel()
+            + self.router.numel()
+            + bias
+            + self.gate.numel()
+            + self.up.numel()
+            + self.down.numel()
+            + shared
     }
 }

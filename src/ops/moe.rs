@@ -1,7 +1,8 @@
 //! Mixture-of-experts MLPs (`shaders/moe.wgsl`): a router over E experts keeps the top K per
 //! token ([`Scoring`]: Qwen3-Next's softmax, or Kimi-Linear's sigmoid with a correction bias and
 //! a routed scale; renormalised with `norm_topk_prob`); each chosen expert is a SwiGLU MLP
-//! (`gate_up` `[E, 2·I, d]`, `down` `[E, d, I]`), the outputs summed with the router's weights,
+//! (`gate` and `up` `[E, I, d]` each, `down` `[E, d, I]`: kept apart, so that a large model's
+//! experts fit a binding, as Kimi-Linear-48B's, whose stacked gate and up would take 2.4 GB), the outputs summed with the router's weights,
 //! plus an optional shared expert's output (scaled by sigmoid of its gate where it has one).
 //!
 //! Three kernels: [`route`] (one workgroup per token), [`experts_up`] (silu(gate)·up of each
@@ -165,7 +166,7 @@ pub fn route(
     rec.dispatch(&route_variant(), &p, &[logits, out, bias], grid(rec.device(), t)?)
 }
 
-/// One of the experts' stacked weights (`gate_up` `[E, 2·I, d]` or `down` `[E, d, I]`) with
+/// One of the experts' stacked weights (`gate` `[E, I, d]` or `down` `[E, d, I]`) with
 /// the routing that picks its experts ([`route`]'s output).
 #[derive(Clone, Copy)]
 pub struct Routed<'a> {
@@ -174,17 +175,31 @@ pub struct Routed<'a> {
 }
 
 /// Records `h` `[T, K·I]` = silu(gate)·up of each token's chosen experts; `x` `[T, d]`, the
-/// weight `gate_up`.
-pub fn experts_up(rec: &mut Recorder, m: MoeDims, x: &Tensor, gate_up: Routed, h: &Tensor) -> Result<()> {
+/// weights `gate` (with the route) and `up`, `[E, I, d]` each and of one dtype.
+pub fn experts_up(
+    rec: &mut Recorder,
+    m: MoeDims,
+    x: &Tensor,
+    gate: Routed,
+    up: &Tensor,
+    h: &Tensor,
+) -> Result<()> {
     m.check()?;
     let t = tokens_of(x, m.d, "input")?;
-    let Routed { weight: gate_up, route } = gate_up;
-    let f16 = check_weight(gate_up, [m.experts, 2 * m.inter, m.d], "gate_up")?;
+    let Routed { weight: gate, route } = gate;
+    let f16 = check_weight(gate, [m.experts, m.inter, m.d], "gate")?;
+    if check_weight(up, [m.experts, m.inter, m.d], "up")? != f16 {
+        return Err(Error::Shape(format!(
+            "MoE gate {:?} and up {:?} must share a dtype",
+            gate.dtype(),
+            up.dtype()
+        )));
+    }
     super::expect("MoE route", route, &[t, 2 * m.k], DType::F32)?;
     super::expect("MoE h", h, &[t, m.k * m.inter], DType::F32)?;
     let p = m.params(t, 0, 1.0)?;
     let wg = grid(rec.device(), t * m.k * m.inter.div_ceil(2))?;
-    rec.dispatch(&experts_variant(false, f16), &p, &[x, gate_up, route, h], wg)
+    rec.dispatch(&experts_variant(false, f16), &p, &[x, gate, route, h, up], wg)
 }
 
 /// The shared expert of [`experts_down`]: its output `[T, d]` and, when it is gated, the gate
@@ -230,13 +245,14 @@ pub fn experts_down(
 }
 
 /// f64 reference of the whole MLP after its norm: y `[T, d]` from x `[T, d]`, the router
-/// weight `[E, d]`, gate_up `[E, 2I, d]`, down `[E, d, I]`, and optionally the shared expert's
+/// weight `[E, d]`, gate and up `[E, I, d]`, down `[E, d, I]`, and optionally the shared expert's
 /// output `[T, d]` with (gated) its gate logits `[T]`.
 pub struct MoeRef<'a> {
     pub m: MoeDims,
     pub x: &'a [f32],
     pub router: &'a [f32],
-    pub gate_up: &'a [f32],
+    pub gate: &'a [f32],
+    pub up: &'a [f32],
     pub down: &'a [f32],
     pub norm_topk: bool,
     pub scoring: Scoring,
@@ -293,17 +309,17 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// f64 reference of [`experts_up`]: h `[T, K·I]` from x `[T, d]`, gate_up and the route.
-pub fn experts_up_ref(m: MoeDims, x: &[f64], gate_up: &[f64], route: &[f64]) -> Vec<f64> {
+/// f64 reference of [`experts_up`]: h `[T, K·I]` from x `[T, d]`, gate, up and the route.
+pub fn experts_up_ref(m: MoeDims, x: &[f64], gate: &[f64], up: &[f64], route: &[f64]) -> Vec<f64> {
     let MoeDims { k, d, inter, .. } = m;
     let mut out = Vec::with_capacity(route.len() / 2 * inter);
     for t in 0..route.len() / (2 * k) {
         let xr = &x[t * d..(t + 1) * d];
-        let row = |e: usize, r: usize| dot(&gate_up[(e * 2 * inter + r) * d..][..d], xr);
+        let row = |w: &[f64], e: usize, n: usize| dot(&w[(e * inter + n) * d..][..d], xr);
         for e in route_row(route, k, t).0 {
             out.extend((0..inter).map(|n| {
-                let g = row(e, n);
-                g / (1.0 + (-g).exp()) * row(e, inter + n)
+                let g = row(gate, e, n);
+                g / (1.0 + (-g).exp()) * row(up, e, n)
             }));
         }
     }
@@ -354,7 +370,7 @@ pub fn moe_ref(r: &MoeRef) -> Vec<f64> {
         route.extend(chosen.iter().map(|&e| e as f64));
         route.extend(weights);
     }
-    let h = experts_up_ref(r.m, &x, &wide(r.gate_up), &route);
+    let h = experts_up_ref(r.m, &x, &wide(r.gate), &wide(r.up), &route);
     let shared = r.shared.map(|(so, sg)| (wide(so), sg.map(wide)));
     let shared = shared.as_ref().map(|(so, sg)| (so.as_slice(), sg.as_deref()));
     experts_down_ref(r.m, &h, &wide(r.down), &route, shared, &vec![0.0; t_all * d])

@@ -47,7 +47,7 @@ impl NodeOp for MoeRouteNode {
     }
 }
 
-/// silu(gate)·up of each token's chosen experts. Inputs: x `[T, d]`, gate_up `[E, 2·I, d]`,
+/// silu(gate)·up of each token's chosen experts. Inputs: x `[T, d]`, gate and up `[E, I, d]`,
 /// the route; output `[T, K·I]`.
 #[derive(Debug)]
 pub struct MoeUpNode {
@@ -59,17 +59,17 @@ impl NodeOp for MoeUpNode {
         "moe_up"
     }
     fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
-        if ins.len() != 3 {
-            return Err(Error::Shape("moe_up takes x, gate_up, route".into()));
+        if ins.len() != 4 {
+            return Err(Error::Shape("moe_up takes x, gate, up, route".into()));
         }
-        activations("moe_up", &[ins[0], ins[2]], &[DType::F32])?;
+        activations("moe_up", &[ins[0], ins[3]], &[DType::F32])?;
         Ok((vec![ins[0].shape[0], self.dims.k * self.dims.inter], DType::F32))
     }
     fn record(&self, rec: &mut Recorder, ins: &[&Tensor], _scratch: &[&Tensor], out: &Tensor) -> Result<()> {
-        moe::experts_up(rec, self.dims, ins[0], Routed { weight: ins[1], route: ins[2] }, out)
+        moe::experts_up(rec, self.dims, ins[0], Routed { weight: ins[1], route: ins[3] }, ins[2], out)
     }
     fn reference(&self, ins: &[&[f64]], _shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
-        Some(Ok(moe::experts_up_ref(self.dims, ins[0], ins[1], ins[2])))
+        Some(Ok(moe::experts_up_ref(self.dims, ins[0], ins[1], ins[2], ins[3])))
     }
 }
 

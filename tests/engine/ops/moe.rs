@@ -46,10 +46,11 @@ fn routed_experts_and_the_shared_expert_match_the_reference() {
             let MoeDims { experts, k, d, inter } = m;
             let x = rng.vec(t * d, -1.0, 1.0);
             let router = rng.vec(experts * d, -0.5, 0.5);
-            let mut gate_up = rng.vec(experts * 2 * inter * d, -0.2, 0.2);
+            let mut gate = rng.vec(experts * inter * d, -0.2, 0.2);
+            let mut upw = rng.vec(experts * inter * d, -0.2, 0.2);
             let mut down = rng.vec(experts * d * inter, -0.2, 0.2);
             if dtype == DType::F16 {
-                for v in gate_up.iter_mut().chain(down.iter_mut()) {
+                for v in gate.iter_mut().chain(upw.iter_mut()).chain(down.iter_mut()) {
                     *v = half::f16::from_f32(*v).to_f32();
                 }
             }
@@ -59,7 +60,8 @@ fn routed_experts_and_the_shared_expert_match_the_reference() {
             let up = |h: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(dev, shape, h, dt).unwrap();
             let xt = up(&x, &[t, d], DType::F32);
             let rt = up(&router, &[experts, d], DType::F32);
-            let gut = up(&gate_up, &[experts, 2 * inter, d], dtype);
+            let gt = up(&gate, &[experts, inter, d], dtype);
+            let ut = up(&upw, &[experts, inter, d], dtype);
             let dnt = up(&down, &[experts, d, inter], dtype);
             let (sot, sgt) = (up(&so, &[t, d], DType::F32), up(&sg, &[t, 1], DType::F32));
             let bt = up(&bias, &[experts], DType::F32);
@@ -71,7 +73,7 @@ fn routed_experts_and_the_shared_expert_match_the_reference() {
             let mut rec = Recorder::new(dev);
             linseq::ops::matmul::linear(&mut rec, &xt, &rt, None, &logits).unwrap();
             moe::route(&mut rec, m, &logits, (scoring, norm_topk), sigmoid.then_some(&bt), &route).unwrap();
-            moe::experts_up(&mut rec, m, &xt, Routed { weight: &gut, route: &route }, &h).unwrap();
+            moe::experts_up(&mut rec, m, &xt, Routed { weight: &gt, route: &route }, &ut, &h).unwrap();
             let sh = shared.map(|gated| Shared { out: &sot, gate: gated.then_some(&sgt) });
             moe::experts_down(&mut rec, m, &h, Routed { weight: &dnt, route: &route }, sh, false, &y)
                 .unwrap();
@@ -80,7 +82,8 @@ fn routed_experts_and_the_shared_expert_match_the_reference() {
                 m,
                 x: &x,
                 router: &router,
-                gate_up: &gate_up,
+                gate: &gate,
+                up: &upw,
                 down: &down,
                 norm_topk,
                 scoring,
@@ -113,7 +116,8 @@ fn bad_moe_calls_are_clear_errors() {
     let m = MoeDims { experts: 8, k: 2, d: 16, inter: 8 };
     let e = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap();
     let (logits, route, x, h) = (e(&[3, 8]), e(&[3, 4]), e(&[3, 16]), e(&[3, 16]));
-    let (gu, dn) = (e(&[8, 16, 16]), e(&[8, 16, 8]));
+    let (gu, dn) = (e(&[8, 8, 16]), e(&[8, 16, 8]));
+    let gu16 = Tensor::empty(dev, &[8, 8, 16], DType::F16).unwrap();
     let mut rec = Recorder::new(dev);
     for (bad, want) in [
         (MoeDims { k: 9, ..m }, "experts"),
@@ -126,8 +130,12 @@ fn bad_moe_calls_are_clear_errors() {
     let sig = (Scoring::Sigmoid { scale: 1.0 }, true);
     let err = moe::route(&mut rec, m, &logits, sig, None, &route).unwrap_err();
     assert!(err.to_string().contains("bias"), "{err}");
-    let err = moe::experts_up(&mut rec, m, &x, Routed { weight: &dn, route: &route }, &h).unwrap_err();
-    assert!(err.to_string().contains("gate_up"), "{err}");
+    let err = moe::experts_up(&mut rec, m, &x, Routed { weight: &dn, route: &route }, &gu, &h).unwrap_err();
+    assert!(err.to_string().contains("gate"), "{err}");
+    let err = moe::experts_up(&mut rec, m, &x, Routed { weight: &gu, route: &route }, &dn, &h).unwrap_err();
+    assert!(err.to_string().contains("up"), "{err}");
+    let err = moe::experts_up(&mut rec, m, &x, Routed { weight: &gu, route: &route }, &gu16, &h).unwrap_err();
+    assert!(err.to_string().contains("dtype"), "{err}");
     let err = moe::experts_down(&mut rec, m, &h, Routed { weight: &gu, route: &route }, None, false, &x)
         .unwrap_err();
     assert!(err.to_string().contains("down"), "{err}");
@@ -152,7 +160,8 @@ fn the_moe_nodes_match_the_graph_reference() {
             let mut g = Graph::new();
             let logits = g.input("logits", &[t, m.experts], DType::F32);
             let x = g.input("x", &[t, m.d], DType::F32);
-            let gate_up = g.input("gate_up", &[m.experts, 2 * m.inter, m.d], DType::F32);
+            let gate = g.input("gate", &[m.experts, m.inter, m.d], DType::F32);
+            let upw = g.input("up", &[m.experts, m.inter, m.d], DType::F32);
             let down = g.input("down", &[m.experts, m.d, m.inter], DType::F32);
             let so = g.input("shared_out", &[t, m.d], DType::F32);
             let sg = g.input("shared_gate", &[t, 1], DType::F32);
@@ -162,7 +171,7 @@ fn the_moe_nodes_match_the_graph_reference() {
                 rins.push(g.input("bias", &[m.experts], DType::F32));
             }
             let route = g.op(MoeRouteNode { dims: m, scoring, norm_topk: true }, &rins).unwrap();
-            let h = g.op(MoeUpNode { dims: m }, &[x, gate_up, route]).unwrap();
+            let h = g.op(MoeUpNode { dims: m }, &[x, gate, upw, route]).unwrap();
             let mut dins = vec![h, down, route, so];
             if shared == Some(true) {
                 dins.push(sg);
@@ -174,7 +183,8 @@ fn the_moe_nodes_match_the_graph_reference() {
             for (name, n) in [
                 ("logits", t * m.experts),
                 ("x", t * m.d),
-                ("gate_up", m.experts * 2 * m.inter * m.d),
+                ("gate", m.experts * m.inter * m.d),
+                ("up", m.experts * m.inter * m.d),
                 ("down", m.experts * m.d * m.inter),
                 ("shared_out", t * m.d),
                 ("shared_gate", t),
@@ -184,7 +194,7 @@ fn the_moe_nodes_match_the_graph_reference() {
                 host.insert(name.to_string(), rng.vec(n, -1.0, 1.0));
             }
             let exe = Executable::new(dev, g.clone(), &PlanOptions::for_device(dev.caps())).unwrap();
-            for name in ["logits", "x", "gate_up", "down", "shared_out", "shared_gate", "residual"] {
+            for name in ["logits", "x", "gate", "up", "down", "shared_out", "shared_gate", "residual"] {
                 exe.write_f32(name, &host[name]).unwrap();
             }
             if sigmoid {
