@@ -42,7 +42,7 @@ pub struct BenchArgs {
     /// `scaling-selective-scan.svg`, `scaling-attention.svg`).
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
-    /// Model benchmark: mamba-130m, mamba2-130m, mamba-1.4b, recurrentgemma-2b, mistral-7b-8l or qwen3.5-0.8b (random weights of the real
+    /// Model benchmark: mamba-130m, mamba2-130m, mamba-1.4b, recurrentgemma-2b, mistral-7b-8l, qwen3.5-0.8b or kimi-linear-48b-4l (random weights of the real
     /// configuration, written once to --model-dir).
     #[arg(long, default_value = "mamba-130m")]
     preset: String,

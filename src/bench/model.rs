@@ -128,7 +128,7 @@ pub fn model(
             continue;
         }
         let stats = wall_stats(times);
-        let flops = 2.0 * params as f64 * len as f64;
+        let flops = 2.0 * m.parameters_read(1) as f64 * len as f64;
         let mut r =
             row("prefill", &variant, format!("B=1 L={len}"), stats, Work { bytes: 0.0, flops }, roof, None);
         r.tokens_per_s = Some(len as f64 / stats.median);
@@ -184,14 +184,17 @@ pub fn model(
             times.push(t0.elapsed().as_secs_f64() / plan.decode_steps as f64);
         }
         let looped = wall_stats(times);
-        let flops = 2.0 * params as f64 * batch as f64;
+        // Each token's multiply-adds: every parameter but the experts it is not routed to.
+        let flops = 2.0 * m.parameters_read(1) as f64 * batch as f64;
         for (case, stats, n) in [
             ("decode", looped, gen.dispatches()),
             ("decode-sync", sync, gen.dispatches() - 1),
             ("decode-gpu", gpu_stats, gen.dispatches() - 1),
         ] {
             let shape = format!("S={batch} ({n} dispatches)");
-            let mut r = row(case, &variant, shape, stats, Work { bytes: weight_bytes, flops }, roof, None);
+            // A mixture of experts reads only the experts the step routes to.
+            let bytes = (m.parameters_read(batch) * dtype.size()) as f64;
+            let mut r = row(case, &variant, shape, stats, Work { bytes, flops }, roof, None);
             r.tokens_per_s = Some(batch as f64 / stats.median);
             rows.push(r);
         }

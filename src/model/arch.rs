@@ -20,6 +20,11 @@ pub trait Runtime: Send + Sync {
     fn model_type(&self) -> &'static str;
     fn vocab(&self) -> usize;
     fn parameters(&self) -> usize;
+    /// Parameters one decode step of `batch` sequences reads (a mixture of experts reads only
+    /// the routed experts).
+    fn parameters_read(&self, _batch: usize) -> usize {
+        self.parameters()
+    }
     /// A stable description of the configuration (a state records its fingerprint).
     fn config_text(&self) -> String;
     /// The state slots of `sequences` sequences.
@@ -121,6 +126,9 @@ macro_rules! stack_architecture {
             }
             fn parameters(&self) -> usize {
                 self.stack.parameters()
+            }
+            fn parameters_read(&self, batch: usize) -> usize {
+                self.stack.parameters_read(batch)
             }
             fn config_text(&self) -> String {
                 format!("{:?}", self.cfg)

@@ -28,6 +28,11 @@ pub trait Sublayer: Send + Sync {
     ) -> Result<TensorId>;
     /// Parameters, as the checkpoint counts them.
     fn parameters(&self) -> usize;
+    /// Parameters one decode step of `batch` sequences reads: all of them, but for a mixture
+    /// of experts only the experts its tokens are expected to route to.
+    fn parameters_read(&self, _batch: usize) -> usize {
+        self.parameters()
+    }
     /// Whether it reads the state's positions (RoPE, KV caches): the stack then keeps a
     /// positions slot and advances it at the end of every forward pass.
     fn uses_positions(&self) -> bool {
@@ -116,5 +121,11 @@ impl Stack {
     pub fn parameters(&self) -> usize {
         self.head.parameters()
             + self.blocks.iter().flat_map(Block::parts).map(|p| p.parameters()).sum::<usize>()
+    }
+
+    /// Parameters one decode step of `batch` sequences reads ([`Sublayer::parameters_read`]).
+    pub fn parameters_read(&self, batch: usize) -> usize {
+        self.head.parameters()
+            + self.blocks.iter().flat_map(Block::parts).map(|p| p.parameters_read(batch)).sum::<usize>()
     }
 }

@@ -137,6 +137,12 @@ impl Model {
         self.runtime.parameters()
     }
 
+    /// Parameters one decode step of `batch` sequences reads: all of them, but of a mixture of
+    /// experts only the experts `batch` tokens are expected to route to.
+    pub fn parameters_read(&self, batch: usize) -> usize {
+        self.runtime.parameters_read(batch)
+    }
+
     /// The architecture's `model_type`.
     pub fn model_type(&self) -> &'static str {
         self.runtime.model_type()

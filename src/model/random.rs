@@ -51,9 +51,24 @@ const QWEN3_5_0_8B: &str = r#"{"model_type": "qwen3_5_text", "hidden_size": 1024
   "full_attention_interval": 4, "linear_conv_kernel_dim": 4, "linear_key_head_dim": 128,
   "linear_value_head_dim": 128, "linear_num_key_heads": 16, "linear_num_value_heads": 16, "hidden_act": "silu"}"#;
 
+/// Kimi-Linear-48B-A3B's configuration (transformers' `KimiLinearConfig` defaults, documented
+/// as that checkpoint's) cut to 4 layers: three KDA layers and one MLA layer (the released
+/// model's 3 : 1), the first with the dense MLP (`first_k_dense_replace` 1), the others with
+/// the 256-expert MoE (8 routed, one shared; 1.8 B parameters a layer).
+const KIMI_LINEAR_48B_4L: &str = r#"{"model_type": "kimi_linear", "hidden_size": 2304, "intermediate_size": 9216,
+  "moe_intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 32, "num_key_value_heads": 32,
+  "num_shared_experts": 1, "routed_scaling_factor": 2.446, "kv_lora_rank": 512, "q_lora_rank": null,
+  "qk_rope_head_dim": 64, "v_head_dim": 128, "qk_nope_head_dim": 128, "num_expert_group": 1, "topk_group": 1,
+  "num_experts_per_token": 8, "moe_renormalize": true, "hidden_act": "silu", "rms_norm_eps": 1e-5,
+  "tie_word_embeddings": false, "num_experts": 256, "vocab_size": 163840, "model_max_length": 1048576,
+  "layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"],
+  "mlp_layer_types": ["dense", "sparse", "sparse", "sparse"],
+  "linear_head_dim": 128, "linear_num_heads": 32, "linear_conv_kernel_dim": 4}"#;
+
 /// Mamba-130M, Mamba-2-130M and Mamba-1.4B (the state-spaces checkpoints' configurations),
-/// RecurrentGemma-2B, a Mistral-7B cut to 8 layers and Qwen3.5-0.8B.
-pub const PRESETS: [Preset; 6] = [
+/// RecurrentGemma-2B, a Mistral-7B cut to 8 layers, Qwen3.5-0.8B and a Kimi-Linear-48B cut to
+/// 4 layers.
+pub const PRESETS: [Preset; 7] = [
     Preset {
         name: "mamba-130m",
         model_type: "mamba",
@@ -120,6 +135,17 @@ pub const PRESETS: [Preset; 6] = [
         groups: 1,
         config: Some(QWEN3_5_0_8B),
     },
+    Preset {
+        name: "kimi-linear-48b-4l",
+        model_type: "kimi_linear",
+        d_model: 2304,
+        layers: 4,
+        d_state: 0,
+        vocab: 163840,
+        head_dim: 128,
+        groups: 1,
+        config: Some(KIMI_LINEAR_48B_4L),
+    },
 ];
 
 pub fn preset(name: &str) -> Result<Preset> {
@@ -169,6 +195,9 @@ impl Preset {
             "recurrent_gemma" => super::recurrent_gemma::RecurrentGemmaConfig::from_config(&cfg)
                 .expect("preset config")
                 .schema(),
+            "kimi_linear" => {
+                super::kimi_linear::KimiLinearConfig::from_config(&cfg).expect("preset config").schema()
+            }
             _ => Mamba2Config::from_config(&cfg).expect("preset config").schema(),
         }
     }
@@ -196,5 +225,28 @@ impl Preset {
         }
         safetensors::serialize_to_file(views, None, &dir.join("model.safetensors"))
             .map_err(|e| Error::Model(format!("{}: {e}", dir.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every preset's configuration parses into its architecture's schema; the parameter
+    /// counts are those of the published configurations (the cut ones: of their layers).
+    #[test]
+    fn presets_parse_and_count_their_parameters() {
+        for p in PRESETS {
+            let n = p.parameters();
+            assert!(n > 0, "{}", p.name);
+            if p.name == "kimi-linear-48b-4l" {
+                // Embeddings and head 2·163840·2304, three MoE layers of 256 + 1 experts of
+                // 3·2304·1024 each, a dense MLP of 3·2304·9216, and the attention layers.
+                let moe = 3 * 257 * 3 * 2304 * 1024;
+                let fixed = 2 * 163840 * 2304 + moe + 3 * 2304 * 9216;
+                assert!(n > fixed && n < fixed + 400_000_000, "{}: {n}", p.name);
+            }
+        }
+        assert!(preset("no-such").unwrap_err().to_string().contains("kimi-linear-48b-4l"));
     }
 }

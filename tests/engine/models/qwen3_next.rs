@@ -76,6 +76,12 @@ fn qwen3_next_with_mixture_of_experts_layers_decodes_as_one_forward() {
     assert!(names.iter().any(|n| n == "model.layers.3.mlp.shared_expert_gate.weight"));
     let dir = checkpoint("qwen3-next-moe", &cfg);
     check_runtime_on(&dir, TEXT, 30, 2e-3, delta_rule_runs);
+    // A decode step reads only the routed experts: one token 2 of each sparse layer's 4 (the
+    // other 2 unread), a large batch all of them.
+    let m = linseq::model::load(&crate::common::devices()[0], &dir, linseq::DType::F32).unwrap();
+    let per_expert = 3 * c.moe.as_ref().unwrap().dims.d * 64;
+    assert_eq!(m.parameters_read(1), m.parameters() - 2 * 2 * per_expert);
+    assert_eq!(m.parameters_read(64), m.parameters());
     let _ = std::fs::remove_dir_all(&dir);
     // More experts per token than experts.
     cfg["num_experts_per_tok"] = 5.into();
