@@ -133,12 +133,12 @@ pub fn delta_rule(
             scale: scale as f64,
         })
         .0;
-        // KDA takes the recurrent kernel only (the chunked one refuses per-channel gates).
-        // The tensor-core form where it runs (its f16 operands are checked to f16's bound).
-        let mut kernels: Vec<(DeltaKernel, &str)> = match (c.is_decode(), c.kda) {
-            (true, _) => vec![(DeltaKernel::Recurrent, "step")],
-            (false, true) => vec![(DeltaKernel::Recurrent, "recurrent")],
-            (false, false) => vec![(DeltaKernel::Recurrent, "recurrent"), (DeltaKernel::Chunked, "chunked")],
+        // The tensor-core form where it runs, for one gate per head (its f16 operands are
+        // checked to f16's bound).
+        let mut kernels: Vec<(DeltaKernel, &str)> = if c.is_decode() {
+            vec![(DeltaKernel::Recurrent, "step")]
+        } else {
+            vec![(DeltaKernel::Recurrent, "recurrent"), (DeltaKernel::Chunked, "chunked")]
         };
         if !c.is_decode() && !c.kda && DeltaKernel::ChunkedCoop.runs(dev.caps(), d) {
             kernels.push((DeltaKernel::ChunkedCoop, "chunked.coop"));

@@ -158,16 +158,16 @@ fn choosers_use_the_tuned_choice_and_fall_back() {
         PrefillKernel::choose(&dev, ad, 300, true),
         if coop { PrefillKernel::Flash(128) } else { PrefillKernel::Plain }
     );
-    // The delta rule: the heuristic takes the recurrent kernel for a step and for per-channel
-    // gates, the tensor-core form for an f16 prefill where it runs, else the SIMT chunked form
-    // on a software adapter and the recurrent one on hardware; a tuned choice is taken where
-    // it supports the call, and a tuned tensor-core choice never reaches f32 weights.
+    // The delta rule: the heuristic takes the recurrent kernel for a step, the tensor-core
+    // form for an f16 prefill with per-head gates where it runs, else the SIMT chunked form on
+    // a software adapter and the recurrent one on hardware; a tuned choice is taken where it
+    // supports the call, and a tuned tensor-core choice never reaches f32 weights.
     let dd = DeltaDims { key_heads: 2, value_heads: 4, dk: 64, dv: 64 };
     let prefill = |f16_ok| DeltaProblem::of(&[0, 300, 600], false, dd, f16_ok);
     dev.set_tuning(TuneTable::new(TuneKey::of(dev.adapter_info())));
     assert_eq!(dr::choose(&dev, &DeltaProblem::of(&[0, 1, 2], false, dd, true)), DeltaKernel::Recurrent);
-    assert_eq!(dr::choose(&dev, &DeltaProblem::of(&[0, 300], true, dd, true)), DeltaKernel::Recurrent);
     let simt = if caps.software { DeltaKernel::Chunked } else { DeltaKernel::Recurrent };
+    assert_eq!(dr::choose(&dev, &DeltaProblem::of(&[0, 300], true, dd, true)), simt);
     assert_eq!(dr::choose(&dev, &prefill(false)), simt);
     let tc = DeltaKernel::ChunkedCoop.runs(&caps, dd);
     assert_eq!(dr::choose(&dev, &prefill(true)), if tc { DeltaKernel::ChunkedCoop } else { simt });

@@ -1,21 +1,23 @@
-//! The delta-rule family of linear attention (DeltaNet, Gated DeltaNet; Kimi Delta Attention
-//! to follow), over the packed [`Sequences`] the scans use. Per value head a state S
+//! The delta-rule family of linear attention (DeltaNet, Gated DeltaNet, Kimi Delta Attention's
+//! per-key-channel gates), over the packed [`Sequences`] the scans use. Per value head a state S
 //! `[dk, dv]` (f32) is decayed by exp(g), corrected towards v along k by the delta rule and read
 //! by q (see `shaders/delta_rule/delta_rule.wgsl`).
 //!
-//! Tiers, as fla stages them: the f64 reference ([`delta_rule_ref`], token by token, the
-//! oracle; [`delta_rule_chunked_ref`], the chunked WY algebra in f64 with per-channel gates in
-//! sub-chunks of 16, the form a chunked Kimi Delta Attention kernel is to take), the recurrent kernel ([`DeltaKernel::Recurrent`]: the decode step, one workgroup
-//! per 64 state columns walking the tokens) and the chunked WY-form prefill
-//! ([`DeltaKernel::Chunked`]: chunks of [`CHUNK`] tokens, T = (I + A)⁻¹ by forward
-//! substitution, then a walk over each sequence's chunks for the states and a chunk-parallel
-//! output pass; see `shaders/delta_rule/chunked.wgsl`), in f32 SIMT and, for f16 models on
+//! Tiers, as fla stages them: the f64 references ([`delta_rule_ref`], token by token, the
+//! oracle; [`delta_rule_chunked_ref`], the chunked WY algebra in f64, with per-channel gates in
+//! sub-chunks of 16 as a tensor-core form must take them), the recurrent kernel
+//! ([`DeltaKernel::Recurrent`]: the decode step, one workgroup per 64 state columns walking the
+//! tokens) and the chunked WY-form prefill ([`DeltaKernel::Chunked`]: chunks of [`CHUNK`]
+//! tokens, T = (I + A)⁻¹ by forward substitution, then a walk over each sequence's chunks for
+//! the states and a chunk-parallel output pass; per-head or per-key-channel gates; see
+//! `shaders/delta_rule/chunked.wgsl`), in f32 SIMT and, for f16 models with per-head gates on
 //! adapters with cooperative matrices, on the tensor cores ([`DeltaKernel::ChunkedCoop`], the
 //! same passes and scratch with f16 operands; `shaders/delta_rule/chunked_coop.wgsl`).
 //!
 //! **Layout.** `qkv` `[T, width]` holds q (Hk heads of dk), k (Hk heads) and v (Hv heads of
 //! dv) at the given columns, so the short convolution's output is read in place; value head h
-//! reads key head h / (Hv / Hk) (grouped value heads). `g` and `beta` are `[T, Hv]`; the
+//! reads key head h / (Hv / Hk) (grouped value heads). `g` is `[T, Hv]` (or per key channel
+//! `[T, Hv, dk]`) and `beta` `[T, Hv]`; the
 //! state `[S, Hv, dk, dv]`; `out` `[T, Hv·dv]`.
 
 pub mod cases;
@@ -301,7 +303,7 @@ pub struct DeltaProblem {
     /// Tokens of the call, and of its longest sequence.
     pub tokens: usize,
     pub longest: usize,
-    /// Gates per key channel (Kimi Delta Attention): the recurrent kernel only, for now.
+    /// Gates per key channel (Kimi Delta Attention): not the tensor-core form, for now.
     pub channel_gates: bool,
     /// f16 operands are acceptable (a model with f16 weights): the tensor-core form may run.
     pub f16_ok: bool,
@@ -332,7 +334,7 @@ impl crate::ops::kernel::Kernel for DeltaKernel {
     fn supports(&self, caps: &crate::device::Capabilities, p: &DeltaProblem) -> bool {
         match self {
             DeltaKernel::Recurrent => true,
-            DeltaKernel::Chunked => !p.channel_gates,
+            DeltaKernel::Chunked => true,
             DeltaKernel::ChunkedCoop => !p.channel_gates && p.f16_ok && self.runs(caps, p.dims),
         }
     }
@@ -346,14 +348,14 @@ impl crate::ops::kernel::Kernel for DeltaKernel {
         let dtype = if p.f16_ok { "f16" } else { "f32" };
         format!("dk={} dv={} {class} {dtype}", p.dims.dk, p.dims.dv)
     }
-    /// A step (or per-channel gates) takes the recurrent kernel; a prefill takes the
-    /// tensor-core form where it runs. Otherwise the SIMT chunked form on software adapters
-    /// (lavapipe runs it 2× faster than the recurrent one: CI's bench smoke run) and the
+    /// A step takes the recurrent kernel; a prefill takes the tensor-core form where it runs
+    /// (one gate per head). Otherwise the SIMT chunked form on software adapters
+    /// (lavapipe ran it 1.0–2.0× as fast as the recurrent one in CI's bench smoke runs) and the
     /// recurrent kernel on hardware (the H200 runs it 3.4–4.8× faster than the SIMT chunked
     /// form on fla's shape and Qwen3-Next's layer: BENCHMARKS.md); `linseq tune delta-rule`
     /// measures the choice on other adapters.
     fn heuristic(caps: &crate::device::Capabilities, p: &DeltaProblem) -> Self {
-        if p.longest <= 1 || p.channel_gates {
+        if p.longest <= 1 {
             DeltaKernel::Recurrent
         } else if DeltaKernel::ChunkedCoop.supports(caps, p) {
             DeltaKernel::ChunkedCoop
@@ -437,9 +439,9 @@ pub fn delta_rule_in(
         flags |= delta_flags::L2NORM;
     }
     if a.channel_gates {
-        if kernel != DeltaKernel::Recurrent {
+        if kernel == DeltaKernel::ChunkedCoop {
             return Err(Error::UnsupportedVariant(
-                "the chunked delta rule takes one gate per head; per-channel gates (KDA) take the recurrent kernel".into(),
+                "the tensor-core delta rule takes one gate per head; per-channel gates (KDA) take the recurrent or the SIMT chunked kernel".into(),
             ));
         }
         flags |= delta_flags::GATE_K;
@@ -525,7 +527,7 @@ pub fn delta_rule_in(
         if coop {
             rec.dispatch(&state_v, &p, &[w, u, s0, &chunks, gn, a.state], per_seq)?;
         } else {
-            rec.dispatch(&state_v, &p, &[a.qkv, w, u, &chunks, gn, a.state, s0], per_seq)?;
+            rec.dispatch(&state_v, &p, &[a.qkv, w, u, &chunks, gn, a.state, s0, a.g], per_seq)?;
         }
     }
     let per_out = grid(rec.device(), outs)?;
@@ -533,6 +535,6 @@ pub fn delta_rule_in(
     if coop {
         rec.dispatch(&out_v, &p, &[a.qkv, u, s0, &chunks, gn, out, w], per_out)
     } else {
-        rec.dispatch(&out_v, &p, &[a.qkv, u, s0, &chunks, gn, out], per_out)
+        rec.dispatch(&out_v, &p, &[a.qkv, u, s0, &chunks, gn, out, a.g], per_out)
     }
 }

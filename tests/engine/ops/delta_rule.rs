@@ -210,8 +210,9 @@ fn both_kernels_match_the_reference_over_lengths_dims_and_groups() {
 #[test]
 fn kda_gates_per_key_channel_match_the_reference() {
     // Kimi Delta Attention: a log decay per key channel (down to −20 per step), through the
-    // op's choice of kernel (the recurrent one, prefill included), over lengths, dims, ragged
-    // batches with resets and a carried state; the chunked kernel refuses per-channel gates.
+    // recurrent and the SIMT chunked kernel (its exponents per channel inside the sums), over
+    // lengths, dims, ragged batches with resets and a carried state; the tensor-core form
+    // refuses per-channel gates.
     let cases: &[(&[usize], DeltaDims, f32)] = &[
         (&[1], dims(4, 4, 32, 32), -1.0),
         (&[15, 16, 65], dims(2, 2, 32, 32), -5.0),
@@ -223,16 +224,19 @@ fn kda_gates_per_key_channel_match_the_reference() {
         let mut rng = Rng::new(79);
         for &(lens, d, g_min) in cases {
             let c = Case::kda(&mut rng, lens, d, g_min);
-            let ((out, st), (want, want_st)) = c.run(dev, None);
-            check(dev, &format!("KDA {lens:?} {d:?} g ≥ {g_min}"), &out, &want);
-            check(dev, &format!("KDA final state {lens:?} {d:?}"), &st, &want_st);
-            // Continued from a state, with a reset in the first sequence.
             let mut c2 = Case::kda(&mut rng, lens, d, g_min);
             let t: usize = lens.iter().sum();
             c2.resets = Some((0..t).map(|i| i == t / 2 && lens[0] > t / 2).collect());
-            let ((out, st2), (want, want_st2)) = c2.run(dev, Some(&st));
-            check(dev, &format!("KDA carried {lens:?} {d:?}"), &out, &want);
-            check(dev, &format!("KDA carried final state {lens:?} {d:?}"), &st2, &want_st2);
+            for k in [DeltaKernel::Recurrent, DeltaKernel::Chunked] {
+                let what = format!("KDA {k:?} {lens:?} {d:?} g ≥ {g_min}");
+                let ((out, st), (want, want_st)) = c.run_with(dev, None, Some(k));
+                check(dev, &what, &out, &want);
+                check(dev, &format!("{what}, final state"), &st, &want_st);
+                // Continued from a state, with a reset in the first sequence.
+                let ((out, st2), (want, want_st2)) = c2.run_with(dev, Some(&st), Some(k));
+                check(dev, &format!("{what}, carried"), &out, &want);
+                check(dev, &format!("{what}, carried final state"), &st2, &want_st2);
+            }
         }
         let c = Case::kda(&mut rng, &[20], dims(1, 1, 32, 32), -1.0);
         let t = Tiny::new(dev, dims(1, 1, 32, 32));
@@ -242,8 +246,8 @@ fn kda_gates_per_key_channel_match_the_reference() {
         let beta = Tensor::from_slice(dev, &[20, 1], &c.beta).unwrap();
         let out = Tensor::empty(dev, &[20, 32], DType::F32).unwrap();
         let a = DeltaArgs { qkv: &qkv, g: &g, beta: &beta, seqs: &seqs, channel_gates: true, ..t.args() };
-        let e = dr::delta_rule_with(&mut Recorder::new(dev), &a, &out, DeltaKernel::Chunked).unwrap_err();
-        assert!(e.to_string().contains("per-channel"), "{e}");
+        let e = dr::delta_rule_with(&mut Recorder::new(dev), &a, &out, DeltaKernel::ChunkedCoop).unwrap_err();
+        assert!(e.to_string().contains("per-channel") || e.to_string().contains("cooperative"), "{e}");
         let a = DeltaArgs { channel_gates: false, ..a };
         let e = dr::delta_rule(&mut Recorder::new(dev), &a, &out).unwrap_err();
         assert!(e.to_string().contains("g"), "per-channel gates read as per-head: {e}");
