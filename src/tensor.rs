@@ -69,7 +69,7 @@ fn round_up(x: u64, to: u64) -> u64 {
 /// A tensor on the GPU. Cloning is cheap and aliases the same storage.
 #[derive(Debug, Clone)]
 pub struct Tensor {
-    buffer: Arc<wgpu::Buffer>,
+    buffer: Arc<crate::device::Buffer>,
     /// Byte offset inside `buffer`, a multiple of the storage offset alignment.
     offset: u64,
     shape: Vec<usize>,
@@ -130,7 +130,7 @@ impl Tensor {
         }
         let mut bytes = bytemuck::cast_slice::<T, u8>(data).to_vec();
         bytes.resize(round_up(bytes.len() as u64, 4) as usize, 0);
-        dev.queue.write_buffer(&self.buffer, self.offset, &bytes);
+        dev.write_buffer(&self.buffer, self.offset, &bytes);
         dev.check()
     }
 
@@ -245,12 +245,14 @@ impl Tensor {
         if staging.size() < size {
             return Err(Error::Invalid(format!("staging buffer of {} bytes for {size}", staging.size())));
         }
-        let mut enc = dev.device.create_command_encoder(&Default::default());
+        let mut enc = dev.command_encoder();
         enc.copy_buffer_to_buffer(&self.buffer, self.offset, staging, 0, size);
         dev.submit([enc.finish()])?;
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
+        dev.gl(|| {
+            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            })
         });
         dev.wait()?;
         // Another thread polling the same device may be the one that runs this callback, a
@@ -261,10 +263,13 @@ impl Tensor {
             Ok(Err(e)) => return Err(Error::Readback(e.to_string())),
             Err(_) => return Err(Error::Readback("map callback did not run (device lost?)".into())),
         }
-        let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
-        let mut out = view.to_vec();
-        drop(view);
-        staging.unmap();
+        let mut out = dev.gl(|| -> Result<Vec<u8>> {
+            let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+            let out = view.to_vec();
+            drop(view);
+            staging.unmap();
+            Ok(out)
+        })?;
         out.truncate(self.byte_len() as usize);
         Ok(out)
     }
@@ -290,12 +295,17 @@ impl Tensor {
 
 impl Tensor {
     /// A tensor at `offset` inside a shared buffer (the graph executor's arenas).
-    pub(crate) fn in_buffer(buffer: Arc<wgpu::Buffer>, offset: u64, shape: &[usize], dtype: DType) -> Self {
+    pub(crate) fn in_buffer(
+        buffer: Arc<crate::device::Buffer>,
+        offset: u64,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Self {
         Self { buffer, offset, shape: shape.to_vec(), dtype }
     }
 
     /// Wraps an existing buffer (whole, offset 0) as a tensor.
-    pub(crate) fn wrap_buffer(buffer: wgpu::Buffer, shape: &[usize], dtype: DType) -> Self {
+    pub(crate) fn wrap_buffer(buffer: crate::device::Buffer, shape: &[usize], dtype: DType) -> Self {
         Self { buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec(), dtype }
     }
 }

@@ -170,14 +170,73 @@ struct ErrorSink {
     lost: Option<String>,
 }
 
+static GL_GATE: Mutex<()> = Mutex::new(());
+thread_local! {
+    static GL_HELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` alone among this process's calls into wgpu's GL backend (re-entrant on one
+/// thread). That backend locks its EGL context for each call and panics ("Could not lock
+/// adapter context") after waiting 6 s for it, which one shader compile on Mesa's llvmpipe
+/// can take; waiting here first has no such limit.
+pub fn gl_alone<T>(f: impl FnOnce() -> T) -> T {
+    if GL_HELD.with(|h| h.get()) {
+        return f();
+    }
+    let _alone = GL_GATE.lock().unwrap_or_else(|p| p.into_inner());
+    struct Held;
+    impl Drop for Held {
+        fn drop(&mut self) {
+            GL_HELD.with(|h| h.set(false));
+        }
+    }
+    GL_HELD.with(|h| h.set(true));
+    let _held = Held;
+    f()
+}
+
+/// A wgpu buffer that a [`Device`] made. Dropping the last handle deletes a GL buffer at once,
+/// under the EGL context lock, on whichever thread drops it, so on GL the drop takes
+/// [`gl_alone`] too.
+pub struct Buffer {
+    raw: std::mem::ManuallyDrop<wgpu::Buffer>,
+    gl: bool,
+}
+
+impl std::ops::Deref for Buffer {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.raw
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here, and never used again.
+        let raw = unsafe { std::mem::ManuallyDrop::take(&mut self.raw) };
+        if self.gl {
+            gl_alone(|| drop(raw));
+        } else {
+            drop(raw);
+        }
+    }
+}
+
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.raw.fmt(f)
+    }
+}
+
 /// An open GPU device with its queue, capabilities and tuning table.
 ///
 /// wgpu's default uncaptured-error handler panics; linseq installs its own that records the
 /// first error, and every submit/readback path calls [`Device::check`] so the error comes back
 /// as a `Result` at the call that caused it (or the next one).
 pub struct Device {
-    pub(crate) device: wgpu::Device,
-    pub(crate) queue: wgpu::Queue,
+    // (ManuallyDrop: on GL, dropped under the GL gate; see the Drop impl.)
+    pub(crate) device: std::mem::ManuallyDrop<wgpu::Device>,
+    pub(crate) queue: std::mem::ManuallyDrop<wgpu::Queue>,
     info: wgpu::AdapterInfo,
     caps: Capabilities,
     sink: Arc<Mutex<ErrorSink>>,
@@ -187,6 +246,25 @@ pub struct Device {
     counters: Counters,
     /// Tuned variant choices for this adapter (see [`crate::tuning`]).
     tuning: std::sync::RwLock<crate::tuning::TuneTable>,
+}
+
+impl Drop for Device {
+    /// The pipelines (in `locals`), the queue and the device go under the GL gate on GL: their
+    /// deletion takes the EGL context.
+    fn drop(&mut self) {
+        let gl = self.is_gl();
+        let locals = std::mem::take(self.locals.get_mut().unwrap_or_else(|p| p.into_inner()));
+        // SAFETY: taken once, here; the fields are never used after.
+        let (queue, device) = unsafe {
+            (std::mem::ManuallyDrop::take(&mut self.queue), std::mem::ManuallyDrop::take(&mut self.device))
+        };
+        let release = move || drop((locals, queue, device));
+        if gl {
+            gl_alone(release);
+        } else {
+            release();
+        }
+    }
 }
 
 impl std::fmt::Debug for Device {
@@ -258,8 +336,8 @@ impl Device {
         let caps = Capabilities::new(&info, device.features(), device.limits(), &coop);
         let tuning = std::sync::RwLock::new(crate::tuning::load_for(&info));
         Ok(Self {
-            device,
-            queue,
+            device: std::mem::ManuallyDrop::new(device),
+            queue: std::mem::ManuallyDrop::new(queue),
             info,
             caps,
             sink,
@@ -330,16 +408,48 @@ impl Device {
         }
     }
 
+    /// Runs `f`, which calls into wgpu for this device, alone among this process's calls into
+    /// wgpu's GL backend (see [`gl_alone`]); on other backends, directly.
+    pub fn gl<T>(&self, f: impl FnOnce() -> T) -> T {
+        if self.is_gl() {
+            gl_alone(f)
+        } else {
+            f()
+        }
+    }
+
+    fn is_gl(&self) -> bool {
+        self.info.backend == wgpu::Backend::Gl
+    }
+
     /// Creates a buffer (counted in [`Device::counters`]).
-    pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> wgpu::Buffer {
+    pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> Buffer {
         self.counters.buffers.fetch_add(1, Ordering::Relaxed);
-        self.device.create_buffer(desc)
+        self.raw_buffer(desc)
+    }
+
+    /// Creates a buffer that [`Device::counters`] leaves out (the profiler's own).
+    pub fn raw_buffer(&self, desc: &wgpu::BufferDescriptor) -> Buffer {
+        Buffer {
+            raw: std::mem::ManuallyDrop::new(self.gl(|| self.device.create_buffer(desc))),
+            gl: self.is_gl(),
+        }
     }
 
     /// Creates a bind group (counted in [`Device::counters`]).
     pub fn create_bind_group(&self, desc: &wgpu::BindGroupDescriptor) -> wgpu::BindGroup {
         self.counters.bind_groups.fetch_add(1, Ordering::Relaxed);
-        self.device.create_bind_group(desc)
+        self.gl(|| self.device.create_bind_group(desc))
+    }
+
+    /// Writes `bytes` into `buf` at `offset` (queued before the next submit).
+    pub fn write_buffer(&self, buf: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        self.gl(|| self.queue.write_buffer(buf, offset, bytes))
+    }
+
+    /// A command encoder.
+    pub fn command_encoder(&self) -> wgpu::CommandEncoder {
+        self.gl(|| self.device.create_command_encoder(&Default::default()))
     }
 
     /// Buffers and bind groups created and submits made through linseq so far.
@@ -358,22 +468,21 @@ impl Device {
     ) -> Result<wgpu::SubmissionIndex> {
         self.check()?;
         self.counters.submits.fetch_add(1, Ordering::Relaxed);
-        let idx = self.queue.submit(cmds);
+        let idx = self.gl(|| self.queue.submit(cmds));
         self.check()?;
         Ok(idx)
     }
 
     /// Blocks until all submitted work has finished.
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+        self.gl(|| self.device.poll(wgpu::PollType::wait_indefinitely()))
             .map_err(|e| Error::DeviceLost(format!("poll failed: {e}")))?;
         self.check()
     }
 
     /// Destroys the device; later calls return [`Error::DeviceLost`]. Used to test loss handling.
     pub fn destroy(&self) {
-        self.device.destroy();
+        self.gl(|| self.device.destroy());
         let mut s = self.sink.lock().unwrap_or_else(|p| p.into_inner());
         s.lost.get_or_insert_with(|| "destroyed by the application".into());
     }

@@ -25,7 +25,7 @@ pub struct Executable<'d> {
     tensors: Vec<Tensor>,
     recording: Recording<'d>,
     node_dispatches: Vec<Range<usize>>,
-    staging: HashMap<TensorId, wgpu::Buffer>,
+    staging: HashMap<TensorId, crate::device::Buffer>,
 }
 
 impl<'d> Executable<'d> {
@@ -44,7 +44,7 @@ impl<'d> Executable<'d> {
         bound: Vec<(TensorId, Tensor)>,
     ) -> Result<Self> {
         let plan = plan(&graph, opts)?;
-        let arenas: Vec<Arc<wgpu::Buffer>> = plan
+        let arenas: Vec<Arc<crate::device::Buffer>> = plan
             .buffers
             .iter()
             .map(|&size| {

@@ -111,7 +111,7 @@ struct Recorded {
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
     /// The uniform parameter buffer, kept so a replayed recording can update it in place.
-    params: Option<wgpu::Buffer>,
+    params: Option<crate::device::Buffer>,
 }
 
 /// GPU timing of a submitted batch.
@@ -199,7 +199,7 @@ impl<'d> Recorder<'d> {
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            self.dev.queue.write_buffer(&buf, 0, &bytes);
+            self.dev.write_buffer(&buf, 0, &bytes);
             uniform = Some(buf);
             next = 1;
         }
@@ -271,7 +271,7 @@ impl<'d> Recording<'d> {
                 buf.size()
             )));
         }
-        self.dev.queue.write_buffer(buf, 0, &bytes);
+        self.dev.write_buffer(buf, 0, &bytes);
         Ok(())
     }
 
@@ -282,7 +282,7 @@ impl<'d> Recording<'d> {
         timestamps: Option<&wgpu::QuerySet>,
         per_dispatch: Option<&wgpu::QuerySet>,
     ) -> wgpu::CommandEncoder {
-        let mut enc = self.dev.device.create_command_encoder(&Default::default());
+        let mut enc = self.dev.command_encoder();
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("linseq"),
@@ -381,12 +381,15 @@ impl<'d> Recording<'d> {
     fn run_with_timestamps(&self, per_dispatch: bool) -> Result<Vec<f64>> {
         let dev = self.dev;
         let count = if per_dispatch { self.items.len() as u32 + 1 } else { 2 };
-        let qs = dev.raw().create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("timestamps"),
-            ty: wgpu::QueryType::Timestamp,
-            count,
+        let qs = dev.gl(|| {
+            dev.raw().create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            })
         });
-        let resolve = dev.device.create_buffer(&wgpu::BufferDescriptor {
+        // (Not counted among the graph's buffers.)
+        let resolve = dev.raw_buffer(&wgpu::BufferDescriptor {
             label: Some("timestamps"),
             size: 8 * count as u64,
             usage: wgpu::BufferUsages::QUERY_RESOLVE
@@ -398,12 +401,14 @@ impl<'d> Recording<'d> {
         enc.resolve_query_set(&qs, 0..count, &resolve, 0);
         dev.submit([enc.finish()])?;
         dev.wait()?;
+        // (Deleting a GL query set takes the GL context.)
+        dev.gl(|| drop(qs));
         read_timestamps(dev, resolve, count as usize)
     }
 }
 
 /// Reads `count` resolved 64-bit timestamps and converts them to seconds.
-fn read_timestamps(dev: &Device, resolve: wgpu::Buffer, count: usize) -> Result<Vec<f64>> {
+fn read_timestamps(dev: &Device, resolve: crate::device::Buffer, count: usize) -> Result<Vec<f64>> {
     let t = Tensor::wrap_buffer(resolve, &[2 * count], crate::DType::U32);
     let w: Vec<u32> = t.read(dev)?;
     let period = dev.queue.get_timestamp_period() as f64 * 1e-9;

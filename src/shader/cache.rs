@@ -81,16 +81,19 @@ impl PipelineCache {
         // bounding is off only for variants marked BOUNDED_LOOPS, whose loops all run to
         // bounds taken from their parameters (sizes the host checked), so none can run
         // forever.
-        let module = unsafe { dev.create_shader_module_trusted(desc, checks) };
-        let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&variant.name),
-            layout: None,
-            module: &module,
-            entry_point: Some(variant.entry),
-            compilation_options: Default::default(),
-            cache: None,
+        let (pipeline, layout) = device.gl(|| {
+            let module = unsafe { dev.create_shader_module_trusted(desc, checks) };
+            let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&variant.name),
+                layout: None,
+                module: &module,
+                entry_point: Some(variant.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            let layout = pipeline.get_bind_group_layout(0);
+            (pipeline, layout)
         });
-        let layout = pipeline.get_bind_group_layout(0);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader { variant: variant.name.clone(), message: e.to_string() });
         }
