@@ -86,41 +86,15 @@ pub fn tune_ops(
     let mut table = TuneTable::new(TuneKey::of(dev.adapter_info()));
     let mut refused = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
-        if let Job::Delta(case) = job {
-            // Two buckets from one run: f32 models choose among the f32 kernels, f16 models
-            // also the tensor-core form.
-            let rows = delta_rows(dev, cfg, case, &|what| progress(i, jobs.len(), what))?;
-            for f16_ok in [false, true] {
-                let p = DeltaProblem {
-                    dims: case.dims,
-                    tokens: case.batch * case.len,
-                    longest: case.len,
-                    channel_gates: false,
-                    f16_ok,
-                };
-                let bucket = <DeltaKernel as Kernel>::bucket(&p);
-                let cands: Vec<BenchRow> = rows
-                    .iter()
-                    .filter(|r| f16_ok || r.variant != DeltaKernel::ChunkedCoop.name())
-                    .cloned()
-                    .collect();
-                match select(&cands) {
-                    Ok(entry) => {
-                        table.entries.insert(format!("{}/{bucket}", DeltaKernel::OP), entry);
-                    }
-                    Err(e) => refused.push(format!("{}/{bucket}: {e}", DeltaKernel::OP)),
-                }
-            }
-            continue;
-        }
-        let (op, bucket, rows) = match job {
+        // Each job's buckets: one, or (the delta rule) an f32 and an f16 bucket from one run.
+        let buckets: Vec<(&str, String, Vec<BenchRow>)> = match job {
             Job::Scan(case) => {
                 let bucket = ScanKernel::bucket(case.shape(), case.batch);
                 progress(i, jobs.len(), &format!("selective_scan/{bucket}"));
                 // The sequential kernel is the oracle, never the fastest: left out.
                 let cands = Variants::parse("chunked,lanes,tiled,solo,paired");
                 let rows = bench::scan::selective_scan_case(dev, cfg, &cands, *case, 0.0, None)?;
-                ("selective_scan", bucket, rows)
+                vec![("selective_scan", bucket, rows)]
             }
             Job::Ssd(case) => {
                 let bucket = SsdKernel::bucket(case.dims, case.tokens());
@@ -129,7 +103,7 @@ pub fn tune_ops(
                     bench::ssd(dev, cfg, &Variants::parse("chunked"), std::slice::from_ref(case), false)?;
                 // The runtimes feed the scan f32 activations: f16-input rows are not candidates.
                 let f32_rows = rows.into_iter().filter(|r| r.case == "ssd" && !r.variant.ends_with(".f16"));
-                ("ssd", bucket, f32_rows.collect())
+                vec![("ssd", bucket, f32_rows.collect())]
             }
             Job::Attention(case) => {
                 let problem = PrefillProblem { dims: case.dims, tokens: case.tokens(), f16_ok: true };
@@ -144,15 +118,38 @@ pub fn tune_ops(
                     .filter(|r| r.case == "attention")
                     .map(|r| BenchRow { variant: r.variant.replacen(&dim, "", 1), ..r })
                     .collect();
-                (PrefillKernel::OP, bucket, rows)
+                vec![(PrefillKernel::OP, bucket, rows)]
             }
-            Job::Delta(_) => unreachable!("taken above"),
+            Job::Delta(case) => {
+                // f32 models choose among the f32 kernels, f16 models also the tensor-core form.
+                let rows = delta_rows(dev, cfg, case, &|what| progress(i, jobs.len(), what))?;
+                [false, true]
+                    .into_iter()
+                    .map(|f16_ok| {
+                        let p = DeltaProblem {
+                            dims: case.dims,
+                            tokens: case.batch * case.len,
+                            longest: case.len,
+                            channel_gates: false,
+                            f16_ok,
+                        };
+                        let cands = rows
+                            .iter()
+                            .filter(|r| f16_ok || r.variant != DeltaKernel::ChunkedCoop.name())
+                            .cloned()
+                            .collect();
+                        (DeltaKernel::OP, <DeltaKernel as Kernel>::bucket(&p), cands)
+                    })
+                    .collect()
+            }
         };
-        match select(&rows) {
-            Ok(entry) => {
-                table.entries.insert(format!("{op}/{bucket}"), entry);
+        for (op, bucket, rows) in buckets {
+            match select(&rows) {
+                Ok(entry) => {
+                    table.entries.insert(format!("{op}/{bucket}"), entry);
+                }
+                Err(e) => refused.push(format!("{op}/{bucket}: {e}")),
             }
-            Err(e) => refused.push(format!("{op}/{bucket}: {e}")),
         }
     }
     progress(jobs.len(), jobs.len(), "done");

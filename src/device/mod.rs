@@ -508,3 +508,41 @@ pub fn describe_info(info: &wgpu::AdapterInfo) -> String {
         info.name, info.backend, info.device_type, info.driver, info.driver_info
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::gl_alone;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// The GL gate nests on one thread (a buffer dropped inside a gated call takes it again)
+    /// and lets one thread in at a time.
+    #[test]
+    fn the_gl_gate_nests_and_admits_one_thread_at_a_time() {
+        assert_eq!(gl_alone(|| gl_alone(|| 7)), 7);
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (inside, most) = (inside.clone(), most.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        gl_alone(|| {
+                            let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(n, Ordering::SeqCst);
+                            std::thread::yield_now();
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a gated thread panicked");
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+        // The flag is per thread and cleared on the way out, so a later call still waits its
+        // turn rather than running as if nested.
+        assert!(!super::GL_HELD.with(|h| h.get()));
+    }
+}
