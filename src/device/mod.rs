@@ -195,6 +195,15 @@ pub fn gl_alone<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// `f` through [`gl_alone`] when `gl`, else directly.
+fn gated<T>(gl: bool, f: impl FnOnce() -> T) -> T {
+    if gl {
+        gl_alone(f)
+    } else {
+        f()
+    }
+}
+
 /// A wgpu buffer that a [`Device`] made. Dropping the last handle deletes a GL buffer at once,
 /// under the EGL context lock, on whichever thread drops it, so on GL the drop takes
 /// [`gl_alone`] too.
@@ -214,11 +223,7 @@ impl Drop for Buffer {
     fn drop(&mut self) {
         // SAFETY: taken once, here, and never used again.
         let raw = unsafe { std::mem::ManuallyDrop::take(&mut self.raw) };
-        if self.gl {
-            gl_alone(|| drop(raw));
-        } else {
-            drop(raw);
-        }
+        gated(self.gl, || drop(raw));
     }
 }
 
@@ -258,12 +263,7 @@ impl Drop for Device {
         let (queue, device) = unsafe {
             (std::mem::ManuallyDrop::take(&mut self.queue), std::mem::ManuallyDrop::take(&mut self.device))
         };
-        let release = move || drop((locals, queue, device));
-        if gl {
-            gl_alone(release);
-        } else {
-            release();
-        }
+        gated(gl, move || drop((locals, queue, device)));
     }
 }
 
@@ -411,11 +411,7 @@ impl Device {
     /// Runs `f`, which calls into wgpu for this device, alone among this process's calls into
     /// wgpu's GL backend (see [`gl_alone`]); on other backends, directly.
     pub fn gl<T>(&self, f: impl FnOnce() -> T) -> T {
-        if self.is_gl() {
-            gl_alone(f)
-        } else {
-            f()
-        }
+        gated(self.is_gl(), f)
     }
 
     fn is_gl(&self) -> bool {

@@ -268,11 +268,12 @@ impl Sublayer for MoeMlp {
             + shared
     }
     fn parameters_read(&self, batch: usize) -> usize {
-        let MoeDims { experts, k, d, inter } = self.c.dims;
+        let MoeDims { experts, k, .. } = self.c.dims;
         // The distinct experts `batch` tokens route to, expected for uniform routing:
         // E·(1 − (1 − K/E)^B).
         let miss = (1.0 - k as f64 / experts as f64).powi(batch.min(i32::MAX as usize) as i32);
         let touched = ((experts as f64 * (1.0 - miss)).ceil() as usize).min(experts);
-        self.parameters() - (experts - touched) * 3 * d * inter
+        let per_expert = (self.gate.numel() + self.up.numel() + self.down.numel()) / experts;
+        self.parameters() - (experts - touched) * per_expert
     }
 }

@@ -1,8 +1,9 @@
 //! Mixture-of-experts MLPs (`shaders/moe.wgsl`): a router over E experts keeps the top K per
 //! token ([`Scoring`]: Qwen3-Next's softmax, or Kimi-Linear's sigmoid with a correction bias and
 //! a routed scale; renormalised with `norm_topk_prob`); each chosen expert is a SwiGLU MLP
-//! (`gate` and `up` `[E, I, d]` each, `down` `[E, d, I]`: kept apart, so that a large model's
-//! experts fit a binding, as Kimi-Linear-48B's, whose stacked gate and up would take 2.4 GB), the outputs summed with the router's weights,
+//! (`gate` and `up` `[E, I, d]` each, `down` `[E, d, I]`; gate and up are kept apart so that a
+//! large model's experts fit a binding, as Kimi-Linear-48B's, whose stacked gate and up would
+//! take 2.4 GB), the outputs summed with the router's weights,
 //! plus an optional shared expert's output (scaled by sigmoid of its gate where it has one).
 //!
 //! Three kernels: [`route`] (one workgroup per token), [`experts_up`] (silu(gate)·up of each

@@ -300,8 +300,7 @@ pub fn runs(caps: &crate::device::Capabilities) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DeltaProblem {
     pub dims: DeltaDims,
-    /// Tokens of the call, and of its longest sequence.
-    pub tokens: usize,
+    /// Tokens of the call's longest sequence.
     pub longest: usize,
     /// Gates per key channel (Kimi Delta Attention): not the tensor-core form, for now.
     pub channel_gates: bool,
@@ -313,7 +312,7 @@ impl DeltaProblem {
     /// The problem of a call over sequences `cu`.
     pub fn of(cu: &[usize], channel_gates: bool, dims: DeltaDims, f16_ok: bool) -> Self {
         let longest = cu.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-        DeltaProblem { dims, tokens: cu.last().copied().unwrap_or(0), longest, channel_gates, f16_ok }
+        DeltaProblem { dims, longest, channel_gates, f16_ok }
     }
 }
 
@@ -333,8 +332,7 @@ impl crate::ops::kernel::Kernel for DeltaKernel {
     }
     fn supports(&self, caps: &crate::device::Capabilities, p: &DeltaProblem) -> bool {
         match self {
-            DeltaKernel::Recurrent => true,
-            DeltaKernel::Chunked => true,
+            DeltaKernel::Recurrent | DeltaKernel::Chunked => true,
             DeltaKernel::ChunkedCoop => !p.channel_gates && p.f16_ok && self.runs(caps, p.dims),
         }
     }
