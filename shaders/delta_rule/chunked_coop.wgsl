@@ -5,9 +5,11 @@
 // of every 64-row product. Operands are staged as f16 in workgroup memory with padded rows
 // (DK + 8 or 40 halves; rows of 64 put the rows one fragment load touches in one bank), f32
 // products come back through padded f32 rows for the elementwise work, which WGSL cannot do
-// on fragments. Rows past a chunk's end are staged as zeros and never written out, so no
-// product mixes tokens of two chunks (or sequences). Every workgroup variable is a multiple
-// of 128 bytes (see attention/prefill_coop.wgsl on small variables beside the tiles).
+// on fragments. Rows past a chunk's end are staged as zeros, so no product mixes tokens of two
+// chunks (or sequences); the scratch W | K̂ and U (then V′, both f16) keep 64 rows per chunk,
+// the rows past its end zeros, which the later passes read as they are. Every workgroup
+// variable is a multiple of 128 bytes (see attention/prefill_coop.wgsl on small variables
+// beside the tiles).
 // Operands: coopLoadT reads a row-major tile, coopLoad a column-major one (the transpose of
 // a row-major tile). Finite values beyond f16's range saturate to ±65504; NaN and ±Inf pass.
 // Masked entries are zeros that still enter the products, so a non-finite k or v reaches the
@@ -33,6 +35,10 @@ fn sat16(x: f32) -> f32 {
 
 fn f16s(x: f32) -> f16 {
     return f16(sat16(x));
+}
+
+fn f16v(x: vec4<f32>) -> vec4<f16> {
+    return vec4<f16>(vec4<f32>(sat16(x.x), sat16(x.y), sat16(x.z), sat16(x.w)));
 }
 
 // Eight values as the four words of f16 pairs the scratch holds (W, K̂ and S₀ go there as
@@ -82,7 +88,7 @@ fn row4(col4: u32, t0: u32, len: u32, r: u32, lane: u32) -> vec4<f32> {
 @group(0) @binding(3) var<storage, {{ACT}}> beta: array<f32>;
 // W and K̂ as f16: per (token, value head) DK4 words of eight halves, W's dk then K̂'s dk.
 @group(0) @binding(6) var<storage, read_write> w: array<vec4<u32>>;
-@group(0) @binding(7) var<storage, read_write> u: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> u: array<vec2<u32>>; // f16, four a word pair
 
 var<workgroup> kt: array<f16, 64u * HS>; // K̂ [token][dk], then V 64 columns at a time
 var<workgroup> tm: array<f32, 64u * FS>; // A, then T, then products 64 columns at a time
@@ -144,10 +150,10 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
 #endfor
     workgroupBarrier();
     // K̂ out for the walk, eight halves a word.
-    for (var e = lid; e < len * (DK / 8u); e += 128u) {
+    for (var e = lid; e < 64u * (DK / 8u); e += 128u) {
         let t = e / (DK / 8u);
         let b = t * HS + 8u * (e % (DK / 8u));
-        w[((t0 + t) * p.hv + h) * DK4 + DK / 8u + e % (DK / 8u)] = pack8(
+        w[((c * 64u + t) * p.hv + h) * DK4 + DK / 8u + e % (DK / 8u)] = pack8(
             vec4<f32>(f32(kt[b]), f32(kt[b + 1u]), f32(kt[b + 2u]), f32(kt[b + 3u])),
             vec4<f32>(f32(kt[b + 4u]), f32(kt[b + 5u]), f32(kt[b + 6u]), f32(kt[b + 7u])));
     }
@@ -290,10 +296,10 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         coopStoreT(w{{N}}, &tm[band * 16u * FS + {{N}}u * 16u], FS);
 #endfor
         workgroupBarrier();
-        for (var e = lid; e < len * 8u; e += 128u) {
+        for (var e = lid; e < 64u * 8u; e += 128u) {
             let t = e / 8u;
             let f = t * FS + 8u * (e % 8u);
-            w[((t0 + t) * p.hv + h) * DK4 + i0 / 8u + e % 8u] = pack8(
+            w[((c * 64u + t) * p.hv + h) * DK4 + i0 / 8u + e % 8u] = pack8(
                 vec4<f32>(tm[f], tm[f + 1u], tm[f + 2u], tm[f + 3u]),
                 vec4<f32>(tm[f + 4u], tm[f + 5u], tm[f + 6u], tm[f + 7u]));
         }
@@ -325,12 +331,12 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         coopStoreT(u{{N}}, &tm[band * 16u * FS + {{N}}u * 16u], FS);
 #endfor
         workgroupBarrier();
-        for (var e = lid; e < len * 16u; e += 128u) {
+        for (var e = lid; e < 64u * 16u; e += 128u) {
             let t = e / 16u;
             let j = j0 + 4u * (e % 16u);
             let f = t * FS + 4u * (e % 16u);
             if (j < p.dv) {
-                u[(((t0 + t) * p.hv + h) * p.dv + j) / 4u] = vec4<f32>(tm[f], tm[f + 1u], tm[f + 2u], tm[f + 3u]);
+                u[(((c * 64u + t) * p.hv + h) * p.dv + j) / 4u] = pack4(vec4<f32>(tm[f], tm[f + 1u], tm[f + 2u], tm[f + 3u]));
             }
         }
         workgroupBarrier();
@@ -342,11 +348,14 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
 // Per (sequence, value head, 32 state columns): the walk over the sequence's chunks with the
 // state's columns in registers (f32; invocation lid holds rows lid / 8 + 16k and 4 columns
 // from cq). Per chunk: hand the entering state S₀ to the output pass and to workgroup memory
-// as f16; W·S₀ on the tensor cores; V′ = U − W·S₀ (in place of U); then
-// S₁ = exp(γ_last)·S₀ + K̂ᵀ·(diag(exp(γ_last − γ)·k̂ scale)·V′) on the tensor cores.
-// (No qkv: K̂ comes from the prep's words.)
+// as f16; W·S₀ on the tensor cores; V′ = U − W·S₀ (in place of U, f16); then
+// S₁ = exp(γ_last)·S₀ + K̂ᵀ·(diag(exp(γ_last − γ))·V′) on the tensor cores.
+// (No qkv: K̂ comes from the prep's words.) A chunk's words, U rows and table entries are
+// loaded during the previous chunk; its scratch rows past its end are the prep's zeros.
+// (W and K̂ fragments loaded straight from storage instead of staged made this pass 1.8×
+// slower on the H200.)
 @group(0) @binding(1) var<storage, read_write> w: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read_write> u: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> u: array<vec4<f16>>; // U, then V′
 @group(0) @binding(3) var<storage, read_write> s0: array<vec2<u32>>; // f16, four a word pair
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
 
@@ -363,24 +372,29 @@ struct ChunkWords {
     w{{I}}: vec4<u32>,
 #endfor
 #for M in 0..4
-    u{{M}}: vec4<f32>,
+    u{{M}}: vec4<f16>,
 #endfor
+    // The chunk's flags, length and γ at its last token and at this invocation's V′ row.
+    cf: u32,
+    len: u32,
+    g_last: f32,
+    g_row: f32,
 }
 
 fn chunk_words(c: u32, lid: u32, h: u32, j0: u32) -> ChunkWords {
     var cw: ChunkWords;
-    let t0 = chunk_t0(c);
-    let len = chunk_len(c);
 #for I in 0..NIT
-    {
-        let r = {{I}}u * RPI + lid / DK4;
-        cw.w{{I}} = select(vec4<u32>(0u), w[((t0 + min(r, len - 1u)) * p.hv + h) * DK4 + lid % DK4], r < len);
-    }
+    cw.w{{I}} = w[((c * 64u + {{I}}u * RPI + lid / DK4) * p.hv + h) * DK4 + lid % DK4];
 #endfor
-    let ub = (((t0 + min(lid / 2u, len - 1u)) * p.hv + h) * p.dv + j0 + (lid % 2u) * 16u) / 4u;
+    let ub = (((c * 64u + lid / 2u) * p.hv + h) * p.dv + j0 + (lid % 2u) * 16u) / 4u;
 #for M in 0..4
     cw.u{{M}} = u[ub + {{M}}u];
 #endfor
+    let t0 = chunk_t0(c);
+    cw.len = chunk_len(c);
+    cw.cf = chunks[c * 4u + 3u];
+    cw.g_last = gn[gn_at(t0 + cw.len - 1u, h)];
+    cw.g_row = gn[gn_at(t0 + min(lid / 2u, cw.len - 1u), h)];
     return cw;
 }
 
@@ -413,13 +427,11 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     let vq = (lid % 2u) * 16u;
     var cw = chunk_words(c_lo, lid, h, j0);
     for (var c = c_lo; c < c_hi; c++) {
-        let cf = chunks[c * 4u + 3u];
-        if ((cf & FRESH) != 0u || ((cf & FIRST) != 0u && !flag(INIT))) {
+        if ((cw.cf & FRESH) != 0u || ((cw.cf & FIRST) != 0u && !flag(INIT))) {
             for (var k = 0u; k < KF; k++) { st[k] = vec4<f32>(0.0); }
         }
-        let t0 = chunk_t0(c);
-        let len = chunk_len(c);
-        let g_last = gn[gn_at(t0 + len - 1u, h)];
+        let len = cw.len;
+        let g_last = cw.g_last;
         let cbase = ((c * p.hv + h) * DK) * dv + j0 + cq;
         // This chunk's words (`cw`, loaded during the previous chunk); halves from column kq.
         let kq = 8u * (lid % (DK4 / 2u));
@@ -427,9 +439,8 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         let wr{{I}} = {{I}}u * RPI + lid / DK4;
 #endfor
         let live = vr < len;
-        let tr = t0 + min(vr, len - 1u);
-        let ub = ((tr * p.hv + h) * dv + j0 + vq) / 4u;
-        let f = select(0.0, exp(g_last - gn[gn_at(tr, h)]), live);
+        let ub = (((c * 64u + vr) * p.hv + h) * dv + j0 + vq) / 4u;
+        let f = select(0.0, exp(g_last - cw.g_row), live);
         // The previous chunk's readers of hs, ws and fw are done.
         workgroupBarrier();
         for (var k = 0u; k < KF; k++) {
@@ -468,8 +479,8 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 #for M in 0..4
         {
             let fb = vr * 36u + vq + {{M}}u * 4u;
-            let vp = select(vec4<f32>(0.0), cw.u{{M}} - vec4<f32>(fw[fb], fw[fb + 1u], fw[fb + 2u], fw[fb + 3u]), live);
-            if (live) { u[ub + {{M}}u] = vp; }
+            let vp = select(vec4<f32>(0.0), vec4<f32>(cw.u{{M}}) - vec4<f32>(fw[fb], fw[fb + 1u], fw[fb + 2u], fw[fb + 3u]), live);
+            u[ub + {{M}}u] = f16v(vp);
             let hb = vr * BS + vq + {{M}}u * 4u;
             hs[hb] = f16s(vp.x * f);
             hs[hb + 1u] = f16s(vp.y * f);
@@ -534,7 +545,7 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 // decayed to P (exp(γ_t − γ_u), u ≤ t) in f32 and kept as A fragments; then per 32 columns
 // of dv, o = exp(γ_t)·(Q̂·S₀) + P·V′ from S₀ and V′ staged as f16.
 @group(0) @binding(1) var<storage, {{ACT}}> qkv: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> u: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> u: array<vec4<f16>>; // V′
 @group(0) @binding(3) var<storage, read_write> s0: array<vec2<u32>>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> w: array<vec4<u32>>; // K̂ in each row's second half
@@ -552,11 +563,11 @@ struct OutWords {
     s{{K}}: vec2<u32>,
 #endfor
 #for M in 0..4
-    v{{M}}: vec4<f32>,
+    v{{M}}: vec4<f16>,
 #endfor
 }
 
-fn out_words(j0: u32, c: u32, t0: u32, len: u32, h: u32, lid: u32) -> OutWords {
+fn out_words(j0: u32, c: u32, h: u32, lid: u32) -> OutWords {
     var ow: OutWords;
     let cbase = ((c * p.hv + h) * DK) * p.dv;
     let q4 = lid % 8u;
@@ -564,7 +575,7 @@ fn out_words(j0: u32, c: u32, t0: u32, len: u32, h: u32, lid: u32) -> OutWords {
     ow.s{{K}} = s0[(cbase + (lid / 8u + 16u * {{K}}u) * p.dv + j0) / 4u + q4];
 #endfor
 #for M in 0..4
-    ow.v{{M}} = select(vec4<f32>(0.0), u[(((t0 + min(lid / 8u + 16u * {{M}}u, len - 1u)) * p.hv + h) * p.dv + j0) / 4u + q4], lid / 8u + 16u * {{M}}u < len);
+    ow.v{{M}} = u[(((c * 64u + lid / 8u + 16u * {{M}}u) * p.hv + h) * p.dv + j0) / 4u + q4];
 #endfor
     return ow;
 }
@@ -589,7 +600,7 @@ fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     let kq = 8u * (lid % (DK4 / 2u));
 #for I in 0..KWP
     let kr{{I}} = {{I}}u * 2u * RPI + lid / (DK4 / 2u);
-    let kw{{I}} = select(vec4<u32>(0u), w[((t0 + min(kr{{I}}, len - 1u)) * p.hv + h) * DK4 + DK4 / 2u + lid % (DK4 / 2u)], kr{{I}} < len);
+    let kw{{I}} = w[((c * 64u + kr{{I}}) * p.hv + h) * DK4 + DK4 / 2u + lid % (DK4 / 2u)];
 #endfor
     if (lid < 64u) { gv[lid] = gn[gn_at(t0 + min(lid, len - 1u), h)]; }
 #for I in 0..NIT
@@ -616,7 +627,7 @@ fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
 #endfor
     workgroupBarrier();
     // The first 32 columns' S₀ and V′, in flight during the scores.
-    var ow = out_words(0u, c, t0, len, h, lid);
+    var ow = out_words(0u, c, h, lid);
     {
         // B = K̂ᵀ (row i, column u): at [u][i] is its column-major form.
 #for N in 0..4
@@ -660,14 +671,14 @@ fn delta_out_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
 #for M in 0..4
         {
             let b = (DK + lid / 8u + 16u * {{M}}u) * BS + 4u * q4;
-            at[b] = f16s(ow.v{{M}}.x);
-            at[b + 1u] = f16s(ow.v{{M}}.y);
-            at[b + 2u] = f16s(ow.v{{M}}.z);
-            at[b + 3u] = f16s(ow.v{{M}}.w);
+            at[b] = ow.v{{M}}.x;
+            at[b + 1u] = ow.v{{M}}.y;
+            at[b + 2u] = ow.v{{M}}.z;
+            at[b + 3u] = ow.v{{M}}.w;
         }
 #endfor
         // The next 32 columns', in flight during this block's products.
-        if (j0 + 32u < p.dv) { ow = out_words(j0 + 32u, c, t0, len, h, lid); }
+        if (j0 + 32u < p.dv) { ow = out_words(j0 + 32u, c, h, lid); }
         workgroupBarrier();
         var o0: coop_mat16x16<f32, C>;
         var o1: coop_mat16x16<f32, C>;
