@@ -165,6 +165,7 @@ fn attn_prefill_coop(
 #for K in 0..DF
     var q{{K}}: coop_mat16x16<f16, A>;
 #endfor
+    if (lid == 0u) { atomicStore(&rescale[0], 0u); } // workgroup memory starts unzeroed
     for (var round = 0u; round < BQ / 64u; round++) {
         workgroupBarrier();
         for (var e = lid; e < 64u * D4; e += WGSIZE) {

@@ -75,12 +75,15 @@ impl PipelineCache {
         if variant.defines.contains_key(super::UNCHECKED_INDICES) {
             checks.bounds_checks = false;
         }
+        let zero_workgroup = !variant.defines.contains_key(super::WRITES_BEFORE_READS)
+            || std::env::var("LINSEQ_ZERO_WORKGROUP").is_ok_and(|v| v == "1");
         // SAFETY: wgpu's bounds checks stay on unless LINSEQ_TRUSTED_SHADERS or
         // LINSEQ_SHADER_CHECKS turn them off by hand, or the variant is marked
         // UNCHECKED_INDICES (every index bounded by construction; see its doc). Forced loop
         // bounding is off only for variants marked BOUNDED_LOOPS, whose loops all run to
         // bounds taken from their parameters (sizes the host checked), so none can run
-        // forever.
+        // forever. Workgroup memory starts unzeroed only for variants marked
+        // WRITES_BEFORE_READS, which read none of it before writing it.
         let (pipeline, layout) = device.gl(|| {
             let module = unsafe { dev.create_shader_module_trusted(desc, checks) };
             let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -88,7 +91,10 @@ impl PipelineCache {
                 layout: None,
                 module: &module,
                 entry_point: Some(variant.entry),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    zero_initialize_workgroup_memory: zero_workgroup,
+                    ..Default::default()
+                },
                 cache: None,
             });
             let layout = pipeline.get_bind_group_layout(0);

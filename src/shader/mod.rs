@@ -166,6 +166,12 @@ pub const BOUNDED_LOOPS: &str = "BOUNDED_LOOPS";
 /// either way; where it has none, they are as safe as the kernel's own clamps.
 pub const UNCHECKED_INDICES: &str = "UNCHECKED_INDICES";
 
+/// A define marking a variant that writes every workgroup variable before it reads it (no
+/// accumulator or flag that counts on starting at zero): it is compiled without wgpu's zeroing
+/// of workgroup memory at the start of each workgroup (a pass over all of it and a barrier).
+/// `LINSEQ_ZERO_WORKGROUP=1` zeroes it anyway.
+pub const WRITES_BEFORE_READS: &str = "WRITES_BEFORE_READS";
+
 /// One registered, addressable specialisation of a shader family.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Variant {

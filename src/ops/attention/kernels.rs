@@ -102,6 +102,8 @@ pub fn variant(stage: Stage, d: usize, rolled: bool) -> Variant {
             .define("PL", 32 * d / 4 / f.invocations())
             .define("WGSIZE", f.invocations())
             .define("KVT", "vec4<f32>")
+            // Its tiles, scores and P are staged (or zeroed) and its flag cleared before use.
+            .define(crate::shader::WRITES_BEFORE_READS, 1)
             .with_params::<AttnParams>()
             .with_flags(attn_flags::SET);
     }

@@ -257,6 +257,8 @@ fn chunked_variant(pass: Pass, dk: usize, coop: bool) -> Variant {
         .needs_subgroups()
         // Indices from the invocation, constants and chunk lengths ≤ 64; storage rows clamped.
         .define(crate::shader::UNCHECKED_INDICES, 1)
+        // Every tile is staged before it is read.
+        .define(crate::shader::WRITES_BEFORE_READS, 1)
         .define("TC", 1)
         .define("AT_HALVES", at_halves)
         .define("KF", dk / 16)
