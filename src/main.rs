@@ -37,6 +37,11 @@ enum Command {
         /// Print the preprocessed WGSL of one variant.
         #[arg(long, value_name = "VARIANT")]
         show: Option<String>,
+        /// Compile the variants through Vulkan and print the driver's statistics of each
+        /// (registers, spills, shared memory: what the driver reports through
+        /// VK_KHR_pipeline_executable_properties); LINSEQ_ADAPTER picks the adapter by name.
+        #[arg(long)]
+        stats: bool,
     },
     /// Check model runtimes against reference logits of real checkpoints (each subfolder of
     /// DIR with a reference_logits.safetensors): full-forward logits, greedy continuation, and
@@ -202,8 +207,12 @@ fn run(cmd: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             model_cmds::inspect(&model, seq_len, batch, model_cmds::parse_dtype(&dtype)?)
         }
         Command::Logits { model, input, out, dtype } => logits(&model, &input, &out, &dtype),
-        Command::Shaders { list, validate, filter, show } => {
-            shaders(list, validate, filter.as_deref(), show.as_deref())
+        Command::Shaders { list, validate, filter, show, stats } => {
+            if stats {
+                shader_stats(filter.as_deref())
+            } else {
+                shaders(list, validate, filter.as_deref(), show.as_deref())
+            }
         }
         Command::Plan { synthetic, model, layers, d_model, seq_len, batch, max_buffer_mib, json } => {
             match (model, synthetic) {
@@ -270,6 +279,49 @@ fn adapters(json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
         println!("{}", serde_json::to_string_pretty(&docs)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `linseq shaders --stats`: a line per variant with the driver's statistics.
+#[cfg(not(any(target_os = "macos", target_os = "ios", target_arch = "wasm32")))]
+fn shader_stats(filter: Option<&str>) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let variants: Vec<_> =
+        linseq::ops::registry().into_iter().filter(|v| filter.is_none_or(|f| v.name.contains(f))).collect();
+    if variants.is_empty() {
+        return Err(format!("no variant matches {filter:?}; `linseq shaders --list` names them").into());
+    }
+    let adapter = std::env::var("LINSEQ_ADAPTER").ok();
+    let dev = linseq::shader::stats::StatsDevice::new(adapter.as_deref())?;
+    println!("adapter: {}", dev.name);
+    let bar = indicatif::ProgressBar::new(variants.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("compiling [{bar:30}] {pos}/{len} variants")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let mut failures = 0;
+    for v in &variants {
+        bar.inc(1);
+        match dev.stats(v) {
+            Ok(s) => {
+                for (exe, stats) in &s.executables {
+                    let cells: Vec<String> =
+                        stats.iter().map(|st| format!("{}={}", st.name, st.value)).collect();
+                    bar.suspend(|| println!("{} [{exe}]: {}", s.variant, cells.join(", ")));
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                bar.suspend(|| println!("FAIL {}: {e}", v.name));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    println!("{} variants, {failures} failure(s)", variants.len());
+    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(any(target_os = "macos", target_os = "ios", target_arch = "wasm32"))]
+fn shader_stats(_: Option<&str>) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    Err("--stats reads Vulkan's pipeline statistics, which this platform's build does not include".into())
 }
 
 fn shaders(

@@ -13,6 +13,8 @@
 
 mod cache;
 mod preprocess;
+#[cfg(not(any(target_os = "macos", target_os = "ios", target_arch = "wasm32")))]
+pub mod stats;
 pub mod uniform;
 pub mod validate;
 
