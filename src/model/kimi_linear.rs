@@ -5,8 +5,8 @@
 //! mixture of experts (`sparse`: sigmoid routing with a correction bias and the routed scaling
 //! factor, ungated shared experts; [`MoeMlp`]). The released checkpoints' config forms are read
 //! too (`linear_attn_config` with 1-based `kda_layers` / `full_attn_layers`,
-//! `first_k_dense_replace`). Norms scale by w. A low-rank q (`q_lora_rank`) and grouped expert
-//! routing are refused with a clear error for now.
+//! `first_k_dense_replace`). Norms scale by w. Grouped expert routing is refused with a clear
+//! error for now.
 
 use super::attention::HfDecoderFields;
 use super::blocks::{Block, Stack, Sublayer};
@@ -160,11 +160,6 @@ impl KimiLinearConfig {
                 .map(|v| v.0)
                 .ok_or_else(|| Error::Model(format!("Kimi-Linear config has no {name}")))
         };
-        if j.q_lora_rank.is_some() {
-            return Err(Error::UnsupportedVariant(
-                "MLA with a low-rank q (q_lora_rank) is not supported yet".into(),
-            ));
-        }
         if j.attention_bias.unwrap_or(false) {
             return Err(Error::UnsupportedVariant("Kimi-Linear with attention_bias".into()));
         }
@@ -187,6 +182,7 @@ impl KimiLinearConfig {
             rope: j.qk_rope_head_dim.0,
             v: j.v_head_dim.0,
             kv_rank: j.kv_lora_rank.0,
+            q_rank: j.q_lora_rank.map(|r| r.0),
             eps,
             max_positions: h.max_positions(j.model_max_length.map_or(4096, |m| m.0)),
         };

@@ -2,7 +2,9 @@
 //! encoding: per token a latent c = kv_a_proj_with_mqa(x) of `kv_rank` + `rope` dims; the first
 //! part, RMS-normalised (`kv_a_layernorm`), expands through `kv_b_proj` into each head's key
 //! part (`nope` dims) and value (`v` dims); the second part is a key part all heads share. A
-//! head's query (`q_proj`) has `nope` + `rope` dims; scale 1/√(nope + rope).
+//! head's query has `nope` + `rope` dims, from `q_proj`, or with `q_lora_rank` from the low-rank
+//! `q_b_proj(q_a_layernorm(q_a_proj(x)))`; scale 1/√(nope + rope). The two latent norms take
+//! transformers' default eps (1e-6), not `rms_norm_eps`.
 //!
 //! The attention kernels take one head dim for q, k and v, so each head is laid out in D dims
 //! (the smallest kernel dim that holds both), zero-padded: q = [q, 0], k = [k_nope, k_shared,
@@ -35,6 +37,8 @@ pub struct MlaSpec {
     pub rope: usize,
     pub v: usize,
     pub kv_rank: usize,
+    /// `q_lora_rank`: the query through a normalised latent of this width.
+    pub q_rank: Option<usize>,
     pub eps: f64,
     pub max_positions: usize,
 }
@@ -55,7 +59,7 @@ impl MlaSpec {
     }
 
     pub fn check(&self) -> Result<()> {
-        if self.heads == 0 || self.nope == 0 || self.v == 0 || self.kv_rank == 0 {
+        if self.heads == 0 || self.nope == 0 || self.v == 0 || self.kv_rank == 0 || self.q_rank == Some(0) {
             return Err(Error::Model(format!("MLA dims must be positive: {self:?}")));
         }
         self.head_dim().map(|_| ())
@@ -110,12 +114,24 @@ impl MlaSpec {
     }
 }
 
+/// The latent norms' eps (transformers builds `q_a_layernorm` and `kv_a_layernorm` with its
+/// RMSNorm's default).
+const LATENT_EPS: f64 = 1e-6;
+
+/// Where a head's query comes from.
+enum Query {
+    /// `q_proj`.
+    Full(Tensor),
+    /// `q_b_proj(q_a_layernorm(q_a_proj(x)))`.
+    LowRank { a: Tensor, norm: Tensor, b: Tensor },
+}
+
 /// One MLA layer, loaded.
 pub struct MlaMixer {
     c: MlaSpec,
     dims: AttnDims,
     norm: Tensor,
-    w_q: Tensor,
+    q: Query,
     /// kv_a_proj_with_mqa's rows, cut into the latent's and the shared key part's.
     w_latent: Tensor,
     w_shared: Tensor,
@@ -132,14 +148,26 @@ impl MlaMixer {
     /// The tensors: the norm `norm_name`, then `{p}.*`.
     pub fn schema(c: &MlaSpec, norm_name: &str, p: &str) -> Vec<WeightSpec> {
         let (d, h) = (c.d_model, c.heads);
-        vec![
-            WeightSpec::new(norm_name, &[d], Init::Uniform(0.9, 1.1)),
-            WeightSpec::new(format!("{p}.q_proj.weight"), &[h * (c.nope + c.rope), d], Init::FanIn),
+        let mut t = vec![WeightSpec::new(norm_name, &[d], Init::Uniform(0.9, 1.1))];
+        match c.q_rank {
+            None => t.push(WeightSpec::new(
+                format!("{p}.q_proj.weight"),
+                &[h * (c.nope + c.rope), d],
+                Init::FanIn,
+            )),
+            Some(r) => t.extend([
+                WeightSpec::new(format!("{p}.q_a_proj.weight"), &[r, d], Init::FanIn),
+                WeightSpec::new(format!("{p}.q_a_layernorm.weight"), &[r], Init::Uniform(0.9, 1.1)),
+                WeightSpec::new(format!("{p}.q_b_proj.weight"), &[h * (c.nope + c.rope), r], Init::FanIn),
+            ]),
+        }
+        t.extend([
             WeightSpec::new(format!("{p}.kv_a_proj_with_mqa.weight"), &[c.kv_rank + c.rope, d], Init::FanIn),
             WeightSpec::new(format!("{p}.kv_a_layernorm.weight"), &[c.kv_rank], Init::Uniform(0.9, 1.1)),
             WeightSpec::new(format!("{p}.kv_b_proj.weight"), &[h * (c.nope + c.v), c.kv_rank], Init::FanIn),
             WeightSpec::new(format!("{p}.o_proj.weight"), &[d, h * c.v], Init::FanIn),
-        ]
+        ]);
+        t
     }
 
     /// Loads the layer under `p` with its norm `norm_name`; matrices as `dtype`.
@@ -168,7 +196,14 @@ impl MlaMixer {
         Ok(Self {
             dims,
             norm: w.norm(dev, norm_name, d, false)?,
-            w_q: mat("q_proj", h * (c.nope + c.rope), d)?,
+            q: match c.q_rank {
+                None => Query::Full(mat("q_proj", h * (c.nope + c.rope), d)?),
+                Some(r) => Query::LowRank {
+                    a: mat("q_a_proj", r, d)?,
+                    norm: w.norm(dev, &format!("{p}.q_a_layernorm.weight"), r, false)?,
+                    b: mat("q_b_proj", h * (c.nope + c.rope), r)?,
+                },
+            },
             w_latent: Tensor::from_f32(dev, &[c.kv_rank, d], latent, dtype)?,
             w_shared: Tensor::from_f32(dev, &[c.rope.max(1), d], &shared_rows(shared, c.rope, d), dtype)?,
             latent_norm: w.norm(dev, &format!("{p}.kv_a_layernorm.weight"), c.kv_rank, false)?,
@@ -216,9 +251,16 @@ impl Sublayer for MlaMixer {
         let c = &self.c;
         let p = format!("layers.{i}.attn");
         let xn = b.rms_norm(&format!("{p}.norm"), h, &self.norm, c.eps)?;
-        let q = b.linear(&format!("{p}.q"), xn, &self.w_q, None)?;
+        let q = match &self.q {
+            Query::Full(w) => b.linear(&format!("{p}.q"), xn, w, None)?,
+            Query::LowRank { a, norm, b: up } => {
+                let q = b.linear(&format!("{p}.q_a"), xn, a, None)?;
+                let q = b.rms_norm(&format!("{p}.q_a_norm"), q, norm, LATENT_EPS)?;
+                b.linear(&format!("{p}.q_b"), q, up, None)?
+            }
+        };
         let latent = b.linear(&format!("{p}.latent"), xn, &self.w_latent, None)?;
-        let latent = b.rms_norm(&format!("{p}.latent_norm"), latent, &self.latent_norm, c.eps)?;
+        let latent = b.rms_norm(&format!("{p}.latent_norm"), latent, &self.latent_norm, LATENT_EPS)?;
         let kv = b.linear(&format!("{p}.kv_b"), latent, &self.w_kv_b, None)?;
         let shared = b.linear(&format!("{p}.shared"), xn, &self.w_shared, None)?;
         let table = b.weight(&format!("{p}.qkv_table"), &self.qkv_table);
@@ -230,7 +272,7 @@ impl Sublayer for MlaMixer {
             window: None,
             scale: 1.0 / ((c.nope + c.rope) as f32).sqrt(),
             softcap: None,
-            f16_ok: self.w_q.dtype() == DType::F16,
+            f16_ok: self.w_o.dtype() == DType::F16,
         };
         let y = attend.build(dev, b, batch, state, qkv)?;
         let table = b.weight(&format!("{p}.out_table"), &self.out_table);
@@ -239,8 +281,13 @@ impl Sublayer for MlaMixer {
     }
 
     fn parameters(&self) -> usize {
-        [&self.norm, &self.w_q, &self.w_latent, &self.w_shared, &self.latent_norm, &self.w_kv_b, &self.w_o]
-            .iter()
+        let q: Vec<&Tensor> = match &self.q {
+            Query::Full(w) => vec![w],
+            Query::LowRank { a, norm, b } => vec![a, norm, b],
+        };
+        [&self.norm, &self.w_latent, &self.w_shared, &self.latent_norm, &self.w_kv_b, &self.w_o]
+            .into_iter()
+            .chain(q)
             .map(|t| t.numel())
             .sum()
     }

@@ -1,7 +1,9 @@
 //! Kimi-Linear on random checkpoints: three Kimi Delta Attention layers then an MLA layer (the
 //! shared tiny checkpoint's shape); prefill + decode equals one forward, ragged batches equal
 //! separate runs; configs and checkpoints that disagree are refused. The delta rule does not
-//! run through GL: there the model is not run.
+//! run through GL: there the model is not run. An MLA layer with a low-rank query
+//! (`q_lora_rank`, which the shared checkpoint lacks) is checked against an f64 forward written
+//! here from transformers' KimiLinearAttention.
 
 use super::{check_runtime_on, check_spoiled_checkpoints_are_refused, scratch, write_checkpoint, Spoil};
 use linseq::model::config::Config;
@@ -96,7 +98,7 @@ fn kimi_configs_and_checkpoints_that_disagree_are_refused() {
         ),
         ("mlp_layer_types", serde_json::json!(["dense", "mixed", "dense", "dense"]), "mixed"),
         ("mlp_layer_types", serde_json::json!(["dense"]), "mlp_layer_types"),
-        ("q_lora_rank", serde_json::json!(32), "q_lora_rank"),
+        ("q_lora_rank", serde_json::json!(0), "MLA dims"),
         ("linear_head_dim", serde_json::json!(48), "head dims"),
         ("v_head_dim", serde_json::json!(300), "largest head dim"),
         (
@@ -125,4 +127,109 @@ fn kimi_configs_and_checkpoints_that_disagree_are_refused() {
         ("f_b_proj", |t| t.retain(|(n, ..)| n != "model.layers.0.self_attn.f_b_proj.weight")),
     ];
     check_spoiled_checkpoints_are_refused("kimi", &cfg.to_string(), &good, &cases);
+}
+
+/// A tensor of the random checkpoint by name.
+fn tensor<'a>(ts: &'a [(String, Vec<usize>, Vec<f32>)], name: &str) -> &'a [f32] {
+    &ts.iter().find(|(n, ..)| n == name).unwrap_or_else(|| panic!("no {name}")).2
+}
+
+/// `w` `[rows, x.len()]` (nn.Linear's layout) times `x`, in f64.
+fn linear(w: &[f32], x: &[f64]) -> Vec<f64> {
+    w.chunks(x.len()).map(|row| row.iter().zip(x).map(|(&a, &b)| f64::from(a) * b).sum()).collect()
+}
+
+fn rms_norm(x: &[f64], w: &[f32], eps: f64) -> Vec<f64> {
+    let r = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64 + eps).sqrt();
+    x.iter().zip(w).map(|(v, &g)| v * r * f64::from(g)).collect()
+}
+
+/// transformers' KimiLinear forward in f64 for a model of one MLA layer (with `q_lora_rank`)
+/// and a dense SwiGLU MLP: the logits of every token.
+fn one_mla_layer_ref(ts: &[(String, Vec<usize>, Vec<f32>)], ids: &[u32]) -> Vec<f64> {
+    let (d, heads, nope, rope, v, rank) = (128, 4, 32, 16, 32, 64);
+    let eps = 1e-5;
+    let g = |n: &str| tensor(ts, n);
+    let l = |n: &str| tensor(ts, &format!("model.layers.0.{n}"));
+    let x: Vec<Vec<f64>> = ids
+        .iter()
+        .map(|&i| {
+            g("model.embed_tokens.weight")[i as usize * d..][..d].iter().map(|&e| f64::from(e)).collect()
+        })
+        .collect();
+    let (mut qs, mut ks, mut vs) = (Vec::new(), Vec::new(), Vec::new());
+    for xt in &x {
+        let xn = rms_norm(xt, l("input_layernorm.weight"), eps);
+        let qa =
+            rms_norm(&linear(l("self_attn.q_a_proj.weight"), &xn), l("self_attn.q_a_layernorm.weight"), 1e-6);
+        qs.push(linear(l("self_attn.q_b_proj.weight"), &qa));
+        let c = linear(l("self_attn.kv_a_proj_with_mqa.weight"), &xn);
+        let kv = linear(
+            l("self_attn.kv_b_proj.weight"),
+            &rms_norm(&c[..rank], l("self_attn.kv_a_layernorm.weight"), 1e-6),
+        );
+        let k: Vec<Vec<f64>> = (0..heads)
+            .map(|h| kv[h * (nope + v)..][..nope].iter().chain(&c[rank..]).copied().collect())
+            .collect();
+        ks.push(k);
+        vs.push((0..heads).map(|h| kv[h * (nope + v) + nope..][..v].to_vec()).collect::<Vec<_>>());
+    }
+    let scale = 1.0 / ((nope + rope) as f64).sqrt();
+    let mut logits = Vec::new();
+    for t in 0..x.len() {
+        let mut o = vec![0.0; heads * v];
+        for h in 0..heads {
+            let q = &qs[t][h * (nope + rope)..][..nope + rope];
+            let s: Vec<f64> =
+                (0..=t).map(|u| q.iter().zip(&ks[u][h]).map(|(a, b)| a * b).sum::<f64>() * scale).collect();
+            let m = s.iter().copied().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = s.iter().map(|s| (s - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for (u, p) in e.iter().enumerate() {
+                for c in 0..v {
+                    o[h * v + c] += p / z * vs[u][h][c];
+                }
+            }
+        }
+        let a = linear(l("self_attn.o_proj.weight"), &o);
+        let h1: Vec<f64> = x[t].iter().zip(&a).map(|(x, a)| x + a).collect();
+        let hn = rms_norm(&h1, l("post_attention_layernorm.weight"), eps);
+        let gate = linear(l("block_sparse_moe.gate_proj.weight"), &hn);
+        let up = linear(l("block_sparse_moe.up_proj.weight"), &hn);
+        let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+        let down = linear(l("block_sparse_moe.down_proj.weight"), &act);
+        let h2: Vec<f64> = h1.iter().zip(&down).map(|(h, m)| h + m).collect();
+        logits.extend(linear(g("lm_head.weight"), &rms_norm(&h2, g("model.norm.weight"), eps)));
+    }
+    logits
+}
+
+#[test]
+fn mla_with_a_low_rank_query_matches_an_f64_forward_and_decodes_as_one_forward() {
+    let mut cfg = config();
+    cfg["num_hidden_layers"] = 1.into();
+    cfg["layer_types"] = serde_json::json!(["full_attention"]);
+    cfg["mlp_layer_types"] = serde_json::json!(["dense"]);
+    cfg["q_lora_rank"] = 32.into();
+    let c = parse(&cfg).unwrap();
+    let names: Vec<String> = c.schema().into_iter().map(|s| s.name).collect();
+    assert!(names.iter().any(|n| n == "model.layers.0.self_attn.q_a_layernorm.weight"));
+    assert!(!names.iter().any(|n| n == "model.layers.0.self_attn.q_proj.weight"));
+    let ts = schema::random_tensors(&c.schema(), 88);
+    let dir = scratch("kimi-linear-q-lora");
+    write_checkpoint(&dir, &cfg.to_string(), &ts);
+    let ids: Vec<u32> = TEXT.iter().map(|&b| u32::from(b)).collect();
+    let want = one_mla_layer_ref(&ts, &ids);
+    assert!(want.iter().all(|v| v.is_finite()));
+    for dev in crate::common::devices() {
+        let m = linseq::model::load(dev, &dir, linseq::DType::F32).unwrap();
+        let mut s = m.new_state(dev, 1).unwrap();
+        let got = m.forward(dev, &ids, &[ids.len()], &mut s).unwrap();
+        assert_eq!(got.len(), want.len());
+        let err = got.iter().zip(&want).map(|(&g, &w)| (f64::from(g) - w).abs()).fold(0.0, f64::max);
+        let peak = want.iter().fold(0.0f64, |a, w| a.max(w.abs()));
+        assert!(err < 1e-3 * peak.max(1.0), "{}: max |logit - f64| = {err} (peak {peak})", dev.describe());
+    }
+    check_runtime_on(&dir, TEXT, 30, 2e-3, |_| true);
+    let _ = std::fs::remove_dir_all(&dir);
 }
