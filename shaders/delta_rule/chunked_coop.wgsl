@@ -178,8 +178,6 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         coopStoreT(a{{N}}, &tm[band * 16u * FS + {{N}}u * 16u], FS);
 #endfor
     }
-    // V's first block for U, in flight during the inverse.
-    var vw = v_words(0u, t0, len, h, lid);
     workgroupBarrier();
     for (var e = lid; e < 64u * 64u; e += 128u) {
         let t = e / 64u;
@@ -305,7 +303,10 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         }
         workgroupBarrier();
     }
-    // U = (T·diag(β))·V, 64 columns of dv at a time (dv is a multiple of 32).
+    // U = (T·diag(β))·V, 64 columns of dv at a time (dv is a multiple of 32). (V's first block
+    // loaded before the inverse, to be in flight during it, held 12 more registers through
+    // the pass, for no gain.)
+    var vw = v_words(0u, t0, len, h, lid);
     for (var j0 = 0u; j0 < p.dv; j0 += 64u) {
 #for I in 0..8
         {
@@ -351,7 +352,7 @@ fn delta_prep_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
 // as f16; W·S₀ on the tensor cores; V′ = U − W·S₀ (in place of U, f16); then
 // S₁ = exp(γ_last)·S₀ + K̂ᵀ·(diag(exp(γ_last − γ))·V′) on the tensor cores.
 // (No qkv: K̂ comes from the prep's words.) A chunk's words, U rows and table entries are
-// loaded during the previous chunk; its scratch rows past its end are the prep's zeros.
+// loaded at the top of its step; its scratch rows past its end are the prep's zeros.
 // (W and K̂ fragments loaded straight from storage instead of staged made this pass 1.8×
 // slower on the H200.)
 @group(0) @binding(1) var<storage, read_write> w: array<vec4<u32>>;
@@ -425,15 +426,18 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     // SIMT roles: V′ rows lid / 2 with 16 columns from vq.
     let vr = lid / 2u;
     let vq = (lid % 2u) * 16u;
-    var cw = chunk_words(c_lo, lid, h, j0);
     for (var c = c_lo; c < c_hi; c++) {
+        // This chunk's words, in flight during the S₀ hand-over. (Loaded a chunk ahead they
+        // held 27 more registers, 206 against 179, which kept the H200 at two workgroups
+        // per SM: 0.92 ms against 0.74 on fla's shape.)
+        let cw = chunk_words(c, lid, h, j0);
         if ((cw.cf & FRESH) != 0u || ((cw.cf & FIRST) != 0u && !flag(INIT))) {
             for (var k = 0u; k < KF; k++) { st[k] = vec4<f32>(0.0); }
         }
         let len = cw.len;
         let g_last = cw.g_last;
         let cbase = ((c * p.hv + h) * DK) * dv + j0 + cq;
-        // This chunk's words (`cw`, loaded during the previous chunk); halves from column kq.
+        // This chunk's words (`cw`); halves from column kq.
         let kq = 8u * (lid % (DK4 / 2u));
 #for I in 0..NIT
         let wr{{I}} = {{I}}u * RPI + lid / DK4;
@@ -497,8 +501,6 @@ fn delta_state_tc(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 #endfor
 #endfor
         }
-        // The next chunk's words, in flight during the rest of this one.
-        if (c + 1u < c_hi) { cw = chunk_words(c + 1u, lid, h, j0); }
         workgroupBarrier();
         {
             // K̂ᵀ·V′: rows 16·(RB·band + R) of dk × 32 columns. A = K̂ᵀ (row i, column t): ws
