@@ -126,8 +126,8 @@ pub fn tune_ops(
                 [false, true]
                     .into_iter()
                     .map(|f16_ok| {
-                        let p =
-                            DeltaProblem { dims: case.dims, longest: case.len, channel_gates: false, f16_ok };
+                        let cu: Vec<usize> = (0..=case.batch).map(|b| b * case.len).collect();
+                        let p = DeltaProblem::of(&cu, false, case.dims, f16_ok);
                         let cands = rows
                             .iter()
                             .filter(|r| f16_ok || r.variant != DeltaKernel::ChunkedCoop.name())

@@ -308,13 +308,20 @@ pub struct DeltaProblem {
     pub channel_gates: bool,
     /// f16 operands are acceptable (a model with f16 weights): the tensor-core form may run.
     pub f16_ok: bool,
+    /// Tokens of the call, and the rows of the tensor-core form's scratch, which pads every
+    /// sequence to whole chunks.
+    pub tokens: usize,
+    pub padded_rows: usize,
 }
 
 impl DeltaProblem {
     /// The problem of a call over sequences `cu`.
     pub fn of(cu: &[usize], channel_gates: bool, dims: DeltaDims, f16_ok: bool) -> Self {
-        let longest = cu.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-        DeltaProblem { dims, longest, channel_gates, f16_ok }
+        let lens = cu.windows(2).map(|w| w[1] - w[0]);
+        let longest = lens.clone().max().unwrap_or(0);
+        let padded_rows = lens.map(|l| l.div_ceil(CHUNK) * CHUNK).sum();
+        let tokens = cu.last().copied().unwrap_or(0);
+        DeltaProblem { dims, longest, channel_gates, f16_ok, tokens, padded_rows }
     }
 }
 
@@ -335,7 +342,11 @@ impl crate::ops::kernel::Kernel for DeltaKernel {
     fn supports(&self, caps: &crate::device::Capabilities, p: &DeltaProblem) -> bool {
         match self {
             DeltaKernel::Recurrent | DeltaKernel::Chunked => true,
-            DeltaKernel::ChunkedCoop => !p.channel_gates && p.f16_ok && self.runs(caps, p.dims),
+            // Not where padding to whole chunks would more than double the scratch (a batch of
+            // short prompts), which the recurrent kernel takes well anyway.
+            DeltaKernel::ChunkedCoop => {
+                !p.channel_gates && p.f16_ok && p.padded_rows <= 2 * p.tokens && self.runs(caps, p.dims)
+            }
         }
     }
     fn bucket(p: &DeltaProblem) -> String {
@@ -540,5 +551,25 @@ pub fn delta_rule_in(
         rec.dispatch(&out_v, &p, &[a.qkv, u, s0, &chunks, gn, out, w], per_out)
     } else {
         rec.dispatch(&out_v, &p, &[a.qkv, u, s0, &chunks, gn, out, a.g], per_out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_counts_the_tensor_core_forms_padded_rows() {
+        let d = DeltaDims { key_heads: 2, value_heads: 4, dk: 128, dv: 128 };
+        // Sequences of 2, 64 and 65 tokens pad to 64, 64 and 128 rows.
+        let p = DeltaProblem::of(&[0, 2, 66, 131], false, d, true);
+        assert_eq!((p.tokens, p.padded_rows, p.longest), (131, 256, 65));
+        // A batch of short prompts pads to more than twice its tokens.
+        let short = DeltaProblem::of(&[0, 2, 4, 6], false, d, true);
+        assert!(short.padded_rows > 2 * short.tokens);
+        // What the planner allocates for the tensor-core form is those rows.
+        let shapes = scratch_shapes(DeltaKernel::ChunkedCoop, d, p.tokens, 4);
+        assert_eq!(shapes[0], vec![4 * CHUNK, 4 * 128]);
+        assert_eq!(shapes[1], vec![4 * CHUNK, 4 * 64]);
     }
 }
