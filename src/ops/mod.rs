@@ -21,6 +21,7 @@ pub mod moe;
 pub mod norm;
 pub mod rg_lru;
 pub mod rope;
+pub mod s4;
 pub mod sampling;
 pub mod selective_scan;
 pub mod sequences;
