@@ -1,7 +1,9 @@
 //! HiPPO state matrices and the S4 / S4D initialisers, in f64, for random-weight presets and
 //! tests (a loaded checkpoint carries its own parameters).
 //!
-//! [`transition`] gives a measure's (A, B) as the HiPPO paper defines them; [`nplr`] its
+//! [`transition`] gives a measure's (A, B) as state-spaces/s4's `models/s4/s4.py` defines them
+//! (LegT and FouT in that file's forms: LegT halved, FouT with its endpoint correction; LagT,
+//! which that file lacks, as `src/models/hippo/hippo.py` has it); [`nplr`] its
 //! normal-plus-low-rank form A = V·(Λ − P̃·P̃*)·V* restricted to one eigenvalue of each
 //! conjugate pair, which is what S4's DPLR kernel stores (Λ, P̃ = V*·P, B̃ = V*·B): A + P·Pᵀ is
 //! a multiple of the identity plus a skew-symmetric S, so its eigenvectors come from the real
@@ -16,7 +18,7 @@ use crate::error::{Error, Result};
 pub enum Measure {
     /// Scaled Legendre (S4's default): A_nk = −√(2n+1)·√(2k+1) for n > k, −(n+1) on the diagonal.
     LegS,
-    /// Translated Legendre.
+    /// Translated Legendre (halved, for the time scale).
     LegT,
     /// Translated Laguerre.
     LagT,
@@ -41,8 +43,8 @@ impl Measure {
     /// Rows of the low-rank term P that makes A + P·Pᵀ normal.
     pub fn rank(self) -> usize {
         match self {
-            Measure::LegS | Measure::LagT => 1,
-            Measure::LegT | Measure::FouT => 2,
+            Measure::LegS | Measure::LagT | Measure::FouT => 1,
+            Measure::LegT => 2,
         }
     }
 }
@@ -70,28 +72,38 @@ pub fn transition(m: Measure, n: usize) -> Transition {
                 },
                 Measure::LegT => {
                     let sign = if i < j && (j - i) % 2 == 1 { -1.0 } else { 1.0 };
-                    -r(i) * r(j) * sign
+                    -0.5 * r(i) * r(j) * sign
                 }
                 Measure::LagT => (if i == j { 0.5 } else { 0.0 }) - (if j <= i { 1.0 } else { 0.0 }),
                 Measure::FouT => {
                     let rot = if i % 2 == 0 && j == i + 1 {
-                        2.0 * std::f64::consts::PI * (i / 2) as f64
+                        -std::f64::consts::PI * (i / 2) as f64
                     } else if j % 2 == 0 && i == j + 1 {
-                        -2.0 * std::f64::consts::PI * (j / 2) as f64
+                        std::f64::consts::PI * (j / 2) as f64
                     } else {
                         0.0
                     };
-                    rot - if i % 2 == j % 2 { 1.0 } else { 0.0 }
+                    rot - fout_b(i) * fout_b(j)
                 }
             };
         }
         b[i] = match m {
-            Measure::LegS | Measure::LegT => r(i),
+            Measure::LegS => r(i),
+            Measure::LegT => 0.5 * r(i),
             Measure::LagT => 1.0,
-            Measure::FouT => (i % 2 == 0) as u8 as f64,
+            Measure::FouT => fout_b(i),
         };
     }
     Transition { n, a, b }
+}
+
+/// FouT's B (and its rank correction): 1 at the first state, √2 at the other even ones.
+fn fout_b(i: usize) -> f64 {
+    match i {
+        0 => 1.0,
+        i if i % 2 == 0 => std::f64::consts::SQRT_2,
+        _ => 0.0,
+    }
 }
 
 /// The low-rank term's rows: A + Σ_r P_r·P_rᵀ is normal.
@@ -101,24 +113,10 @@ pub fn rank_correction(m: Measure, n: usize) -> Vec<Vec<f64>> {
         Measure::LegS => vec![(0..n).map(|k| (k as f64 + 0.5).sqrt()).collect()],
         Measure::LagT => vec![vec![0.5f64.sqrt(); n]],
         Measure::LegT => vec![
-            (0..n).map(|k| if k % 2 == 0 { 0.0 } else { r(k) }).collect(),
-            (0..n).map(|k| if k % 2 == 1 { 0.0 } else { r(k) }).collect(),
+            (0..n).map(|k| if k % 2 == 0 { 0.0 } else { r(k) * std::f64::consts::FRAC_1_SQRT_2 }).collect(),
+            (0..n).map(|k| if k % 2 == 1 { 0.0 } else { r(k) * std::f64::consts::FRAC_1_SQRT_2 }).collect(),
         ],
-        Measure::FouT => vec![
-            (0..n).map(|k| (k % 2 == 1) as u8 as f64).collect(),
-            (0..n).map(|k| (k % 2 == 0) as u8 as f64).collect(),
-        ],
-    }
-}
-
-/// The output vector that reads the other end of the HiPPO window (zeros for LegS and LagT).
-pub fn initial_c(m: Measure, n: usize) -> Vec<f64> {
-    match m {
-        Measure::LegT => {
-            (0..n).map(|k| ((2 * k + 1) as f64).sqrt() * if k % 2 == 0 { 1.0 } else { -1.0 }).collect()
-        }
-        Measure::FouT => vec![1.0; n],
-        Measure::LegS | Measure::LagT => vec![0.0; n],
+        Measure::FouT => vec![(0..n).map(fout_b).collect()],
     }
 }
 
@@ -131,10 +129,8 @@ pub struct Nplr {
     pub w: Vec<C64>,
     /// V*·P_r per row of the low-rank term.
     pub p: Vec<Vec<C64>>,
-    /// V*·B.
+    /// V*·B (unclipped; see [`Nplr::clipped_b`]).
     pub b: Vec<C64>,
-    /// V*·C of [`initial_c`].
-    pub c: Vec<C64>,
     /// The eigenvectors, `n × n / 2` row-major.
     pub v: Vec<C64>,
 }
@@ -232,9 +228,15 @@ pub fn nplr(m: Measure, n: usize) -> Result<Nplr> {
         w: pairs.iter().map(|(.., mu)| C64::new(c, -mu)).collect(),
         p: p.iter().map(|row| project(row)).collect(),
         b: project(&t.b),
-        c: project(&initial_c(m, n)),
         v: vm,
     })
+}
+
+impl Nplr {
+    /// B̃ with its imaginary parts clamped to ±`clip`, as the module's init does (B_clip = 2).
+    pub fn clipped_b(&self, clip: f64) -> Vec<C64> {
+        self.b.iter().map(|b| C64::new(b.re, b.im.clamp(-clip, clip))).collect()
+    }
 }
 
 /// Eigenvalues and eigenvectors (columns of the returned `n × n`, row-major) of the real
