@@ -1,10 +1,13 @@
-//! S4 and S4D (issue 18), so far their f64 foundations: HiPPO matrices and the S4 / S4D
-//! initialisers ([`hippo`]), and the discretisation of a diagonal state, both in f64 over a small
-//! complex type ([`complex::C64`]). The kernels (Cauchy and Vandermonde generation, FFT
-//! convolution) and the `s4` runtime are to come.
+//! S4 and S4D (issue 18), so far their f64 foundations over a small complex type
+//! ([`complex::C64`]): HiPPO matrices and the S4 / S4D initialisers ([`hippo`]), the
+//! discretisation of a diagonal state ([`discretize`]), and the convolution kernels' references
+//! ([`reference`]: S4D's Vandermonde kernel, S4's DPLR kernel by Cauchy sums and the Woodbury
+//! correction, C̃ and its length doubling, checked against the dense Krylov kernel). The GPU
+//! kernels (kernel generation, FFT convolution) and the `s4` runtime are to come.
 
 pub mod complex;
 pub mod hippo;
+pub mod reference;
 
 use crate::error::{Error, Result};
 use complex::C64;
