@@ -13,6 +13,7 @@ pub mod copy;
 pub mod delta_rule;
 pub mod elementwise;
 pub mod embedding;
+pub mod fft;
 pub mod gather;
 pub mod kernel;
 pub mod mamba_step;
@@ -65,6 +66,7 @@ pub const FAMILIES: &[OpFamily] = &[
     OpFamily { name: "delta_rule", sources: &[delta_rule::SHADER], variants: delta_rule::variants },
     OpFamily { name: "gather", sources: &[gather::SHADER], variants: gather::variants },
     OpFamily { name: "moe", sources: &[moe::SHADER], variants: moe::variants },
+    OpFamily { name: "fft", sources: &[fft::SHADER], variants: fft::variants },
 ];
 
 /// Every registered variant of every family, each in its plain and arena (`.rw`) form: what

@@ -6,6 +6,7 @@ mod delta_rule;
 mod fused;
 mod matmul;
 mod moe;
+mod s4;
 mod sampling;
 mod selective_scan;
 mod ssd;
