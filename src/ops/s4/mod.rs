@@ -2,12 +2,18 @@
 //! ([`complex::C64`]): HiPPO matrices and the S4 / S4D initialisers ([`hippo`]), the
 //! discretisation of a diagonal state ([`discretize`]), and the convolution kernels' references
 //! ([`reference`]: S4D's Vandermonde kernel, S4's DPLR kernel by Cauchy sums and the Woodbury
-//! correction, C̃ and its length doubling, checked against the dense Krylov kernel). The GPU
-//! kernels (kernel generation, FFT convolution) and the `s4` runtime are to come.
+//! correction, C̃ and its length doubling, checked against the dense Krylov kernel); a layer's
+//! state space and what the GPU takes from it ([`layer`]); and the GPU kernels ([`kernels`]:
+//! Vandermonde and Cauchy kernel generation, the FFT and direct convolutions, the recurrent
+//! view). The FFT itself is its own family, [`super::fft`].
 
 pub mod complex;
 pub mod hippo;
+pub mod kernels;
+pub mod layer;
 pub mod reference;
+
+pub use kernels::{variants, SHADER};
 
 use crate::error::{Error, Result};
 use complex::C64;

@@ -1,0 +1,309 @@
+// S4 and S4D (ops::s4): kernel generation, the convolution (FFT and direct) and the recurrent
+// view. One entry per define; each is described where it starts.
+struct Params { a: u32, b: u32, c: u32, d: u32, e: u32, f: u32, g: u32, flags: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+
+#include flags
+
+fn cmul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x); }
+fn conj(a: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.x, -a.y); }
+fn cdiv(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return cmul(a, conj(b)) / dot(b, b); }
+
+fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * 64u; }
+
+#if VANDERMONDE
+// S4D's kernel: k[h, l] = 2·Re Σ_n v_n·e^{x_n·l} (a = H, b = N, c = L), with e^{x·l} evaluated
+// at every l, not by repeated multiplication. terms[h·N + n] = (Re v, Im v, Re x, 0) and
+// theta[h·N + n] the turn count Im x / 2π as a 64-bit binary fraction (hi, lo): l·θ mod 1 is
+// exact in integers, so the phase keeps full f32 precision at any l.
+@group(0) @binding(1) var<storage, read> terms: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> theta: array<vec2<u32>>;
+@group(0) @binding(3) var<storage, read_write> k: array<f32>;
+
+// The high word of the 64-bit product of a and b.
+fn mulhi(a: u32, b: u32) -> u32 {
+    let a0 = a & 0xffffu;
+    let a1 = a >> 16u;
+    let b0 = b & 0xffffu;
+    let b1 = b >> 16u;
+    let p01 = a0 * b1;
+    let p10 = a1 * b0;
+    let mid = ((a0 * b0) >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
+    return a1 * b1 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
+}
+
+@compute @workgroup_size(64)
+fn vandermonde(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = index(gid, nwg);
+    if (e >= p.a * p.c) { return; }
+    let h = e / p.c;
+    let l = e % p.c;
+    var acc = 0.0;
+    for (var n = 0u; n < p.b; n++) {
+        let t = terms[h * p.b + n];
+        let th = theta[h * p.b + n];
+        // The top 32 bits of frac(l·θ), as a signed turn in [−½, ½).
+        let turn = bitcast<i32>(l * th.x + mulhi(l, th.y));
+        let angle = f32(turn) * 1.4629180792671596e-9; // 2π / 2^32
+        let mag = exp(t.z * f32(l));
+        acc += mag * (t.x * cos(angle) - t.y * sin(angle));
+    }
+    k[e] = 2.0 * acc;
+}
+#endif
+
+#if CAUCHY
+// S4's kernel in frequency (a = H, b = N, c = Lk, d = n1, e = n2 of the inverse FFT's plan):
+// at ω = e^{−2πik/Lk}, k ≤ Lk/2, the resolvent's Cauchy sums over the N states and their
+// conjugates, kept apart, with the rank-1 Woodbury correction and the bilinear factor
+// 2/(1 + ω) folded in: with d(w) = 2(1 − ω) − (1 + ω)·w, s_ij = Σ v_ij/d(w) + v̄_ij/d(w̄), and
+// K̂ = 2·(s00 − (1 + ω)·s01·s10 / (1 + (1 + ω)·s11)), finite at ω = −1 too. terms[h·N + n]
+// hold (w, v00, v01, v10, v11); the spectrum is written Hermitian, in the FFT's slot order.
+@group(0) @binding(1) var<storage, read> terms: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read_write> spec: array<vec2<f32>>;
+
+fn slot(k: u32) -> u32 { return (k % p.d) * p.e + k / p.d; }
+
+@compute @workgroup_size(64)
+fn cauchy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let half = p.c / 2u;
+    let e = index(gid, nwg);
+    if (e >= p.a * (half + 1u)) { return; }
+    let h = e / (half + 1u);
+    let kk = e % (half + 1u);
+    let angle = -6.283185307179586 * f32(kk) / f32(p.c);
+    let om = vec2<f32>(cos(angle), sin(angle));
+    let one_m = 2.0 * (vec2<f32>(1.0, 0.0) - om);
+    let one_p = vec2<f32>(1.0, 0.0) + om;
+    var s = array<vec2<f32>, 4>(vec2<f32>(0.0), vec2<f32>(0.0), vec2<f32>(0.0), vec2<f32>(0.0));
+    for (var n = 0u; n < p.b; n++) {
+        let base = (h * p.b + n) * 5u;
+        let w = terms[base];
+        let r1 = cdiv(vec2<f32>(1.0, 0.0), one_m - cmul(one_p, w));
+        let r2 = cdiv(vec2<f32>(1.0, 0.0), one_m - cmul(one_p, conj(w)));
+        for (var q = 0u; q < 4u; q++) {
+            let v = terms[base + 1u + q];
+            s[q] += cmul(v, r1) + cmul(conj(v), r2);
+        }
+    }
+    let corr = cdiv(cmul(one_p, cmul(s[1], s[2])), vec2<f32>(1.0, 0.0) + cmul(one_p, s[3]));
+    var kf = 2.0 * (s[0] - corr);
+    let row = h * p.c;
+    if (kk == 0u || kk == half) {
+        // A real signal's first and middle bins are real (irfft ignores their imaginary parts).
+        spec[row + slot(kk)] = vec2<f32>(kf.x, 0.0);
+    } else {
+        spec[row + slot(kk)] = kf;
+        spec[row + slot(p.c - kk)] = conj(kf);
+    }
+}
+#endif
+
+#if EXTRACT
+// k[h, l] = Re x[h, l] / Lk for l < L, from the inverse FFT of the spectrum (a = H, b = L,
+// c = Lk).
+@group(0) @binding(1) var<storage, {{ACT}}> spec: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read_write> k: array<f32>;
+
+@compute @workgroup_size(64)
+fn extract(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = index(gid, nwg);
+    if (e >= p.a * p.b) { return; }
+    k[e] = spec[(e / p.b) * p.c + e % p.b].x / f32(p.c);
+}
+#endif
+
+#if PACK
+// The FFT convolution's rows (a = segments, b = P = ⌈H/2⌉ channel pairs, c = H, d = n, e = L):
+// row (segment s, pair j) holds u of channels 2j and 2j + 1 as one complex signal, zero past
+// the segment's end; then P rows of the kernel k [H, L] paired the same way. One dispatch
+// packs both, so one FFT dispatch transforms the batch, its channels and the kernel.
+@group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
+@group(0) @binding(2) var<storage, read> segs: array<u32>;
+@group(0) @binding(3) var<storage, {{ACT}}> k: array<f32>;
+@group(0) @binding(4) var<storage, read_write> data: array<vec2<f32>>;
+
+@compute @workgroup_size(64)
+fn pack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = index(gid, nwg);
+    if (e >= (p.a + 1u) * p.b * p.d) { return; }
+    // Pairs fastest, so neighbouring invocations read neighbouring channels.
+    let j = e % p.b;
+    let t = (e / p.b) % p.d;
+    let s = e / (p.b * p.d);
+    let second = 2u * j + 1u < p.c;
+    var v = vec2<f32>(0.0);
+    if (s < p.a) {
+        let t0 = segs[s];
+        if (t0 + t < segs[s + 1u]) {
+            let at = (t0 + t) * p.c + 2u * j;
+            v = vec2<f32>(u[at], select(0.0, u[min(at + 1u, arrayLength(&u) - 1u)], second));
+        }
+    } else if (t < p.e) {
+        v = vec2<f32>(k[2u * j * p.e + t], select(0.0, k[min((2u * j + 1u) * p.e + t, arrayLength(&k) - 1u)], second));
+    }
+    data[(s * p.b + j) * p.d + t] = v;
+}
+#endif
+
+#if POINTWISE
+// Y = U·K̂ per channel, two channels to a complex row (a = segments, b = P, c = n, d = n1,
+// e = n2): with Z = FFT(u_a + i·u_b), U_a(k) = (Z(k) + Z̄(n−k))/2 and U_b(k) = (Z(k) −
+// Z̄(n−k))/2i, likewise the kernel's row; Y(k) = U_a·K_a + i·U_b·K_b and Y(n−k) from the
+// conjugates, so the inverse FFT gives y_a + i·y_b. Bins sit in slot order.
+@group(0) @binding(1) var<storage, read_write> data: array<vec2<f32>>;
+
+fn slot(k: u32) -> u32 { return (k % p.d) * p.e + k / p.d; }
+fn bin(s: u32) -> u32 { return s / p.e + p.d * (s % p.e); }
+fn minus_i(a: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.y, -a.x); }
+fn plus_i(a: vec2<f32>) -> vec2<f32> { return vec2<f32>(-a.y, a.x); }
+
+@compute @workgroup_size(64)
+fn pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = index(gid, nwg);
+    if (e >= p.a * p.b * p.c) { return; }
+    let row = e / p.c;
+    let s = e % p.c;
+    let kk = bin(s);
+    let kp = (p.c - kk) % p.c;
+    if (kk > kp) { return; } // its partner's invocation writes both
+    let sp = slot(kp);
+    let ur = row * p.c;
+    let kr = (p.a * p.b + row % p.b) * p.c;
+    let zu = data[ur + s];
+    let zup = conj(data[ur + sp]);
+    let zk = data[kr + s];
+    let zkp = conj(data[kr + sp]);
+    let ya = cmul(zu + zup, zk + zkp) * 0.25;
+    let yb = cmul(minus_i(zu - zup), minus_i(zk - zkp)) * 0.25;
+    data[ur + s] = ya + plus_i(yb);
+    data[ur + sp] = conj(ya) + plus_i(conj(yb));
+}
+#endif
+
+#if UNPACK
+// y[t, h] = (u ∗ k)[t, h] + D[h]·u[t, h] from the inverse FFT's rows (a = segments, b = P,
+// c = H, d = n, e = T): channel 2j is the real part of pair j's row, 2j + 1 the imaginary.
+@group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
+@group(0) @binding(2) var<storage, read> segs: array<u32>;
+@group(0) @binding(3) var<storage, read> dskip: array<f32>;
+@group(0) @binding(4) var<storage, {{ACT}}> data: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+fn segment_of(t: u32) -> u32 {
+    var lo = 0u;
+    var hi = p.a;
+    while (hi - lo > 1u) {
+        let mid = (lo + hi) / 2u;
+        if (segs[mid] <= t) { lo = mid; } else { hi = mid; }
+    }
+    return lo;
+}
+
+@compute @workgroup_size(64)
+fn unpack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = index(gid, nwg);
+    if (e >= p.e * p.c) { return; }
+    let t = e / p.c;
+    let h = e % p.c;
+    let s = segment_of(t);
+    let v = data[(s * p.b + h / 2u) * p.d + t - segs[s]];
+    y[e] = select(v.x, v.y, h % 2u == 1u) / f32(p.d) + dskip[h] * u[e];
+}
+#endif
+
+#if DIRECT
+// The causal convolution summed directly, for short segments (a = segments, c = H, e = T,
+// b = L): y[t, h] = D[h]·u[t, h] + Σ_{τ ≤ t − t0} k[h, τ]·u[t − τ, h].
+@group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
+@group(0) @binding(2) var<storage, read> segs: array<u32>;
+@group(0) @binding(3) var<storage, read> dskip: array<f32>;
+@group(0) @binding(4) var<storage, {{ACT}}> k: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+fn segment_of(t: u32) -> u32 {
+    var lo = 0u;
+    var hi = p.a;
+    while (hi - lo > 1u) {
+        let mid = (lo + hi) / 2u;
+        if (segs[mid] <= t) { lo = mid; } else { hi = mid; }
+    }
+    return lo;
+}
+
+@compute @workgroup_size(64)
+fn direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = index(gid, nwg);
+    if (e >= p.e * p.c) { return; }
+    let t = e / p.c;
+    let h = e % p.c;
+    let t0 = segs[segment_of(t)];
+    var acc = dskip[h] * u[e];
+    for (var tau = 0u; tau <= t - t0; tau++) {
+        acc += k[h * p.b + tau] * u[(t - tau) * p.c + h];
+    }
+    y[e] = acc;
+}
+#endif
+
+#if RECURRENCE
+// The recurrent view on the discretised state in real coordinates (a = S, b = H, c = R = 2N
+// real state rows, d = t_lo, e = t_hi): one workgroup per (sequence, channel) walks its tokens,
+// r ← M·r + b·u, with row R of (mat, bvec) giving y = C̄·r + D·u of the new state. A
+// sequence's first token (without INIT), or a RESET token, starts from r = 0. The state is
+// left at the last token; OUTPUT writes y.
+@group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
+@group(0) @binding(2) var<storage, read> mat: array<f32>;
+@group(0) @binding(3) var<storage, read> bvec: array<f32>;
+@group(0) @binding(4) var<storage, read> seqs: array<u32>;
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+// Whether token t starts from a zero state (the table's per-token flags follow cu_seqlens).
+fn is_reset(t: u32) -> bool { return flag(RESET) && seqs[p.a + 1u + t] != 0u; }
+
+var<workgroup> r_cur: array<f32, 512>;
+
+@compute @workgroup_size(64)
+fn recurrence(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= p.a * p.b) { return; }
+    let s = g / p.b;
+    let h = g % p.b;
+    let rr = p.c;
+    let t0 = seqs[s];
+    let t1 = seqs[s + 1u];
+    let lo = t0 + min(p.d, t1 - t0);
+    let hi = t0 + min(p.e, t1 - t0);
+    if (lo >= hi) { return; }
+    let sbase = (s * p.b + h) * rr;
+    for (var i = lid; i < rr; i += 64u) {
+        r_cur[i] = select(0.0, state[sbase + i], flag(INIT) || lo > t0);
+    }
+    workgroupBarrier();
+    let mbase = h * (rr + 1u) * rr;
+    for (var t = lo; t < hi; t++) {
+        let fresh = is_reset(t) || (t == t0 && !flag(INIT));
+        let x = u[t * p.b + h];
+        var next: array<f32, 9>;
+        var slot = 0u;
+        for (var i = lid; i <= rr; i += 64u) {
+            var acc = bvec[h * (rr + 1u) + i] * x;
+            if (!fresh) {
+                for (var j = 0u; j < rr; j++) { acc += mat[mbase + i * rr + j] * r_cur[j]; }
+            }
+            next[slot] = acc;
+            slot++;
+        }
+        workgroupBarrier();
+        slot = 0u;
+        for (var i = lid; i <= rr; i += 64u) {
+            if (i < rr) { r_cur[i] = next[slot]; } else if (flag(OUTPUT)) { y[t * p.b + h] = next[slot]; }
+            slot++;
+        }
+        workgroupBarrier();
+    }
+    for (var i = lid; i < rr; i += 64u) { state[sbase + i] = r_cur[i]; }
+}
+#endif

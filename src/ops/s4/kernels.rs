@@ -1,0 +1,302 @@
+//! The S4 family's GPU kernels (`shaders/s4/s4.wgsl`): kernel generation (S4D's Vandermonde
+//! sum, S4's Cauchy sums with the Woodbury correction followed by an inverse FFT), the causal
+//! convolution y = k ∗ u + D·u (by FFT, or summed directly for short segments) and the
+//! recurrent view r ← M·r + b·u in real coordinates. The host-side preparation of their
+//! inputs from a layer's parameters is [`super::layer`].
+
+use super::super::fft::{self, Plan};
+use super::super::sequences::Sequences;
+use super::super::{grid, word, Params, Recorder};
+use crate::error::{Error, Result};
+use crate::shader::Variant;
+use crate::tensor::{DType, Tensor};
+
+/// The family's WGSL (`shaders/s4/s4.wgsl`).
+pub const SHADER: crate::shader::Source = crate::wgsl_source!("s4/s4");
+
+crate::uniform! {
+    /// Every S4 kernel's parameters; each entry documents what a–g hold for it.
+    pub struct S4Params { pub a: u32, pub b: u32, pub c: u32, pub d: u32, pub e: u32, pub f: u32, pub g: u32, pub flags: u32 }
+}
+
+crate::flags! {
+    /// Bits of [`S4Params::flags`] (the recurrence's).
+    pub mod s4_flags { INIT = 1, RESET = 2, OUTPUT = 4 }
+}
+
+/// The kernels, one entry each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    Vandermonde,
+    Cauchy,
+    Extract,
+    Pack,
+    Pointwise,
+    Unpack,
+    Direct,
+    Recurrence,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 8] = [
+        Kernel::Vandermonde,
+        Kernel::Cauchy,
+        Kernel::Extract,
+        Kernel::Pack,
+        Kernel::Pointwise,
+        Kernel::Unpack,
+        Kernel::Direct,
+        Kernel::Recurrence,
+    ];
+
+    fn entry(self) -> (&'static str, &'static str) {
+        match self {
+            Kernel::Vandermonde => ("VANDERMONDE", "vandermonde"),
+            Kernel::Cauchy => ("CAUCHY", "cauchy"),
+            Kernel::Extract => ("EXTRACT", "extract"),
+            Kernel::Pack => ("PACK", "pack"),
+            Kernel::Pointwise => ("POINTWISE", "pointwise"),
+            Kernel::Unpack => ("UNPACK", "unpack"),
+            Kernel::Direct => ("DIRECT", "direct"),
+            Kernel::Recurrence => ("RECURRENCE", "recurrence"),
+        }
+    }
+
+    pub fn variant(self) -> Variant {
+        let entry = self.entry().1;
+        let mut v = Variant::new(format!("s4.{entry}"), &SHADER, entry).with_params::<S4Params>();
+        for k in Kernel::ALL {
+            v = v.define(k.entry().0, (k == self) as u32);
+        }
+        if self == Kernel::Recurrence {
+            v = v.define(crate::shader::BOUNDED_LOOPS, 1).with_flags(s4_flags::SET);
+        }
+        v
+    }
+}
+
+pub fn variants() -> Vec<Variant> {
+    Kernel::ALL.iter().map(|k| k.variant()).collect()
+}
+
+/// Most real state rows (2N) the recurrence takes.
+pub const MAX_ROWS: usize = 512;
+
+/// Tokens per sequence per dispatch of the recurrence (lavapipe ends very long loops).
+const TOKENS_PER_DISPATCH: usize = 8192;
+
+fn params(v: [usize; 7], flags: u32) -> Result<Params> {
+    let w = |x: usize| word("S4 size", x);
+    Ok(Params::of(&S4Params {
+        a: w(v[0])?,
+        b: w(v[1])?,
+        c: w(v[2])?,
+        d: w(v[3])?,
+        e: w(v[4])?,
+        f: w(v[5])?,
+        g: w(v[6])?,
+        flags,
+    }))
+}
+
+fn kernel_shape(k: &Tensor, h: usize) -> Result<usize> {
+    match k.shape() {
+        &[hh, l] if hh == h && l > 0 && k.dtype() == DType::F32 => Ok(l),
+        other => Err(Error::Shape(format!("S4 kernel: expected f32 [{h}, L], got {other:?}"))),
+    }
+}
+
+/// S4D's kernel `k` `[H, L]` from `terms` `[H·N, 4]` and `theta` `[H·N, 2]` u32
+/// ([`super::layer::VandermondeTerms`]).
+pub fn vandermonde(rec: &mut Recorder, terms: &Tensor, theta: &Tensor, n: usize, k: &Tensor) -> Result<()> {
+    let h = k.shape().first().copied().unwrap_or(0);
+    let l = kernel_shape(k, h)?;
+    super::super::expect("vandermonde terms", terms, &[h * n, 4], DType::F32)?;
+    super::super::expect("vandermonde theta", theta, &[h * n, 2], DType::U32)?;
+    let p = params([h, n, l, 0, 0, 0, 0], 0)?;
+    rec.dispatch(&Kernel::Vandermonde.variant(), &p, &[terms, theta, k], grid(rec.device(), (h * l).div_ceil(64))?)
+}
+
+/// The length of the inverse FFT that S4's kernel of length `l` takes: a power of two ≥ l.
+pub fn cauchy_length(l: usize) -> usize {
+    l.max(2).next_power_of_two()
+}
+
+/// Scratch the DPLR kernel of `h` channels and length `l` needs: the spectrum, f32 pairs.
+pub fn cauchy_scratch(h: usize, l: usize) -> Vec<usize> {
+    vec![h * cauchy_length(l) * 2]
+}
+
+/// S4's kernel `k` `[H, L]` from `terms` `[H·N, 5, 2]` ([`super::layer::CauchyTerms`], built
+/// for length [`cauchy_length`]`(L)`): Cauchy sums at the roots of unity, an inverse FFT in
+/// `spec` ([`cauchy_scratch`]), and the first L real parts.
+pub fn cauchy(rec: &mut Recorder, terms: &Tensor, n: usize, spec: &Tensor, k: &Tensor) -> Result<()> {
+    let h = k.shape().first().copied().unwrap_or(0);
+    let l = kernel_shape(k, h)?;
+    let lk = cauchy_length(l);
+    super::super::expect("cauchy terms", terms, &[h * n, 5, 2], DType::F32)?;
+    super::super::expect("cauchy spectrum", spec, &cauchy_scratch(h, l), DType::F32)?;
+    let plan = Plan::new(rec.device(), lk)?;
+    let p = params([h, n, lk, plan.n1, plan.n2, 0, 0], 0)?;
+    let dev = rec.device();
+    rec.dispatch(&Kernel::Cauchy.variant(), &p, &[terms, spec], grid(dev, (h * (lk / 2 + 1)).div_ceil(64))?)?;
+    fft::fft(rec, spec, h, &plan, true)?;
+    let p = params([h, l, lk, 0, 0, 0, 0], 0)?;
+    rec.dispatch(&Kernel::Extract.variant(), &p, &[spec, k], grid(rec.device(), (h * l).div_ceil(64))?)
+}
+
+/// How the convolution is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvMethod {
+    /// FFT when the longest segment passes [`DIRECT_MAX`], else direct.
+    Auto,
+    Fft,
+    Direct,
+}
+
+/// The longest segment [`ConvMethod::Auto`] sums directly.
+pub const DIRECT_MAX: usize = 64;
+
+/// Segments of `seqs`: its sequences, cut again at each reset token (as cu_seqlens).
+pub fn segments(cu: &[usize], resets: Option<&[bool]>) -> Vec<usize> {
+    let mut out = vec![0];
+    for w in cu.windows(2) {
+        for t in w[0] + 1..w[1] {
+            if resets.is_some_and(|r| r[t]) {
+                out.push(t);
+            }
+        }
+        out.push(w[1]);
+    }
+    out.dedup();
+    out
+}
+
+/// The FFT length of a convolution whose longest segment is `l`.
+pub fn conv_length(l: usize) -> usize {
+    (2 * l.max(1)).next_power_of_two()
+}
+
+/// The method `method` resolves to for a longest segment of `l`.
+pub fn conv_method(method: ConvMethod, l: usize) -> ConvMethod {
+    match method {
+        ConvMethod::Auto if l <= DIRECT_MAX => ConvMethod::Direct,
+        ConvMethod::Auto => ConvMethod::Fft,
+        m => m,
+    }
+}
+
+/// Scratch (f32 elements) the convolution of `h` channels over segments `segs` needs.
+pub fn conv_scratch(segs: &[usize], h: usize, method: ConvMethod) -> Vec<usize> {
+    let l = segs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    match conv_method(method, l) {
+        ConvMethod::Fft => vec![(segs.len()) * h.div_ceil(2) * conv_length(l) * 2],
+        _ => Vec::new(),
+    }
+}
+
+/// y `[T, H]` = k ∗ u + D·u within each segment of `segs` (cu_seqlens-like, host side), with
+/// `k` `[H, L]` (L ≥ the longest segment) and `dskip` `[H]`; `data` is the FFT form's scratch
+/// ([`conv_scratch`]).
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    rec: &mut Recorder,
+    u: &Tensor,
+    segs: &[usize],
+    k: &Tensor,
+    dskip: &Tensor,
+    method: ConvMethod,
+    data: Option<&Tensor>,
+    y: &Tensor,
+) -> Result<()> {
+    let (t, h) = match u.shape() {
+        &[t, h] if u.dtype() == DType::F32 => (t, h),
+        other => return Err(Error::Shape(format!("S4 conv: u must be f32 [T, H], got {other:?}"))),
+    };
+    let lk = kernel_shape(k, h)?;
+    let longest = segs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    if segs.last() != Some(&t) || lk < longest {
+        return Err(Error::Shape(format!(
+            "S4 conv: segments {segs:?} do not cover {t} tokens with a kernel of {lk}"
+        )));
+    }
+    super::super::expect("S4 D", dskip, &[h], DType::F32)?;
+    super::super::expect("S4 y", y, &[t, h], DType::F32)?;
+    if t == 0 {
+        return Ok(());
+    }
+    let nseg = segs.len() - 1;
+    let table: Vec<u32> = segs.iter().map(|&s| word("tokens", s)).collect::<Result<_>>()?;
+    let segt = Tensor::from_slice(rec.device(), &[table.len()], &table)?;
+    if conv_method(method, longest) == ConvMethod::Direct {
+        let p = params([nseg, lk, h, 0, t, 0, 0], 0)?;
+        let g = grid(rec.device(), (t * h).div_ceil(64))?;
+        return rec.dispatch(&Kernel::Direct.variant(), &p, &[u, &segt, dskip, k, y], g);
+    }
+    let n = conv_length(longest);
+    let pairs = h.div_ceil(2);
+    let owned;
+    let data = match data {
+        Some(d) => d,
+        None => {
+            owned = Tensor::empty(rec.device(), &conv_scratch(segs, h, ConvMethod::Fft), DType::F32)?;
+            &owned
+        }
+    };
+    super::super::expect("S4 conv scratch", data, &conv_scratch(segs, h, ConvMethod::Fft), DType::F32)?;
+    let plan = Plan::new(rec.device(), n)?;
+    let dev = rec.device();
+    let p = params([nseg, pairs, h, n, lk, 0, 0], 0)?;
+    rec.dispatch(&Kernel::Pack.variant(), &p, &[u, &segt, k, data], grid(dev, ((nseg + 1) * pairs * n).div_ceil(64))?)?;
+    fft::fft(rec, data, (nseg + 1) * pairs, &plan, false)?;
+    let p = params([nseg, pairs, n, plan.n1, plan.n2, 0, 0], 0)?;
+    let g = grid(rec.device(), (nseg * pairs * n).div_ceil(64))?;
+    rec.dispatch(&Kernel::Pointwise.variant(), &p, &[data], g)?;
+    fft::fft(rec, data, nseg * pairs, &plan, true)?;
+    let p = params([nseg, pairs, h, n, t, 0, 0], 0)?;
+    let g = grid(rec.device(), (t * h).div_ceil(64))?;
+    rec.dispatch(&Kernel::Unpack.variant(), &p, &[u, &segt, dskip, data, y], g)
+}
+
+/// The recurrent view over `seqs`: u `[T, H]`, `mat` `[H, R + 1, R]` and `bvec` `[H, R + 1]`
+/// ([`super::layer::Recurrence`]), `state` `[S, H, R]` (continued when `init`, left at each
+/// sequence's last token), and y `[T, H]` written when given.
+pub fn recurrence(
+    rec: &mut Recorder,
+    u: &Tensor,
+    mat: &Tensor,
+    bvec: &Tensor,
+    seqs: &Sequences,
+    state: &Tensor,
+    init: bool,
+    y: Option<&Tensor>,
+) -> Result<()> {
+    let (t, s) = (seqs.total(), seqs.count());
+    let (h, r) = match state.shape() {
+        &[ss, h, r] if ss == s && (2..=MAX_ROWS).contains(&r) => (h, r),
+        other => {
+            return Err(Error::Shape(format!(
+                "S4 state: expected [{s}, H, R] with 2 ≤ R ≤ {MAX_ROWS}, got {other:?}"
+            )))
+        }
+    };
+    super::super::expect("S4 u", u, &[t, h], DType::F32)?;
+    super::super::expect("S4 recurrence matrix", mat, &[h, r + 1, r], DType::F32)?;
+    super::super::expect("S4 recurrence input", bvec, &[h, r + 1], DType::F32)?;
+    let mut flags = if init { s4_flags::INIT } else { 0 };
+    if seqs.resets().is_some() {
+        flags |= s4_flags::RESET;
+    }
+    if let Some(y) = y {
+        super::super::expect("S4 y", y, &[t, h], DType::F32)?;
+        flags |= s4_flags::OUTPUT;
+    }
+    let out = y.unwrap_or(state); // bound but not written without OUTPUT
+    let longest = seqs.cu_seqlens().windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let g = grid(rec.device(), s * h)?;
+    for lo in (0..longest.max(1)).step_by(TOKENS_PER_DISPATCH) {
+        let p = params([s, h, r, lo, lo + TOKENS_PER_DISPATCH, 0, 0], flags)?;
+        rec.dispatch(&Kernel::Recurrence.variant(), &p, &[u, mat, bvec, seqs.table(), state, out], g)?;
+    }
+    Ok(())
+}
