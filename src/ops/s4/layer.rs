@@ -305,16 +305,13 @@ impl Prepared {
     /// (Δ·Λ, Δ·B·C̃, Δ·B·Q, Δ·P·C̃, Δ·P·Q) with C̃ = C·(I − Ā^{lk}) and Q = P̄.
     pub fn cauchy_terms(&self, lk: usize) -> Result<Vec<f32>> {
         let s = &self.ssm;
-        if s.mode != Mode::Dplr || !lk.is_power_of_two() {
-            return Err(Error::Invalid(format!("Cauchy terms need an S4 (DPLR) layer and a power-of-two length, not {lk}")));
-        }
-        let (n, r) = (s.n, self.rows);
+        let ct = self.c_tilde(lk)?;
+        let n = s.n;
         let rows = per_channel(s.h, |h| {
-            let w = times_i_minus(Self::row(&self.wbar, h, r), &power_of_two(self.m_of(h), r, lk), r);
             let mut out = Vec::with_capacity(n * 10);
             for i in 0..n {
                 let e = h * n + i;
-                let ct = C64::new(w[i] / 2.0, -w[n + i] / 2.0);
+                let ct = ct[e];
                 let (dt, b, p) = (s.dt[h], s.b[e], s.p[0][e]);
                 let q = p.conj();
                 for v in [s.a[e].scale(dt), (b * ct).scale(dt), (b * q).scale(dt), (p * ct).scale(dt), (p * q).scale(dt)] {
@@ -322,6 +319,22 @@ impl Prepared {
                 }
             }
             out
+        });
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    /// C̃ = C·(I − Ā^{lk}) `[H·N]` for an inverse FFT of length `lk` (S4 only).
+    pub fn c_tilde(&self, lk: usize) -> Result<Vec<C64>> {
+        let s = &self.ssm;
+        if s.mode != Mode::Dplr || !lk.is_power_of_two() {
+            return Err(Error::Invalid(format!(
+                "C̃ needs an S4 (DPLR) layer and a power-of-two length, not {lk}"
+            )));
+        }
+        let (n, r) = (s.n, self.rows);
+        let rows = per_channel(s.h, |h| {
+            let w = times_i_minus(Self::row(&self.wbar, h, r), &power_of_two(self.m_of(h), r, lk), r);
+            (0..n).map(|i| C64::new(w[i] / 2.0, -w[n + i] / 2.0)).collect::<Vec<_>>()
         });
         Ok(rows.into_iter().flatten().collect())
     }

@@ -56,6 +56,11 @@ pub fn dplr_kernel(
     c_tilde: &[C64],
     l: usize,
 ) -> Vec<f64> {
+    irfft(&dplr_spectrum(dt, lambda, p, b, c_tilde, l), l)
+}
+
+/// The DPLR kernel's first `l / 2 + 1` DFT bins (what [`dplr_kernel`] inverts).
+pub fn dplr_spectrum(dt: f64, lambda: &[C64], p: &[Vec<C64>], b: &[C64], c_tilde: &[C64], l: usize) -> Vec<C64> {
     let w: Vec<C64> = lambda.iter().map(|x| x.scale(dt)).collect();
     let rank = p.len();
     // Rows of B′ = [B, P_r], columns of C′ = [C̃, Q_r = conj(P_r)].
@@ -86,14 +91,19 @@ pub fn dplr_kernel(
         };
         kf.push(k_f * C64::from(2.0) / (C64::ONE + omega));
     }
-    irfft(&kf, l)
+    kf
 }
 
 /// The inverse of a real DFT of length `n` (even) from its `n / 2 + 1` first bins (the
 /// imaginary parts of bins 0 and n/2 are ignored, as numpy's and torch's irfft do).
 pub fn irfft(x: &[C64], n: usize) -> Vec<f64> {
-    (0..n)
-        .map(|t| {
+    irfft_at(x, n, &(0..n).collect::<Vec<_>>())
+}
+
+/// [`irfft`] at the points `ts` only.
+pub fn irfft_at(x: &[C64], n: usize, ts: &[usize]) -> Vec<f64> {
+    ts.iter()
+        .map(|&t| {
             let mut s = x[0].re;
             for (k, &xk) in x.iter().enumerate().take(n / 2).skip(1) {
                 s += 2.0 * (xk * C64::cis(2.0 * std::f64::consts::PI * (k * t % n) as f64 / n as f64)).re;

@@ -64,3 +64,288 @@ fn fft_matches_a_direct_dft_from_2_to_2_pow_20_points() {
         }
     }
 }
+
+use linseq::ops::s4::hippo::{diag_init, nplr, DiagInit, Measure};
+use linseq::ops::s4::kernels::{self, ConvMethod};
+use linseq::ops::s4::layer::{conv_ref, Mode, Prepared, Ssm};
+use linseq::ops::s4::reference::{dplr_spectrum, irfft_at, vandermonde_kernel};
+use linseq::ops::s4::Discretization;
+use linseq::ops::sequences::Sequences;
+use linseq::Tensor;
+
+/// Steps Δ log-spaced over [0.001, 0.1], as the module's init draws them.
+fn steps(h: usize) -> Vec<f64> {
+    (0..h).map(|i| 0.001 * 100f64.powf(i as f64 / (h.max(2) - 1) as f64)).collect()
+}
+
+fn random_c(rng: &mut Rng, len: usize) -> Vec<C64> {
+    (0..len).map(|_| C64::new(rng.uniform(-1.0, 1.0) as f64, rng.uniform(-1.0, 1.0) as f64)).collect()
+}
+
+/// An S4D-Lin layer of `h` channels and `n` states per conjugate pair.
+fn s4d_layer(rng: &mut Rng, h: usize, n: usize, disc: Discretization) -> Ssm {
+    let (a, b) = diag_init(DiagInit::Lin, 2 * n).unwrap();
+    Ssm {
+        mode: Mode::Diag(disc),
+        h,
+        n,
+        dt: steps(h),
+        a: (0..h).flat_map(|_| a.clone()).collect(),
+        b: (0..h).flat_map(|_| b.clone()).collect(),
+        c: random_c(rng, h * n),
+        p: Vec::new(),
+        l_kernel: 0,
+        d: (0..h).map(|_| rng.uniform(-1.0, 1.0) as f64).collect(),
+    }
+}
+
+/// An S4 (LegS, DPLR) layer; C is given as C itself (`l_kernel` 0).
+fn s4_layer(rng: &mut Rng, h: usize, n: usize) -> Ssm {
+    let np = nplr(Measure::LegS, 2 * n).unwrap();
+    let b = np.clipped_b(2.0);
+    Ssm {
+        mode: Mode::Dplr,
+        h,
+        n,
+        dt: steps(h),
+        a: (0..h).flat_map(|_| np.w.clone()).collect(),
+        b: (0..h).flat_map(|_| b.clone()).collect(),
+        c: random_c(rng, h * n),
+        p: vec![(0..h).flat_map(|_| np.p[0].clone()).collect()],
+        l_kernel: 0,
+        d: (0..h).map(|_| rng.uniform(-1.0, 1.0) as f64).collect(),
+    }
+}
+
+/// The layer's kernel `[H, L]` generated on the GPU (Vandermonde or Cauchy + inverse FFT).
+fn gpu_kernel(dev: &Device, prep: &Prepared, l: usize) -> Vec<f32> {
+    let (h, n) = (prep.ssm.h, prep.ssm.n);
+    let out = GuardedOutput::new(dev, &[h, l], DType::F32).unwrap();
+    let mut rec = Recorder::new(dev);
+    match prep.ssm.mode {
+        Mode::Diag(_) => {
+            let t = prep.vandermonde_terms().unwrap();
+            let terms = Tensor::from_slice(dev, &[h * n, 4], &t.terms).unwrap();
+            let theta = Tensor::from_slice(dev, &[h * n, 2], &t.theta).unwrap();
+            kernels::vandermonde(&mut rec, &terms, &theta, n, &out.tensor).unwrap();
+            rec.run().unwrap();
+        }
+        Mode::Dplr => {
+            let terms = prep.cauchy_terms(kernels::cauchy_length(l)).unwrap();
+            let terms = Tensor::from_slice(dev, &[h * n, 5, 2], &terms).unwrap();
+            let spec = Tensor::empty(dev, &kernels::cauchy_scratch(h, l), DType::F32).unwrap();
+            kernels::cauchy(&mut rec, &terms, n, &spec, &out.tensor).unwrap();
+            rec.run().unwrap();
+        }
+    }
+    out.read_f32(dev).unwrap()
+}
+
+/// max |got − want| / max |want|, failing on any non-finite value.
+fn relative(got: &[f32], want: &[f64]) -> f64 {
+    assert!(got.iter().all(|v| v.is_finite()), "non-finite kernel values");
+    let err = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max);
+    err / want.iter().map(|w| w.abs()).fold(0.0, f64::max)
+}
+
+#[test]
+fn kernel_generation_matches_f64_references() {
+    let mut rng = Rng::new(18);
+    for dev in devices() {
+        // N ≤ 64 states, L ≤ 1024: within 1e-4 of the dense recurrent view in f64.
+        for (n, l) in [(2, 1), (4, 2), (8, 63), (16, 200), (32, 1000), (32, 1024)] {
+            for (what, ssm) in [
+                ("s4d zoh", s4d_layer(&mut rng, 3, n, Discretization::Zoh)),
+                ("s4d bilinear", s4d_layer(&mut rng, 3, n, Discretization::Bilinear)),
+                ("s4 legs", s4_layer(&mut rng, 3, n)),
+            ] {
+                let prep = ssm.prepare().unwrap();
+                let err = relative(&gpu_kernel(dev, &prep, l), &prep.kernel_ref(l));
+                eprintln!("[{}] {what} N {} L {l}: relative error {err:.2e}", dev.caps().backend, 2 * n);
+                assert!(err <= 1e-4, "{what} N {} L {l}: relative error {err:.2e}", 2 * n);
+            }
+        }
+        // N = 256, L = 64K: within 1e-3 of the module's own formulas in f64 (the Vandermonde
+        // sum at every l; the Cauchy spectrum inverted at sampled l).
+        let l = 1 << 16;
+        let ssm = s4d_layer(&mut rng, 2, 128, Discretization::Zoh);
+        let prep = ssm.clone().prepare().unwrap();
+        let want: Vec<f64> = (0..2)
+            .flat_map(|h| {
+                let at = |v: &[C64]| v[h * 128..(h + 1) * 128].to_vec();
+                vandermonde_kernel(Discretization::Zoh, ssm.dt[h], &at(&ssm.a), &at(&ssm.b), &at(&ssm.c), l)
+            })
+            .collect();
+        let err = relative(&gpu_kernel(dev, &prep, l), &want);
+        eprintln!("[{}] s4d N 256 L 64K: relative error {err:.2e}", dev.caps().backend);
+        assert!(err <= 1e-3, "s4d N 256 L 64K: {err:.2e}");
+
+        let ssm = s4_layer(&mut rng, 1, 128);
+        let prep = ssm.clone().prepare().unwrap();
+        let ct = prep.c_tilde(l).unwrap();
+        let spec = dplr_spectrum(ssm.dt[0], &ssm.a, &ssm.p, &ssm.b, &ct, l);
+        let ts: Vec<usize> = (0..64).map(|i| (i * 1031 + i * i * 7) % l).collect();
+        let want = irfft_at(&spec, l, &ts);
+        let got = gpu_kernel(dev, &prep, l);
+        let picked: Vec<f32> = ts.iter().map(|&t| got[t]).collect();
+        let scale = got.iter().map(|v| v.abs()).fold(0.0, f32::max) as f64;
+        let err = picked.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max) / scale;
+        eprintln!("[{}] s4 N 256 L 64K: relative error {err:.2e}", dev.caps().backend);
+        assert!(err <= 1e-3, "s4 N 256 L 64K: {err:.2e}");
+    }
+}
+
+/// Random u `[T, H]`.
+fn inputs(rng: &mut Rng, t: usize, h: usize) -> Vec<f32> {
+    rng.vec(t * h, -1.0, 1.0)
+}
+
+/// Runs the convolution on the GPU over `segs` with kernel `k` `[H, L]`; returns y.
+fn gpu_conv(dev: &Device, u: &[f32], h: usize, segs: &[usize], k: &[f32], d: &[f32], m: ConvMethod) -> Vec<f32> {
+    let t = u.len() / h;
+    let l = k.len() / h;
+    let ut = Tensor::from_slice(dev, &[t, h], u).unwrap();
+    let kt = Tensor::from_slice(dev, &[h, l], k).unwrap();
+    let dt = Tensor::from_slice(dev, &[h], d).unwrap();
+    let y = GuardedOutput::new(dev, &[t, h], DType::F32).unwrap();
+    let mut rec = Recorder::new(dev);
+    kernels::conv(&mut rec, &ut, segs, &kt, &dt, m, None, &y.tensor).unwrap();
+    rec.run().unwrap();
+    y.read_f32(dev).unwrap()
+}
+
+#[test]
+fn convolution_by_fft_and_directly_matches_an_f64_convolution() {
+    let mut rng = Rng::new(4);
+    for dev in devices() {
+        // Odd H (one channel has no partner in its complex row); lengths around the FFT's
+        // sizes; 4103 takes the two-pass FFT (n = 16384); a reset cuts one sequence in two.
+        let h = 5;
+        let lens = [1usize, 63, 64, 65, 1000, 4103];
+        let mut cu = vec![0];
+        lens.iter().for_each(|l| cu.push(cu.last().unwrap() + l));
+        let t = *cu.last().unwrap();
+        let mut resets = vec![false; t];
+        resets[cu[4] + 300] = true;
+        let segs = kernels::segments(&cu, Some(&resets));
+        let l = 4103;
+        let k: Vec<f32> = (0..h * l).map(|i| rng.uniform(-1.0, 1.0) * (-((i % l) as f32) / 500.0).exp()).collect();
+        let d = rng.vec(h, -1.0, 1.0);
+        let u = inputs(&mut rng, t, h);
+        let k64: Vec<f64> = k.iter().map(|&v| v as f64).collect();
+        let d64: Vec<f64> = d.iter().map(|&v| v as f64).collect();
+        let want = conv_ref(&u, &segs, &k64, l, &d64);
+        for m in [ConvMethod::Fft, ConvMethod::Direct] {
+            let got = gpu_conv(dev, &u, h, &segs, &k, &d, m);
+            check_within(dev, "s4 conv", &format!("{m:?} lens {lens:?}"), &got, &want, (1e-10, 1e-3));
+        }
+        // One token, and a batch of one-token sequences (the decode shapes).
+        for segs in [vec![0, 1], vec![0, 1, 2, 3]] {
+            let t = *segs.last().unwrap();
+            let u = inputs(&mut rng, t, h);
+            let want = conv_ref(&u, &segs, &k64, l, &d64);
+            let got = gpu_conv(dev, &u, h, &segs, &k, &d, ConvMethod::Fft);
+            check_within(dev, "s4 conv", &format!("fft segs {segs:?}"), &got, &want, (1e-12, 1e-5));
+        }
+    }
+}
+
+/// Runs the recurrence on the GPU; returns (y, state).
+fn gpu_recurrence(
+    dev: &Device,
+    prep: &Prepared,
+    u: &[f32],
+    cu: &[usize],
+    resets: Option<&[bool]>,
+    init: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>) {
+    let (h, r) = (prep.ssm.h, prep.rows);
+    let s = cu.len() - 1;
+    let t = *cu.last().unwrap();
+    let lens: Vec<usize> = cu.windows(2).map(|w| w[1] - w[0]).collect();
+    let seqs = Sequences::new(dev, &lens, resets).unwrap();
+    let (mat, bvec) = prep.recurrence();
+    let mat = Tensor::from_slice(dev, &[h, r + 1, r], &mat).unwrap();
+    let bvec = Tensor::from_slice(dev, &[h, r + 1], &bvec).unwrap();
+    let ut = Tensor::from_slice(dev, &[t, h], u).unwrap();
+    let zeros = vec![0f32; s * h * r];
+    let state = Tensor::from_slice(dev, &[s, h, r], init.unwrap_or(&zeros)).unwrap();
+    let y = GuardedOutput::new(dev, &[t, h], DType::F32).unwrap();
+    let mut rec = Recorder::new(dev);
+    kernels::recurrence(&mut rec, &ut, &mat, &bvec, &seqs, &state, init.is_some(), Some(&y.tensor)).unwrap();
+    rec.run().unwrap();
+    (y.read_f32(dev).unwrap(), state.read_f32(dev).unwrap())
+}
+
+#[test]
+fn the_recurrent_view_matches_f64_and_the_convolution_view() {
+    let mut rng = Rng::new(7);
+    for dev in devices() {
+        for (what, ssm) in [
+            ("s4d", s4d_layer(&mut rng, 3, 8, Discretization::Zoh)),
+            ("s4", s4_layer(&mut rng, 3, 8)),
+        ] {
+            let prep = ssm.prepare().unwrap();
+            let h = prep.ssm.h;
+            let cu = vec![0, 1, 66, 266];
+            let u = inputs(&mut rng, 266, h);
+            let (y, state) = gpu_recurrence(dev, &prep, &u, &cu, None, None);
+            let (want_y, want_state) = prep.recurrence_ref(&u, &cu, None);
+            check_within(dev, "s4 recurrence", &format!("{what} prefill y"), &y, &want_y, (1e-10, 1e-4));
+            check_within(dev, "s4 recurrence", &format!("{what} state"), &state, &want_state, (1e-10, 1e-4));
+            // The convolution view with the GPU's own kernel gives the same y.
+            let k = gpu_kernel(dev, &prep, 200);
+            let d: Vec<f32> = prep.ssm.d.iter().map(|&v| v as f32).collect();
+            let conv_y = gpu_conv(dev, &u, h, &cu, &k, &d, ConvMethod::Fft);
+            let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+            check_within(dev, "s4 views", &format!("{what} conv = recurrence"), &conv_y, &y64, (1e-10, 1e-4));
+            // Decode: one more token per sequence from the prefill's state.
+            let step_u = inputs(&mut rng, 3, h);
+            let (y1, s1) = gpu_recurrence(dev, &prep, &step_u, &[0, 1, 2, 3], None, Some(&state));
+            let (want_y1, want_s1) = prep.recurrence_ref(&step_u, &[0, 1, 2, 3], Some(&state));
+            check_within(dev, "s4 recurrence", &format!("{what} decode y"), &y1, &want_y1, (1e-10, 1e-4));
+            check_within(dev, "s4 recurrence", &format!("{what} decode state"), &s1, &want_s1, (1e-10, 1e-4));
+            // A reset restarts the state: y equals the f64 view of the two halves apart.
+            let mut resets = vec![false; 266];
+            resets[100] = true;
+            let (yr, _) = gpu_recurrence(dev, &prep, &u, &cu, Some(&resets), None);
+            let (want_r, _) = prep.recurrence_ref(&u, &[0, 1, 66, 100, 266], None);
+            check_within(dev, "s4 recurrence", &format!("{what} reset"), &yr, &want_r, (1e-10, 1e-4));
+        }
+    }
+}
+
+#[test]
+fn non_finite_input_stays_in_its_sequence() {
+    let mut rng = Rng::new(9);
+    for dev in devices() {
+        let prep = s4_layer(&mut rng, 4, 4).prepare().unwrap();
+        let h = 4;
+        let cu = vec![0, 90, 190, 300];
+        let mut u = inputs(&mut rng, 300, h);
+        let clean = u.clone();
+        u[120 * h + 1] = f32::NAN;
+        u[150 * h + 2] = f32::INFINITY;
+        let k = gpu_kernel(dev, &prep, 110);
+        let d: Vec<f32> = prep.ssm.d.iter().map(|&v| v as f32).collect();
+        let ref_y = gpu_conv(dev, &clean, h, &cu, &k, &d, ConvMethod::Fft);
+        let views = [
+            ("fft", gpu_conv(dev, &u, h, &cu, &k, &d, ConvMethod::Fft)),
+            ("direct", gpu_conv(dev, &u, h, &cu, &k, &d, ConvMethod::Direct)),
+            ("recurrence", gpu_recurrence(dev, &prep, &u, &cu, None, None).0),
+        ];
+        for (what, y) in views {
+            for (s, w) in cu.windows(2).enumerate() {
+                let part = &y[w[0] * h..w[1] * h];
+                if s == 1 {
+                    assert!(part.iter().any(|v| !v.is_finite()), "{what}: the bad sequence stayed finite");
+                } else {
+                    assert!(part.iter().all(|v| v.is_finite()), "{what}: sequence {s} caught a non-finite value");
+                    let want = &ref_y[w[0] * h..w[1] * h];
+                    let err = part.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                    assert!(err < 1e-4, "{what}: sequence {s} changed by {err}");
+                }
+            }
+        }
+    }
+}
