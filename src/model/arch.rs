@@ -61,6 +61,7 @@ static BUILT_IN: &[&dyn Architecture] = &[
     &super::qwen3_next::Qwen35Architecture,
     &super::olmo_hybrid::OlmoHybridArchitecture,
     &super::kimi_linear::KimiLinearArchitecture,
+    &super::s4::S4Architecture,
 ];
 
 /// Architectures registered at run time.

@@ -17,6 +17,8 @@ pub struct Head {
     pub embed: Tensor,
     pub lm_head: Tensor,
     pub norm_f: Tensor,
+    /// The final norm's bias: with one, it is a LayerNorm (S4), else an RMSNorm.
+    pub norm_f_bias: Option<Tensor>,
     /// Multiplies the embeddings (Gemma: √hidden, rounded as bf16).
     pub embed_scale: Option<f32>,
     /// Soft-caps the logits: cap·tanh(logits / cap).
@@ -65,7 +67,10 @@ impl Head {
     /// Adds the final RMSNorm of `h` and the LM head: logits of every token, or only of the
     /// token rows in `rows` (gathered first).
     pub fn build(&self, b: &mut Builder, h: TensorId, rows: Option<&Tensor>, eps: f64) -> Result<TensorId> {
-        let xn = b.rms_norm("norm_f", h, &self.norm_f, eps)?;
+        let xn = match &self.norm_f_bias {
+            Some(bias) => b.layer_norm("norm_f", h, &self.norm_f, bias, eps)?,
+            None => b.rms_norm("norm_f", h, &self.norm_f, eps)?,
+        };
         let src = match rows {
             Some(r) => {
                 let r = b.input("rows", r);
@@ -84,7 +89,10 @@ impl Head {
     /// Parameters: the embedding, the final norm, and the LM head unless it is the embedding.
     pub fn parameters(&self) -> usize {
         let tied = std::ptr::eq(self.embed.buffer(), self.lm_head.buffer());
-        self.embed.numel() + self.norm_f.numel() + if tied { 0 } else { self.lm_head.numel() }
+        self.embed.numel()
+            + self.norm_f.numel()
+            + self.norm_f_bias.as_ref().map_or(0, Tensor::numel)
+            + if tied { 0 } else { self.lm_head.numel() }
     }
 
     /// Mamba's and Mamba-2's head (`backbone.*`).
@@ -117,7 +125,7 @@ impl Head {
         let lm_head =
             if !tie { w.upload(dev, names.lm_head, &[vocab, d], &[vocab, d], dtype)? } else { embed.clone() };
         let norm_f = w.norm(dev, names.norm, d, names.norm_plus_one)?;
-        Ok(Self { embed, lm_head, norm_f, embed_scale: None, soft_cap: None })
+        Ok(Self { embed, lm_head, norm_f, norm_f_bias: None, embed_scale: None, soft_cap: None })
     }
 }
 
@@ -330,6 +338,20 @@ impl Builder {
     pub fn rms_norm(&mut self, name: &str, x: TensorId, w: &Tensor, eps: f64) -> Result<TensorId> {
         let w = self.weight(name, w);
         self.g.rms_norm(x, w, eps as f32)
+    }
+
+    /// LayerNorm of `x` with `w` and `bias` bound as weights.
+    pub fn layer_norm(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        w: &Tensor,
+        bias: &Tensor,
+        eps: f64,
+    ) -> Result<TensorId> {
+        let w = self.weight(name, w);
+        let bias = self.weight(&format!("{name}.bias"), bias);
+        self.g.norm(crate::ops::norm::NormKind::Layer, x, w, Some(bias), eps as f32)
     }
 
     /// x·Wᵀ + b with `w` and `b` bound as weights.

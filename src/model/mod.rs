@@ -35,6 +35,7 @@ pub mod olmo_hybrid;
 pub mod qwen3_next;
 pub mod random;
 pub mod recurrent_gemma;
+pub mod s4;
 pub mod schema;
 pub mod state;
 pub mod tokenizer;

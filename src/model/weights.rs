@@ -230,6 +230,22 @@ impl Weights {
         Ok(bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
 
+    /// An integer scalar (shape [] or [1], i64 or i32), such as a module's buffer.
+    pub fn int_scalar(&self, name: &str) -> Result<i64> {
+        let (dtype, shape, bytes, path) = self.raw(name, None)?;
+        let v = match (dtype, bytes.len()) {
+            (Dtype::I64, 8) => i64::from_le_bytes(bytes.try_into().expect("8 bytes")),
+            (Dtype::I32, 4) => i32::from_le_bytes(bytes.try_into().expect("4 bytes")) as i64,
+            _ => {
+                return Err(Error::Model(format!(
+                    "{}: tensor `{name}` is {dtype:?} {shape:?}; an i64 or i32 scalar expected",
+                    path.display()
+                )))
+            }
+        };
+        Ok(v)
+    }
+
     /// Total bytes of the mapped files.
     pub fn bytes(&self) -> usize {
         self.files.iter().map(|(_, m)| m.len()).sum()

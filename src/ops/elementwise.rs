@@ -24,6 +24,8 @@ pub enum Unary {
     Scale,
     /// GELU, tanh approximation (transformers' `gelu_pytorch_tanh`).
     GeluTanh,
+    /// GELU, exact: x·Φ(x) (PyTorch's `nn.GELU()`).
+    Gelu,
     /// scale · tanh(x / scale): Gemma's logit soft cap (scale = the cap).
     SoftCap,
 }
@@ -37,16 +39,19 @@ pub enum Binary {
     MulSilu,
     /// a · gelu_tanh(b): GeGLU.
     MulGeluTanh,
+    /// a · σ(b): the GLU (S4's output).
+    MulSigmoid,
 }
 
 impl Unary {
-    pub const ALL: [Unary; 7] = [
+    pub const ALL: [Unary; 8] = [
         Unary::Silu,
         Unary::Softplus,
         Unary::Exp,
         Unary::Sigmoid,
         Unary::Scale,
         Unary::GeluTanh,
+        Unary::Gelu,
         Unary::SoftCap,
     ];
     pub fn name(self) -> &'static str {
@@ -57,6 +62,7 @@ impl Unary {
             Unary::Sigmoid => "sigmoid",
             Unary::Scale => "scale",
             Unary::GeluTanh => "gelu_tanh",
+            Unary::Gelu => "gelu",
             Unary::SoftCap => "soft_cap",
         }
     }
@@ -68,6 +74,7 @@ impl Unary {
             Unary::Sigmoid => "sigmoid(x)",
             Unary::Scale => "x * p.scale",
             Unary::GeluTanh => "gelu_tanh(x)",
+            Unary::Gelu => "gelu(x)",
             Unary::SoftCap => "p.scale * tanh(x / p.scale)",
         }
     }
@@ -86,6 +93,7 @@ impl Unary {
             Unary::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Unary::Scale => x * scale,
             Unary::GeluTanh => gelu_tanh_ref(x),
+            Unary::Gelu => gelu_ref(x),
             Unary::SoftCap => scale * (x / scale).tanh(),
         }
     }
@@ -105,13 +113,15 @@ impl Unary {
 }
 
 impl Binary {
-    pub const ALL: [Binary; 4] = [Binary::Add, Binary::Mul, Binary::MulSilu, Binary::MulGeluTanh];
+    pub const ALL: [Binary; 5] =
+        [Binary::Add, Binary::Mul, Binary::MulSilu, Binary::MulGeluTanh, Binary::MulSigmoid];
     pub fn name(self) -> &'static str {
         match self {
             Binary::Add => "add",
             Binary::Mul => "mul",
             Binary::MulSilu => "mul_silu",
             Binary::MulGeluTanh => "mul_gelu_tanh",
+            Binary::MulSigmoid => "mul_sigmoid",
         }
     }
     fn expr(self) -> &'static str {
@@ -120,6 +130,7 @@ impl Binary {
             Binary::Mul => "x * y",
             Binary::MulSilu => "x * silu(y)",
             Binary::MulGeluTanh => "x * gelu_tanh(y)",
+            Binary::MulSigmoid => "x * sigmoid(y)",
         }
     }
     /// f64 reference.
@@ -129,6 +140,7 @@ impl Binary {
             Binary::Mul => x * y,
             Binary::MulSilu => x * y / (1.0 + (-y).exp()),
             Binary::MulGeluTanh => x * gelu_tanh_ref(y),
+            Binary::MulSigmoid => x / (1.0 + (-y).exp()),
         }
     }
     /// The variant for an `a` (and output) of `a` and a second operand of `b`: named
@@ -290,4 +302,55 @@ pub fn residual_add(rec: &mut Recorder, acc: &Tensor, b: &Tensor, scale: f32) ->
     let n = acc.numel();
     let wg = grid(rec.device(), n.div_ceil(WG as usize))?;
     rec.dispatch(&residual_variant(), &params(n, b.numel(), scale)?, &[acc, b], wg)
+}
+
+/// f64 GELU: x·Φ(x) = x/2·(1 + erf(x/√2)).
+pub fn gelu_ref(x: f64) -> f64 {
+    0.5 * x * (1.0 + erf_ref(x / std::f64::consts::SQRT_2))
+}
+
+/// erf in f64: its Maclaurin series for |x| ≤ 3 (to about 1e-13), else 1 − erfc by the
+/// continued fraction.
+pub fn erf_ref(x: f64) -> f64 {
+    let a = x.abs();
+    let v = if a <= 3.0 {
+        let (mut term, mut sum) = (a, a);
+        for n in 1..200 {
+            term *= -a * a / n as f64;
+            let add = term / (2 * n + 1) as f64;
+            sum += add;
+            if add.abs() < 1e-17 {
+                break;
+            }
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc(a) = e^{−a²}/√π · 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + ...)))).
+        let mut f = a;
+        for k in (1..80).rev() {
+            f = a + (k as f64 / 2.0) / f;
+        }
+        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / f
+    };
+    v.copysign(x)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn erf_matches_tabulated_values() {
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.1, 0.1124629160182849),
+            (0.5, 0.5204998778130465),
+            (1.0, 0.8427007929497149),
+            (2.0, 0.9953222650189527),
+            (-2.5, -0.9995930479825550),
+            (3.5, 0.9999992569016276),
+            (6.0, 1.0),
+        ] {
+            let got = super::erf_ref(x);
+            assert!((got - want).abs() < 1e-13, "erf({x}) = {got}, want {want}");
+        }
+    }
 }

@@ -9,10 +9,12 @@ mod attention;
 mod delta_rule;
 mod moe;
 mod rg_lru;
+mod s4;
 pub use attention::{AdvanceNode, AttentionNode, RopeNode};
 pub use delta_rule::DeltaRuleNode;
 pub use moe::{MoeDownNode, MoeRouteNode, MoeUpNode};
 pub use rg_lru::RgLruNode;
+pub use s4::{KernelGen, S4Node};
 
 use super::{NodeOp, Role, TensorDesc};
 use crate::error::{Error, Result};

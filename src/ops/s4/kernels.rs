@@ -114,7 +114,12 @@ pub fn vandermonde(rec: &mut Recorder, terms: &Tensor, theta: &Tensor, n: usize,
     super::super::expect("vandermonde terms", terms, &[h * n, 4], DType::F32)?;
     super::super::expect("vandermonde theta", theta, &[h * n, 2], DType::U32)?;
     let p = params([h, n, l, 0, 0, 0, 0], 0)?;
-    rec.dispatch(&Kernel::Vandermonde.variant(), &p, &[terms, theta, k], grid(rec.device(), (h * l).div_ceil(64))?)
+    rec.dispatch(
+        &Kernel::Vandermonde.variant(),
+        &p,
+        &[terms, theta, k],
+        grid(rec.device(), (h * l).div_ceil(64))?,
+    )
 }
 
 /// The length of the inverse FFT that S4's kernel of length `l` takes: a power of two ≥ l.
@@ -247,7 +252,12 @@ pub fn conv(
     let plan = Plan::new(rec.device(), n)?;
     let dev = rec.device();
     let p = params([nseg, pairs, h, n, lk, 0, 0], 0)?;
-    rec.dispatch(&Kernel::Pack.variant(), &p, &[u, &segt, k, data], grid(dev, ((nseg + 1) * pairs * n).div_ceil(64))?)?;
+    rec.dispatch(
+        &Kernel::Pack.variant(),
+        &p,
+        &[u, &segt, k, data],
+        grid(dev, ((nseg + 1) * pairs * n).div_ceil(64))?,
+    )?;
     fft::fft(rec, data, (nseg + 1) * pairs, &plan, false)?;
     let p = params([nseg, pairs, n, plan.n1, plan.n2, 0, 0], 0)?;
     let g = grid(rec.device(), (nseg * pairs * n).div_ceil(64))?;

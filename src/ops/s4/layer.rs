@@ -145,7 +145,12 @@ impl Ssm {
     pub fn check(&self) -> Result<()> {
         let hn = self.h * self.n;
         let sizes = [self.a.len(), self.b.len(), self.c.len()];
-        if self.h == 0 || self.n == 0 || sizes.iter().any(|&s| s != hn) || self.dt.len() != self.h || self.d.len() != self.h {
+        if self.h == 0
+            || self.n == 0
+            || sizes.iter().any(|&s| s != hn)
+            || self.dt.len() != self.h
+            || self.d.len() != self.h
+        {
             return Err(Error::Shape(format!(
                 "S4 layer: H = {}, N = {}, but A, B, C hold {sizes:?} and dt, D {} and {}",
                 self.h,
@@ -169,7 +174,10 @@ impl Ssm {
                 )))
             }
             Mode::Dplr if self.p[0].len() != hn => {
-                return Err(Error::Shape(format!("S4 layer: P holds {} values, {hn} expected", self.p[0].len())))
+                return Err(Error::Shape(format!(
+                    "S4 layer: P holds {} values, {hn} expected",
+                    self.p[0].len()
+                )))
             }
             _ => {}
         }
@@ -250,7 +258,9 @@ impl Ssm {
         });
         let (mut m, mut bbar, mut wbar) = (Vec::new(), Vec::new(), Vec::new());
         for (h, (mh, bh, wh)) in parts.into_iter().enumerate() {
-            let wh = wh.ok_or_else(|| Error::Model(format!("S4 channel {h}: I − Ā^L is singular, so C̃ gives no C")))?;
+            let wh = wh.ok_or_else(|| {
+                Error::Model(format!("S4 channel {h}: I − Ā^L is singular, so C̃ gives no C"))
+            })?;
             m.extend(mh);
             bbar.extend(bh);
             wbar.extend(wh);
@@ -314,7 +324,13 @@ impl Prepared {
                 let ct = ct[e];
                 let (dt, b, p) = (s.dt[h], s.b[e], s.p[0][e]);
                 let q = p.conj();
-                for v in [s.a[e].scale(dt), (b * ct).scale(dt), (b * q).scale(dt), (p * ct).scale(dt), (p * q).scale(dt)] {
+                for v in [
+                    s.a[e].scale(dt),
+                    (b * ct).scale(dt),
+                    (b * q).scale(dt),
+                    (p * ct).scale(dt),
+                    (p * q).scale(dt),
+                ] {
                     out.extend([v.re as f32, v.im as f32]);
                 }
             }
@@ -385,10 +401,13 @@ impl Prepared {
                 let m = self.m_of(ch);
                 let (b, w) = (Self::row(&self.bbar, ch, r), Self::row(&self.wbar, ch, r));
                 let base = (s * h + ch) * r;
-                let mut x: Vec<f64> = init.map_or(vec![0.0; r], |i| i[base..base + r].iter().map(|&v| v as f64).collect());
+                let mut x: Vec<f64> =
+                    init.map_or(vec![0.0; r], |i| i[base..base + r].iter().map(|&v| v as f64).collect());
                 for tt in cu[s]..cu[s + 1] {
                     let uu = u[tt * h + ch] as f64;
-                    x = (0..r).map(|i| (0..r).map(|j| m[i * r + j] * x[j]).sum::<f64>() + b[i] * uu).collect();
+                    x = (0..r)
+                        .map(|i| (0..r).map(|j| m[i * r + j] * x[j]).sum::<f64>() + b[i] * uu)
+                        .collect();
                     y[tt * h + ch] = w.iter().zip(&x).map(|(a, b)| a * b).sum::<f64>() + self.ssm.d[ch] * uu;
                 }
                 state[base..base + r].copy_from_slice(&x);
@@ -425,7 +444,8 @@ mod tests {
 
     fn s4d(h: usize, n: usize, disc: Discretization) -> Ssm {
         let (a, b) = diag_init(DiagInit::Lin, 2 * n).unwrap();
-        let c: Vec<C64> = (0..h * n).map(|i| C64::new((i as f64 * 0.37).sin(), (i as f64 * 0.11).cos())).collect();
+        let c: Vec<C64> =
+            (0..h * n).map(|i| C64::new((i as f64 * 0.37).sin(), (i as f64 * 0.11).cos())).collect();
         Ssm {
             mode: Mode::Diag(disc),
             h,

@@ -60,7 +60,14 @@ pub fn dplr_kernel(
 }
 
 /// The DPLR kernel's first `l / 2 + 1` DFT bins (what [`dplr_kernel`] inverts).
-pub fn dplr_spectrum(dt: f64, lambda: &[C64], p: &[Vec<C64>], b: &[C64], c_tilde: &[C64], l: usize) -> Vec<C64> {
+pub fn dplr_spectrum(
+    dt: f64,
+    lambda: &[C64],
+    p: &[Vec<C64>],
+    b: &[C64],
+    c_tilde: &[C64],
+    l: usize,
+) -> Vec<C64> {
     let w: Vec<C64> = lambda.iter().map(|x| x.scale(dt)).collect();
     let rank = p.len();
     // Rows of B′ = [B, P_r], columns of C′ = [C̃, Q_r = conj(P_r)].

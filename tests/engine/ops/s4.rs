@@ -201,7 +201,15 @@ fn inputs(rng: &mut Rng, t: usize, h: usize) -> Vec<f32> {
 }
 
 /// Runs the convolution on the GPU over `segs` with kernel `k` `[H, L]`; returns y.
-fn gpu_conv(dev: &Device, u: &[f32], h: usize, segs: &[usize], k: &[f32], d: &[f32], m: ConvMethod) -> Vec<f32> {
+fn gpu_conv(
+    dev: &Device,
+    u: &[f32],
+    h: usize,
+    segs: &[usize],
+    k: &[f32],
+    d: &[f32],
+    m: ConvMethod,
+) -> Vec<f32> {
     let t = u.len() / h;
     let l = k.len() / h;
     let ut = Tensor::from_slice(dev, &[t, h], u).unwrap();
@@ -229,7 +237,8 @@ fn convolution_by_fft_and_directly_matches_an_f64_convolution() {
         resets[cu[4] + 300] = true;
         let segs = kernels::segments(&cu, Some(&resets));
         let l = 4103;
-        let k: Vec<f32> = (0..h * l).map(|i| rng.uniform(-1.0, 1.0) * (-((i % l) as f32) / 500.0).exp()).collect();
+        let k: Vec<f32> =
+            (0..h * l).map(|i| rng.uniform(-1.0, 1.0) * (-((i % l) as f32) / 500.0).exp()).collect();
         let d = rng.vec(h, -1.0, 1.0);
         let u = inputs(&mut rng, t, h);
         let k64: Vec<f64> = k.iter().map(|&v| v as f64).collect();
@@ -281,10 +290,9 @@ fn gpu_recurrence(
 fn the_recurrent_view_matches_f64_and_the_convolution_view() {
     let mut rng = Rng::new(7);
     for dev in devices() {
-        for (what, ssm) in [
-            ("s4d", s4d_layer(&mut rng, 3, 8, Discretization::Zoh)),
-            ("s4", s4_layer(&mut rng, 3, 8)),
-        ] {
+        for (what, ssm) in
+            [("s4d", s4d_layer(&mut rng, 3, 8, Discretization::Zoh)), ("s4", s4_layer(&mut rng, 3, 8))]
+        {
             let prep = ssm.prepare().unwrap();
             let h = prep.ssm.h;
             let cu = vec![0, 1, 66, 266];
@@ -340,7 +348,10 @@ fn non_finite_input_stays_in_its_sequence() {
                 if s == 1 {
                     assert!(part.iter().any(|v| !v.is_finite()), "{what}: the bad sequence stayed finite");
                 } else {
-                    assert!(part.iter().all(|v| v.is_finite()), "{what}: sequence {s} caught a non-finite value");
+                    assert!(
+                        part.iter().all(|v| v.is_finite()),
+                        "{what}: sequence {s} caught a non-finite value"
+                    );
                     let want = &ref_y[w[0] * h..w[1] * h];
                     let err = part.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
                     assert!(err < 1e-4, "{what}: sequence {s} changed by {err}");
