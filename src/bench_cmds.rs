@@ -316,9 +316,25 @@ pub fn bench(a: BenchArgs) -> CmdResult {
                 .collect();
             bench::delta_rule::delta_rule(&dev, cfg, &variants, &cases, a.profile)?
         }
+        ("s4", false) => {
+            // The layer's scaling over 128 channels: at 1M tokens the FFT's rows take 2 GiB.
+            let max_len = if quick { a.max_len.min(4096) } else { a.max_len.min(1 << 20) };
+            let rows: Vec<BenchRow> =
+                bench::s4::s4(&dev, cfg, &variants, max_len)?.into_iter().filter(|r| keep(&r.shape)).collect();
+            let series = bench::plot::series(&rows, "s4-layer");
+            if !series.is_empty() {
+                let title = format!(
+                    "S4 layer (kernel generation + FFT convolution), batch 1, H = {}, N = 64 — {}",
+                    if quick { 16 } else { 128 },
+                    dev.adapter_info().name
+                );
+                scaling_report(&series, &title, if quick { 2048.0 } else { 16384.0 }, &a.svg_or("s4"))?;
+            }
+            rows
+        }
         (other, false) => {
             return Err(format!(
-                "unknown benchmark {other:?}; available: attention, core, decode, delta-rule, model, selective-scan, ssd"
+                "unknown benchmark {other:?}; available: attention, core, decode, delta-rule, model, s4, selective-scan, ssd"
             )
             .into())
         }

@@ -20,6 +20,7 @@ pub mod attention;
 pub mod delta_rule;
 pub mod model;
 pub mod plot;
+pub mod s4;
 pub mod scan;
 pub use crate::ops::selective_scan::cases::ScanCase;
 pub use crate::ops::ssd::cases::SsdCase;

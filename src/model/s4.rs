@@ -143,7 +143,7 @@ impl S4Config {
             ));
         }
         let d_state = blk.d_state.as_ref().map_or(64, |d| d.0);
-        if d_state == 0 || d_state % 2 != 0 || d_state > s4k::MAX_ROWS {
+        if d_state == 0 || !d_state.is_multiple_of(2) || d_state > s4k::MAX_ROWS {
             return Err(Error::Model(format!(
                 "S4 config: d_state {d_state} must be even and at most {}",
                 s4k::MAX_ROWS
@@ -204,13 +204,6 @@ impl S4Config {
 
 /// A complex tensor stored as real pairs, `[.., 2]`, as complex values.
 fn complex(w: &Weights, name: &str, shape: &[usize]) -> Result<Vec<C64>> {
-    if let Some((_, got)) = w.info(name) {
-        if got.last() != Some(&2) {
-            return Err(Error::Model(format!(
-                "tensor `{name}` {got:?} is complex and must have a last dimension of 2 (real, imaginary)"
-            )));
-        }
-    }
     let (v, _) = w.f32(name, Some(shape))?;
     Ok(v.chunks_exact(2).map(|p| C64::new(p[0] as f64, p[1] as f64)).collect())
 }
@@ -398,6 +391,17 @@ impl S4Model {
         progress: &dyn Fn(usize, usize),
     ) -> Result<Self> {
         let c = S4Config::from_config(cfg)?;
+        // Complex tensors first, so a wrong last dimension is named as such.
+        for spec in c.schema().iter().filter(|s| s.shape.len() == 4) {
+            if let Some((_, got)) = w.info(&spec.name) {
+                if got.last() != Some(&2) {
+                    return Err(Error::Model(format!(
+                        "tensor `{}` {got:?} is complex and must have a last dimension of 2 (real, imaginary)",
+                        spec.name
+                    )));
+                }
+            }
+        }
         common::check_config(w, "layers.", c.layers, c.eps, &c.schema())?;
         let names = HeadNames {
             embed: "embedding.weight",

@@ -93,4 +93,19 @@ impl NodeOp for S4Node {
         s4k::conv(rec, u, &self.segments(), k, dskip, self.method, rest.first().copied(), out)?;
         s4k::recurrence(rec, u, mat, bvec, &seqs, state, false, None)
     }
+    /// The recurrent view in f64 from the node's own matrices: the oracle of both paths.
+    fn reference(&self, ins: &[&[f64]], shapes: &[&[usize]]) -> Option<Result<Vec<f64>>> {
+        let h = shapes[0].get(1).copied()?;
+        let (y, _) = crate::ops::s4::layer::recurrence_table_ref(
+            ins[4],
+            ins[5],
+            ins[0],
+            &self.seqs.cu,
+            self.seqs.resets.as_deref(),
+            ins[6],
+            self.init,
+            h,
+        );
+        Some(Ok(y))
+    }
 }

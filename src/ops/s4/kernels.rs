@@ -271,6 +271,7 @@ pub fn conv(
 /// The recurrent view over `seqs`: u `[T, H]`, `mat` `[H, R + 1, R]` and `bvec` `[H, R + 1]`
 /// ([`super::layer::Recurrence`]), `state` `[S, H, R]` (continued when `init`, left at each
 /// sequence's last token), and y `[T, H]` written when given.
+#[allow(clippy::too_many_arguments)]
 pub fn recurrence(
     rec: &mut Recorder,
     u: &Tensor,

@@ -417,6 +417,48 @@ impl Prepared {
     }
 }
 
+/// f64 reference of the recurrence kernel from its own inputs (what the S4 graph node's
+/// reference evaluates): `mat` `[H, R + 1, R]`, `bvec` `[H, R + 1]`, u `[T, H]`, state
+/// `[S, H, R]` (read when `init`); a sequence's first token without `init`, or a reset token,
+/// starts from zero. Returns y `[T, H]` (row R of the matrices) and the final state.
+#[allow(clippy::too_many_arguments)]
+pub fn recurrence_table_ref(
+    mat: &[f64],
+    bvec: &[f64],
+    u: &[f64],
+    cu: &[usize],
+    resets: Option<&[bool]>,
+    state: &[f64],
+    init: bool,
+    h: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let r = bvec.len() / h.max(1) - 1;
+    let mut y = vec![0.0; u.len()];
+    let mut out = state.to_vec();
+    for s in 0..cu.len() - 1 {
+        for ch in 0..h {
+            let m = &mat[ch * (r + 1) * r..(ch + 1) * (r + 1) * r];
+            let b = &bvec[ch * (r + 1)..(ch + 1) * (r + 1)];
+            let base = (s * h + ch) * r;
+            let mut x: Vec<f64> = if init { state[base..base + r].to_vec() } else { vec![0.0; r] };
+            for t in cu[s]..cu[s + 1] {
+                if resets.is_some_and(|rs| rs[t]) {
+                    x.iter_mut().for_each(|v| *v = 0.0);
+                }
+                let next: Vec<f64> = (0..=r)
+                    .map(|i| (0..r).map(|j| m[i * r + j] * x[j]).sum::<f64>() + b[i] * u[t * h + ch])
+                    .collect();
+                y[t * h + ch] = next[r];
+                x.copy_from_slice(&next[..r]);
+            }
+            if cu[s + 1] > cu[s] {
+                out[base..base + r].copy_from_slice(&x);
+            }
+        }
+    }
+    (y, out)
+}
+
 /// f64 reference of the convolution: y[t, h] = D[h]·u[t, h] + Σ_{τ ≤ t − t0} k[h, τ]·u[t − τ, h]
 /// within each segment of `segs`; `k` is `[H, L]`.
 pub fn conv_ref(u: &[f32], segs: &[usize], k: &[f64], l: usize, d: &[f64]) -> Vec<f64> {

@@ -7,6 +7,7 @@
 //! Vandermonde and Cauchy kernel generation, the FFT and direct convolutions, the recurrent
 //! view). The FFT itself is its own family, [`super::fft`].
 
+pub mod cases;
 pub mod complex;
 pub mod hippo;
 pub mod kernels;

@@ -164,3 +164,4 @@ mod mamba2;
 mod mistral;
 mod qwen3_next;
 mod recurrent_gemma;
+mod s4;

@@ -65,7 +65,7 @@ fn fft_matches_a_direct_dft_from_2_to_2_pow_20_points() {
     }
 }
 
-use linseq::ops::s4::hippo::{diag_init, nplr, DiagInit, Measure};
+use linseq::ops::s4::cases;
 use linseq::ops::s4::kernels::{self, ConvMethod};
 use linseq::ops::s4::layer::{conv_ref, Mode, Prepared, Ssm};
 use linseq::ops::s4::reference::{dplr_spectrum, irfft_at, vandermonde_kernel};
@@ -73,48 +73,12 @@ use linseq::ops::s4::Discretization;
 use linseq::ops::sequences::Sequences;
 use linseq::Tensor;
 
-/// Steps Δ log-spaced over [0.001, 0.1], as the module's init draws them.
-fn steps(h: usize) -> Vec<f64> {
-    (0..h).map(|i| 0.001 * 100f64.powf(i as f64 / (h.max(2) - 1) as f64)).collect()
-}
-
-fn random_c(rng: &mut Rng, len: usize) -> Vec<C64> {
-    (0..len).map(|_| C64::new(rng.uniform(-1.0, 1.0) as f64, rng.uniform(-1.0, 1.0) as f64)).collect()
-}
-
-/// An S4D-Lin layer of `h` channels and `n` states per conjugate pair.
 fn s4d_layer(rng: &mut Rng, h: usize, n: usize, disc: Discretization) -> Ssm {
-    let (a, b) = diag_init(DiagInit::Lin, 2 * n).unwrap();
-    Ssm {
-        mode: Mode::Diag(disc),
-        h,
-        n,
-        dt: steps(h),
-        a: (0..h).flat_map(|_| a.clone()).collect(),
-        b: (0..h).flat_map(|_| b.clone()).collect(),
-        c: random_c(rng, h * n),
-        p: Vec::new(),
-        l_kernel: 0,
-        d: (0..h).map(|_| rng.uniform(-1.0, 1.0) as f64).collect(),
-    }
+    cases::s4d_layer(rng, h, n, disc).unwrap()
 }
 
-/// An S4 (LegS, DPLR) layer; C is given as C itself (`l_kernel` 0).
 fn s4_layer(rng: &mut Rng, h: usize, n: usize) -> Ssm {
-    let np = nplr(Measure::LegS, 2 * n).unwrap();
-    let b = np.clipped_b(2.0);
-    Ssm {
-        mode: Mode::Dplr,
-        h,
-        n,
-        dt: steps(h),
-        a: (0..h).flat_map(|_| np.w.clone()).collect(),
-        b: (0..h).flat_map(|_| b.clone()).collect(),
-        c: random_c(rng, h * n),
-        p: vec![(0..h).flat_map(|_| np.p[0].clone()).collect()],
-        l_kernel: 0,
-        d: (0..h).map(|_| rng.uniform(-1.0, 1.0) as f64).collect(),
-    }
+    cases::s4_layer(rng, h, n).unwrap()
 }
 
 /// The layer's kernel `[H, L]` generated on the GPU (Vandermonde or Cauchy + inverse FFT).
