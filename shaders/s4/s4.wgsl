@@ -114,14 +114,24 @@ fn extract(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 #endif
 
 #if PACK
-// The FFT convolution's rows (a = segments, b = P = ⌈H/2⌉ channel pairs, c = H, d = n, e = L):
-// row (segment s, pair j) holds u of channels 2j and 2j + 1 as one complex signal, zero past
-// the segment's end; then P rows of the kernel k [H, L] paired the same way. One dispatch
-// packs both, so one FFT dispatch transforms the batch, its channels and the kernel.
+// The FFT convolution's rows (a = segments, b = P = ⌈H/2⌉ channel pairs, c = H, d = n, e = L
+// the kernel's length, f = the longest segment, g = bidirectional): row (segment s, pair j)
+// holds u of channels 2j and 2j + 1 as one complex signal, zero past the segment's end; then
+// P rows of the kernel k [H, L] paired the same way. One dispatch packs both, so one FFT
+// dispatch transforms the batch, its channels and the kernel. A bidirectional kernel
+// [2, H, L] puts its backward half at the end of the row reversed, g[n − 1 − m] = k_b[m], so
+// the circular convolution adds Σ_m k_b[m]·u[t + 1 + m] (the module's two-sided kernel).
 @group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
 @group(0) @binding(2) var<storage, read> segs: array<u32>;
 @group(0) @binding(3) var<storage, {{ACT}}> k: array<f32>;
 @group(0) @binding(4) var<storage, read_write> data: array<vec2<f32>>;
+
+// Kernel half `half` (0 forward, 1 backward) of channels 2j and 2j + 1 at lag m.
+fn kernel_pair(half: u32, j: u32, m: u32, second: bool) -> vec2<f32> {
+    let base = half * p.c * p.e;
+    let last = arrayLength(&k) - 1u;
+    return vec2<f32>(k[base + 2u * j * p.e + m], select(0.0, k[min(base + (2u * j + 1u) * p.e + m, last)], second));
+}
 
 @compute @workgroup_size(64)
 fn pack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -132,6 +142,7 @@ fn pack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let t = (e / p.b) % p.d;
     let s = e / (p.b * p.d);
     let second = 2u * j + 1u < p.c;
+    let lags = min(p.e, p.f);
     var v = vec2<f32>(0.0);
     if (s < p.a) {
         let t0 = segs[s];
@@ -139,8 +150,10 @@ fn pack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             let at = (t0 + t) * p.c + 2u * j;
             v = vec2<f32>(u[at], select(0.0, u[min(at + 1u, arrayLength(&u) - 1u)], second));
         }
-    } else if (t < p.e) {
-        v = vec2<f32>(k[2u * j * p.e + t], select(0.0, k[min((2u * j + 1u) * p.e + t, arrayLength(&k) - 1u)], second));
+    } else if (t < lags) {
+        v = kernel_pair(0u, j, t, second);
+    } else if (p.g != 0u && t >= p.d - lags) {
+        v = kernel_pair(1u, j, p.d - 1u - t, second);
     }
     data[(s * p.b + j) * p.d + t] = v;
 }
@@ -214,7 +227,8 @@ fn unpack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 
 #if DIRECT
 // The causal convolution summed directly, for short segments (a = segments, c = H, e = T,
-// b = L): y[t, h] = D[h]·u[t, h] + Σ_{τ ≤ t − t0} k[h, τ]·u[t − τ, h].
+// b = L, g = bidirectional): y[t, h] = D[h]·u[t, h] + Σ_{τ ≤ t − t0} k[h, τ]·u[t − τ, h], plus
+// for a bidirectional kernel [2, H, L] Σ_m k_b[h, m]·u[t + 1 + m, h] up to the segment's end.
 @group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
 @group(0) @binding(2) var<storage, read> segs: array<u32>;
 @group(0) @binding(3) var<storage, read> dskip: array<f32>;
@@ -237,10 +251,17 @@ fn direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if (e >= p.e * p.c) { return; }
     let t = e / p.c;
     let h = e % p.c;
-    let t0 = segs[segment_of(t)];
+    let sg = segment_of(t);
+    let t0 = segs[sg];
     var acc = dskip[h] * u[e];
-    for (var tau = 0u; tau <= t - t0; tau++) {
+    for (var tau = 0u; tau <= min(t - t0, p.b - 1u); tau++) {
         acc += k[h * p.b + tau] * u[(t - tau) * p.c + h];
+    }
+    if (p.g != 0u) {
+        let ahead = min(segs[sg + 1u] - t - 1u, p.b);
+        for (var m = 0u; m < ahead; m++) {
+            acc += k[(p.c + h) * p.b + m] * u[(t + 1u + m) * p.c + h];
+        }
     }
     y[e] = acc;
 }

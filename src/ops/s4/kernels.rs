@@ -201,8 +201,9 @@ pub fn conv_scratch(segs: &[usize], h: usize, method: ConvMethod) -> Vec<usize> 
 }
 
 /// y `[T, H]` = k ∗ u + D·u within each segment of `segs` (cu_seqlens-like, host side), with
-/// `k` `[H, L]` (L ≥ the longest segment) and `dskip` `[H]`; `data` is the FFT form's scratch
-/// ([`conv_scratch`]).
+/// `k` `[H, L]` (L ≥ the longest segment), or `[2, H, L]` for a bidirectional kernel (the
+/// backward half adds Σ_m k_b[m]·u[t + 1 + m], as the module's two-sided kernel does), and
+/// `dskip` `[H]`; `data` is the FFT form's scratch ([`conv_scratch`]).
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
     rec: &mut Recorder,
@@ -218,7 +219,10 @@ pub fn conv(
         &[t, h] if u.dtype() == DType::F32 => (t, h),
         other => return Err(Error::Shape(format!("S4 conv: u must be f32 [T, H], got {other:?}"))),
     };
-    let lk = kernel_shape(k, h)?;
+    let (lk, bidi) = match k.shape() {
+        &[2, hh, l] if hh == h && l > 0 && k.dtype() == DType::F32 => (l, 1),
+        _ => (kernel_shape(k, h)?, 0),
+    };
     let longest = segs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     if segs.last() != Some(&t) || lk < longest {
         return Err(Error::Shape(format!(
@@ -234,7 +238,7 @@ pub fn conv(
     let table: Vec<u32> = segs.iter().map(|&s| word("tokens", s)).collect::<Result<_>>()?;
     let segt = Tensor::from_slice(rec.device(), &[table.len()], &table)?;
     if conv_method(method, longest) == ConvMethod::Direct {
-        let p = params([nseg, lk, h, 0, t, 0, 0], 0)?;
+        let p = params([nseg, lk, h, 0, t, 0, bidi], 0)?;
         let g = grid(rec.device(), (t * h).div_ceil(64))?;
         return rec.dispatch(&Kernel::Direct.variant(), &p, &[u, &segt, dskip, k, y], g);
     }
@@ -251,7 +255,7 @@ pub fn conv(
     super::super::expect("S4 conv scratch", data, &conv_scratch(segs, h, ConvMethod::Fft), DType::F32)?;
     let plan = Plan::new(rec.device(), n)?;
     let dev = rec.device();
-    let p = params([nseg, pairs, h, n, lk, 0, 0], 0)?;
+    let p = params([nseg, pairs, h, n, lk, longest, bidi], 0)?;
     rec.dispatch(
         &Kernel::Pack.variant(),
         &p,

@@ -460,7 +460,33 @@ pub fn recurrence_table_ref(
 }
 
 /// f64 reference of the convolution: y[t, h] = D[h]·u[t, h] + Σ_{τ ≤ t − t0} k[h, τ]·u[t − τ, h]
-/// within each segment of `segs`; `k` is `[H, L]`.
+/// within each segment of `segs`; `k` is `[H, L]`, or `[2, H, L]` when `bidirectional` (the
+/// backward half adds Σ_m k_b[h, m]·u[t + 1 + m, h] up to the segment's end).
+pub fn conv_ref_with(
+    u: &[f32],
+    segs: &[usize],
+    k: &[f64],
+    l: usize,
+    d: &[f64],
+    bidirectional: bool,
+) -> Vec<f64> {
+    let h = d.len();
+    let mut y = conv_ref(u, segs, &k[..h * l], l, d);
+    if bidirectional {
+        for w in segs.windows(2) {
+            for t in w[0]..w[1] {
+                for ch in 0..h {
+                    let ahead = (w[1] - t - 1).min(l);
+                    y[t * h + ch] +=
+                        (0..ahead).map(|m| k[(h + ch) * l + m] * u[(t + 1 + m) * h + ch] as f64).sum::<f64>();
+                }
+            }
+        }
+    }
+    y
+}
+
+/// [`conv_ref_with`], causal.
 pub fn conv_ref(u: &[f32], segs: &[usize], k: &[f64], l: usize, d: &[f64]) -> Vec<f64> {
     let h = d.len();
     let mut y = vec![0.0; u.len()];

@@ -67,7 +67,7 @@ fn fft_matches_a_direct_dft_from_2_to_2_pow_20_points() {
 
 use linseq::ops::s4::cases;
 use linseq::ops::s4::kernels::{self, ConvMethod};
-use linseq::ops::s4::layer::{conv_ref, Mode, Prepared, Ssm};
+use linseq::ops::s4::layer::{conv_ref, conv_ref_with, Mode, Prepared, Ssm};
 use linseq::ops::s4::reference::{dplr_spectrum, irfft_at, vandermonde_kernel};
 use linseq::ops::s4::Discretization;
 use linseq::ops::sequences::Sequences;
@@ -174,10 +174,27 @@ fn gpu_conv(
     d: &[f32],
     m: ConvMethod,
 ) -> Vec<f32> {
+    gpu_conv_with(dev, u, h, segs, k, d, m, false)
+}
+
+/// [`gpu_conv`] with a bidirectional kernel `[2, H, L]` when `bidi`.
+#[allow(clippy::too_many_arguments)]
+fn gpu_conv_with(
+    dev: &Device,
+    u: &[f32],
+    h: usize,
+    segs: &[usize],
+    k: &[f32],
+    d: &[f32],
+    m: ConvMethod,
+    bidi: bool,
+) -> Vec<f32> {
     let t = u.len() / h;
-    let l = k.len() / h;
+    let halves = if bidi { 2 } else { 1 };
+    let l = k.len() / h / halves;
     let ut = Tensor::from_slice(dev, &[t, h], u).unwrap();
-    let kt = Tensor::from_slice(dev, &[h, l], k).unwrap();
+    let kt = if bidi { Tensor::from_slice(dev, &[2, h, l], k) } else { Tensor::from_slice(dev, &[h, l], k) }
+        .unwrap();
     let dt = Tensor::from_slice(dev, &[h], d).unwrap();
     let y = GuardedOutput::new(dev, &[t, h], DType::F32).unwrap();
     let mut rec = Recorder::new(dev);
@@ -211,6 +228,15 @@ fn convolution_by_fft_and_directly_matches_an_f64_convolution() {
         for m in [ConvMethod::Fft, ConvMethod::Direct] {
             let got = gpu_conv(dev, &u, h, &segs, &k, &d, m);
             check_within(dev, "s4 conv", &format!("{m:?} lens {lens:?}"), &got, &want, (1e-10, 1e-3));
+        }
+        // A bidirectional kernel: the backward half reaches the tokens after t in its segment.
+        let kb: Vec<f32> =
+            (0..2 * h * l).map(|i| rng.uniform(-1.0, 1.0) * (-((i % l) as f32) / 300.0).exp()).collect();
+        let kb64: Vec<f64> = kb.iter().map(|&v| v as f64).collect();
+        let want = conv_ref_with(&u, &segs, &kb64, l, &d64, true);
+        for m in [ConvMethod::Fft, ConvMethod::Direct] {
+            let got = gpu_conv_with(dev, &u, h, &segs, &kb, &d, m, true);
+            check_within(dev, "s4 conv", &format!("bidirectional {m:?}"), &got, &want, (1e-10, 1e-3));
         }
         // One token, and a batch of one-token sequences (the decode shapes).
         for segs in [vec![0, 1], vec![0, 1, 2, 3]] {
