@@ -12,7 +12,8 @@ fn cdiv(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return cmul(a, conj(b)) / dot
 fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * 64u; }
 
 #if VANDERMONDE
-// S4D's kernel: k[h, l] = 2·Re Σ_n v_n·e^{x_n·l} (a = H, b = N, c = L), with e^{x·l} evaluated
+// S4D's kernel: k[h, l] = 2·Re Σ_n v_n·e^{x_n·l} (a = H, b = N, c = L, f = where in k the
+// H × L values start: the backward half of a bidirectional kernel), with e^{x·l} evaluated
 // at every l, not by repeated multiplication. terms[h·N + n] = (Re v, Im v, Re x, 0) and
 // theta[h·N + n] the turn count Im x / 2π as a 64-bit binary fraction (hi, lo): l·θ mod 1 is
 // exact in integers, so the phase keeps full f32 precision at any l.
@@ -48,7 +49,7 @@ fn vandermonde(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         let mag = exp(t.z * f32(l));
         acc += mag * (t.x * cos(angle) - t.y * sin(angle));
     }
-    k[e] = 2.0 * acc;
+    k[p.f + e] = 2.0 * acc;
 }
 #endif
 
@@ -101,7 +102,7 @@ fn cauchy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 
 #if EXTRACT
 // k[h, l] = Re x[h, l] / Lk for l < L, from the inverse FFT of the spectrum (a = H, b = L,
-// c = Lk).
+// c = Lk, f = where in k the H × L values start).
 @group(0) @binding(1) var<storage, {{ACT}}> spec: array<vec2<f32>>;
 @group(0) @binding(2) var<storage, read_write> k: array<f32>;
 
@@ -109,7 +110,7 @@ fn cauchy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 fn extract(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = index(gid, nwg);
     if (e >= p.a * p.b) { return; }
-    k[e] = spec[(e / p.b) * p.c + e % p.b].x / f32(p.c);
+    k[p.f + e] = spec[(e / p.b) * p.c + e % p.b].x / f32(p.c);
 }
 #endif
 

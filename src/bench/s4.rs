@@ -41,8 +41,8 @@ fn kernel_inputs(dev: &Device, prep: &Prepared, l: usize) -> Result<KernelInputs
 
 fn record_kernel(rec: &mut Recorder, inp: &KernelInputs, n: usize, k: &Tensor) -> Result<()> {
     match (&inp.theta, &inp.spec) {
-        (Some(theta), _) => s4k::vandermonde(rec, &inp.terms, theta, n, k),
-        (None, Some(spec)) => s4k::cauchy(rec, &inp.terms, n, spec, k),
+        (Some(theta), _) => s4k::vandermonde(rec, &inp.terms, theta, n, k, 0),
+        (None, Some(spec)) => s4k::cauchy(rec, &inp.terms, n, spec, k, 0),
         _ => unreachable!("kernel inputs hold terms for one generator"),
     }
 }

@@ -68,6 +68,8 @@ pub struct S4Config {
     /// States per conjugate pair: d_state / 2.
     pub n: usize,
     pub tie_embeddings: bool,
+    /// Two kernels per layer, forward and backward (an encoder: no recurrent view).
+    pub bidirectional: bool,
 }
 
 fn unsupported(what: &str, value: &str, supported: &str) -> Error {
@@ -96,9 +98,6 @@ impl S4Config {
         only("block.dt_transform", &blk.dt_transform, "exp")?;
         only("block.real_transform", &blk.real_transform, "exp")?;
         only("block.imag_transform", &blk.imag_transform, "none")?;
-        if blk.bidirectional == Some(true) {
-            return Err(unsupported("block.bidirectional", "true", "the runtime is causal"));
-        }
         if let Some(ch) = &blk.channels {
             if ch.0 != 1 {
                 return Err(unsupported("block.channels", &ch.0.to_string(), "only 1"));
@@ -157,6 +156,7 @@ impl S4Config {
             mode,
             n: d_state / 2,
             tie_embeddings: j.tie_word_embeddings.unwrap_or(false),
+            bidirectional: blk.bidirectional.unwrap_or(false),
         };
         if cfg.d_model == 0 || cfg.vocab == 0 || cfg.layers == 0 {
             return Err(Error::Model(format!("S4 config: empty model {cfg:?}")));
@@ -168,6 +168,7 @@ impl S4Config {
     /// Every float tensor of the checkpoint (complex ones with their last dimension of 2).
     pub fn schema(&self) -> Vec<WeightSpec> {
         let (d, v, n) = (self.d_model, self.vocab, self.n);
+        let kernels = 1 + self.bidirectional as usize;
         let mut t = vec![
             WeightSpec::new("embedding.weight", &[v, d], Init::Uniform(-0.1, 0.1)),
             WeightSpec::new("norm_f.weight", &[d], Init::Uniform(0.9, 1.1)),
@@ -186,7 +187,7 @@ impl S4Config {
                 WeightSpec::new(format!("{k}.A_real"), &[d, n], Init::Uniform(-0.7, -0.69)),
                 WeightSpec::new(format!("{k}.A_imag"), &[d, n], Init::Uniform(0.0, 100.0)),
                 WeightSpec::new(format!("{k}.B"), &[1, d, n, 2], Init::Uniform(-1.0, 1.0)),
-                WeightSpec::new(format!("{k}.C"), &[1, d, n, 2], Init::Uniform(-0.5, 0.5)),
+                WeightSpec::new(format!("{k}.C"), &[kernels, d, n, 2], Init::Uniform(-0.5, 0.5)),
                 WeightSpec::new(format!("layers.{i}.output_linear.0.weight"), &[2 * d, d], Init::FanIn),
                 WeightSpec::new(
                     format!("layers.{i}.output_linear.0.bias"),
@@ -213,11 +214,12 @@ pub struct S4Mixer {
     c: S4Config,
     norm_w: Tensor,
     norm_b: Tensor,
-    prep: Prepared,
-    /// S4D's Vandermonde terms and turn counts.
-    vandermonde: Option<(Tensor, Tensor)>,
-    /// S4's Cauchy terms per inverse-FFT length.
-    cauchy: Mutex<HashMap<usize, Tensor>>,
+    /// The state space of each kernel: forward, then backward when bidirectional.
+    preps: Vec<Prepared>,
+    /// S4D's Vandermonde terms and turn counts, per kernel.
+    vandermonde: Vec<(Tensor, Tensor)>,
+    /// S4's Cauchy terms per (kernel, inverse-FFT length).
+    cauchy: Mutex<HashMap<(usize, usize), Tensor>>,
     dskip: Tensor,
     mat: Tensor,
     bvec: Tensor,
@@ -230,7 +232,7 @@ pub struct S4Mixer {
 
 impl S4Mixer {
     /// The layer's state space as the module holds it after its parameter transforms.
-    fn ssm(c: &S4Config, w: &Weights, i: usize) -> Result<Ssm> {
+    fn ssm(c: &S4Config, w: &Weights, i: usize, half: usize) -> Result<Ssm> {
         let (d, n) = (c.d_model, c.n);
         let k = format!("layers.{i}.layer.kernel");
         let (inv_dt, _) = w.f32(&format!("{k}.inv_dt"), Some(&[d, 1]))?;
@@ -238,7 +240,9 @@ impl S4Mixer {
         let (a_im, _) = w.f32(&format!("{k}.A_imag"), Some(&[d, n]))?;
         let a = a_re.iter().zip(&a_im).map(|(&r, &m)| C64::new(-(r as f64).exp(), -(m as f64))).collect();
         let b = complex(w, &format!("{k}.B"), &[1, d, n, 2])?;
-        let cc = complex(w, &format!("{k}.C"), &[1, d, n, 2])?;
+        let kernels = 1 + c.bidirectional as usize;
+        let cc =
+            complex(w, &format!("{k}.C"), &[kernels, d, n, 2])?[half * d * n..(half + 1) * d * n].to_vec();
         let (dd, _) = w.f32(&format!("layers.{i}.layer.D"), Some(&[1, d]))?;
         let (p, l_kernel) = match c.mode {
             Mode::Dplr => {
@@ -270,17 +274,22 @@ impl S4Mixer {
 
     fn load(dev: &Device, c: &S4Config, w: &Weights, i: usize, dtype: DType) -> Result<Self> {
         let d = c.d_model;
-        let prep = Self::ssm(c, w, i)?.prepare().map_err(|e| Error::Model(format!("layer {i}: {e}")))?;
-        let vandermonde = match c.mode {
-            Mode::Diag(_) => {
+        let preps: Vec<Prepared> = (0..1 + c.bidirectional as usize)
+            .map(|half| {
+                Self::ssm(c, w, i, half)?.prepare().map_err(|e| Error::Model(format!("layer {i}: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        let mut vandermonde = Vec::new();
+        if let Mode::Diag(_) = c.mode {
+            for prep in &preps {
                 let t = prep.vandermonde_terms()?;
-                Some((
+                vandermonde.push((
                     Tensor::from_slice(dev, &[d * c.n, 4], &t.terms)?,
                     Tensor::from_slice(dev, &[d * c.n, 2], &t.theta)?,
-                ))
+                ));
             }
-            Mode::Dplr => None,
-        };
+        }
+        let prep = &preps[0];
         let (mat, bvec) = prep.recurrence();
         let r = prep.rows;
         let (lin_w, _) = w.f32(&format!("layers.{i}.output_linear.0.weight"), Some(&[2 * d, d]))?;
@@ -300,26 +309,26 @@ impl S4Mixer {
             b_a: Tensor::from_slice(dev, &[d], &lin_b[..d])?,
             w_g: Tensor::from_f32(dev, &[d, d], &lin_w[d * d..], dtype)?,
             b_g: Tensor::from_slice(dev, &[d], &lin_b[d..])?,
-            prep,
+            preps,
         })
     }
 
-    /// The Cauchy terms for an inverse FFT of `lk` points, computed once per length.
-    fn cauchy_terms(&self, dev: &Device, lk: usize) -> Result<Tensor> {
+    /// Kernel `half`'s Cauchy terms for an inverse FFT of `lk` points, computed once per length.
+    fn cauchy_terms(&self, dev: &Device, half: usize, lk: usize) -> Result<Tensor> {
         let mut cache = self.cauchy.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = cache.get(&lk) {
+        if let Some(t) = cache.get(&(half, lk)) {
             return Ok(t.clone());
         }
-        let terms = self.prep.cauchy_terms(lk)?;
+        let terms = self.preps[half].cauchy_terms(lk)?;
         let t = Tensor::from_slice(dev, &[self.c.d_model * self.c.n, 5, 2], &terms)?;
-        cache.insert(lk, t.clone());
+        cache.insert((half, lk), t.clone());
         Ok(t)
     }
 }
 
 impl Sublayer for S4Mixer {
     fn state_slots(&self, layer: usize, s: usize) -> Vec<SlotSpec> {
-        vec![SlotSpec::new(layer, "s4", SlotKind::DiagonalSsm, &[s, self.c.d_model, self.prep.rows])]
+        vec![SlotSpec::new(layer, "s4", SlotKind::DiagonalSsm, &[s, self.c.d_model, self.preps[0].rows])]
     }
 
     fn build(
@@ -336,32 +345,36 @@ impl Sublayer for S4Mixer {
         let node = S4Node {
             seqs: SeqSpec::of(&batch.seqs),
             init: state.started(),
-            gen: if self.vandermonde.is_some() { KernelGen::Vandermonde } else { KernelGen::Cauchy },
+            gen: if self.vandermonde.is_empty() { KernelGen::Cauchy } else { KernelGen::Vandermonde },
             n: self.c.n,
             method: ConvMethod::Auto,
+            bidirectional: self.c.bidirectional,
         };
-        // Kernel terms only where the node convolves; elsewhere D stands in, unread.
-        let (t1, t2) = match (&self.vandermonde, node.convolves()) {
-            (Some((terms, theta)), true) => (terms.clone(), theta.clone()),
-            (None, true) => {
-                let longest = s4k::segments(&node.seqs.cu, node.seqs.resets.as_deref())
-                    .windows(2)
-                    .map(|w| w[1] - w[0])
-                    .max()
-                    .unwrap_or(1);
-                let t = self.cauchy_terms(dev, s4k::cauchy_length(longest))?;
-                (t.clone(), t)
-            }
-            (_, false) => (self.dskip.clone(), self.dskip.clone()),
-        };
-        let t1 = b.weight(&format!("{p}.kernel_terms"), &t1);
-        let t2 = b.weight(&format!("{p}.kernel_turns"), &t2);
+        if self.c.bidirectional && state.started() {
+            return Err(Error::Invalid(format!(
+                "layer {i} is a bidirectional S4 layer, which has no recurrent view: run each whole sequence in one forward from a fresh state"
+            )));
+        }
         let dskip = b.weight(&format!("{p}.D"), &self.dskip);
         let mat = b.weight(&format!("{p}.recurrence"), &self.mat);
         let bvec = b.weight(&format!("{p}.recurrence_input"), &self.bvec);
         let st = b.state(&format!("{p}.s4_state"), state.slot(i, "s4")?);
         let seqs = b.seqs(&batch.seqs);
-        let y = b.g.op(node, &[xn, t1, t2, dskip, mat, bvec, st, seqs])?;
+        let mut inputs = vec![xn, dskip, mat, bvec, st, seqs];
+        // Kernel terms where the node convolves; elsewhere D stands in, unread.
+        for half in 0..self.preps.len() {
+            let terms: Vec<Tensor> = match (self.vandermonde.get(half), node.convolves()) {
+                (Some((terms, theta)), true) => vec![terms.clone(), theta.clone()],
+                (None, true) => {
+                    vec![self.cauchy_terms(dev, half, s4k::cauchy_length(node.longest().max(1)))?]
+                }
+                (v, false) => vec![self.dskip.clone(); if v.is_some() { 2 } else { 1 }],
+            };
+            for (j, t) in terms.iter().enumerate() {
+                inputs.push(b.weight(&format!("{p}.kernel{half}.terms{j}"), t));
+            }
+        }
+        let y = b.g.op(node, &inputs)?;
         let y = b.g.unary(Unary::Gelu, y, 1.0)?;
         let a = b.linear(&format!("{p}.glu_value"), y, &self.w_a, Some(&self.b_a))?;
         let g = b.linear(&format!("{p}.glu_gate"), y, &self.w_g, Some(&self.b_g))?;
@@ -371,7 +384,12 @@ impl Sublayer for S4Mixer {
 
     fn parameters(&self) -> usize {
         let (d, n) = (self.c.d_model, self.c.n);
-        let kernel = d + 2 * d * n + 4 * d * n + if self.c.mode == Mode::Dplr { 2 * d * n } else { 0 };
+        let kernels = self.preps.len();
+        let kernel = d
+            + 2 * d * n
+            + 2 * d * n
+            + 2 * kernels * d * n
+            + if self.c.mode == Mode::Dplr { 2 * d * n } else { 0 };
         2 * d + d + kernel + 2 * d * d + 2 * d
     }
 }

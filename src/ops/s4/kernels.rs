@@ -99,21 +99,39 @@ fn params(v: [usize; 7], flags: u32) -> Result<Params> {
     }))
 }
 
-fn kernel_shape(k: &Tensor, h: usize) -> Result<usize> {
+/// (H, L, halves) of a kernel `[H, L]` (causal) or `[2, H, L]` (bidirectional: forward, then
+/// backward).
+pub fn kernel_dims(k: &Tensor) -> Result<(usize, usize, usize)> {
     match k.shape() {
-        &[hh, l] if hh == h && l > 0 && k.dtype() == DType::F32 => Ok(l),
-        other => Err(Error::Shape(format!("S4 kernel: expected f32 [{h}, L], got {other:?}"))),
+        &[h, l] if h > 0 && l > 0 && k.dtype() == DType::F32 => Ok((h, l, 1)),
+        &[2, h, l] if h > 0 && l > 0 && k.dtype() == DType::F32 => Ok((h, l, 2)),
+        other => Err(Error::Shape(format!("S4 kernel: expected f32 [H, L] or [2, H, L], got {other:?}"))),
     }
 }
 
-/// S4D's kernel `k` `[H, L]` from `terms` `[H·N, 4]` and `theta` `[H·N, 2]` u32
-/// ([`super::layer::VandermondeTerms`]).
-pub fn vandermonde(rec: &mut Recorder, terms: &Tensor, theta: &Tensor, n: usize, k: &Tensor) -> Result<()> {
-    let h = k.shape().first().copied().unwrap_or(0);
-    let l = kernel_shape(k, h)?;
+/// The offset of half `half` of a kernel, checked.
+fn half_offset(k: &Tensor, half: usize) -> Result<(usize, usize, usize)> {
+    let (h, l, halves) = kernel_dims(k)?;
+    if half >= halves {
+        return Err(Error::Shape(format!("S4 kernel {:?} has no half {half}", k.shape())));
+    }
+    Ok((h, l, half * h * l))
+}
+
+/// Half `half` (0 forward, 1 the backward of a bidirectional kernel) of S4D's kernel `k`
+/// from `terms` `[H·N, 4]` and `theta` `[H·N, 2]` u32 ([`super::layer::VandermondeTerms`]).
+pub fn vandermonde(
+    rec: &mut Recorder,
+    terms: &Tensor,
+    theta: &Tensor,
+    n: usize,
+    k: &Tensor,
+    half: usize,
+) -> Result<()> {
+    let (h, l, offset) = half_offset(k, half)?;
     super::super::expect("vandermonde terms", terms, &[h * n, 4], DType::F32)?;
     super::super::expect("vandermonde theta", theta, &[h * n, 2], DType::U32)?;
-    let p = params([h, n, l, 0, 0, 0, 0], 0)?;
+    let p = params([h, n, l, 0, 0, offset, 0], 0)?;
     rec.dispatch(
         &Kernel::Vandermonde.variant(),
         &p,
@@ -132,12 +150,18 @@ pub fn cauchy_scratch(h: usize, l: usize) -> Vec<usize> {
     vec![h * cauchy_length(l) * 2]
 }
 
-/// S4's kernel `k` `[H, L]` from `terms` `[H·N, 5, 2]` ([`super::layer::CauchyTerms`], built
-/// for length [`cauchy_length`]`(L)`): Cauchy sums at the roots of unity, an inverse FFT in
-/// `spec` ([`cauchy_scratch`]), and the first L real parts.
-pub fn cauchy(rec: &mut Recorder, terms: &Tensor, n: usize, spec: &Tensor, k: &Tensor) -> Result<()> {
-    let h = k.shape().first().copied().unwrap_or(0);
-    let l = kernel_shape(k, h)?;
+/// Half `half` of S4's kernel `k` from `terms` `[H·N, 5, 2]` ([`super::layer::Prepared::cauchy_terms`],
+/// built for length [`cauchy_length`]`(L)`): Cauchy sums at the roots of unity, an inverse FFT
+/// in `spec` ([`cauchy_scratch`]), and the first L real parts.
+pub fn cauchy(
+    rec: &mut Recorder,
+    terms: &Tensor,
+    n: usize,
+    spec: &Tensor,
+    k: &Tensor,
+    half: usize,
+) -> Result<()> {
+    let (h, l, offset) = half_offset(k, half)?;
     let lk = cauchy_length(l);
     super::super::expect("cauchy terms", terms, &[h * n, 5, 2], DType::F32)?;
     super::super::expect("cauchy spectrum", spec, &cauchy_scratch(h, l), DType::F32)?;
@@ -146,7 +170,7 @@ pub fn cauchy(rec: &mut Recorder, terms: &Tensor, n: usize, spec: &Tensor, k: &T
     let dev = rec.device();
     rec.dispatch(&Kernel::Cauchy.variant(), &p, &[terms, spec], grid(dev, (h * (lk / 2 + 1)).div_ceil(64))?)?;
     fft::fft(rec, spec, h, &plan, true)?;
-    let p = params([h, l, lk, 0, 0, 0, 0], 0)?;
+    let p = params([h, l, lk, 0, 0, offset, 0], 0)?;
     rec.dispatch(&Kernel::Extract.variant(), &p, &[spec, k], grid(rec.device(), (h * l).div_ceil(64))?)
 }
 
@@ -219,10 +243,11 @@ pub fn conv(
         &[t, h] if u.dtype() == DType::F32 => (t, h),
         other => return Err(Error::Shape(format!("S4 conv: u must be f32 [T, H], got {other:?}"))),
     };
-    let (lk, bidi) = match k.shape() {
-        &[2, hh, l] if hh == h && l > 0 && k.dtype() == DType::F32 => (l, 1),
-        _ => (kernel_shape(k, h)?, 0),
-    };
+    let (kh, lk, halves) = kernel_dims(k)?;
+    if kh != h {
+        return Err(Error::Shape(format!("S4 conv: u has {h} channels but the kernel {kh}")));
+    }
+    let bidi = halves - 1;
     let longest = segs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     if segs.last() != Some(&t) || lk < longest {
         return Err(Error::Shape(format!(

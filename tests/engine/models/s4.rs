@@ -16,10 +16,14 @@ const D: usize = 32;
 const D_STATE: usize = 16;
 
 fn config(mode: &str) -> String {
+    config_with(mode, false)
+}
+
+fn config_with(mode: &str, bidirectional: bool) -> String {
     serde_json::json!({
         "model_type": "s4", "vocab_size": 256, "d_model": D, "n_layers": 2, "prenorm": true,
         "norm": "layer", "norm_eps": 1e-5, "tie_word_embeddings": false,
-        "block": {"final_act": "glu", "activation": "gelu", "bidirectional": false, "channels": 1,
+        "block": {"final_act": "glu", "activation": "gelu", "bidirectional": bidirectional, "channels": 1,
                   "transposed": false, "mode": mode, "init": if mode == "diag" { "diag-lin" } else { "legs" },
                   "d_state": D_STATE}
     })
@@ -141,7 +145,6 @@ fn bad_s4_configs_and_tensors_are_refused() {
         (r#""mode": "dss""#, "block.mode `dss`"),
         (r#""disc": "euler""#, "euler"),
         (r#""init": "hippo-x""#, "block.init `hippo-x`"),
-        (r#""bidirectional": true"#, "bidirectional"),
         (r#""final_act": "id""#, "final_act"),
         (r#""d_state": 15"#, "d_state 15"),
     ] {
@@ -176,4 +179,66 @@ fn bad_s4_configs_and_tensors_are_refused() {
     let e = linseq::model::load(dev, &dir, linseq::DType::F32).err().expect("l_kernel 100").to_string();
     assert!(e.contains("l_kernel = 100"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bidirectional_s4_layer_sees_the_tokens_after_it() {
+    // Bidirectional: C is [2, H, N, 2], forward then backward kernel. With the backward C at
+    // zero the model is the causal one; with it, logits at a position depend on later tokens.
+    for mode in ["diag", "dplr"] {
+        let causal = tensors(mode, 13);
+        let widen = |backward: f32| -> Tensors {
+            let mut t = causal.clone();
+            for i in 0..2 {
+                let c = find(&mut t, &format!("layers.{i}.layer.kernel.C"));
+                c.1[0] = 2;
+                let fwd = c.2.clone();
+                c.2.extend(fwd.iter().map(|v| v * backward));
+            }
+            t
+        };
+        let dirs = [
+            ("causal", config(mode), causal.clone()),
+            ("zero", config_with(mode, true), widen(0.0)),
+            ("bidi", config_with(mode, true), widen(0.7)),
+        ];
+        let paths: Vec<std::path::PathBuf> = dirs
+            .iter()
+            .map(|(name, cfg, t)| {
+                let dir = scratch(&format!("s4-{mode}-{name}"));
+                write_checkpoint(&dir, cfg, t);
+                dir
+            })
+            .collect();
+        let text = ids(TEXT);
+        let mut changed = text.clone();
+        *changed.last_mut().unwrap() = b'!' as u32;
+        for dev in crate::common::devices() {
+            let load = |p: &std::path::Path| linseq::model::load(dev, p, linseq::DType::F32).unwrap();
+            let run = |m: &linseq::model::Model, ids: &[u32], lens: &[usize]| {
+                let mut s = m.new_state(dev, lens.len()).unwrap();
+                m.forward(dev, ids, lens, &mut s).unwrap()
+            };
+            let (causal_m, zero_m, bidi_m) = (load(&paths[0]), load(&paths[1]), load(&paths[2]));
+            let n = text.len();
+            let e = max_abs(&run(&causal_m, &text, &[n]), &run(&zero_m, &text, &[n]));
+            assert!(e < 1e-4, "{mode}: a zero backward kernel changed the logits by {e}");
+            let (a, b) = (run(&bidi_m, &text, &[n]), run(&bidi_m, &changed, &[n]));
+            assert!(max_abs(&a[..256], &b[..256]) > 1e-4, "{mode}: position 0 does not see the last token");
+            // A ragged batch equals each sequence alone (no token sees past its own sequence).
+            let both: Vec<u32> = text.iter().chain(&text[..9]).copied().collect();
+            let batched = run(&bidi_m, &both, &[n, 9]);
+            assert!(max_abs(&batched[..n * 256], &a) < 1e-4, "{mode}: ragged batch, first sequence");
+            let alone = run(&bidi_m, &text[..9], &[9]);
+            assert!(max_abs(&batched[n * 256..], &alone) < 1e-4, "{mode}: ragged batch, second sequence");
+            // No recurrent view: continuing a state is refused with the reason.
+            let mut s = bidi_m.new_state(dev, 1).unwrap();
+            bidi_m.forward(dev, &text[..10], &[10], &mut s).unwrap();
+            let e = bidi_m.forward(dev, &text[10..11], &[1], &mut s).unwrap_err().to_string();
+            assert!(e.contains("bidirectional"), "{e}");
+        }
+        paths.iter().for_each(|p| {
+            let _ = std::fs::remove_dir_all(p);
+        });
+    }
 }

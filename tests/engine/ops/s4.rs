@@ -91,14 +91,14 @@ fn gpu_kernel(dev: &Device, prep: &Prepared, l: usize) -> Vec<f32> {
             let t = prep.vandermonde_terms().unwrap();
             let terms = Tensor::from_slice(dev, &[h * n, 4], &t.terms).unwrap();
             let theta = Tensor::from_slice(dev, &[h * n, 2], &t.theta).unwrap();
-            kernels::vandermonde(&mut rec, &terms, &theta, n, &out.tensor).unwrap();
+            kernels::vandermonde(&mut rec, &terms, &theta, n, &out.tensor, 0).unwrap();
             rec.run().unwrap();
         }
         Mode::Dplr => {
             let terms = prep.cauchy_terms(kernels::cauchy_length(l)).unwrap();
             let terms = Tensor::from_slice(dev, &[h * n, 5, 2], &terms).unwrap();
             let spec = Tensor::empty(dev, &kernels::cauchy_scratch(h, l), DType::F32).unwrap();
-            kernels::cauchy(&mut rec, &terms, n, &spec, &out.tensor).unwrap();
+            kernels::cauchy(&mut rec, &terms, n, &spec, &out.tensor, 0).unwrap();
             rec.run().unwrap();
         }
     }
