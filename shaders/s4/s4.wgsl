@@ -11,16 +11,7 @@ fn cdiv(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return cmul(a, conj(b)) / dot
 
 fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * 64u; }
 
-#if VANDERMONDE
-// S4D's kernel: k[h, l] = 2·Re Σ_n v_n·e^{x_n·l} (a = H, b = N, c = L, f = where in k the
-// H × L values start: the backward half of a bidirectional kernel), with e^{x·l} evaluated
-// at every l, not by repeated multiplication. terms[h·N + n] = (Re v, Im v, Re x, 0) and
-// theta[h·N + n] the turn count Im x / 2π as a 64-bit binary fraction (hi, lo): l·θ mod 1 is
-// exact in integers, so the phase keeps full f32 precision at any l.
-@group(0) @binding(1) var<storage, read> terms: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> theta: array<vec2<u32>>;
-@group(0) @binding(3) var<storage, read_write> k: array<f32>;
-
+#if POWER
 // The high word of the 64-bit product of a and b.
 fn mulhi(a: u32, b: u32) -> u32 {
     let a0 = a & 0xffffu;
@@ -33,6 +24,66 @@ fn mulhi(a: u32, b: u32) -> u32 {
     return a1 * b1 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
 }
 
+// e^{x·l} for x = (t.z + 2πi·θ): the decay in f32, the phase from the top 32 bits of frac(l·θ)
+// (θ a 64-bit binary fraction, (hi, lo)) as a signed turn in [−½, ½).
+fn power(re: f32, th: vec2<u32>, l: u32) -> vec2<f32> {
+    let turn = bitcast<i32>(l * th.x + mulhi(l, th.y));
+    let angle = f32(turn) * 1.4629180792671596e-9; // 2π / 2^32
+    return exp(re * f32(l)) * vec2<f32>(cos(angle), sin(angle));
+}
+#endif
+
+#if STATE
+// S4D's state at the end of a convolution-mode prefill, as the module's forward_state
+// computes it, in parallel (a = S, b = H, c = N, d = t_lo, e = t_hi, f = 1 on a sequence's
+// first piece): x_n = Σ_t Ā_n^{end − 1 − t}·B̄_n·u_t over the tokens since the sequence's start
+// or last reset (`ranges` [S, 2]), one invocation per (sequence, channel, state); tokens in
+// pieces [t_lo, t_hi) per dispatch, each adding its share. terms[h·N + n] = (Re B̄, Im B̄,
+// Re log Ā, 0), theta the turn counts as the Vandermonde kernel's; the state is written in
+// real coordinates [Re x, Im x].
+@group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
+@group(0) @binding(2) var<storage, read> terms: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> theta: array<vec2<u32>>;
+@group(0) @binding(4) var<storage, read> ranges: array<u32>;
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
+
+@compute @workgroup_size(64)
+fn state_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = index(gid, nwg);
+    if (e >= p.a * p.b * p.c) { return; }
+    let n = e % p.c;
+    let h = (e / p.c) % p.b;
+    let s = e / (p.c * p.b);
+    let start = ranges[2u * s];
+    let end = ranges[2u * s + 1u];
+    let lo = start + min(p.d, end - start);
+    let hi = start + min(p.e, end - start);
+    let at = (s * p.b + h) * 2u * p.c + n;
+    var acc = vec2<f32>(0.0);
+    if (p.f == 0u) { acc = vec2<f32>(state[at], state[at + p.c]); }
+    let tm = terms[h * p.c + n];
+    let th = theta[h * p.c + n];
+    let b = vec2<f32>(tm.x, tm.y);
+    for (var t = lo; t < hi; t++) {
+        acc += cmul(power(tm.z, th, end - 1u - t), b) * u[t * p.b + h];
+    }
+    if (p.f != 0u || lo < hi) {
+        state[at] = acc.x;
+        state[at + p.c] = acc.y;
+    }
+}
+#endif
+
+#if VANDERMONDE
+// S4D's kernel: k[h, l] = 2·Re Σ_n v_n·e^{x_n·l} (a = H, b = N, c = L, f = where in k the
+// H × L values start: the backward half of a bidirectional kernel), with e^{x·l} evaluated
+// at every l, not by repeated multiplication. terms[h·N + n] = (Re v, Im v, Re x, 0) and
+// theta[h·N + n] the turn count Im x / 2π as a 64-bit binary fraction (hi, lo): l·θ mod 1 is
+// exact in integers, so the phase keeps full f32 precision at any l.
+@group(0) @binding(1) var<storage, read> terms: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> theta: array<vec2<u32>>;
+@group(0) @binding(3) var<storage, read_write> k: array<f32>;
+
 @compute @workgroup_size(64)
 fn vandermonde(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = index(gid, nwg);
@@ -42,12 +93,7 @@ fn vandermonde(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     var acc = 0.0;
     for (var n = 0u; n < p.b; n++) {
         let t = terms[h * p.b + n];
-        let th = theta[h * p.b + n];
-        // The top 32 bits of frac(l·θ), as a signed turn in [−½, ½).
-        let turn = bitcast<i32>(l * th.x + mulhi(l, th.y));
-        let angle = f32(turn) * 1.4629180792671596e-9; // 2π / 2^32
-        let mag = exp(t.z * f32(l));
-        acc += mag * (t.x * cos(angle) - t.y * sin(angle));
+        acc += dot(power(t.z, theta[h * p.b + n], l), vec2<f32>(t.x, -t.y));
     }
     k[p.f + e] = 2.0 * acc;
 }

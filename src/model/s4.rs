@@ -218,6 +218,8 @@ pub struct S4Mixer {
     preps: Vec<Prepared>,
     /// S4D's Vandermonde terms and turn counts, per kernel.
     vandermonde: Vec<(Tensor, Tensor)>,
+    /// S4D's state-sum terms (forward kernel).
+    state_terms: Option<Tensor>,
     /// S4's Cauchy terms per (kernel, inverse-FFT length).
     cauchy: Mutex<HashMap<(usize, usize), Tensor>>,
     dskip: Tensor,
@@ -290,6 +292,10 @@ impl S4Mixer {
             }
         }
         let prep = &preps[0];
+        let state_terms = match c.mode {
+            Mode::Diag(_) => Some(Tensor::from_slice(dev, &[d * c.n, 4], &prep.state_terms()?.terms)?),
+            Mode::Dplr => None,
+        };
         let (mat, bvec) = prep.recurrence();
         let r = prep.rows;
         let (lin_w, _) = w.f32(&format!("layers.{i}.output_linear.0.weight"), Some(&[2 * d, d]))?;
@@ -300,6 +306,7 @@ impl S4Mixer {
             norm_w: w.norm(dev, &format!("norms.{i}.weight"), d, false)?,
             norm_b: w.norm(dev, &format!("norms.{i}.bias"), d, false)?,
             vandermonde,
+            state_terms,
             cauchy: Mutex::new(HashMap::new()),
             dskip: Tensor::from_slice(dev, &[d], &dskip)?,
             mat: Tensor::from_slice(dev, &[d, r + 1, r], &mat)?,
@@ -373,6 +380,9 @@ impl Sublayer for S4Mixer {
             for (j, t) in terms.iter().enumerate() {
                 inputs.push(b.weight(&format!("{p}.kernel{half}.terms{j}"), t));
             }
+        }
+        if let Some(t) = &self.state_terms {
+            inputs.push(b.weight(&format!("{p}.state_terms"), t));
         }
         let y = b.g.op(node, &inputs)?;
         let y = b.g.unary(Unary::Gelu, y, 1.0)?;

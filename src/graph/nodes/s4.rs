@@ -11,7 +11,8 @@ use crate::tensor::{DType, Tensor};
 /// How the node generates its convolution kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelGen {
-    /// S4D: the Vandermonde terms and turn counts (two inputs per direction).
+    /// S4D: the Vandermonde terms and turn counts (two inputs per direction), then the state
+    /// sum's terms (one input; its turn counts are the forward kernel's).
     Vandermonde,
     /// S4: the Cauchy terms for [`s4k::cauchy_length`] of the kernel (one input per direction).
     Cauchy,
@@ -65,7 +66,7 @@ impl NodeOp for S4Node {
         "s4"
     }
     fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
-        let want = 6 + self.gen.inputs() * self.halves();
+        let want = 6 + self.gen.inputs() * self.halves() + (self.gen == KernelGen::Vandermonde) as usize;
         if ins.len() != want {
             return Err(Error::Shape(format!(
                 "s4 takes u, D, matrix, input, state, seqs and {} kernel terms ({want} inputs), got {}",
@@ -115,10 +116,12 @@ impl NodeOp for S4Node {
         }
         let rest = &scratch[if self.gen == KernelGen::Cauchy { 2 } else { 1 }..];
         s4k::conv(rec, u, &self.segments(), k, dskip, self.method, rest.first().copied(), out)?;
-        if self.bidirectional {
-            return Ok(());
+        match (self.bidirectional, self.gen) {
+            (true, _) => Ok(()),
+            // S4D's state in parallel over the tokens, as the module's forward_state sums it.
+            (false, KernelGen::Vandermonde) => s4k::state_sum(rec, u, terms[2], terms[1], &seqs, state),
+            (false, KernelGen::Cauchy) => s4k::recurrence(rec, u, mat, bvec, &seqs, state, false, None),
         }
-        s4k::recurrence(rec, u, mat, bvec, &seqs, state, false, None)
     }
     /// The recurrent view in f64 from the node's own matrices: the oracle of both paths (a
     /// bidirectional layer has none).

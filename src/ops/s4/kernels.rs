@@ -35,10 +35,11 @@ pub enum Kernel {
     Unpack,
     Direct,
     Recurrence,
+    State,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 9] = [
         Kernel::Vandermonde,
         Kernel::Cauchy,
         Kernel::Extract,
@@ -47,6 +48,7 @@ impl Kernel {
         Kernel::Unpack,
         Kernel::Direct,
         Kernel::Recurrence,
+        Kernel::State,
     ];
 
     fn entry(self) -> (&'static str, &'static str) {
@@ -59,6 +61,7 @@ impl Kernel {
             Kernel::Unpack => ("UNPACK", "unpack"),
             Kernel::Direct => ("DIRECT", "direct"),
             Kernel::Recurrence => ("RECURRENCE", "recurrence"),
+            Kernel::State => ("STATE", "state_sum"),
         }
     }
 
@@ -68,6 +71,8 @@ impl Kernel {
         for k in Kernel::ALL {
             v = v.define(k.entry().0, (k == self) as u32);
         }
+        // e^{x·l} with an exact phase: the Vandermonde kernel's and the state's.
+        v = v.define("POWER", matches!(self, Kernel::Vandermonde | Kernel::State) as u32);
         if self == Kernel::Recurrence {
             v = v.define(crate::shader::BOUNDED_LOOPS, 1).with_flags(s4_flags::SET);
         }
@@ -295,6 +300,51 @@ pub fn conv(
     let p = params([nseg, pairs, h, n, t, 0, 0], 0)?;
     let g = grid(rec.device(), (t * h).div_ceil(64))?;
     rec.dispatch(&Kernel::Unpack.variant(), &p, &[u, &segt, dskip, data, y], g)
+}
+
+/// Per sequence of `cu`, the tokens its final state depends on: from its start, or its last
+/// reset, to its end.
+pub fn state_ranges(cu: &[usize], resets: Option<&[bool]>) -> Vec<(usize, usize)> {
+    cu.windows(2)
+        .map(|w| {
+            let start = (w[0] + 1..w[1]).rev().find(|&t| resets.is_some_and(|r| r[t])).unwrap_or(w[0]);
+            (start, w[1])
+        })
+        .collect()
+}
+
+/// S4D's state `[S, H, 2N]` (real coordinates) at the end of each sequence of `seqs`, from a
+/// zero state, summed in parallel over the tokens: x = Σ_t Ā^{end − 1 − t}·B̄·u_t, with `terms`
+/// `[H·N, 4]` (Re B̄, Im B̄, Re log Ā, 0) and `theta` the turn counts
+/// ([`super::layer::Prepared::state_terms`]).
+pub fn state_sum(
+    rec: &mut Recorder,
+    u: &Tensor,
+    terms: &Tensor,
+    theta: &Tensor,
+    seqs: &Sequences,
+    state: &Tensor,
+) -> Result<()> {
+    let (t, s) = (seqs.total(), seqs.count());
+    let (h, r) = match state.shape() {
+        &[ss, h, r] if ss == s && r >= 2 && r.is_multiple_of(2) => (h, r),
+        other => return Err(Error::Shape(format!("S4 state: expected [{s}, H, 2N], got {other:?}"))),
+    };
+    let n = r / 2;
+    super::super::expect("S4 u", u, &[t, h], DType::F32)?;
+    super::super::expect("S4 state terms", terms, &[h * n, 4], DType::F32)?;
+    super::super::expect("S4 state turns", theta, &[h * n, 2], DType::U32)?;
+    let ranges = state_ranges(seqs.cu_seqlens(), seqs.resets());
+    let table: Vec<u32> =
+        ranges.iter().flat_map(|&(a, b)| [word("tokens", a), word("tokens", b)]).collect::<Result<_>>()?;
+    let ranges_t = Tensor::from_slice(rec.device(), &[table.len()], &table)?;
+    let longest = ranges.iter().map(|&(a, b)| b - a).max().unwrap_or(0);
+    let g = grid(rec.device(), (s * h * n).div_ceil(64))?;
+    for lo in (0..longest.max(1)).step_by(TOKENS_PER_DISPATCH) {
+        let p = params([s, h, n, lo, lo + TOKENS_PER_DISPATCH, (lo == 0) as usize, 0], 0)?;
+        rec.dispatch(&Kernel::State.variant(), &p, &[u, terms, theta, &ranges_t, state], g)?;
+    }
+    Ok(())
 }
 
 /// The recurrent view over `seqs`: u `[T, H]`, `mat` `[H, R + 1, R]` and `bvec` `[H, R + 1]`

@@ -287,6 +287,15 @@ impl Prepared {
 
     /// The Vandermonde terms (S4D only).
     pub fn vandermonde_terms(&self) -> Result<VandermondeTerms> {
+        self.power_terms(true)
+    }
+
+    /// The state sum's terms (S4D only): as [`Prepared::vandermonde_terms`] with B̄ for C·B̄.
+    pub fn state_terms(&self) -> Result<VandermondeTerms> {
+        self.power_terms(false)
+    }
+
+    fn power_terms(&self, with_c: bool) -> Result<VandermondeTerms> {
         let s = &self.ssm;
         let disc = match s.mode {
             Mode::Diag(d) => d,
@@ -301,7 +310,7 @@ impl Prepared {
                     Discretization::Zoh => s.a[e].scale(s.dt[h]),
                     Discretization::Bilinear => C64::new(da.abs().ln(), da.im.atan2(da.re)),
                 };
-                let v = s.c[e] * db;
+                let v = if with_c { s.c[e] * db } else { db };
                 terms.extend([v.re as f32, v.im as f32, x.re as f32, 0.0]);
                 let turns = (x.im / (2.0 * std::f64::consts::PI)).rem_euclid(1.0);
                 let fixed = (turns * 18446744073709551616.0) as u64; // 2^64

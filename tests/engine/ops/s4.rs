@@ -314,6 +314,40 @@ fn the_recurrent_view_matches_f64_and_the_convolution_view() {
 }
 
 #[test]
+fn s4d_state_sum_matches_the_recurrence() {
+    // The state a convolution-mode prefill leaves, summed in parallel over the tokens (the
+    // module's forward_state), against the f64 recurrence: ragged sequences, a reset, an empty
+    // sequence, and a sequence longer than one dispatch's piece of 8192 tokens.
+    let mut rng = Rng::new(12);
+    for dev in devices() {
+        let prep = s4d_layer(&mut rng, 3, 8, Discretization::Zoh).prepare().unwrap();
+        let (h, r) = (prep.ssm.h, prep.rows);
+        let lens = [1usize, 70, 0, 9000];
+        let mut cu = vec![0];
+        lens.iter().for_each(|l| cu.push(cu.last().unwrap() + l));
+        let t = *cu.last().unwrap();
+        let mut resets = vec![false; t];
+        resets[30] = true;
+        let u = inputs(&mut rng, t, h);
+        let seqs = Sequences::new(dev, &lens, Some(&resets)).unwrap();
+        let st = prep.state_terms().unwrap();
+        let terms = Tensor::from_slice(dev, &[h * 8, 4], &st.terms).unwrap();
+        let theta = Tensor::from_slice(dev, &[h * 8, 2], &st.theta).unwrap();
+        let state = Tensor::from_slice(dev, &[4, h, r], &vec![0f32; 4 * h * r]).unwrap();
+        let ut = Tensor::from_slice(dev, &[t, h], &u).unwrap();
+        let mut rec = Recorder::new(dev);
+        kernels::state_sum(&mut rec, &ut, &terms, &theta, &seqs, &state).unwrap();
+        rec.run().unwrap();
+        let got = state.read_f32(dev).unwrap();
+        // The reference restarts at the reset: the second sequence's state comes from 30..71.
+        let (_, mut want) = prep.recurrence_ref(&u, &cu, None);
+        let (_, part) = prep.recurrence_ref(&u[30 * h..71 * h], &[0, 41], None);
+        want[h * r..2 * h * r].copy_from_slice(&part);
+        check_within(dev, "s4 state", "state sum = recurrence", &got, &want, (1e-10, 1e-4));
+    }
+}
+
+#[test]
 fn non_finite_input_stays_in_its_sequence() {
     let mut rng = Rng::new(9);
     for dev in devices() {
