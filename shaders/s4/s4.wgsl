@@ -84,6 +84,29 @@ fn state_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 @group(0) @binding(2) var<storage, read> theta: array<vec2<u32>>;
 @group(0) @binding(3) var<storage, read_write> k: array<f32>;
 
+#if SUBGROUPS
+// The subgroup form: a workgroup's 64 outputs are shared among its subgroups, one output at
+// a time per subgroup, its lanes splitting the N states and a subgroupAdd summing them.
+@compute @workgroup_size(64)
+fn vandermonde(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32,
+               @builtin(subgroup_id) sg: u32) {
+    let base = (wid.x + wid.y * nwg.x) * 64u;
+    for (var o = sg; o < 64u; o += (64u + sgs - 1u) / sgs) {
+        let e = base + o;
+        if (e >= p.a * p.c) { break; }
+        let h = e / p.c;
+        let l = e % p.c;
+        var acc = 0.0;
+        for (var n = lane; n < p.b; n += sgs) {
+            let t = terms[h * p.b + n];
+            acc += dot(power(t.z, theta[h * p.b + n], l), vec2<f32>(t.x, -t.y));
+        }
+        acc = subgroupAdd(acc);
+        if (lane == 0u) { k[p.f + e] = 2.0 * acc; }
+    }
+}
+#else
 @compute @workgroup_size(64)
 fn vandermonde(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = index(gid, nwg);
@@ -98,6 +121,7 @@ fn vandermonde(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     k[p.f + e] = 2.0 * acc;
 }
 #endif
+#endif
 
 #if CAUCHY
 // S4's kernel in frequency (a = H, b = N, c = Lk, d = n1, e = n2 of the inverse FFT's plan):
@@ -111,19 +135,12 @@ fn vandermonde(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 
 fn slot(k: u32) -> u32 { return (k % p.d) * p.e + k / p.d; }
 
-@compute @workgroup_size(64)
-fn cauchy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let half = p.c / 2u;
-    let e = index(gid, nwg);
-    if (e >= p.a * (half + 1u)) { return; }
-    let h = e / (half + 1u);
-    let kk = e % (half + 1u);
-    let angle = -6.283185307179586 * f32(kk) / f32(p.c);
-    let om = vec2<f32>(cos(angle), sin(angle));
+// The Cauchy sums s_ij over the states n = n0, n0 + step, ... of channel h at ω.
+fn cauchy_sums(h: u32, om: vec2<f32>, n0: u32, step: u32) -> array<vec2<f32>, 4> {
     let one_m = 2.0 * (vec2<f32>(1.0, 0.0) - om);
     let one_p = vec2<f32>(1.0, 0.0) + om;
     var s = array<vec2<f32>, 4>(vec2<f32>(0.0), vec2<f32>(0.0), vec2<f32>(0.0), vec2<f32>(0.0));
-    for (var n = 0u; n < p.b; n++) {
+    for (var n = n0; n < p.b; n += step) {
         let base = (h * p.b + n) * 5u;
         let w = terms[base];
         let r1 = cdiv(vec2<f32>(1.0, 0.0), one_m - cmul(one_p, w));
@@ -133,10 +150,22 @@ fn cauchy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             s[q] += cmul(v, r1) + cmul(conj(v), r2);
         }
     }
+    return s;
+}
+
+// ω = e^{−2πik/Lk}.
+fn omega(kk: u32) -> vec2<f32> {
+    let angle = -6.283185307179586 * f32(kk) / f32(p.c);
+    return vec2<f32>(cos(angle), sin(angle));
+}
+
+// The Woodbury-corrected bin from the sums, written Hermitian in slot order.
+fn write_bin(h: u32, kk: u32, om: vec2<f32>, s: array<vec2<f32>, 4>) {
+    let one_p = vec2<f32>(1.0, 0.0) + om;
     let corr = cdiv(cmul(one_p, cmul(s[1], s[2])), vec2<f32>(1.0, 0.0) + cmul(one_p, s[3]));
-    var kf = 2.0 * (s[0] - corr);
+    let kf = 2.0 * (s[0] - corr);
     let row = h * p.c;
-    if (kk == 0u || kk == half) {
+    if (kk == 0u || kk == p.c / 2u) {
         // A real signal's first and middle bins are real (irfft ignores their imaginary parts).
         spec[row + slot(kk)] = vec2<f32>(kf.x, 0.0);
     } else {
@@ -144,6 +173,38 @@ fn cauchy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         spec[row + slot(p.c - kk)] = conj(kf);
     }
 }
+
+#if SUBGROUPS
+// The subgroup form: lanes split the N states of one bin, subgroupAdd sums them.
+@compute @workgroup_size(64)
+fn cauchy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32,
+          @builtin(subgroup_id) sg: u32) {
+    let half = p.c / 2u;
+    let base = (wid.x + wid.y * nwg.x) * 64u;
+    for (var o = sg; o < 64u; o += (64u + sgs - 1u) / sgs) {
+        let e = base + o;
+        if (e >= p.a * (half + 1u)) { break; }
+        let h = e / (half + 1u);
+        let kk = e % (half + 1u);
+        let om = omega(kk);
+        var s = cauchy_sums(h, om, lane, sgs);
+        for (var q = 0u; q < 4u; q++) { s[q] = subgroupAdd(s[q]); }
+        if (lane == 0u) { write_bin(h, kk, om, s); }
+    }
+}
+#else
+@compute @workgroup_size(64)
+fn cauchy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let half = p.c / 2u;
+    let e = index(gid, nwg);
+    if (e >= p.a * (half + 1u)) { return; }
+    let h = e / (half + 1u);
+    let kk = e % (half + 1u);
+    let om = omega(kk);
+    write_bin(h, kk, om, cauchy_sums(h, om, 0u, 1u));
+}
+#endif
 #endif
 
 #if EXTRACT

@@ -6,7 +6,7 @@
 use super::{copy_roofline, measure, row, BenchConfig, BenchRow, Variants, Work};
 use crate::device::Device;
 use crate::error::Result;
-use crate::ops::s4::kernels::{self as s4k, ConvMethod};
+use crate::ops::s4::kernels::{self as s4k, ConvMethod, Sum};
 use crate::ops::s4::layer::{Mode, Prepared};
 use crate::ops::s4::{cases, Discretization};
 use crate::ops::{Recorder, Recording};
@@ -39,10 +39,10 @@ fn kernel_inputs(dev: &Device, prep: &Prepared, l: usize) -> Result<KernelInputs
     })
 }
 
-fn record_kernel(rec: &mut Recorder, inp: &KernelInputs, n: usize, k: &Tensor) -> Result<()> {
+fn record_kernel(rec: &mut Recorder, inp: &KernelInputs, n: usize, k: &Tensor, sum: Sum) -> Result<()> {
     match (&inp.theta, &inp.spec) {
-        (Some(theta), _) => s4k::vandermonde(rec, &inp.terms, theta, n, k, 0),
-        (None, Some(spec)) => s4k::cauchy(rec, &inp.terms, n, spec, k, 0),
+        (Some(theta), _) => s4k::vandermonde_with(rec, &inp.terms, theta, n, k, 0, sum),
+        (None, Some(spec)) => s4k::cauchy_with(rec, &inp.terms, n, spec, k, 0, sum),
         _ => unreachable!("kernel inputs hold terms for one generator"),
     }
 }
@@ -52,11 +52,11 @@ fn layer(rng: &mut Rng, dplr: bool, h: usize, n: usize) -> Result<Prepared> {
         .prepare()
 }
 
-fn name(dplr: bool) -> &'static str {
-    if dplr {
-        "s4.cauchy"
-    } else {
-        "s4.vandermonde"
+fn name(dplr: bool, sum: Sum) -> String {
+    let base = if dplr { "s4.cauchy" } else { "s4.vandermonde" };
+    match sum {
+        Sum::PerOutput => base.to_string(),
+        Sum::Subgroup => format!("{base}.sg"),
     }
 }
 
@@ -74,8 +74,10 @@ pub fn s4(dev: &Device, cfg: BenchConfig, variants: &Variants, max_len: usize) -
         &[(false, 64, 256), (false, 256, 256), (true, 64, 256), (true, 256, 16)]
     };
     let lens: &[usize] = if cfg.quick { &[256] } else { &[1024, 16384, 65536] };
-    for &(dplr, d_state, h) in gens {
-        if !variants.matches(name(dplr)) {
+    let sums: &[Sum] =
+        if dev.caps().subgroups { &[Sum::PerOutput, Sum::Subgroup] } else { &[Sum::PerOutput] };
+    for (&(dplr, d_state, h), &sum) in gens.iter().flat_map(|g| sums.iter().map(move |s| (g, s))) {
+        if !variants.matches(&name(dplr, sum)) {
             continue;
         }
         let prep = layer(&mut rng, dplr, h, d_state / 2)?;
@@ -84,7 +86,7 @@ pub fn s4(dev: &Device, cfg: BenchConfig, variants: &Variants, max_len: usize) -
             let inp = kernel_inputs(dev, &prep, l)?;
             let k = Tensor::empty(dev, &[h, l], DType::F32)?;
             let mut rec = Recorder::new(dev);
-            record_kernel(&mut rec, &inp, d_state / 2, &k)?;
+            record_kernel(&mut rec, &inp, d_state / 2, &k, sum)?;
             let rec = rec.finish();
             rec.run()?;
             let got = k.read::<f32>(dev)?;
@@ -97,7 +99,7 @@ pub fn s4(dev: &Device, cfg: BenchConfig, variants: &Variants, max_len: usize) -
             let flops = (h * l * d_state / 2) as f64 * if dplr { 40.0 } else { 12.0 };
             let shape = format!("H={h} N={d_state} L={l}");
             let work = Work { bytes: (h * l * 4) as f64, flops };
-            rows.push(row("s4-kernel", name(dplr), shape, stats, work, roof, Some(ok)));
+            rows.push(row("s4-kernel", &name(dplr, sum), shape, stats, work, roof, Some(ok)));
         }
     }
     // 2. The convolution, by FFT and directly, against L (the crossover), then the FFT form
@@ -165,7 +167,7 @@ pub fn s4(dev: &Device, cfg: BenchConfig, variants: &Variants, max_len: usize) -
             let segs = [0, l];
             let data = Tensor::empty(dev, &s4k::conv_scratch(&segs, h, ConvMethod::Fft), DType::F32)?;
             let mut rec = Recorder::new(dev);
-            record_kernel(&mut rec, &inp, 32, &k)?;
+            record_kernel(&mut rec, &inp, 32, &k, Sum::choose(dev.caps()))?;
             s4k::conv(&mut rec, &u, &segs, &k, &d, ConvMethod::Fft, Some(&data), &y)?;
             let rec: Recording = rec.finish();
             let stats = measure(&rec, 1, cfg)?;

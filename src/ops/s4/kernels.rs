@@ -80,8 +80,52 @@ impl Kernel {
     }
 }
 
+/// How the kernel generators sum over the N states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sum {
+    /// One invocation per output, looping over the states.
+    PerOutput,
+    /// One subgroup per output, its lanes splitting the states (subgroupAdd).
+    Subgroup,
+}
+
+impl Sum {
+    /// The form for this device: per output unless `LINSEQ_S4_SUM=subgroup` asks for the
+    /// subgroup form where the adapter has subgroups (no measurement has chosen between them
+    /// on a GPU yet).
+    pub fn choose(caps: &crate::device::Capabilities) -> Sum {
+        let asked = std::env::var("LINSEQ_S4_SUM").is_ok_and(|v| v == "subgroup");
+        if asked && caps.subgroups {
+            Sum::Subgroup
+        } else {
+            Sum::PerOutput
+        }
+    }
+}
+
+/// A kernel generator in the form `sum`.
+pub fn generator(kernel: Kernel, sum: Sum) -> Variant {
+    let v = kernel.variant();
+    match sum {
+        Sum::PerOutput => v.with_subgroups(false),
+        Sum::Subgroup => {
+            let mut v = v.with_subgroups(true);
+            v.name = format!("{}.sg", v.name);
+            v
+        }
+    }
+}
+
 pub fn variants() -> Vec<Variant> {
-    Kernel::ALL.iter().map(|k| k.variant()).collect()
+    let mut v: Vec<Variant> = Kernel::ALL
+        .iter()
+        .filter(|k| !matches!(k, Kernel::Vandermonde | Kernel::Cauchy))
+        .map(|k| k.variant().with_subgroups(false))
+        .collect();
+    for k in [Kernel::Vandermonde, Kernel::Cauchy] {
+        v.extend([Sum::PerOutput, Sum::Subgroup].map(|s| generator(k, s)));
+    }
+    v
 }
 
 /// Most real state rows (2N) the recurrence takes.
@@ -133,16 +177,27 @@ pub fn vandermonde(
     k: &Tensor,
     half: usize,
 ) -> Result<()> {
+    let sum = Sum::choose(rec.device().caps());
+    vandermonde_with(rec, terms, theta, n, k, half, sum)
+}
+
+/// [`vandermonde`] in the form `sum`.
+#[allow(clippy::too_many_arguments)]
+pub fn vandermonde_with(
+    rec: &mut Recorder,
+    terms: &Tensor,
+    theta: &Tensor,
+    n: usize,
+    k: &Tensor,
+    half: usize,
+    sum: Sum,
+) -> Result<()> {
     let (h, l, offset) = half_offset(k, half)?;
     super::super::expect("vandermonde terms", terms, &[h * n, 4], DType::F32)?;
     super::super::expect("vandermonde theta", theta, &[h * n, 2], DType::U32)?;
     let p = params([h, n, l, 0, 0, offset, 0], 0)?;
-    rec.dispatch(
-        &Kernel::Vandermonde.variant(),
-        &p,
-        &[terms, theta, k],
-        grid(rec.device(), (h * l).div_ceil(64))?,
-    )
+    let v = generator(Kernel::Vandermonde, sum);
+    rec.dispatch(&v, &p, &[terms, theta, k], grid(rec.device(), (h * l).div_ceil(64))?)
 }
 
 /// The length of the inverse FFT that S4's kernel of length `l` takes: a power of two ≥ l.
@@ -166,6 +221,20 @@ pub fn cauchy(
     k: &Tensor,
     half: usize,
 ) -> Result<()> {
+    let sum = Sum::choose(rec.device().caps());
+    cauchy_with(rec, terms, n, spec, k, half, sum)
+}
+
+/// [`cauchy`] in the form `sum`.
+pub fn cauchy_with(
+    rec: &mut Recorder,
+    terms: &Tensor,
+    n: usize,
+    spec: &Tensor,
+    k: &Tensor,
+    half: usize,
+    sum: Sum,
+) -> Result<()> {
     let (h, l, offset) = half_offset(k, half)?;
     let lk = cauchy_length(l);
     super::super::expect("cauchy terms", terms, &[h * n, 5, 2], DType::F32)?;
@@ -173,7 +242,8 @@ pub fn cauchy(
     let plan = Plan::new(rec.device(), lk)?;
     let p = params([h, n, lk, plan.n1, plan.n2, 0, 0], 0)?;
     let dev = rec.device();
-    rec.dispatch(&Kernel::Cauchy.variant(), &p, &[terms, spec], grid(dev, (h * (lk / 2 + 1)).div_ceil(64))?)?;
+    let v = generator(Kernel::Cauchy, sum);
+    rec.dispatch(&v, &p, &[terms, spec], grid(dev, (h * (lk / 2 + 1)).div_ceil(64))?)?;
     fft::fft(rec, spec, h, &plan, true)?;
     let p = params([h, l, lk, 0, 0, offset, 0], 0)?;
     rec.dispatch(&Kernel::Extract.variant(), &p, &[spec, k], grid(rec.device(), (h * l).div_ceil(64))?)

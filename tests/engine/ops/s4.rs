@@ -66,7 +66,7 @@ fn fft_matches_a_direct_dft_from_2_to_2_pow_20_points() {
 }
 
 use linseq::ops::s4::cases;
-use linseq::ops::s4::kernels::{self, ConvMethod};
+use linseq::ops::s4::kernels::{self, ConvMethod, Sum};
 use linseq::ops::s4::layer::{conv_ref, conv_ref_with, Mode, Prepared, Ssm};
 use linseq::ops::s4::reference::{dplr_spectrum, irfft_at, vandermonde_kernel};
 use linseq::ops::s4::Discretization;
@@ -83,6 +83,11 @@ fn s4_layer(rng: &mut Rng, h: usize, n: usize) -> Ssm {
 
 /// The layer's kernel `[H, L]` generated on the GPU (Vandermonde or Cauchy + inverse FFT).
 fn gpu_kernel(dev: &Device, prep: &Prepared, l: usize) -> Vec<f32> {
+    gpu_kernel_with(dev, prep, l, Sum::PerOutput)
+}
+
+/// [`gpu_kernel`] with the generators' sums in the form `sum`.
+fn gpu_kernel_with(dev: &Device, prep: &Prepared, l: usize, sum: Sum) -> Vec<f32> {
     let (h, n) = (prep.ssm.h, prep.ssm.n);
     let out = GuardedOutput::new(dev, &[h, l], DType::F32).unwrap();
     let mut rec = Recorder::new(dev);
@@ -91,14 +96,14 @@ fn gpu_kernel(dev: &Device, prep: &Prepared, l: usize) -> Vec<f32> {
             let t = prep.vandermonde_terms().unwrap();
             let terms = Tensor::from_slice(dev, &[h * n, 4], &t.terms).unwrap();
             let theta = Tensor::from_slice(dev, &[h * n, 2], &t.theta).unwrap();
-            kernels::vandermonde(&mut rec, &terms, &theta, n, &out.tensor, 0).unwrap();
+            kernels::vandermonde_with(&mut rec, &terms, &theta, n, &out.tensor, 0, sum).unwrap();
             rec.run().unwrap();
         }
         Mode::Dplr => {
             let terms = prep.cauchy_terms(kernels::cauchy_length(l)).unwrap();
             let terms = Tensor::from_slice(dev, &[h * n, 5, 2], &terms).unwrap();
             let spec = Tensor::empty(dev, &kernels::cauchy_scratch(h, l), DType::F32).unwrap();
-            kernels::cauchy(&mut rec, &terms, n, &spec, &out.tensor, 0).unwrap();
+            kernels::cauchy_with(&mut rec, &terms, n, &spec, &out.tensor, 0, sum).unwrap();
             rec.run().unwrap();
         }
     }
@@ -124,9 +129,19 @@ fn kernel_generation_matches_f64_references() {
                 ("s4 legs", s4_layer(&mut rng, 3, n)),
             ] {
                 let prep = ssm.prepare().unwrap();
-                let err = relative(&gpu_kernel(dev, &prep, l), &prep.kernel_ref(l));
-                eprintln!("[{}] {what} N {} L {l}: relative error {err:.2e}", dev.caps().backend, 2 * n);
-                assert!(err <= 1e-4, "{what} N {} L {l}: relative error {err:.2e}", 2 * n);
+                let want = prep.kernel_ref(l);
+                // The subgroup form of the sums too, where the adapter has subgroups.
+                let sums: &[Sum] =
+                    if dev.caps().subgroups { &[Sum::PerOutput, Sum::Subgroup] } else { &[Sum::PerOutput] };
+                for &sum in sums {
+                    let err = relative(&gpu_kernel_with(dev, &prep, l, sum), &want);
+                    eprintln!(
+                        "[{}] {what} {sum:?} N {} L {l}: relative error {err:.2e}",
+                        dev.caps().backend,
+                        2 * n
+                    );
+                    assert!(err <= 1e-4, "{what} {sum:?} N {} L {l}: relative error {err:.2e}", 2 * n);
+                }
             }
         }
         // N = 256, L = 64K: within 1e-3 of the module's own formulas in f64 (the Vandermonde
