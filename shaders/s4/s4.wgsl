@@ -302,15 +302,9 @@ fn pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 }
 #endif
 
-#if UNPACK
-// y[t, h] = (u ∗ k)[t, h] + D[h]·u[t, h] from the inverse FFT's rows (a = segments, b = P,
-// c = H, d = n, e = T): channel 2j is the real part of pair j's row, 2j + 1 the imaginary.
-@group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
-@group(0) @binding(2) var<storage, read> segs: array<u32>;
-@group(0) @binding(3) var<storage, read> dskip: array<f32>;
-@group(0) @binding(4) var<storage, {{ACT}}> data: array<vec2<f32>>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
-
+#if SEGMENTS
+// The segment holding token t (binary search over the segments' cu table `segs`, which the
+// entries below bind).
 fn segment_of(t: u32) -> u32 {
     var lo = 0u;
     var hi = p.a;
@@ -320,6 +314,16 @@ fn segment_of(t: u32) -> u32 {
     }
     return lo;
 }
+#endif
+
+#if UNPACK
+// y[t, h] = (u ∗ k)[t, h] + D[h]·u[t, h] from the inverse FFT's rows (a = segments, b = P,
+// c = H, d = n, e = T): channel 2j is the real part of pair j's row, 2j + 1 the imaginary.
+@group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
+@group(0) @binding(2) var<storage, read> segs: array<u32>;
+@group(0) @binding(3) var<storage, read> dskip: array<f32>;
+@group(0) @binding(4) var<storage, {{ACT}}> data: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(64)
 fn unpack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -342,16 +346,6 @@ fn unpack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 @group(0) @binding(3) var<storage, read> dskip: array<f32>;
 @group(0) @binding(4) var<storage, {{ACT}}> k: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
-
-fn segment_of(t: u32) -> u32 {
-    var lo = 0u;
-    var hi = p.a;
-    while (hi - lo > 1u) {
-        let mid = (lo + hi) / 2u;
-        if (segs[mid] <= t) { lo = mid; } else { hi = mid; }
-    }
-    return lo;
-}
 
 @compute @workgroup_size(64)
 fn direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -73,6 +73,7 @@ impl Kernel {
         }
         // e^{x·l} with an exact phase: the Vandermonde kernel's and the state's.
         v = v.define("POWER", matches!(self, Kernel::Vandermonde | Kernel::State) as u32);
+        v = v.define("SEGMENTS", matches!(self, Kernel::Unpack | Kernel::Direct) as u32);
         if self == Kernel::Recurrence {
             v = v.define(crate::shader::BOUNDED_LOOPS, 1).with_flags(s4_flags::SET);
         }
