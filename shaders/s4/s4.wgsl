@@ -1,6 +1,6 @@
 // S4 and S4D (ops::s4): kernel generation, the convolution (FFT and direct) and the recurrent
 // view. One entry per define; each is described where it starts.
-struct Params { a: u32, b: u32, c: u32, d: u32, e: u32, f: u32, g: u32, flags: u32 }
+struct Params { a: u32, b: u32, c: u32, d: u32, e: u32, f: u32, g: u32, flags: u32, pair0: u32, pad0: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 
 #include flags
@@ -228,7 +228,9 @@ fn extract(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 // P rows of the kernel k [H, L] paired the same way. One dispatch packs both, so one FFT
 // dispatch transforms the batch, its channels and the kernel. A bidirectional kernel
 // [2, H, L] puts its backward half at the end of the row reversed, g[n − 1 − m] = k_b[m], so
-// the circular convolution adds Σ_m k_b[m]·u[t + 1 + m] (the module's two-sided kernel).
+// the circular convolution adds Σ_m k_b[m]·u[t + 1 + m] (the module's two-sided kernel). The
+// rows hold the b pairs from pair0 on: a convolution too large for one scratch buffer runs in
+// groups of channel pairs.
 @group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
 @group(0) @binding(2) var<storage, read> segs: array<u32>;
 @group(0) @binding(3) var<storage, {{ACT}}> k: array<f32>;
@@ -246,9 +248,10 @@ fn pack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let e = index(gid, nwg);
     if (e >= (p.a + 1u) * p.b * p.d) { return; }
     // Pairs fastest, so neighbouring invocations read neighbouring channels.
-    let j = e % p.b;
+    let jl = e % p.b;
     let t = (e / p.b) % p.d;
     let s = e / (p.b * p.d);
+    let j = p.pair0 + jl;
     let second = 2u * j + 1u < p.c;
     let lags = min(p.e, p.f);
     var v = vec2<f32>(0.0);
@@ -263,7 +266,7 @@ fn pack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     } else if (p.g != 0u && t >= p.d - lags) {
         v = kernel_pair(1u, j, p.d - 1u - t, second);
     }
-    data[(s * p.b + j) * p.d + t] = v;
+    data[(s * p.b + jl) * p.d + t] = v;
 }
 #endif
 
@@ -317,8 +320,9 @@ fn segment_of(t: u32) -> u32 {
 #endif
 
 #if UNPACK
-// y[t, h] = (u ∗ k)[t, h] + D[h]·u[t, h] from the inverse FFT's rows (a = segments, b = P,
-// c = H, d = n, e = T): channel 2j is the real part of pair j's row, 2j + 1 the imaginary.
+// y[t, h] = (u ∗ k)[t, h] + D[h]·u[t, h] from the inverse FFT's rows (a = segments, b = the
+// group's P pairs from pair0, c = H, d = n, e = T): channel 2j is the real part of pair j's
+// row, 2j + 1 the imaginary.
 @group(0) @binding(1) var<storage, {{ACT}}> u: array<f32>;
 @group(0) @binding(2) var<storage, read> segs: array<u32>;
 @group(0) @binding(3) var<storage, read> dskip: array<f32>;
@@ -327,13 +331,17 @@ fn segment_of(t: u32) -> u32 {
 
 @compute @workgroup_size(64)
 fn unpack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = index(gid, nwg);
-    if (e >= p.e * p.c) { return; }
-    let t = e / p.c;
-    let h = e % p.c;
+    let i = index(gid, nwg);
+    let width = 2u * p.b;
+    if (i >= p.e * width) { return; }
+    let t = i / width;
+    let hl = i % width;
+    let h = 2u * p.pair0 + hl;
+    if (h >= p.c) { return; }
     let s = segment_of(t);
-    let v = data[(s * p.b + h / 2u) * p.d + t - segs[s]];
-    y[e] = select(v.x, v.y, h % 2u == 1u) / f32(p.d) + dskip[h] * u[e];
+    let v = data[(s * p.b + hl / 2u) * p.d + t - segs[s]];
+    let e = t * p.c + h;
+    y[e] = select(v.x, v.y, hl % 2u == 1u) / f32(p.d) + dskip[h] * u[e];
 }
 #endif
 

@@ -16,7 +16,11 @@ pub const SHADER: crate::shader::Source = crate::wgsl_source!("s4/s4");
 
 crate::uniform! {
     /// Every S4 kernel's parameters; each entry documents what a–g hold for it.
-    pub struct S4Params { pub a: u32, pub b: u32, pub c: u32, pub d: u32, pub e: u32, pub f: u32, pub g: u32, pub flags: u32 }
+    pub struct S4Params {
+        pub a: u32, pub b: u32, pub c: u32, pub d: u32, pub e: u32, pub f: u32, pub g: u32, pub flags: u32,
+        /// The first channel pair of a convolution's group.
+        pub pair0: u32, pub pad0: u32, pub pad1: u32, pub pad2: u32,
+    }
 }
 
 crate::flags! {
@@ -136,8 +140,16 @@ pub const MAX_ROWS: usize = 512;
 const TOKENS_PER_DISPATCH: usize = 8192;
 
 fn params(v: [usize; 7], flags: u32) -> Result<Params> {
+    params_at(v, flags, 0)
+}
+
+fn params_at(v: [usize; 7], flags: u32, pair0: usize) -> Result<Params> {
     let w = |x: usize| word("S4 size", x);
     Ok(Params::of(&S4Params {
+        pair0: w(pair0)?,
+        pad0: 0,
+        pad1: 0,
+        pad2: 0,
         a: w(v[0])?,
         b: w(v[1])?,
         c: w(v[2])?,
@@ -291,11 +303,25 @@ pub fn conv_method(method: ConvMethod, l: usize) -> ConvMethod {
     }
 }
 
+/// The most bytes of FFT rows one group of a convolution takes: larger convolutions run in
+/// groups of channel pairs, so the scratch stays within every adapter's binding limit.
+pub const CONV_GROUP_BYTES: usize = 256 << 20;
+
+/// Channel pairs per group of the FFT convolution of `pairs` pairs over `segs` whose rows
+/// take at most `bytes` (at least one pair).
+pub fn conv_group(segs: &[usize], pairs: usize, bytes: usize) -> usize {
+    let l = segs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let per_pair = segs.len() * conv_length(l) * 8; // segments + the kernel's row
+    (bytes / per_pair.max(1)).clamp(1, pairs.max(1))
+}
+
 /// Scratch (f32 elements) the convolution of `h` channels over segments `segs` needs.
 pub fn conv_scratch(segs: &[usize], h: usize, method: ConvMethod) -> Vec<usize> {
     let l = segs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     match conv_method(method, l) {
-        ConvMethod::Fft => vec![(segs.len()) * h.div_ceil(2) * conv_length(l) * 2],
+        ConvMethod::Fft => {
+            vec![segs.len() * conv_group(segs, h.div_ceil(2), CONV_GROUP_BYTES) * conv_length(l) * 2]
+        }
         _ => Vec::new(),
     }
 }
@@ -314,6 +340,23 @@ pub fn conv(
     method: ConvMethod,
     data: Option<&Tensor>,
     y: &Tensor,
+) -> Result<()> {
+    conv_in_groups(rec, u, segs, k, dskip, method, data, y, CONV_GROUP_BYTES)
+}
+
+/// [`conv`] with the FFT rows of each group of channel pairs within `group_bytes` (`data`, when
+/// given, sized for that group).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_in_groups(
+    rec: &mut Recorder,
+    u: &Tensor,
+    segs: &[usize],
+    k: &Tensor,
+    dskip: &Tensor,
+    method: ConvMethod,
+    data: Option<&Tensor>,
+    y: &Tensor,
+    group_bytes: usize,
 ) -> Result<()> {
     let (t, h) = match u.shape() {
         &[t, h] if u.dtype() == DType::F32 => (t, h),
@@ -345,32 +388,34 @@ pub fn conv(
     }
     let n = conv_length(longest);
     let pairs = h.div_ceil(2);
+    let group = conv_group(segs, pairs, group_bytes);
+    let rows = vec![segs.len() * group * n * 2];
     let owned;
     let data = match data {
         Some(d) => d,
         None => {
-            owned = Tensor::empty(rec.device(), &conv_scratch(segs, h, ConvMethod::Fft), DType::F32)?;
+            owned = Tensor::empty(rec.device(), &rows, DType::F32)?;
             &owned
         }
     };
-    super::super::expect("S4 conv scratch", data, &conv_scratch(segs, h, ConvMethod::Fft), DType::F32)?;
+    super::super::expect("S4 conv scratch", data, &rows, DType::F32)?;
     let plan = Plan::new(rec.device(), n)?;
-    let dev = rec.device();
-    let p = params([nseg, pairs, h, n, lk, longest, bidi], 0)?;
-    rec.dispatch(
-        &Kernel::Pack.variant(),
-        &p,
-        &[u, &segt, k, data],
-        grid(dev, ((nseg + 1) * pairs * n).div_ceil(64))?,
-    )?;
-    fft::fft(rec, data, (nseg + 1) * pairs, &plan, false)?;
-    let p = params([nseg, pairs, n, plan.n1, plan.n2, 0, 0], 0)?;
-    let g = grid(rec.device(), (nseg * pairs * n).div_ceil(64))?;
-    rec.dispatch(&Kernel::Pointwise.variant(), &p, &[data], g)?;
-    fft::fft(rec, data, nseg * pairs, &plan, true)?;
-    let p = params([nseg, pairs, h, n, t, 0, 0], 0)?;
-    let g = grid(rec.device(), (t * h).div_ceil(64))?;
-    rec.dispatch(&Kernel::Unpack.variant(), &p, &[u, &segt, dskip, data, y], g)
+    for pair0 in (0..pairs).step_by(group) {
+        let g = group.min(pairs - pair0);
+        let dev = rec.device();
+        let p = params_at([nseg, g, h, n, lk, longest, bidi], 0, pair0)?;
+        let wg = grid(dev, ((nseg + 1) * g * n).div_ceil(64))?;
+        rec.dispatch(&Kernel::Pack.variant(), &p, &[u, &segt, k, data], wg)?;
+        fft::fft(rec, data, (nseg + 1) * g, &plan, false)?;
+        let p = params([nseg, g, n, plan.n1, plan.n2, 0, 0], 0)?;
+        let wg = grid(rec.device(), (nseg * g * n).div_ceil(64))?;
+        rec.dispatch(&Kernel::Pointwise.variant(), &p, &[data], wg)?;
+        fft::fft(rec, data, nseg * g, &plan, true)?;
+        let p = params_at([nseg, g, h, n, t, 0, 0], 0, pair0)?;
+        let wg = grid(rec.device(), (t * 2 * g).div_ceil(64))?;
+        rec.dispatch(&Kernel::Unpack.variant(), &p, &[u, &segt, dskip, data, y], wg)?;
+    }
+    Ok(())
 }
 
 /// Per sequence of `cu`, the tokens its final state depends on: from its start, or its last

@@ -253,6 +253,39 @@ fn convolution_by_fft_and_directly_matches_an_f64_convolution() {
             let got = gpu_conv_with(dev, &u, h, &segs, &kb, &d, m, true);
             check_within(dev, "s4 conv", &format!("bidirectional {m:?}"), &got, &want, (1e-10, 1e-3));
         }
+        // In groups of channel pairs (as a convolution too large for one scratch buffer runs):
+        // one pair per group, and two pairs then the odd channel's.
+        let group = |pairs: usize| segs.len() * kernels::conv_length(4103) * 8 * pairs;
+        let want = conv_ref(&u, &segs, &k64, l, &d64);
+        for pairs in [1, 2] {
+            let ut = Tensor::from_slice(dev, &[t, h], &u).unwrap();
+            let kt = Tensor::from_slice(dev, &[h, l], &k).unwrap();
+            let dt = Tensor::from_slice(dev, &[h], &d).unwrap();
+            let y = GuardedOutput::new(dev, &[t, h], DType::F32).unwrap();
+            let mut rec = Recorder::new(dev);
+            kernels::conv_in_groups(
+                &mut rec,
+                &ut,
+                &segs,
+                &kt,
+                &dt,
+                ConvMethod::Fft,
+                None,
+                &y.tensor,
+                group(pairs),
+            )
+            .unwrap();
+            rec.run().unwrap();
+            let got = y.read_f32(dev).unwrap();
+            check_within(
+                dev,
+                "s4 conv",
+                &format!("fft in groups of {pairs} pairs"),
+                &got,
+                &want,
+                (1e-10, 1e-3),
+            );
+        }
         // One token, and a batch of one-token sequences (the decode shapes).
         for segs in [vec![0, 1], vec![0, 1, 2, 3]] {
             let t = *segs.last().unwrap();
