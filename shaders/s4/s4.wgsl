@@ -438,3 +438,51 @@ fn recurrence(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     for (var i = lid; i < rr; i += 64u) { state[sbase + i] = r_cur[i]; }
 }
 #endif
+
+#if COMBINE
+// The state at the end of a long prefill from its chunks' states (a = S, b = H, c = R real
+// rows): each sequence's tokens since its start or last reset are cut into chunks of C, the
+// partial one first, and each chunk's state from zero is walked in parallel (the recurrence
+// entry over the chunks as sequences); then x ← M^C·x + x_c over the chunks in order gives the
+// state (`pw` = M^C per channel, `table` per sequence (first chunk, chunks)).
+@group(0) @binding(1) var<storage, read> cstate: array<f32>;
+@group(0) @binding(2) var<storage, read> pw: array<f32>;
+@group(0) @binding(3) var<storage, read> table: array<u32>;
+@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+
+var<workgroup> x_cur: array<f32, 512>;
+
+@compute @workgroup_size(64)
+fn combine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= p.a * p.b) { return; }
+    let s = g / p.b;
+    let h = g % p.b;
+    let rr = p.c;
+    let first = table[2u * s];
+    let count = table[2u * s + 1u];
+    if (count == 0u) { return; }
+    for (var i = lid; i < rr; i += 64u) { x_cur[i] = cstate[(first * p.b + h) * rr + i]; }
+    workgroupBarrier();
+    let mbase = h * rr * rr;
+    for (var c = 1u; c < count; c++) {
+        var next: array<f32, 8>;
+        var slot = 0u;
+        for (var i = lid; i < rr; i += 64u) {
+            var acc = cstate[((first + c) * p.b + h) * rr + i];
+            for (var j = 0u; j < rr; j++) { acc += pw[mbase + i * rr + j] * x_cur[j]; }
+            next[slot] = acc;
+            slot++;
+        }
+        workgroupBarrier();
+        slot = 0u;
+        for (var i = lid; i < rr; i += 64u) {
+            x_cur[i] = next[slot];
+            slot++;
+        }
+        workgroupBarrier();
+    }
+    for (var i = lid; i < rr; i += 64u) { state[(s * p.b + h) * rr + i] = x_cur[i]; }
+}
+#endif

@@ -218,8 +218,9 @@ pub struct S4Mixer {
     preps: Vec<Prepared>,
     /// S4D's Vandermonde terms and turn counts, per kernel.
     vandermonde: Vec<(Tensor, Tensor)>,
-    /// S4D's state-sum terms (forward kernel).
-    state_terms: Option<Tensor>,
+    /// The state's input after the kernel terms: S4D's state-sum terms, or S4's
+    /// M^STATE_CHUNK for the chunked state.
+    state_terms: Tensor,
     /// S4's Cauchy terms per (kernel, inverse-FFT length).
     cauchy: Mutex<HashMap<(usize, usize), Tensor>>,
     dskip: Tensor,
@@ -293,8 +294,11 @@ impl S4Mixer {
         }
         let prep = &preps[0];
         let state_terms = match c.mode {
-            Mode::Diag(_) => Some(Tensor::from_slice(dev, &[d * c.n, 4], &prep.state_terms()?.terms)?),
-            Mode::Dplr => None,
+            Mode::Diag(_) => Tensor::from_slice(dev, &[d * c.n, 4], &prep.state_terms()?.terms)?,
+            Mode::Dplr => {
+                let r = prep.rows;
+                Tensor::from_slice(dev, &[d, r, r], &prep.chunk_power(s4k::STATE_CHUNK))?
+            }
         };
         let (mat, bvec) = prep.recurrence();
         let r = prep.rows;
@@ -381,9 +385,7 @@ impl Sublayer for S4Mixer {
                 inputs.push(b.weight(&format!("{p}.kernel{half}.terms{j}"), t));
             }
         }
-        if let Some(t) = &self.state_terms {
-            inputs.push(b.weight(&format!("{p}.state_terms"), t));
-        }
+        inputs.push(b.weight(&format!("{p}.state_terms"), &self.state_terms));
         let y = b.g.op(node, &inputs)?;
         let y = b.g.unary(Unary::Gelu, y, 1.0)?;
         let a = b.linear(&format!("{p}.glu_value"), y, &self.w_a, Some(&self.b_a))?;

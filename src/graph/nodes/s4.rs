@@ -14,7 +14,8 @@ pub enum KernelGen {
     /// S4D: the Vandermonde terms and turn counts (two inputs per direction), then the state
     /// sum's terms (one input; its turn counts are the forward kernel's).
     Vandermonde,
-    /// S4: the Cauchy terms for [`s4k::cauchy_length`] of the kernel (one input per direction).
+    /// S4: the Cauchy terms for [`s4k::cauchy_length`] of the kernel (one input per direction),
+    /// then M^[`s4k::STATE_CHUNK`] for the chunked state (one input).
     Cauchy,
 }
 
@@ -66,7 +67,7 @@ impl NodeOp for S4Node {
         "s4"
     }
     fn output(&self, ins: &[&TensorDesc]) -> Result<(Vec<usize>, DType)> {
-        let want = 6 + self.gen.inputs() * self.halves() + (self.gen == KernelGen::Vandermonde) as usize;
+        let want = 6 + self.gen.inputs() * self.halves() + 1;
         if ins.len() != want {
             return Err(Error::Shape(format!(
                 "s4 takes u, D, matrix, input, state, seqs and {} kernel terms ({want} inputs), got {}",
@@ -120,6 +121,10 @@ impl NodeOp for S4Node {
             (true, _) => Ok(()),
             // S4D's state in parallel over the tokens, as the module's forward_state sums it.
             (false, KernelGen::Vandermonde) => s4k::state_sum(rec, u, terms[2], terms[1], &seqs, state),
+            // S4's: chunks walked in parallel and combined, where a sequence passes one chunk.
+            (false, KernelGen::Cauchy) if self.longest() > s4k::STATE_CHUNK => {
+                s4k::state_chunked(rec, u, mat, bvec, terms[1], &seqs, state)
+            }
             (false, KernelGen::Cauchy) => s4k::recurrence(rec, u, mat, bvec, &seqs, state, false, None),
         }
     }

@@ -40,10 +40,11 @@ pub enum Kernel {
     Direct,
     Recurrence,
     State,
+    Combine,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::Vandermonde,
         Kernel::Cauchy,
         Kernel::Extract,
@@ -53,6 +54,7 @@ impl Kernel {
         Kernel::Direct,
         Kernel::Recurrence,
         Kernel::State,
+        Kernel::Combine,
     ];
 
     fn entry(self) -> (&'static str, &'static str) {
@@ -66,6 +68,7 @@ impl Kernel {
             Kernel::Direct => ("DIRECT", "direct"),
             Kernel::Recurrence => ("RECURRENCE", "recurrence"),
             Kernel::State => ("STATE", "state_sum"),
+            Kernel::Combine => ("COMBINE", "combine"),
         }
     }
 
@@ -78,7 +81,7 @@ impl Kernel {
         // e^{x·l} with an exact phase: the Vandermonde kernel's and the state's.
         v = v.define("POWER", matches!(self, Kernel::Vandermonde | Kernel::State) as u32);
         v = v.define("SEGMENTS", matches!(self, Kernel::Unpack | Kernel::Direct) as u32);
-        if self == Kernel::Recurrence {
+        if matches!(self, Kernel::Recurrence | Kernel::Combine) {
             v = v.define(crate::shader::BOUNDED_LOOPS, 1).with_flags(s4_flags::SET);
         }
         v
@@ -461,6 +464,74 @@ pub fn state_sum(
         rec.dispatch(&Kernel::State.variant(), &p, &[u, terms, theta, &ranges_t, state], g)?;
     }
     Ok(())
+}
+
+/// Tokens per chunk of [`state_chunked`].
+pub const STATE_CHUNK: usize = 256;
+
+/// The chunks of [`state_chunked`], as cu_seqlens over all T tokens: per sequence, the tokens
+/// before its last reset in chunks of [`STATE_CHUNK`] (walked, but their states unread), then
+/// the tokens from its start or last reset in chunks of [`STATE_CHUNK`], the partial one first;
+/// and per sequence (first chunk of the second kind, their count).
+pub fn state_chunks(cu: &[usize], resets: Option<&[bool]>) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let mut out = vec![0];
+    let mut table = vec![];
+    for (w, (start, end)) in cu.windows(2).zip(state_ranges(cu, resets)) {
+        let mut t = w[0];
+        while t < start {
+            t = (t + STATE_CHUNK).min(start);
+            out.push(t);
+        }
+        let len = end - start;
+        let count = len.div_ceil(STATE_CHUNK);
+        table.push((out.len() - 1, count));
+        if len % STATE_CHUNK != 0 {
+            t += len % STATE_CHUNK;
+            out.push(t);
+        }
+        while t < end {
+            t += STATE_CHUNK;
+            out.push(t);
+        }
+    }
+    (out, table)
+}
+
+/// The state `[S, H, R]` at the end of each sequence of `seqs` from a zero state, for a long
+/// prefill: the chunks' states walked in parallel by the recurrence, then combined in order
+/// with `pw` = M^[`STATE_CHUNK`] `[H, R, R]` ([`super::layer::Prepared::chunk_power`]).
+#[allow(clippy::too_many_arguments)]
+pub fn state_chunked(
+    rec: &mut Recorder,
+    u: &Tensor,
+    mat: &Tensor,
+    bvec: &Tensor,
+    pw: &Tensor,
+    seqs: &Sequences,
+    state: &Tensor,
+) -> Result<()> {
+    let (h, r) = match state.shape() {
+        &[_, h, r] => (h, r),
+        other => return Err(Error::Shape(format!("S4 state: expected [S, H, R], got {other:?}"))),
+    };
+    super::super::expect("S4 chunk power", pw, &[h, r, r], DType::F32)?;
+    let (cu, table) = state_chunks(seqs.cu_seqlens(), seqs.resets());
+    let nchunks = cu.len() - 1;
+    if nchunks == 0 {
+        return Ok(());
+    }
+    let dev = rec.device();
+    let lens: Vec<usize> = cu.windows(2).map(|w| w[1] - w[0]).collect();
+    let chunk_seqs = Sequences::new(dev, &lens, None)?;
+    let cstate = Tensor::empty(dev, &[nchunks, h, r], DType::F32)?;
+    recurrence(rec, u, mat, bvec, &chunk_seqs, &cstate, false, None)?;
+    let tab: Vec<u32> =
+        table.iter().flat_map(|&(a, b)| [word("chunks", a), word("chunks", b)]).collect::<Result<_>>()?;
+    let tab = Tensor::from_slice(rec.device(), &[tab.len()], &tab)?;
+    let s = seqs.count();
+    let p = params([s, h, r, 0, 0, 0, 0], 0)?;
+    let g = grid(rec.device(), s * h)?;
+    rec.dispatch(&Kernel::Combine.variant(), &p, &[&cstate, pw, &tab, state], g)
 }
 
 /// The recurrent view over `seqs`: u `[T, H]`, `mat` `[H, R + 1, R]` and `bvec` `[H, R + 1]`

@@ -364,6 +364,16 @@ impl Prepared {
         Ok(rows.into_iter().flatten().collect())
     }
 
+    /// M^l per channel `[H, R, R]` for l a power of two (the chunked state's step over a chunk).
+    pub fn chunk_power(&self, l: usize) -> Vec<f32> {
+        let r = self.rows;
+        per_channel(self.ssm.h, |h| power_of_two(self.m_of(h), r, l))
+            .into_iter()
+            .flatten()
+            .map(|x| x as f32)
+            .collect()
+    }
+
     /// The recurrence's matrix `[H, R + 1, R]` and input `[H, R + 1]`: M and b̄, then the
     /// output row (w̄·M, w̄·b̄ + D), so y comes from the state before it is overwritten.
     pub fn recurrence(&self) -> (Vec<f32>, Vec<f32>) {

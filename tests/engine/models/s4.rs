@@ -242,3 +242,27 @@ fn a_bidirectional_s4_layer_sees_the_tokens_after_it() {
         });
     }
 }
+
+#[test]
+fn a_long_s4_prefill_leaves_the_state_decode_continues() {
+    // 600 tokens: the prefill's state comes from chunks of 256 combined (S4) or the parallel
+    // sum (S4D); five decode steps after a 595-token prefill equal the full forward's logits.
+    let text: Vec<u32> = ids(TEXT).iter().cycle().copied().take(600).collect();
+    for mode in ["dplr", "diag"] {
+        let dir = checkpoint(&format!("s4-long-{mode}"), mode);
+        for dev in crate::common::devices() {
+            let m = linseq::model::load(dev, &dir, linseq::DType::F32).unwrap();
+            let mut s = m.new_state(dev, 1).unwrap();
+            let full = m.forward(dev, &text, &[600], &mut s).unwrap();
+            let mut s = m.new_state(dev, 1).unwrap();
+            m.forward(dev, &text[..595], &[595], &mut s).unwrap();
+            let mut stepped = Vec::new();
+            for &id in &text[595..] {
+                stepped.extend(m.forward(dev, &[id], &[1], &mut s).unwrap());
+            }
+            let e = max_abs(&full[595 * 256..], &stepped);
+            assert!(e < 2e-3, "{mode}: decode after a long prefill differs by {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

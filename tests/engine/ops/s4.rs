@@ -396,6 +396,41 @@ fn s4d_state_sum_matches_the_recurrence() {
 }
 
 #[test]
+fn chunked_state_matches_the_recurrence() {
+    // S4's state after a long prefill: chunks of 256 walked in parallel, then combined with
+    // M^256, against the f64 recurrence: lengths around the chunk, an empty sequence, and a
+    // reset (the state restarts there; the tokens before it are walked but unread).
+    let mut rng = Rng::new(21);
+    for dev in devices() {
+        let prep = s4_layer(&mut rng, 3, 8).prepare().unwrap();
+        let (h, r) = (prep.ssm.h, prep.rows);
+        let lens = [1usize, 255, 256, 257, 0, 1000];
+        let mut cu = vec![0];
+        lens.iter().for_each(|l| cu.push(cu.last().unwrap() + l));
+        let t = *cu.last().unwrap();
+        let mut resets = vec![false; t];
+        resets[cu[5] + 300] = true;
+        let u = inputs(&mut rng, t, h);
+        let seqs = Sequences::new(dev, &lens, Some(&resets)).unwrap();
+        let (mat, bvec) = prep.recurrence();
+        let mat = Tensor::from_slice(dev, &[h, r + 1, r], &mat).unwrap();
+        let bvec = Tensor::from_slice(dev, &[h, r + 1], &bvec).unwrap();
+        let pw = Tensor::from_slice(dev, &[h, r, r], &prep.chunk_power(kernels::STATE_CHUNK)).unwrap();
+        let state = Tensor::from_slice(dev, &[6, h, r], &vec![0f32; 6 * h * r]).unwrap();
+        let ut = Tensor::from_slice(dev, &[t, h], &u).unwrap();
+        let mut rec = Recorder::new(dev);
+        kernels::state_chunked(&mut rec, &ut, &mat, &bvec, &pw, &seqs, &state).unwrap();
+        rec.run().unwrap();
+        let got = state.read_f32(dev).unwrap();
+        let (_, mut want) = prep.recurrence_ref(&u, &cu, None);
+        let from = cu[5] + 300;
+        let (_, part) = prep.recurrence_ref(&u[from * h..cu[6] * h], &[0, cu[6] - from], None);
+        want[5 * h * r..6 * h * r].copy_from_slice(&part);
+        check_within(dev, "s4 state", "chunked state = recurrence", &got, &want, (1e-10, 1e-4));
+    }
+}
+
+#[test]
 fn non_finite_input_stays_in_its_sequence() {
     let mut rng = Rng::new(9);
     for dev in devices() {
