@@ -317,7 +317,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             bench::delta_rule::delta_rule(&dev, cfg, &variants, &cases, a.profile)?
         }
         ("s4", false) => {
-            // The layer's scaling over 128 channels: at 1M tokens the FFT's rows take 2 GiB.
+            // The layer's scaling over 128 channels, 1K to 1M tokens.
             let max_len = if quick { a.max_len.min(4096) } else { a.max_len.min(1 << 20) };
             let rows: Vec<BenchRow> =
                 bench::s4::s4(&dev, cfg, &variants, max_len)?.into_iter().filter(|r| keep(&r.shape)).collect();
