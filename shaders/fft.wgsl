@@ -9,6 +9,10 @@
 // so one LOCAL-value buffer serves as both input and output.
 //   TWIDDLE: each output value (g, e) is multiplied by ω_n^{±g·e} as it is written.
 //   INVERSE: e^{+2πi} kernels (unscaled).
+// Real signals (REAL_IN, SPLIT, JOIN, REAL_OUT) go two rows to a complex row: Z = x_a + i·x_b,
+// whose transform gives both spectra, X_a(k) = (Z(k) + Z̄(n−k))/2 and X_b(k) = (Z(k) − Z̄(n−k))/2i;
+// the inverse joins two half spectra into one complex row the same way.
+#if PASS
 struct Params { n: u32, m: u32, gstride: u32, estride: u32, subs: u32, per_wg: u32, total: u32, flags: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> data: array<vec2<f32>>;
@@ -156,3 +160,98 @@ fn fft(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: ve
         }
     }
 }
+#endif
+
+#if REAL
+// The real-signal passes (a = rows, b = n, c = n1, d = n2 of the complex plan).
+struct RealParams { a: u32, b: u32, c: u32, d: u32 }
+@group(0) @binding(0) var<uniform> p: RealParams;
+
+fn slot(k: u32) -> u32 { return (k % p.c) * p.d + k / p.c; }
+fn cmul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x); }
+fn conj(a: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.x, -a.y); }
+// (a − b)/2i
+fn half_over_i(a: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.y, -a.x) * 0.5; }
+fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * 64u; }
+#endif
+
+#if REAL_IN
+// z[i, t] = (x[2i, t], x[2i + 1, t]) (0 past the last row).
+@group(0) @binding(1) var<storage, {{ACT}}> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> z: array<vec2<f32>>;
+
+@compute @workgroup_size(64)
+fn real_in(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = index(gid, nwg);
+    let pairs = (p.a + 1u) / 2u;
+    if (e >= pairs * p.b) { return; }
+    let i = e / p.b;
+    let t = e % p.b;
+    let second = 2u * i + 1u < p.a;
+    z[e] = vec2<f32>(x[2u * i * p.b + t], select(0.0, x[min((2u * i + 1u) * p.b + t, arrayLength(&x) - 1u)], second));
+}
+#endif
+
+#if SPLIT
+// Both rows' half spectra [rows, n/2 + 1] in natural order from the pair's transform (slots).
+@group(0) @binding(1) var<storage, {{ACT}}> z: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read_write> spec: array<vec2<f32>>;
+
+@compute @workgroup_size(64)
+fn split(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = index(gid, nwg);
+    let bins = p.b / 2u + 1u;
+    let pairs = (p.a + 1u) / 2u;
+    if (e >= pairs * bins) { return; }
+    let i = e / bins;
+    let k = e % bins;
+    let zk = z[i * p.b + slot(k % p.b)];
+    let zn = conj(z[i * p.b + slot((p.b - k) % p.b)]);
+    spec[2u * i * bins + k] = (zk + zn) * 0.5;
+    if (2u * i + 1u < p.a) { spec[(2u * i + 1u) * bins + k] = half_over_i(zk - zn); }
+}
+#endif
+
+#if JOIN
+// Z = X_a + i·X_b over all n bins (X(n − k) = X̄(k); the imaginary parts of bins 0 and n/2 are
+// ignored, as irfft does), in slot order for the inverse transform.
+@group(0) @binding(1) var<storage, {{ACT}}> spec: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read_write> z: array<vec2<f32>>;
+
+fn bin_of(row: u32, k: u32) -> vec2<f32> {
+    let bins = p.b / 2u + 1u;
+    if (row >= p.a) { return vec2<f32>(0.0); }
+    var v: vec2<f32>;
+    if (k < bins) { v = spec[row * bins + k]; } else { v = conj(spec[row * bins + p.b - k]); }
+    if (k == 0u || 2u * k == p.b) { v.y = 0.0; }
+    return v;
+}
+
+@compute @workgroup_size(64)
+fn join(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = index(gid, nwg);
+    let pairs = (p.a + 1u) / 2u;
+    if (e >= pairs * p.b) { return; }
+    let i = e / p.b;
+    let k = e % p.b;
+    let a = bin_of(2u * i, k);
+    let b = bin_of(2u * i + 1u, k);
+    z[i * p.b + slot(k)] = a + vec2<f32>(-b.y, b.x);
+}
+#endif
+
+#if REAL_OUT
+// x[2i, t] = Re z[i, t] / n, x[2i + 1, t] = Im z[i, t] / n (the inverse's natural order).
+@group(0) @binding(1) var<storage, {{ACT}}> z: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read_write> x: array<f32>;
+
+@compute @workgroup_size(64)
+fn real_out(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = index(gid, nwg);
+    if (e >= p.a * p.b) { return; }
+    let row = e / p.b;
+    let t = e % p.b;
+    let v = z[(row / 2u) * p.b + t];
+    x[e] = select(v.x, v.y, row % 2u == 1u) / f32(p.b);
+}
+#endif

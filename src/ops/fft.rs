@@ -34,15 +34,62 @@ crate::flags! {
 /// Workgroup-memory sizes a variant is compiled for (complex points per workgroup).
 pub const LOCAL_SIZES: [usize; 3] = [4096, 2048, 1024];
 
+crate::uniform! {
+    /// The real-signal passes: rows, n, and the complex plan's n1, n2.
+    pub struct RealParams { pub rows: u32, pub n: u32, pub n1: u32, pub n2: u32 }
+}
+
+/// The real-signal passes around the complex transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RealPass {
+    /// Two real rows into one complex row.
+    In,
+    /// The pair's transform into both rows' half spectra.
+    Split,
+    /// Two half spectra into one complex row, for the inverse.
+    Join,
+    /// The inverse's complex row into two real rows, scaled by 1/n.
+    Out,
+}
+
+impl RealPass {
+    const ALL: [RealPass; 4] = [RealPass::In, RealPass::Split, RealPass::Join, RealPass::Out];
+    fn entry(self) -> (&'static str, &'static str) {
+        match self {
+            RealPass::In => ("REAL_IN", "real_in"),
+            RealPass::Split => ("SPLIT", "split"),
+            RealPass::Join => ("JOIN", "join"),
+            RealPass::Out => ("REAL_OUT", "real_out"),
+        }
+    }
+    fn variant(self) -> Variant {
+        let mut v = Variant::new(format!("fft.{}", self.entry().1), &SHADER, self.entry().1)
+            .define("PASS", 0)
+            .define("REAL", 1)
+            .define("LOCAL", 1024)
+            .with_params::<RealParams>();
+        for r in RealPass::ALL {
+            v = v.define(r.entry().0, (r == self) as u32);
+        }
+        v
+    }
+}
+
 fn variant(local: usize) -> Variant {
-    Variant::new(format!("fft.local{local}"), &SHADER, "fft")
+    let mut v = Variant::new(format!("fft.local{local}"), &SHADER, "fft")
+        .define("PASS", 1)
+        .define("REAL", 0)
         .define("LOCAL", local)
         .with_params::<FftParams>()
-        .with_flags(fft_flags::SET)
+        .with_flags(fft_flags::SET);
+    for r in RealPass::ALL {
+        v = v.define(r.entry().0, 0);
+    }
+    v
 }
 
 pub fn variants() -> Vec<Variant> {
-    LOCAL_SIZES.iter().map(|&l| variant(l)).collect()
+    LOCAL_SIZES.iter().map(|&l| variant(l)).chain(RealPass::ALL.iter().map(|r| r.variant())).collect()
 }
 
 /// How rows of `n` points are transformed on a device.
@@ -153,6 +200,68 @@ pub fn fft(rec: &mut Recorder, data: &Tensor, rows: usize, plan: &Plan, inverse:
         rec.dispatch(&v, &p, &[data], grid(rec.device(), total.div_ceil(per_wg))?)?;
     }
     Ok(())
+}
+
+/// Scratch (f32 elements) [`rfft`] and [`irfft`] of `rows` rows of `n` points take.
+pub fn real_scratch(rows: usize, n: usize) -> usize {
+    rows.div_ceil(2) * n * 2
+}
+
+fn real_params(rows: usize, plan: &Plan) -> Result<Params> {
+    Ok(Params::of(&RealParams {
+        rows: word("FFT rows", rows)?,
+        n: word("FFT length", plan.n)?,
+        n1: word("FFT length", plan.n1)?,
+        n2: word("FFT length", plan.n2)?,
+    }))
+}
+
+fn scratch_or_own(rec: &Recorder, work: Option<&Tensor>, rows: usize, n: usize) -> Result<Tensor> {
+    match work {
+        Some(w) if w.dtype() == DType::F32 && w.numel() >= real_scratch(rows, n) => Ok(w.clone()),
+        Some(w) => Err(Error::Shape(format!(
+            "fft: real scratch must be f32 of at least {} elements, got {:?}",
+            real_scratch(rows, n),
+            w.shape()
+        ))),
+        None => Tensor::empty(rec.device(), &[real_scratch(rows, n)], DType::F32),
+    }
+}
+
+/// Real-to-complex: `x` `[rows, n]` f32 (n a power of two) to `spec` `[rows, n/2 + 1, 2]`, bins
+/// in natural order, through `work` ([`real_scratch`]; allocated when `None`). Two rows share
+/// one complex transform.
+pub fn rfft(rec: &mut Recorder, x: &Tensor, work: Option<&Tensor>, spec: &Tensor) -> Result<()> {
+    let (rows, n) = match x.shape() {
+        &[r, n] if x.dtype() == DType::F32 => (r, n),
+        other => return Err(Error::Shape(format!("rfft: x must be f32 [rows, n], got {other:?}"))),
+    };
+    super::expect("rfft spectrum", spec, &[rows, n / 2 + 1, 2], DType::F32)?;
+    let plan = Plan::new(rec.device(), n)?;
+    let z = scratch_or_own(rec, work, rows, n)?;
+    let pairs = rows.div_ceil(2);
+    let p = real_params(rows, &plan)?;
+    rec.dispatch(&RealPass::In.variant(), &p, &[x, &z], grid(rec.device(), (pairs * n).div_ceil(64))?)?;
+    fft(rec, &z, pairs, &plan, false)?;
+    let g = grid(rec.device(), (pairs * (n / 2 + 1)).div_ceil(64))?;
+    rec.dispatch(&RealPass::Split.variant(), &p, &[&z, spec], g)
+}
+
+/// Complex-to-real: half spectra `spec` `[rows, n/2 + 1, 2]` to `x` `[rows, n]`, scaled by 1/n
+/// (numpy's and torch's irfft: the imaginary parts of bins 0 and n/2 are ignored).
+pub fn irfft(rec: &mut Recorder, spec: &Tensor, work: Option<&Tensor>, x: &Tensor) -> Result<()> {
+    let (rows, n) = match x.shape() {
+        &[r, n] if x.dtype() == DType::F32 => (r, n),
+        other => return Err(Error::Shape(format!("irfft: x must be f32 [rows, n], got {other:?}"))),
+    };
+    super::expect("irfft spectrum", spec, &[rows, n / 2 + 1, 2], DType::F32)?;
+    let plan = Plan::new(rec.device(), n)?;
+    let z = scratch_or_own(rec, work, rows, n)?;
+    let pairs = rows.div_ceil(2);
+    let p = real_params(rows, &plan)?;
+    rec.dispatch(&RealPass::Join.variant(), &p, &[spec, &z], grid(rec.device(), (pairs * n).div_ceil(64))?)?;
+    fft(rec, &z, pairs, &plan, true)?;
+    rec.dispatch(&RealPass::Out.variant(), &p, &[&z, x], grid(rec.device(), (rows * n).div_ceil(64))?)
 }
 
 /// f64 reference: bins `bins` of the DFT of `x` (e^{−2πi·jk/n}, or e^{+} and unscaled when

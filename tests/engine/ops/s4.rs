@@ -51,6 +51,71 @@ fn check_fft(dev: &Device, n: usize, rows: usize, inverse: bool) {
 }
 
 #[test]
+fn real_ffts_match_a_direct_dft_and_invert() {
+    let mut rng = Rng::new(77);
+    for dev in devices() {
+        // An odd row count (the last complex row has one real row), one and two passes.
+        for (n, rows) in [(2, 1), (8, 3), (64, 5), (1024, 2), (16384, 3)] {
+            let x = rng.vec(rows * n, -1.0, 1.0);
+            let xt = Tensor::from_slice(dev, &[rows, n], &x).unwrap();
+            let spec = GuardedOutput::new(dev, &[rows, n / 2 + 1, 2], DType::F32).unwrap();
+            let back = GuardedOutput::new(dev, &[rows, n], DType::F32).unwrap();
+            let mut rec = Recorder::new(dev);
+            fft::rfft(&mut rec, &xt, None, &spec.tensor).unwrap();
+            fft::irfft(&mut rec, &spec.tensor, None, &back.tensor).unwrap();
+            rec.run().unwrap();
+            let got = spec.read_f32(dev).unwrap();
+            let bins: Vec<usize> = if n <= 1024 {
+                (0..=n / 2).collect()
+            } else {
+                (0..40).map(|i| i * 97 % (n / 2 + 1)).collect()
+            };
+            let (mut g, mut w) = (Vec::new(), Vec::new());
+            let scale = (n as f64).sqrt();
+            for r in 0..rows {
+                let xr: Vec<C64> = x[r * n..(r + 1) * n].iter().map(|&v| C64::new(v as f64, 0.0)).collect();
+                for (&k, v) in bins.iter().zip(fft::dft_ref(&xr, &bins, false)) {
+                    let at = (r * (n / 2 + 1) + k) * 2;
+                    g.extend([got[at] / scale as f32, got[at + 1] / scale as f32]);
+                    w.extend([v.re / scale, v.im / scale]);
+                }
+            }
+            check_within(dev, "rfft", &format!("n {n} rows {rows}"), &g, &w, (1e-10, 1e-4));
+            let want: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+            check_within(
+                dev,
+                "irfft",
+                &format!("irfft(rfft(x)) n {n} rows {rows}"),
+                &back.read_f32(dev).unwrap(),
+                &want,
+                (1e-12, 1e-5),
+            );
+        }
+        // irfft of arbitrary half spectra (imaginary parts at bins 0 and n/2 too, which it
+        // ignores as numpy and torch do) against the f64 inverse real DFT.
+        let (n, rows) = (16, 3);
+        let spec = rng.vec(rows * (n / 2 + 1) * 2, -1.0, 1.0);
+        let st = Tensor::from_slice(dev, &[rows, n / 2 + 1, 2], &spec).unwrap();
+        let x = GuardedOutput::new(dev, &[rows, n], DType::F32).unwrap();
+        let mut rec = Recorder::new(dev);
+        fft::irfft(&mut rec, &st, None, &x.tensor).unwrap();
+        rec.run().unwrap();
+        let want: Vec<f64> = (0..rows)
+            .flat_map(|r| {
+                let bins: Vec<C64> = (0..=n / 2)
+                    .map(|k| {
+                        let at = (r * (n / 2 + 1) + k) * 2;
+                        C64::new(spec[at] as f64, spec[at + 1] as f64)
+                    })
+                    .collect();
+                linseq::ops::s4::reference::irfft(&bins, n)
+            })
+            .collect();
+        check_within(dev, "irfft", "arbitrary half spectra", &x.read_f32(dev).unwrap(), &want, (1e-12, 1e-6));
+    }
+}
+
+#[test]
 fn fft_matches_a_direct_dft_from_2_to_2_pow_20_points() {
     for dev in devices() {
         for (n, rows) in [(2, 3), (4, 1), (8, 5), (16, 2), (64, 7), (256, 3), (512, 2), (4096, 3), (8192, 2)]
