@@ -84,6 +84,34 @@ fn state_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 @group(0) @binding(2) var<storage, read> theta: array<vec2<u32>>;
 @group(0) @binding(3) var<storage, read_write> k: array<f32>;
 
+#if STAGED
+// The staged form: a workgroup takes 64 consecutive lags of one channel and first copies that
+// channel's N terms to workgroup memory (N ≤ 256), so every lag reads them from there.
+var<workgroup> t_terms: array<vec4<f32>, 256>;
+var<workgroup> t_theta: array<vec2<u32>, 256>;
+
+@compute @workgroup_size(64)
+fn vandermonde(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let tiles = (p.c + 63u) / 64u;
+    let flat = wid.x + wid.y * nwg.x;
+    if (flat >= p.a * tiles) { return; }
+    let h = flat / tiles;
+    let l = (flat % tiles) * 64u + lid;
+    for (var n = lid; n < p.b; n += 64u) {
+        t_terms[n] = terms[h * p.b + n];
+        t_theta[n] = theta[h * p.b + n];
+    }
+    workgroupBarrier();
+    if (l >= p.c) { return; }
+    var acc = 0.0;
+    for (var n = 0u; n < p.b; n++) {
+        let t = t_terms[n];
+        acc += dot(power(t.z, t_theta[n], l), vec2<f32>(t.x, -t.y));
+    }
+    k[p.f + h * p.c + l] = 2.0 * acc;
+}
+#else
 #if SUBGROUPS
 // The subgroup form: a workgroup's 64 outputs are shared among its subgroups, one output at
 // a time per subgroup, its lanes splitting the N states and a subgroupAdd summing them.
@@ -120,6 +148,7 @@ fn vandermonde(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     }
     k[p.f + e] = 2.0 * acc;
 }
+#endif
 #endif
 #endif
 
@@ -174,6 +203,39 @@ fn write_bin(h: u32, kk: u32, om: vec2<f32>, s: array<vec2<f32>, 4>) {
     }
 }
 
+#if STAGED
+// The staged form: a workgroup takes 64 consecutive bins of one channel and first copies the
+// channel's N × 5 terms to workgroup memory (N ≤ 256).
+var<workgroup> c_terms: array<vec2<f32>, 1280>;
+
+@compute @workgroup_size(64)
+fn cauchy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let bins = p.c / 2u + 1u;
+    let tiles = (bins + 63u) / 64u;
+    let flat = wid.x + wid.y * nwg.x;
+    if (flat >= p.a * tiles) { return; }
+    let h = flat / tiles;
+    let kk = (flat % tiles) * 64u + lid;
+    for (var i = lid; i < p.b * 5u; i += 64u) { c_terms[i] = terms[h * p.b * 5u + i]; }
+    workgroupBarrier();
+    if (kk >= bins) { return; }
+    let om = omega(kk);
+    let one_m = 2.0 * (vec2<f32>(1.0, 0.0) - om);
+    let one_p = vec2<f32>(1.0, 0.0) + om;
+    var s = array<vec2<f32>, 4>(vec2<f32>(0.0), vec2<f32>(0.0), vec2<f32>(0.0), vec2<f32>(0.0));
+    for (var n = 0u; n < p.b; n++) {
+        let w = c_terms[n * 5u];
+        let r1 = cdiv(vec2<f32>(1.0, 0.0), one_m - cmul(one_p, w));
+        let r2 = cdiv(vec2<f32>(1.0, 0.0), one_m - cmul(one_p, conj(w)));
+        for (var q = 0u; q < 4u; q++) {
+            let v = c_terms[n * 5u + 1u + q];
+            s[q] += cmul(v, r1) + cmul(conj(v), r2);
+        }
+    }
+    write_bin(h, kk, om, s);
+}
+#else
 #if SUBGROUPS
 // The subgroup form: lanes split the N states of one bin, subgroupAdd sums them.
 @compute @workgroup_size(64)
@@ -204,6 +266,7 @@ fn cauchy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let om = omega(kk);
     write_bin(h, kk, om, cauchy_sums(h, om, 0u, 1u));
 }
+#endif
 #endif
 #endif
 

@@ -57,6 +57,7 @@ fn name(dplr: bool, sum: Sum) -> String {
     match sum {
         Sum::PerOutput => base.to_string(),
         Sum::Subgroup => format!("{base}.sg"),
+        Sum::Staged => format!("{base}.staged"),
     }
 }
 
@@ -74,8 +75,11 @@ pub fn s4(dev: &Device, cfg: BenchConfig, variants: &Variants, max_len: usize) -
         &[(false, 64, 256), (false, 256, 256), (true, 64, 256), (true, 256, 16)]
     };
     let lens: &[usize] = if cfg.quick { &[256] } else { &[1024, 16384, 65536] };
-    let sums: &[Sum] =
-        if dev.caps().subgroups { &[Sum::PerOutput, Sum::Subgroup] } else { &[Sum::PerOutput] };
+    let sums: &[Sum] = if dev.caps().subgroups {
+        &[Sum::PerOutput, Sum::Subgroup, Sum::Staged]
+    } else {
+        &[Sum::PerOutput, Sum::Staged]
+    };
     for (&(dplr, d_state, h), &sum) in gens.iter().flat_map(|g| sums.iter().map(move |s| (g, s))) {
         if !variants.matches(&name(dplr, sum)) {
             continue;

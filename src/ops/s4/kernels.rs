@@ -95,30 +95,53 @@ pub enum Sum {
     PerOutput,
     /// One subgroup per output, its lanes splitting the states (subgroupAdd).
     Subgroup,
+    /// A workgroup per 64 outputs of one channel, the channel's N terms staged in workgroup
+    /// memory first (N ≤ 256).
+    Staged,
 }
 
 impl Sum {
-    /// The form for this device: per output unless `LINSEQ_S4_SUM=subgroup` asks for the
-    /// subgroup form where the adapter has subgroups (no measurement has chosen between them
-    /// on a GPU yet).
+    /// The form for this device: per output unless `LINSEQ_S4_SUM` asks for `subgroup` (where
+    /// the adapter has subgroups) or `staged` (no measurement has chosen between them on a GPU
+    /// yet).
     pub fn choose(caps: &crate::device::Capabilities) -> Sum {
-        let asked = std::env::var("LINSEQ_S4_SUM").is_ok_and(|v| v == "subgroup");
-        if asked && caps.subgroups {
-            Sum::Subgroup
-        } else {
-            Sum::PerOutput
+        match std::env::var("LINSEQ_S4_SUM").as_deref() {
+            Ok("subgroup") if caps.subgroups => Sum::Subgroup,
+            Ok("staged") => Sum::Staged,
+            _ => Sum::PerOutput,
+        }
+    }
+
+    /// Most states per conjugate pair the form takes.
+    pub fn max_states(self) -> usize {
+        match self {
+            Sum::Staged => 256,
+            _ => usize::MAX,
+        }
+    }
+
+    /// Workgroups for `channels` × `outputs` outputs.
+    fn workgroups(self, channels: usize, outputs: usize) -> usize {
+        match self {
+            Sum::Staged => channels * outputs.div_ceil(64),
+            _ => (channels * outputs).div_ceil(64),
         }
     }
 }
 
 /// A kernel generator in the form `sum`.
 pub fn generator(kernel: Kernel, sum: Sum) -> Variant {
-    let v = kernel.variant();
+    let v = kernel.variant().define("STAGED", (sum == Sum::Staged) as u32);
     match sum {
         Sum::PerOutput => v.with_subgroups(false),
         Sum::Subgroup => {
             let mut v = v.with_subgroups(true);
             v.name = format!("{}.sg", v.name);
+            v
+        }
+        Sum::Staged => {
+            let mut v = v.with_subgroups(false);
+            v.name = format!("{}.staged", v.name);
             v
         }
     }
@@ -128,10 +151,10 @@ pub fn variants() -> Vec<Variant> {
     let mut v: Vec<Variant> = Kernel::ALL
         .iter()
         .filter(|k| !matches!(k, Kernel::Vandermonde | Kernel::Cauchy))
-        .map(|k| k.variant().with_subgroups(false))
+        .map(|k| k.variant().with_subgroups(false).define("STAGED", 0))
         .collect();
     for k in [Kernel::Vandermonde, Kernel::Cauchy] {
-        v.extend([Sum::PerOutput, Sum::Subgroup].map(|s| generator(k, s)));
+        v.extend([Sum::PerOutput, Sum::Subgroup, Sum::Staged].map(|s| generator(k, s)));
     }
     v
 }
@@ -211,9 +234,20 @@ pub fn vandermonde_with(
     let (h, l, offset) = half_offset(k, half)?;
     super::super::expect("vandermonde terms", terms, &[h * n, 4], DType::F32)?;
     super::super::expect("vandermonde theta", theta, &[h * n, 2], DType::U32)?;
+    check_states(n, sum)?;
     let p = params([h, n, l, 0, 0, offset, 0], 0)?;
     let v = generator(Kernel::Vandermonde, sum);
-    rec.dispatch(&v, &p, &[terms, theta, k], grid(rec.device(), (h * l).div_ceil(64))?)
+    rec.dispatch(&v, &p, &[terms, theta, k], grid(rec.device(), sum.workgroups(h, l))?)
+}
+
+fn check_states(n: usize, sum: Sum) -> Result<()> {
+    if n > sum.max_states() {
+        return Err(Error::Limit(format!(
+            "the {sum:?} kernel generator takes at most {} states per conjugate pair, not {n}",
+            sum.max_states()
+        )));
+    }
+    Ok(())
 }
 
 /// The length of the inverse FFT that S4's kernel of length `l` takes: a power of two ≥ l.
@@ -258,8 +292,9 @@ pub fn cauchy_with(
     let plan = Plan::new(rec.device(), lk)?;
     let p = params([h, n, lk, plan.n1, plan.n2, 0, 0], 0)?;
     let dev = rec.device();
+    check_states(n, sum)?;
     let v = generator(Kernel::Cauchy, sum);
-    rec.dispatch(&v, &p, &[terms, spec], grid(dev, (h * (lk / 2 + 1)).div_ceil(64))?)?;
+    rec.dispatch(&v, &p, &[terms, spec], grid(dev, sum.workgroups(h, lk / 2 + 1))?)?;
     fft::fft(rec, spec, h, &plan, true)?;
     let p = params([h, l, lk, 0, 0, offset, 0], 0)?;
     rec.dispatch(&Kernel::Extract.variant(), &p, &[spec, k], grid(rec.device(), (h * l).div_ceil(64))?)

@@ -195,9 +195,13 @@ fn kernel_generation_matches_f64_references() {
             ] {
                 let prep = ssm.prepare().unwrap();
                 let want = prep.kernel_ref(l);
-                // The subgroup form of the sums too, where the adapter has subgroups.
-                let sums: &[Sum] =
-                    if dev.caps().subgroups { &[Sum::PerOutput, Sum::Subgroup] } else { &[Sum::PerOutput] };
+                // The subgroup form of the sums too, where the adapter has subgroups, and the
+                // form with each channel's terms staged in workgroup memory.
+                let sums: &[Sum] = if dev.caps().subgroups {
+                    &[Sum::PerOutput, Sum::Subgroup, Sum::Staged]
+                } else {
+                    &[Sum::PerOutput, Sum::Staged]
+                };
                 for &sum in sums {
                     let err = relative(&gpu_kernel_with(dev, &prep, l, sum), &want);
                     eprintln!(
