@@ -84,7 +84,7 @@ impl BenchArgs {
 pub struct TuneArgs {
     /// Ops to tune, comma-separated: selective-scan, ssd, attention (its prefill kernel),
     /// delta-rule (its prefill kernel).
-    #[arg(long, default_value = "selective-scan,ssd,attention,delta-rule")]
+    #[arg(long, default_value = "selective-scan,ssd,attention,delta-rule,s4")]
     ops: String,
     /// Small shapes (smoke run; the default on CPU adapters).
     #[arg(long)]

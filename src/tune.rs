@@ -44,6 +44,8 @@ enum Job {
     Ssd(SsdCase),
     Attention(AttnCase),
     Delta(DeltaCase),
+    /// The S4 convolution at one length: FFT or direct.
+    S4Conv(usize),
 }
 
 fn jobs(ops: &[&str], quick: bool) -> Result<Vec<Job>> {
@@ -62,9 +64,14 @@ fn jobs(ops: &[&str], quick: bool) -> Result<Vec<Job>> {
             "delta-rule" => {
                 out.extend(DeltaCase::tune_grid(quick).into_iter().map(Job::Delta));
             }
+            "s4" => {
+                let lens: &[usize] =
+                    if quick { &[32, 256] } else { &[16, 32, 64, 128, 256, 512, 1024, 2048] };
+                out.extend(lens.iter().map(|&l| Job::S4Conv(l)));
+            }
             other => {
                 return Err(Error::Invalid(format!(
-                    "cannot tune {other:?}; tunable ops: selective-scan, ssd, attention, delta-rule"
+                    "cannot tune {other:?}; tunable ops: selective-scan, ssd, attention, delta-rule, s4"
                 )))
             }
         }
@@ -136,6 +143,21 @@ pub fn tune_ops(
                         (DeltaKernel::OP, <DeltaKernel as Kernel>::bucket(&p), cands)
                     })
                     .collect()
+            }
+            Job::S4Conv(l) => {
+                use crate::ops::kernel::Kernel as _;
+                use crate::ops::s4::kernels::ConvMethod;
+                let bucket = ConvMethod::bucket(l);
+                progress(i, jobs.len(), &format!("{}/{bucket}", ConvMethod::OP));
+                let h = if quick { 16 } else { 256 };
+                let mut rng = crate::testing::Rng::new(*l as u64);
+                let rows = bench::s4::conv_case(dev, cfg, &Variants::all(), &mut rng, h, *l, 0.0)?;
+                // Rows name the method as the chooser does (`fft`, `direct`).
+                let rows = rows
+                    .into_iter()
+                    .map(|r| BenchRow { variant: r.variant.trim_start_matches("s4.conv.").to_string(), ..r })
+                    .collect();
+                vec![(ConvMethod::OP, bucket, rows)]
             }
         };
         for (op, bucket, rows) in buckets {

@@ -61,6 +61,62 @@ fn name(dplr: bool, sum: Sum) -> String {
     }
 }
 
+/// The FFT and the direct convolution of one sequence of `l` tokens over `h` channels (the
+/// direct one up to 4096 tokens), each checked on its first 64 tokens against f64.
+pub fn conv_case(
+    dev: &Device,
+    cfg: BenchConfig,
+    variants: &Variants,
+    rng: &mut Rng,
+    h: usize,
+    l: usize,
+    roof: f64,
+) -> Result<Vec<BenchRow>> {
+    let uh = rng.vec(l * h, -1.0, 1.0);
+    let u = Tensor::from_slice(dev, &[l, h], &uh)?;
+    let kv: Vec<f32> =
+        (0..h * l).map(|i| rng.uniform(-1.0, 1.0) * (-((i % l) as f32) / 200.0).exp()).collect();
+    let k = Tensor::from_slice(dev, &[h, l], &kv)?;
+    let dh = rng.vec(h, -1.0, 1.0);
+    let d = Tensor::from_slice(dev, &[h], &dh)?;
+    let segs = [0, l];
+    // f64 on the first 64 tokens (the sums reach back only to the segment's start).
+    let m = l.min(64);
+    let k64: Vec<f64> = (0..h).flat_map(|c| kv[c * l..c * l + m].iter().map(|&v| v as f64)).collect();
+    let d64: Vec<f64> = dh.iter().map(|&v| v as f64).collect();
+    let want = crate::ops::s4::layer::conv_ref(&uh[..m * h], &[0, m], &k64, m, &d64);
+    let mut rows = Vec::new();
+    for (method, v) in [(ConvMethod::Fft, "s4.conv.fft"), (ConvMethod::Direct, "s4.conv.direct")] {
+        if !variants.matches(v) || (method == ConvMethod::Direct && l > 4096) {
+            continue;
+        }
+        let y = Tensor::empty(dev, &[l, h], DType::F32)?;
+        let scratch: Vec<Tensor> = s4k::conv_scratch(&segs, h, method)
+            .into_iter()
+            .map(|n| Tensor::empty(dev, &[n], DType::F32))
+            .collect::<Result<_>>()?;
+        let mut rec = Recorder::new(dev);
+        s4k::conv(&mut rec, &u, &segs, &k, &d, method, scratch.first(), &y)?;
+        let rec = rec.finish();
+        rec.run()?;
+        let got = y.read::<f32>(dev)?;
+        let ok = compare(&got[..m * h], &want).nmse < 1e-8;
+        let stats = measure(&rec, 1, cfg)?;
+        let bytes = ((2 * l * h + h * l + h) * 4) as f64;
+        let flops = if method == ConvMethod::Direct { (l * (l + 1) * h) as f64 } else { 0.0 };
+        rows.push(row(
+            "s4-conv",
+            v,
+            format!("B=1 H={h} L={l}"),
+            stats,
+            Work { bytes, flops },
+            roof,
+            Some(ok),
+        ));
+    }
+    Ok(rows)
+}
+
 /// Every part, in order; `max_len` bounds the layer's scaling run.
 pub fn s4(dev: &Device, cfg: BenchConfig, variants: &Variants, max_len: usize) -> Result<Vec<BenchRow>> {
     let copy = copy_roofline(dev, cfg)?;
@@ -112,45 +168,7 @@ pub fn s4(dev: &Device, cfg: BenchConfig, variants: &Variants, max_len: usize) -
     let conv_lens: &[usize] =
         if cfg.quick { &[16, 64, 256] } else { &[16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384, 65536] };
     for &l in conv_lens {
-        let u = Tensor::from_slice(dev, &[l, h], &rng.vec(l * h, -1.0, 1.0))?;
-        let kv: Vec<f32> =
-            (0..h * l).map(|i| rng.uniform(-1.0, 1.0) * (-((i % l) as f32) / 200.0).exp()).collect();
-        let k = Tensor::from_slice(dev, &[h, l], &kv)?;
-        let d = Tensor::from_slice(dev, &[h], &rng.vec(h, -1.0, 1.0))?;
-        let segs = [0, l];
-        let mut outs = Vec::new();
-        for (m, v) in [(ConvMethod::Fft, "s4.conv.fft"), (ConvMethod::Direct, "s4.conv.direct")] {
-            if !variants.matches(v) || (m == ConvMethod::Direct && l > 4096) {
-                continue;
-            }
-            let y = Tensor::empty(dev, &[l, h], DType::F32)?;
-            let scratch: Vec<Tensor> = s4k::conv_scratch(&segs, h, m)
-                .into_iter()
-                .map(|n| Tensor::empty(dev, &[n], DType::F32))
-                .collect::<Result<_>>()?;
-            let mut rec = Recorder::new(dev);
-            s4k::conv(&mut rec, &u, &segs, &k, &d, m, scratch.first(), &y)?;
-            let rec = rec.finish();
-            rec.run()?;
-            outs.push(y.read::<f32>(dev)?);
-            let ok = outs.len() < 2 || {
-                let want: Vec<f64> = outs[0].iter().map(|&v| v as f64).collect();
-                compare(&outs[1], &want).nmse < 1e-8
-            };
-            let stats = measure(&rec, 1, cfg)?;
-            let bytes = ((2 * l * h + h * l + h) * 4) as f64;
-            let flops = if m == ConvMethod::Direct { (l * (l + 1) * h) as f64 } else { 0.0 };
-            let work = Work { bytes, flops };
-            rows.push(row(
-                "s4-conv",
-                v,
-                format!("B=1 H={h} L={l}"),
-                stats,
-                work,
-                roof,
-                (outs.len() == 2).then_some(ok),
-            ));
-        }
+        rows.extend(conv_case(dev, cfg, variants, &mut rng, h, l, roof)?);
     }
     // 3. The convolution-mode layer (kernel generation + FFT convolution + D) from 1K to
     // max_len: S4D and S4 with d_state 64 over 128 channels.

@@ -361,6 +361,9 @@ impl Sublayer for S4Mixer {
             method: ConvMethod::Auto,
             bidirectional: self.c.bidirectional,
         };
+        // The convolution the device's tuning (or the built-in crossover) picks for the length;
+        // the node plans its scratch for it.
+        let node = S4Node { method: s4k::choose_conv(dev, node.longest()), ..node };
         if self.c.bidirectional && state.started() {
             return Err(Error::Invalid(format!(
                 "layer {i} is a bidirectional S4 layer, which has no recurrent view: run each whole sequence in one forward from a fresh state"

@@ -332,6 +332,38 @@ pub fn conv_length(l: usize) -> usize {
     (2 * l.max(1)).next_power_of_two()
 }
 
+impl crate::ops::kernel::Kernel for ConvMethod {
+    const OP: &'static str = "s4.conv";
+    /// The longest segment.
+    type Problem = usize;
+    fn all() -> Vec<Self> {
+        vec![ConvMethod::Fft, ConvMethod::Direct]
+    }
+    fn name(&self) -> String {
+        match self {
+            ConvMethod::Fft => "fft",
+            ConvMethod::Direct => "direct",
+            ConvMethod::Auto => "auto",
+        }
+        .into()
+    }
+    fn supports(&self, _caps: &crate::device::Capabilities, _l: &usize) -> bool {
+        *self != ConvMethod::Auto
+    }
+    fn bucket(l: &usize) -> String {
+        format!("L{}", l.max(&1).next_power_of_two())
+    }
+    fn heuristic(_caps: &crate::device::Capabilities, l: &usize) -> Self {
+        conv_method(ConvMethod::Auto, *l)
+    }
+}
+
+/// The convolution for a longest segment of `l` on `dev`: the tuned choice of its length
+/// bucket (`linseq tune --ops s4` measures the crossover), else direct up to [`DIRECT_MAX`].
+pub fn choose_conv(dev: &crate::device::Device, l: usize) -> ConvMethod {
+    crate::ops::kernel::choose(dev, &l)
+}
+
 /// The method `method` resolves to for a longest segment of `l`.
 pub fn conv_method(method: ConvMethod, l: usize) -> ConvMethod {
     match method {
