@@ -163,11 +163,11 @@ fn fft(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: ve
 #endif
 
 #if REAL
-// The real-signal passes (a = rows, b = n, c = n1, d = n2 of the complex plan).
-struct RealParams { a: u32, b: u32, c: u32, d: u32 }
+// The real-signal passes (rows of n points; n1, n2 of the complex plan).
+struct RealParams { rows: u32, n: u32, n1: u32, n2: u32 }
 @group(0) @binding(0) var<uniform> p: RealParams;
 
-fn slot(k: u32) -> u32 { return (k % p.c) * p.d + k / p.c; }
+fn slot(k: u32) -> u32 { return (k % p.n1) * p.n2 + k / p.n1; }
 fn cmul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x); }
 fn conj(a: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.x, -a.y); }
 // (a − b)/2i
@@ -183,12 +183,12 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x *
 @compute @workgroup_size(64)
 fn real_in(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = index(gid, nwg);
-    let pairs = (p.a + 1u) / 2u;
-    if (e >= pairs * p.b) { return; }
-    let i = e / p.b;
-    let t = e % p.b;
-    let second = 2u * i + 1u < p.a;
-    z[e] = vec2<f32>(x[2u * i * p.b + t], select(0.0, x[min((2u * i + 1u) * p.b + t, arrayLength(&x) - 1u)], second));
+    let pairs = (p.rows + 1u) / 2u;
+    if (e >= pairs * p.n) { return; }
+    let i = e / p.n;
+    let t = e % p.n;
+    let second = 2u * i + 1u < p.rows;
+    z[e] = vec2<f32>(x[2u * i * p.n + t], select(0.0, x[min((2u * i + 1u) * p.n + t, arrayLength(&x) - 1u)], second));
 }
 #endif
 
@@ -200,15 +200,15 @@ fn real_in(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 @compute @workgroup_size(64)
 fn split(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = index(gid, nwg);
-    let bins = p.b / 2u + 1u;
-    let pairs = (p.a + 1u) / 2u;
+    let bins = p.n / 2u + 1u;
+    let pairs = (p.rows + 1u) / 2u;
     if (e >= pairs * bins) { return; }
     let i = e / bins;
     let k = e % bins;
-    let zk = z[i * p.b + slot(k % p.b)];
-    let zn = conj(z[i * p.b + slot((p.b - k) % p.b)]);
+    let zk = z[i * p.n + slot(k % p.n)];
+    let zn = conj(z[i * p.n + slot((p.n - k) % p.n)]);
     spec[2u * i * bins + k] = (zk + zn) * 0.5;
-    if (2u * i + 1u < p.a) { spec[(2u * i + 1u) * bins + k] = half_over_i(zk - zn); }
+    if (2u * i + 1u < p.rows) { spec[(2u * i + 1u) * bins + k] = half_over_i(zk - zn); }
 }
 #endif
 
@@ -219,24 +219,24 @@ fn split(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 @group(0) @binding(2) var<storage, read_write> z: array<vec2<f32>>;
 
 fn bin_of(row: u32, k: u32) -> vec2<f32> {
-    let bins = p.b / 2u + 1u;
-    if (row >= p.a) { return vec2<f32>(0.0); }
+    let bins = p.n / 2u + 1u;
+    if (row >= p.rows) { return vec2<f32>(0.0); }
     var v: vec2<f32>;
-    if (k < bins) { v = spec[row * bins + k]; } else { v = conj(spec[row * bins + p.b - k]); }
-    if (k == 0u || 2u * k == p.b) { v.y = 0.0; }
+    if (k < bins) { v = spec[row * bins + k]; } else { v = conj(spec[row * bins + p.n - k]); }
+    if (k == 0u || 2u * k == p.n) { v.y = 0.0; }
     return v;
 }
 
 @compute @workgroup_size(64)
 fn join(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = index(gid, nwg);
-    let pairs = (p.a + 1u) / 2u;
-    if (e >= pairs * p.b) { return; }
-    let i = e / p.b;
-    let k = e % p.b;
+    let pairs = (p.rows + 1u) / 2u;
+    if (e >= pairs * p.n) { return; }
+    let i = e / p.n;
+    let k = e % p.n;
     let a = bin_of(2u * i, k);
     let b = bin_of(2u * i + 1u, k);
-    z[i * p.b + slot(k)] = a + vec2<f32>(-b.y, b.x);
+    z[i * p.n + slot(k)] = a + vec2<f32>(-b.y, b.x);
 }
 #endif
 
@@ -248,10 +248,10 @@ fn join(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(64)
 fn real_out(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = index(gid, nwg);
-    if (e >= p.a * p.b) { return; }
-    let row = e / p.b;
-    let t = e % p.b;
-    let v = z[(row / 2u) * p.b + t];
-    x[e] = select(v.x, v.y, row % 2u == 1u) / f32(p.b);
+    if (e >= p.rows * p.n) { return; }
+    let row = e / p.n;
+    let t = e % p.n;
+    let v = z[(row / 2u) * p.n + t];
+    x[e] = select(v.x, v.y, row % 2u == 1u) / f32(p.n);
 }
 #endif
