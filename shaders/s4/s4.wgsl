@@ -306,30 +306,54 @@ fn kernel_pair(half: u32, j: u32, m: u32, second: bool) -> vec2<f32> {
     return vec2<f32>(k[base + 2u * j * p.e + m], select(0.0, k[min(base + (2u * j + 1u) * p.e + m, last)], second));
 }
 
-@compute @workgroup_size(64)
-fn pack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = index(gid, nwg);
-    if (e >= (p.a + 1u) * p.b * p.d) { return; }
-    // Pairs fastest, so neighbouring invocations read neighbouring channels.
-    let jl = e % p.b;
-    let t = (e / p.b) % p.d;
-    let s = e / (p.b * p.d);
-    let j = p.pair0 + jl;
+// The value of row (s, pair j) at position t: the segment's input, the kernel, or zero.
+fn row_value(s: u32, j: u32, t: u32) -> vec2<f32> {
     let second = 2u * j + 1u < p.c;
     let lags = min(p.e, p.f);
-    var v = vec2<f32>(0.0);
     if (s < p.a) {
         let t0 = segs[s];
         if (t0 + t < segs[s + 1u]) {
             let at = (t0 + t) * p.c + 2u * j;
-            v = vec2<f32>(u[at], select(0.0, u[min(at + 1u, arrayLength(&u) - 1u)], second));
+            return vec2<f32>(u[at], select(0.0, u[min(at + 1u, arrayLength(&u) - 1u)], second));
         }
     } else if (t < lags) {
-        v = kernel_pair(0u, j, t, second);
+        return kernel_pair(0u, j, t, second);
     } else if (p.g != 0u && t >= p.d - lags) {
-        v = kernel_pair(1u, j, p.d - 1u - t, second);
+        return kernel_pair(1u, j, p.d - 1u - t, second);
     }
-    data[(s * p.b + jl) * p.d + t] = v;
+    return vec2<f32>(0.0);
+}
+
+// A tile of 64 positions × 8 pairs per workgroup, through workgroup memory: reads take 8
+// neighbouring pairs of a token (u's rows are token-major), writes 64 neighbouring positions
+// of a row, so both are contiguous.
+var<workgroup> tile: array<vec2<f32>, 576>; // [64][9], the pad column against bank conflicts
+
+@compute @workgroup_size(64)
+fn pack(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let jtiles = (p.b + 7u) / 8u;
+    let ttiles = (p.d + 63u) / 64u;
+    let wg = wid.x + wid.y * nwg.x;
+    if (wg >= (p.a + 1u) * jtiles * ttiles) { return; }
+    let s = wg / (jtiles * ttiles);
+    let jt = (wg / ttiles) % jtiles;
+    let tt = wg % ttiles;
+    for (var q = 0u; q < 8u; q++) {
+        let tl = lid / 8u + 8u * q;
+        let jl = lid % 8u;
+        let t = tt * 64u + tl;
+        let j = jt * 8u + jl;
+        var v = vec2<f32>(0.0);
+        if (t < p.d && j < p.b) { v = row_value(s, p.pair0 + j, t); }
+        tile[tl * 9u + jl] = v;
+    }
+    workgroupBarrier();
+    let t = tt * 64u + lid;
+    for (var jl = 0u; jl < 8u; jl++) {
+        let j = jt * 8u + jl;
+        if (t < p.d && j < p.b) { data[(s * p.b + j) * p.d + t] = tile[lid * 9u + jl]; }
+    }
 }
 #endif
 
@@ -392,19 +416,41 @@ fn segment_of(t: u32) -> u32 {
 @group(0) @binding(4) var<storage, {{ACT}}> data: array<vec2<f32>>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
+// A tile of 64 tokens × 8 pairs per workgroup, through workgroup memory: reads take 64
+// neighbouring positions of a row, writes 16 neighbouring channels of a token.
+var<workgroup> tile: array<vec2<f32>, 576>; // [64][9]
+
 @compute @workgroup_size(64)
-fn unpack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    let width = 2u * p.b;
-    if (i >= p.e * width) { return; }
-    let t = i / width;
-    let hl = i % width;
-    let h = 2u * p.pair0 + hl;
-    if (h >= p.c) { return; }
-    let s = segment_of(t);
-    let v = data[(s * p.b + hl / 2u) * p.d + t - segs[s]];
-    let e = t * p.c + h;
-    y[e] = select(v.x, v.y, hl % 2u == 1u) / f32(p.d) + dskip[h] * u[e];
+fn unpack(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+          @builtin(num_workgroups) nwg: vec3<u32>) {
+    let jtiles = (p.b + 7u) / 8u;
+    let ttiles = (p.e + 63u) / 64u;
+    let wg = wid.x + wid.y * nwg.x;
+    if (wg >= jtiles * ttiles) { return; }
+    let jt = wg / ttiles;
+    let tt = wg % ttiles;
+    let t = tt * 64u + lid;
+    if (t < p.e) {
+        let sg = segment_of(t);
+        let at = t - segs[sg];
+        for (var jl = 0u; jl < 8u; jl++) {
+            let j = jt * 8u + jl;
+            if (j < p.b) { tile[lid * 9u + jl] = data[(sg * p.b + j) * p.d + at]; }
+        }
+    }
+    workgroupBarrier();
+    for (var q = 0u; q < 8u; q++) {
+        let tl = lid / 8u + 8u * q;
+        let jl = lid % 8u;
+        let tk = tt * 64u + tl;
+        let h = 2u * (p.pair0 + jt * 8u + jl);
+        if (tk < p.e && jt * 8u + jl < p.b && h < p.c) {
+            let v = tile[tl * 9u + jl] / f32(p.d);
+            let e = tk * p.c + h;
+            y[e] = v.x + dskip[h] * u[e];
+            if (h + 1u < p.c) { y[e + 1u] = v.y + dskip[h + 1u] * u[e + 1u]; }
+        }
+    }
 }
 #endif
 

@@ -474,7 +474,8 @@ pub fn conv_in_groups(
         let g = group.min(pairs - pair0);
         let dev = rec.device();
         let p = params_at([nseg, g, h, n, lk, longest, bidi], 0, pair0)?;
-        let wg = grid(dev, ((nseg + 1) * g * n).div_ceil(64))?;
+        // Tiles of 64 positions × 8 pairs.
+        let wg = grid(dev, (nseg + 1) * g.div_ceil(8) * n.div_ceil(64))?;
         rec.dispatch(&Kernel::Pack.variant(), &p, &[u, &segt, k, data], wg)?;
         fft::fft(rec, data, (nseg + 1) * g, &plan, false)?;
         let p = params([nseg, g, n, plan.n1, plan.n2, 0, 0], 0)?;
@@ -482,7 +483,7 @@ pub fn conv_in_groups(
         rec.dispatch(&Kernel::Pointwise.variant(), &p, &[data], wg)?;
         fft::fft(rec, data, nseg * g, &plan, true)?;
         let p = params_at([nseg, g, h, n, t, 0, 0], 0, pair0)?;
-        let wg = grid(rec.device(), (t * 2 * g).div_ceil(64))?;
+        let wg = grid(rec.device(), g.div_ceil(8) * t.div_ceil(64))?;
         rec.dispatch(&Kernel::Unpack.variant(), &p, &[u, &segt, dskip, data, y], wg)?;
     }
     Ok(())
