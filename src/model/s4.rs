@@ -234,8 +234,9 @@ pub struct S4Mixer {
 }
 
 impl S4Mixer {
-    /// The layer's state space as the module holds it after its parameter transforms.
-    fn ssm(c: &S4Config, w: &Weights, i: usize, half: usize) -> Result<Ssm> {
+    /// The layer's state space as the module holds it after its parameter transforms (C of
+    /// the forward kernel), and a bidirectional layer's backward C.
+    fn ssm(c: &S4Config, w: &Weights, i: usize) -> Result<(Ssm, Option<Vec<C64>>)> {
         let (d, n) = (c.d_model, c.n);
         let k = format!("layers.{i}.layer.kernel");
         let (inv_dt, _) = w.f32(&format!("{k}.inv_dt"), Some(&[d, 1]))?;
@@ -244,24 +245,22 @@ impl S4Mixer {
         let a = a_re.iter().zip(&a_im).map(|(&r, &m)| C64::new(-(r as f64).exp(), -(m as f64))).collect();
         let b = complex(w, &format!("{k}.B"), &[1, d, n, 2])?;
         let kernels = 1 + c.bidirectional as usize;
-        let cc =
-            complex(w, &format!("{k}.C"), &[kernels, d, n, 2])?[half * d * n..(half + 1) * d * n].to_vec();
+        let mut cc = complex(w, &format!("{k}.C"), &[kernels, d, n, 2])?;
+        let backward = c.bidirectional.then(|| cc.split_off(d * n));
         let (dd, _) = w.f32(&format!("layers.{i}.layer.D"), Some(&[1, d]))?;
         let (p, l_kernel) = match c.mode {
             Mode::Dplr => {
                 let p = complex(w, &format!("{k}.P"), &[1, d, n, 2])?;
                 let name = format!("{k}.l_kernel");
                 let l = if w.has(&name) { w.int_scalar(&name)? } else { 0 };
-                if l < 0 || (l > 0 && !(l as u64).is_power_of_two()) {
-                    return Err(Error::Model(format!(
-                        "{name} = {l}: C̃ must be stored for a power-of-two kernel length (or 0 for C itself)"
-                    )));
-                }
-                (vec![p], l as usize)
+                // Its power of two is checked with the rest of the layer (Ssm::prepare).
+                let l = usize::try_from(l)
+                    .map_err(|_| Error::Model(format!("{name} = {l}: a kernel length cannot be negative")))?;
+                (vec![p], l)
             }
             Mode::Diag(_) => (Vec::new(), 0),
         };
-        Ok(Ssm {
+        let ssm = Ssm {
             mode: c.mode,
             h: d,
             n,
@@ -272,16 +271,15 @@ impl S4Mixer {
             p,
             l_kernel,
             d: dd.iter().map(|&x| x as f64).collect(),
-        })
+        };
+        Ok((ssm, backward))
     }
 
     fn load(dev: &Device, c: &S4Config, w: &Weights, i: usize, dtype: DType) -> Result<Self> {
         let d = c.d_model;
-        let preps: Vec<Prepared> = (0..1 + c.bidirectional as usize)
-            .map(|half| {
-                Self::ssm(c, w, i, half)?.prepare().map_err(|e| Error::Model(format!("layer {i}: {e}")))
-            })
-            .collect::<Result<_>>()?;
+        let (ssm, backward) = Self::ssm(c, w, i)?;
+        let preps =
+            ssm.prepare_outputs(backward.as_slice()).map_err(|e| Error::Model(format!("layer {i}: {e}")))?;
         let mut vandermonde = Vec::new();
         if let Mode::Diag(_) = c.mode {
             for prep in &preps {
@@ -364,11 +362,6 @@ impl Sublayer for S4Mixer {
         // The convolution the device's tuning (or the built-in crossover) picks for the length;
         // the node plans its scratch for it.
         let node = S4Node { method: s4k::choose_conv(dev, node.longest()), ..node };
-        if self.c.bidirectional && state.started() {
-            return Err(Error::Invalid(format!(
-                "layer {i} is a bidirectional S4 layer, which has no recurrent view: run each whole sequence in one forward from a fresh state"
-            )));
-        }
         let dskip = b.weight(&format!("{p}.D"), &self.dskip);
         let mat = b.weight(&format!("{p}.recurrence"), &self.mat);
         let bvec = b.weight(&format!("{p}.recurrence_input"), &self.bvec);

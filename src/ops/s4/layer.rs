@@ -235,8 +235,22 @@ impl Ssm {
 
     /// Checks the layer and computes its recurrent view (C recovered from C̃ for S4).
     pub fn prepare(self) -> Result<Prepared> {
+        Ok(self.prepare_outputs(&[])?.remove(0))
+    }
+
+    /// [`Ssm::prepare`] for `c` and then for each further output row in `more` (`[H·N]` each,
+    /// stored as `c` is: a bidirectional layer's backward C). The discretisation and Ā's power
+    /// are computed once for all of them.
+    pub fn prepare_outputs(self, more: &[Vec<C64>]) -> Result<Vec<Prepared>> {
         self.check()?;
-        let r = 2 * self.n;
+        let (n, r) = (self.n, 2 * self.n);
+        if let Some(c) = more.iter().find(|c| c.len() != self.h * n) {
+            return Err(Error::Shape(format!(
+                "S4 layer: an output row holds {} values, {} expected",
+                c.len(),
+                self.h * n
+            )));
+        }
         let tilde = self.mode == Mode::Dplr && self.l_kernel > 0;
         if tilde && !self.l_kernel.is_power_of_two() {
             return Err(Error::UnsupportedVariant(format!(
@@ -246,26 +260,38 @@ impl Ssm {
         }
         let parts = per_channel(self.h, |h| {
             let (m, b, w) = self.real_form(h);
-            let w = if tilde {
+            let rows = std::iter::once(w).chain(more.iter().map(|c| output_row(&c[h * n..(h + 1) * n])));
+            let ws: Vec<Option<Vec<f64>>> = if tilde {
                 let mut i_minus = power_of_two(&m, r, self.l_kernel);
                 i_minus.iter_mut().for_each(|x| *x = -*x);
                 (0..r).for_each(|i| i_minus[i * r + i] += 1.0);
-                solve_row(&i_minus, r, &w)
+                rows.map(|w| solve_row(&i_minus, r, &w)).collect()
             } else {
-                Some(w)
+                rows.map(Some).collect()
             };
-            (m, b, w)
+            (m, b, ws)
         });
-        let (mut m, mut bbar, mut wbar) = (Vec::new(), Vec::new(), Vec::new());
-        for (h, (mh, bh, wh)) in parts.into_iter().enumerate() {
-            let wh = wh.ok_or_else(|| {
-                Error::Model(format!("S4 channel {h}: I − Ā^L is singular, so C̃ gives no C"))
-            })?;
+        let (mut m, mut bbar, mut wbars) = (Vec::new(), Vec::new(), vec![Vec::new(); 1 + more.len()]);
+        for (h, (mh, bh, ws)) in parts.into_iter().enumerate() {
             m.extend(mh);
             bbar.extend(bh);
-            wbar.extend(wh);
+            for (wbar, w) in wbars.iter_mut().zip(ws) {
+                wbar.extend(w.ok_or_else(|| {
+                    Error::Model(format!("S4 channel {h}: I − Ā^L is singular, so C̃ gives no C"))
+                })?);
+            }
         }
-        Ok(Prepared { ssm: self, rows: r, m, bbar, wbar })
+        let cs = std::iter::once(self.c.clone()).chain(more.iter().cloned());
+        Ok(cs
+            .zip(wbars)
+            .map(|(c, wbar)| Prepared {
+                ssm: Ssm { c, ..self.clone() },
+                rows: r,
+                m: m.clone(),
+                bbar: bbar.clone(),
+                wbar,
+            })
+            .collect())
     }
 }
 
@@ -377,14 +403,21 @@ impl Prepared {
     /// The recurrence's matrix `[H, R + 1, R]` and input `[H, R + 1]`: M and b̄, then the
     /// output row (w̄·M, w̄·b̄ + D), so y comes from the state before it is overwritten.
     pub fn recurrence(&self) -> (Vec<f32>, Vec<f32>) {
+        let (mat, bvec) = self.recurrence_f64();
+        let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+        (f(mat), f(bvec))
+    }
+
+    /// [`Prepared::recurrence`] in f64.
+    fn recurrence_f64(&self) -> (Vec<f64>, Vec<f64>) {
         let r = self.rows;
         let (mut mat, mut bvec) = (Vec::with_capacity(self.ssm.h * (r + 1) * r), Vec::new());
         for h in 0..self.ssm.h {
             let (m, b, w) = (self.m_of(h), Self::row(&self.bbar, h, r), Self::row(&self.wbar, h, r));
-            mat.extend(m.iter().map(|&x| x as f32));
-            mat.extend((0..r).map(|j| (0..r).map(|i| w[i] * m[i * r + j]).sum::<f64>() as f32));
-            bvec.extend(b.iter().map(|&x| x as f32));
-            bvec.push((w.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() + self.ssm.d[h]) as f32);
+            mat.extend_from_slice(m);
+            mat.extend((0..r).map(|j| (0..r).map(|i| w[i] * m[i * r + j]).sum::<f64>()));
+            bvec.extend_from_slice(b);
+            bvec.push(w.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() + self.ssm.d[h]);
         }
         (mat, bvec)
     }
@@ -412,27 +445,10 @@ impl Prepared {
     /// zeros when `None`): y `[T, H]` (with D·u) and the final state.
     pub fn recurrence_ref(&self, u: &[f32], cu: &[usize], init: Option<&[f32]>) -> (Vec<f64>, Vec<f64>) {
         let (h, r) = (self.ssm.h, self.rows);
-        let t = *cu.last().unwrap_or(&0);
-        let mut y = vec![0.0; t * h];
-        let mut state = vec![0.0; (cu.len() - 1) * h * r];
-        for s in 0..cu.len() - 1 {
-            for ch in 0..h {
-                let m = self.m_of(ch);
-                let (b, w) = (Self::row(&self.bbar, ch, r), Self::row(&self.wbar, ch, r));
-                let base = (s * h + ch) * r;
-                let mut x: Vec<f64> =
-                    init.map_or(vec![0.0; r], |i| i[base..base + r].iter().map(|&v| v as f64).collect());
-                for tt in cu[s]..cu[s + 1] {
-                    let uu = u[tt * h + ch] as f64;
-                    x = (0..r)
-                        .map(|i| (0..r).map(|j| m[i * r + j] * x[j]).sum::<f64>() + b[i] * uu)
-                        .collect();
-                    y[tt * h + ch] = w.iter().zip(&x).map(|(a, b)| a * b).sum::<f64>() + self.ssm.d[ch] * uu;
-                }
-                state[base..base + r].copy_from_slice(&x);
-            }
-        }
-        (y, state)
+        let (mat, bvec) = self.recurrence_f64();
+        let widen = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        let state = init.map_or(vec![0.0; (cu.len() - 1) * h * r], widen);
+        recurrence_table_ref(&mat, &bvec, &widen(u), cu, None, &state, init.is_some(), h)
     }
 }
 
