@@ -81,6 +81,9 @@ impl Kernel {
         // e^{x·l} with an exact phase: the Vandermonde kernel's and the state's.
         v = v.define("POWER", matches!(self, Kernel::Vandermonde | Kernel::State) as u32);
         v = v.define("SEGMENTS", matches!(self, Kernel::Unpack | Kernel::Direct) as u32);
+        // The generators' sum forms are off unless [`generator`] turns one on, so the variant
+        // registered and the one dispatched carry the same defines.
+        v = v.with_subgroups(false).define("STAGED", 0);
         if matches!(self, Kernel::Recurrence | Kernel::Combine) {
             v = v.define(crate::shader::BOUNDED_LOOPS, 1).with_flags(s4_flags::SET);
         }
@@ -133,14 +136,14 @@ impl Sum {
 pub fn generator(kernel: Kernel, sum: Sum) -> Variant {
     let v = kernel.variant().define("STAGED", (sum == Sum::Staged) as u32);
     match sum {
-        Sum::PerOutput => v.with_subgroups(false),
+        Sum::PerOutput => v,
         Sum::Subgroup => {
             let mut v = v.with_subgroups(true);
             v.name = format!("{}.sg", v.name);
             v
         }
         Sum::Staged => {
-            let mut v = v.with_subgroups(false);
+            let mut v = v;
             v.name = format!("{}.staged", v.name);
             v
         }
@@ -151,7 +154,7 @@ pub fn variants() -> Vec<Variant> {
     let mut v: Vec<Variant> = Kernel::ALL
         .iter()
         .filter(|k| !matches!(k, Kernel::Vandermonde | Kernel::Cauchy))
-        .map(|k| k.variant().with_subgroups(false).define("STAGED", 0))
+        .map(|k| k.variant())
         .collect();
     for k in [Kernel::Vandermonde, Kernel::Cauchy] {
         v.extend([Sum::PerOutput, Sum::Subgroup, Sum::Staged].map(|s| generator(k, s)));
