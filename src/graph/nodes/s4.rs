@@ -51,7 +51,7 @@ impl S4Node {
     }
     /// The longest segment: the kernel length a convolution needs.
     pub fn longest(&self) -> usize {
-        self.segments().windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+        s4k::longest(&self.segments())
     }
     /// Whether y comes from the convolution (else from the recurrence).
     pub fn convolves(&self) -> bool {

@@ -330,6 +330,11 @@ pub fn segments(cu: &[usize], resets: Option<&[bool]>) -> Vec<usize> {
     out
 }
 
+/// The longest segment of a cu_seqlens-like table.
+pub fn longest(cu: &[usize]) -> usize {
+    cu.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+}
+
 /// The FFT length of a convolution whose longest segment is `l`.
 pub fn conv_length(l: usize) -> usize {
     (2 * l.max(1)).next_power_of_two()
@@ -383,14 +388,14 @@ pub const CONV_GROUP_BYTES: usize = 256 << 20;
 /// Channel pairs per group of the FFT convolution of `pairs` pairs over `segs` whose rows
 /// take at most `bytes` (at least one pair).
 pub fn conv_group(segs: &[usize], pairs: usize, bytes: usize) -> usize {
-    let l = segs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let l = longest(segs);
     let per_pair = segs.len() * conv_length(l) * 8; // segments + the kernel's row
     (bytes / per_pair.max(1)).clamp(1, pairs.max(1))
 }
 
 /// Scratch (f32 elements) the convolution of `h` channels over segments `segs` needs.
 pub fn conv_scratch(segs: &[usize], h: usize, method: ConvMethod) -> Vec<usize> {
-    let l = segs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let l = longest(segs);
     match conv_method(method, l) {
         ConvMethod::Fft => {
             vec![segs.len() * conv_group(segs, h.div_ceil(2), CONV_GROUP_BYTES) * conv_length(l) * 2]
@@ -440,7 +445,7 @@ pub fn conv_in_groups(
         return Err(Error::Shape(format!("S4 conv: u has {h} channels but the kernel {kh}")));
     }
     let bidi = halves - 1;
-    let longest = segs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let longest = self::longest(segs);
     if segs.last() != Some(&t) || lk < longest {
         return Err(Error::Shape(format!(
             "S4 conv: segments {segs:?} do not cover {t} tokens with a kernel of {lk}"
@@ -640,7 +645,7 @@ pub fn recurrence(
         flags |= s4_flags::OUTPUT;
     }
     let out = y.unwrap_or(state); // bound but not written without OUTPUT
-    let longest = seqs.cu_seqlens().windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let longest = self::longest(seqs.cu_seqlens());
     let g = grid(rec.device(), s * h)?;
     for lo in (0..longest.max(1)).step_by(TOKENS_PER_DISPATCH) {
         let p = params([s, h, r, lo, lo + TOKENS_PER_DISPATCH, 0, 0], flags)?;
