@@ -61,8 +61,9 @@ fn name(dplr: bool, sum: Sum) -> String {
     }
 }
 
-/// The FFT and the direct convolution of one sequence of `l` tokens over `h` channels (the
-/// direct one up to 4096 tokens), each checked on its first 64 tokens against f64.
+/// The fused FFT, the separate-pass FFT and the direct convolution of one sequence of `l`
+/// tokens over `h` channels (the direct one up to 4096 tokens), each checked on its first 64
+/// tokens against f64.
 pub fn conv_case(
     dev: &Device,
     cfg: BenchConfig,
@@ -86,7 +87,12 @@ pub fn conv_case(
     let d64: Vec<f64> = dh.iter().map(|&v| v as f64).collect();
     let want = crate::ops::s4::layer::conv_ref(&uh[..m * h], &[0, m], &k64, m, &d64);
     let mut rows = Vec::new();
-    for (method, v) in [(ConvMethod::Fft, "s4.conv.fft"), (ConvMethod::Direct, "s4.conv.direct")] {
+    let methods = [
+        (ConvMethod::Fft, "s4.conv.fft"),
+        (ConvMethod::FftPasses, "s4.conv.fft.passes"),
+        (ConvMethod::Direct, "s4.conv.direct"),
+    ];
+    for (method, v) in methods {
         if !variants.matches(v) || (method == ConvMethod::Direct && l > 4096) {
             continue;
         }

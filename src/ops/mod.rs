@@ -67,7 +67,7 @@ pub const FAMILIES: &[OpFamily] = &[
     OpFamily { name: "gather", sources: &[gather::SHADER], variants: gather::variants },
     OpFamily { name: "moe", sources: &[moe::SHADER], variants: moe::variants },
     OpFamily { name: "fft", sources: &[fft::SHADER], variants: fft::variants },
-    OpFamily { name: "s4", sources: &[s4::SHADER], variants: s4::variants },
+    OpFamily { name: "s4", sources: &[s4::SHADER, s4::fftconv::SHADER], variants: s4::variants },
 ];
 
 /// Every registered variant of every family, each in its plain and arena (`.rw`) form: what

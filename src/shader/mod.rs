@@ -85,6 +85,7 @@ pub const LIBRARIES: &[Source] = &[
     wgsl_source!("lib/packed_seqs"),
     wgsl_source!("lib/activations"),
     wgsl_source!("lib/finite"),
+    wgsl_source!("lib/fft_stages"),
     wgsl_source!("lib/decode_step"),
 ];
 

@@ -1,12 +1,14 @@
 //! The S4 family's GPU kernels (`shaders/s4/s4.wgsl`): kernel generation (S4D's Vandermonde
 //! sum, S4's Cauchy sums with the Woodbury correction followed by an inverse FFT), the causal
-//! convolution y = k ∗ u + D·u (by FFT, or summed directly for short segments) and the
-//! recurrent view r ← M·r + b·u in real coordinates. The host-side preparation of their
-//! inputs from a layer's parameters is [`super::layer`].
+//! convolution y = k ∗ u + D·u (by FFT, fused in [`super::fftconv`] or in separate passes
+//! here, or summed directly for short segments) and the recurrent view r ← M·r + b·u in real
+//! coordinates. The host-side preparation of their inputs from a layer's parameters is
+//! [`super::layer`].
 
 use super::super::fft::{self, Plan};
 use super::super::sequences::Sequences;
 use super::super::{grid, word, Params, Recorder};
+use super::fftconv::{self, FusedPlan};
 use crate::error::{Error, Result};
 use crate::shader::Variant;
 use crate::tensor::{DType, Tensor};
@@ -308,7 +310,11 @@ pub fn cauchy_with(
 pub enum ConvMethod {
     /// FFT when the longest segment passes [`DIRECT_MAX`], else direct.
     Auto,
+    /// The fused FFT convolution ([`super::fftconv`]), or the separate passes past its longest
+    /// transform.
     Fft,
+    /// The separate passes: pack, forward FFT, product, inverse FFT, unpack.
+    FftPasses,
     Direct,
 }
 
@@ -350,6 +356,7 @@ impl crate::ops::kernel::Kernel for ConvMethod {
     fn name(&self) -> String {
         match self {
             ConvMethod::Fft => "fft",
+            ConvMethod::FftPasses => "fft.passes",
             ConvMethod::Direct => "direct",
             ConvMethod::Auto => "auto",
         }
@@ -397,7 +404,8 @@ pub fn conv_group(segs: &[usize], pairs: usize, bytes: usize) -> usize {
 pub fn conv_scratch(segs: &[usize], h: usize, method: ConvMethod) -> Vec<usize> {
     let l = longest(segs);
     match conv_method(method, l) {
-        ConvMethod::Fft => {
+        ConvMethod::Fft if conv_length(l) <= super::fftconv::WHOLE_MAX => Vec::new(),
+        ConvMethod::Fft | ConvMethod::FftPasses => {
             vec![segs.len() * conv_group(segs, h.div_ceil(2), CONV_GROUP_BYTES) * conv_length(l) * 2]
         }
         _ => Vec::new(),
@@ -466,17 +474,47 @@ pub fn conv_in_groups(
     }
     let n = conv_length(longest);
     let pairs = h.div_ceil(2);
-    let group = conv_group(segs, pairs, group_bytes);
-    let rows = vec![segs.len() * group * n * 2];
+    let fused = match conv_method(method, longest) {
+        ConvMethod::Fft => FusedPlan::new(n, Plan::local(rec.device())),
+        _ => None,
+    };
+    // The whole form keeps no rows, so it takes every pair at once.
+    let group = if fused.is_some_and(|f| f.whole()) { pairs } else { conv_group(segs, pairs, group_bytes) };
+    let rows = match fused {
+        Some(f) => f.scratch(nseg, group),
+        None => segs.len() * group * n * 2,
+    };
     let owned;
     let data = match data {
-        Some(d) => d,
+        Some(d) => Some(d),
+        None if rows == 0 => None,
         None => {
-            owned = Tensor::empty(rec.device(), &rows, DType::F32)?;
-            &owned
+            owned = Tensor::empty(rec.device(), &[rows], DType::F32)?;
+            Some(&owned)
         }
     };
-    super::super::expect("S4 conv scratch", data, &rows, DType::F32)?;
+    if let Some(plan) = fused {
+        for pair0 in (0..pairs).step_by(group) {
+            let g = fftconv::Group {
+                u,
+                segt: &segt,
+                segs: nseg,
+                k,
+                dskip,
+                y,
+                h,
+                lk,
+                lags: lk.min(longest),
+                bidirectional: bidi == 1,
+                pair0,
+                pairs: group.min(pairs - pair0),
+            };
+            fftconv::record(rec, &g, &plan, data)?;
+        }
+        return Ok(());
+    }
+    let data = data.ok_or_else(|| Error::Shape("S4 conv: the separate passes need scratch".into()))?;
+    super::super::expect("S4 conv scratch", data, &[rows], DType::F32)?;
     let plan = Plan::new(rec.device(), n)?;
     for pair0 in (0..pairs).step_by(group) {
         let g = group.min(pairs - pair0);

@@ -5,16 +5,23 @@
 //! correction, C̃ and its length doubling, checked against the dense Krylov kernel); a layer's
 //! state space and what the GPU takes from it ([`layer`]); and the GPU kernels ([`kernels`]:
 //! Vandermonde and Cauchy kernel generation, the FFT and direct convolutions, the recurrent
-//! view). The FFT itself is its own family, [`super::fft`].
+//! view), with the fused FFT convolution in [`fftconv`]. The FFT itself is its own family,
+//! [`super::fft`], whose Stockham stages the fused convolution shares (`lib/fft_stages`).
 
 pub mod cases;
 pub mod complex;
+pub mod fftconv;
 pub mod hippo;
 pub mod kernels;
 pub mod layer;
 pub mod reference;
 
-pub use kernels::{variants, SHADER};
+pub use kernels::SHADER;
+
+/// Every S4 variant: the kernels' and the fused convolution's.
+pub fn variants() -> Vec<crate::shader::Variant> {
+    kernels::variants().into_iter().chain(fftconv::variants()).collect()
+}
 
 use crate::error::{Error, Result};
 use complex::C64;

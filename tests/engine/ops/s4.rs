@@ -131,6 +131,7 @@ fn fft_matches_a_direct_dft_from_2_to_2_pow_20_points() {
 }
 
 use linseq::ops::s4::cases;
+use linseq::ops::s4::fftconv;
 use linseq::ops::s4::kernels::{self, ConvMethod, Sum};
 use linseq::ops::s4::layer::{conv_ref, conv_ref_with, Mode, Prepared, Ssm};
 use linseq::ops::s4::reference::{dplr_spectrum, irfft_at, vandermonde_kernel};
@@ -531,6 +532,47 @@ fn non_finite_input_stays_in_its_sequence() {
                     let want = &ref_y[w[0] * h..w[1] * h];
                     let err = part.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
                     assert!(err < 1e-4, "{what}: sequence {s} changed by {err}");
+                }
+            }
+        }
+    }
+}
+
+/// The fused FFT convolution in both its forms (one pass for n ≤ local/2, the three-pass
+/// four-step form beyond) against f64 and the separate passes: ragged segments, odd and even
+/// H, a one-token segment, bidirectional kernels, and an input kernel longer than needed.
+#[test]
+fn fused_fft_convolution_matches_f64_in_both_forms() {
+    let mut rng = Rng::new(18);
+    for dev in devices() {
+        let local = Plan::local(dev);
+        for (h, lens) in [
+            (3usize, vec![1usize, 5, 16]),
+            (4, vec![200, 3, 64]),
+            (7, vec![local / 4 + 1, 9]),
+            (2, vec![1200, local]),
+            (2, vec![3000, 20000]),
+        ] {
+            let mut segs = vec![0];
+            lens.iter().for_each(|l| segs.push(segs.last().unwrap() + l));
+            let t = *segs.last().unwrap();
+            let l = lens.iter().max().unwrap() + 3;
+            let n = kernels::conv_length(l - 3);
+            let whole = fftconv::FusedPlan::new(n, local).unwrap().whole();
+            let u = inputs(&mut rng, t, h);
+            let d = rng.vec(h, -1.0, 1.0);
+            let d64: Vec<f64> = d.iter().map(|&v| v as f64).collect();
+            for bidi in [false, true] {
+                let halves = 1 + bidi as usize;
+                let k: Vec<f32> = (0..halves * h * l)
+                    .map(|i| rng.uniform(-1.0, 1.0) * (-((i % l) as f32) / 100.0).exp())
+                    .collect();
+                let k64: Vec<f64> = k.iter().map(|&v| v as f64).collect();
+                let want = conv_ref_with(&u, &segs, &k64, l, &d64, bidi);
+                let what = format!("H {h} lens {lens:?} n {n} whole {whole} bidirectional {bidi}");
+                for m in [ConvMethod::Fft, ConvMethod::FftPasses] {
+                    let got = gpu_conv_with(dev, &u, h, &segs, &k, &d, m, bidi);
+                    check_within(dev, "s4 fused conv", &format!("{m:?} {what}"), &got, &want, (1e-10, 1e-3));
                 }
             }
         }
