@@ -2,8 +2,6 @@
 // fused convolution). The includer declares `const WG: u32` (invocations, LOCAL / 16), the
 // buffer `var<workgroup> buf: array<vec2<f32>, _>` and `fn at(x: u32) -> u32`, where value x
 // of the LOCAL logical ones lives in buf (the identity, or a padding against bank conflicts).
-// Each invocation holds 16 values in registers between a stage's reads and writes, so one
-// buffer serves as both input and output.
 
 fn fft_cmul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x); }
 
@@ -23,78 +21,104 @@ fn fft_quarter(a: vec2<f32>, inverse: bool) -> vec2<f32> {
     return vec2<f32>(a.y, -a.x);
 }
 
-fn fft_dft2(a: ptr<function, array<vec2<f32>, 16>>, o: u32) {
-    let x = (*a)[o];
-    let y = (*a)[o + 1u];
-    (*a)[o] = x + y;
-    (*a)[o + 1u] = x - y;
+// The butterflies, on values rather than through pointers, with every index a constant: an
+// array indexed by a runtime value sits in memory on some drivers (and takes llvmpipe's GL
+// compiler minutes to lower).
+fn fft_dft2(a: array<vec2<f32>, 2>) -> array<vec2<f32>, 2> {
+    return array<vec2<f32>, 2>(a[0] + a[1], a[0] - a[1]);
 }
 
-// Radix-4 butterfly on a[o .. o + 4], results in natural order.
-fn fft_dft4(a: ptr<function, array<vec2<f32>, 16>>, o: u32, inverse: bool) {
-    let t0 = (*a)[o] + (*a)[o + 2u];
-    let t1 = (*a)[o] - (*a)[o + 2u];
-    let t2 = (*a)[o + 1u] + (*a)[o + 3u];
-    let t3 = fft_quarter((*a)[o + 1u] - (*a)[o + 3u], inverse);
-    (*a)[o] = t0 + t2;
-    (*a)[o + 1u] = t1 + t3;
-    (*a)[o + 2u] = t0 - t2;
-    (*a)[o + 3u] = t1 - t3;
+fn fft_dft4(a: array<vec2<f32>, 4>, inverse: bool) -> array<vec2<f32>, 4> {
+    let t0 = a[0] + a[2];
+    let t1 = a[0] - a[2];
+    let t2 = a[1] + a[3];
+    let t3 = fft_quarter(a[1] - a[3], inverse);
+    return array<vec2<f32>, 4>(t0 + t2, t1 + t3, t0 - t2, t1 - t3);
 }
 
-// Radix-8 on a[o .. o + 8]: radix-4s over the even and the odd inputs, ω_8^r on the odd
-// half, then a radix-2 across; the outputs come back in natural order.
-fn fft_dft8(a: ptr<function, array<vec2<f32>, 16>>, o: u32, inverse: bool) {
-    var e: array<vec2<f32>, 16>;
-    for (var q = 0u; q < 4u; q++) {
-        e[q] = (*a)[o + 2u * q];
-        e[q + 4u] = (*a)[o + 2u * q + 1u];
-    }
-    fft_dft4(&e, 0u, inverse);
-    fft_dft4(&e, 4u, inverse);
+// Radix-8: radix-4s over the even and the odd inputs, ω_8^r on the odd half, then a radix-2
+// across; the outputs in natural order.
+fn fft_dft8(a: array<vec2<f32>, 8>, inverse: bool) -> array<vec2<f32>, 8> {
+    let e = fft_dft4(array<vec2<f32>, 4>(a[0], a[2], a[4], a[6]), inverse);
+    let o = fft_dft4(array<vec2<f32>, 4>(a[1], a[3], a[5], a[7]), inverse);
     let h = 0.7071067811865476;
     let sg = select(-1.0, 1.0, inverse);
-    e[5] = fft_cmul(e[5], vec2<f32>(h, sg * h));
-    e[6] = fft_cmul(e[6], vec2<f32>(0.0, sg));
-    e[7] = fft_cmul(e[7], vec2<f32>(-h, sg * h));
-    for (var q = 0u; q < 4u; q++) {
-        (*a)[o + q] = e[q] + e[q + 4u];
-        (*a)[o + q + 4u] = e[q] - e[q + 4u];
-    }
+    let o1 = fft_cmul(o[1], vec2<f32>(h, sg * h));
+    let o2 = fft_cmul(o[2], vec2<f32>(0.0, sg));
+    let o3 = fft_cmul(o[3], vec2<f32>(-h, sg * h));
+    return array<vec2<f32>, 8>(e[0] + o[0], e[1] + o1, e[2] + o2, e[3] + o3, e[0] - o[0], e[1] - o1, e[2] - o2, e[3] - o3);
 }
 
-// One Stockham stage of radix r over the length-m sub-sequences of the first `len` values:
-// sub-transforms of length pp combine into length r·pp. Butterfly i of a sub-sequence reads
-// i + q·m/r and writes (i − k)·r + k + q·pp (k = i mod pp). Each invocation takes at most 16/r
-// butterflies (len ≥ r·WG).
-fn fft_stage(lid: u32, r: u32, pp: u32, m: u32, len: u32, inverse: bool) {
-    let per = m / r;
-    let count = len / (r * WG);
-    var v: array<vec2<f32>, 16>;
-    for (var j = 0u; j < count; j++) {
-        let bf = lid + j * WG;
-        let b = bf / per;
-        let i = bf % per;
-        let k = i % pp;
-        for (var q = 0u; q < r; q++) {
-            let x = buf[at(b * m + i + q * per)];
-            v[j * r + q] = select(fft_cmul(x, fft_twiddle(q * k, r * pp, inverse)), x, q == 0u || k == 0u);
-        }
-        switch (r) {
-            case 8u: { fft_dft8(&v, j * r, inverse); }
-            case 4u: { fft_dft4(&v, j * r, inverse); }
-            default: { fft_dft2(&v, j * r); }
-        }
+// A Stockham stage of radix R over the length-m sub-sequences of the first `len` values:
+// sub-transforms of length pp combine into length R·pp. Butterfly i of a sub-sequence reads
+// i + q·m/R (times ω^{q·k}, k = i mod pp) and writes (i − k)·R + k + q·pp. An invocation takes
+// up to 16/R butterflies (len ≥ R·WG), all read before the barrier and written after it, so
+// one buffer serves as input and output.
+#for R in 1..4
+fn fft_gather{{R}}(bf: u32, pp: u32, m: u32, inverse: bool) -> array<vec2<f32>, FFT_R{{R}}> {
+    let per = m / FFT_R{{R}};
+    let b = bf / per;
+    let i = bf % per;
+    let k = i % pp;
+    var v: array<vec2<f32>, FFT_R{{R}}>;
+    for (var q = 0u; q < FFT_R{{R}}; q++) {
+        let x = buf[at(b * m + i + q * per)];
+        v[q] = select(fft_cmul(x, fft_twiddle(q * k, FFT_R{{R}} * pp, inverse)), x, q == 0u || k == 0u);
     }
+    return v;
+}
+
+fn fft_scatter{{R}}(bf: u32, pp: u32, m: u32, v: array<vec2<f32>, FFT_R{{R}}>) {
+    let per = m / FFT_R{{R}};
+    let b = bf / per;
+    let i = bf % per;
+    let k = i % pp;
+    let base = b * m + (i - k) * FFT_R{{R}} + k;
+    var w = v;
+    for (var q = 0u; q < FFT_R{{R}}; q++) { buf[at(base + q * pp)] = w[q]; }
+}
+#endfor
+
+const FFT_R1: u32 = 2u;
+const FFT_R2: u32 = 4u;
+const FFT_R3: u32 = 8u;
+
+fn fft_stage2(lid: u32, pp: u32, m: u32, len: u32, inverse: bool) {
+    let count = len / (2u * WG);
+#for J in 0..8
+    var x{{J}}: array<vec2<f32>, 2>;
+    if ({{J}}u < count) { x{{J}} = fft_dft2(fft_gather1(lid + {{J}}u * WG, pp, m, inverse)); }
+#endfor
     workgroupBarrier();
-    for (var j = 0u; j < count; j++) {
-        let bf = lid + j * WG;
-        let b = bf / per;
-        let i = bf % per;
-        let k = i % pp;
-        let base = b * m + (i - k) * r + k;
-        for (var q = 0u; q < r; q++) { buf[at(base + q * pp)] = v[j * r + q]; }
-    }
+#for J in 0..8
+    if ({{J}}u < count) { fft_scatter1(lid + {{J}}u * WG, pp, m, x{{J}}); }
+#endfor
+    workgroupBarrier();
+}
+
+fn fft_stage4(lid: u32, pp: u32, m: u32, len: u32, inverse: bool) {
+    let count = len / (4u * WG);
+#for J in 0..4
+    var x{{J}}: array<vec2<f32>, 4>;
+    if ({{J}}u < count) { x{{J}} = fft_dft4(fft_gather2(lid + {{J}}u * WG, pp, m, inverse), inverse); }
+#endfor
+    workgroupBarrier();
+#for J in 0..4
+    if ({{J}}u < count) { fft_scatter2(lid + {{J}}u * WG, pp, m, x{{J}}); }
+#endfor
+    workgroupBarrier();
+}
+
+fn fft_stage8(lid: u32, pp: u32, m: u32, len: u32, inverse: bool) {
+    let count = len / (8u * WG);
+#for J in 0..2
+    var x{{J}}: array<vec2<f32>, 8>;
+    if ({{J}}u < count) { x{{J}} = fft_dft8(fft_gather3(lid + {{J}}u * WG, pp, m, inverse), inverse); }
+#endfor
+    workgroupBarrier();
+#for J in 0..2
+    if ({{J}}u < count) { fft_scatter3(lid + {{J}}u * WG, pp, m, x{{J}}); }
+#endfor
     workgroupBarrier();
 }
 
@@ -104,9 +128,15 @@ fn fft_local(lid: u32, m: u32, len: u32, inverse: bool) {
     var pp = 1u;
     while (pp < m) {
         let left = m / pp;
-        var r = 2u;
-        if (left % 8u == 0u) { r = 8u; } else if (left % 4u == 0u) { r = 4u; }
-        fft_stage(lid, r, pp, m, len, inverse);
-        pp *= r;
+        if (left % 8u == 0u) {
+            fft_stage8(lid, pp, m, len, inverse);
+            pp *= 8u;
+        } else if (left % 4u == 0u) {
+            fft_stage4(lid, pp, m, len, inverse);
+            pp *= 4u;
+        } else {
+            fft_stage2(lid, pp, m, len, inverse);
+            pp *= 2u;
+        }
     }
 }

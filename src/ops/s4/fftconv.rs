@@ -52,7 +52,9 @@ impl Pass {
         let entry = self.entry().1;
         let mut v = Variant::new(format!("s4.fftconv.{entry}.local{local}"), &SHADER, entry)
             .with_params::<FftConvParams>()
-            .define("LOCAL", local);
+            .define("LOCAL", local)
+            // Each pass loads its whole workgroup buffer before reading any of it.
+            .define(crate::shader::WRITES_BEFORE_READS, 1);
         for p in Pass::ALL {
             v = v.define(p.entry().0, (p == self) as u32);
         }
