@@ -24,19 +24,23 @@ fn at(x: u32) -> u32 { return x; }
 
 #include fft_stages
 
+// x / d and x mod d for d a power of two (every size here is one), without a division.
+fn over(x: u32, d: u32) -> u32 { return x >> countTrailingZeros(d); }
+fn modulo(x: u32, d: u32) -> u32 { return x & (d - 1u); }
+
 // Address of value e of local sub-sequence b (and whether it exists).
 fn address(wg: u32, b: u32, e: u32) -> vec2<u32> {
     let g = wg * p.per_wg + b;
-    let row = g / p.subs;
-    let idx = row * p.n + (g % p.subs) * p.gstride + e * p.estride;
+    let row = over(g, p.subs);
+    let idx = row * p.n + modulo(g, p.subs) * p.gstride + e * p.estride;
     return vec2<u32>(idx, select(0u, 1u, g < p.total));
 }
 
 // Which (sub-sequence, value) the i-th of a workgroup's LOCAL loads takes: consecutive
 // invocations take consecutive addresses, along a row (estride 1) or across columns.
 fn slot(i: u32) -> vec2<u32> {
-    if (p.estride == 1u) { return vec2<u32>(i / p.m, i % p.m); }
-    return vec2<u32>(i % p.per_wg, i / p.per_wg);
+    if (p.estride == 1u) { return vec2<u32>(over(i, p.m), modulo(i, p.m)); }
+    return vec2<u32>(modulo(i, p.per_wg), over(i, p.per_wg));
 }
 
 @compute @workgroup_size(WG)
@@ -56,8 +60,8 @@ fn fft(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: ve
         if (a.y == 1u) {
             var x = buf[s.x * p.m + s.y];
             if (flag(TWIDDLE)) {
-                let g = (wg * p.per_wg + s.x) % p.subs;
-                x = fft_cmul(x, fft_twiddle((g * s.y) % p.n, p.n, flag(INVERSE)));
+                let g = modulo(wg * p.per_wg + s.x, p.subs);
+                x = fft_cmul(x, fft_twiddle(modulo(g * s.y, p.n), p.n, flag(INVERSE)));
             }
             data[a.x] = x;
         }

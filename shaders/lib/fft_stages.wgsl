@@ -5,13 +5,14 @@
 
 fn fft_cmul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x); }
 
-// ω^{num} for ω = e^{∓2πi/den} (num < den; e^{+} when inverse): the angle is reduced to
-// [−π, π] in integers first.
+// ω^{num} for ω = e^{∓2πi/den} (num < den, den a power of two; e^{+} when inverse): the
+// angle is reduced to [−π, π] in integers first.
 fn fft_twiddle(num: u32, den: u32, inverse: bool) -> vec2<f32> {
     var s = i32(num);
     if (2u * num > den) { s = i32(num) - i32(den); }
     let sign = select(-1.0, 1.0, inverse);
-    let a = sign * 6.283185307179586 * f32(s) / f32(den);
+    // den is a power of two: scaling by 2^−log2(den) is exact, and no division.
+    let a = sign * 6.283185307179586 * ldexp(f32(s), -i32(countTrailingZeros(den)));
     return vec2<f32>(cos(a), sin(a));
 }
 
@@ -53,71 +54,109 @@ fn fft_dft8(a: array<vec2<f32>, 8>, inverse: bool) -> array<vec2<f32>, 8> {
 // sub-transforms of length pp combine into length R·pp. Butterfly i of a sub-sequence reads
 // i + q·m/R (times ω^{q·k}, k = i mod pp) and writes (i − k)·R + k + q·pp. An invocation takes
 // up to 16/R butterflies (len ≥ R·WG), all read before the barrier and written after it, so
-// one buffer serves as input and output.
-#for R in 1..4
-fn fft_gather{{R}}(bf: u32, pp: u32, m: u32, inverse: bool) -> array<vec2<f32>, FFT_R{{R}}> {
-    let per = m / FFT_R{{R}};
-    let b = bf / per;
-    let i = bf % per;
-    let k = i % pp;
-    var v: array<vec2<f32>, FFT_R{{R}}>;
-    for (var q = 0u; q < FFT_R{{R}}; q++) {
-        let x = buf[at(b * m + i + q * per)];
-        v[q] = select(fft_cmul(x, fft_twiddle(q * k, FFT_R{{R}} * pp, inverse)), x, q == 0u || k == 0u);
-    }
+// one buffer serves as input and output. Every loop over registers is unrolled by #for, and
+// m, pp and R are powers of two, so no index needs a division.
+
+// (sub-sequence b, butterfly i, k = i mod pp) of butterfly bf.
+fn fft_terms(bf: u32, pp: u32, m: u32, r: u32) -> vec3<u32> {
+    let per = m / r;
+    let i = bf & (per - 1u);
+    return vec3<u32>(bf >> countTrailingZeros(per), i, i & (pp - 1u));
+}
+
+// Input q of butterfly t, its twiddle ω_{R·pp}^{q·k} applied.
+fn fft_load(t: vec3<u32>, q: u32, pp: u32, per: u32, r: u32, inverse: bool) -> vec2<f32> {
+    let x = buf[at(t.x * per * r + t.y + q * per)];
+    if (q == 0u || t.z == 0u) { return x; }
+    return fft_cmul(x, fft_twiddle(q * t.z, r * pp, inverse));
+}
+
+fn fft_gather2(bf: u32, pp: u32, m: u32, inverse: bool) -> array<vec2<f32>, 2> {
+    let t = fft_terms(bf, pp, m, 2u);
+    var v: array<vec2<f32>, 2>;
+#for Q in 0..2
+    v[{{Q}}] = fft_load(t, {{Q}}u, pp, m / 2u, 2u, inverse);
+#endfor
     return v;
 }
 
-fn fft_scatter{{R}}(bf: u32, pp: u32, m: u32, v: array<vec2<f32>, FFT_R{{R}}>) {
-    let per = m / FFT_R{{R}};
-    let b = bf / per;
-    let i = bf % per;
-    let k = i % pp;
-    let base = b * m + (i - k) * FFT_R{{R}} + k;
-    var w = v;
-    for (var q = 0u; q < FFT_R{{R}}; q++) { buf[at(base + q * pp)] = w[q]; }
-}
+fn fft_scatter2(bf: u32, pp: u32, m: u32, v: array<vec2<f32>, 2>) {
+    let t = fft_terms(bf, pp, m, 2u);
+    let base = t.x * m + (t.y - t.z) * 2u + t.z;
+#for Q in 0..2
+    buf[at(base + {{Q}}u * pp)] = v[{{Q}}];
 #endfor
-
-const FFT_R1: u32 = 2u;
-const FFT_R2: u32 = 4u;
-const FFT_R3: u32 = 8u;
+}
 
 fn fft_stage2(lid: u32, pp: u32, m: u32, len: u32, inverse: bool) {
     let count = len / (2u * WG);
 #for J in 0..8
     var x{{J}}: array<vec2<f32>, 2>;
-    if ({{J}}u < count) { x{{J}} = fft_dft2(fft_gather1(lid + {{J}}u * WG, pp, m, inverse)); }
+    if ({{J}}u < count) { x{{J}} = fft_dft2(fft_gather2(lid + {{J}}u * WG, pp, m, inverse)); }
 #endfor
     workgroupBarrier();
 #for J in 0..8
-    if ({{J}}u < count) { fft_scatter1(lid + {{J}}u * WG, pp, m, x{{J}}); }
+    if ({{J}}u < count) { fft_scatter2(lid + {{J}}u * WG, pp, m, x{{J}}); }
 #endfor
     workgroupBarrier();
+}
+
+fn fft_gather4(bf: u32, pp: u32, m: u32, inverse: bool) -> array<vec2<f32>, 4> {
+    let t = fft_terms(bf, pp, m, 4u);
+    var v: array<vec2<f32>, 4>;
+#for Q in 0..4
+    v[{{Q}}] = fft_load(t, {{Q}}u, pp, m / 4u, 4u, inverse);
+#endfor
+    return v;
+}
+
+fn fft_scatter4(bf: u32, pp: u32, m: u32, v: array<vec2<f32>, 4>) {
+    let t = fft_terms(bf, pp, m, 4u);
+    let base = t.x * m + (t.y - t.z) * 4u + t.z;
+#for Q in 0..4
+    buf[at(base + {{Q}}u * pp)] = v[{{Q}}];
+#endfor
 }
 
 fn fft_stage4(lid: u32, pp: u32, m: u32, len: u32, inverse: bool) {
     let count = len / (4u * WG);
 #for J in 0..4
     var x{{J}}: array<vec2<f32>, 4>;
-    if ({{J}}u < count) { x{{J}} = fft_dft4(fft_gather2(lid + {{J}}u * WG, pp, m, inverse), inverse); }
+    if ({{J}}u < count) { x{{J}} = fft_dft4(fft_gather4(lid + {{J}}u * WG, pp, m, inverse), inverse); }
 #endfor
     workgroupBarrier();
 #for J in 0..4
-    if ({{J}}u < count) { fft_scatter2(lid + {{J}}u * WG, pp, m, x{{J}}); }
+    if ({{J}}u < count) { fft_scatter4(lid + {{J}}u * WG, pp, m, x{{J}}); }
 #endfor
     workgroupBarrier();
+}
+
+fn fft_gather8(bf: u32, pp: u32, m: u32, inverse: bool) -> array<vec2<f32>, 8> {
+    let t = fft_terms(bf, pp, m, 8u);
+    var v: array<vec2<f32>, 8>;
+#for Q in 0..8
+    v[{{Q}}] = fft_load(t, {{Q}}u, pp, m / 8u, 8u, inverse);
+#endfor
+    return v;
+}
+
+fn fft_scatter8(bf: u32, pp: u32, m: u32, v: array<vec2<f32>, 8>) {
+    let t = fft_terms(bf, pp, m, 8u);
+    let base = t.x * m + (t.y - t.z) * 8u + t.z;
+#for Q in 0..8
+    buf[at(base + {{Q}}u * pp)] = v[{{Q}}];
+#endfor
 }
 
 fn fft_stage8(lid: u32, pp: u32, m: u32, len: u32, inverse: bool) {
     let count = len / (8u * WG);
 #for J in 0..2
     var x{{J}}: array<vec2<f32>, 8>;
-    if ({{J}}u < count) { x{{J}} = fft_dft8(fft_gather3(lid + {{J}}u * WG, pp, m, inverse), inverse); }
+    if ({{J}}u < count) { x{{J}} = fft_dft8(fft_gather8(lid + {{J}}u * WG, pp, m, inverse), inverse); }
 #endfor
     workgroupBarrier();
 #for J in 0..2
-    if ({{J}}u < count) { fft_scatter3(lid + {{J}}u * WG, pp, m, x{{J}}); }
+    if ({{J}}u < count) { fft_scatter8(lid + {{J}}u * WG, pp, m, x{{J}}); }
 #endfor
     workgroupBarrier();
 }

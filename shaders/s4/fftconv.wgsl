@@ -38,6 +38,9 @@ fn at(x: u32) -> u32 { return x ^ ((x >> row_shift) & swizzle); }
 #include fft_stages
 
 fn conj(a: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.x, -a.y); }
+// x / d and x mod d for d a power of two (every size here is one), without a division.
+fn over(x: u32, d: u32) -> u32 { return x >> countTrailingZeros(d); }
+fn modulo(x: u32, d: u32) -> u32 { return x & (d - 1u); }
 fn minus_i(a: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.y, -a.x); }
 fn plus_i(a: vec2<f32>) -> vec2<f32> { return vec2<f32>(-a.y, a.x); }
 fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.x + wid.y * nwg.x; }
@@ -84,22 +87,27 @@ fn store_pair(t: u32, j: u32, v: vec2<f32>) {
 // Y = U_a·K_a + i·U_b·K_b over the first `len` values of buf (the input rows), the kernel's
 // transform `koff` further on, bin n − k of value x at partner(x) (each entry defines it).
 fn multiply(lid: u32, len: u32, koff: u32) {
-    var out: array<vec2<f32>, 8>;
     let count = len / WG;
-    for (var j = 0u; j < count; j++) {
-        let x = lid + j * WG;
-        let px = partner(x);
-        let zu = buf[at(x)];
-        let zup = conj(buf[at(px)]);
-        let zk = buf[at(koff + x)];
-        let zkp = conj(buf[at(koff + px)]);
-        let ya = fft_cmul(zu + zup, zk + zkp) * 0.25;
-        let yb = fft_cmul(minus_i(zu - zup), minus_i(zk - zkp)) * 0.25;
-        out[j] = ya + plus_i(yb);
-    }
+#for J in 0..8
+    var y{{J}} = vec2<f32>(0.0);
+    if ({{J}}u < count) { y{{J}} = product(lid + {{J}}u * WG, koff); }
+#endfor
     workgroupBarrier();
-    for (var j = 0u; j < count; j++) { buf[at(lid + j * WG)] = out[j]; }
+#for J in 0..8
+    if ({{J}}u < count) { buf[at(lid + {{J}}u * WG)] = y{{J}}; }
+#endfor
     workgroupBarrier();
+}
+
+fn product(x: u32, koff: u32) -> vec2<f32> {
+    let px = partner(x);
+    let zu = buf[at(x)];
+    let zup = conj(buf[at(px)]);
+    let zk = buf[at(koff + x)];
+    let zkp = conj(buf[at(koff + px)]);
+    let ya = fft_cmul(zu + zup, zk + zkp) * 0.25;
+    let yb = fft_cmul(minus_i(zu - zup), minus_i(zk - zkp)) * 0.25;
+    return ya + plus_i(yb);
 }
 #endif
 
@@ -114,8 +122,8 @@ fn multiply(lid: u32, len: u32, koff: u32) {
 // of buf, their kernel rows in the second.
 var<private> row_len: u32;
 fn partner(x: u32) -> u32 {
-    let k = x % row_len;
-    return x - k + (row_len - k) % row_len;
+    let k = modulo(x, row_len);
+    return x - k + modulo(row_len - k, row_len);
 }
 
 @compute @workgroup_size(WG)
@@ -132,14 +140,14 @@ fn whole(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: 
     // Inputs pair-fastest (u is token-major), kernels position-fastest (k is channel-major).
     for (var q = 0u; q < 8u; q++) {
         let i = lid + q * WG;
-        let jl = i % p.ppw;
-        let t = i / p.ppw;
+        let jl = modulo(i, p.ppw);
+        let t = over(i, p.ppw);
         var v = vec2<f32>(0.0);
         if (j0 + jl < p.pairs && t < len) { v = input_pair(t0 + t, j0 + jl); }
         buf[at(jl * p.n + t)] = v;
-        let kj = i / p.n;
+        let kj = over(i, p.n);
         var kv = vec2<f32>(0.0);
-        if (j0 + kj < p.pairs) { kv = kernel_pair(j0 + kj, i % p.n); }
+        if (j0 + kj < p.pairs) { kv = kernel_pair(j0 + kj, modulo(i, p.n)); }
         buf[at(HALF + i)] = kv;
     }
     workgroupBarrier();
@@ -148,8 +156,8 @@ fn whole(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: 
     fft_local(lid, p.n, HALF, true);
     for (var q = 0u; q < 8u; q++) {
         let i = lid + q * WG;
-        let jl = i % p.ppw;
-        let t = i / p.ppw;
+        let jl = modulo(i, p.ppw);
+        let t = over(i, p.ppw);
         if (j0 + jl < p.pairs && t < len) { store_pair(t0 + t, j0 + jl, buf[at(jl * p.n + t)]); }
     }
 }
@@ -166,11 +174,11 @@ fn tile(wg: u32) -> Tile {
 }
 // Value i of a tile, column-fastest (along a row of `data`): (cl, jl, e).
 fn column_fastest(i: u32) -> vec3<u32> {
-    return vec3<u32>(i % p.cols, (i / p.cols) % p.ppw, i / (p.cols * p.ppw));
+    return vec3<u32>(modulo(i, p.cols), modulo(over(i, p.cols), p.ppw), over(i, p.cols * p.ppw));
 }
 // Pair-fastest (along a token of u or y).
 fn pair_fastest(i: u32) -> vec3<u32> {
-    return vec3<u32>((i / p.ppw) % p.cols, i % p.ppw, i / (p.cols * p.ppw));
+    return vec3<u32>(modulo(over(i, p.ppw), p.cols), modulo(i, p.ppw), over(i, p.cols * p.ppw));
 }
 fn local_at(c: vec3<u32>) -> u32 { return at((c.x * p.ppw + c.y) * p.n1 + c.z); }
 fn data_at(row: u32, j: u32, col: u32, e: u32) -> u32 { return (row * p.pairs + j) * p.n + col + e * p.n2; }
@@ -229,14 +237,14 @@ fn columns(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
 var<private> q0: u32;
 fn rq() -> u32 { return {{LOCAL}}u / (4u * p.n2); }
 fn row_of(b: u32) -> u32 {
-    let q = q0 + (b % (2u * rq())) / 2u;
+    let q = q0 + modulo(b, 2u * rq()) / 2u;
     if (b % 2u == 0u) { return select(q, 0u, q == 0u); }
     return select(p.n1 - q, p.n1 / 2u, q == 0u);
 }
 fn partner(x: u32) -> u32 {
-    let b = x / p.n2;
-    let k2 = x % p.n2;
-    if (q0 + b / 2u == 0u && b % 2u == 0u) { return x - k2 + (p.n2 - k2) % p.n2; }
+    let b = over(x, p.n2);
+    let k2 = modulo(x, p.n2);
+    if (q0 + b / 2u == 0u && b % 2u == 0u) { return x - k2 + modulo(p.n2 - k2, p.n2); }
     if (q0 + b / 2u == 0u) { return x - k2 + p.n2 - 1u - k2; }
     return (b ^ 1u) * p.n2 + p.n2 - 1u - k2;
 }
@@ -255,9 +263,9 @@ fn rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let kernel = (p.segs * p.pairs + j) * p.n;
     for (var q = 0u; q < 16u; q++) {
         let i = lid + q * WG;
-        let b = i / p.n2;
+        let b = over(i, p.n2);
         let src = select(kernel, input, b < 2u * rq());
-        buf[at(i)] = data[src + row_of(b) * p.n2 + i % p.n2];
+        buf[at(i)] = data[src + row_of(b) * p.n2 + modulo(i, p.n2)];
     }
     workgroupBarrier();
     fft_local(lid, p.n2, {{LOCAL}}u, false);
@@ -265,8 +273,8 @@ fn rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     fft_local(lid, p.n2, HALF, true);
     for (var q = 0u; q < 8u; q++) {
         let i = lid + q * WG;
-        let r = row_of(i / p.n2);
-        let k2 = i % p.n2;
+        let r = row_of(over(i, p.n2));
+        let k2 = modulo(i, p.n2);
         data[input + r * p.n2 + k2] = fft_cmul(buf[at(i)], fft_twiddle(r * k2, p.n, true));
     }
 }
