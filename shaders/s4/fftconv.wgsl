@@ -47,7 +47,12 @@ fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.x + wid.y * nwg.
 fn blocks() -> u32 { return (p.pairs + p.ppw - 1u) / p.ppw; }
 
 #if LOADS
-// Each entry declares its own bindings, numbered in the order ops::s4::fftconv passes them.
+// The entries that load u and k (WHOLE, COLUMNS) take these first, then their output at 5;
+// the others declare their own, numbered in the order ops::s4::fftconv passes them.
+@group(0) @binding(1) var<storage, read> segs: array<u32>;
+@group(0) @binding(2) var<storage, {{ACT}}> u: array<f32>;
+@group(0) @binding(3) var<storage, {{ACT}}> k: array<f32>;
+@group(0) @binding(4) var<storage, read> dskip: array<f32>;
 
 // Channels 2j and 2j + 1 (j counted from pair0) of token t (the second 0 past H).
 fn input_pair(t: u32, j: u32) -> vec2<f32> {
@@ -112,10 +117,6 @@ fn product(x: u32, koff: u32) -> vec2<f32> {
 #endif
 
 #if WHOLE
-@group(0) @binding(1) var<storage, read> segs: array<u32>;
-@group(0) @binding(2) var<storage, {{ACT}}> u: array<f32>;
-@group(0) @binding(3) var<storage, {{ACT}}> k: array<f32>;
-@group(0) @binding(4) var<storage, read> dskip: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
 // A workgroup takes ppw = LOCAL/(2n) pairs of one segment: their input rows in the first half
@@ -185,10 +186,6 @@ fn data_at(row: u32, j: u32, col: u32, e: u32) -> u32 { return (row * p.pairs + 
 #endif
 
 #if COLUMNS
-@group(0) @binding(1) var<storage, read> segs: array<u32>;
-@group(0) @binding(2) var<storage, {{ACT}}> u: array<f32>;
-@group(0) @binding(3) var<storage, {{ACT}}> k: array<f32>;
-@group(0) @binding(4) var<storage, read> dskip: array<f32>;
 @group(0) @binding(5) var<storage, read_write> data: array<vec2<f32>>;
 
 // Row sets 0 .. segs − 1 are the segments' inputs, row set segs the kernel.
