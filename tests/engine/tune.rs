@@ -104,6 +104,7 @@ fn choosers_use_the_tuned_choice_and_fall_back() {
     table.entries.insert(format!("ssd/{}", SsdKernel::bucket(dims, 1000)), entry("ssd.chunked128"));
     // The S4 convolution's crossover: the tuned method for its length bucket.
     table.entries.insert("s4.conv/L32".into(), entry("fft"));
+    table.entries.insert("s4.conv/L2048".into(), entry("fft.passes"));
     // A shipped file with tables for this adapter and another: the matching one is used.
     let file =
         TuneFile { format: tune::FORMAT, tables: vec![TuneTable::new(key("elsewhere")), table.clone()] };
@@ -111,6 +112,7 @@ fn choosers_use_the_tuned_choice_and_fall_back() {
     assert_eq!(ScanKernel::choose(&dev, shape, 8), ScanKernel::Chunked);
     use linseq::ops::s4::kernels::{choose_conv, ConvMethod};
     assert_eq!(choose_conv(&dev, 30), ConvMethod::Fft, "the tuned bucket L32");
+    assert_eq!(choose_conv(&dev, 2000), ConvMethod::FftPasses, "the tuned bucket L2048");
     assert_eq!(choose_conv(&dev, 10), ConvMethod::Direct, "an untuned short bucket: the heuristic");
     assert_eq!(choose_conv(&dev, 5000), ConvMethod::Fft, "an untuned long bucket: the heuristic");
     assert_eq!(

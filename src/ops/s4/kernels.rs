@@ -350,8 +350,9 @@ impl crate::ops::kernel::Kernel for ConvMethod {
     const OP: &'static str = "s4.conv";
     /// The longest segment.
     type Problem = usize;
+    /// The tuner times all three, and the H100 preferred the separate passes at some lengths.
     fn all() -> Vec<Self> {
-        vec![ConvMethod::Fft, ConvMethod::Direct]
+        vec![ConvMethod::Fft, ConvMethod::FftPasses, ConvMethod::Direct]
     }
     fn name(&self) -> String {
         match self {
