@@ -64,18 +64,20 @@ fn fft_terms(bf: u32, pp: u32, m: u32, r: u32) -> vec3<u32> {
     return vec3<u32>(bf >> countTrailingZeros(per), i, i & (pp - 1u));
 }
 
-// Input q of butterfly t, its twiddle ω_{R·pp}^{q·k} applied.
-fn fft_load(t: vec3<u32>, q: u32, pp: u32, per: u32, r: u32, inverse: bool) -> vec2<f32> {
-    let x = buf[at(t.x * per * r + t.y + q * per)];
-    if (q == 0u || t.z == 0u) { return x; }
-    return fft_cmul(x, fft_twiddle(q * t.z, r * pp, inverse));
+// Input q of butterfly t.
+fn fft_load(t: vec3<u32>, q: u32, per: u32, r: u32) -> vec2<f32> {
+    return buf[at(t.x * per * r + t.y + q * per)];
 }
 
 fn fft_gather2(bf: u32, pp: u32, m: u32, inverse: bool) -> array<vec2<f32>, 2> {
     let t = fft_terms(bf, pp, m, 2u);
     var v: array<vec2<f32>, 2>;
-#for Q in 0..2
-    v[{{Q}}] = fft_load(t, {{Q}}u, pp, m / 2u, 2u, inverse);
+    v[0] = fft_load(t, 0u, m / 2u, 2u);
+    // Input q takes ω_{R·pp}^{q·k}: sin/cos for the powers q = 1, 2, 4, the others one
+    // product of two of those (so each stays within a few ulp).
+    let w = array<vec2<f32>, 2>(vec2<f32>(1.0, 0.0), fft_twiddle(t.z, 2u * pp, inverse));
+#for Q in 1..2
+    v[{{Q}}] = fft_cmul(fft_load(t, {{Q}}u, m / 2u, 2u), w[{{Q}}]);
 #endfor
     return v;
 }
@@ -104,8 +106,14 @@ fn fft_stage2(lid: u32, pp: u32, m: u32, len: u32, inverse: bool) {
 fn fft_gather4(bf: u32, pp: u32, m: u32, inverse: bool) -> array<vec2<f32>, 4> {
     let t = fft_terms(bf, pp, m, 4u);
     var v: array<vec2<f32>, 4>;
-#for Q in 0..4
-    v[{{Q}}] = fft_load(t, {{Q}}u, pp, m / 4u, 4u, inverse);
+    v[0] = fft_load(t, 0u, m / 4u, 4u);
+    // Input q takes ω_{R·pp}^{q·k}: sin/cos for the powers q = 1, 2, 4, the others one
+    // product of two of those (so each stays within a few ulp).
+    let w1 = fft_twiddle(t.z, 4u * pp, inverse);
+    let w2 = fft_twiddle(2u * t.z, 4u * pp, inverse);
+    let w = array<vec2<f32>, 4>(vec2<f32>(1.0, 0.0), w1, w2, fft_cmul(w1, w2));
+#for Q in 1..4
+    v[{{Q}}] = fft_cmul(fft_load(t, {{Q}}u, m / 4u, 4u), w[{{Q}}]);
 #endfor
     return v;
 }
@@ -134,8 +142,16 @@ fn fft_stage4(lid: u32, pp: u32, m: u32, len: u32, inverse: bool) {
 fn fft_gather8(bf: u32, pp: u32, m: u32, inverse: bool) -> array<vec2<f32>, 8> {
     let t = fft_terms(bf, pp, m, 8u);
     var v: array<vec2<f32>, 8>;
-#for Q in 0..8
-    v[{{Q}}] = fft_load(t, {{Q}}u, pp, m / 8u, 8u, inverse);
+    v[0] = fft_load(t, 0u, m / 8u, 8u);
+    // Input q takes ω_{R·pp}^{q·k}: sin/cos for the powers q = 1, 2, 4, the others one
+    // product of two of those (so each stays within a few ulp).
+    let w1 = fft_twiddle(t.z, 8u * pp, inverse);
+    let w2 = fft_twiddle(2u * t.z, 8u * pp, inverse);
+    let w4 = fft_twiddle(4u * t.z, 8u * pp, inverse);
+    let w3 = fft_cmul(w1, w2);
+    let w = array<vec2<f32>, 8>(vec2<f32>(1.0, 0.0), w1, w2, w3, w4, fft_cmul(w1, w4), fft_cmul(w2, w4), fft_cmul(w3, w4));
+#for Q in 1..8
+    v[{{Q}}] = fft_cmul(fft_load(t, {{Q}}u, m / 8u, 8u), w[{{Q}}]);
 #endfor
     return v;
 }
