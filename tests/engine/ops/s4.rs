@@ -540,14 +540,16 @@ fn non_finite_input_stays_in_its_sequence() {
 
 /// The fused FFT convolution in both its forms (one pass for n ≤ local/2, the three-pass
 /// four-step form beyond) against f64 and the separate passes: ragged segments, odd and even
-/// H, a one-token segment, bidirectional kernels, and an input kernel longer than needed.
+/// H (one channel alone too), a one-token segment, bidirectional kernels, and an input kernel
+/// longer than needed.
 #[test]
 fn fused_fft_convolution_matches_f64_in_both_forms() {
     let mut rng = Rng::new(18);
     for dev in devices() {
         let local = Plan::local(dev);
         for (h, lens) in [
-            (3usize, vec![1usize, 5, 16]),
+            (1usize, vec![300usize, 2]),
+            (3, vec![1, 5, 16]),
             (4, vec![200, 3, 64]),
             (7, vec![local / 4 + 1, 9]),
             (2, vec![1200, local]),
