@@ -24,10 +24,6 @@ fn at(x: u32) -> u32 { return x; }
 
 #include fft_stages
 
-// x / d and x mod d for d a power of two (every size here is one), without a division.
-fn over(x: u32, d: u32) -> u32 { return x >> countTrailingZeros(d); }
-fn modulo(x: u32, d: u32) -> u32 { return x & (d - 1u); }
-
 // Address of value e of local sub-sequence b (and whether it exists).
 fn address(wg: u32, b: u32, e: u32) -> vec2<u32> {
     let g = wg * p.per_wg + b;

@@ -1,7 +1,11 @@
 // Stockham FFT stages in workgroup memory, radix 8, 4 and 2 (ops::fft, and the S4 family's
 // fused convolution). The includer declares `const WG: u32` (invocations, LOCAL / 16), the
 // buffer `var<workgroup> buf: array<vec2<f32>, _>` and `fn at(x: u32) -> u32`, where value x
-// of the LOCAL logical ones lives in buf (the identity, or a padding against bank conflicts).
+// of the LOCAL logical ones lives in buf (the identity, or a swizzle against bank conflicts).
+
+// x / d and x mod d for d a power of two (every size here is one), without a division.
+fn over(x: u32, d: u32) -> u32 { return x >> countTrailingZeros(d); }
+fn modulo(x: u32, d: u32) -> u32 { return x & (d - 1u); }
 
 fn fft_cmul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x); }
 
@@ -60,8 +64,8 @@ fn fft_dft8(a: array<vec2<f32>, 8>, inverse: bool) -> array<vec2<f32>, 8> {
 // (sub-sequence b, butterfly i, k = i mod pp) of butterfly bf.
 fn fft_terms(bf: u32, pp: u32, m: u32, r: u32) -> vec3<u32> {
     let per = m / r;
-    let i = bf & (per - 1u);
-    return vec3<u32>(bf >> countTrailingZeros(per), i, i & (pp - 1u));
+    let i = modulo(bf, per);
+    return vec3<u32>(over(bf, per), i, modulo(i, pp));
 }
 
 // Input q of butterfly t.

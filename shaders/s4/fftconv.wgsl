@@ -38,9 +38,6 @@ fn at(x: u32) -> u32 { return x ^ ((x >> row_shift) & swizzle); }
 #include fft_stages
 
 fn conj(a: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.x, -a.y); }
-// x / d and x mod d for d a power of two (every size here is one), without a division.
-fn over(x: u32, d: u32) -> u32 { return x >> countTrailingZeros(d); }
-fn modulo(x: u32, d: u32) -> u32 { return x & (d - 1u); }
 fn minus_i(a: vec2<f32>) -> vec2<f32> { return vec2<f32>(a.y, -a.x); }
 fn plus_i(a: vec2<f32>) -> vec2<f32> { return vec2<f32>(-a.y, a.x); }
 fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.x + wid.y * nwg.x; }

@@ -119,9 +119,15 @@ impl FusedPlan {
         if self.whole() {
             0
         } else {
-            (segs + 1) * pairs * self.n * 2
+            row_scratch(segs, pairs, self.n)
         }
     }
+}
+
+/// Scratch (f32 elements) of the FFT rows of `segs` segments and the kernel, `pairs` channel
+/// pairs each, `n` points a row: the four-step form's and the separate passes' alike.
+pub fn row_scratch(segs: usize, pairs: usize, n: usize) -> usize {
+    (segs + 1) * pairs * n * 2
 }
 
 /// What one group of channel pairs of the convolution works on.
@@ -146,18 +152,17 @@ pub struct Group<'a> {
 /// Records the fused convolution of one group; `data` holds [`FusedPlan::scratch`] elements
 /// for the four-step form.
 pub fn record(rec: &mut Recorder, g: &Group, plan: &FusedPlan, data: Option<&Tensor>) -> Result<()> {
-    let w = |what: &str, v: usize| word(what, v);
     let p = FftConvParams {
-        segs: w("segments", g.segs)?,
-        pairs: w("channel pairs", g.pairs)?,
-        h: w("channels", g.h)?,
-        n: w("FFT length", plan.n)?,
-        n1: w("FFT length", plan.n1)?,
-        n2: w("FFT length", plan.n2)?,
-        lk: w("kernel length", g.lk)?,
-        lags: w("kernel length", g.lags)?,
+        segs: word("segments", g.segs)?,
+        pairs: word("channel pairs", g.pairs)?,
+        h: word("channels", g.h)?,
+        n: word("FFT length", plan.n)?,
+        n1: word("FFT length", plan.n1)?,
+        n2: word("FFT length", plan.n2)?,
+        lk: word("kernel length", g.lk)?,
+        lags: word("kernel length", g.lags)?,
         bidi: g.bidirectional as u32,
-        pair0: w("channel pairs", g.pair0)?,
+        pair0: word("channel pairs", g.pair0)?,
         ppw: plan.ppw as u32,
         cols: plan.cols as u32,
     };

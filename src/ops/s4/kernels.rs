@@ -397,7 +397,7 @@ pub const CONV_GROUP_BYTES: usize = 256 << 20;
 /// take at most `bytes` (at least one pair).
 pub fn conv_group(segs: &[usize], pairs: usize, bytes: usize) -> usize {
     let l = longest(segs);
-    let per_pair = segs.len() * conv_length(l) * 8; // segments + the kernel's row
+    let per_pair = fftconv::row_scratch(segs.len().saturating_sub(1), 1, conv_length(l)) * 4;
     (bytes / per_pair.max(1)).clamp(1, pairs.max(1))
 }
 
@@ -405,9 +405,10 @@ pub fn conv_group(segs: &[usize], pairs: usize, bytes: usize) -> usize {
 pub fn conv_scratch(segs: &[usize], h: usize, method: ConvMethod) -> Vec<usize> {
     let l = longest(segs);
     match conv_method(method, l) {
-        ConvMethod::Fft if conv_length(l) <= super::fftconv::WHOLE_MAX => Vec::new(),
+        ConvMethod::Fft if conv_length(l) <= fftconv::WHOLE_MAX => Vec::new(),
         ConvMethod::Fft | ConvMethod::FftPasses => {
-            vec![segs.len() * conv_group(segs, h.div_ceil(2), CONV_GROUP_BYTES) * conv_length(l) * 2]
+            let group = conv_group(segs, h.div_ceil(2), CONV_GROUP_BYTES);
+            vec![fftconv::row_scratch(segs.len().saturating_sub(1), group, conv_length(l))]
         }
         _ => Vec::new(),
     }
@@ -468,14 +469,15 @@ pub fn conv_in_groups(
     let nseg = segs.len() - 1;
     let table: Vec<u32> = segs.iter().map(|&s| word("tokens", s)).collect::<Result<_>>()?;
     let segt = Tensor::from_slice(rec.device(), &[table.len()], &table)?;
-    if conv_method(method, longest) == ConvMethod::Direct {
+    let method = conv_method(method, longest);
+    if method == ConvMethod::Direct {
         let p = params([nseg, lk, h, 0, t, 0, bidi], 0)?;
         let g = grid(rec.device(), (t * h).div_ceil(64))?;
         return rec.dispatch(&Kernel::Direct.variant(), &p, &[u, &segt, dskip, k, y], g);
     }
     let n = conv_length(longest);
     let pairs = h.div_ceil(2);
-    let fused = match conv_method(method, longest) {
+    let fused = match method {
         ConvMethod::Fft => FusedPlan::new(n, Plan::local(rec.device())),
         _ => None,
     };
@@ -483,7 +485,7 @@ pub fn conv_in_groups(
     let group = if fused.is_some_and(|f| f.whole()) { pairs } else { conv_group(segs, pairs, group_bytes) };
     let rows = match fused {
         Some(f) => f.scratch(nseg, group),
-        None => segs.len() * group * n * 2,
+        None => fftconv::row_scratch(nseg, group, n),
     };
     let owned;
     let data = match data {
