@@ -39,6 +39,7 @@ const BK: u32 = 32u;
 const D4: u32 = D / 4u;
 const HV: u32 = D4 + 2u;      // row stride of the f16 tiles, in vec4s (D + 8 halves)
 const FS: u32 = BK + 4u;      // row stride of the scores, in floats
+const FS4: u32 = FS / 4u;     // … in vec4s
 const PV: u32 = BK / 4u + 2u; // row stride of P, in vec4s (BK + 8 halves)
 const SPLIT: u32 = {{SPLIT}}u; // subgroups per 16 query rows, each with D / SPLIT columns of O
 const WGSIZE: u32 = BQ * 2u * SPLIT;
@@ -48,7 +49,10 @@ const DFO: u32 = {{DFO}}u;    // O fragments per subgroup: D / 16 / SPLIT
 const PL: u32 = {{PL}}u;      // vec4s of a K (or V) tile each invocation stages: BK·D4 / WGSIZE
 // K at rows 0 … BK − 1, V at rows BK … 2·BK − 1; before the walk, Q 64 rows at a time.
 var<workgroup> tiles: array<vec4<f16>, 64u * HV>;
-var<workgroup> scores: array<f32, BQ * FS>;
+// In vec4s, so that a softmax lane reads its keys four at a time: with a row's lanes KPL
+// floats apart and rows FS apart, a quarter-warp's 128-bit reads touch 32 distinct banks
+// (its scalar reads were 4-way conflicts).
+var<workgroup> scores: array<vec4<f32>, BQ * FS4>;
 var<workgroup> probs: array<vec4<f16>, BQ * PV>;
 const TAU: f32 = 8.0;         // how far a row's max may pass its reference m before O is rescaled
 // (32 words: a small variable beside the tiles might misalign them for cooperative loads.)
@@ -118,7 +122,7 @@ fn score_tile(
 #for K in 0..DF
     s0 = coopMultiplyAdd(q{{K}}, coopLoad<coop_mat16x16<f16, B>>(&tiles[half * 16u * HV + {{K}}u * 4u], HV), s0);
 #endfor
-    coopStoreT(s0, &scores[band * 16u * FS + half * 16u], FS);
+    coopStoreT(s0, &scores[band * 16u * FS4 + half * 4u], FS4);
 #else
     var s0: coop_mat16x16<f32, C>;
     var s1: coop_mat16x16<f32, C>;
@@ -126,8 +130,8 @@ fn score_tile(
     s0 = coopMultiplyAdd(q{{K}}, coopLoad<coop_mat16x16<f16, B>>(&tiles[{{K}}u * 4u], HV), s0);
     s1 = coopMultiplyAdd(q{{K}}, coopLoad<coop_mat16x16<f16, B>>(&tiles[16u * HV + {{K}}u * 4u], HV), s1);
 #endfor
-    coopStoreT(s0, &scores[band * 16u * FS], FS);
-    coopStoreT(s1, &scores[band * 16u * FS + 16u], FS);
+    coopStoreT(s0, &scores[band * 16u * FS4], FS4);
+    coopStoreT(s1, &scores[band * 16u * FS4 + 4u], FS4);
 #endif
 }
 
@@ -137,11 +141,13 @@ fn attn_prefill_coop(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    // Workgroup index: (sequence · tiles + tile) · heads + head.
+    // Workgroup index: (sequence · heads + head) · tiles + tiles − 1 − tile. A head's tiles run
+    // side by side, so its K/V rows are read from L2 by most of them, and its last tiles (the
+    // longest under a causal mask) start first, so the dispatch ends on short ones.
     let idx = wid.x + wid.y * nwg.x;
     if (idx >= p.nseq * p.tiles * p.heads) { return; } // workgroup-uniform
-    let h = idx % p.heads;
-    let tile = (idx / p.heads) % p.tiles;
+    let tile = p.tiles - 1u - idx % p.tiles;
+    let h = (idx / p.tiles) % p.heads;
     let s = idx / (p.heads * p.tiles);
     let t0 = seqs[s];
     let len = seqs[s + 1u] - t0;
@@ -219,11 +225,8 @@ fn attn_prefill_coop(
         workgroupBarrier();
         var tmax = -3.0e38;
 #for G in 0..KG
-        let x{{G}} = vec4<f32>(
-            capped(scores[r * FS + c0 + {{G}}u * 4u]),
-            capped(scores[r * FS + c0 + {{G}}u * 4u + 1u]),
-            capped(scores[r * FS + c0 + {{G}}u * 4u + 2u]),
-            capped(scores[r * FS + c0 + {{G}}u * 4u + 3u]));
+        let w{{G}} = scores[r * FS4 + c0 / 4u + {{G}}u];
+        let x{{G}} = vec4<f32>(capped(w{{G}}.x), capped(w{{G}}.y), capped(w{{G}}.z), capped(w{{G}}.w));
         let on{{G}}_0 = key_seen(j0 + c0 + {{G}}u * 4u, i, first);
         let on{{G}}_1 = key_seen(j0 + c0 + {{G}}u * 4u + 1u, i, first);
         let on{{G}}_2 = key_seen(j0 + c0 + {{G}}u * 4u + 2u, i, first);
@@ -265,11 +268,11 @@ fn attn_prefill_coop(
             // O[r] *= alpha, a fragment at a time through the band's score rows (this
             // subgroup's at columns 16·half; a row's lanes scale 8 columns each).
 #for N in 0..DFO
-            coopStoreT(o{{N}}, &scores[band * 16u * FS + half * 16u], FS);
+            coopStoreT(o{{N}}, &scores[band * 16u * FS4 + half * 4u], FS4);
             workgroupBarrier();
-            for (var c = 0u; c < 8u; c++) { scores[r * FS + (lid % LPR) * 8u + c] *= alpha; }
+            for (var c = 0u; c < 2u; c++) { scores[r * FS4 + (lid % LPR) * 2u + c] *= alpha; }
             workgroupBarrier();
-            o{{N}} = coopLoadT<coop_mat16x16<f32, C>>(&scores[band * 16u * FS + half * 16u], FS);
+            o{{N}} = coopLoadT<coop_mat16x16<f32, C>>(&scores[band * 16u * FS4 + half * 4u], FS4);
             workgroupBarrier();
 #endfor
             if (lid == 0u) { atomicStore(&rescale[0], 0u); }
@@ -280,18 +283,18 @@ fn attn_prefill_coop(
 #if SPLIT2
     lr += subgroupShuffleXor(lr, 2u);
 #endif
-    if (lid % LPR == 0u) { scores[r * FS + 32u] = 1.0 / lr; }
+    if (lid % LPR == 0u) { scores[r * FS4 + 8u] = vec4<f32>(1.0 / lr); }
     // O out, a 16 × 16 block at a time through this subgroup's part of its band's `scores`.
     let orow = tile * BQ + band * 16u;
 #for N in 0..DFO
     workgroupBarrier();
-    coopStoreT(o{{N}}, &scores[band * 16u * FS + half * 16u], FS);
+    coopStoreT(o{{N}}, &scores[band * 16u * FS4 + half * 4u], FS4);
     workgroupBarrier();
     for (var e = lane; e < 64u; e += 32u) {
         if (orow + e / 4u < len) {
-            let k = (band * 16u + e / 4u) * FS + half * 16u + (e % 4u) * 4u;
+            let row = (band * 16u + e / 4u) * FS4;
             out[(((t0 + orow + e / 4u) * p.heads + h) * D + (half * DFO + {{N}}u) * 16u) / 4u + e % 4u] =
-                vec4<f32>(scores[k], scores[k + 1u], scores[k + 2u], scores[k + 3u]) * scores[(band * 16u + e / 4u) * FS + 32u];
+                scores[row + half * 4u + e % 4u] * scores[row + 8u].x;
         }
     }
 #endfor
