@@ -143,7 +143,8 @@ fn attn_prefill_coop(
 ) {
     // Workgroup index: (sequence · heads + head) · tiles + tiles − 1 − tile. A head's tiles run
     // side by side, so its K/V rows are read from L2 by most of them, and its last tiles (the
-    // longest under a causal mask) start first, so the dispatch ends on short ones.
+    // longest under a causal mask) start first, so the dispatch ends on short ones. (Neither
+    // this nor the vec4 score reads measured faster on the H200; neither is slower.)
     let idx = wid.x + wid.y * nwg.x;
     if (idx >= p.nseq * p.tiles * p.heads) { return; } // workgroup-uniform
     let tile = p.tiles - 1u - idx % p.tiles;
