@@ -310,9 +310,9 @@ pub fn cauchy_with(
 pub enum ConvMethod {
     /// FFT when the longest segment passes [`DIRECT_MAX`], else direct.
     Auto,
-    /// The fused FFT convolution ([`super::fftconv`]): its whole form up to half a workgroup's
-    /// transform, the separate passes up to a whole one, its four-step form past that, and the
-    /// separate passes again past its longest transform.
+    /// The fused FFT convolution ([`super::fftconv`]) where [`super::fftconv::FusedPlan`] has a
+    /// plan (its whole form up to half a workgroup's transform, its four-step form past a whole
+    /// one), else the separate passes.
     Fft,
     /// The separate passes: pack, forward FFT, product, inverse FFT, unpack.
     FftPasses,
@@ -479,13 +479,7 @@ pub fn conv_in_groups(
     let n = conv_length(longest);
     let pairs = h.div_ceil(2);
     let fused = match method {
-        // The four-step form only past one workgroup's transform: at n = local the separate
-        // passes, whose FFT is then a single workgroup per row, were faster on the H200
-        // (L 2048: 244 against 312 µs at H 1024).
-        ConvMethod::Fft => {
-            let local = Plan::local(rec.device());
-            FusedPlan::new(n, local).filter(|f| f.whole() || n > local)
-        }
+        ConvMethod::Fft => FusedPlan::new(n, Plan::local(rec.device())),
         _ => None,
     };
     // The whole form keeps no rows, so it takes every pair at once.
