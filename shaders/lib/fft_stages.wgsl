@@ -59,7 +59,9 @@ fn fft_dft8(a: array<vec2<f32>, 8>, inverse: bool) -> array<vec2<f32>, 8> {
 // i + q·m/R (times ω^{q·k}, k = i mod pp) and writes (i − k)·R + k + q·pp. An invocation takes
 // up to 16/R butterflies (len ≥ R·WG), all read before the barrier and written after it, so
 // one buffer serves as input and output. Every loop over registers is unrolled by #for, and
-// m, pp and R are powers of two, so no index needs a division.
+// m, pp and R are powers of two, so no index needs a division. Input q's twiddle ω_{R·pp}^{q·k}
+// comes from sin/cos for q = 1, 2, 4, the others as one product of two of those (so each stays
+// within a few ulp).
 
 // (sub-sequence b, butterfly i, k = i mod pp) of butterfly bf.
 fn fft_terms(bf: u32, pp: u32, m: u32, r: u32) -> vec3<u32> {
@@ -77,8 +79,6 @@ fn fft_gather2(bf: u32, pp: u32, m: u32, inverse: bool) -> array<vec2<f32>, 2> {
     let t = fft_terms(bf, pp, m, 2u);
     var v: array<vec2<f32>, 2>;
     v[0] = fft_load(t, 0u, m / 2u, 2u);
-    // Input q takes ω_{R·pp}^{q·k}: sin/cos for the powers q = 1, 2, 4, the others one
-    // product of two of those (so each stays within a few ulp).
     let w = array<vec2<f32>, 2>(vec2<f32>(1.0, 0.0), fft_twiddle(t.z, 2u * pp, inverse));
 #for Q in 1..2
     v[{{Q}}] = fft_cmul(fft_load(t, {{Q}}u, m / 2u, 2u), w[{{Q}}]);
@@ -111,8 +111,6 @@ fn fft_gather4(bf: u32, pp: u32, m: u32, inverse: bool) -> array<vec2<f32>, 4> {
     let t = fft_terms(bf, pp, m, 4u);
     var v: array<vec2<f32>, 4>;
     v[0] = fft_load(t, 0u, m / 4u, 4u);
-    // Input q takes ω_{R·pp}^{q·k}: sin/cos for the powers q = 1, 2, 4, the others one
-    // product of two of those (so each stays within a few ulp).
     let w1 = fft_twiddle(t.z, 4u * pp, inverse);
     let w2 = fft_twiddle(2u * t.z, 4u * pp, inverse);
     let w = array<vec2<f32>, 4>(vec2<f32>(1.0, 0.0), w1, w2, fft_cmul(w1, w2));
@@ -147,8 +145,6 @@ fn fft_gather8(bf: u32, pp: u32, m: u32, inverse: bool) -> array<vec2<f32>, 8> {
     let t = fft_terms(bf, pp, m, 8u);
     var v: array<vec2<f32>, 8>;
     v[0] = fft_load(t, 0u, m / 8u, 8u);
-    // Input q takes ω_{R·pp}^{q·k}: sin/cos for the powers q = 1, 2, 4, the others one
-    // product of two of those (so each stays within a few ulp).
     let w1 = fft_twiddle(t.z, 8u * pp, inverse);
     let w2 = fft_twiddle(2u * t.z, 8u * pp, inverse);
     let w4 = fft_twiddle(4u * t.z, 8u * pp, inverse);

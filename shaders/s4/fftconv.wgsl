@@ -101,6 +101,15 @@ fn multiply(lid: u32, len: u32, koff: u32) {
     workgroupBarrier();
 }
 
+// The input rows (the buffer's first half) and the kernel rows (its second) of length m, loaded
+// by every invocation: both transformed, multiplied into the first half, transformed back.
+fn convolve_rows(lid: u32, m: u32) {
+    workgroupBarrier();
+    fft_local(lid, m, {{LOCAL}}u, false);
+    multiply(lid, HALF, HALF);
+    fft_local(lid, m, HALF, true);
+}
+
 fn product(x: u32, koff: u32) -> vec2<f32> {
     let px = partner(x);
     let zu = buf[at(x)];
@@ -148,10 +157,7 @@ fn whole(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: 
         if (j0 + kj < p.pairs) { kv = kernel_pair(j0 + kj, modulo(i, p.n)); }
         buf[at(HALF + i)] = kv;
     }
-    workgroupBarrier();
-    fft_local(lid, p.n, {{LOCAL}}u, false);
-    multiply(lid, HALF, HALF);
-    fft_local(lid, p.n, HALF, true);
+    convolve_rows(lid, p.n);
     for (var q = 0u; q < 8u; q++) {
         let i = lid + q * WG;
         let jl = modulo(i, p.ppw);
@@ -261,10 +267,7 @@ fn rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         let src = select(kernel, input, b < 2u * rq());
         buf[at(i)] = data[src + row_of(b) * p.n2 + modulo(i, p.n2)];
     }
-    workgroupBarrier();
-    fft_local(lid, p.n2, {{LOCAL}}u, false);
-    multiply(lid, HALF, HALF);
-    fft_local(lid, p.n2, HALF, true);
+    convolve_rows(lid, p.n2);
     for (var q = 0u; q < 8u; q++) {
         let i = lid + q * WG;
         let r = row_of(over(i, p.n2));

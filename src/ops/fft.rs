@@ -63,15 +63,12 @@ impl RealPass {
         }
     }
     fn variant(self) -> Variant {
-        let mut v = Variant::new(format!("fft.{}", self.entry().1), &SHADER, self.entry().1)
+        Variant::new(format!("fft.{}", self.entry().1), &SHADER, self.entry().1)
             .define("PASS", 0)
             .define("REAL", 1)
             .define("LOCAL", 1024)
-            .with_params::<RealParams>();
-        for r in RealPass::ALL {
-            v = v.define(r.entry().0, (r == self) as u32);
-        }
-        v
+            .with_params::<RealParams>()
+            .one_of(RealPass::ALL.map(|r| r.entry().0), self.entry().0)
     }
 }
 

@@ -236,6 +236,15 @@ impl Variant {
     }
 
     /// Declares the uniform block's Rust type.
+    /// Defines each of `names` as 1 when it is `chosen`, else 0: the `#if` switches of a source
+    /// that holds several entry points, one of them compiled per variant.
+    pub fn one_of(mut self, names: impl IntoIterator<Item = &'static str>, chosen: &'static str) -> Self {
+        for name in names {
+            self = self.define(name, (name == chosen) as u32);
+        }
+        self
+    }
+
     pub fn with_params<P: Uniform>(mut self) -> Self {
         self.params = Some(P::LAYOUT);
         self

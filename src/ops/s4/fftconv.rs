@@ -50,16 +50,14 @@ impl Pass {
 
     pub fn variant(self, local: usize) -> Variant {
         let entry = self.entry().1;
-        let mut v = Variant::new(format!("s4.fftconv.{entry}.local{local}"), &SHADER, entry)
+        use Pass::*;
+        Variant::new(format!("s4.fftconv.{entry}.local{local}"), &SHADER, entry)
             .with_params::<FftConvParams>()
             .define("LOCAL", local)
             // Each pass loads its whole workgroup buffer before reading any of it.
-            .define(crate::shader::WRITES_BEFORE_READS, 1);
-        for p in Pass::ALL {
-            v = v.define(p.entry().0, (p == self) as u32);
-        }
-        use Pass::*;
-        v.define("LOADS", matches!(self, Whole | Columns) as u32)
+            .define(crate::shader::WRITES_BEFORE_READS, 1)
+            .one_of(Pass::ALL.map(|p| p.entry().0), self.entry().0)
+            .define("LOADS", matches!(self, Whole | Columns) as u32)
             .define("STORES", matches!(self, Whole | Output) as u32)
             .define("MULTIPLY", matches!(self, Whole | Rows) as u32)
             .define("TILES", matches!(self, Columns | Output) as u32)

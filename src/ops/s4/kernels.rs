@@ -76,10 +76,9 @@ impl Kernel {
 
     pub fn variant(self) -> Variant {
         let entry = self.entry().1;
-        let mut v = Variant::new(format!("s4.{entry}"), &SHADER, entry).with_params::<S4Params>();
-        for k in Kernel::ALL {
-            v = v.define(k.entry().0, (k == self) as u32);
-        }
+        let mut v = Variant::new(format!("s4.{entry}"), &SHADER, entry)
+            .with_params::<S4Params>()
+            .one_of(Kernel::ALL.map(|k| k.entry().0), self.entry().0);
         // e^{x·l} with an exact phase: the Vandermonde kernel's and the state's.
         v = v.define("POWER", matches!(self, Kernel::Vandermonde | Kernel::State) as u32);
         v = v.define("SEGMENTS", matches!(self, Kernel::Unpack | Kernel::Direct) as u32);
